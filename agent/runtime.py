@@ -1,0 +1,78 @@
+"""Wiring: settings -> secrets, mapping, state store, connector and providers, built once per command."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+
+from agent.config import Settings, load_settings
+from agent.mapping import Mapping, load_mapping
+from agent.secrets import ScrubFilter, Secrets
+from agent.state import StateStore
+from connectors.base import Connector
+from connectors.plugins import CONNECTOR_GROUP, PROVIDER_GROUP, load
+from connectors.providers.base import Provider
+
+
+def resolve_relative(mapping: Mapping, folder: Path) -> Mapping:
+    """A relative SQLite path in source.url is relative to the mapping file's folder, not the working dir."""
+    url = mapping.source.url
+    if url and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            source = mapping.source.model_copy(update={"url": f"sqlite:///{(folder / path).resolve()}"})
+            return mapping.model_copy(update={"source": source})
+    return mapping
+
+
+def open_connector(mapping: Mapping, secrets: Secrets) -> Connector:
+    cls = load(CONNECTOR_GROUP, mapping.source.connector)
+    password = secrets.get(mapping.source.password_secret) if mapping.source.password_secret else None
+    return cls(mapping, password)
+
+
+class Runtime:
+    """Lazily built parts of one agent home; every CLI command and the service share this."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._providers: dict[str, Provider] = {}
+        logging.getLogger("ledgerlink").addFilter(ScrubFilter())
+
+    @classmethod
+    def for_home(cls, home: Path | None = None) -> Runtime:
+        return cls(load_settings(home))
+
+    @cached_property
+    def secrets(self) -> Secrets:
+        return Secrets(self.settings.home, self.settings.secrets_backend)
+
+    @cached_property
+    def mapping(self) -> Mapping:
+        path = self.settings.mapping_path
+        return resolve_relative(load_mapping(path), path.parent)
+
+    @cached_property
+    def store(self) -> StateStore:
+        return StateStore(self.settings.state_database_url)
+
+    @cached_property
+    def connector(self) -> Connector:
+        return open_connector(self.mapping, self.secrets)
+
+    def provider(self, account_name: str | None = None) -> Provider:
+        account = self.settings.account(account_name)
+        if account.name not in self._providers:
+            cls = load(PROVIDER_GROUP, account.provider)
+            credentials = self.secrets.resolve(account.credentials)
+            self._providers[account.name] = cls(account, credentials, home=str(self.settings.home))
+        return self._providers[account.name]
+
+    def close(self) -> None:
+        for provider in self._providers.values():
+            provider.close()
+        if "connector" in self.__dict__:
+            self.connector.close()
+        if "store" in self.__dict__:
+            self.store.close()

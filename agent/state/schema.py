@@ -1,0 +1,201 @@
+"""Table definitions of the state store (SQLAlchemy Core). Alembic migrations create and upgrade them.
+
+The firm_* tables mirror the firm database (read-only for us); everything else is the agent's own record.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from agent.state.types import DecimalText, UTCDateTime
+
+metadata = MetaData()
+
+KEY = String(191)  # fits a MySQL utf8mb4 index, and any firm key we have seen
+
+firm_clients = Table(
+    "firm_clients", metadata,
+    Column("key", KEY, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("email", Text),
+    Column("phone", Text),
+    Column("deleted", Boolean, nullable=False, default=False),
+)
+
+firm_payers = Table(
+    "firm_payers", metadata,
+    Column("key", KEY, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("email", Text),
+    Column("phone", Text),
+    Column("client_key", KEY),
+    Column("deleted", Boolean, nullable=False, default=False),
+)
+
+firm_matters = Table(
+    "firm_matters", metadata,
+    Column("key", KEY, primary_key=True),
+    Column("number", KEY, nullable=False, index=True),
+    Column("name", Text, nullable=False, default=""),
+    Column("client_key", KEY, index=True),
+    Column("payer_key", KEY),
+    Column("status", String(16), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+)
+
+firm_statements = Table(
+    "firm_statements", metadata,
+    Column("key", KEY, primary_key=True),
+    Column("number", KEY, nullable=False),
+    Column("matter_key", KEY, nullable=False, index=True),
+    Column("issue_date", Date),
+    Column("due_date", Date),
+    Column("amount", DecimalText, nullable=False),
+    Column("balance", DecimalText, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+)
+
+FIRM_TABLES = {
+    "clients": firm_clients,
+    "payers": firm_payers,
+    "matters": firm_matters,
+    "statements": firm_statements,
+}
+
+checkpoints = Table(
+    "checkpoints", metadata,
+    Column("entity", String(32), primary_key=True),
+    Column("watermark", Text, comment="JSON: {type, value} of the last durably stored row's watermark"),
+    Column("last_key", Text),
+    Column("rows_synced", Integer, nullable=False, default=0),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+component_status = Table(
+    "component_status", metadata,
+    Column("component", String(64), primary_key=True),
+    Column("last_ok_at", UTCDateTime),
+    Column("last_error_at", UTCDateTime),
+    Column("last_error", Text),
+)
+
+# ---------------------------------------------------------------------------- links, payments, postings (0002)
+
+links = Table(
+    "links", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("provider_ref", String(191)),
+    Column("url", Text),
+    Column("status", String(24), nullable=False, index=True),
+    Column("amount", DecimalText, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("matter_key", KEY, index=True),
+    Column("client_key", KEY),
+    Column("payer_name", Text),
+    Column("payer_email", Text),
+    Column("payer_phone", Text),
+    Column("invoice_number", Text),
+    Column("due_date", Date),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime),
+    Column("status_reason", Text),
+    Column("flagged", Text, comment="Why a person should look at this outstanding link (debt changed)"),
+    Column("replaces", String(32)),
+    # Set to the debt's key while the link is outstanding and NULL afterwards: the unique index is what makes
+    # "one outstanding link per debt" hold across threads and processes.
+    Column("outstanding_key", KEY, unique=True),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+)
+
+link_items = Table(
+    "link_items", metadata,
+    Column("link_id", String(32), ForeignKey("links.id"), primary_key=True),
+    Column("statement_key", KEY, primary_key=True),
+    Column("amount", DecimalText, nullable=False),
+    Column("explicit", Boolean, nullable=False, default=False),
+)
+
+provider_cursors = Table(
+    "provider_cursors", metadata,
+    Column("account", String(64), primary_key=True),
+    Column("cursor", Text),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+provider_events = Table(
+    "provider_events", metadata,
+    Column("account", String(64), primary_key=True),
+    Column("event_id", String(191), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("link_ref", String(191)),
+    Column("payment_ref", String(191)),
+    Column("amount", DecimalText),
+    Column("currency", String(3)),
+    Column("raw_status", String(64)),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+payments = Table(
+    "payments", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("payment_ref", String(191), nullable=False),
+    Column("link_id", String(32), ForeignKey("links.id")),
+    Column("amount", DecimalText, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("status_at", UTCDateTime, nullable=False, comment="occurred_at of the event that set status"),
+    Column("confirmed_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("account", "payment_ref", name="uq_payments_ref"),
+)
+
+postings = Table(
+    "postings", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("payment_id", String(32), ForeignKey("payments.id"), nullable=False, index=True),
+    Column("reference", String(191), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("statement_key", KEY),
+    Column("matter_key", KEY),
+    Column("amount", DecimalText, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("next_attempt_at", UTCDateTime),
+    Column("note", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("posted_at", UTCDateTime),
+)
+Index("ix_postings_state_next", postings.c.state, postings.c.next_attempt_at)
+
+file_drops = Table(
+    "file_drops", metadata,
+    Column("batch", String(32), primary_key=True),
+    Column("filename", Text, nullable=False),
+    Column("references", Text, nullable=False, comment="JSON list of posting references in the file"),
+    Column("written_at", UTCDateTime, nullable=False),
+)

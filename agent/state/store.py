@@ -1,0 +1,157 @@
+"""The state store: one SQLAlchemy engine, migrated to the newest schema on open.
+
+SQLite runs in WAL mode with a busy timeout so the CLI, the service loop and the local API can share it; any
+other SQLAlchemy URL (PostgreSQL in particular) works the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy.exc import OperationalError
+
+from agent.errors import ConfigurationError
+from agent.state import schema
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _alembic_config(connection: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+class StateStore:
+    """Owns the engine; ``begin()`` yields a connection inside one transaction."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, pool_recycle=1800)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        if migrate:
+            self.migrate()
+
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema in place (an older agent's state is kept)."""
+        try:
+            with self.engine.begin() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+                if revision == "head" and current == self.head():
+                    return
+                command.upgrade(_alembic_config(conn), revision)
+        except OperationalError as exc:
+            raise ConfigurationError(f"cannot open the state store {self.engine.url!r}: {exc.orig}") from None
+
+    def revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    @staticmethod
+    @cache
+    def head() -> str | None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        return ScriptDirectory.from_config(cfg).get_current_head()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction (on SQLite it takes the write lock up front)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only snapshot that never waits for writers (WAL)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ small shared helpers
+
+    def record_ok(self, component: str) -> None:
+        self._status(component, {"last_ok_at": utcnow()})
+
+    def record_error(self, component: str, error: str) -> None:
+        self._status(component, {"last_error_at": utcnow(), "last_error": error})
+
+    def _status(self, component: str, values: dict[str, Any]) -> None:
+        table = schema.component_status
+        with self.begin() as conn:
+            updated = conn.execute(table.update().where(table.c.component == component).values(**values))
+            if updated.rowcount == 0:
+                conn.execute(table.insert().values(component=component, **values))
+
+    def component_status(self) -> dict[str, dict[str, Any]]:
+        with self.read() as conn:
+            rows = conn.execute(select(schema.component_status)).mappings()
+            return {r["component"]: dict(r) for r in rows}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN itself
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take the lock at BEGIN: two processes upgrading a read lock to a write lock would deadlock.
+    immediate = conn.get_execution_options().get("sqlite_immediate")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def dumps_watermark(value: Any) -> str | None:
+    """JSON with a type tag, so a checkpoint's watermark is bound back as the same type."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return json.dumps({"type": "datetime", "value": value.isoformat()})
+    if isinstance(value, dt.date):
+        return json.dumps({"type": "date", "value": value.isoformat()})
+    if isinstance(value, int):
+        return json.dumps({"type": "int", "value": value})
+    if isinstance(value, bytes):
+        return json.dumps({"type": "bytes", "value": value.hex()})
+    return json.dumps({"type": "str", "value": str(value)})
+
+
+def loads_watermark(text: str | None) -> Any:
+    if text is None:
+        return None
+    data = json.loads(text)
+    kind, value = data["type"], data["value"]
+    return {
+        "datetime": dt.datetime.fromisoformat,
+        "date": dt.date.fromisoformat,
+        "int": int,
+        "bytes": bytes.fromhex,
+        "str": str,
+    }[kind](value)

@@ -1,0 +1,1 @@
+"""Payment provider plugins: sandbox (offline, default), GoCardless Instant Bank Pay, Stripe Checkout."""
