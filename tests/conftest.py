@@ -1,0 +1,85 @@
+"""Shared fixtures: throw-away databases on the real servers. Under CI=true an unreachable server FAILS the
+test (never a silent skip); elsewhere the test skips with the reason."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connectors.testkit.databases import (
+    TempDatabase,
+    in_ci,
+    mariadb_server,
+    odbc_unavailable,
+    postgres_server,
+    temp_database,
+    unavailable,
+)
+
+
+def require(reason: str | None) -> None:
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true and a required server or driver is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_ok() -> None:
+    require(unavailable(postgres_server()))
+
+
+@pytest.fixture(scope="session")
+def mariadb_ok() -> None:
+    require(unavailable(mariadb_server()))
+
+
+@pytest.fixture
+def pg_db(postgres_ok: None) -> Iterator[TempDatabase]:
+    with temp_database("postgresql") as db:
+        yield db
+
+
+@pytest.fixture
+def maria_db(mariadb_ok: None) -> Iterator[TempDatabase]:
+    with temp_database("mariadb") as db:
+        yield db
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[TempDatabase]:
+    with temp_database("sqlite", tmp_path) as db:
+        yield db
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TempDatabase]:
+    """The same test on all three databases."""
+    kind = request.param
+    if kind == "postgresql":
+        require(unavailable(postgres_server()))
+    elif kind == "mariadb":
+        require(unavailable(mariadb_server()))
+    with temp_database(kind, tmp_path) as db:
+        yield db
+
+
+@pytest.fixture
+def odbc_ok() -> None:
+    for kind in ("postgresql", "mariadb", "sqlite"):
+        require(odbc_unavailable(kind))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the developer's real home, keyring or LEDGERLINK_* settings."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("LEDGERLINK_") and not name.startswith("LEDGERLINK_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("LEDGERLINK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
