@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-REGISTRARS: list[Callable[..., None]] = []
+from agent.links_cli import register as links
+
+REGISTRARS: list[Callable[..., None]] = [links]

@@ -293,11 +293,23 @@ def _semantic_problems(mapping: Mapping) -> list[tuple[tuple[Any, ...], str]]:
     return problems
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2-style booleans: only true/false. Column names such as ``no``, ``on`` or ``y`` stay strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
 def parse_mapping(text: str, path: Path) -> Mapping:
     """Validate mapping text; raise MappingErrors listing every problem with its line."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1

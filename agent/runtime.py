@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.config import Settings, load_settings
 from agent.mapping import Mapping, load_mapping
@@ -13,6 +14,9 @@ from agent.state import StateStore
 from connectors.base import Connector
 from connectors.plugins import CONNECTOR_GROUP, PROVIDER_GROUP, load
 from connectors.providers.base import Provider
+
+if TYPE_CHECKING:
+    from agent.links import LinkEngine
 
 
 def resolve_relative(mapping: Mapping, folder: Path) -> Mapping:
@@ -60,6 +64,12 @@ class Runtime:
     @cached_property
     def connector(self) -> Connector:
         return open_connector(self.mapping, self.secrets)
+
+    @cached_property
+    def links(self) -> LinkEngine:
+        from agent.links import LinkEngine
+
+        return LinkEngine(self.settings, self.store, self.provider)
 
     def provider(self, account_name: str | None = None) -> Provider:
         account = self.settings.account(account_name)

@@ -14,6 +14,7 @@ is remembered so logs and error messages can be scrubbed of it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -112,10 +113,8 @@ class Secrets:
 
     def delete(self, name: str) -> None:
         if self._backend is not None:
-            try:
+            with contextlib.suppress(keyring.errors.PasswordDeleteError):
                 self._backend.delete_password(SERVICE, name)
-            except keyring.errors.PasswordDeleteError:
-                pass
 
     def get(self, name: str) -> str:
         """The value of secret ``name``; a ConfigurationError that says how to set it when it is missing."""

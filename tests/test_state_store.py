@@ -1,0 +1,48 @@
+"""State store: migrations upgrade an older agent's state in place; money and timestamps stay exact."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import StatementError
+
+from agent.state import StateStore
+from agent.state.schema import checkpoints, firm_statements, links
+from connectors.testkit.databases import TempDatabase
+
+
+def test_upgrade_in_place_keeps_older_state(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    old = StateStore(url, migrate=False)
+    old.migrate("0001")  # what an older agent left behind
+    with old.begin() as conn:
+        conn.execute(firm_statements.insert().values(
+            key="7", number="INV-7", matter_key="m", amount=Decimal("123.45"), balance=Decimal("0.10"),
+            currency="GBP", status="open", deleted=False))
+    assert "links" not in inspect(old.engine).get_table_names()
+    old.close()
+
+    new = StateStore(url)  # a newer agent opens it
+    assert new.revision() == StateStore.head()
+    assert "links" in inspect(new.engine).get_table_names()
+    with new.read() as conn:
+        row = conn.execute(select(firm_statements)).mappings().one()
+    assert (row["amount"], row["balance"]) == (Decimal("123.45"), Decimal("0.10"))
+
+
+def test_postgresql_state_store(pg_db: TempDatabase) -> None:
+    store = StateStore(pg_db.url.render_as_string(hide_password=False))
+    when = dt.datetime(2026, 3, 29, 1, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    with store.begin() as conn:
+        conn.execute(checkpoints.insert().values(entity="x", rows_synced=0, updated_at=when))
+    with store.read() as conn:
+        got = conn.execute(select(checkpoints.c.updated_at)).scalar_one()
+    assert got == when and got.tzinfo is not None
+    assert "links" in inspect(store.engine).get_table_names()
+    with pytest.raises(StatementError, match="naive datetime"), store.begin() as conn:
+        conn.execute(links.update().values(created_at=dt.datetime(2026, 1, 1)))
+    store.close()
