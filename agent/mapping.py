@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.errors import ConfigurationError
 from agent.sqlparams import param_names
@@ -70,16 +70,20 @@ class SourceConfig(_Strict):
     password_secret: str | None = Field(None, description="Name of the keyring secret that holds the password.")
     options: dict[str, Any] = Field(default_factory=dict, description="Connector-specific options.")
 
+    @field_validator("url", "connection_string")
+    @classmethod
+    def _no_password(cls, text: str | None) -> str | None:
+        if text and _INLINE_PASSWORD.search(text):
+            raise ValueError(
+                "the password is written in the mapping file; remove it, store it with "
+                "'ledgerlink secrets set NAME' and name it in password_secret"
+            )
+        return text
+
     @model_validator(mode="after")
     def _where(self) -> SourceConfig:
         if not (self.url or self.connection_string):
             raise ValueError("give either url (SQLAlchemy) or connection_string (ODBC)")
-        for text in (self.url, self.connection_string):
-            if text and _INLINE_PASSWORD.search(text):
-                raise ValueError(
-                    "the password is written in the mapping file; remove it, store it with "
-                    "'ledgerlink secrets set NAME' and name it in password_secret"
-                )
         return self
 
 
@@ -243,53 +247,49 @@ def _pydantic_message(err: dict[str, Any]) -> str:
     return msg
 
 
-def _semantic_problems(mapping: Mapping) -> list[tuple[tuple[Any, ...], str]]:
-    """Checks that need the whole model: field names per entity and SQL parameters."""
+def _semantic_problems(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """Checks across keys (fields per entity, SQL parameters), on the raw data so they run even when other
+    parts of the file are invalid: every problem is reported in one pass."""
     problems: list[tuple[tuple[Any, ...], str]] = []
-    for entity, em in mapping.entities.items():
+    entities = data.get("entities")
+    for entity, em in (entities if isinstance(entities, dict) else {}).items():
+        if entity not in ENTITY_FIELDS or not isinstance(em, dict):
+            continue
         required, optional = ENTITY_FIELDS[entity]
-        for ours in em.columns:
+        columns = em.get("columns") if isinstance(em.get("columns"), dict) else {}
+        for ours in columns:
             if ours not in required | optional:
-                problems.append(
-                    (("entities", entity, "columns", ours),
-                     f"{entity} has no field {ours!r}; valid fields: {', '.join(sorted(required | optional))}")
-                )
-        for ours in sorted(required - set(em.columns)):
-            problems.append(
-                (("entities", entity, "columns"), f"required field {ours!r} is not mapped; add '{ours}: <column>'")
-            )
+                valid = ", ".join(sorted(required | optional))
+                problems.append((("entities", entity, "columns", ours),
+                                 f"{entity} has no field {ours!r}; valid fields: {valid}"))
+        for ours in sorted(required - set(columns)):
+            problems.append((("entities", entity, "columns"),
+                             f"required field {ours!r} is not mapped; add '{ours}: <column>'"))
         statuses = {"matters": {"open", "closed"}, "statements": {"open", "paid", "void"}}.get(entity, set())
-        for status in em.status_values:
+        values = em.get("status_values") if isinstance(em.get("status_values"), dict) else {}
+        for status in values:
             if status not in statuses:
                 valid = ", ".join(sorted(statuses)) or "none (this entity has no status)"
-                problems.append(
-                    (("entities", entity, "status_values", status), f"unknown status {status!r}; valid: {valid}")
-                )
-    postings = mapping.postings
-    if postings is not None:
+                problems.append((("entities", entity, "status_values", status),
+                                 f"unknown status {status!r}; valid: {valid}"))
+    postings = data.get("postings")
+    if isinstance(postings, dict):
         valid = ", ".join(f":{p}" for p in POSTING_PARAMS)
-        sqls: list[tuple[tuple[Any, ...], str]] = []
-        if isinstance(postings, SqlPostings):
-            sqls = [(("postings", "exists"), postings.exists)]
-            sqls += [(("postings", "statements", i), s) for i, s in enumerate(postings.statements)]
-        elif isinstance(postings, ProcedurePostings):
-            sqls = [(("postings", "exists"), postings.exists), (("postings", "call"), postings.call)]
-        else:
-            for i, col in enumerate(postings.columns):
-                if col.param not in POSTING_PARAMS:
-                    problems.append(
-                        (("postings", "columns", i, "param"), f"unknown parameter {col.param!r}; valid: {valid}")
-                    )
+        sqls: list[tuple[tuple[Any, ...], Any]] = [(("postings", "exists"), postings.get("exists"))]
+        sqls += [(("postings", "statements", i), sql) for i, sql in enumerate(postings.get("statements") or [])]
+        sqls.append((("postings", "call"), postings.get("call")))
         for loc, sql in sqls:
-            for name in param_names(sql):
+            for name in param_names(sql) if isinstance(sql, str) else []:
                 if name not in POSTING_PARAMS:
                     problems.append((loc, f"unknown parameter :{name}; valid: {valid}"))
-        if not isinstance(postings, FilePostings) and "reference" not in param_names(
-            postings.exists
-        ):
-            problems.append(
-                (("postings", "exists"), "the existence check must bind :reference (that is what makes it idempotent)")
-            )
+        exists = postings.get("exists")
+        if isinstance(exists, str) and "reference" not in param_names(exists):
+            problems.append((("postings", "exists"),
+                             "the existence check must bind :reference (that is what makes it idempotent)"))
+        for i, col in enumerate(postings.get("columns") or []):
+            if isinstance(col, dict) and col.get("param") not in POSTING_PARAMS:
+                problems.append((("postings", "columns", i, "param"),
+                                 f"unknown parameter {col.get('param')!r}; valid: {valid}"))
     return problems
 
 
@@ -309,7 +309,7 @@ def parse_mapping(text: str, path: Path) -> Mapping:
     """Validate mapping text; raise MappingErrors listing every problem with its line."""
     try:
         node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
@@ -323,17 +323,15 @@ def parse_mapping(text: str, path: Path) -> Mapping:
             [(_line_for(("version",), lines), "version",
               f"version {data.get('version')!r} is not supported by this agent; it reads version {MAPPING_VERSION}")],
         )
+    problems = [(_line_for(loc, lines), _dotted(loc), msg) for loc, msg in _semantic_problems(data)]
     try:
         mapping = Mapping.model_validate(data)
     except ValidationError as exc:
-        problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if p not in ("sql", "procedure", "file"))
             problems.append((_line_for(loc, lines), _dotted(loc), _pydantic_message(err)))
-        raise MappingErrors(path, problems) from None
-    semantic = _semantic_problems(mapping)
-    if semantic:
-        raise MappingErrors(path, [(_line_for(loc, lines), _dotted(loc), msg) for loc, msg in semantic])
+    if problems:
+        raise MappingErrors(path, list(dict.fromkeys(problems)))
     return mapping
 
 

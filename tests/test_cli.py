@@ -1,0 +1,112 @@
+"""The CLI on the demo firm: init, check, sync (incremental, sweep), search, statements, exit codes, --json."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "init"]) == 0
+    return home
+
+
+def run(home: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["--home", str(home), *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_check_counts_and_watermarks(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(home, capsys, "check", "--json")
+    report = json.loads(out)
+    assert code == 0
+    firm = sqlite3.connect(home / "demo-firm.db")
+    expected = firm.execute("SELECT count(*) FROM bills").fetchone()[0]
+    assert report["entities"]["statements"]["count"] == expected
+    assert report["entities"]["statements"]["newest_watermark"]
+    assert report["state_revision"]
+
+
+def test_sync_is_incremental_and_notices_deletes(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(home, capsys, "sync", "--json")
+    first = json.loads(out)
+    assert code == 0 and first["rows"]["statements"] > 0
+    firm = sqlite3.connect(home / "demo-firm.db")
+    with firm:
+        firm.execute("UPDATE bills SET balance_pence = 1234 WHERE bill_no = 'INV-1001'")
+        firm.execute("DELETE FROM bills WHERE bill_no = 'INV-1003'")
+    code, out, _ = run(home, capsys, "sync", "--sweep", "--json")
+    second = json.loads(out)
+    # Only the changed row (plus any inside the lookback window) is read again; the deleted one is swept.
+    assert 1 <= second["rows"]["statements"] < first["rows"]["statements"]
+    assert second["deleted"]["statements"] == 1
+    code, out, _ = run(home, capsys, "statements", "--matter", "M-2026-0010", "--json")
+    data = json.loads(out)
+    balances = {s["number"]: s["balance"] for s in data["statements"]}
+    assert balances["INV-1001"] == "12.34"  # exact decimal string in JSON, never a float
+
+
+def test_search_and_statements(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(home, capsys, "sync")
+    code, out, _ = run(home, capsys, "matters", "search", "okafor", "--json")
+    found = json.loads(out)
+    assert code == 0 and {m["number"] for m in found} == {"M-2026-0010", "M-2026-0011"}
+    assert all(m["client_name"].endswith("Okafor") for m in found)
+    code, out, _ = run(home, capsys, "matters", "search", "M-2026-0040")
+    assert "M-2026-0040" in out and "Lease renewal" in out or "M-2026-0040" in out
+    code, out, _ = run(home, capsys, "statements", "--matter", "M-2026-0010")
+    assert code == 0 and "INV-1001" in out and "open balance GBP" in out
+
+
+def test_exit_codes(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(home, capsys, "sync")
+    code, _, err = run(home, capsys, "statements", "--matter", "NOPE-1")
+    assert code == 1 and "unknown matter 'NOPE-1'" in err
+    (home / "mapping.yaml").write_text("version: 1\nsource: {url: 'sqlite:///x.db'}\nentities: {}\n")
+    code, _, err = run(home, capsys, "check")
+    assert code == 2 and "entities must include matters, statements" in err
+
+
+def test_mapping_check_lists_every_problem_with_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\n"
+        "source:\n"
+        "  url: postgresql://billing:hunter2@db/firm\n"
+        "entities:\n"
+        "  matters:\n"
+        "    table: matters\n"
+        "    key: id\n"
+        "    columns: {number: matter_no, colour: tint}\n"
+        "  statements:\n"
+        "    table: bills\n"
+        "    key: id\n"
+        "    columns: {number: no, matter_key: matter}\n"
+        "postings:\n"
+        "  kind: sql\n"
+        "  exists: SELECT 1 FROM receipts WHERE ref = :ref\n"
+        "  statements: [\"INSERT INTO receipts VALUES (:reference, :amount)\"]\n"
+    )
+    assert main(["mapping", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:3: source.url: the password is written in the mapping file" in err
+    assert f"{bad}:8: entities.matters.columns.colour: matters has no field 'colour'" in err
+    assert f"{bad}:12: entities.statements.columns: required field 'amount' is not mapped" in err
+    assert f"{bad}:15: postings.exists: unknown parameter :ref; valid: :reference" in err
+    assert f"{bad}:15: postings.exists: the existence check must bind :reference" in err
+    assert "hunter2" not in err
+
+
+def test_mapping_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    demo = Path(__file__).parents[1] / "mappings" / "demo.yaml"
+    assert main(["mapping", "check", str(demo)]) == 0
+    assert "ok (clients, payers, matters, statements; postings: sql)" in capsys.readouterr().out
