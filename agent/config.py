@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,17 @@ CONFIG_NAME = "ledgerlink.toml"
 
 def default_home() -> Path:
     return Path(os.environ.get("LEDGERLINK_HOME") or Path.home() / ".ledgerlink").resolve()
+
+
+class Intervals(BaseModel):
+    """Seconds between runs of each service job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sync: float = Field(30.0, gt=0)
+    payments: float = Field(1.0, gt=0, description="Provider event polling; payment-to-posting latency rides on it.")
+    postings: float = Field(1.0, gt=0)
+    expiry: float = Field(60.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -50,6 +61,7 @@ class Settings(BaseSettings):
     stale_link: Literal["cancel", "flag"] = "cancel"
     sandbox_port: int = Field(8765, ge=0, le=65535, description="Port of the sandbox pay page on 127.0.0.1.")
     log_json: bool = False
+    intervals: Intervals = Field(default_factory=Intervals)
 
     @field_validator("firm_timezone")
     @classmethod

@@ -222,7 +222,10 @@ class LinkEngine:
                 "the link needs it even if you will send it by text"
             )
         items = self._items(request, defaults, account)
-        amount = sum(items.values(), Decimal(0)) if request.statements else request.amount or defaults.amount
+        if request.statements:
+            amount = sum(items.values(), Decimal(0))
+        else:
+            amount = defaults.amount if request.amount is None else request.amount
         amount = self._check_amount(amount, account.currency, field="amount")
         if amount > defaults.amount:
             message = (f"{amount} is more than the {defaults.amount} {defaults.currency} owing on {matter.number} "
@@ -423,6 +426,13 @@ class LinkEngine:
         with self.store.begin() as conn:
             conn.execute(update(links).where(links.c.id == link.id).values(replaces=link_id))
         return self.get(link.id)
+
+    def create_remainder(self, link_id: str) -> Link | None:
+        """After a partial payment (single-use link closed): a fresh link for what is still owing."""
+        old = self.get(link_id)
+        if old.matter_key is None or self.defaults(old.matter_key).amount <= 0:
+            return None
+        return self.create(LinkRequest(matter=old.matter_key, account=old.account, description=old.description))
 
     def expire_due(self, now: dt.datetime | None = None) -> int:
         """Outstanding links past their expiry become expired (after asking the provider, which may know better)."""

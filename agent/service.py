@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.errors import LedgerlinkError
+from agent.payments import EventPoller
 from agent.runtime import Runtime
 from agent.secrets import scrub
 
@@ -44,11 +45,10 @@ class Service:
 
     def loop(self, once: bool = False) -> None:
         while not self.stopping.is_set():
-            now = time.monotonic()
             for job in self.jobs:
                 if self.stopping.is_set():
                     break
-                if now >= job.due:
+                if time.monotonic() >= job.due:
                     self.run_job(job)
                     job.due = time.monotonic() + job.interval
             if once:
@@ -57,11 +57,45 @@ class Service:
             self.stopping.wait(max(0.05, wait))
 
 
+def poll_payments(rt: Runtime) -> int:
+    """Read every account's new events; after a partial payment, create the remainder link if so configured."""
+    new = 0
+    for name in rt.settings.accounts:
+        result = EventPoller(rt.store, rt.provider(name), name).poll()
+        new += result.new
+        if rt.settings.remainder_link == "auto":
+            for link_id in result.remainders or []:
+                rt.links.create_remainder(link_id)
+    return new
+
+
 def default_jobs(rt: Runtime) -> list[Job]:
     from agent.sync import Syncer
+    from postings.outbox import Outbox
 
     syncer = Syncer(rt.store, rt.connector, rt.settings.sync_batch_size)
-    return [Job("sync", 30.0, syncer.sync)]
+    outbox = Outbox(rt.store, rt.connector, rt.mapping)
+    intervals = rt.settings.intervals
+    return [
+        Job("sync", intervals.sync, syncer.sync),
+        Job("payments", intervals.payments, lambda: poll_payments(rt)),
+        Job("postings", intervals.postings, outbox.run_once),
+        Job("expiry", intervals.expiry, rt.links.expire_due),
+        Job("review", intervals.sync, rt.links.review_outstanding),
+    ]
+
+
+def start_pay_page(rt: Runtime) -> object | None:
+    """The sandbox's hosted pay page, when any account uses the sandbox provider."""
+    if not any(a.provider == "sandbox" for a in rt.settings.accounts.values()):
+        return None
+    from connectors.providers.sandbox import SandboxPayServer
+
+    server = SandboxPayServer(rt.settings.home, port=rt.settings.sandbox_port,
+                              disclaimer_for=lambda name: rt.settings.account(name).disclaimer)
+    server.start()
+    log.info("sandbox pay page on %s/pay/<link>", server.url)
+    return server
 
 
 def run_service(rt: Runtime, once: bool = False) -> int:
@@ -73,7 +107,12 @@ def run_service(rt: Runtime, once: bool = False) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    pay_page = None if once else start_pay_page(rt)
     log.info("ledgerlink running from %s", rt.settings.home)
-    service.loop(once=once)
+    try:
+        service.loop(once=once)
+    finally:
+        if pay_page is not None:
+            pay_page.stop()  # type: ignore[attr-defined]
     log.info("stopped")
     return 0
