@@ -30,6 +30,9 @@ CREATE TABLE bills (
     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')));
 CREATE INDEX bills_wm ON bills(updated_at, id);
 CREATE INDEX matters_wm ON matters(updated_at, id);
+CREATE TABLE pay_requests (
+    id INTEGER PRIMARY KEY, matter_no TEXT NOT NULL, amount TEXT, note TEXT, status TEXT NOT NULL DEFAULT 'NEW',
+    link_url TEXT, link_id TEXT, link_status TEXT, error TEXT);
 CREATE TABLE receipts (
     id INTEGER PRIMARY KEY, reference TEXT NOT NULL UNIQUE, bill_id INTEGER NOT NULL REFERENCES bills(id),
     amount_pence INTEGER NOT NULL, received_at TEXT NOT NULL, method TEXT NOT NULL);

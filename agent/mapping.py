@@ -168,6 +168,32 @@ class FilePostings(_Strict):
         return self
 
 
+class RequestTable(_Strict):
+    """A table in the firm database where the matter software asks for links; the agent writes results back."""
+
+    table: str = Field(description="Table (or schema.table) holding the requests.")
+    key: str = Field(description="Primary-key column.")
+    columns: dict[Literal["matter", "amount", "description", "account"], str] = Field(
+        description="Request fields -> columns; matter is required, the rest default like the CLI's."
+    )
+    status_column: str = Field(description="Column the matter software sets to pending_value for a new request.")
+    pending_value: str = "NEW"
+    done_value: str = "LINKED"
+    failed_value: str = "FAILED"
+    write_back: dict[Literal["url", "link_id", "error", "link_status"], str] = Field(
+        default_factory=dict, description="Result fields -> columns the agent fills in."
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> RequestTable:
+        for name in (self.table, self.key, self.status_column, *self.columns.values(), *self.write_back.values()):
+            if not _IDENT.match(name):
+                raise ValueError(f"{name!r} is not a plain identifier")
+        if "matter" not in self.columns:
+            raise ValueError("columns must map 'matter' (the matter number or key)")
+        return self
+
+
 Postings = Annotated[SqlPostings | ProcedurePostings | FilePostings, Field(discriminator="kind")]
 
 
@@ -181,6 +207,7 @@ class Mapping(_Strict):
     timezone: str = Field("Europe/London", description="IANA zone of naive timestamps in the firm database.")
     entities: dict[Literal["clients", "payers", "matters", "statements"], EntityMapping]
     postings: Postings | None = Field(None, description="How payments are written back (see mappings/README.md).")
+    requests: RequestTable | None = Field(None, description="Optional request table the matter software writes.")
 
     @model_validator(mode="after")
     def _complete(self) -> Mapping:

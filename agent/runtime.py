@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._providers: dict[str, Provider] = {}
+        self._swap = threading.Lock()
         logging.getLogger("ledgerlink").addFilter(ScrubFilter())
 
     @classmethod
@@ -78,6 +80,20 @@ class Runtime:
             credentials = self.secrets.resolve(account.credentials)
             self._providers[account.name] = cls(account, credentials, home=str(self.settings.home))
         return self._providers[account.name]
+
+    def apply(self, settings: Settings, mapping: Mapping) -> None:
+        """Swap in a validated configuration: the next use of connector, links or a provider builds it anew."""
+        with self._swap:
+            old_connector = self.__dict__.pop("connector", None)
+            old_providers, self._providers = self._providers, {}
+            self.settings = settings
+            self.__dict__["mapping"] = mapping
+            self.__dict__.pop("links", None)
+            self.__dict__.pop("secrets", None)
+        if old_connector is not None:
+            old_connector.close()
+        for provider in old_providers.values():
+            provider.close()
 
     def close(self) -> None:
         for provider in self._providers.values():

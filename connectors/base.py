@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-from agent.errors import DataError
+from agent.errors import ConfigurationError, DataError
 from agent.mapping import ENTITY_FIELDS, EntityMapping
 from agent.mapping import Mapping as MappingFile
 from agent.model import check_decimals, from_minor, to_decimal
@@ -229,6 +229,14 @@ class Connector(ABC):
     def write_posting(self, params: Mapping[str, Any]) -> bool:
         """In ONE transaction: the existence check on params['reference'], then the mapping's statements (or
         procedure). Returns False when the reference was already there (nothing written)."""
+
+    def pending_requests(self, limit: int) -> list[dict[str, Any]]:
+        """Rows of the mapping's request table waiting for a link: {'key', 'matter', 'amount', ...}."""
+        raise ConfigurationError(f"the {self.name} connector cannot read request tables")
+
+    def write_request_result(self, key: Any, status: str, values: Mapping[str, Any]) -> None:
+        """Set a request row's status and write-back columns (url, link_id, error, link_status)."""
+        raise ConfigurationError(f"the {self.name} connector cannot write request tables")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

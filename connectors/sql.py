@@ -23,7 +23,7 @@ from sqlalchemy.sql import FromClause
 
 from agent.errors import ConfigurationError
 from agent.mapping import Mapping as MappingFile
-from agent.mapping import ProcedurePostings, SqlPostings
+from agent.mapping import ProcedurePostings, RequestTable, SqlPostings
 from agent.sqlparams import param_names
 from connectors.base import Connector, EntityInfo, Position, Selection
 from connectors.errors import classify
@@ -152,6 +152,36 @@ class SQLAlchemyConnector(Connector):
                 return True
 
         return self._run(f"posting {params.get('reference')}", write)
+
+    def _request_table(self) -> tuple[RequestTable, FromClause]:
+        spec = self.mapping.requests
+        if spec is None:
+            raise ConfigurationError("the mapping has no requests section")
+        names = [spec.key, spec.status_column, *spec.columns.values(), *spec.write_back.values()]
+        schema, _, name = spec.table.rpartition(".")
+        return spec, table(name, *[column(c) for c in dict.fromkeys(names)], schema=schema or None)
+
+    def pending_requests(self, limit: int) -> list[dict[str, Any]]:
+        spec, tbl = self._request_table()
+        fields = list(spec.columns.items())
+        query = (select(tbl.c[spec.key], *[tbl.c[c] for _, c in fields])
+                 .where(tbl.c[spec.status_column] == spec.pending_value).order_by(tbl.c[spec.key]).limit(limit))
+
+        def fetch() -> list[dict[str, Any]]:
+            with self.engine.connect() as conn:
+                return [{"key": r[0], **{f: r[i] for i, (f, _) in enumerate(fields, 1)}} for r in conn.execute(query)]
+
+        return self._run(f"reading requests from {spec.table}", fetch)
+
+    def write_request_result(self, key: Any, status: str, values: Mapping[str, Any]) -> None:
+        spec, tbl = self._request_table()
+        sets = {spec.status_column: status} | {spec.write_back[f]: v for f, v in values.items() if f in spec.write_back}
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(tbl.update().where(tbl.c[spec.key] == key).values(**sets))
+
+        self._run(f"writing request {key} in {spec.table}", write)
 
     def _sql_postings(self) -> SqlPostings | ProcedurePostings:
         postings = self.mapping.postings

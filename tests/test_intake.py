@@ -1,0 +1,95 @@
+"""Request intake: the firm database's request table, and the inbox folder of bulk files."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent.cli import init_home
+from agent.intake import InboxIntake, process_request_table
+from agent.runtime import Runtime
+from agent.sync import Syncer
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Runtime:
+    home = tmp_path / "home"
+    init_home(home)
+    runtime = Runtime.for_home(home)
+    runtime.links.retry_initial = 0.01
+    Syncer(runtime.store, runtime.connector).sync()
+    yield runtime
+    runtime.close()
+
+
+def firm(rt: Runtime) -> sqlite3.Connection:
+    return sqlite3.connect(rt.settings.home / "demo-firm.db")
+
+
+def test_request_table_rows_get_links_written_back(rt: Runtime) -> None:
+    with firm(rt) as db:
+        db.execute("INSERT INTO pay_requests (matter_no, amount, note) VALUES ('M-2026-0010', '250.00', 'Fees')")
+        db.execute("INSERT INTO pay_requests (matter_no) VALUES ('M-2026-0040')")  # payer has no email
+        db.execute("INSERT INTO pay_requests (matter_no, status) VALUES ('M-2026-0011', 'DONE-BY-HAND')")
+    assert process_request_table(rt) == 1
+    with firm(rt) as db:
+        rows = db.execute("SELECT matter_no, status, link_url, link_id, link_status, error FROM pay_requests "
+                          "ORDER BY id").fetchall()
+    ok, refused, untouched = rows
+    assert ok[1] == "LINKED" and ok[2].startswith("http://127.0.0.1") and ok[4] == "outstanding" and ok[5] is None
+    link = rt.links.get(ok[3])
+    assert (link.amount, link.description) == (Decimal("250.00"), "Fees")
+    assert refused[1] == "FAILED" and "no email address" in refused[5]
+    assert untouched[1] == "DONE-BY-HAND"
+    assert process_request_table(rt) == 0  # nothing NEW left
+
+
+def test_request_retried_after_a_crash_gets_the_same_link(rt: Runtime) -> None:
+    """A crash after the link was made but before the row was updated: the retry finds the existing link."""
+    with firm(rt) as db:
+        db.execute("INSERT INTO pay_requests (matter_no) VALUES ('M-2026-0010')")
+    first = rt.links.create(__import__("agent.links", fromlist=["LinkRequest"]).LinkRequest(matter="M-2026-0010"))
+    assert process_request_table(rt) == 1
+    with firm(rt) as db:
+        assert db.execute("SELECT link_id FROM pay_requests").fetchone()[0] == first.id
+    assert len(rt.links.list()) == 1
+
+
+BULK = ("Invoice Number,Invoice Date,Due Date,Recipient Name,Recipient Email,Amount,Custom Message\n"
+        "Q-100,2026-11-01,2026-12-01,Ada Lovelace,ada@example.com,120.50,Thank you\n"
+        "Q-101,01/11/2026,01/12/2026,Alan Turing,alan@example.com,99.99,\n")
+
+
+def test_inbox_takes_only_complete_files(rt: Runtime) -> None:
+    clock = [0.0]
+    inbox = InboxIntake(rt, rt.settings.home / "inbox", settle=2.0, clock=lambda: clock[0])
+    inbox.folder.mkdir()
+    (inbox.folder / "batch.csv.part").write_text(BULK)  # still being copied
+    (inbox.folder / "batch.csv").write_text(BULK[:60])
+    assert inbox.ready() == []  # first sighting
+    (inbox.folder / "batch.csv").write_text(BULK)  # still growing
+    clock[0] = 3.0
+    assert inbox.ready() == []
+    clock[0] = 5.5
+    moved = inbox.scan()
+    assert [p.parent.name for p in moved] == ["done"]
+    report = moved[0].with_name(moved[0].name + ".links.csv").read_text().splitlines()
+    assert report[0] == "invoice_number,link_id,status,url,existing" and len(report) == 3
+    assert {x.invoice_number for x in rt.links.list(["outstanding"])} == {"Q-100", "Q-101"}
+    assert (inbox.folder / "batch.csv.part").exists()  # never read
+
+
+def test_inbox_bad_file_goes_to_failed_with_a_report_and_sends_nothing(rt: Runtime) -> None:
+    inbox = InboxIntake(rt, rt.settings.home / "inbox", settle=0.0)
+    inbox.folder.mkdir()
+    (inbox.folder / "bad.txt").write_text(BULK.replace(",", "\t").replace("ada@example.com", "ada-at-example")
+                                          .replace("99.99", "-5"))
+    inbox.ready()
+    moved = inbox.scan()
+    assert [p.parent.name for p in moved] == ["failed"]
+    errors = moved[0].with_name(moved[0].name + ".errors.txt").read_text()
+    assert "row 2" in errors and "row 3" in errors and "nothing was sent" in errors
+    assert rt.links.list() == []

@@ -1,0 +1,82 @@
+"""Hot reload: valid edits take effect without a restart; broken ones are refused and the old config kept."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.cli import init_home
+from agent.reload import ConfigWatcher
+from agent.runtime import Runtime
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Runtime:
+    home = tmp_path / "home"
+    init_home(home)
+    runtime = Runtime.for_home(home)
+    yield runtime
+    runtime.close()
+
+
+@pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
+def test_valid_edit_applies_and_broken_edit_is_refused(rt: Runtime, polling: bool,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    mapping_file = rt.settings.mapping_path
+    assert rt.mapping.name == "Demo firm"
+    old_connector = rt.connector
+    watcher = ConfigWatcher(rt, polling=polling, debounce=0.3).start()
+    try:
+        mapping_file.write_text(mapping_file.read_text().replace("name: Demo firm", "name: Renamed firm"))
+        assert wait_for(lambda: rt.mapping.name == "Renamed firm")
+        assert rt.connector is not old_connector  # rebuilt from the new mapping
+        refused = watcher.refusals  # a poll may have caught the file half-written: that is refused too
+        with caplog.at_level(logging.ERROR, logger="ledgerlink.reload"):
+            mapping_file.write_text(mapping_file.read_text().replace("key: id", "key_column: id", 1))
+            assert wait_for(lambda: watcher.refusals > refused)
+        assert rt.mapping.name == "Renamed firm"  # the old, valid mapping is kept
+        assert "entities.clients.key_column: unknown key" in caplog.text
+        assert "running configuration is kept" in caplog.text
+    finally:
+        watcher.stop()
+
+
+def test_bursts_are_debounced(rt: Runtime) -> None:
+    config = rt.settings.config_path
+    watcher = ConfigWatcher(rt, debounce=0.5).start()
+    try:
+        for i in range(10):
+            config.write_text(config.read_text().replace("Demo Legal LLP", f"Firm {i}", 1)
+                              .replace(f"Firm {i - 1}", f"Firm {i}", 1))
+            time.sleep(0.02)
+        assert wait_for(lambda: rt.settings.service_name == "Firm 9")
+        time.sleep(0.8)
+        assert watcher.reloads == 1
+    finally:
+        watcher.stop()
+
+
+def test_dead_watcher_is_restarted(rt: Runtime) -> None:
+    watcher = ConfigWatcher(rt, debounce=0.2).start()
+    try:
+        assert not watcher.ensure_alive()
+        watcher._observer.stop()  # simulate the observer thread dying
+        watcher._observer.join()
+        assert watcher.ensure_alive()
+        config = rt.settings.config_path
+        config.write_text(config.read_text().replace("Demo Legal LLP", "After Restart"))
+        assert wait_for(lambda: rt.settings.service_name == "After Restart")
+    finally:
+        watcher.stop()
