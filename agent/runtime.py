@@ -78,7 +78,8 @@ class Runtime:
         if account.name not in self._providers:
             cls = load(PROVIDER_GROUP, account.provider)
             credentials = self.secrets.resolve(account.credentials)
-            self._providers[account.name] = cls(account, credentials, home=str(self.settings.home))
+            extra = {"webhook_secret": self.secrets.resolve(account.webhook_secret)} if account.webhook_secret else {}
+            self._providers[account.name] = cls(account, credentials, home=str(self.settings.home), **extra)
         return self._providers[account.name]
 
     def apply(self, settings: Settings, mapping: Mapping) -> None:

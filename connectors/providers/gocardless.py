@@ -1,0 +1,279 @@
+"""GoCardless Instant Bank Pay: a Billing Request (the payment) plus a Billing Request Flow (the link).
+
+The link ref is the billing request id. Events are read forward from the last seen event id. GoCardless lists
+newest first; ``before=<id>`` returns the records immediately newer than ``<id>`` and
+``meta.cursors.before`` is null when nothing newer exists (API reference, "Cursor pagination").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+import requests
+from gocardless_pro import errors as gc_errors
+from gocardless_pro import services
+from gocardless_pro.api_client import ApiClient
+
+from agent.errors import DataError, TransientError
+from agent.model import MerchantAccount, from_minor, to_minor
+from connectors.providers.base import (
+    CancelRefused,
+    EventKind,
+    EventPage,
+    InvalidSignature,
+    LinkNotFound,
+    LinkSpec,
+    LinkStatus,
+    PaymentMethod,
+    Provider,
+    ProviderError,
+    ProviderEvent,
+    ProviderLink,
+)
+
+T = TypeVar("T")
+
+STATUS = {
+    "pending": LinkStatus.OUTSTANDING,
+    "ready_to_fulfil": LinkStatus.OUTSTANDING,
+    "fulfilling": LinkStatus.OUTSTANDING,
+    "fulfilled": LinkStatus.PAYMENT_RECEIVED,
+    "cancelled": LinkStatus.CANCELLED,
+    "expired": LinkStatus.EXPIRED,
+    "failed": LinkStatus.FAILED,
+}
+PAYMENT_ACTIONS = {
+    "created": EventKind.PAYMENT_PENDING,
+    "pending_submission": EventKind.PAYMENT_PENDING,
+    "submitted": EventKind.PAYMENT_PENDING,
+    "confirmed": EventKind.PAYMENT_CONFIRMED,
+    "paid_out": EventKind.PAYMENT_CONFIRMED,
+    "failed": EventKind.PAYMENT_FAILED,
+    "charged_back": EventKind.PAYMENT_CHARGED_BACK,
+}
+BILLING_REQUEST_ACTIONS = {"cancelled": EventKind.LINK_CANCELLED, "expired": EventKind.LINK_EXPIRED}
+DEFAULT_TIMEOUT = 20.0
+ENVIRONMENTS = {"live": "https://api.gocardless.com", "sandbox": "https://api-sandbox.gocardless.com"}
+PAGE = 500  # GoCardless's maximum page size
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from Retry-After or GoCardless's RateLimit-Reset (an HTTP date, or seconds)."""
+    for name in ("Retry-After", "RateLimit-Reset"):
+        value = headers.get(name)
+        if not value:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                continue
+            return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+    return None
+
+
+class _ApiClient(ApiClient):
+    """Keeps the HTTP status and rate-limit wait on SDK errors, which the SDK itself drops."""
+
+    def _handle_errors(self, response: requests.Response) -> None:
+        try:
+            super()._handle_errors(response)
+        except gc_errors.GoCardlessProError as exc:
+            exc.http_status = response.status_code  # type: ignore[attr-defined]
+            exc.retry_after = retry_after(response.headers)  # type: ignore[attr-defined]
+            raise
+
+
+def _translate(exc: Exception) -> Exception:
+    """Map SDK and transport errors onto the agent's: transient ones are retried by agent.retry alone."""
+    if isinstance(exc, requests.Timeout | requests.ConnectionError):
+        return TransientError(f"GoCardless unreachable: {exc}")
+    status = getattr(exc, "http_status", None)
+    if status == 429:
+        return TransientError("GoCardless rate limit reached", retry_after=getattr(exc, "retry_after", None))
+    if status is None or status >= 500 or isinstance(exc, gc_errors.GoCardlessInternalError):
+        return TransientError(f"GoCardless server error ({status}): {exc}")
+    if status == 404:
+        return LinkNotFound(f"GoCardless: {exc}")
+    return ProviderError(f"GoCardless refused the request ({status}): {exc}")
+
+
+class GoCardlessProvider(Provider):
+    name: ClassVar[str] = "gocardless"
+    # A Billing Request Flow expires 7 days after creation (API reference example: created_at
+    # 2022-11-01T16:28:31Z, expires_at 2022-11-08T16:28:31Z) and its lifetime cannot be set.
+    max_expiry: ClassVar[dt.timedelta] = dt.timedelta(days=7)
+    methods: ClassVar[tuple[PaymentMethod, ...]] = (PaymentMethod.BANK,)
+
+    def __init__(
+        self,
+        account: MerchantAccount,
+        credentials: str | None,
+        *,
+        home: str | None = None,
+        webhook_secret: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(account, credentials, home=home)
+        if not credentials:
+            raise ProviderError(f"merchant account {account.name!r}: no GoCardless access token")
+        self.webhook_secret = webhook_secret
+        # The SDK's two environments; sandbox access tokens start with "sandbox_".
+        base = account.api_base or ENVIRONMENTS["sandbox" if credentials.startswith("sandbox_") else "live"]
+        api = _ApiClient(base, credentials, timeout=timeout)
+        # One attempt each (max_network_retries=1): agent.retry is the only retry policy.
+        self._billing_requests = services.BillingRequestsService(api, 1, 0)
+        self._flows = services.BillingRequestFlowsService(api, 1, 0)
+        self._payments = services.PaymentsService(api, 1, 0)
+        self._events = services.EventsService(api, 1, 0)
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (gc_errors.GoCardlessProError, requests.RequestException) as exc:
+            raise _translate(exc) from exc
+
+    def create_link(self, spec: LinkSpec) -> ProviderLink:
+        """Billing request under the engine's idempotency key (retries get it back), then a flow."""
+        try:
+            minor = to_minor(spec.amount, spec.currency)
+        except DataError as exc:
+            raise ProviderError(str(exc)) from None
+        metadata = {"link_id": spec.link_id, **spec.metadata}
+        if len(metadata) > 3:
+            raise ProviderError("GoCardless allows 3 metadata keys: link_id and at most 2 more")
+        # The SDK answers a 409 idempotent_creation_conflict by fetching the conflicting billing request.
+        br = self._call(
+            self._billing_requests.create,
+            params={
+                "payment_request": {
+                    "amount": minor,
+                    "currency": spec.currency,
+                    "description": spec.description,
+                    "metadata": metadata,
+                },
+                "metadata": {"link_id": spec.link_id},
+            },
+            headers={"Idempotency-Key": spec.idempotency_key},
+        )
+        if br.status not in ("pending", "ready_to_fulfil"):
+            return self._link(br, url="")
+        given, _, family = spec.payer_name.rpartition(" ")
+        flow = self._call(
+            self._flows.create,
+            params={
+                "links": {"billing_request": br.id},
+                "lock_currency": True,
+                "prefilled_customer": {
+                    "email": spec.payer_email,
+                    "given_name": given or family,
+                    "family_name": family,
+                },
+            },
+        )
+        return self._link(br, url=flow.authorisation_url, expires_at=_parse_time(flow.expires_at))
+
+    def _link(self, br: Any, url: str, expires_at: dt.datetime | None = None) -> ProviderLink:
+        status = STATUS.get(br.status, LinkStatus.OUTSTANDING)
+        paid = None
+        if status is LinkStatus.PAYMENT_RECEIVED:
+            paid = from_minor(int(br.payment_request.amount), br.payment_request.currency)
+        return ProviderLink(ref=br.id, url=url, status=status, expires_at=expires_at, amount_paid=paid)
+
+    def get_link(self, ref: str) -> ProviderLink:
+        """GoCardless cannot read a flow back, so the URL is empty: the engine keeps the one from create."""
+        return self._link(self._call(self._billing_requests.get, ref), url="")
+
+    def cancel_link(self, ref: str) -> ProviderLink:
+        try:
+            return self._link(self._call(self._billing_requests.cancel, ref), url="")
+        except LinkNotFound:
+            raise
+        except ProviderError as exc:
+            current = self.get_link(ref)
+            if current.status is LinkStatus.CANCELLED:
+                return current
+            raise CancelRefused(
+                f"GoCardless would not cancel {ref} ({current.status}): {exc}", current
+            ) from exc
+
+    def events(self, cursor: str | None, limit: int = 100) -> EventPage:
+        """Raw events after ``cursor`` oldest first; the cursor advances over events we do not map too."""
+        if cursor is None:
+            raw, has_more = self._oldest(limit)
+        else:
+            page = self._call(self._events.list, params={"before": cursor, "limit": min(limit, PAGE)})
+            raw = list(reversed(page.records))
+            has_more = page.before is not None
+        payments: dict[str, Any] = {}
+        mapped = [event for item in raw if (event := self._map(item.attributes, payments)) is not None]
+        return EventPage(mapped, raw[-1].id if raw else cursor, has_more=has_more)
+
+    def _oldest(self, limit: int) -> tuple[list[Any], bool]:
+        """From the beginning: page back to the oldest events (the API has no ascending order)."""
+        records: list[Any] = []
+        after = None
+        while True:
+            params = {"limit": PAGE, **({"after": after} if after else {})}
+            page = self._call(self._events.list, params=params)
+            records.extend(page.records)
+            after = page.after
+            if after is None:
+                return list(reversed(records))[:limit], len(records) > limit
+
+    def _map(self, raw: Mapping[str, Any], payments: dict[str, Any]) -> ProviderEvent | None:
+        links = raw.get("links") or {}
+        occurred = _parse_time(raw["created_at"])
+        action = raw.get("action", "")
+        if raw.get("resource_type") == "billing_requests" and action in BILLING_REQUEST_ACTIONS:
+            return ProviderEvent(
+                raw["id"],
+                BILLING_REQUEST_ACTIONS[action],
+                occurred,
+                links.get("billing_request"),
+                None,
+                None,
+                None,
+                raw_status=f"billing_requests.{action}",
+            )
+        if raw.get("resource_type") != "payments" or action not in PAYMENT_ACTIONS:
+            return None
+        payment_id = links["payment"]
+        if payment_id not in payments:
+            payments[payment_id] = self._call(self._payments.get, payment_id).attributes
+        payment = payments[payment_id]
+        link_ref = links.get("billing_request") or (payment.get("links") or {}).get("billing_request")
+        return ProviderEvent(
+            event_id=raw["id"],
+            kind=PAYMENT_ACTIONS[action],
+            occurred_at=occurred,
+            link_ref=link_ref,
+            payment_ref=payment_id,
+            amount=from_minor(int(payment["amount"]), payment["currency"]),
+            currency=payment["currency"],
+            method=PaymentMethod.BANK,
+            raw_status=f"payments.{action}",
+        )
+
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
+        """``Webhook-Signature`` is the hex HMAC-SHA256 of the raw body under the endpoint secret."""
+        if not self.webhook_secret:
+            raise ProviderError(f"merchant account {self.account.name!r} has no GoCardless webhook secret")
+        given = next((v for k, v in headers.items() if k.lower() == "webhook-signature"), "")
+        expected = hmac.new(self.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+        if not given or not hmac.compare_digest(given, expected):
+            raise InvalidSignature("GoCardless webhook signature does not match")
+        payments: dict[str, Any] = {}
+        return [e for item in json.loads(body)["events"] if (e := self._map(item, payments)) is not None]
+
+
+def _parse_time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))

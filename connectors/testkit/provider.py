@@ -1,0 +1,317 @@
+"""The provider contract test kit: subclass ``ProviderContract`` and provide the fixtures below.
+
+Fixtures a subclass provides:
+
+* ``provider`` - the Provider under test, talking to its fake API (or the sandbox) with a short timeout.
+* ``payer`` - a ``World`` acting as the payer and the provider's back office (pay, fail, charge back,
+  expire).
+* ``faults`` - a ``Faults`` for injecting 5xx/429/slow responses, or None where the provider has no wire.
+* ``webhook`` - a ``WebhookSigner``, or None where the provider takes no webhooks.
+
+Class attributes say how a provider reports cancellation, because Stripe can only *expire* a Checkout Session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import ClassVar, Protocol
+
+import pytest
+
+from agent import retry
+from agent.errors import TransientError
+from connectors.providers.base import (
+    CancelRefused,
+    EventKind,
+    InvalidSignature,
+    LinkNotFound,
+    LinkSpec,
+    LinkStatus,
+    Provider,
+    ProviderEvent,
+    ProviderLink,
+)
+
+AMOUNT = Decimal("125.50")
+
+
+class World(Protocol):
+    def pay(self, link: ProviderLink, amount: Decimal | None = None, confirm: bool = True) -> str:
+        """Pay the link as the payer; returns the payment_ref. ``confirm=False`` leaves it pending."""
+
+    def fail(self, payment_ref: str) -> None: ...
+
+    def charge_back(self, payment_ref: str) -> None: ...
+
+    def expire(self, link: ProviderLink) -> None:
+        """Let the link's time run out."""
+
+    def link_count(self) -> int:
+        """How many link objects exist at the provider (to prove a retried create made one)."""
+
+
+class Faults(Protocol):
+    def fail_next(self, status: int, times: int = 1, headers: Mapping[str, str] | None = None) -> None: ...
+
+    def slow_next(self, seconds: float, times: int = 1) -> None: ...
+
+
+class WebhookSigner(Protocol):
+    timestamped: bool
+
+    def body(self) -> bytes:
+        """A delivery holding at least one event the provider maps."""
+
+    def sign(
+        self, body: bytes, *, timestamp: int | None = None, secret: str | None = None
+    ) -> dict[str, str]: ...
+
+
+def make_spec(provider: Provider, **overrides: object) -> LinkSpec:
+    """A valid spec within the provider's expiry limits, unique per call."""
+    link_id = uuid.uuid4().hex
+    expiry = min(provider.max_expiry, dt.timedelta(days=2)) - dt.timedelta(hours=1)
+    values: dict[str, object] = {
+        "link_id": link_id,
+        "amount": AMOUNT,
+        "currency": provider.account.currency,
+        "description": "Invoice 1042 - conveyancing",
+        "payer_name": "Ada Lovelace",
+        "payer_email": "ada@example.com",
+        "expires_at": dt.datetime.now(dt.UTC) + expiry,
+        "idempotency_key": f"create-{link_id}",
+        "reference": "INV-1042",
+    }
+    values.update(overrides)
+    return LinkSpec(**values)  # type: ignore[arg-type]
+
+
+def drain(provider: Provider, cursor: str | None, limit: int = 100) -> tuple[list[ProviderEvent], str | None]:
+    """Every event after ``cursor`` and the cursor to continue from."""
+    events: list[ProviderEvent] = []
+    while True:
+        page = provider.events(cursor, limit)
+        events.extend(page.events)
+        assert page.cursor is None or isinstance(page.cursor, str)
+        cursor = page.cursor
+        if not page.has_more:
+            return events, cursor
+
+
+def _need(fixture: object, reason: str) -> None:
+    if fixture is None:
+        pytest.skip(reason)
+
+
+class ProviderContract:
+    """Behaviour every provider owes the link engine."""
+
+    cancelled_status: ClassVar[LinkStatus] = LinkStatus.CANCELLED  # what get_link shows after cancel_link
+    cancel_event: ClassVar[EventKind | None] = EventKind.LINK_CANCELLED  # what events() reports, if anything
+    stable_url: ClassVar[bool] = True  # get_link and a repeated create return the original URL
+
+    def test_create_returns_outstanding_link(self, provider: Provider) -> None:
+        link = provider.create_link(make_spec(provider))
+        assert link.ref
+        assert link.url.startswith(("http://", "https://"))
+        assert link.status is LinkStatus.OUTSTANDING
+        assert link.amount_paid is None
+
+    def test_get_shows_the_link(self, provider: Provider) -> None:
+        link = provider.create_link(make_spec(provider))
+        got = provider.get_link(link.ref)
+        assert got.ref == link.ref
+        assert got.status is LinkStatus.OUTSTANDING
+        if self.stable_url:
+            assert got.url == link.url
+
+    def test_get_unknown_link_raises_link_not_found(self, provider: Provider) -> None:
+        with pytest.raises(LinkNotFound):
+            provider.get_link("no-such-link-0000")
+
+    def test_create_is_idempotent(self, provider: Provider, payer: World) -> None:
+        spec = make_spec(provider)
+        first = provider.create_link(spec)
+        second = provider.create_link(spec)
+        assert second.ref == first.ref
+        if self.stable_url:
+            assert second.url == first.url
+        assert payer.link_count() == 1
+        provider.create_link(make_spec(provider))
+        assert payer.link_count() == 2
+
+    def test_server_error_is_transient_and_retried_create_makes_one_link(
+        self, provider: Provider, payer: World, faults: Faults | None
+    ) -> None:
+        _need(faults, "no wire to inject server errors into (embedded provider)")
+        assert faults is not None
+        spec = make_spec(provider)
+        faults.fail_next(503)
+        with pytest.raises(TransientError):
+            provider.create_link(spec)
+        faults.fail_next(500)
+        link = retry.call(provider.create_link, spec, attempts=3, initial=0.01)
+        assert link.status is LinkStatus.OUTSTANDING
+        assert payer.link_count() == 1
+
+    def test_timeout_is_transient_and_retried_create_makes_one_link(
+        self, provider: Provider, payer: World, faults: Faults | None
+    ) -> None:
+        _need(faults, "no wire to delay (embedded provider)")
+        assert faults is not None
+        spec = make_spec(provider)
+        faults.slow_next(1.5)  # the server acts on the request, but answers after the client gave up
+        with pytest.raises(TransientError):
+            provider.create_link(spec)
+        faults.slow_next(1.5)
+        link = retry.call(provider.create_link, spec, attempts=3, initial=0.01)
+        assert provider.get_link(link.ref).status is LinkStatus.OUTSTANDING
+        assert payer.link_count() == 1
+
+    def test_rate_limit_retry_after_is_honoured(
+        self, provider: Provider, payer: World, faults: Faults | None
+    ) -> None:
+        _need(faults, "no wire to rate-limit (embedded provider)")
+        assert faults is not None
+        faults.fail_next(429, headers={"Retry-After": "1"})
+        started = time.monotonic()
+        link = retry.call(provider.create_link, make_spec(provider), attempts=3, initial=0.01)
+        assert time.monotonic() - started >= 1.0
+        assert link.status is LinkStatus.OUTSTANDING
+        assert payer.link_count() == 1
+
+    def test_rate_limit_retries_are_bounded(
+        self, provider: Provider, payer: World, faults: Faults | None
+    ) -> None:
+        _need(faults, "no wire to rate-limit (embedded provider)")
+        assert faults is not None
+        faults.fail_next(429, times=10, headers={"Retry-After": "1"})
+        started = time.monotonic()
+        with pytest.raises(TransientError) as caught:
+            retry.call(provider.create_link, make_spec(provider), attempts=2, initial=0.01)
+        assert caught.value.retry_after == pytest.approx(1.0, abs=0.5)
+        assert 1.0 <= time.monotonic() - started < 5
+        assert payer.link_count() == 0
+
+    def test_cancel(self, provider: Provider) -> None:
+        link = provider.create_link(make_spec(provider))
+        cancelled = provider.cancel_link(link.ref)
+        assert cancelled.ref == link.ref
+        assert cancelled.status is LinkStatus.CANCELLED
+        assert provider.get_link(link.ref).status is self.cancelled_status
+        if self.cancel_event is not None:
+            events, _ = drain(provider, None)
+            assert [e.kind for e in events if e.link_ref == link.ref] == [self.cancel_event]
+
+    def test_cancel_of_paid_link_is_refused(self, provider: Provider, payer: World) -> None:
+        link = provider.create_link(make_spec(provider))
+        payer.pay(link)
+        with pytest.raises(CancelRefused) as refused:
+            provider.cancel_link(link.ref)
+        assert refused.value.link is not None
+        assert refused.value.link.status is LinkStatus.PAYMENT_RECEIVED
+
+    def test_expiry(self, provider: Provider, payer: World) -> None:
+        link = provider.create_link(make_spec(provider))
+        payer.expire(link)
+        assert provider.get_link(link.ref).status is LinkStatus.EXPIRED
+        events, _ = drain(provider, None)
+        assert [e.kind for e in events if e.link_ref == link.ref] == [EventKind.LINK_EXPIRED]
+        with pytest.raises(CancelRefused):
+            provider.cancel_link(link.ref)
+
+    def test_events_resume_from_cursor_oldest_first(self, provider: Provider, payer: World) -> None:
+        early = provider.create_link(make_spec(provider))
+        payer.pay(early)
+        before, cursor = drain(provider, None)
+        assert {e.link_ref for e in before} == {early.ref}
+        assert isinstance(cursor, str)
+
+        link = provider.create_link(make_spec(provider))
+        payment_ref = payer.pay(link)
+        later, next_cursor = drain(provider, cursor)
+        assert later, "events after the cursor were not returned"
+        assert {e.link_ref for e in later} == {link.ref}
+        assert {e.payment_ref for e in later} == {payment_ref}
+        kinds = [e.kind for e in later]
+        assert kinds.index(EventKind.PAYMENT_PENDING) < kinds.index(EventKind.PAYMENT_CONFIRMED)
+        assert [e.occurred_at for e in later] == sorted(e.occurred_at for e in later)
+        assert not {e.event_id for e in later} & {e.event_id for e in before}
+
+        one_at_a_time, _ = drain(provider, cursor, limit=1)
+        assert [e.event_id for e in one_at_a_time] == [e.event_id for e in later]
+
+        assert isinstance(next_cursor, str)
+        rest = provider.events(next_cursor)
+        assert rest.events == [] and not rest.has_more
+        assert rest.cursor == next_cursor
+
+    def test_paid_link_reports_pending_then_confirmed(self, provider: Provider, payer: World) -> None:
+        link = provider.create_link(make_spec(provider))
+        payment_ref = payer.pay(link)
+        events, _ = drain(provider, None)
+        mine = [e for e in events if e.payment_ref == payment_ref]
+        kinds = [e.kind for e in mine]
+        assert kinds[0] is EventKind.PAYMENT_PENDING
+        assert kinds[-1] is EventKind.PAYMENT_CONFIRMED
+        confirmed = mine[-1]
+        assert confirmed.link_ref == link.ref
+        assert confirmed.amount == AMOUNT and isinstance(confirmed.amount, Decimal)
+        assert confirmed.currency == provider.account.currency
+        got = provider.get_link(link.ref)
+        assert got.status is LinkStatus.PAYMENT_RECEIVED
+        assert got.amount_paid == AMOUNT
+
+    def test_failed_payment_is_reported(self, provider: Provider, payer: World) -> None:
+        link = provider.create_link(make_spec(provider))
+        payment_ref = payer.pay(link, confirm=False)
+        payer.fail(payment_ref)
+        events, _ = drain(provider, None)
+        kinds = [e.kind for e in events if e.payment_ref == payment_ref]
+        assert EventKind.PAYMENT_CONFIRMED not in kinds
+        assert kinds[-1] is EventKind.PAYMENT_FAILED
+
+    def test_charge_back_is_reported(self, provider: Provider, payer: World) -> None:
+        link = provider.create_link(make_spec(provider))
+        payment_ref = payer.pay(link)
+        payer.charge_back(payment_ref)
+        events, _ = drain(provider, None)
+        charged = [e for e in events if e.kind is EventKind.PAYMENT_CHARGED_BACK]
+        assert [e.payment_ref for e in charged] == [payment_ref]
+        assert charged[0].amount == AMOUNT
+
+    def test_webhook_with_good_signature_is_parsed(
+        self, provider: Provider, webhook: WebhookSigner | None
+    ) -> None:
+        _need(webhook, "provider takes no webhooks")
+        assert webhook is not None
+        body = webhook.body()
+        assert provider.verify_webhook(body, webhook.sign(body))
+
+    def test_webhook_with_bad_signature_is_rejected(
+        self, provider: Provider, webhook: WebhookSigner | None
+    ) -> None:
+        _need(webhook, "provider takes no webhooks")
+        assert webhook is not None
+        body = webhook.body()
+        with pytest.raises(InvalidSignature):
+            provider.verify_webhook(body + b" ", webhook.sign(body))
+        with pytest.raises(InvalidSignature):
+            provider.verify_webhook(body, webhook.sign(body, secret="not-the-secret"))
+        with pytest.raises(InvalidSignature):
+            provider.verify_webhook(body, {})
+
+    def test_webhook_with_old_signature_is_rejected(
+        self, provider: Provider, webhook: WebhookSigner | None
+    ) -> None:
+        _need(webhook, "provider takes no webhooks")
+        assert webhook is not None
+        if not webhook.timestamped:
+            pytest.skip("this provider's signatures carry no timestamp")
+        body = webhook.body()
+        with pytest.raises(InvalidSignature):
+            provider.verify_webhook(body, webhook.sign(body, timestamp=int(time.time()) - 3600))

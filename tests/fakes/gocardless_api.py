@@ -1,0 +1,364 @@
+"""A local GoCardless API: billing requests, billing request flows, payments and events, JSON as documented.
+
+Lists are newest first with ``meta.cursors``; ``after=X`` pages to older records, ``before=X`` to the records
+immediately newer than X (developer.gocardless.com/api-reference/#api-usage-cursor-pagination).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import itertools
+import json
+import re
+from decimal import Decimal
+
+from agent.model import to_minor
+from fakes import FakeAPI, Request, Response, json_response
+
+SECRET = "gc-webhook-secret"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _error(status: int, error_type: str, message: str, errors: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "error": {
+            "type": error_type,
+            "code": status,
+            "message": message,
+            "errors": errors,
+            "documentation_url": f"https://developer.gocardless.com/api-reference#{error_type}",
+            "request_id": "deadbeef-0000-4000-8000-000000000000",
+        }
+    }
+
+
+class FakeGoCardless(FakeAPI):
+    def __init__(self) -> None:
+        super().__init__()
+        self._ids = itertools.count(1)
+        self.billing_requests: dict[str, dict] = {}
+        self.flows: dict[str, dict] = {}
+        self.payments: dict[str, dict] = {}
+        self.events: list[dict] = []  # oldest first
+        self._keys: dict[tuple[str, str], str] = {}
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):012d}"
+
+    def error_body(self, status: int) -> object:
+        if status == 429:
+            return _error(
+                429,
+                "invalid_api_usage",
+                "Rate limit exceeded",
+                [{"reason": "rate_limit_exceeded", "message": "Rate limit exceeded"}],
+            )
+        return _error(
+            status,
+            "gocardless",
+            "Uh-oh! We've hit an error",
+            [{"reason": "internal_server_error", "message": "Uh-oh! We've hit an error"}],
+        )
+
+    # --- the API -------------------------------------------------------------------------------------------
+
+    def route(self, request: Request) -> Response:
+        body = json.loads(request.body or b"{}")
+        method, path = request.method, request.path
+        if method == "POST" and path == "/billing_requests":
+            return self._create(request, "billing_requests", body.get("billing_requests", {}), self._new_br)
+        if method == "POST" and path == "/billing_request_flows":
+            return self._create(
+                request, "billing_request_flows", body.get("billing_request_flows", {}), self._new_flow
+            )
+        if m := re.fullmatch(r"/billing_requests/(\w+)/actions/cancel", path):
+            return self._cancel(m[1]) if method == "POST" else self._not_found()
+        if method == "GET" and (m := re.fullmatch(r"/billing_requests/(\w+)", path)):
+            br = self.billing_requests.get(m[1])
+            return json_response(200, {"billing_requests": br}) if br else self._not_found()
+        if method == "GET" and (m := re.fullmatch(r"/payments/(\w+)", path)):
+            payment = self.payments.get(m[1])
+            return json_response(200, {"payments": payment}) if payment else self._not_found()
+        if method == "GET" and path == "/events":
+            return self._list_events(request)
+        return self._not_found()
+
+    def _not_found(self) -> Response:
+        return json_response(
+            404,
+            _error(
+                404,
+                "invalid_api_usage",
+                "Resource not found",
+                [{"reason": "resource_not_found", "message": "Resource not found"}],
+            ),
+        )
+
+    def _create(self, request: Request, kind: str, params: dict, build) -> Response:  # type: ignore[no-untyped-def]
+        key = request.headers.get("Idempotency-Key")
+        if key and (kind, key) in self._keys:
+            return json_response(
+                409,
+                _error(
+                    409,
+                    "invalid_state",
+                    "A resource has already been created with this idempotency key",
+                    [
+                        {
+                            "reason": "idempotent_creation_conflict",
+                            "message": "A resource has already been created with this idempotency key",
+                            "links": {"conflicting_resource_id": self._keys[(kind, key)]},
+                        }
+                    ],
+                ),
+            )
+        created = build(params)
+        if isinstance(created, tuple):
+            return created
+        if key:
+            self._keys[(kind, key)] = created["id"]
+        return json_response(201, {kind: created})
+
+    def _new_br(self, params: dict) -> dict | Response:
+        pr = params.get("payment_request") or {}
+        amount = pr.get("amount")
+        if not isinstance(amount, int) or amount <= 0:
+            return json_response(
+                422,
+                _error(
+                    422,
+                    "validation_failed",
+                    "Validation failed",
+                    [
+                        {
+                            "field": "amount",
+                            "message": "must be greater than 0",
+                            "request_pointer": "/billing_requests/payment_request/amount",
+                        }
+                    ],
+                ),
+            )
+        if pr.get("currency") not in ("GBP", "EUR"):
+            return json_response(
+                422,
+                _error(
+                    422,
+                    "validation_failed",
+                    "Validation failed",
+                    [
+                        {
+                            "field": "currency",
+                            "message": "is not supported for instant payments",
+                            "request_pointer": "/billing_requests/payment_request/currency",
+                        }
+                    ],
+                ),
+            )
+        br = {
+            "id": self._id("BRQ"),
+            "created_at": _now(),
+            "status": "pending",
+            "mandate_request": None,
+            "payment_request": {
+                "amount": amount,
+                "currency": pr["currency"],
+                "description": pr.get("description"),
+                "scheme": "faster_payments",
+                "metadata": pr.get("metadata") or {},
+                "links": {},
+            },
+            "metadata": params.get("metadata") or {},
+            "links": {
+                "customer": self._id("CU"),
+                "creditor": "CR000000000001",
+                "payment_request": self._id("PRQ"),
+            },
+            "actions": [],
+            "fallback_enabled": False,
+        }
+        self.billing_requests[br["id"]] = br
+        self._event("billing_requests", "created", billing_request=br["id"])
+        return br
+
+    def _new_flow(self, params: dict) -> dict | Response:
+        br_id = (params.get("links") or {}).get("billing_request")
+        if br_id not in self.billing_requests:
+            return json_response(
+                422,
+                _error(
+                    422,
+                    "validation_failed",
+                    "Validation failed",
+                    [
+                        {
+                            "field": "billing_request",
+                            "message": "not found",
+                            "request_pointer": "/billing_request_flows/links/billing_request",
+                        }
+                    ],
+                ),
+            )
+        created = dt.datetime.now(dt.UTC)
+        flow_id = self._id("BRF")
+        flow = {
+            "id": flow_id,
+            "created_at": _now(),
+            "auto_fulfil": True,
+            "lock_currency": params.get("lock_currency"),
+            "authorisation_url": f"https://pay-sandbox.gocardless.com/billing/static/flow?id={flow_id}",
+            "expires_at": (created + dt.timedelta(days=7))
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "prefilled_customer": params.get("prefilled_customer") or {},
+            "links": {"billing_request": br_id},
+        }
+        self.flows[flow_id] = flow
+        return flow
+
+    def _cancel(self, br_id: str) -> Response:
+        br = self.billing_requests.get(br_id)
+        if br is None:
+            return self._not_found()
+        if br["status"] in ("fulfilled", "fulfilling", "cancelled", "expired"):
+            return json_response(
+                422,
+                _error(
+                    422,
+                    "invalid_state",
+                    "Billing request cannot be cancelled",
+                    [
+                        {
+                            "reason": f"billing_request_{br['status']}",
+                            "message": f"This billing request is {br['status']} and cannot be cancelled",
+                        }
+                    ],
+                ),
+            )
+        br["status"] = "cancelled"
+        self._event("billing_requests", "cancelled", billing_request=br_id)
+        return json_response(200, {"billing_requests": br})
+
+    def _list_events(self, request: Request) -> Response:
+        limit = min(int(request.param("limit") or 50), 500)
+        newest_first = list(reversed(self.events))
+        ids = [e["id"] for e in newest_first]
+        after, before = request.param("after"), request.param("before")
+        if after:
+            start = ids.index(after) + 1
+            page = newest_first[start : start + limit]
+        elif before:
+            end = ids.index(before)
+            page = newest_first[max(0, end - limit) : end]
+        else:
+            page = newest_first[:limit]
+        first = ids.index(page[0]["id"]) if page else 0
+        last = ids.index(page[-1]["id"]) if page else 0
+        cursors = {
+            "before": page[0]["id"] if page and first > 0 else None,
+            "after": page[-1]["id"] if page and last < len(ids) - 1 else None,
+        }
+        return json_response(200, {"events": page, "meta": {"cursors": cursors, "limit": limit}})
+
+    # --- the payer and the back office ---------------------------------------------------------------------
+
+    def _event(self, resource_type: str, action: str, **links: str) -> None:
+        self.events.append(
+            {
+                "id": self._id("EV"),
+                "created_at": _now(),
+                "resource_type": resource_type,
+                "action": action,
+                "links": links,
+                "details": {
+                    "origin": "gocardless",
+                    "cause": f"{resource_type}_{action}",
+                    "description": f"{resource_type} {action} [fake]",
+                },
+                "metadata": {},
+            }
+        )
+
+    def pay(self, br_id: str, amount: Decimal | None = None, confirm: bool = True) -> str:
+        with self.lock:
+            br = self.billing_requests[br_id]
+            pr = br["payment_request"]
+            payment = {
+                "id": self._id("PM"),
+                "created_at": _now(),
+                "status": "pending_submission",
+                "amount": pr["amount"] if amount is None else to_minor(amount, pr["currency"]),
+                "currency": pr["currency"],
+                "description": pr["description"],
+                "scheme": "faster_payments",
+                "metadata": dict(pr["metadata"]),
+                "links": {"creditor": "CR000000000001"},
+            }
+            self.payments[payment["id"]] = payment
+            br["status"] = "fulfilled"
+            br["links"]["payment_request_payment"] = payment["id"]
+            self._event(
+                "billing_requests", "fulfilled", billing_request=br_id, payment_request_payment=payment["id"]
+            )
+            self._event("payments", "created", payment=payment["id"], billing_request=br_id)
+            self._set(payment["id"], "submitted")
+            if confirm:
+                self._set(payment["id"], "confirmed")
+            return payment["id"]
+
+    def _set(self, payment_id: str, status: str) -> None:
+        payment = self.payments[payment_id]
+        payment["status"] = status
+        br_id = next(
+            b
+            for b, br in self.billing_requests.items()
+            if br["links"].get("payment_request_payment") == payment_id
+        )
+        self._event("payments", status, payment=payment_id, billing_request=br_id)
+
+    def fail(self, payment_id: str) -> None:
+        with self.lock:
+            self._set(payment_id, "failed")
+
+    def charge_back(self, payment_id: str) -> None:
+        with self.lock:
+            self._set(payment_id, "charged_back")
+
+    def expire(self, br_id: str) -> None:
+        with self.lock:
+            self.billing_requests[br_id]["status"] = "expired"
+            self._event("billing_requests", "expired", billing_request=br_id)
+
+    def link_count(self) -> int:
+        return len(self.billing_requests)
+
+
+class GoCardlessSigner:
+    """Signs deliveries as GoCardless does: hex HMAC-SHA256 of the raw body in ``Webhook-Signature``."""
+
+    timestamped = False
+
+    def body(self) -> bytes:
+        return json.dumps(
+            {
+                "events": [
+                    {
+                        "id": "EV000000000999",
+                        "created_at": _now(),
+                        "resource_type": "billing_requests",
+                        "action": "cancelled",
+                        "links": {"billing_request": "BRQ000000000001"},
+                        "details": {"origin": "api"},
+                        "metadata": {},
+                    }
+                ]
+            }
+        ).encode()
+
+    def sign(self, body: bytes, *, timestamp: int | None = None, secret: str | None = None) -> dict[str, str]:
+        digest = hmac.new((secret or SECRET).encode(), body, hashlib.sha256).hexdigest()
+        return {"Webhook-Signature": digest}
