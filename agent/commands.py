@@ -5,5 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.links_cli import register as links
+from postings.cli import register as postings
 
-REGISTRARS: list[Callable[..., None]] = [links]
+REGISTRARS: list[Callable[..., None]] = [links, postings]  # links first: it creates the payments group

@@ -3,10 +3,12 @@ through ``mssql+pyodbc``). SQL is built with Core so each dialect renders its ow
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Engine,
     and_,
     column,
@@ -59,6 +61,7 @@ class SQLAlchemyConnector(Connector):
         except (ArgumentError, NoSuchModuleError, ImportError, TypeError) as exc:
             raise ConfigurationError(f"source.url {source.url!r}: {exc}") from None
         self.froms = {e: _from(c.selection) for e, c in self.converters.items()}
+        self._writer: Connection | None = None
 
     def _run(self, context: str, fn: Any) -> Any:
         try:
@@ -140,18 +143,30 @@ class SQLAlchemyConnector(Connector):
         return self._run("postings existence check", probe)
 
     def write_posting(self, params: Mapping[str, Any]) -> bool:
+        """One transaction per posting on a connection kept for the outbox: checking a pooled connection out and
+        pinging it for every posting cost more than the posting itself. A failed connection is dropped and the
+        next posting opens a fresh one."""
         postings = self._sql_postings()
         statements = postings.statements if isinstance(postings, SqlPostings) else [postings.call]
-
-        def write() -> bool:
-            with self.engine.begin() as conn:
+        if self._writer is None or self._writer.closed or self._writer.invalidated:
+            self._writer = self.engine.connect()
+        conn = self._writer
+        try:
+            with conn.begin():
                 if conn.execute(text(postings.exists), bound(postings.exists, params)).first() is not None:
                     return False
                 for sql in statements:
                     conn.execute(text(sql), bound(sql, params))
                 return True
+        except DBAPIError as exc:
+            self._close_writer()
+            raise classify(exc, f"posting {params.get('reference')}") from None
 
-        return self._run(f"posting {params.get('reference')}", write)
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(DBAPIError):
+                self._writer.close()
+            self._writer = None
 
     def _request_table(self) -> tuple[RequestTable, FromClause]:
         spec = self.mapping.requests
@@ -190,4 +205,5 @@ class SQLAlchemyConnector(Connector):
         return postings
 
     def close(self) -> None:
+        self._close_writer()
         self.engine.dispose()

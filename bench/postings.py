@@ -1,0 +1,85 @@
+"""Postings throughput into PostgreSQL: 10,000 payments through the outbox and the mapping (existence check,
+INSERT receipt, UPDATE balance, one target transaction each, plus the outbox's own marks) beside a raw psycopg
+loop writing the same rows one transaction each: the physical limit for per-payment transactions.
+
+    .venv/bin/python bench/postings.py [--payments 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# bench/ itself must not be on the path: bench/postings.py would shadow the postings package.
+sys.path.remove(str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import psycopg
+from crash_worker import firm_mapping, outbox_states, read_firm, seed_crash_run
+from sqlalchemy import select
+
+from agent.state import StateStore
+from agent.state.schema import postings
+from connectors.sql import SQLAlchemyConnector
+from connectors.testkit.databases import TempDatabase, temp_database
+from postings.outbox import POSTING_DETAILS, Outbox, posting_params
+
+
+def raw_loop(db: TempDatabase, rows: list[dict]) -> float:
+    """Seconds for the same INSERT + UPDATE, one transaction per posting, straight through psycopg."""
+    assert db.server is not None
+    with psycopg.connect(host=db.server.host, port=db.server.port, user=db.server.user,
+                         password=db.server.password or None, dbname=db.name) as conn:
+        start = time.perf_counter()
+        for p in rows:
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO receipts (reference, statement_id, amount_pence, received_at, method) "
+                            "VALUES (%s, %s, %s, %s, %s)",
+                            (p["reference"], p["statement_key"], p["amount_minor"], p["paid_at"], p["method"]))
+                cur.execute("UPDATE statements SET balance_pence = balance_pence - %s WHERE id = %s",
+                            (p["amount_minor"], p["statement_key"]))
+            conn.commit()
+        return time.perf_counter() - start
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--payments", type=int, default=10_000)
+    ap.add_argument("--batch-size", type=int, default=200)
+    ap.add_argument("--options", default="{}", help="source.options of the mapping (YAML flow map)")
+    args = ap.parse_args()
+    with (tempfile.TemporaryDirectory(prefix="ledgerlink-bench-") as tmp,
+          temp_database("postgresql") as ours, temp_database("postgresql") as raw):
+        state_url = f"sqlite:///{Path(tmp) / 'state.db'}"
+        seed_crash_run(state_url, ours.url, args.payments)
+        seed_crash_run(f"sqlite:///{Path(tmp) / 'raw-state.db'}", raw.url, args.payments)
+        store = StateStore(state_url)
+        with store.read() as conn:
+            rows = [posting_params(r) for r in conn.execute(POSTING_DETAILS.order_by(postings.c.id)).mappings()]
+        raw_seconds = raw_loop(raw, rows)
+        mapping = firm_mapping(ours.url, options=args.options)
+        connector = SQLAlchemyConnector(mapping)
+        outbox = Outbox(store, connector, mapping, batch_size=args.batch_size)
+        start = time.perf_counter()
+        while outbox.run_once():
+            pass
+        ours_seconds = time.perf_counter() - start
+        states = outbox_states(state_url)
+        receipts = len(read_firm(ours.url).receipts)
+        with store.read() as conn:
+            assert conn.execute(select(postings.c.id).where(postings.c.state != "posted")).first() is None
+        connector.close()
+        store.close()
+    n = len(rows)
+    ours_rate, raw_rate = n / ours_seconds, n / raw_seconds
+    print(f"{n} postings into PostgreSQL ({receipts} receipts, outbox {states})")
+    print(f"postings/s {ours_rate:,.0f}   raw psycopg/s {raw_rate:,.0f}   ratio {ours_rate / raw_rate:.2f}x "
+          "(target >= 0.7x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""How a payment is split over its link's statements.
+
+Explicit link amounts are honoured first (capped at what the statement still owes); whatever the payer did not
+earmark goes to the remaining statements oldest first (issue date, number). Money that cannot be placed — no
+link, a quick link, an overpayment, a statement gone, void or deleted — is returned as ONE unallocated share with
+the reasons, for a person to reallocate: the agent never guesses where money belongs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from agent.state.schema import checkpoints, firm_statements, link_items, links, postings
+
+# Postings that will still move a statement's balance in the firm database once written.
+IN_FLIGHT = ("pending", "posting", "retrying", "failed")
+
+
+@dataclass(frozen=True)
+class Share:
+    """Part of a payment for one statement; ``note`` set means unallocated (why), statement_key then None."""
+
+    statement_key: str | None
+    matter_key: str | None
+    amount: Decimal
+    note: str | None = None
+
+
+def unusable(st: Mapping[str, Any] | None, key: str, currency: str) -> str | None:
+    if st is None:
+        return f"statement {key} is no longer in the firm database"
+    if st["deleted"]:
+        return f"statement {st['number']} was deleted in the firm database"
+    if st["status"] == "void":
+        return f"statement {st['number']} is void"
+    if st["currency"] != currency:
+        return f"statement {st['number']} is in {st['currency']}, the payment in {currency}"
+    return None
+
+
+def available_balances(conn: Connection, keys: list[str]) -> dict[str, Decimal]:
+    """The mirror's balance less our postings the mirror cannot show yet.
+
+    The mirror lags the firm database: postings not yet written, and those written after the last statements
+    sync, have not moved its balance, so two payments on one statement must not both see the full balance.
+    """
+    synced = conn.execute(select(checkpoints.c.updated_at).where(checkpoints.c.entity == "statements")).scalar()
+    pending = postings.c.state.in_(IN_FLIGHT)
+    if synced is not None:
+        pending = pending | ((postings.c.state == "posted") & (postings.c.posted_at > synced))
+    owed = {k: v for k, v in conn.execute(select(firm_statements.c.key, firm_statements.c.balance)
+                                          .where(firm_statements.c.key.in_(keys)))}
+    rows = conn.execute(select(postings.c.statement_key, postings.c.amount)
+                        .where(postings.c.statement_key.in_(keys), pending))
+    for key, amount in rows:
+        if key in owed:
+            owed[key] -= amount
+    return {k: max(v, Decimal(0)) for k, v in owed.items()}
+
+
+def allocate(conn: Connection, payment: Mapping[str, Any]) -> list[Share]:
+    """Split ``payment`` (a payments row) into per-statement shares plus at most one unallocated share."""
+    amount: Decimal = payment["amount"]
+    if payment["link_id"] is None:
+        return [Share(None, None, amount, "the payment did not come through a payment link")]
+    link = conn.execute(select(links).where(links.c.id == payment["link_id"])).mappings().one()
+    items = conn.execute(select(link_items).where(link_items.c.link_id == link["id"])).mappings().all()
+    if not items:
+        return [Share(None, link["matter_key"], amount, f"link {link['id']} is a quick link with no statements")]
+    keys = [i["statement_key"] for i in items]
+    statements = {r["key"]: r for r in conn.execute(select(firm_statements)
+                                                      .where(firm_statements.c.key.in_(keys))).mappings()}
+    available = available_balances(conn, keys)
+    shares: dict[str, Decimal] = {}
+    reasons: list[str] = []
+    remaining = amount
+
+    def place(key: str, wanted: Decimal) -> Decimal:
+        """Put up to ``wanted`` on statement ``key``; returns what could not be placed there."""
+        nonlocal remaining
+        take = min(wanted, remaining, available.get(key, Decimal(0)))
+        if take > 0:
+            shares[key] = shares.get(key, Decimal(0)) + take
+            available[key] -= take
+            remaining -= take
+        return wanted - take
+
+    def order(item: Mapping[str, Any]) -> tuple[dt.date, str]:
+        st = statements.get(item["statement_key"])
+        return (st["issue_date"] or dt.date.min, st["number"]) if st else (dt.date.max, item["statement_key"])
+
+    explicit = sorted((i for i in items if i["explicit"]), key=order)
+    earmarked = Decimal(0)
+    for item in explicit:
+        key = item["statement_key"]
+        wanted = min(item["amount"], remaining)
+        earmarked += wanted
+        reason = unusable(statements.get(key), key, payment["currency"])
+        if reason:
+            reasons.append(f"{wanted} earmarked for it but {reason}")
+            continue
+        short = place(key, wanted)
+        if short > 0:
+            reasons.append(f"{short} earmarked for statement {statements[key]['number']} is more than it owes")
+    # Earmarked money that could not be placed stays unallocated; only the payer's unearmarked rest flows on.
+    free = amount - earmarked
+    for item in sorted((i for i in items if not i["explicit"]), key=order):
+        key = item["statement_key"]
+        reason = unusable(statements.get(key), key, payment["currency"])
+        if reason:
+            reasons.append(reason)
+            continue
+        free = place(key, free) if free > 0 else free
+    out = [Share(k, statements[k]["matter_key"], v) for k, v in shares.items()]
+    if remaining > 0:
+        if free > 0:
+            reasons.append(f"overpayment: {free} {payment['currency']} more than the link's statements owe")
+        out.append(Share(None, link["matter_key"], remaining, "; ".join(reasons)))
+    return out
+

@@ -1,0 +1,431 @@
+"""The postings outbox: confirmed payments written back into the firm's database exactly once.
+
+A posting moves through pending -> posting -> posted (or retrying / failed); incomplete ones wait for a person to
+reallocate them, removed ones were handled by hand. Exactly once rests on three rules:
+
+* the local row is marked ``posting`` (committed) before the target is touched, and ``posted`` only after the
+  target's transaction committed;
+* the target's own transaction checks the reference before writing (Connector.write_posting), so a second write
+  of the same reference does nothing;
+* a posting that may already have reached the target (left in ``posting`` by a crash, or tried before) is first
+  looked up in the target with posting_exists.
+
+One Outbox instance (the service's) works a state store at a time; ``posting`` rows older than the instance are
+what a crashed predecessor left behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, insert, or_, select, update
+from tenacity import RetryCallState, wait_random_exponential
+
+from agent.errors import DataError, LedgerlinkError, RuleError, TransientError
+from agent.mapping import FilePostings
+from agent.mapping import Mapping as MappingFile
+from agent.model import to_minor
+from agent.retry import MAX_WAIT
+from agent.state import StateStore
+from agent.state.schema import firm_matters, firm_statements, links, payments, postings
+from agent.state.store import utcnow
+from connectors.base import Connector
+from postings.allocation import allocate, unusable
+from postings.filedrop import FileDrop
+
+log = logging.getLogger("ledgerlink.postings")
+
+STATES = ("pending", "posting", "posted", "retrying", "failed", "incomplete", "removed")
+REVERSAL_SUFFIX = ":R"
+MARK_GROUP = 50
+Clock = Callable[[], dt.datetime]
+
+
+# ------------------------------------------------------------------------------------------- enqueueing
+
+
+def _insert(conn: Connection, now: dt.datetime, **values: Any) -> int:
+    values = {"attempts": 0, "created_at": now, "updated_at": now, **values}
+    return conn.execute(insert(postings).values(**values)).inserted_primary_key[0]
+
+
+def enqueue_payment(conn: Connection, payment_id: str) -> list[int]:
+    """Allocate a confirmed payment into postings (inside the caller's transaction); a repeat creates nothing."""
+    if conn.execute(select(postings.c.id).where(postings.c.payment_id == payment_id,
+                                                postings.c.kind == "payment").limit(1)).first():
+        return []
+    payment = conn.execute(select(payments).where(payments.c.id == payment_id)).mappings().first()
+    if payment is None:
+        raise DataError(f"payment {payment_id} is not in the state store")
+    now = utcnow()
+    ids = []
+    for share in allocate(conn, payment):
+        suffix = share.statement_key if share.note is None else "unallocated"
+        ids.append(_insert(conn, now, payment_id=payment_id, reference=f"{payment['payment_ref']}:{suffix}",
+                           kind="payment", statement_key=share.statement_key, matter_key=share.matter_key,
+                           amount=share.amount, currency=payment["currency"],
+                           state="pending" if share.note is None else "incomplete", note=share.note))
+    return ids
+
+
+def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int]:
+    """A payment failed or was charged back: undo its postings (inside the caller's transaction), idempotently.
+
+    Postings that certainly never reached the firm database (incomplete, or pending and never tried) are simply
+    removed. Every other one gets a reversing posting; the outbox writes it only once the original is known to
+    be in the firm database, and drops it if the original never got there.
+    """
+    now = utcnow()
+    created = []
+    rows = conn.execute(select(postings).where(postings.c.payment_id == payment_id,
+                                               postings.c.kind == "payment")).mappings().all()
+    for row in rows:
+        untried = row["state"] == "pending" and row["attempts"] == 0 and row["last_error"] is None
+        if row["state"] == "incomplete" or untried:
+            cancelled = conn.execute(update(postings).where(postings.c.id == row["id"],
+                                                            postings.c.state == row["state"])
+                                     .values(state="removed", note=f"{reason} before it was posted", updated_at=now))
+            if cancelled.rowcount:
+                continue  # else the outbox claimed it meanwhile: reverse it like any other
+        elif row["state"] == "removed":
+            continue  # handled by hand, so its reversal is too
+        reference = row["reference"] + REVERSAL_SUFFIX
+        if conn.execute(select(postings.c.id).where(postings.c.reference == reference)).first():
+            continue
+        created.append(_insert(conn, now, payment_id=payment_id, reference=reference, kind="reversal",
+                               statement_key=row["statement_key"], matter_key=row["matter_key"],
+                               amount=-row["amount"], currency=row["currency"], state="pending", note=reason))
+    return created
+
+
+# ------------------------------------------------------------------------------------------- parameters
+
+
+POSTING_DETAILS = (
+    select(postings, payments.c.payment_ref, payments.c.provider, payments.c.method, payments.c.status_at,
+           payments.c.confirmed_at, payments.c.link_id, links.c.description, links.c.client_key.label("link_client"),
+           firm_statements.c.number.label("statement_number"), firm_matters.c.number.label("matter_number"),
+           firm_matters.c.client_key)
+    .join(payments, payments.c.id == postings.c.payment_id)
+    .outerjoin(links, links.c.id == payments.c.link_id)
+    .outerjoin(firm_statements, firm_statements.c.key == postings.c.statement_key)
+    .outerjoin(firm_matters, firm_matters.c.key == postings.c.matter_key)
+)
+
+
+def posting_params(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a mapping may bind (agent.mapping.POSTING_PARAMS) for one posting row joined with POSTING_DETAILS."""
+    amount: Decimal = row["amount"]
+    when: dt.datetime = (row["confirmed_at"] if row["kind"] == "payment" else None) or row["status_at"]
+    paid_at = when.astimezone(dt.UTC).replace(tzinfo=None)
+    return {
+        "reference": row["reference"], "payment_id": row["payment_ref"], "provider": row["provider"],
+        "kind": row["kind"], "amount": amount, "amount_abs": abs(amount),
+        "amount_minor": to_minor(amount, row["currency"]), "amount_text": format(amount, "f"),
+        "currency": row["currency"], "statement_key": row["statement_key"],
+        "statement_number": row["statement_number"], "matter_key": row["matter_key"],
+        "matter_number": row["matter_number"], "client_key": row["client_key"] or row["link_client"],
+        "paid_at": paid_at, "paid_on": paid_at.date(), "method": row["method"],
+        "description": row["description"], "link_id": row["link_id"],
+    }
+
+
+def backoff(attempt: int, initial: float, retry_after: float | None = None) -> float:
+    """Seconds before the next try: the shared policy's jittered exponential backoff, capped at 60 s.
+
+    The outbox persists the schedule in next_attempt_at instead of sleeping, so the wait is computed from
+    tenacity's own strategy rather than run through a tenacity loop.
+    """
+    if retry_after is not None:
+        return min(float(retry_after), MAX_WAIT)
+    state = RetryCallState(None, None, (), {})
+    state.attempt_number = attempt
+    return wait_random_exponential(multiplier=initial, max=MAX_WAIT)(state)
+
+
+# ------------------------------------------------------------------------------------------- the outbox
+
+
+class Outbox:
+    """Works due postings into the firm database (or a file drop) and offers Manage Postings' operations."""
+
+    def __init__(self, store: StateStore, connector: Connector | None, mapping: MappingFile, *,
+                 batch_size: int = 100, attempts: int = 8, clock: Clock = utcnow, backoff_initial: float = 1.0,
+                 reversal_wait: float = 1.0) -> None:
+        if mapping.postings is None:
+            raise RuleError("the mapping has no postings section, so payments cannot be written back")
+        self.store = store
+        self.connector = connector
+        self.batch_size = batch_size
+        self.attempts = attempts
+        self.clock = clock
+        self.backoff_initial = backoff_initial
+        self.reversal_wait = dt.timedelta(seconds=reversal_wait)
+        self.files = FileDrop(mapping.postings) if isinstance(mapping.postings, FilePostings) else None
+        self.started = clock()
+
+    # ------------------------------------------------------------------ one pass
+
+    def run_once(self) -> dict[str, int]:
+        """Process one batch of due postings; returns counts per outcome (posted, already, retrying, ...)."""
+        counts: Counter[str] = Counter()
+        claimed = self._claim()
+        unfinished = {c["id"]: c for c in claimed}
+        # Local marks are written in groups: each only after its target commit, and one state-store commit per
+        # group instead of per posting. A crash before a group's commit leaves its postings to the recovery check.
+        written: list[tuple[int, str]] = []
+        try:
+            ready = []
+            for row in claimed:
+                if row["kind"] == "reversal" and not self._reversal_ready(row, counts):
+                    unfinished.pop(row["id"])
+                else:
+                    ready.append(row)
+            if self.files is not None:
+                self._drop(ready, counts)
+                unfinished.clear()
+            else:
+                for row in ready:
+                    outcome = self._post(row, counts)
+                    unfinished.pop(row["id"])
+                    if outcome:
+                        written.append((row["id"], outcome))
+                    if len(written) >= MARK_GROUP:
+                        self._mark(written, counts)
+        finally:
+            self._mark(written, counts)
+            if unfinished:  # an unexpected error: hand the rest back, to be checked against the target
+                self._release(list(unfinished.values()))
+        return dict(counts)
+
+    def _mark(self, written: list[tuple[int, str]], counts: Counter[str]) -> None:
+        for outcome, note in (("posted", None), ("already", "already in the firm database")):
+            ids = [i for i, o in written if o == outcome]
+            if ids:
+                self._posted(ids, note)
+                counts[outcome] += len(ids)
+        written.clear()
+
+    def _claim(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        p = postings.c
+        due = or_(
+            and_(p.state.in_(("pending", "retrying")), or_(p.next_attempt_at.is_(None), p.next_attempt_at <= now)),
+            and_(p.state == "posting", p.updated_at < self.started),
+        )
+        with self.store.begin() as conn:
+            rows = conn.execute(select(p.id, p.state).where(due).order_by(p.id).limit(self.batch_size)).all()
+            ids = [pid for pid, state in rows
+                   if conn.execute(update(postings).where(p.id == pid, p.state == state)
+                                   .values(state="posting", updated_at=now)).rowcount]
+            was = {pid: state for pid, state in rows}
+            details = conn.execute(POSTING_DETAILS.where(p.id.in_(ids)).order_by(p.id)).mappings().all()
+        return [{**d, "recovering": was[d["id"]] == "posting" or d["attempts"] > 0 or d["last_error"] is not None}
+                for d in details]
+
+    def _reversal_ready(self, row: Mapping[str, Any], counts: Counter[str]) -> bool:
+        """A reversal goes out only after its original is in the firm database; dropped if it never got there."""
+        original = self._get(row["reference"].removesuffix(REVERSAL_SUFFIX))
+        state = original["state"]
+        if state == "posted":
+            return True
+        now = self.clock()
+        if state in ("pending", "posting", "retrying"):
+            wake = max(original["next_attempt_at"] or now, now) + self.reversal_wait
+            self._set(row["id"], state="pending", next_attempt_at=wake)
+            counts["deferred"] += 1
+            return False
+        try:
+            reached = self._reached(original["reference"])
+        except TransientError as exc:
+            self._transient(row, exc, counts)
+            return False
+        if reached:
+            with self.store.begin() as conn:
+                conn.execute(update(postings).where(postings.c.id == original["id"], postings.c.state == "failed")
+                             .values(state="posted", posted_at=now, updated_at=now,
+                                     note="found in the firm database after it had failed"))
+            return True
+        with self.store.begin() as conn:
+            conn.execute(update(postings).where(postings.c.id == original["id"], postings.c.state == "failed")
+                         .values(state="removed", updated_at=now, note=f"never posted; {row['note']}"))
+            conn.execute(update(postings).where(postings.c.id == row["id"])
+                         .values(state="removed", updated_at=now,
+                                 note=f"nothing to reverse: {original['reference']} never reached the firm database"))
+        counts["removed"] += 1
+        return False
+
+    def _reached(self, reference: str) -> bool:
+        if self.files is not None:
+            return FileDrop.dropped(self.store, reference)
+        assert self.connector is not None
+        return self.connector.posting_exists(reference)
+
+    def _post(self, row: Mapping[str, Any], counts: Counter[str]) -> str | None:
+        """Write one posting; returns 'posted' or 'already' once the target has it, None when it did not go."""
+        reference = row["reference"]
+        assert self.connector is not None
+        try:
+            if row["recovering"] and self.connector.posting_exists(reference):
+                return "already"
+            return "posted" if self.connector.write_posting(posting_params(row)) else "already"
+        except TransientError as exc:
+            self._transient(row, exc, counts)
+        except LedgerlinkError as exc:
+            if isinstance(exc, DataError) and self._exists_quietly(reference):
+                return "already"  # a unique-key clash on the reference: someone else's write got there first
+            self._failed(row, str(exc), counts)
+        return None
+
+    def _exists_quietly(self, reference: str) -> bool:
+        try:
+            return self._reached(reference)
+        except LedgerlinkError:
+            return False
+
+    def _drop(self, rows: list[dict[str, Any]], counts: Counter[str]) -> None:
+        assert self.files is not None
+        recovering = [r["reference"] for r in rows if r["recovering"]]
+        done = self.files.recover(self.store, recovering) if recovering else set()
+        already = [r["id"] for r in rows if r["reference"] in done]
+        if already:
+            self._posted(already, "already in a dropped file")
+            counts["already"] += len(already)
+        lines, batch_rows = [], []
+        for row in rows:
+            if row["reference"] in done:
+                continue
+            try:
+                lines.append(self.files.render_row(posting_params(row)))
+                batch_rows.append(row)
+            except LedgerlinkError as exc:
+                self._failed(row, str(exc), counts)
+        if not batch_rows:
+            return
+        batch = f"{self.clock():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
+        try:
+            path = self.files.drop(self.store, batch, [r["reference"] for r in batch_rows],
+                                   self.files.render(lines), self.clock())
+        except OSError as exc:
+            for row in batch_rows:
+                self._transient(row, TransientError(f"writing the posting file: {exc}"), counts)
+            return
+        self._posted([r["id"] for r in batch_rows], None)
+        counts["posted"] += len(batch_rows)
+        log.info("dropped %d posting(s) in %s", len(batch_rows), path)
+
+    # ------------------------------------------------------------------ state changes
+
+    def _set(self, posting_id: int, **values: Any) -> None:
+        with self.store.begin() as conn:
+            conn.execute(update(postings).where(postings.c.id == posting_id)
+                         .values(updated_at=self.clock(), **values))
+
+    def _posted(self, ids: list[int], note: str | None) -> None:
+        now = self.clock()
+        extra = {"note": note} if note else {}
+        with self.store.begin() as conn:
+            conn.execute(update(postings).where(postings.c.id.in_(ids), postings.c.state == "posting")
+                         .values(state="posted", posted_at=now, updated_at=now, next_attempt_at=None,
+                                 attempts=postings.c.attempts + 1, **extra))
+
+    def _transient(self, row: Mapping[str, Any], exc: TransientError, counts: Counter[str]) -> None:
+        attempts = row["attempts"] + 1
+        if attempts >= self.attempts:
+            self._failed(row, f"gave up after {attempts} attempts: {exc}", counts)
+            return
+        wait = backoff(attempts, self.backoff_initial, exc.retry_after)
+        log.warning("posting %s: %s; retrying in %.1fs", row["reference"], exc, wait)
+        self._set(row["id"], state="retrying", attempts=attempts, last_error=str(exc),
+                  next_attempt_at=self.clock() + dt.timedelta(seconds=wait))
+        counts["retrying"] += 1
+
+    def _failed(self, row: Mapping[str, Any], error: str, counts: Counter[str]) -> None:
+        log.error("posting %s failed: %s", row["reference"], error)
+        self._set(row["id"], state="failed", attempts=row["attempts"] + 1, last_error=error, next_attempt_at=None)
+        counts["failed"] += 1
+
+    def _release(self, rows: list[Mapping[str, Any]]) -> None:
+        with self.store.begin() as conn:
+            for row in rows:
+                conn.execute(update(postings).where(postings.c.id == row["id"], postings.c.state == "posting")
+                             .values(state="retrying", next_attempt_at=self.clock(), updated_at=self.clock(),
+                                     last_error="interrupted by an unexpected error; will check the target"))
+
+    # ------------------------------------------------------------------ Manage Postings operations
+
+    def _get(self, reference: str | None = None, posting_id: int | None = None) -> Mapping[str, Any]:
+        where = postings.c.reference == reference if posting_id is None else postings.c.id == posting_id
+        with self.store.read() as conn:
+            row = conn.execute(select(postings).where(where)).mappings().first()
+        if row is None:
+            raise RuleError(f"no posting {posting_id if posting_id is not None else reference}")
+        return row
+
+    def retry(self, posting_id: int) -> None:
+        """failed (or retrying) -> pending with a fresh set of attempts, after the cause has been fixed."""
+        with self.store.begin() as conn:
+            done = conn.execute(update(postings).where(postings.c.id == posting_id,
+                                                       postings.c.state.in_(("failed", "retrying")))
+                                .values(state="pending", attempts=0, next_attempt_at=None, updated_at=self.clock()))
+        if not done.rowcount:
+            raise RuleError(f"posting {posting_id} is {self._get(posting_id=posting_id)['state']}; "
+                            "only failed or retrying postings can be retried")
+
+    def retry_failed(self) -> int:
+        with self.store.begin() as conn:
+            return conn.execute(update(postings).where(postings.c.state == "failed")
+                                .values(state="pending", attempts=0, next_attempt_at=None,
+                                        updated_at=self.clock())).rowcount
+
+    def reallocate(self, posting_id: int, amounts: Mapping[str, Decimal]) -> list[int]:
+        """Split an incomplete posting over statements a person chose; they must add up to its amount exactly."""
+        with self.store.begin() as conn:
+            row = conn.execute(select(postings).where(postings.c.id == posting_id)).mappings().first()
+            if row is None or row["state"] != "incomplete":
+                raise RuleError(f"posting {posting_id} is {row['state'] if row else 'not there'}; "
+                                "only incomplete postings can be reallocated")
+            if not amounts or any(a <= 0 for a in amounts.values()):
+                raise RuleError("give each statement a positive amount")
+            total = sum(amounts.values(), Decimal(0))
+            if total != row["amount"]:
+                raise RuleError(f"the amounts add up to {total}, the posting is {row['amount']} {row['currency']}")
+            payment_ref = conn.execute(select(payments.c.payment_ref)
+                                       .where(payments.c.id == row["payment_id"])).scalar_one()
+            found = {r["key"]: r for r in conn.execute(select(firm_statements)
+                                                        .where(firm_statements.c.key.in_(list(amounts)))).mappings()}
+            now = self.clock()
+            ids = []
+            for key, amount in amounts.items():
+                reason = unusable(found.get(key), key, row["currency"])
+                if reason:
+                    raise RuleError(f"cannot reallocate to {key}: {reason}")
+                reference = f"{payment_ref}:{key}"
+                if conn.execute(select(postings.c.id).where(postings.c.reference == reference)).first():
+                    reference = f"{reference}:{posting_id}"
+                ids.append(_insert(conn, now, payment_id=row["payment_id"], reference=reference, kind="payment",
+                                   statement_key=key, matter_key=found[key]["matter_key"], amount=amount,
+                                   currency=row["currency"], state="pending",
+                                   note=f"reallocated from posting {posting_id}"))
+            split = ", ".join(f"{k} {v}" for k, v in amounts.items())
+            conn.execute(update(postings).where(postings.c.id == posting_id)
+                         .values(state="removed", updated_at=now, note=f"reallocated to {split}; was: {row['note']}"))
+        return ids
+
+    def remove(self, posting_id: int, reason: str) -> None:
+        """Take a posting out of the outbox because a person handles it by hand in the matter system."""
+        if not reason.strip():
+            raise RuleError("say why the posting is removed (--reason)")
+        with self.store.begin() as conn:
+            done = conn.execute(update(postings).where(
+                postings.c.id == posting_id, postings.c.state.in_(("pending", "retrying", "failed", "incomplete"))
+            ).values(state="removed", note=reason.strip(), next_attempt_at=None, updated_at=self.clock()))
+        if not done.rowcount:
+            raise RuleError(f"posting {posting_id} is {self._get(posting_id=posting_id)['state']}; only pending, "
+                            "retrying, failed or incomplete postings can be removed")

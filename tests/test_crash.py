@@ -1,0 +1,40 @@
+"""Exactly once under SIGKILL: workers are killed at random moments (some between the target's commit and the
+local mark) and restarted until everything is posted; the firm database must then hold each payment once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from crash_worker import drive, outbox_states, read_firm, seed_crash_run
+
+from connectors.testkit.databases import TempDatabase
+
+PAYMENTS = int(os.environ.get("LEDGERLINK_TEST_CRASH_PAYMENTS", "300"))
+MIN_KILLS = 50
+
+
+@pytest.mark.timeout(120)
+def test_exactly_once_under_sigkill(any_db: TempDatabase, tmp_path: Path) -> None:
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    balances, paid = seed_crash_run(state_url, any_db.url, PAYMENTS)
+
+    result = drive(state_url, any_db.url, tmp_path, min_kills=MIN_KILLS, delay=(0.005, 0.08),
+                   commit_probability=0.03, seed=PAYMENTS)
+
+    assert result.kills + result.commit_kills >= MIN_KILLS, result
+    assert result.commit_kills >= 1, result  # some kills landed between the target's commit and the local mark
+    firm = read_firm(any_db.url)
+    expected = {f"P{i:05d}" for i in range(PAYMENTS)}
+    assert firm.duplicates == 0
+    assert {ref.split(":")[0] for ref in firm.receipts} == expected
+    assert len(firm.receipts) == PAYMENTS  # exactly one receipt per payment
+    assert sum(firm.receipts.values()) == paid  # integer pence: exact
+    moved = {k: balances[k] - firm.balances[k] for k in balances}
+    per_statement: dict[str, int] = {}
+    for ref, pence in firm.receipts.items():
+        key = ref.split(":")[1]
+        per_statement[key] = per_statement.get(key, 0) + pence
+    assert moved == {k: per_statement.get(k, 0) for k in balances}  # every balance moved exactly once
+    assert outbox_states(state_url) == {"posted": PAYMENTS}

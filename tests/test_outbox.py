@@ -1,0 +1,313 @@
+"""Every outbox state transition against a real (SQLite) firm database, plus the Manage Postings CLI."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from crash_worker import POSTINGS_SQL, add_payment, add_statement, create_firm, firm_mapping, read_firm
+from sqlalchemy import select
+
+from agent.errors import RuleError
+from agent.mapping import Mapping as MappingFile
+from agent.state import StateStore
+from agent.state.schema import postings
+from connectors.sql import SQLAlchemyConnector
+from postings import cli
+from postings.outbox import Outbox, backoff, enqueue_reversal
+
+D = Decimal
+T0 = dt.datetime(2026, 5, 1, 9, 0, tzinfo=dt.UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+class Env:
+    """A state store, a SQLite firm with statements S1 (100.00) and S2 (50.00), and an outbox factory."""
+
+    def __init__(self, tmp: Path, postings_yaml: str = POSTINGS_SQL) -> None:
+        self.firm_path = tmp / "firm.db"
+        self.firm_url = f"sqlite:///{self.firm_path}"
+        create_firm(self.firm_url, {"S1": 10_000, "S2": 5_000})
+        self.store = StateStore(f"sqlite:///{tmp / 'state.db'}")
+        with self.store.begin() as conn:
+            add_statement(conn, "S1", D("100.00"), issue_date=dt.date(2026, 1, 1))
+            add_statement(conn, "S2", D("50.00"), issue_date=dt.date(2026, 2, 1))
+        self.mapping: MappingFile = firm_mapping(self.firm_url, postings_yaml, "{connect_args: {timeout: 0.05}}")
+        self.connector = SQLAlchemyConnector(self.mapping)
+        self.clock = Clock()
+
+    def outbox(self, **kw: Any) -> Outbox:
+        return Outbox(self.store, self.connector, self.mapping, clock=self.clock, batch_size=50, **kw)
+
+    def pay(self, ref: str, amount: str, items: list[tuple[str, str, bool]] | None, **kw: Any) -> str:
+        with self.store.begin() as conn:
+            return add_payment(conn, ref, D(amount), None if items is None else
+                               [(k, D(a), e) for k, a, e in items], **kw)
+
+    def posting(self, reference: str) -> dict[str, Any]:
+        with self.store.read() as conn:
+            return dict(conn.execute(select(postings).where(postings.c.reference == reference)).mappings().one())
+
+    def states(self) -> dict[str, str]:
+        with self.store.read() as conn:
+            return {r: s for r, s in conn.execute(select(postings.c.reference, postings.c.state))}
+
+    def lock_firm(self) -> sqlite3.Connection:
+        """Another program holding the firm database's write lock (a 'table locked' fault)."""
+        lock = sqlite3.connect(self.firm_path, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        return lock
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    yield e
+    e.connector.close()
+    e.store.close()
+
+
+def test_pending_posting_posted_and_the_balance_moves(env: Env) -> None:
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    env.pay("p2", "20.00", [("S2", "20.00", True)])
+    seen: list[str] = []
+    write = env.connector.write_posting
+
+    def spy(params: Any) -> bool:
+        seen.append(env.posting(params["reference"])["state"])  # committed before the target is touched
+        return write(params)
+
+    env.connector.write_posting = spy  # type: ignore[method-assign]
+    assert env.outbox().run_once() == {"posted": 2}
+    assert seen == ["posting", "posting"]
+    firm = read_firm(env.firm_url)
+    assert firm.receipts == {"p1:S1": 3000, "p2:S2": 2000}
+    assert firm.balances == {"S1": 7000, "S2": 3000}
+    row = env.posting("p1:S1")
+    assert (row["state"], row["attempts"], row["posted_at"]) == ("posted", 1, T0)
+    assert env.outbox().run_once() == {}
+
+
+def test_transient_error_retries_later_then_posts(env: Env) -> None:
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    outbox = env.outbox(backoff_initial=1.0)
+    lock = env.lock_firm()
+    assert outbox.run_once() == {"retrying": 1}
+    row = env.posting("p1:S1")
+    assert row["state"] == "retrying" and row["attempts"] == 1 and "database is locked" in row["last_error"]
+    assert T0 < row["next_attempt_at"] <= T0 + dt.timedelta(seconds=60)
+    assert outbox.run_once() == {}  # not due yet
+    lock.rollback()
+    lock.close()
+    env.clock.advance(61)
+    assert outbox.run_once() == {"posted": 1}
+    assert read_firm(env.firm_url).receipts == {"p1:S1": 3000}
+    assert env.posting("p1:S1")["attempts"] == 2
+
+
+def test_attempts_exhausted_fails(env: Env) -> None:
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    outbox = env.outbox(attempts=2)
+    lock = env.lock_firm()
+    try:
+        assert outbox.run_once() == {"retrying": 1}
+        env.clock.advance(61)
+        assert outbox.run_once() == {"failed": 1}
+    finally:
+        lock.close()
+    row = env.posting("p1:S1")
+    assert row["state"] == "failed" and row["last_error"].startswith("gave up after 2 attempts")
+    assert read_firm(env.firm_url).receipts == {}
+
+
+def test_permanent_error_fails_at_once_with_the_database_message(tmp_path: Path) -> None:
+    # The mapping binds client_key (NULL here) into a NOT NULL column: a constraint violation.
+    env = Env(tmp_path, POSTINGS_SQL.replace(":method)", ":client_key)"))
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    assert env.outbox().run_once() == {"failed": 1}
+    row = env.posting("p1:S1")
+    assert row["state"] == "failed" and row["attempts"] == 1
+    assert "NOT NULL constraint failed: receipts.method" in row["last_error"]
+    assert read_firm(env.firm_url).balances == {"S1": 10_000, "S2": 5_000}  # rolled back with the insert
+    env.connector.close()
+
+
+def test_failed_then_retry_posts_after_the_cause_is_fixed(env: Env) -> None:
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    firm = sqlite3.connect(env.firm_path, isolation_level=None)
+    firm.execute("ALTER TABLE receipts RENAME TO receipts_old")
+    outbox = env.outbox()
+    assert outbox.run_once() == {"failed": 1}
+    assert "no such table: receipts" in env.posting("p1:S1")["last_error"]
+    firm.execute("ALTER TABLE receipts_old RENAME TO receipts")
+    firm.close()
+    outbox.retry(env.posting("p1:S1")["id"])
+    assert env.posting("p1:S1")["state"] == "pending"
+    assert outbox.run_once() == {"posted": 1}
+    assert read_firm(env.firm_url).receipts == {"p1:S1": 3000}
+    with pytest.raises(RuleError, match="only failed or retrying"):
+        outbox.retry(env.posting("p1:S1")["id"])
+
+
+def test_retry_failed_requeues_every_failed_posting(env: Env) -> None:
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    env.pay("p2", "10.00", [("S2", "10.00", True)])
+    with env.store.begin() as conn:
+        conn.execute(postings.update().values(state="failed", attempts=3, last_error="boom"))
+    assert env.outbox().retry_failed() == 2
+    assert set(env.states().values()) == {"pending"}
+
+
+def test_incomplete_is_reallocated_into_proper_postings(env: Env) -> None:
+    env.pay("p1", "40.00", None)
+    outbox = env.outbox()
+    assert outbox.run_once() == {}  # incomplete postings are never written
+    pid = env.posting("p1:unallocated")["id"]
+    with pytest.raises(RuleError, match=r"add up to 35\.00"):
+        outbox.reallocate(pid, {"S1": D("25.00"), "S2": D("10.00")})
+    with pytest.raises(RuleError, match="no longer in the firm database"):
+        outbox.reallocate(pid, {"NOPE": D("40.00")})
+    outbox.reallocate(pid, {"S1": D("25.00"), "S2": D("15.00")})
+    assert env.states() == {"p1:unallocated": "removed", "p1:S1": "pending", "p1:S2": "pending"}
+    assert "reallocated to S1 25.00, S2 15.00" in env.posting("p1:unallocated")["note"]
+    assert outbox.run_once() == {"posted": 2}
+    assert read_firm(env.firm_url).receipts == {"p1:S1": 2500, "p1:S2": 1500}
+    with pytest.raises(RuleError, match="only incomplete"):
+        outbox.reallocate(pid, {"S1": D("40.00")})
+
+
+def test_remove_hands_a_posting_to_a_person(env: Env) -> None:
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    outbox = env.outbox()
+    pid = env.posting("p1:S1")["id"]
+    outbox.remove(pid, "posted by hand in the matter system")
+    row = env.posting("p1:S1")
+    assert (row["state"], row["note"]) == ("removed", "posted by hand in the matter system")
+    assert outbox.run_once() == {}
+    with pytest.raises(RuleError, match="only pending"):
+        outbox.remove(pid, "again")
+
+
+def test_reversal_after_a_posted_payment_fails(env: Env) -> None:
+    pay_id = env.pay("p1", "30.00", [("S1", "30.00", True)])
+    outbox = env.outbox()
+    assert outbox.run_once() == {"posted": 1}
+    with env.store.begin() as conn:
+        assert len(enqueue_reversal(conn, pay_id, "payment charged back at the provider")) == 1
+    assert outbox.run_once() == {"posted": 1}
+    firm = read_firm(env.firm_url)
+    assert firm.receipts == {"p1:S1": 3000, "p1:S1:R": -3000}
+    assert firm.balances["S1"] == 10_000  # the debt owes again
+    assert env.posting("p1:S1:R")["amount"] == D("-30.00")
+
+
+def test_reversal_waits_for_its_original_and_is_dropped_if_it_never_got_there(env: Env) -> None:
+    pay_id = env.pay("p1", "30.00", [("S1", "30.00", True)])
+    with env.store.begin() as conn:  # tried once and left retrying: it may or may not be in the firm database
+        conn.execute(postings.update().values(state="retrying", attempts=1, last_error="lost connection",
+                                              next_attempt_at=T0 + dt.timedelta(seconds=30)))
+        enqueue_reversal(conn, pay_id, "payment failed at the provider")
+    outbox = env.outbox()
+    assert outbox.run_once() == {"deferred": 1}
+    assert env.posting("p1:S1:R")["next_attempt_at"] == T0 + dt.timedelta(seconds=31)
+    with env.store.begin() as conn:
+        conn.execute(postings.update().where(postings.c.reference == "p1:S1").values(state="failed"))
+    env.clock.advance(31)
+    assert outbox.run_once() == {"removed": 1}
+    assert env.states() == {"p1:S1": "removed", "p1:S1:R": "removed"}
+    assert read_firm(env.firm_url).receipts == {}
+
+
+def test_posting_left_by_a_crash_is_checked_against_the_target_first(env: Env) -> None:
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    env.pay("p2", "20.00", [("S2", "20.00", True)])
+    crashed = env.outbox()
+    with env.store.begin() as conn:  # both claimed, then the process died ...
+        conn.execute(postings.update().values(state="posting", updated_at=T0))
+    from postings.outbox import POSTING_DETAILS, posting_params
+
+    with env.store.read() as conn:  # ... p1 after the target committed, p2 before it wrote anything
+        row = conn.execute(POSTING_DETAILS.where(postings.c.reference == "p1:S1")).mappings().one()
+    assert crashed.connector is not None and crashed.connector.write_posting(posting_params(row))
+    asked: list[str] = []
+    exists = env.connector.posting_exists
+
+    def spy(reference: str) -> bool:
+        asked.append(reference)
+        return exists(reference)
+
+    env.connector.posting_exists = spy  # type: ignore[method-assign]
+    env.clock.advance(1)
+    assert env.outbox().run_once() == {"already": 1, "posted": 1}
+    assert asked == ["p1:S1", "p2:S2"]
+    firm = read_firm(env.firm_url)
+    assert firm.receipts == {"p1:S1": 3000, "p2:S2": 2000}
+    assert firm.balances == {"S1": 7000, "S2": 3000}  # moved exactly once
+    assert env.posting("p1:S1")["note"] == "already in the firm database"
+
+
+def test_backoff_is_jittered_exponential_capped_and_honours_retry_after() -> None:
+    assert all(0 <= backoff(1, 1.0) <= 2 for _ in range(50))
+    assert all(backoff(30, 1.0) <= 60 for _ in range(50))
+    assert backoff(1, 1.0, retry_after=7) == 7
+    assert backoff(1, 1.0, retry_after=600) == 60
+
+
+# ------------------------------------------------------------------------------------------- the CLI
+
+
+def run_cli(env: Env, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[..., int] | None, help: str, parent: Any = sub,
+            json_flag: bool = False) -> Any:  # the same shape as agent.cli's helper
+        p = parent.add_parser(name, help=help)
+        p.set_defaults(handler=handler)
+        if json_flag:
+            p.add_argument("--json", action="store_true")
+        return p
+
+    cli.register(sub, add)
+    args = parser.parse_args(argv)
+    rt = SimpleNamespace(store=env.store, connector=env.connector, mapping=env.mapping)
+    return args.handler(args, rt)
+
+
+def test_manage_postings_cli(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    env.pay("p1", "130.00", [("S1", "100.00", True)])
+    assert run_cli(env, ["postings", "list", "--status", "incomplete", "--json"]) == 0
+    (incomplete,) = json.loads(capsys.readouterr().out)
+    assert (incomplete["reference"], incomplete["amount"]) == ("p1:unallocated", "30.00")
+    run_cli(env, ["postings", "reallocate", str(incomplete["id"]), "--statement", "S2=30.00"])
+    assert "reallocated into posting(s)" in capsys.readouterr().out
+    env.outbox().run_once()
+    run_cli(env, ["postings", "show", str(incomplete["id"])])
+    shown = capsys.readouterr().out
+    assert "p1:unallocated" in shown and "p1:S2" in shown and "posted" in shown
+    run_cli(env, ["payments", "list", "--json"])
+    assert json.loads(capsys.readouterr().out)[0]["payment_ref"] == "p1"
+    with pytest.raises(RuleError, match="STATEMENT=AMOUNT"):
+        run_cli(env, ["postings", "reallocate", "1", "--statement", "S2"])
+    with pytest.raises(RuleError, match="not both"):
+        run_cli(env, ["postings", "retry", "1", "--failed"])
+    run_cli(env, ["postings", "list"])
+    assert "posted" in capsys.readouterr().out
