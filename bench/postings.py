@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 # bench/ itself must not be on the path: bench/postings.py would shadow the postings package.
-sys.path.remove(str(Path(__file__).resolve().parent))
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import psycopg
