@@ -5,6 +5,7 @@ SQLSTATE classes are portable across drivers (ODBC, psycopg); MySQL/MariaDB nati
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from agent.errors import ConfigurationError, DataError, LedgerlinkError, TransientError
@@ -61,13 +62,17 @@ def classify(exc: BaseException, context: str) -> LedgerlinkError:
         return DataError(message)
     if (state and state.startswith(CONFIG_SQLSTATES)) or name in ("ProgrammingError", "NotSupportedError"):
         return ConfigurationError(message)
-    if name in ("OperationalError", "InterfaceError") and (state is None or state.startswith("HY")):
+    if state is None or state.startswith("HY"):
+        # Generic SQLSTATEs (SQLite, ODBC drivers' HY000): the message and any native code it carries decide.
         low = message.lower()
-        if "locked" in low or "busy" in low or "timeout" in low or "connect" in low or "closed" in low:
+        native = {int(n) for n in re.findall(r"\((\d{4})\)", message)}
+        if native & TRANSIENT_MYSQL or any(w in low for w in ("locked", "busy", "timeout", "can't connect",
+                                                                  "could not connect", "connection", "closed")):
             return TransientError(message)
-        if "no such table" in low or "no such column" in low or "syntax" in low:
+        if any(w in low for w in ("no such table", "no such column", "syntax", "doesn't exist", "unknown column")):
             return ConfigurationError(message)
-        return TransientError(message)
+        if name in ("OperationalError", "InterfaceError"):
+            return TransientError(message)
     if state and state.startswith("IM"):  # ODBC driver manager: data source / driver not found
         return ConfigurationError(message)
     return ConfigurationError(message) if name == "ProgrammingError" else DataError(message)

@@ -7,24 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests_support import require
 
 from connectors.testkit.databases import (
     TempDatabase,
-    in_ci,
     mariadb_server,
     odbc_unavailable,
     postgres_server,
     temp_database,
     unavailable,
 )
-
-
-def require(reason: str | None) -> None:
-    if reason is None:
-        return
-    if in_ci():
-        pytest.fail(f"CI=true and a required server or driver is missing: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,7 @@ def test_search_and_statements(home: Path, capsys: pytest.CaptureFixture[str]) -
     assert code == 0 and {m["number"] for m in found} == {"M-2026-0010", "M-2026-0011"}
     assert all(m["client_name"].endswith("Okafor") for m in found)
     code, out, _ = run(home, capsys, "matters", "search", "M-2026-0040")
-    assert "M-2026-0040" in out and "Lease renewal" in out or "M-2026-0040" in out
+    assert code == 0 and out.startswith("M-2026-0040")
     code, out, _ = run(home, capsys, "statements", "--matter", "M-2026-0010")
     assert code == 0 and "INV-1001" in out and "open balance GBP" in out
 

@@ -34,8 +34,9 @@ class Server:
 
 def postgres_server() -> Server:
     env = os.environ.get
-    return Server("postgresql", env("LEDGERLINK_TEST_PG_HOST", "127.0.0.1"), int(env("LEDGERLINK_TEST_PG_PORT", "5432")),
-                  env("LEDGERLINK_TEST_PG_USER", "postgres"), env("LEDGERLINK_TEST_PG_PASSWORD", ""))
+    return Server("postgresql", env("LEDGERLINK_TEST_PG_HOST", "127.0.0.1"),
+                  int(env("LEDGERLINK_TEST_PG_PORT", "5432")), env("LEDGERLINK_TEST_PG_USER", "postgres"),
+                  env("LEDGERLINK_TEST_PG_PASSWORD", ""))
 
 
 def mariadb_server() -> Server:

@@ -1,0 +1,296 @@
+"""The connector contract kit: every connector runs these tests with a few lines (see
+tests/test_connector_contract.py), in the spirit of singer-sdk's standard tests.
+
+A subclass provides a ``firm`` fixture: a ``Firm`` (a throw-away database holding the standard test schema) and
+the connector class to test. The kit checks connection, discovery, a full read equal to the source (exact
+Decimals, NULLs, non-ASCII), incremental reads after inserts, updates and deletes, resume after an interruption,
+rows changed during a sync, configuration errors carrying the database's message, timezone-aware watermarks and
+idempotent write-back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from agent.errors import ConfigurationError, TransientError
+from agent.mapping import Mapping, parse_mapping
+from agent.state import StateStore
+from agent.state.schema import firm_clients, firm_matters, firm_statements
+from agent.sync import Syncer
+from connectors.base import Connector
+from connectors.testkit.databases import TempDatabase
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+DDL = {
+    "postgresql": ("TIMESTAMPTZ", "NUMERIC(12,2)", "SERIAL PRIMARY KEY"),
+    "mariadb": ("DATETIME(6)", "DECIMAL(12,2)", "INTEGER AUTO_INCREMENT PRIMARY KEY"),
+    "sqlite": ("TEXT", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT"),  # TEXT: SQLite's NUMERIC would be a float
+}
+
+NAMES = ["Siobhán Ó Súilleabháin", "渡辺 さくら", "Zoë Brontë-Øvergaard", "Plain Smith"]
+
+
+@dataclass
+class Firm:
+    """A throw-away firm database with the standard schema, administered through SQLAlchemy."""
+
+    db: TempDatabase
+    connector_class: type[Connector]
+    via_odbc: bool
+
+    def __post_init__(self) -> None:
+        self.engine = sa.create_engine(self.db.url)
+        ts, money, serial = DDL[self.db.kind]
+        with self.engine.begin() as c:
+            c.exec_driver_sql(f"CREATE TABLE clients (id INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL, "
+                              f"email VARCHAR(200), phone VARCHAR(50), updated_at {ts} NOT NULL)")
+            c.exec_driver_sql(f"CREATE TABLE matters (id INTEGER PRIMARY KEY, matter_no VARCHAR(40) NOT NULL, "
+                              f"title VARCHAR(200), client_id INTEGER, state VARCHAR(10), is_deleted SMALLINT "
+                              f"DEFAULT 0 NOT NULL, updated_at {ts} NOT NULL)")
+            c.exec_driver_sql(f"CREATE TABLE statements (id INTEGER PRIMARY KEY, bill_no VARCHAR(40) NOT NULL, "
+                              f"matter_id INTEGER NOT NULL, issued DATE, due DATE, amount {money} NOT NULL, "
+                              f"balance {money} NOT NULL, currency CHAR(3) NOT NULL, state VARCHAR(10), "
+                              f"updated_at {ts} NOT NULL)")
+            c.exec_driver_sql(f"CREATE TABLE receipts (id {serial}, reference VARCHAR(191) NOT NULL UNIQUE, "
+                              f"statement_id INTEGER NOT NULL, amount_pence INTEGER NOT NULL)")
+            for table in ("statements", "matters"):
+                c.exec_driver_sql(f"CREATE INDEX {table}_wm ON {table} (updated_at, id)")
+        self.clock = T0
+
+    def ts(self, moment: dt.datetime) -> Any:
+        """A timestamp as this database stores it: aware for PostgreSQL, naive UTC elsewhere."""
+        if self.db.kind == "postgresql":
+            return moment
+        utc = moment.astimezone(UTC).replace(tzinfo=None)
+        return utc.isoformat(sep=" ", timespec="microseconds") if self.db.kind == "sqlite" else utc
+
+    def tick(self) -> Any:
+        self.clock += dt.timedelta(seconds=1)
+        return self.ts(self.clock)
+
+    def execute(self, sql: str, **params: Any) -> None:
+        with self.engine.begin() as c:
+            c.execute(sa.text(sql), params)
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        with self.engine.connect() as c:
+            return c.execute(sa.text(sql), params).scalar()
+
+    def add_client(self, key: int, name: str, email: str | None = None) -> None:
+        self.execute("INSERT INTO clients VALUES (:id, :n, :e, NULL, :t)", id=key, n=name, e=email, t=self.tick())
+
+    def add_matter(self, key: int, client: int | None, state: str = "A") -> None:
+        self.execute("INSERT INTO matters (id, matter_no, title, client_id, state, updated_at) VALUES "
+                     "(:id, :no, :title, :c, :s, :t)", id=key, no=f"M-{key}", title=f"Matter {key}", c=client,
+                     s=state, t=self.tick())
+
+    def add_statement(self, key: int, matter: int, amount: str, balance: str | None = None,
+                      due: dt.date | None = dt.date(2026, 2, 1), when: dt.datetime | None = None) -> None:
+        stamp = self.ts(when) if when else self.tick()
+        self.execute("INSERT INTO statements VALUES (:id, :no, :m, :i, :d, :a, :b, 'GBP', 'OPEN', :t)",
+                     id=key, no=f"B-{key}", m=matter, i=dt.date(2026, 1, 2), d=due, a=self.money(amount),
+                     b=self.money(balance or amount), t=stamp)
+
+    def money(self, text: str) -> Any:
+        return text if self.db.kind == "sqlite" else Decimal(text)
+
+    def mapping(self, **entity_overrides: dict[str, Any]) -> Mapping:
+        if self.via_odbc:
+            source = f"source: {{connector: odbc, connection_string: '{self.db.odbc.replace(';Pwd=;', ';')}'}}"
+        else:
+            source = f"source: {{url: '{self.db.url.render_as_string(hide_password=False)}'}}"
+        entities: dict[str, dict[str, Any]] = {
+            "clients": {"table": "clients", "key": "id", "watermark": {"column": "updated_at", "timezone": "UTC",
+                                                                        "lookback_seconds": 0},
+                        "columns": {"name": "name", "email": "email", "phone": "phone"}},
+            "matters": {"table": "matters", "key": "id", "deleted_column": "is_deleted",
+                        "watermark": {"column": "updated_at", "timezone": "UTC", "lookback_seconds": 0},
+                        "columns": {"number": "matter_no", "name": "title", "client_key": "client_id",
+                                    "status": "state"}, "status_values": {"closed": ["C"]}},
+            "statements": {"table": "statements", "key": "id",
+                           "watermark": {"column": "updated_at", "timezone": "UTC", "lookback_seconds": 0},
+                           "columns": {"number": "bill_no", "matter_key": "matter_id", "issue_date": "issued",
+                                       "due_date": "due", "amount": "amount", "balance": "balance",
+                                       "currency": "currency", "status": "state"},
+                           "status_values": {"void": ["VOID"], "paid": ["PAID"]}},
+        }
+        for name, override in entity_overrides.items():
+            entities[name] = {**entities[name], **override}
+        import json
+
+        text = (f"version: 1\n{source}\ntimezone: UTC\nentities: {json.dumps(entities)}\n"
+                "postings:\n  kind: sql\n  exists: SELECT 1 FROM receipts WHERE reference = :reference\n"
+                "  statements:\n"
+                "    - INSERT INTO receipts (reference, statement_id, amount_pence) "
+                "VALUES (:reference, :statement_key, :amount_minor)\n")
+        return parse_mapping(text, Path(f"<{self.db.kind} contract mapping>"))
+
+    def connector(self, **entity_overrides: dict[str, Any]) -> Connector:
+        return self.connector_class(self.mapping(**entity_overrides))
+
+
+def seed(firm: Firm) -> None:
+    for i, name in enumerate(NAMES, start=1):
+        firm.add_client(i, name, None if i == 2 else f"c{i}@example.com")
+        firm.add_matter(10 + i, i)
+    firm.add_statement(101, 11, "0.10")
+    firm.add_statement(102, 11, "12345678.91", "-70.00", due=None)
+    firm.add_statement(103, 12, "644.30")
+    firm.add_statement(104, 13, "1443.75", "1000.00")
+
+
+def mirror(store: StateStore, table: sa.Table) -> dict[str, dict[str, Any]]:
+    with store.read() as conn:
+        return {r["key"]: dict(r) for r in conn.execute(sa.select(table)).mappings()}
+
+
+class ConnectorContract:
+    """Subclass with a ``firm`` fixture returning a seeded-or-empty Firm; every test below then runs."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> StateStore:
+        store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+        yield store
+        store.close()
+
+    def syncer(self, firm: Firm, store: StateStore, batch: int = 2, **overrides: dict[str, Any]) -> Syncer:
+        return Syncer(store, firm.connector(**overrides), batch)
+
+    def test_check_and_discover(self, firm: Firm) -> None:
+        seed(firm)
+        connector = firm.connector()
+        connector.check()
+        info = connector.discover()
+        assert {e: i.count for e, i in info.items()} == {"clients": 4, "matters": 4, "statements": 4}
+        assert info["statements"].null_watermarks == 0 and info["statements"].max_watermark is not None
+
+    def test_full_read_equals_source(self, firm: Firm, store: StateStore) -> None:
+        seed(firm)
+        result = self.syncer(firm, store).sync()
+        assert result.rows == {"clients": 4, "matters": 4, "statements": 4}
+        clients = mirror(store, firm_clients)
+        assert sorted(c["name"] for c in clients.values()) == sorted(NAMES)
+        assert clients["2"]["email"] is None and clients["1"]["phone"] is None
+        st = mirror(store, firm_statements)
+        assert st["101"]["amount"] == Decimal("0.10") and type(st["101"]["amount"]) is Decimal
+        assert (st["102"]["amount"], st["102"]["balance"]) == (Decimal("12345678.91"), Decimal("-70.00"))
+        assert st["102"]["due_date"] is None and st["103"]["due_date"] == dt.date(2026, 2, 1)
+        assert st["104"]["matter_key"] == "13" and st["104"]["currency"] == "GBP"
+        matters = mirror(store, firm_matters)
+        assert matters["11"]["client_key"] == "1" and matters["11"]["status"] == "open"
+
+    def test_incremental_inserts_updates_and_deletes(self, firm: Firm, store: StateStore) -> None:
+        seed(firm)
+        syncer = self.syncer(firm, store)
+        syncer.sync()
+        firm.add_statement(105, 14, "5.55")
+        firm.execute("UPDATE statements SET balance = :b, updated_at = :t WHERE id = 103",
+                     b=firm.money("44.30"), t=firm.tick())
+        firm.execute("UPDATE matters SET is_deleted = 1, updated_at = :t WHERE id = 12", t=firm.tick())
+        firm.execute("UPDATE matters SET state = 'C', updated_at = :t WHERE id = 13", t=firm.tick())
+        firm.execute("DELETE FROM statements WHERE id = 104")
+        result = syncer.sync()
+        assert result.rows == {"clients": 0, "matters": 2, "statements": 2}  # only what changed
+        assert syncer.sweep_deletes("statements") == 1
+        st = mirror(store, firm_statements)
+        assert st["105"]["amount"] == Decimal("5.55") and st["103"]["balance"] == Decimal("44.30")
+        assert st["104"]["deleted"] and not st["103"]["deleted"]
+        matters = mirror(store, firm_matters)
+        assert matters["12"]["deleted"] and matters["13"]["status"] == "closed"
+
+    def test_resume_after_interruption(self, firm: Firm, store: StateStore) -> None:
+        seed(firm)
+        for key in range(200, 211):
+            firm.add_statement(key, 11, f"{key}.01")
+        syncer = self.syncer(firm, store, batch=3)
+        batches = []
+
+        def stop_after_two(entity: str, n: int) -> None:
+            if entity == "statements":
+                batches.append(n)
+                if len(batches) == 2:
+                    raise KeyboardInterrupt("power cut")
+
+        with pytest.raises(KeyboardInterrupt):
+            syncer.sync(progress=stop_after_two)
+        assert len(mirror(store, firm_statements)) == 6  # the two stored batches, checkpointed
+        resumed = syncer.sync()
+        assert resumed.rows["statements"] == 15 - 6  # continues after the checkpoint, nothing re-read or skipped
+        st = mirror(store, firm_statements)
+        assert len(st) == 15 and st["210"]["amount"] == Decimal("210.01")
+
+    def test_rows_changed_during_a_sync_are_not_lost(self, firm: Firm, store: StateStore) -> None:
+        seed(firm)
+        syncer = self.syncer(firm, store, batch=2)
+        changed = []
+
+        def change_a_row_already_read(entity: str, n: int) -> None:
+            if entity == "statements" and not changed:
+                firm.execute("UPDATE statements SET balance = :b, updated_at = :t WHERE id = 101",
+                             b=firm.money("0.01"), t=firm.tick())
+                changed.append(True)
+
+        syncer.sync(progress=change_a_row_already_read)
+        syncer.sync()
+        assert mirror(store, firm_statements)["101"]["balance"] == Decimal("0.01")
+
+    def test_timezone_aware_watermarks(self, firm: Firm, store: StateStore) -> None:
+        firm.add_client(1, "A")
+        firm.add_matter(11, 1)
+        plus_two = dt.timezone(dt.timedelta(hours=2))
+        firm.add_statement(1, 11, "1.00", when=dt.datetime(2026, 3, 1, 10, 0, tzinfo=plus_two))  # 08:00Z
+        firm.add_statement(2, 11, "2.00", when=dt.datetime(2026, 3, 1, 9, 0, tzinfo=UTC))  # 09:00Z
+        syncer = self.syncer(firm, store, batch=1)
+        syncer.sync()
+        position = syncer.position("statements")
+        assert position is not None and str(position.key) == "2"  # ordered by instant, not by wall clock
+        minus_five = dt.timezone(-dt.timedelta(hours=5))
+        firm.add_statement(3, 11, "3.00", when=dt.datetime(2026, 3, 1, 5, 0, tzinfo=minus_five))
+        assert syncer.sync().rows["statements"] == 1  # 10:00Z is after the checkpoint
+
+    def test_bad_config_carries_the_database_message(self, firm: Firm) -> None:
+        seed(firm)
+        cases = [
+            {"statements": {"table": "no_such_table"}},
+            {"statements": {"columns": {"number": "no_such_column", "matter_key": "matter_id", "amount": "amount",
+                                        "balance": "balance"}}},
+            {"statements": {"table": None, "query": "SELECT id, FROM statements"}},
+        ]
+        for override in cases:
+            with pytest.raises(ConfigurationError) as err:
+                firm.connector(**override).discover()
+            text = str(err.value).lower()
+            assert "reading statements" in text and any(w in text for w in ("no_such", "syntax", "near", "from"))
+
+    def test_unreachable_database_is_transient(self, firm: Firm) -> None:
+        if firm.db.kind == "sqlite":
+            pytest.skip("SQLite has no server to be unreachable")
+        mapping = firm.mapping()
+        source = mapping.source
+        if firm.via_odbc:
+            moved = source.model_copy(update={"connection_string": source.connection_string.replace(
+                f"Port={firm.db.server.port}", "Port=1")})
+        else:
+            moved = source.model_copy(update={"url": source.url.replace(f":{firm.db.server.port}/", ":1/")})
+        with pytest.raises(TransientError):
+            firm.connector_class(mapping.model_copy(update={"source": moved})).check()
+
+    def test_write_posting_is_idempotent(self, firm: Firm) -> None:
+        seed(firm)
+        connector = firm.connector()
+        params = {"reference": "PM1:103", "statement_key": "103", "amount_minor": 64430}
+        assert not connector.posting_exists("PM1:103")
+        assert connector.write_posting(params) is True
+        assert connector.write_posting(params) is False
+        assert connector.posting_exists("PM1:103")
+        assert firm.scalar("SELECT COUNT(*) FROM receipts WHERE reference = 'PM1:103'") == 1
+        connector.close()
