@@ -22,7 +22,7 @@ STAMP = VENV / ".ledgerlink-installed"
 
 def ensure_env() -> None:
     """Create .venv and (re)install the project whenever pyproject.toml changed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script runs under whatever python3 the machine has
         sys.exit(f"Ledgerlink needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
     if not (BIN / "python").exists() and not (BIN / "python.exe").exists():
         print(f"Creating virtual environment in {VENV} ...", flush=True)
