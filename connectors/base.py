@@ -10,13 +10,14 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from agent.errors import ConfigurationError, DataError
 from agent.mapping import ENTITY_FIELDS, EntityMapping
 from agent.mapping import Mapping as MappingFile
-from agent.model import check_decimals, from_minor, to_decimal
+from agent.model import check_decimals, exponent, from_minor, to_decimal
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,10 @@ class RowConverter:
         self.fixed_currency = em.currency or mapping.currency
         base = 2 if self.selection.watermark else 1
         self.offset = base + (1 if self.selection.deleted else 0)
-        self.fields = [(ours, self._converter(ours)) for ours, _ in self.selection.fields]
+        self.names = [ours for ours, _ in self.selection.fields]
+        self.fns = [self._converter(ours) for ours in self.names]
         self.defaults = self._defaults()
+        self._quanta: dict[str, Decimal] = {}
 
     def _defaults(self) -> dict[str, Any]:
         required, optional = ENTITY_FIELDS[self.entity]
@@ -141,37 +144,39 @@ class RowConverter:
             return lambda v: (str(v).strip().upper() if v else self.fixed_currency)
         return _text
 
+    def _money(self, raw: Any, currency: str, key: str, field: str) -> Decimal:
+        """Exact money from a database value; the common types take a fast path (this runs twice per row)."""
+        quantum = self._quanta.get(currency)
+        if quantum is None:
+            quantum = self._quanta[currency] = Decimal(1).scaleb(-exponent(currency))
+        if self.minor_units and type(raw) is int:
+            return Decimal(raw) * quantum
+        if not self.minor_units and type(raw) is Decimal and raw.is_finite() and raw == raw.quantize(quantum):
+            return raw.quantize(quantum)
+        where = f"statements {key} {field}"
+        if raw is None:
+            raise DataError(f"{where} is NULL")
+        if self.minor_units:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise DataError(f"{where}: {raw!r} is not whole minor units")
+            return from_minor(int(to_decimal(raw, field=where)), currency)
+        return check_decimals(to_decimal(raw, field=where), currency, field=where)
+
     def convert(self, row: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
         key = _key(row[0])
         if key is None:
             raise DataError(f"{self.entity}: a row has a NULL key ({self.selection.key})")
         record: dict[str, Any] = {"key": key, **self.defaults}
         record["deleted"] = bool(row[self.offset - 1]) if self.selection.deleted else False
-        for i, (ours, fn) in enumerate(self.fields, start=self.offset):
-            record[ours] = fn(row[i])
+        for ours, fn, value in zip(self.names, self.fns, row[self.offset:], strict=True):
+            record[ours] = fn(value)
         if self.entity == "statements":
             currency = record["currency"]
-            for field in ("amount", "balance"):
-                raw = record[field]
-                if raw is None:
-                    raise DataError(f"statements {key}: {field} is NULL")
-                if self.minor_units:
-                    if isinstance(raw, float) and not raw.is_integer():
-                        raise DataError(f"statements {key}: {field} {raw!r} is not whole minor units")
-                    value = from_minor(int(to_decimal(raw, field=field)), currency)
-                else:
-                    value = to_decimal(raw, field=f"statements {key} {field}")
-                record[field] = check_decimals(value, currency, field=f"statements {key} {field}")
+            record["amount"] = self._money(record["amount"], currency, key, "amount")
+            record["balance"] = self._money(record["balance"], currency, key, "balance")
         elif record.get("name") is None and self.entity in ("clients", "payers"):
             record["name"] = ""
         return record
-
-
-def normalise_watermark(value: Any, zone: ZoneInfo) -> Any:
-    """Watermarks compare as aware datetimes; a naive one is read in the firm's zone (sorting is unaffected)."""
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=zone)
-    return value
 
 
 def step_back(value: Any, seconds: int) -> Any:

@@ -11,7 +11,7 @@ from crash_worker import drive, outbox_states, read_firm, seed_crash_run
 
 from connectors.testkit.databases import TempDatabase
 
-PAYMENTS = int(os.environ.get("LEDGERLINK_TEST_CRASH_PAYMENTS", "300"))
+PAYMENTS = int(os.environ.get("LEDGERLINK_TEST_CRASH_PAYMENTS", "600"))  # enough work to land 50 kills
 MIN_KILLS = 50
 
 
