@@ -17,6 +17,7 @@ from typing import Any
 from agent import __version__
 from agent.config import CONFIG_NAME, default_home
 from agent.errors import ConfigurationError, LedgerlinkError
+from agent.logs import setup_logging
 from agent.mapping import json_schema, load_mapping
 from agent.runtime import Runtime
 from agent.secrets import scrub
@@ -294,9 +295,7 @@ def _extensions() -> list[Callable[..., None]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    setup_logging(verbose=args.verbose)
     rt: Runtime | None = None
     try:
         if args.handler in NO_RUNTIME:

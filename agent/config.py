@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     log_json: bool = False
     intervals: Intervals = Field(default_factory=Intervals)
 
+    # --- local API and log files (agent/api.py, agent/logs.py) ---
+    api_host: str = Field("127.0.0.1", description="Address the local API binds; keep it on loopback.")
+    api_port: int = Field(8766, ge=0, le=65535, description="Port of the local API; 0 picks a free one.")
+    log_file_max_bytes: int = Field(10_000_000, ge=10_000, description="Size at which <home>/logs rotates.")
+    log_file_backups: int = Field(5, ge=0, le=100, description="Rotated log files kept.")
+    # --- end local API and log files ---
+
     @field_validator("firm_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:

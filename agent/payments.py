@@ -12,7 +12,6 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from postings.outbox import enqueue_payment, enqueue_reversal
 from sqlalchemy import Connection, select, update
 
 from agent.retry import call
@@ -20,6 +19,7 @@ from agent.state import StateStore
 from agent.state.schema import links, payments, provider_cursors, provider_events
 from agent.state.store import utcnow
 from connectors.providers.base import EventKind, LinkStatus, Provider, ProviderEvent
+from postings.outbox import enqueue_payment, enqueue_reversal
 
 log = logging.getLogger("ledgerlink.payments")
 

@@ -1,0 +1,352 @@
+"""The local API on a real uvicorn server on 127.0.0.1 (an ephemeral port), over the demo firm and the sandbox."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from agent import __version__, api
+from agent.cli import init_home, main
+from agent.config import load_settings
+from agent.errors import TransientError
+from agent.runtime import Runtime
+from agent.service import poll_payments
+from agent.state.schema import links, postings
+from agent.sync import Syncer
+from connectors.providers import sandbox
+
+MATTER = "M-2026-0010"  # Okafor probate: INV-1001 (644.30) + INV-1002 (1443.75), payer has an email
+NO_EMAIL = "M-2026-0040"
+
+
+@dataclasses.dataclass
+class Env:
+    home: Path
+    rt: Runtime
+    server: api.ApiServer
+    client: httpx.Client  # carries the user token
+    token: str
+    admin_token: str
+
+    def as_admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    home = tmp_path / "home"
+    init_home(home)
+    rt = Runtime.for_home(home)
+    rt.links.retry_initial = 0.01
+    Syncer(rt.store, rt.connector).sync()
+    server = api.serve_api(rt, "127.0.0.1", 0)
+    token, admin_token = api.ensure_token(rt.secrets), api.ensure_token(rt.secrets, api.ADMIN_TOKEN)
+    client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    try:
+        yield Env(home, rt, server, client, token, admin_token)
+    finally:
+        client.close()
+        server.stop()
+        rt.close()
+
+
+def create(env: Env, **body: Any) -> httpx.Response:
+    return env.client.post("/links", json={"matter": MATTER, **body})
+
+
+def paid_posting(env: Env) -> list[dict[str, Any]]:
+    """Create a link, pay it at the sandbox and read the payment: its postings wait in the outbox."""
+    link = create(env, amount="700.00").json()
+    sandbox.pay(env.home, link["provider_ref"])
+    poll_payments(env.rt)
+    return env.client.get("/postings").json()
+
+
+# ------------------------------------------------------------------------------------------- auth
+
+
+def test_binds_loopback_and_every_endpoint_but_health_needs_the_token(env: Env) -> None:
+    host, port = env.server.server.servers[0].sockets[0].getsockname()[:2]
+    assert (host, port) == ("127.0.0.1", env.server.port)
+    paths = env.client.get("/openapi.json").json()["paths"]
+    bare = httpx.Client(base_url=env.server.url, timeout=10)
+    wrong = httpx.Client(base_url=env.server.url, headers={"Authorization": "Bearer not-the-token"}, timeout=10)
+    checked = 0
+    for path, methods in paths.items():
+        url = path.format(link_id="lnk_x", ref=MATTER, posting_id=1, name="operating")
+        for method in methods:
+            if path == "/health":
+                assert bare.request(method, url).status_code == 200
+                continue
+            for client in (bare, wrong):
+                response = client.request(method, url, json={})
+                assert response.status_code == 401, (method, path)
+                assert response.headers["www-authenticate"] == "Bearer"
+                assert "ledgerlink api token" in response.json()["error"]
+            checked += 1
+    assert checked == 16
+    assert "not-the-token" not in wrong.get("/status").text
+
+
+def test_health_needs_no_token_and_says_the_version(env: Env) -> None:
+    response = httpx.get(f"{env.server.url}/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "version": __version__}
+
+
+def test_admin_endpoints_refuse_the_user_token(env: Env) -> None:
+    assert env.client.get("/settings/accounts/operating").status_code == 403
+    refused = env.client.put("/settings/accounts/operating", json={"expiry_days": 3})
+    assert refused.status_code == 403
+    assert "--admin" in refused.json()["error"]
+    assert "expiry_days = 3" not in env.rt.settings.config_path.read_text()
+    # the admin token also works for everything else
+    assert env.client.get("/status", headers=env.as_admin()).status_code == 200
+
+
+def test_tokens_are_made_once_and_printed_by_the_cli(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    assert len(env.token) >= 43 and env.token != env.admin_token
+    assert main(["--home", str(env.home), "api", "token"]) == 0
+    assert main(["--home", str(env.home), "api", "token", "--admin"]) == 0
+    assert capsys.readouterr().out.split() == [env.token, env.admin_token]
+    assert api.ensure_token(Runtime.for_home(env.home).secrets) == env.token  # stored, not made again
+
+
+# ------------------------------------------------------------------------------------------- status, matters
+
+
+def test_status_shows_last_sync_lag_backlog_and_errors(env: Env) -> None:
+    env.rt.store.record_ok("sync")
+    env.rt.store.record_error("postings", "firm database unreachable")
+    paid_posting(env)
+    body = env.client.get("/status").json()
+    assert body["last_sync"] is not None and 0 <= body["lag_seconds"] < 60
+    assert body["backlog"] == {"pending": 2}  # 700.00 over INV-1001 (644.30) and INV-1002 (55.70)
+    assert body["components"]["postings"]["last_error"] == "firm database unreachable"
+    assert body["components"]["sync"]["last_error"] is None
+
+
+def test_matter_search_shows_the_link_sent_marker(env: Env) -> None:
+    found = env.client.get("/matters", params={"q": "okafor"}).json()
+    assert MATTER in [m["number"] for m in found]
+    assert not next(m for m in found if m["number"] == MATTER)["link_sent"]
+    create(env)
+    found = env.client.get("/matters", params={"q": MATTER}).json()
+    assert found[0]["number"] == MATTER and found[0]["link_sent"] is True
+    assert env.client.get("/matters", params={"q": "nobody-has-this-name"}).json() == []
+    assert env.client.get("/matters").status_code == 422
+
+
+def test_matter_detail_has_statements_balance_and_link_defaults(env: Env) -> None:
+    body = env.client.get(f"/matters/{MATTER}").json()
+    assert [s["number"] for s in body["statements"]] == ["INV-1001", "INV-1002"]
+    assert body["statements"][0]["balance"] == "644.30"  # money is a decimal string, never a float
+    assert body["open_balance"] == {"GBP": "2088.05"}
+    assert (body["default_amount"], body["currency"], body["payer_email"]) == ("2088.05", "GBP", "okafor@example.com")
+    assert body["default_description"].startswith("Demo Legal LLP ")
+    assert body["existing_link"] is None and body["link_sent"] is False
+    link = create(env, amount="100.00").json()
+    body = env.client.get(f"/matters/{MATTER}").json()
+    assert body["existing_link"]["id"] == link["id"] and body["link_sent"] is True
+    assert env.client.get("/matters/M-0000-NONE").status_code == 404
+
+
+# ------------------------------------------------------------------------------------------- links
+
+
+def test_create_link_then_the_same_link_again(env: Env) -> None:
+    first = create(env, statements={"INV-1001": "644.30"}, description="Probate fees")
+    assert first.status_code == 201
+    link = first.json()
+    assert (link["amount"], link["description"], link["existing"], link["status"]) == (
+        "644.30", "Probate fees", False, "outstanding")
+    assert link["url"]
+    again = create(env)
+    assert again.status_code == 200
+    assert again.json()["id"] == link["id"] and again.json()["existing"] is True
+
+
+def test_create_link_errors_map_to_status_codes(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    no_email = env.client.post("/links", json={"matter": NO_EMAIL})
+    assert no_email.status_code == 422 and "no email address" in no_email.json()["error"]
+    too_much = create(env, amount="99999.00")
+    assert too_much.status_code == 422 and "more than" in too_much.json()["error"]
+    assert create(env, amount=100.5).status_code == 422  # a JSON number is refused: money is a string
+    assert "decimal string" in create(env, amount=100.5).json()["error"]
+    unknown = env.client.post("/links", json={"matter": "M-0000-NONE"})
+    assert unknown.status_code == 422 and "unknown matter" in unknown.json()["error"]
+    bad_account = create(env, account="nope")
+    assert bad_account.status_code == 500 and "unknown merchant account 'nope'" in bad_account.json()["error"]
+
+    def outage(_request: Any) -> None:
+        raise TransientError("provider rate limit", retry_after=7.2)
+
+    monkeypatch.setattr(env.rt.links, "create", outage)
+    busy = create(env)
+    assert (busy.status_code, busy.headers["retry-after"], busy.json()) == (
+        503, "8", {"error": "provider rate limit"})
+
+
+def test_quick_link_created_then_existing(env: Env) -> None:
+    body = {"name": "Ada Client", "email": "ada@example.com", "amount": "120.00", "invoice": "Q-1"}
+    first = env.client.post("/links/quick", json=body)
+    assert first.status_code == 201 and first.json()["matter_key"] is None
+    again = env.client.post("/links/quick", json=body)
+    assert (again.status_code, again.json()["id"], again.json()["existing"]) == (200, first.json()["id"], True)
+    missing = env.client.post("/links/quick", json={**body, "email": "not-an-address", "invoice": "Q-2"})
+    assert missing.status_code == 422 and "email" in missing.json()["error"]
+
+
+def test_list_and_get_links(env: Env) -> None:
+    link = create(env, amount="10.00").json()
+    quick = env.client.post("/links/quick", json={"name": "B", "email": "b@example.com", "amount": "5.00"}).json()
+    env.client.post(f"/links/{quick['id']}/cancel")
+    assert {x["id"] for x in env.client.get("/links").json()} == {link["id"], quick["id"]}
+    assert [x["id"] for x in env.client.get("/links", params={"status": "outstanding"}).json()] == [link["id"]]
+    both = env.client.get("/links", params=[("status", "outstanding"), ("status", "cancelled")]).json()
+    assert len(both) == 2
+    assert [x["id"] for x in env.client.get("/links", params={"matter": MATTER}).json()] == [link["id"]]
+    assert env.client.get(f"/links/{link['id']}").json() == {**link, "existing": False}
+    assert env.client.get("/links/lnk_unknown").status_code == 404
+
+
+def test_cancel_link(env: Env) -> None:
+    link = create(env).json()
+    cancelled = env.client.post(f"/links/{link['id']}/cancel", json={"reason": "client paid by cheque"})
+    assert cancelled.status_code == 200
+    assert (cancelled.json()["status"], cancelled.json()["status_reason"]) == ("cancelled", "client paid by cheque")
+    again = env.client.post(f"/links/{link['id']}/cancel")
+    assert again.status_code == 422 and "not outstanding" in again.json()["error"]
+    assert env.client.post("/links/lnk_unknown/cancel").status_code == 404
+    assert create(env).status_code == 201  # the debt is free for a new link
+
+
+def test_cancel_and_create_new(env: Env) -> None:
+    old = create(env, amount="100.00").json()
+    fresh = env.client.post(f"/links/{old['id']}/recreate", json={"amount": "250.00", "description": "Revised"})
+    assert fresh.status_code == 201
+    new = fresh.json()
+    assert (new["replaces"], new["amount"], new["description"], new["existing"]) == (
+        old["id"], "250.00", "Revised", False)
+    assert new["id"] != old["id"] and new["provider_ref"] != old["provider_ref"]
+    assert env.client.get(f"/links/{old['id']}").json()["status"] == "cancelled"
+    plain = env.client.post(f"/links/{new['id']}/recreate")  # no body: the current default amount
+    assert plain.status_code == 201 and plain.json()["amount"] == "2088.05"
+    assert env.client.post("/links/lnk_unknown/recreate").status_code == 404
+
+
+def test_recreate_a_paid_link_is_refused_and_nothing_new_is_made(env: Env) -> None:
+    link = create(env).json()
+    sandbox.pay(env.home, link["provider_ref"])
+    refused = env.client.post(f"/links/{link['id']}/recreate")
+    assert refused.status_code == 422 and "was paid" in refused.json()["error"]
+    with env.rt.store.read() as conn:
+        assert conn.execute(select(links.c.id)).scalars().all() == [link["id"]]
+
+
+@dataclasses.dataclass
+class FakeRecord:
+    link_id: str
+    channel: str
+    amount: Decimal
+
+
+def test_send_calls_delivery_or_says_it_is_not_there(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    link = create(env).json()
+    monkeypatch.setattr(api, "send_link", None)
+    missing = env.client.post(f"/links/{link['id']}/send", json={"channel": "email"})
+    assert missing.status_code == 501 and missing.json()["error"] == api.NO_DELIVERY
+    calls = []
+
+    def send_link(rt: Runtime, link_id: str, channel: str) -> FakeRecord:
+        calls.append((rt, link_id, channel))
+        return FakeRecord(link_id, channel, Decimal("2088.05"))
+
+    monkeypatch.setattr(api, "send_link", send_link)
+    sent = env.client.post(f"/links/{link['id']}/send", json={"channel": "sms"})
+    assert sent.status_code == 200
+    assert sent.json() == {"link_id": link["id"], "channel": "sms", "amount": "2088.05"}
+    assert calls == [(env.rt, link["id"], "sms")]
+    assert env.client.post(f"/links/{link['id']}/send", json={"channel": "fax"}).status_code == 422
+    assert env.client.post("/links/lnk_unknown/send", json={"channel": "email"}).status_code == 404
+
+
+# ------------------------------------------------------------------------------------------- postings
+
+
+def test_list_and_show_postings(env: Env) -> None:
+    listed = paid_posting(env)
+    assert [(p["statement_key"], p["amount"], p["state"]) for p in listed] == [
+        ("1", "644.30", "pending"), ("2", "55.70", "pending")]
+    assert env.client.get("/postings", params={"status": "failed"}).json() == []
+    detail = env.client.get(f"/postings/{listed[1]['id']}").json()
+    assert detail["posting"] == listed[1]
+    assert (detail["payment"]["amount"], detail["payment"]["status"]) == ("700.00", "confirmed")
+    assert [a["id"] for a in detail["allocations"]] == [p["id"] for p in listed]
+    assert env.client.get("/postings/999999").status_code == 404
+
+
+def test_retry_postings(env: Env) -> None:
+    listed = paid_posting(env)
+    first, second = listed[0]["id"], listed[1]["id"]
+    refused = env.client.post(f"/postings/{first}/retry")
+    assert refused.status_code == 422 and "only failed or retrying" in refused.json()["error"]
+    with env.rt.store.begin() as conn:
+        conn.execute(update(postings).values(state="failed", attempts=8, last_error="lock timeout"))
+    retried = env.client.post(f"/postings/{first}/retry")
+    assert retried.status_code == 200 and (retried.json()["state"], retried.json()["attempts"]) == ("pending", 0)
+    assert env.client.post("/postings/retry-failed").json() == {"retried": 1}
+    assert env.client.get(f"/postings/{second}").json()["posting"]["state"] == "pending"
+    assert env.client.post("/postings/999999/retry").status_code == 404
+
+
+# ------------------------------------------------------------------------------------------- settings, OpenAPI
+
+
+def test_admin_reads_and_changes_account_settings(env: Env) -> None:
+    current = env.client.get("/settings/accounts/trust", headers=env.as_admin())
+    assert current.status_code == 200 and current.json()["expiry_days"] == 14
+    changed = env.client.put("/settings/accounts/trust", headers=env.as_admin(),
+                             json={"expiry_days": 21, "reminder_days": [2, 5], "disclaimer": 'Say "hi"\nback'})
+    assert changed.status_code == 200 and changed.json()["expiry_days"] == 21
+    data = tomllib.loads(env.rt.settings.config_path.read_text())
+    assert data["accounts"]["trust"] == {"provider": "sandbox", "currency": "GBP", "expiry_days": 21,
+                                         "reminder_days": [2, 5], "disclaimer": 'Say "hi"\nback'}
+    assert data["service_name"] == "Demo Legal LLP" and data["accounts"]["operating"]["expiry_days"] == 7
+    settings = load_settings(env.home)  # takes effect on the next start
+    assert (settings.accounts["trust"].expiry_days, settings.accounts["trust"].reminder_days) == (21, [2, 5])
+    bad = env.client.put("/settings/accounts/trust", headers=env.as_admin(), json={"expiry_days": 0})
+    assert bad.status_code == 422 and "expiry_days" in bad.json()["error"]
+    assert tomllib.loads(env.rt.settings.config_path.read_text())["accounts"]["trust"]["expiry_days"] == 21
+    assert env.client.get("/settings/accounts/nope", headers=env.as_admin()).status_code == 404
+
+
+def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path) -> None:
+    expected = {
+        "/health": {"get"}, "/status": {"get"}, "/matters": {"get"}, "/matters/{ref}": {"get"},
+        "/links": {"get", "post"}, "/links/quick": {"post"}, "/links/{link_id}": {"get"},
+        "/links/{link_id}/cancel": {"post"}, "/links/{link_id}/recreate": {"post"}, "/links/{link_id}/send": {"post"},
+        "/postings": {"get"}, "/postings/{posting_id}": {"get"}, "/postings/{posting_id}/retry": {"post"},
+        "/postings/retry-failed": {"post"}, "/settings/accounts/{name}": {"get", "put"},
+    }
+    served = env.client.get("/openapi.json").json()
+    assert {path: set(methods) for path, methods in served["paths"].items()} == expected
+    assert served["components"]["schemas"]["LinkOut"]["properties"]["amount"]["type"] == "string"
+    assert env.client.get("/docs").status_code == 200
+    out = tmp_path / "openapi.json"
+    assert main(["--home", str(env.home), "api", "openapi", "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["paths"].keys() == expected.keys()
+
+
+def test_toml_writer_round_trips() -> None:
+    data = {"a": 1, "b": True, "c": "x \"q\" \\ é", "accounts": {"op": {"days": [1, 2], "msg": "m"}, "t": {}}}
+    assert tomllib.loads(api.dump_toml(data)) == data

@@ -1,0 +1,166 @@
+"""``ledgerlink run`` as a process: one instance per state store, SIGTERM exits cleanly, JSON logs carry no secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from agent.cli import init_home
+from agent.logs import setup_logging
+from agent.runtime import Runtime
+from agent.secrets import Secrets
+from agent.service import AlreadyRunning, InstanceLock
+from connectors.providers import sandbox
+from connectors.testkit.databases import TempDatabase
+
+LEDGERLINK = Path(sys.executable).with_name("ledgerlink")
+API_LINE = re.compile(r"local API on (http://127\.0\.0\.1:\d+)")
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    init_home(home)
+    return home
+
+
+def test_second_lock_on_the_same_home_is_refused_while_the_first_holds_it(home: Path) -> None:
+    first, second = InstanceLock(Runtime.for_home(home)), InstanceLock(Runtime.for_home(home))
+    first.acquire()
+    try:
+        assert (home / "agent.lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(AlreadyRunning, match=re.escape(
+                f"another ledgerlink is already running for {home} (pid {os.getpid()})")):
+            second.acquire()
+    finally:
+        first.release()
+    second.acquire()  # released: the next agent may start
+    second.release()
+
+
+def test_postgres_state_store_uses_an_advisory_lock(home: Path, pg_db: TempDatabase,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEDGERLINK_STATE_URL", pg_db.url.render_as_string(hide_password=False))
+    rt_one, rt_two = Runtime.for_home(home), Runtime.for_home(home)
+    first, second = InstanceLock(rt_one), InstanceLock(rt_two)
+    try:
+        first.acquire()
+        with pytest.raises(AlreadyRunning, match=rf"already running for .* \(pid {os.getpid()} on "):
+            second.acquire()
+        with rt_two.store.engine.connect() as conn:  # the refusal left no transaction open
+            assert conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in%' "
+                                     "AND datname = current_database()")).scalar_one() == 0
+        first.release()
+        second.acquire()
+        second.release()
+        assert not (home / "agent.lock").exists()
+    finally:
+        rt_one.close()
+        rt_two.close()
+
+
+@pytest.fixture
+def agent(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``ledgerlink run`` on the demo home: free ports, JSON logs, a secret of its own."""
+    for name, value in {"LEDGERLINK_HOME": str(home), "LEDGERLINK_SANDBOX_PORT": "0", "LEDGERLINK_API_PORT": "0",
+                        "LEDGERLINK_LOG_JSON": "true", "LEDGERLINK_INTERVALS__SYNC": "0.5"}.items():
+        monkeypatch.setenv(name, value)
+    with open(home / "console.log", "wb") as console:  # a file, not a pipe nobody reads that could fill up
+        proc = subprocess.Popen([str(LEDGERLINK), "run"], stdout=console, stderr=console)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def api_url(home: Path, proc: subprocess.Popen[bytes], timeout: float = 20) -> str:
+    log_file = home / "logs" / "ledgerlink.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (home / "console.log").read_text()
+        found = API_LINE.search(log_file.read_text()) if log_file.exists() else None
+        if found:
+            return found.group(1)
+        time.sleep(0.1)
+    raise AssertionError("the agent never said where its API listens")
+
+
+def test_run_serves_the_api_refuses_a_second_instance_and_stops_cleanly_on_sigterm(
+        home: Path, agent: subprocess.Popen[bytes]) -> None:
+    url = api_url(home, agent)
+    token = Secrets(home, "auto").get("api-token")
+    client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert httpx.get(f"{url}/status").status_code == 401
+
+    second = subprocess.run([str(LEDGERLINK), "run"], capture_output=True, timeout=30)
+    assert second.returncode == 2
+    assert f"another ledgerlink is already running for {home} (pid {agent.pid})" in second.stderr.decode()
+
+    link = client.post("/links", json={"matter": "M-2026-0010", "amount": "300.00"})
+    assert link.status_code == 201
+    sandbox.pay(home, link.json()["provider_ref"])
+    deadline = time.monotonic() + 10  # the loop reads the payment and posts it back into the firm database
+    while client.get("/postings", params={"status": "posted"}).json() == [] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [p["amount"] for p in client.get("/postings", params={"status": "posted"}).json()] == ["300.00"]
+    assert client.get("/matters", params={"q": token}).json() == []  # the token now sits in the access log's URL
+    client.close()
+
+    started = time.monotonic()
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+
+    with sqlite3.connect(home / "state.db") as conn:  # nothing half-written
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM links WHERE status = 'creating'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM postings WHERE state <> 'posted'").fetchone() == (0,)
+    lock = InstanceLock(Runtime.for_home(home))
+    lock.acquire()  # the lock went with the process
+    lock.release()
+
+    lines = (home / "logs" / "ledgerlink.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    messages = [e["message"] for e in entries]
+    assert any("received SIGTERM" in m for m in messages) and messages[-1] == "stopped"
+    assert any("/matters?q=***" in m for m in messages)
+    assert token not in "\n".join(lines)
+    console = (home / "console.log").read_text()
+    assert '"message": "stopped"' in console and token not in console
+
+
+def test_logs_are_json_lines_scrubbed_on_every_handler(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rt = Runtime.for_home(home)
+    secret = "s3cr3t-value-for-the-log-test"
+    rt.secrets.set("firm-db", secret)
+    rt.secrets.get("firm-db")
+    setup_logging(settings=rt.settings.model_copy(update={"log_json": True}))
+    try:
+        log = logging.getLogger("thirdparty.driver")  # not under 'ledgerlink': only handler filters catch it
+        log.warning("connect failed with password=%s", secret)
+        try:
+            raise RuntimeError(f"auth {secret}")
+        except RuntimeError:
+            log.exception("boom")
+    finally:
+        setup_logging(verbose=None)
+    file_entries = [json.loads(line) for line in (home / "logs" / "ledgerlink.log").read_text().splitlines()]
+    console_entries = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    for entries in (file_entries, console_entries):
+        assert [e["message"] for e in entries] == ["connect failed with password=***", "boom"]
+        assert "RuntimeError: auth ***" in entries[1]["exception"]
+        assert secret not in json.dumps(entries)
+    rt.close()
