@@ -35,6 +35,7 @@ class Intervals(BaseModel):
     payments: float = Field(1.0, gt=0, description="Provider event polling; payment-to-posting latency rides on it.")
     postings: float = Field(1.0, gt=0)
     expiry: float = Field(60.0, gt=0)
+    intake: float = Field(5.0, gt=0, description="Request table and inbox folder.")
 
 
 class Settings(BaseSettings):
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     sandbox_port: int = Field(8765, ge=0, le=65535, description="Port of the sandbox pay page on 127.0.0.1.")
     log_json: bool = False
     intervals: Intervals = Field(default_factory=Intervals)
+    watch_polling: bool = Field(False, description="Poll config/mapping files (network shares) instead of inotify.")
 
     # --- local API and log files (agent/api.py, agent/logs.py) ---
     api_host: str = Field("127.0.0.1", description="Address the local API binds; keep it on loopback.")

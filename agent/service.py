@@ -190,20 +190,49 @@ def poll_payments(rt: Runtime) -> int:
     return new
 
 
-def default_jobs(rt: Runtime) -> list[Job]:
-    from agent.sync import Syncer
-    from postings.outbox import Outbox
+class _Parts:
+    """Syncer and outbox for the runtime's current connector: rebuilt after a hot reload swapped it."""
 
-    syncer = Syncer(rt.store, rt.connector, rt.settings.sync_batch_size)
-    outbox = Outbox(rt.store, rt.connector, rt.mapping)
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._built_for: object | None = None
+
+    def _refresh(self) -> None:
+        from agent.sync import Syncer
+        from postings.outbox import Outbox
+
+        connector = self.rt.connector
+        if connector is not self._built_for:
+            self.syncer = Syncer(self.rt.store, connector, self.rt.settings.sync_batch_size)
+            self.outbox = Outbox(self.rt.store, connector, self.rt.mapping)
+            self._built_for = connector
+
+    def sync(self) -> object:
+        self._refresh()
+        return self.syncer.sync()
+
+    def post(self) -> object:
+        self._refresh()
+        return self.outbox.run_once()
+
+
+def default_jobs(rt: Runtime) -> list[Job]:
+    from agent.intake import InboxIntake, process_request_table
+
+    parts = _Parts(rt)
+    inbox = InboxIntake(rt, rt.settings.home / "inbox")
     intervals = rt.settings.intervals
-    return [
-        Job("sync", intervals.sync, syncer.sync),
+    jobs = [
+        Job("sync", intervals.sync, parts.sync),
         Job("payments", intervals.payments, lambda: poll_payments(rt)),
-        Job("postings", intervals.postings, outbox.run_once),
-        Job("expiry", intervals.expiry, rt.links.expire_due),
-        Job("review", intervals.sync, rt.links.review_outstanding),
+        Job("postings", intervals.postings, parts.post),
+        Job("expiry", intervals.expiry, lambda: rt.links.expire_due()),
+        Job("review", intervals.sync, lambda: rt.links.review_outstanding()),
+        Job("inbox", intervals.intake, inbox.scan),
     ]
+    if rt.mapping.requests is not None:
+        jobs.append(Job("requests", intervals.intake, lambda: process_request_table(rt)))
+    return jobs
 
 
 def start_pay_page(rt: Runtime) -> object | None:
@@ -249,9 +278,13 @@ def _run_locked(rt: Runtime, once: bool) -> int:
     try:
         if not once:
             from agent.api import serve_api
+            from agent.reload import ConfigWatcher
 
             servers.append(start_pay_page(rt))
             servers.append(serve_api(rt, rt.settings.api_host, rt.settings.api_port))
+            watcher = ConfigWatcher(rt, polling=rt.settings.watch_polling).start()
+            servers.append(watcher)
+            service.jobs.append(Job("watcher", 5.0, watcher.ensure_alive))
         log.info("ledgerlink running from %s", rt.settings.home)
         service.loop(once=once)
     finally:
