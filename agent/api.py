@@ -603,6 +603,9 @@ def create_app(rt: Runtime) -> FastAPI:
 
     app.include_router(api)
     app.include_router(admin)
+    from agent.console import mount
+
+    mount(app, rt)  # the staff console: static pages calling these same endpoints with the same token
     return app
 
 

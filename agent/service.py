@@ -277,11 +277,14 @@ def _run_locked(rt: Runtime, once: bool) -> int:
     servers: list[Any] = []
     try:
         if not once:
-            from agent.api import serve_api
+            from agent.api import ensure_token, serve_api
+            from agent.console import login_url
             from agent.reload import ConfigWatcher
 
             servers.append(start_pay_page(rt))
-            servers.append(serve_api(rt, rt.settings.api_host, rt.settings.api_port))
+            api = serve_api(rt, rt.settings.api_host, rt.settings.api_port)
+            servers.append(api)
+            log.info("staff console: %s", login_url(api.url, ensure_token(rt.secrets)))
             watcher = ConfigWatcher(rt, polling=rt.settings.watch_polling).start()
             servers.append(watcher)
             service.jobs.append(Job("watcher", 5.0, watcher.ensure_alive))

@@ -1,0 +1,116 @@
+// The one way the console talks to the agent: the local API with the staff member's bearer token.
+const KEY = "ledgerlink.token";
+
+export const token = {
+  get: () => sessionStorage.getItem(KEY),
+  set: (value) => sessionStorage.setItem(KEY, value),
+  clear: () => sessionStorage.removeItem(KEY),
+};
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+// The API answers every error with {"error": "what went wrong, in words"}.
+function explain(body, response) {
+  return (body && typeof body.error === "string") ? body.error : `${response.status} ${response.statusText}`;
+}
+
+export async function api(method, path, body, { raw = false, headers = {} } = {}) {
+  const options = { method, headers: { Authorization: `Bearer ${token.get() || ""}`, ...headers } };
+  if (body instanceof Blob || typeof body === "string") {
+    options.body = body;
+  } else if (body !== undefined) {
+    options.body = JSON.stringify(body);
+    options.headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(path, options);
+  if (response.status === 401 && !path.startsWith("/status")) {
+    token.clear();
+    location.assign("/console/login?expired=1");
+  }
+  if (!response.ok) {
+    let parsed = null;
+    try { parsed = await response.json(); } catch { /* not JSON: use the status line */ }
+    throw new ApiError(response.status, explain(parsed, response));
+  }
+  if (raw) return response;
+  return response.status === 204 ? null : response.json();
+}
+
+// What every screen shares once signed in: the merchant accounts for the account pickers.
+export const session = { accounts: [], defaultAccount: null };
+
+// ------------------------------------------------------------------ small DOM helpers shared by every screen
+
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else if (name === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  node.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return node;
+}
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+
+// Money arrives as decimal strings; shown with thousands separators, never turned into a float.
+export function money(amount, currency = "") {
+  if (amount === null || amount === undefined || amount === "") return "";
+  const [whole, fraction] = String(amount).split(".");
+  const sign = whole.startsWith("-") ? "-" : "";
+  const digits = whole.replace("-", "").replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  const text = `${sign}${digits}${fraction !== undefined ? "." + fraction : ""}`;
+  return currency ? `${currency} ${text}` : text;
+}
+
+export function when(value) {
+  if (!value) return "";
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) return String(value);
+  return value.length <= 10
+    ? date.toLocaleDateString("en-GB", { day: "numeric", month: "short", year: "numeric" })
+    : date.toLocaleString("en-GB", { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+const BADGES = {
+  outstanding: "Outstanding", creating: "Being created", payment_received: "Payment received",
+  cancelled: "Cancelled", expired: "Expired", failed: "Failed",
+  pending: "Pending", posting: "Posting now", posted: "Posted", retrying: "Retrying", incomplete: "Needs allocation",
+  removed: "Removed",
+};
+
+// A status badge always carries its words; the colour only repeats them.
+export function badge(status) {
+  return el("span", { class: `badge badge-${status}` }, BADGES[status] || String(status).replace(/_/g, " "));
+}
+
+export function say(region, message, kind = "info") {
+  region.textContent = message;
+  region.className = `notice ${kind}`;
+  region.hidden = !message;
+}
+
+export async function download(path, filename) {
+  const response = await api("GET", path, undefined, { raw: true });
+  const blob = await response.blob();
+  const name = /filename="?([^";]+)"?/.exec(response.headers.get("Content-Disposition") || "")?.[1] || filename;
+  const url = URL.createObjectURL(blob);
+  const link = el("a", { href: url, download: name, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+  return name;
+}
+
+export function fillAccounts(select, chosen) {
+  select.replaceChildren(...session.accounts.map((a) =>
+    el("option", { value: a.name, selected: a.name === (chosen || session.defaultAccount) }, `${a.name} (${a.currency})`)));
+}

@@ -1,0 +1,248 @@
+// The console shell: hash routing between screens, the Debts screen and the Instant Bank Pay popup.
+import { $, api, el, fillAccounts, money, say, session, token, when } from "./api.js";
+import { linkView } from "./linkview.js";
+import { showBulk } from "./bulk.js";
+import { showPostings } from "./postings.js";
+import { showQuick } from "./quick.js";
+import { showSent } from "./sent.js";
+import { showSettings } from "./settings.js";
+
+
+const SCREENS = { debts: showDebts, quick: showQuick, bulk: showBulk, sent: showSent, postings: showPostings, settings: showSettings };
+const notice = $("#notice");
+
+
+async function route() {
+  const name = location.hash.slice(1) || "debts";
+  const screen = SCREENS[name] ? name : "debts";
+  say(notice, "");
+  for (const section of document.querySelectorAll("section[data-screen]")) section.hidden = section.dataset.screen !== screen;
+  for (const link of document.querySelectorAll("header nav a")) {
+    if (link.getAttribute("href") === `#${screen}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  document.title = `${$(`#screen-${screen} h1`).textContent} · Ledgerlink`;
+  try {
+    await SCREENS[screen]();
+  } catch (exc) {
+    say(notice, exc.message, "error");
+  }
+}
+
+async function start() {
+  try {
+    const [status, accounts] = await Promise.all([api("GET", "/status"), api("GET", "/accounts")]);
+    session.accounts = accounts;
+    session.defaultAccount = accounts.find((a) => a.default)?.name;
+    for (const select of document.querySelectorAll("select.accounts")) fillAccounts(select);
+    $("#agent-status").textContent = status.last_sync
+      ? `Connected · matters synced ${when(status.last_sync)}` : "Connected · waiting for the first sync";
+  } catch (exc) {
+    say(notice, `The agent did not answer: ${exc.message}`, "error");
+  }
+  $("#sign-out").addEventListener("click", () => { token.clear(); location.replace("/console/login"); });
+  for (const dialog of document.querySelectorAll("dialog")) {
+    dialog.addEventListener("click", (event) => { if (event.target.closest("[data-close]")) dialog.close(); });
+  }
+  window.addEventListener("hashchange", route);
+  await route();
+}
+
+// ------------------------------------------------------------------------------------------------ Debts
+
+const results = $("#search-results");
+const matterPanel = $("#matter");
+
+async function showDebts() {
+  $("#search-form").onsubmit = (event) => { event.preventDefault(); search($("#search").value.trim()); };
+}
+
+const clientNames = new Map();  // matter number -> client name, from the search (the detail has no client)
+
+// The API's matter detail, flattened for the screens.
+async function loadMatter(ref) {
+  const d = await api("GET", `/matters/${encodeURIComponent(ref)}`);
+  return {
+    ...d.matter, statements: d.statements, currency: d.currency, open_balance: d.open_balance[d.currency] ?? "0",
+    pending_collections: d.pending_collections, unposted_payments: d.unposted_payments, amount: d.default_amount,
+    description: d.default_description, payer_name: d.payer_name, payer_email: d.payer_email,
+    existing: d.existing_link, link_sent: d.link_sent, client_name: clientNames.get(d.matter.number),
+  };
+}
+
+async function search(text) {
+  if (!text) {
+    results.replaceChildren(el("p", { class: "alert", role: "alert" }, "Type part of a matter number, matter name or client name."));
+    return;
+  }
+  results.replaceChildren(el("p", { class: "muted" }, "Searching…"));
+  matterPanel.hidden = true;
+  const rows = await api("GET", `/matters?q=${encodeURIComponent(text)}`);
+  for (const m of rows) clientNames.set(m.number, m.client_name);
+  if (!rows.length) {
+    results.replaceChildren(el("p", { class: "empty" }, `No matter or client matches “${text}”.`));
+    return;
+  }
+  results.replaceChildren(el("table", { id: "matters-table" },
+    el("caption", {}, `${rows.length} matter${rows.length === 1 ? "" : "s"} found`),
+    el("thead", {}, el("tr", {}, el("th", {}, "Matter"), el("th", {}, "Matter name"), el("th", {}, "Client"),
+      el("th", {}, "Status"), el("th", {}, "Payment link"), el("th", {}, el("span", { class: "muted" }, "Action")))),
+    el("tbody", {}, rows.map((m) => el("tr", { "data-matter": m.number },
+      el("td", {}, m.number),
+      el("td", {}, m.name),
+      el("td", {}, m.client_name || m.client || ""),
+      el("td", {}, m.status === "open" ? "Open" : "Closed"),
+      el("td", {}, m.link_sent ? el("span", { class: "marker" }, "✉ Payment link sent") : ""),
+      el("td", {}, el("button", { type: "button", class: "small", "aria-label": `Open ${m.number}`, onclick: () => openMatter(m.number) }, "Open")))))));
+  if (rows.length === 1) await openMatter(rows[0].number);
+}
+
+export async function openMatter(ref) {
+  const m = await loadMatter(ref);
+  const statements = m.statements || [];
+  matterPanel.replaceChildren(
+    el("div", { class: "card" },
+      el("h2", { id: "matter-title" }, `${m.number} · ${m.name}`),
+      m.link_sent ? el("p", { class: "notice", id: "link-sent-marker" }, "✉ Payment link sent: this debt has a link waiting to be paid.") : null,
+      el("dl", { class: "facts" },
+        el("dt", {}, "Client"), el("dd", {}, m.client_name || "—"),
+        el("dt", {}, "Payer"), el("dd", {}, [m.payer_name, m.payer_email || "no email saved"].filter(Boolean).join(" · ")),
+        el("dt", {}, "Open balance"), el("dd", { id: "open-balance" }, money(m.open_balance, m.currency)),
+        el("dt", {}, "Pending collections"), el("dd", {}, money(m.pending_collections, m.currency)),
+        el("dt", {}, "Paid, not yet posted"), el("dd", {}, money(m.unposted_payments, m.currency)),
+        el("dt", {}, "Left to collect"), el("dd", {}, money(m.amount, m.currency))),
+      statements.length ? el("table", { id: "statements-table" },
+        el("caption", {}, "Open statements"),
+        el("thead", {}, el("tr", {}, el("th", {}, "Statement"), el("th", {}, "Issued"), el("th", {}, "Due"),
+          el("th", { class: "num" }, "Billed"), el("th", { class: "num" }, "Balance"))),
+        el("tbody", {}, statements.map((s) => el("tr", {},
+          el("td", {}, s.number), el("td", {}, s.issue_date || ""), el("td", {}, s.due_date || ""),
+          el("td", { class: "num" }, money(s.amount, s.currency)), el("td", { class: "num" }, money(s.balance, s.currency))))),
+      ) : el("p", { class: "empty" }, "No open statements on this matter."),
+      el("p", { class: "actions" },
+        el("button", { type: "button", class: "primary", id: "instant-bank-pay", onclick: () => openPay(m.number) }, "Instant Bank Pay"))));
+  matterPanel.hidden = false;
+}
+
+// ------------------------------------------------------------------------------------------------ the popup
+
+const payDialog = $("#pay-dialog");
+const payBody = $("#pay-body");
+let payMatter = null;
+
+payDialog.addEventListener("close", () => { if (payMatter) openMatter(payMatter).catch(() => {}); });
+
+async function openPay(ref) {
+  payMatter = ref;
+  payBody.replaceChildren(el("p", { role: "status" }, "Checking for an existing payment link…"));
+  payDialog.showModal();
+  let m;
+  try {
+    m = await loadMatter(ref);
+  } catch (exc) {
+    payBody.replaceChildren(el("p", { class: "alert", role: "alert" }, exc.message));
+    return;
+  }
+  if (m.existing) {
+    showLink({ ...m.existing, existing: true }, m,
+      "This debt already has a pending payment link, so it is shown instead of creating another one.");
+  } else {
+    payBody.replaceChildren(payForm(m, null));
+    $("#pay-amount", payBody)?.focus();
+  }
+}
+
+function showLink(link, m, note = "") {
+  payBody.replaceChildren(linkView(link, { note, onRecreate: () => {
+    payBody.replaceChildren(payForm(m, link));
+    $("#pay-amount", payBody)?.focus();
+  } }));
+  payBody.querySelector("button")?.focus();
+}
+
+// The form before a link exists; with `replacing`, it is Cancel & Create New for that link.
+function payForm(m, replacing) {
+  const statements = m.statements || [];
+  const error = el("p", { class: "alert", role: "alert", hidden: true });
+  const noEmail = !m.payer_email;
+  const amount = el("input", { id: "pay-amount", name: "amount", class: "amount", inputmode: "decimal", value: m.amount, required: true, autocomplete: "off" });
+  const description = el("input", { id: "pay-description", name: "description", class: "wide", value: m.description, required: true });
+  const account = el("select", { id: "pay-account", name: "account" });
+  fillAccounts(account, replacing?.account);
+  const chooseAll = el("input", { type: "radio", id: "pay-mode-balance", name: "mode", value: "balance", checked: true });
+  const chooseSome = el("input", { type: "radio", id: "pay-mode-statements", name: "mode", value: "statements" });
+  const picks = statements.map((s) => ({
+    s,
+    box: el("input", { type: "checkbox", id: `pick-${s.key}`, checked: true }),
+    amount: el("input", { id: `pick-amount-${s.key}`, class: "amount", inputmode: "decimal", value: s.balance, "aria-label": `Amount for ${s.number}` }),
+  }));
+  const pickTable = el("table", { id: "pick-table", hidden: true },
+    el("thead", {}, el("tr", {}, el("th", {}, "Pay"), el("th", {}, "Statement"), el("th", { class: "num" }, "Balance"), el("th", { class: "num" }, "Amount to collect"))),
+    el("tbody", {}, picks.map(({ s, box, amount: a }) => el("tr", {},
+      el("td", {}, box, " ", el("label", { for: box.id }, `Include ${s.number}`)),
+      el("td", {}, s.number), el("td", { class: "num" }, money(s.balance, s.currency)), el("td", { class: "num" }, a)))));
+  const sync = () => {
+    const bySome = chooseSome.checked;
+    pickTable.hidden = !bySome;
+    amount.disabled = bySome;
+    for (const p of picks) p.amount.disabled = !p.box.checked;
+  };
+  for (const input of [chooseAll, chooseSome, ...picks.map((p) => p.box)]) input.addEventListener("change", sync);
+
+  const submit = el("button", { type: "submit", class: "primary", id: "pay-create", disabled: noEmail },
+    replacing ? "Cancel old link & create new" : "Create link");
+  const form = el("form", { class: "stack", id: "pay-form" },
+    el("dl", { class: "facts" },
+      el("dt", {}, "Matter"), el("dd", {}, `${m.number} · ${m.name}`),
+      el("dt", {}, "Payer"), el("dd", { id: "pay-payer" }, [m.payer_name, m.payer_email].filter(Boolean).join(" · ") || "none"),
+      el("dt", {}, "Open balance"), el("dd", {}, money(m.open_balance, m.currency)),
+      el("dt", {}, "Pending collections"), el("dd", {}, money(m.pending_collections, m.currency)),
+      el("dt", {}, "Paid, not yet posted"), el("dd", {}, money(m.unposted_payments, m.currency))),
+    noEmail ? el("p", { class: "alert", role: "alert", id: "email-required" },
+      `Email required: ${m.payer_name || "the payer"} has no email address saved. Add one in the matter system ` +
+      "(it is needed even if you will send the link by text); the agent picks it up at the next sync.") : null,
+    replacing ? el("p", { class: "warning" }, `Link ${replacing.id} will be cancelled first; the new link is created only once the cancellation is confirmed.`) : null,
+    el("p", {}, el("label", { for: "pay-account" }, "Merchant account"), account),
+    statements.length > 1 ? el("fieldset", {},
+      el("legend", {}, "What to collect"),
+      el("p", { class: "choices" },
+        el("span", { class: "choice" }, chooseAll, el("label", { for: chooseAll.id }, "The remaining balance (oldest statements first)")),
+        el("span", { class: "choice" }, chooseSome, el("label", { for: chooseSome.id }, "Choose statements and amounts"))),
+      pickTable) : null,
+    el("p", {}, el("label", { for: "pay-amount" }, `Amount (${m.currency})`), amount,
+      el("span", { class: "help" }, "The remaining balance after pending collections and payments not yet posted.")),
+    el("p", {}, el("label", { for: "pay-description" }, "Description"), description,
+      el("span", { class: "help" }, "The service name and today's date; change it if the payer needs more.")),
+    error,
+    el("p", { class: "actions" }, submit, el("button", { type: "button", "data-close": true }, "Close")));
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    const body = { matter: m.number, description: description.value.trim(), account: account.value };
+    if (chooseSome.checked) {
+      body.statements = Object.fromEntries(picks.filter((p) => p.box.checked).map((p) => [p.s.number, p.amount.value.trim()]));
+      if (!Object.keys(body.statements).length) { say(error, "Tick at least one statement.", "error"); return; }
+    } else {
+      body.amount = amount.value.trim();
+    }
+    submit.disabled = true;
+    submit.textContent = replacing ? "Cancelling and creating…" : "Creating…";
+    try {
+      const link = replacing
+        ? await api("POST", `/links/${encodeURIComponent(replacing.id)}/recreate`, body)
+        : await api("POST", "/links", body);
+      showLink(link, m, replacing ? `Link ${replacing.id} was cancelled and this new link replaces it.`
+        : link.existing ? "This debt already had a pending payment link, so it is shown instead of creating another one." : "");
+    } catch (exc) {
+      say(error, exc.message, "error");
+      submit.disabled = false;
+      submit.textContent = replacing ? "Cancel old link & create new" : "Create link";
+    }
+  });
+  return form;
+}
+
+// Without a token there is nothing to show: straight to sign-in, before any request could fail.
+if (token.get()) start();
+else location.replace("/console/login");
