@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.api_cli import register as api
+from agent.bulk_cli import register as bulk
 from agent.links_cli import register as links
 from postings.cli import register as postings
 
-REGISTRARS: list[Callable[..., None]] = [links, postings, api]  # links first: it creates the payments group
+REGISTRARS: list[Callable[..., None]] = [links, postings, api, bulk]  # links first: it creates the payments group

@@ -102,14 +102,14 @@ class InboxIntake:
             target = self._move(path, "failed", stamp)
             report = [f"{path.name}: {len(bulk.problems)} problem(s); nothing was sent. Fix the file and drop it "
                       "into the inbox again."]
-            report += [f"row {p.row}, {p.field}: {p.reason} (value {p.value!r})" for p in bulk.problems]
+            report += [f"row {p.row}, {p.field}: {p.message} (value {p.value!r})" for p in bulk.problems]
             target.with_name(target.name + ".errors.txt").write_text("\n".join(report) + "\n", encoding="utf-8")
             log.warning("inbox file %s refused with %d problem(s)", path.name, len(bulk.problems))
             return target
         lines = ["invoice_number,link_id,status,url,existing"]
         for row in bulk.rows:
             link = self.rt.links.create(row.to_request(None))
-            lines.append(f"{row.invoice_number},{link.id},{link.status},{link.url},{str(link.existing).lower()}")
+            lines.append(f"{row.invoice},{link.id},{link.status},{link.url},{str(link.existing).lower()}")
         target = self._move(path, "done", stamp)
         target.with_name(target.name + ".links.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         log.info("inbox file %s: %d link(s)", path.name, len(bulk.rows))
