@@ -219,6 +219,9 @@ class Outbox:
             and_(p.state.in_(("pending", "retrying")), or_(p.next_attempt_at.is_(None), p.next_attempt_at <= now)),
             and_(p.state == "posting", p.updated_at < self.started),
         )
+        with self.store.read() as conn:  # idle passes take no write lock
+            if conn.execute(select(p.id).where(due).limit(1)).first() is None:
+                return []
         with self.store.begin() as conn:
             rows = conn.execute(select(p.id, p.state).where(due).order_by(p.id).limit(self.batch_size)).all()
             ids = [pid for pid, state in rows
