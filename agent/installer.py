@@ -1,162 +1,342 @@
-"""``ledgerlink service install | uninstall | start | stop | status``: run the agent as an OS service.
+"""``ledgerlink service install|uninstall|start|stop|status``: the agent as a systemd, launchd or WinSW service.
 
-The templates live in the top-level ``installer/`` folder. systemd runs the agent as a dedicated user with
-hardening; launchd uses a plist with KeepAlive. On Windows the agent runs under WinSW: a small, well-known
-wrapper that restarts on failure and rolls logs, and runs the same ``ledgerlink run`` console script. A pywin32
-service class would need a compiled dependency and code of our own for restarts and logs.
-Installing twice is harmless: an identical file is left alone and reported as already installed.
+The files come from the templates in ``installer/`` (see installer/README.md). Every action is first built as a
+plan (files to write, commands to run), so ``--dry-run`` prints exactly what a real run would do, and a real run
+does only that. Installing twice is harmless: an unchanged file is left alone, a changed one is rewritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform as pyplatform
 import shutil
 import subprocess
 import sys
+import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
+from string import Template
 from typing import Any
+from xml.sax.saxutils import escape
 
 from agent.errors import ConfigurationError
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "installer"
-UNIT_DIR = Path("/etc/systemd/system")
-LAUNCHD_DIR = Path("/Library/LaunchDaemons")
-NAMES = {"systemd": "ledgerlink.service", "launchd": "com.ledgerlink.agent.plist", "windows": "ledgerlink-service.xml"}
-TEMPLATE_FILES = {"systemd": "systemd/ledgerlink.service.in", "launchd": "launchd/com.ledgerlink.agent.plist.in",
-                  "windows": "windows/ledgerlink-service.xml.in"}
+TEMPLATES = Path(__file__).resolve().parent.parent / "installer"
+PLATFORMS = ("systemd", "launchd", "windows")
+ACTIONS = ("install", "uninstall", "start", "stop", "status")
+UNIT_NAME = "ledgerlink.service"
+LAUNCHD_LABEL = "com.ledgerlink.agent"
+WINSW_NAME = "ledgerlink-service"
+DEFAULT_USER = "ledgerlink"
+DEFAULTS: dict[str, dict[str, PurePath]] = {
+    "systemd": {"home": PurePosixPath("/var/lib/ledgerlink"), "unit_dir": PurePosixPath("/etc/systemd/system"),
+                "executable": PurePosixPath("/opt/ledgerlink/bin/ledgerlink")},
+    "launchd": {"home": PurePosixPath("/Library/Application Support/Ledgerlink"),
+                "unit_dir": PurePosixPath("/Library/LaunchDaemons"),
+                "executable": PurePosixPath("/usr/local/ledgerlink/bin/ledgerlink")},
+    "windows": {"home": PureWindowsPath(r"C:\ProgramData\Ledgerlink"),
+                "unit_dir": PureWindowsPath(r"C:\ProgramData\Ledgerlink\service"),
+                "executable": PureWindowsPath(r"C:\Program Files\Ledgerlink\Scripts\ledgerlink.exe")},
+}
+SYSTEMD_HOME_DIRS = ("/home", "/root", "/run/user")  # what ProtectHome=true hides
+
+
+def current_platform() -> str:
+    if sys.platform == "win32":
+        return "windows"
+    return "launchd" if sys.platform == "darwin" else "systemd"
+
+
+def installed_script() -> Path:
+    """The ``ledgerlink`` console script of this installation (the venv's, when run from one)."""
+    name = "ledgerlink.exe" if sys.platform == "win32" else "ledgerlink"
+    return Path(sysconfig.get_path("scripts")) / name
+
+
+def render(template: str, **values: str) -> str:
+    """Fill ``installer/<template>``; a placeholder left unfilled is a bug, so substitute strictly."""
+    path = TEMPLATES / template
+    if not path.exists():
+        raise ConfigurationError(f"installer template {path} is missing; reinstall Ledgerlink from its source tree")
+    return Template(path.read_text(encoding="utf-8")).substitute(values)
+
+
+def systemd_quote(value: str) -> str:
+    """One systemd word: '%' is a specifier there, and spaces split words unless quoted."""
+    value = value.replace("%", "%%")
+    if any(c in value for c in " \t\"'\\"):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
 
 
 @dataclass
 class Plan:
-    """What an install writes and runs; printed as it is by --dry-run."""
+    """What one action does, in order: ``before`` commands, files written or removed, ``after`` commands.
 
+    Installing, the user must exist before it can own the home and the unit must exist before it is enabled;
+    uninstalling, the service stops before its file goes and the manager reloads after.
+    """
+
+    before: list[list[str]] = field(default_factory=list)
+    write: dict[PurePath, str] = field(default_factory=dict)
+    remove: list[PurePath] = field(default_factory=list)
+    after: list[list[str]] = field(default_factory=list)
+    may_fail: list[list[str]] = field(default_factory=list)  # e.g. stopping a service that is not running
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Target:
     platform: str
-    files: dict[Path, str] = field(default_factory=dict)
-    commands: list[list[str]] = field(default_factory=list)
+    home: PurePath
+    user: str
+    executable: PurePath
+    unit_dir: PurePath
+    manage: bool = True  # run the service manager (systemctl, launchctl, WinSW); off for packaging and tests
+
+    def user_exists(self) -> bool:
+        import pwd
+
+        try:
+            pwd.getpwnam(self.user)
+        except KeyError:
+            return False
+        return True
+
+    def group(self) -> str:
+        import grp
+        import pwd
+
+        try:
+            return grp.getgrgid(pwd.getpwnam(self.user).pw_gid).gr_name
+        except KeyError:
+            return self.user  # useradd --user-group makes a group of the same name
 
 
-def default_platform() -> str:
-    system = pyplatform.system()
-    return {"Darwin": "launchd", "Windows": "windows"}.get(system, "systemd")
+# ------------------------------------------------------------------------------------------------ systemd
 
 
-def default_executable() -> str:
-    found = shutil.which("ledgerlink") or str(Path(sys.executable).with_name("ledgerlink"))
-    return str(Path(found).resolve())
+def systemd_unit(t: Target) -> str:
+    hidden = any(PurePosixPath(p).is_relative_to(d) for p in (t.home, t.executable) for d in SYSTEMD_HOME_DIRS)
+    return render(
+        "systemd/ledgerlink.service.in",
+        user=t.user, group=t.group(), home=systemd_quote(str(t.home)),
+        environment=systemd_quote(f"LEDGERLINK_HOME={t.home}"),
+        exec_start=f"{systemd_quote(str(t.executable))} run",
+        protect_home="read-only" if hidden else "true",  # the home or the program lives under /home: keep it visible
+        read_write_paths=systemd_quote(str(t.home)),  # state.db, logs/, secrets/ and inbox/ all live in the home
+        start_limit_interval="300", start_limit_burst="5",
+    )
 
 
-def render(platform: str, *, home: Path, user: str, executable: str) -> str:
-    template = (TEMPLATES / TEMPLATE_FILES[platform]).read_text(encoding="utf-8")
-    return template.format(home=home, user=user, executable=executable)
-
-
-def plan_install(platform: str, *, home: Path, user: str, executable: str, target_dir: Path | None = None,
-                 manage: bool = True) -> Plan:
-    plan = Plan(platform)
-    text = render(platform, home=home, user=user, executable=executable)
-    if platform == "systemd":
-        plan.files[(target_dir or UNIT_DIR) / NAMES[platform]] = text
-        if manage:
-            plan.commands += [
-                ["sh", "-c", f"id -u {user} >/dev/null 2>&1 || useradd --system --home-dir {home} "
-                             f"--shell /usr/sbin/nologin {user}"],
-                ["install", "-d", "-m", "0700", "-o", user, "-g", user, str(home)],
-                ["systemctl", "daemon-reload"],
-                ["systemctl", "enable", NAMES[platform]],
-            ]
-    elif platform == "launchd":
-        plan.files[(target_dir or LAUNCHD_DIR) / NAMES[platform]] = text
-        if manage:
-            plan.commands.append(["launchctl", "bootstrap", "system", str((target_dir or LAUNCHD_DIR)
-                                                                            / NAMES[platform])])
+def systemd_plan(t: Target, action: str) -> Plan:
+    unit = t.unit_dir / UNIT_NAME
+    plan = Plan()
+    if action == "install":
+        if not t.user_exists():
+            plan.before.append(["useradd", "--system", "--user-group", "--home-dir", str(t.home),
+                                  "--shell", "/usr/sbin/nologin", "--comment", "Ledgerlink agent", t.user])
+        plan.before.append(["install", "-d", "-m", "0750", "-o", t.user, "-g", t.group(), str(t.home)])
+        plan.write[unit] = systemd_unit(t)
+        if t.manage:
+            plan.after += [["systemctl", "daemon-reload"], ["systemctl", "enable", UNIT_NAME]]
+        plan.notes.append(f"store secrets as the service user: sudo -u {t.user} env LEDGERLINK_HOME={t.home} "
+                          f"{t.executable} secrets set NAME")
+    elif action == "uninstall":
+        if t.manage:
+            plan.before.append(["systemctl", "disable", "--now", UNIT_NAME])
+            plan.may_fail += plan.before
+            plan.after.append(["systemctl", "daemon-reload"])
+        plan.remove.append(unit)
+        plan.notes.append(f"kept the user {t.user} and {t.home} (state, logs, secrets)")
     else:
-        folder = target_dir or home
-        plan.files[folder / NAMES[platform]] = text
-        if manage:
-            plan.commands.append([str(folder / "ledgerlink-service.exe"), "install"])
+        plan.before.append(["systemctl", action, "--no-pager", UNIT_NAME] if action == "status"
+                           else ["systemctl", action, UNIT_NAME])
     return plan
 
 
-def apply(plan: Plan, *, dry_run: bool) -> list[str]:
-    """Write the files (unchanged ones are left alone) and run the commands; with dry_run only describe them."""
-    said = []
-    for path, text in plan.files.items():
-        if path.exists() and path.read_text(encoding="utf-8") == text:
-            said.append(f"{path}: already installed, unchanged")
-        elif dry_run:
-            said.append(f"would write {path}:\n{text}")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-            said.append(f"wrote {path}")
-    for command in plan.commands:
-        if dry_run:
-            said.append("would run: " + " ".join(command))
-        else:
-            subprocess.run(command, check=True)
-            said.append("ran: " + " ".join(command))
-    return said
+# ------------------------------------------------------------------------------------------------ launchd
 
 
-CONTROL = {
-    "systemd": {"start": ["systemctl", "start"], "stop": ["systemctl", "stop"], "status": ["systemctl", "status"],
-                "uninstall": ["systemctl", "disable", "--now"]},
-    "launchd": {"start": ["launchctl", "kickstart", "system/com.ledgerlink.agent"],
-                "stop": ["launchctl", "kill", "TERM", "system/com.ledgerlink.agent"],
-                "status": ["launchctl", "print", "system/com.ledgerlink.agent"],
-                "uninstall": ["launchctl", "bootout", "system/com.ledgerlink.agent"]},
-    "windows": {"start": ["sc", "start", "ledgerlink"], "stop": ["sc", "stop", "ledgerlink"],
-                "status": ["sc", "query", "ledgerlink"], "uninstall": ["sc", "delete", "ledgerlink"]},
-}
+def launchd_plist(t: Target) -> str:
+    logs = t.home / "logs"
+    return render(
+        "launchd/com.ledgerlink.agent.plist.in",
+        label=LAUNCHD_LABEL, user=escape(t.user), executable=escape(str(t.executable)), home=escape(str(t.home)),
+        stdout_path=escape(str(logs / "launchd.out.log")), stderr_path=escape(str(logs / "launchd.err.log")),
+    )
 
 
-def control_command(platform: str, action: str) -> list[str]:
-    command = list(CONTROL[platform][action])
-    if platform == "systemd":
-        command.append(NAMES[platform])
-    return command
-
-
-def cmd_service(args: argparse.Namespace, rt: Any) -> int:
-    platform = args.platform or default_platform()
-    home = (args.home_dir or rt.settings.home).resolve()
-    target = Path(args.target_dir) if args.target_dir else None
-    if args.action == "install":
-        plan = plan_install(platform, home=home, user=args.user, executable=args.executable or default_executable(),
-                            target_dir=target, manage=not args.files_only)
-        for line in apply(plan, dry_run=args.dry_run):
-            print(line)
-        return 0
-    command = control_command(platform, args.action)
-    if args.dry_run:
-        print("would run: " + " ".join(command))
+def launchd_plan(t: Target, action: str) -> Plan:
+    plist = t.unit_dir / f"{LAUNCHD_LABEL}.plist"
+    service = f"system/{LAUNCHD_LABEL}"
+    plan = Plan()
+    if action == "install":
+        if not t.user_exists():
+            plan.notes.append(f"create the service user {t.user} first (System Settings or sysadminctl); "
+                              "launchd will not start the agent without it")
+        plan.before.append(["install", "-d", "-m", "0750", "-o", t.user, str(t.home), str(t.home / "logs")])
+        plan.write[plist] = launchd_plist(t)
+        if t.manage:
+            plan.after.append(["launchctl", "enable", service])
+        plan.notes.append(f"store secrets in the service user's keychain: sudo -u {t.user} -H env "
+                          f"LEDGERLINK_HOME='{t.home}' '{t.executable}' secrets set NAME")
+    elif action == "uninstall":
+        if t.manage:
+            plan.before.append(["launchctl", "bootout", service])
+            plan.may_fail += plan.before
+        plan.remove.append(plist)
+    elif action == "start":
+        plan.before.append(["launchctl", "bootstrap", "system", str(plist)])
+    elif action == "stop":
+        plan.before.append(["launchctl", "bootout", service])  # KeepAlive would restart a merely killed agent
     else:
-        try:
-            subprocess.run(command, check=args.action != "status")
-        except FileNotFoundError:
-            raise ConfigurationError(f"{command[0]} is not available: is this a {platform} machine?") from None
-    if args.action == "uninstall":
-        path = (target or {"systemd": UNIT_DIR, "launchd": LAUNCHD_DIR}.get(platform, home)) / NAMES[platform]
-        if args.dry_run:
-            print(f"would remove {path}")
-        elif path.exists():
-            path.unlink()
-            print(f"removed {path}")
+        plan.before.append(["launchctl", "print", service])
+    return plan
+
+
+# ------------------------------------------------------------------------------------------------ Windows
+
+
+def winsw_xml(t: Target) -> str:
+    return render(
+        "windows/ledgerlink-service.xml.in",
+        service_id="ledgerlink", executable=escape(str(t.executable)), home=escape(str(t.home), {'"': "&quot;"}),
+        account=escape(f".\\{t.user}" if "\\" not in t.user and "@" not in t.user else t.user),
+        log_path=escape(str(t.home / "logs")),
+    )
+
+
+def windows_plan(t: Target, action: str) -> Plan:
+    wrapper = str(t.unit_dir / f"{WINSW_NAME}.exe")
+    config = t.unit_dir / f"{WINSW_NAME}.xml"
+    plan = Plan()
+    if action == "install":
+        plan.before += [["cmd", "/c", "if", "not", "exist", str(t.home), "mkdir", str(t.home)],
+                        ["icacls", str(t.home), "/grant", f"{t.user}:(OI)(CI)M"]]
+        plan.write[config] = winsw_xml(t)
+        if t.manage:
+            plan.after.append([wrapper, "install"])  # prompts for the account's password (<prompt>console)
+        plan.notes += [f"put WinSW 3 (WinSW-x64.exe) at {wrapper} first",
+                       f"the account {t.user} must exist (net user {t.user} * /add)",
+                       f"store secrets in its Credential Manager: runas /user:{t.user} cmd, then in that window "
+                       f"set LEDGERLINK_HOME={t.home} and run \"{t.executable}\" secrets set NAME"]
+    elif action == "uninstall":
+        if t.manage:
+            plan.before += [[wrapper, "stop"], [wrapper, "uninstall"]]
+            plan.may_fail.append([wrapper, "stop"])
+        plan.remove.append(config)
+    else:
+        plan.before.append([wrapper, action])
+    return plan
+
+
+PLANNERS: dict[str, Callable[[Target, str], Plan]] = {
+    "systemd": systemd_plan, "launchd": launchd_plan, "windows": windows_plan}
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def show(plan: Plan) -> str:
+    """The dry-run text: every step in the order a real run takes it, files in full."""
+    lines = ["would run: " + subprocess.list2cmdline(cmd) for cmd in plan.before]
+    for path, content in plan.write.items():
+        lines += [f"would write {path}:", *("    " + line for line in content.splitlines())]
+    lines += [f"would remove {path}" for path in plan.remove]
+    lines += ["would run: " + subprocess.list2cmdline(cmd) for cmd in plan.after]
+    lines += [f"note: {note}" for note in plan.notes]
+    return "\n".join(lines)
+
+
+def execute(plan: Plan, out: Callable[[str], None] = print) -> int:
+    """Carry out the plan; the first command that fails (and may not) stops it with its exit code."""
+    code = _run(plan, plan.before, out)
+    if code:
+        return code
+    for path, content in plan.write.items():
+        target = Path(path)
+        if target.exists() and target.read_text(encoding="utf-8") == content:
+            out(f"already installed: {target}")
+            continue
+        out(f"{'rewrote' if target.exists() else 'wrote'} {target}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(content, encoding="utf-8")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)  # the service manager never reads a half-written file
+    for path in plan.remove:
+        if Path(path).exists():
+            Path(path).unlink()
+            out(f"removed {path}")
+    code = _run(plan, plan.after, out)
+    for note in plan.notes:
+        out(f"note: {note}")
+    return code
+
+
+def _run(plan: Plan, commands: list[list[str]], out: Callable[[str], None]) -> int:
+    for cmd in commands:
+        if shutil.which(cmd[0]) is None:
+            raise ConfigurationError(f"{cmd[0]} is not installed here; use --dry-run to see what would be done")
+        result = subprocess.run(cmd, check=False)
+        if result.returncode and cmd not in plan.may_fail:
+            out(f"failed ({result.returncode}): {subprocess.list2cmdline(cmd)}")
+            return result.returncode
     return 0
 
 
-def register(sub: Any, add: Any) -> None:
-    p = add("service", cmd_service, "install or control the agent as an OS service")
-    p.add_argument("action", choices=["install", "uninstall", "start", "stop", "status"])
-    p.add_argument("--platform", choices=sorted(NAMES), help="default: this machine's")
-    p.add_argument("--user", default="ledgerlink", help="the dedicated service account")
-    p.add_argument("--home-dir", type=Path, help="agent home for the service (default: --home)")
-    p.add_argument("--executable", help="the ledgerlink console script (default: the one running now)")
-    p.add_argument("--target-dir", help="where the service file goes (default: the platform's folder)")
-    p.add_argument("--files-only", action="store_true", help="write the file, create no user, enable nothing")
-    p.add_argument("--dry-run", action="store_true", help="print what would be written and run, change nothing")
+def target_from(args: argparse.Namespace) -> Target:
+    platform = args.platform or current_platform()
+    defaults = DEFAULTS[platform]
+    pure = PureWindowsPath if platform == "windows" else PurePosixPath
+    native = platform == current_platform()
+    if args.executable:
+        executable: PurePath = pure(args.executable)
+    elif native:
+        executable = installed_script()
+        if not Path(executable).exists():
+            raise ConfigurationError(f"no ledgerlink console script at {executable}; pass --executable")
+    else:
+        executable = defaults["executable"]
+    home = pure(args.service_home) if args.service_home else defaults["home"]
+    unit_dir = pure(args.unit_dir) if args.unit_dir else defaults["unit_dir"]
+    if native and platform != "windows":
+        home, unit_dir = pure(os.path.abspath(home)), pure(os.path.abspath(unit_dir))
+    if not home.is_absolute() or not executable.is_absolute():
+        raise ConfigurationError("--home and --executable must be absolute paths")
+    return Target(platform, home, args.user, executable, unit_dir, manage=not args.no_systemctl)
+
+
+def cmd_service(args: argparse.Namespace, rt: object) -> int:
+    target = target_from(args)
+    plan = PLANNERS[target.platform](target, args.action)
+    if args.dry_run:
+        print(show(plan))
+        return 0
+    if target.platform != current_platform():
+        raise ConfigurationError(f"this is not a {target.platform} machine: only --dry-run is possible")
+    return execute(plan)
+
+
+def register(sub: Any, add: Callable[..., Any]) -> None:
+    from agent.cli import NO_RUNTIME
+
+    NO_RUNTIME.add(cmd_service)  # an administrator runs this before any agent home exists: no Runtime to build
+    group = add("service", None, "install and control the agent as a system service").add_subparsers(
+        dest="sub", required=True)
+    helps = {"install": "install the service (dedicated user, hardened unit); running it twice is harmless",
+             "uninstall": "remove the service definition (the home and its data stay)",
+             "start": "start the service", "stop": "stop the service", "status": "show the service's status"}
+    for action in ACTIONS:
+        p = add(action, cmd_service, helps[action], group)
+        p.set_defaults(action=action)
+        p.add_argument("--dry-run", action="store_true", help="print exactly what would be written and run")
+        p.add_argument("--platform", choices=PLATFORMS, help="default: this machine's service manager")
+        p.add_argument("--home", dest="service_home", help="the service's agent folder (default per platform)")
+        p.add_argument("--user", default=DEFAULT_USER, help="the account the service runs as (default ledgerlink)")
+        p.add_argument("--executable", help="the ledgerlink program (default: this installation's console script)")
+        p.add_argument("--unit-dir", help="where the unit, plist or WinSW XML goes (default per platform)")
+        p.add_argument("--no-systemctl", action="store_true",
+                       help="write files and set up user and home only; run no systemctl, launchctl or WinSW")

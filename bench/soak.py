@@ -65,7 +65,7 @@ def payable_matters(rt: Runtime) -> list[str]:
             defaults = rt.links.defaults(row.matter.number)
         except LedgerlinkError:
             continue
-        if row.matter.status == "open" and defaults.amount >= 100:
+        if row.matter.status == "open" and defaults.payer_email and defaults.amount >= 100:
             found.append(row.matter.number)
     return found
 
@@ -102,8 +102,9 @@ def soak(seconds: float, every: float) -> tuple[list[Sample], int, int]:
                 samples.append(Sample(elapsed, phase, agent.cpu_percent(None), agent.memory_info().rss / 2**20))
                 if phase == "trickle" and time.monotonic() >= next_payment:
                     link = rt.links.create(LinkRequest(matter=matters[paid % len(matters)], amount=Decimal("1.00")))
-                    sandbox.pay(home, link.provider_ref)
-                    paid += 1
+                    if not link.existing:  # the matter's last link is paid but the agent has not read it yet
+                        sandbox.pay(home, link.provider_ref)
+                        paid += 1
                     next_payment += every
             time.sleep(3)  # let the last payment be posted
             done = posted(rt)

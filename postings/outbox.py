@@ -156,7 +156,7 @@ class Outbox:
     """Works due postings into the firm database (or a file drop) and offers Manage Postings' operations."""
 
     def __init__(self, store: StateStore, connector: Connector | None, mapping: MappingFile, *,
-                 batch_size: int = 100, attempts: int = 8, clock: Clock = utcnow, backoff_initial: float = 1.0,
+                 batch_size: int = 100, attempts: int = 20, clock: Clock = utcnow, backoff_initial: float = 1.0,
                  reversal_wait: float = 1.0) -> None:
         if mapping.postings is None:
             raise RuleError("the mapping has no postings section, so payments cannot be written back")
