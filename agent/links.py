@@ -109,14 +109,12 @@ class Defaults:
 
 
 def pending_collections(conn: Connection, matter_key: str) -> Decimal:
-    """Direct Debit collections submitted but not yet paid (Direct Debit issue); none before mandates exist."""
-    from agent.state.schema import metadata
+    """Direct Debit collections at the provider but not yet paid (agent.directdebit.PENDING)."""
+    from agent.directdebit import PENDING
+    from agent.state.schema import collections
 
-    table = metadata.tables.get("collections")
-    if table is None:
-        return Decimal(0)
     rows = conn.execute(
-        select(table.c.amount).where(table.c.matter_key == matter_key, table.c.status.in_(("pending", "submitted")))
+        select(collections.c.amount).where(collections.c.matter_key == matter_key, collections.c.status.in_(PENDING))
     ).scalars()
     return sum(rows, Decimal(0))
 

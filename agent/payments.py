@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select, update
 
+from agent.directdebit import apply_event as apply_direct_debit
 from agent.retry import call
 from agent.state import StateStore
 from agent.state.schema import links, payments, provider_cursors, provider_events
 from agent.state.store import utcnow
-from connectors.providers.base import EventKind, LinkStatus, Provider, ProviderEvent
+from connectors.providers.base import EventKind, LinkStatus, PaymentMethod, Provider, ProviderEvent
 from postings.outbox import enqueue_payment, enqueue_reversal
 
 log = logging.getLogger("ledgerlink.payments")
@@ -56,6 +57,8 @@ def apply_event(conn: Connection, account: str, provider: str, event: ProviderEv
         account=account, event_id=event.event_id, kind=event.kind.value, link_ref=event.link_ref,
         payment_ref=event.payment_ref, amount=event.amount, currency=event.currency, raw_status=event.raw_status,
         occurred_at=event.occurred_at, received_at=utcnow()))
+    if event.method is PaymentMethod.DIRECT_DEBIT and apply_direct_debit(conn, account, event):
+        return True, None  # a mandate change or a collection cancelled before any money moved
     link = _link_for(conn, account, event.link_ref)
     if event.kind in (EventKind.LINK_EXPIRED, EventKind.LINK_CANCELLED):
         if link and link["status"] == LinkStatus.OUTSTANDING.value:

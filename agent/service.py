@@ -229,6 +229,7 @@ class _Parts:
 
 
 def default_jobs(rt: Runtime) -> list[Job]:
+    from agent.directdebit import schedule_collections
     from agent.intake import InboxIntake, process_request_table
 
     parts = _Parts(rt)
@@ -242,6 +243,7 @@ def default_jobs(rt: Runtime) -> list[Job]:
         Job("review", intervals.sync, lambda: rt.links.review_outstanding()),
         Job("inbox", intervals.intake, inbox.scan),
     ]
+    jobs.append(Job("collections", intervals.sync, lambda: schedule_collections(rt)))
     if rt.mapping.requests is not None:
         jobs.append(Job("requests", intervals.intake, lambda: process_request_table(rt)))
     return jobs

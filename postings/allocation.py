@@ -9,14 +9,14 @@ the reasons, for a person to reallocate: the agent never guesses where money bel
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, select
 
-from agent.state.schema import checkpoints, firm_statements, link_items, links, postings
+from agent.state.schema import checkpoints, collections, firm_statements, link_items, links, postings
 
 # Postings that will still move a statement's balance in the firm database once written.
 IN_FLIGHT = ("pending", "posting", "retrying", "failed")
@@ -68,9 +68,18 @@ def allocate(conn: Connection, payment: Mapping[str, Any]) -> list[Share]:
     """Split ``payment`` (a payments row) into per-statement shares plus at most one unallocated share."""
     amount: Decimal = payment["amount"]
     if payment["link_id"] is None:
-        return [Share(None, None, amount, "the payment did not come through a payment link")]
-    link = conn.execute(select(links).where(links.c.id == payment["link_id"])).mappings().one()
-    items = conn.execute(select(link_items).where(link_items.c.link_id == link["id"])).mappings().all()
+        collection = conn.execute(select(collections).where(
+            collections.c.account == payment["account"], collections.c.provider_ref == payment["payment_ref"]
+        )).mappings().first()
+        if collection is None:
+            return [Share(None, None, amount, "the payment did not come through a payment link")]
+        # A Direct Debit collection is for one statement: like a link earmarking the whole payment for it.
+        link: Mapping[str, Any] = {"id": collection["id"], "matter_key": collection["matter_key"]}
+        items: Sequence[Mapping[str, Any]] = [
+            {"statement_key": collection["statement_key"], "amount": amount, "explicit": True}]
+    else:
+        link = conn.execute(select(links).where(links.c.id == payment["link_id"])).mappings().one()
+        items = conn.execute(select(link_items).where(link_items.c.link_id == link["id"])).mappings().all()
     if not items:
         return [Share(None, link["matter_key"], amount, f"link {link['id']} is a quick link with no statements")]
     keys = [i["statement_key"] for i in items]

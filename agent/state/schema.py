@@ -199,3 +199,46 @@ file_drops = Table(
     Column("references", Text, nullable=False, comment="JSON list of posting references in the file"),
     Column("written_at", UTCDateTime, nullable=False),
 )
+
+# ---------------------------------------------------------------------------- Direct Debit (0005, agent/directdebit.py)
+
+mandates = Table(
+    "mandates", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("payer_key", KEY, nullable=False, index=True),
+    Column("setup_ref", String(191), nullable=False, comment="the provider's setup (billing request) id"),
+    Column("provider_ref", String(191), comment="the mandate's id once the payer finished the setup"),
+    Column("url", Text),
+    Column("status", String(32), nullable=False, comment="the provider's mandate status, exactly"),
+    Column("raw_status", String(64), nullable=False),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+collections = Table(
+    "collections", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("provider_ref", String(191)),
+    Column("mandate_id", String(32), ForeignKey("mandates.id"), nullable=False),
+    Column("payer_key", KEY, nullable=False),
+    Column("matter_key", KEY, nullable=False, index=True),
+    Column("statement_key", KEY, nullable=False, index=True),
+    Column("kind", String(8), nullable=False, comment="auto (scheduled on the due date) or manual (Pay Now)"),
+    Column("amount", DecimalText, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("charge_date", Date),
+    Column("status", String(32), nullable=False, comment="creating, then the provider's payment status exactly"),
+    # The statement's key while this is the statement's collection; NULL once recomputed or replaced. The unique
+    # index keeps one collection per statement across processes, as links.outstanding_key does for links.
+    Column("current_key", KEY, unique=True),
+    Column("note", Text),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("account", "provider_ref", name="uq_collections_ref"),
+)

@@ -36,6 +36,9 @@ class EventKind(StrEnum):
     PAYMENT_CHARGED_BACK = "payment_charged_back"
     LINK_EXPIRED = "link_expired"
     LINK_CANCELLED = "link_cancelled"
+    # Direct Debit (DirectDebitProvider): raw_status is then the resource's status in the provider's own words.
+    COLLECTION_CANCELLED = "collection_cancelled"  # cancelled or approval denied before any money moved
+    MANDATE_CHANGED = "mandate_changed"  # mandate_ref (and link_ref: the setup ref) say which mandate
 
 
 class PaymentMethod(StrEnum):
@@ -80,6 +83,7 @@ class ProviderEvent:
     currency: str | None
     method: PaymentMethod = PaymentMethod.BANK
     raw_status: str = ""
+    mandate_ref: str | None = None  # Direct Debit mandate events only
 
 
 @dataclass(frozen=True)
@@ -142,3 +146,110 @@ class Provider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release sockets or servers."""
+
+
+# --- Direct Debit: an optional second contract, for providers that hold mandates --------------------------------
+
+
+class MandateStatus(StrEnum):
+    """GoCardless's documented mandate statuses, kept exactly: the sandbox speaks the same vocabulary."""
+
+    PENDING_CUSTOMER_APPROVAL = "pending_customer_approval"
+    PENDING_SUBMISSION = "pending_submission"
+    SUBMITTED = "submitted"
+    ACTIVE = "active"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    CONSUMED = "consumed"
+    BLOCKED = "blocked"
+    SUSPENDED_BY_PAYER = "suspended_by_payer"
+
+
+class CollectionStatus(StrEnum):
+    """GoCardless's documented payment statuses, kept exactly."""
+
+    PENDING_CUSTOMER_APPROVAL = "pending_customer_approval"
+    PENDING_SUBMISSION = "pending_submission"
+    SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
+    PAID_OUT = "paid_out"
+    CANCELLED = "cancelled"
+    CUSTOMER_APPROVAL_DENIED = "customer_approval_denied"
+    FAILED = "failed"
+    CHARGED_BACK = "charged_back"
+
+
+@dataclass(frozen=True)
+class MandatePayer:
+    """Who is asked for a mandate; ``idempotency_key`` makes a retried setup return the same request."""
+
+    key: str
+    name: str
+    email: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class MandateSetup:
+    ref: str  # the setup's id (billing request); get_mandate takes it until the mandate itself exists
+    url: str  # where the payer authorises the mandate
+
+
+@dataclass(frozen=True)
+class Mandate:
+    ref: str  # the mandate's id once it exists, else the setup ref
+    status: MandateStatus
+    raw_status: str  # the provider's word (a billing request status while the payer has not finished)
+
+
+@dataclass(frozen=True)
+class Collection:
+    ref: str
+    status: CollectionStatus
+    amount: Decimal
+    currency: str
+    charge_date: dt.date | None
+
+
+class CollectionCancelRefused(ProviderError):
+    """The collection went to the bank (or closed) and can no longer be cancelled; ``collection`` is its state."""
+
+    def __init__(self, message: str, collection: Collection | None = None) -> None:
+        super().__init__(message)
+        self.collection = collection
+
+
+class DirectDebitProvider(ABC):
+    """Mixed into a Provider that can hold mandates and collect against them.
+
+    Collection results arrive through ``Provider.events`` (the same cursor as link payments) with
+    method=direct_debit, payment_ref the collection ref and raw_status the collection's new status.
+    """
+
+    @abstractmethod
+    def setup_mandate(self, payer: MandatePayer) -> MandateSetup:
+        """Ask the payer for a mandate; retried with the same idempotency key it returns the same setup."""
+
+    @abstractmethod
+    def get_mandate(self, ref: str) -> Mandate:
+        """By mandate ref or setup ref."""
+
+    @abstractmethod
+    def create_collection(
+        self,
+        mandate_ref: str,
+        amount: Decimal,
+        currency: str,
+        charge_date: dt.date | None,
+        description: str,
+        idempotency_key: str,
+    ) -> Collection:
+        """Collect on ``charge_date`` (None: the earliest the scheme allows); idempotent under the key."""
+
+    @abstractmethod
+    def get_collection(self, ref: str) -> Collection: ...
+
+    @abstractmethod
+    def cancel_collection(self, ref: str) -> Collection:
+        """Cancel before submission to the bank; CollectionCancelRefused once the provider no longer allows it."""

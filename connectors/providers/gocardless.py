@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
 import requests
@@ -24,12 +25,20 @@ from agent.errors import DataError, TransientError
 from agent.model import MerchantAccount, from_minor, to_minor
 from connectors.providers.base import (
     CancelRefused,
+    Collection,
+    CollectionCancelRefused,
+    CollectionStatus,
+    DirectDebitProvider,
     EventKind,
     EventPage,
     InvalidSignature,
     LinkNotFound,
     LinkSpec,
     LinkStatus,
+    Mandate,
+    MandatePayer,
+    MandateSetup,
+    MandateStatus,
     PaymentMethod,
     Provider,
     ProviderError,
@@ -56,6 +65,27 @@ PAYMENT_ACTIONS = {
     "paid_out": EventKind.PAYMENT_CONFIRMED,
     "failed": EventKind.PAYMENT_FAILED,
     "charged_back": EventKind.PAYMENT_CHARGED_BACK,
+}
+# Direct Debit payments (links.mandate set): event action -> (kind, the payment's status after it).
+COLLECTION_ACTIONS = {
+    "created": (EventKind.PAYMENT_PENDING, CollectionStatus.PENDING_SUBMISSION),
+    "customer_approval_granted": (EventKind.PAYMENT_PENDING, CollectionStatus.PENDING_SUBMISSION),
+    "submitted": (EventKind.PAYMENT_PENDING, CollectionStatus.SUBMITTED),
+    "confirmed": (EventKind.PAYMENT_CONFIRMED, CollectionStatus.CONFIRMED),
+    "paid_out": (EventKind.PAYMENT_CONFIRMED, CollectionStatus.PAID_OUT),
+    "failed": (EventKind.PAYMENT_FAILED, CollectionStatus.FAILED),
+    "charged_back": (EventKind.PAYMENT_CHARGED_BACK, CollectionStatus.CHARGED_BACK),
+    "cancelled": (EventKind.COLLECTION_CANCELLED, CollectionStatus.CANCELLED),
+    "customer_approval_denied": (EventKind.COLLECTION_CANCELLED, CollectionStatus.CUSTOMER_APPROVAL_DENIED),
+}
+# A mandate setup is a billing request until the payer finishes the flow; what its status means for the mandate.
+SETUP_STATUS = {
+    "pending": MandateStatus.PENDING_CUSTOMER_APPROVAL,
+    "ready_to_fulfil": MandateStatus.PENDING_CUSTOMER_APPROVAL,
+    "fulfilling": MandateStatus.PENDING_CUSTOMER_APPROVAL,
+    "cancelled": MandateStatus.CANCELLED,
+    "expired": MandateStatus.EXPIRED,
+    "failed": MandateStatus.FAILED,
 }
 BILLING_REQUEST_ACTIONS = {"cancelled": EventKind.LINK_CANCELLED, "expired": EventKind.LINK_EXPIRED}
 DEFAULT_TIMEOUT = 20.0
@@ -106,7 +136,7 @@ def _translate(exc: Exception) -> Exception:
     return ProviderError(f"GoCardless refused the request ({status}): {exc}")
 
 
-class GoCardlessProvider(Provider):
+class GoCardlessProvider(Provider, DirectDebitProvider):
     name: ClassVar[str] = "gocardless"
     # A Billing Request Flow expires 7 days after creation (API reference example: created_at
     # 2022-11-01T16:28:31Z, expires_at 2022-11-08T16:28:31Z) and its lifetime cannot be set.
@@ -133,6 +163,7 @@ class GoCardlessProvider(Provider):
         self._billing_requests = services.BillingRequestsService(api, 1, 0)
         self._flows = services.BillingRequestFlowsService(api, 1, 0)
         self._payments = services.PaymentsService(api, 1, 0)
+        self._mandates = services.MandatesService(api, 1, 0)
         self._events = services.EventsService(api, 1, 0)
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -244,12 +275,20 @@ class GoCardlessProvider(Provider):
                 None,
                 raw_status=f"billing_requests.{action}",
             )
-        if raw.get("resource_type") != "payments" or action not in PAYMENT_ACTIONS:
+        if raw.get("resource_type") == "mandates" or (
+            raw.get("resource_type") == "billing_requests" and links.get("mandate_request_mandate")
+        ):
+            return self._mandate_event(raw, occurred)
+        if raw.get("resource_type") != "payments" or action not in PAYMENT_ACTIONS.keys() | COLLECTION_ACTIONS:
             return None
         payment_id = links["payment"]
         if payment_id not in payments:
             payments[payment_id] = self._call(self._payments.get, payment_id).attributes
         payment = payments[payment_id]
+        if (payment.get("links") or {}).get("mandate"):
+            return self._collection_event(raw, occurred, payment)
+        if action not in PAYMENT_ACTIONS:
+            return None
         link_ref = links.get("billing_request") or (payment.get("links") or {}).get("billing_request")
         return ProviderEvent(
             event_id=raw["id"],
@@ -262,6 +301,141 @@ class GoCardlessProvider(Provider):
             method=PaymentMethod.BANK,
             raw_status=f"payments.{action}",
         )
+
+    def _collection_event(
+        self, raw: Mapping[str, Any], occurred: dt.datetime, payment: Mapping[str, Any]
+    ) -> ProviderEvent | None:
+        if raw["action"] not in COLLECTION_ACTIONS:
+            return None
+        kind, status = COLLECTION_ACTIONS[raw["action"]]
+        return ProviderEvent(
+            event_id=raw["id"],
+            kind=kind,
+            occurred_at=occurred,
+            link_ref=None,
+            payment_ref=payment["id"],
+            amount=from_minor(int(payment["amount"]), payment["currency"]),
+            currency=payment["currency"],
+            method=PaymentMethod.DIRECT_DEBIT,
+            raw_status=status.value,
+            mandate_ref=payment["links"]["mandate"],
+        )
+
+    def _mandate_event(self, raw: Mapping[str, Any], occurred: dt.datetime) -> ProviderEvent:
+        """The mandate's current status (a mandate event's action is not always a status, e.g. transferred)."""
+        links = raw.get("links") or {}
+        mandate_id = links.get("mandate") or links["mandate_request_mandate"]
+        return ProviderEvent(
+            event_id=raw["id"],
+            kind=EventKind.MANDATE_CHANGED,
+            occurred_at=occurred,
+            link_ref=links.get("billing_request"),
+            payment_ref=None,
+            amount=None,
+            currency=None,
+            method=PaymentMethod.DIRECT_DEBIT,
+            raw_status=self.get_mandate(mandate_id).raw_status,
+            mandate_ref=mandate_id,
+        )
+
+    # --- Direct Debit ---------------------------------------------------------------------------------------
+
+    def setup_mandate(self, payer: MandatePayer) -> MandateSetup:
+        """A Billing Request with a mandate_request, and the Billing Request Flow the payer completes."""
+        br = self._call(
+            self._billing_requests.create,
+            params={
+                "mandate_request": {"currency": self.account.currency},
+                "metadata": {"payer_key": payer.key[:500]},
+            },
+            headers={"Idempotency-Key": payer.idempotency_key},
+        )
+        given, _, family = payer.name.rpartition(" ")
+        flow = self._call(
+            self._flows.create,
+            params={
+                "links": {"billing_request": br.id},
+                "prefilled_customer": {"email": payer.email, "given_name": given or family, "family_name": family},
+            },
+        )
+        return MandateSetup(ref=br.id, url=flow.authorisation_url)
+
+    def get_mandate(self, ref: str) -> Mandate:
+        """A mandate id (MD...) or the setup's billing request id (BRQ...), which leads to the mandate once made."""
+        if ref.startswith("BRQ"):
+            br = self._call(self._billing_requests.get, ref).attributes
+            mandate_id = (br.get("links") or {}).get("mandate_request_mandate")
+            if not mandate_id:
+                status = SETUP_STATUS.get(br["status"])
+                if status is None:
+                    raise ProviderError(f"GoCardless billing request {ref} is {br['status']} but made no mandate")
+                return Mandate(ref=ref, status=status, raw_status=f"billing_requests.{br['status']}")
+            ref = mandate_id
+        mandate = self._call(self._mandates.get, ref).attributes
+        try:
+            status = MandateStatus(mandate["status"])
+        except ValueError:
+            raise ProviderError(f"GoCardless mandate {ref} has an undocumented status {mandate['status']!r}") from None
+        return Mandate(ref=ref, status=status, raw_status=mandate["status"])
+
+    @staticmethod
+    def _collection(payment: Mapping[str, Any]) -> Collection:
+        try:
+            status = CollectionStatus(payment["status"])
+        except ValueError:
+            raise ProviderError(
+                f"GoCardless payment {payment['id']} has an undocumented status {payment['status']!r}"
+            ) from None
+        charge = payment.get("charge_date")
+        return Collection(
+            ref=payment["id"],
+            status=status,
+            amount=from_minor(int(payment["amount"]), payment["currency"]),
+            currency=payment["currency"],
+            charge_date=dt.date.fromisoformat(charge) if charge else None,
+        )
+
+    def create_collection(
+        self,
+        mandate_ref: str,
+        amount: Decimal,
+        currency: str,
+        charge_date: dt.date | None,
+        description: str,
+        idempotency_key: str,
+    ) -> Collection:
+        """A payment against the mandate; without a charge_date GoCardless takes the earliest possible."""
+        try:
+            minor = to_minor(amount, currency)
+        except DataError as exc:
+            raise ProviderError(str(exc)) from None
+        params: dict[str, Any] = {
+            "amount": minor,
+            "currency": currency,
+            "description": description,
+            "links": {"mandate": mandate_ref},
+        }
+        if charge_date is not None:
+            params["charge_date"] = charge_date.isoformat()
+        payment = self._call(self._payments.create, params=params, headers={"Idempotency-Key": idempotency_key})
+        return self._collection(payment.attributes)
+
+    def get_collection(self, ref: str) -> Collection:
+        return self._collection(self._call(self._payments.get, ref).attributes)
+
+    def cancel_collection(self, ref: str) -> Collection:
+        """The payments cancel action: GoCardless allows it only while the payment is pending_submission."""
+        try:
+            return self._collection(self._call(self._payments.cancel, ref).attributes)
+        except LinkNotFound:
+            raise
+        except ProviderError as exc:
+            current = self.get_collection(ref)
+            if current.status is CollectionStatus.CANCELLED:
+                return current
+            raise CollectionCancelRefused(
+                f"GoCardless would not cancel {ref} ({current.status}): {exc}", current
+            ) from exc
 
     def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
         """``Webhook-Signature`` is the hex HMAC-SHA256 of the raw body under the endpoint secret."""

@@ -25,11 +25,19 @@ from agent.errors import ConfigurationError, DataError
 from agent.model import MerchantAccount, check_decimals
 from connectors.providers.base import (
     CancelRefused,
+    Collection,
+    CollectionCancelRefused,
+    CollectionStatus,
+    DirectDebitProvider,
     EventKind,
     EventPage,
     LinkNotFound,
     LinkSpec,
     LinkStatus,
+    Mandate,
+    MandatePayer,
+    MandateSetup,
+    MandateStatus,
     PaymentMethod,
     Provider,
     ProviderError,
@@ -77,7 +85,32 @@ CREATE TABLE IF NOT EXISTS events (
     amount TEXT,
     currency TEXT,
     method TEXT NOT NULL,
-    raw_status TEXT NOT NULL
+    raw_status TEXT NOT NULL,
+    mandate_ref TEXT
+);
+CREATE TABLE IF NOT EXISTS mandates (
+    ref TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    payer_key TEXT NOT NULL,
+    payer_name TEXT NOT NULL,
+    payer_email TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (account, idempotency_key)
+);
+CREATE TABLE IF NOT EXISTS collections (
+    ref TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    mandate_ref TEXT NOT NULL REFERENCES mandates(ref),
+    amount TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    charge_date TEXT NOT NULL,
+    description TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (account, idempotency_key)
 );
 """
 
@@ -105,6 +138,8 @@ def _db(home: str | Path) -> Iterator[sqlite3.Connection]:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.executescript(_SCHEMA)
         conn.execute("BEGIN IMMEDIATE")
+        if "mandate_ref" not in {col[1] for col in conn.execute("PRAGMA table_info(events)")}:
+            conn.execute("ALTER TABLE events ADD COLUMN mandate_ref TEXT")  # sandbox.db files from before DD
         try:
             yield conn
         except BaseException:
@@ -282,7 +317,115 @@ def charge_back(home: str | Path, payment_ref: str) -> None:
         )
 
 
-class SandboxProvider(Provider):
+# --- Direct Debit: mandates and collections ------------------------------------------------------------------
+
+# Where a collection may move next, and the event each move writes (GoCardless's payment lifecycle).
+_COLLECTION_MOVES: dict[str, tuple[tuple[str, ...], EventKind]] = {
+    CollectionStatus.SUBMITTED: ((CollectionStatus.PENDING_SUBMISSION,), EventKind.PAYMENT_PENDING),
+    CollectionStatus.CONFIRMED: ((CollectionStatus.SUBMITTED,), EventKind.PAYMENT_CONFIRMED),
+    CollectionStatus.PAID_OUT: ((CollectionStatus.CONFIRMED,), EventKind.PAYMENT_CONFIRMED),
+    CollectionStatus.FAILED: (
+        (CollectionStatus.PENDING_SUBMISSION, CollectionStatus.SUBMITTED, CollectionStatus.CONFIRMED),
+        EventKind.PAYMENT_FAILED,
+    ),
+    CollectionStatus.CHARGED_BACK: (
+        (CollectionStatus.CONFIRMED, CollectionStatus.PAID_OUT),
+        EventKind.PAYMENT_CHARGED_BACK,
+    ),
+    CollectionStatus.CANCELLED: (
+        (CollectionStatus.PENDING_CUSTOMER_APPROVAL, CollectionStatus.PENDING_SUBMISSION),
+        EventKind.COLLECTION_CANCELLED,
+    ),
+}
+COLLECTABLE_MANDATES = (MandateStatus.PENDING_SUBMISSION, MandateStatus.SUBMITTED, MandateStatus.ACTIVE)
+
+
+def _dd_event(
+    conn: sqlite3.Connection,
+    account: str,
+    kind: EventKind,
+    raw_status: str,
+    *,
+    mandate_ref: str,
+    collection: sqlite3.Row | None = None,
+) -> None:
+    conn.execute(
+        "INSERT INTO events (account, kind, occurred_at, payment_ref, amount, currency, method, raw_status,"
+        " mandate_ref) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            account,
+            kind.value,
+            _iso(_now()),
+            collection["ref"] if collection is not None else None,
+            collection["amount"] if collection is not None else None,
+            collection["currency"] if collection is not None else None,
+            PaymentMethod.DIRECT_DEBIT.value,
+            raw_status,
+            mandate_ref,
+        ),
+    )
+
+
+def _mandate_row(conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM mandates WHERE ref = ?", (ref,)).fetchone()
+    if row is None:
+        raise ProviderError(f"sandbox mandate {ref!r} does not exist")
+    return row
+
+
+def _collection_row(conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM collections WHERE ref = ?", (ref,)).fetchone()
+    if row is None:
+        raise ProviderError(f"sandbox collection {ref!r} does not exist")
+    return row
+
+
+def _to_collection(row: sqlite3.Row) -> Collection:
+    return Collection(
+        ref=row["ref"],
+        status=CollectionStatus(row["status"]),
+        amount=Decimal(row["amount"]),
+        currency=row["currency"],
+        charge_date=dt.date.fromisoformat(row["charge_date"]),
+    )
+
+
+def _move_collection(conn: sqlite3.Connection, ref: str, status: CollectionStatus) -> sqlite3.Row:
+    row = _collection_row(conn, ref)
+    sources, kind = _COLLECTION_MOVES[status]
+    if row["status"] not in sources:
+        raise ProviderError(f"sandbox collection {ref} is {row['status']} and cannot become {status}")
+    conn.execute("UPDATE collections SET status = ? WHERE ref = ?", (status.value, ref))
+    row = _collection_row(conn, ref)
+    _dd_event(conn, row["account"], kind, status.value, mandate_ref=row["mandate_ref"], collection=row)
+    return row
+
+
+def set_collection(home: str | Path, ref: str, status: str) -> None:
+    """Move a collection as the banks would: submitted, confirmed, paid_out, failed, charged_back or cancelled."""
+    with _db(home) as conn:
+        _move_collection(conn, ref, CollectionStatus(status))
+
+
+def set_mandate(home: str | Path, ref: str, status: str) -> None:
+    """Move a mandate (the payer finished the flow, the bank refused it, the payer cancelled it...).
+
+    As at GoCardless, a mandate that can no longer collect cancels its collections not yet submitted.
+    """
+    status = MandateStatus(status)
+    with _db(home) as conn:
+        row = _mandate_row(conn, ref)
+        conn.execute("UPDATE mandates SET status = ? WHERE ref = ?", (status.value, ref))
+        _dd_event(conn, row["account"], EventKind.MANDATE_CHANGED, status.value, mandate_ref=ref)
+        if status not in COLLECTABLE_MANDATES:
+            for coll in conn.execute(
+                "SELECT ref FROM collections WHERE mandate_ref = ? AND status = ?",
+                (ref, CollectionStatus.PENDING_SUBMISSION.value),
+            ).fetchall():
+                _move_collection(conn, coll["ref"], CollectionStatus.CANCELLED)
+
+
+class SandboxProvider(Provider, DirectDebitProvider):
     """Offline provider: state in ``<home>/sandbox.db``, links paid at ``{api_base}/pay/<ref>``."""
 
     name: ClassVar[str] = "sandbox"
@@ -384,10 +527,118 @@ class SandboxProvider(Provider):
                 currency=row["currency"],
                 method=PaymentMethod(row["method"]),
                 raw_status=row["raw_status"],
+                mandate_ref=row["mandate_ref"],
             )
             for row in page
         ]
         return EventPage(events, str(page[-1]["id"]) if page else cursor, has_more=len(rows) > limit)
+
+
+    # --- Direct Debit -----------------------------------------------------------------------------------------
+
+    def setup_mandate(self, payer: MandatePayer) -> MandateSetup:
+        """A mandate awaiting the payer; set_mandate(home, ref, "active") is the payer finishing the flow."""
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            row = conn.execute(
+                "SELECT * FROM mandates WHERE account = ? AND idempotency_key = ?",
+                (self.account.name, payer.idempotency_key),
+            ).fetchone()
+            ref = row["ref"] if row is not None else "MD" + secrets.token_hex(6).upper()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO mandates (ref, account, payer_key, payer_name, payer_email, idempotency_key,"
+                    " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        ref,
+                        self.account.name,
+                        payer.key,
+                        payer.name,
+                        payer.email,
+                        payer.idempotency_key,
+                        MandateStatus.PENDING_CUSTOMER_APPROVAL.value,
+                        _iso(_now()),
+                    ),
+                )
+        return MandateSetup(ref=ref, url=f"{self.base}/mandate/{ref}")
+
+    def get_mandate(self, ref: str) -> Mandate:
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            row = _mandate_row(conn, ref)
+        return Mandate(ref=ref, status=MandateStatus(row["status"]), raw_status=row["status"])
+
+    def create_collection(
+        self,
+        mandate_ref: str,
+        amount: Decimal,
+        currency: str,
+        charge_date: dt.date | None,
+        description: str,
+        idempotency_key: str,
+    ) -> Collection:
+        try:
+            amount = check_decimals(amount, currency)
+        except DataError as exc:
+            raise ProviderError(str(exc)) from None
+        if amount <= 0:
+            raise ProviderError(f"amount must be above 0, not {amount}")
+        today = _now().date()
+        charge_date = charge_date or today
+        if charge_date < today:
+            raise ProviderError(f"charge_date {charge_date} is in the past")
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            existing = conn.execute(
+                "SELECT * FROM collections WHERE account = ? AND idempotency_key = ?",
+                (self.account.name, idempotency_key),
+            ).fetchone()
+            if existing is not None:
+                if Decimal(existing["amount"]) != amount or existing["currency"] != currency:
+                    raise ProviderError("idempotency key reused with a different amount or currency")
+                return _to_collection(existing)
+            mandate = _mandate_row(conn, mandate_ref)
+            if mandate["status"] not in COLLECTABLE_MANDATES:
+                raise ProviderError(f"sandbox mandate {mandate_ref} is {mandate['status']}: mandate_is_inactive")
+            ref = "PM" + secrets.token_hex(6).upper()
+            conn.execute(
+                "INSERT INTO collections (ref, account, mandate_ref, amount, currency, charge_date, description,"
+                " idempotency_key, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ref,
+                    self.account.name,
+                    mandate_ref,
+                    str(amount),
+                    currency,
+                    charge_date.isoformat(),
+                    description,
+                    idempotency_key,
+                    CollectionStatus.PENDING_SUBMISSION.value,
+                    _iso(_now()),
+                ),
+            )
+            row = _collection_row(conn, ref)
+            _dd_event(
+                conn,
+                self.account.name,
+                EventKind.PAYMENT_PENDING,
+                CollectionStatus.PENDING_SUBMISSION.value,
+                mandate_ref=mandate_ref,
+                collection=row,
+            )
+            return _to_collection(row)
+
+    def get_collection(self, ref: str) -> Collection:
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            return _to_collection(_collection_row(conn, ref))
+
+    def cancel_collection(self, ref: str) -> Collection:
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            row = _collection_row(conn, ref)
+            if row["status"] == CollectionStatus.CANCELLED:
+                return _to_collection(row)
+            if row["status"] not in _COLLECTION_MOVES[CollectionStatus.CANCELLED][0]:
+                raise CollectionCancelRefused(
+                    f"sandbox collection {ref} is {row['status']}: cancellation_failed", _to_collection(row)
+                )
+            return _to_collection(_move_collection(conn, ref, CollectionStatus.CANCELLED))
 
 
 # --- the pay page -------------------------------------------------------------------------------------------
@@ -516,6 +767,25 @@ class SandboxPayServer:
             ),
         )
 
+    def mandate_page(self, ref: str, authorise: bool) -> tuple[int, bytes]:
+        """The payer's Direct Debit setup: GET shows it, POST authorises it (the mandate becomes active)."""
+        with _db(self.home) as conn:
+            row = conn.execute("SELECT * FROM mandates WHERE ref = ?", (ref,)).fetchone()
+        if row is None:
+            return HTTPStatus.NOT_FOUND, _page("Mandate not found", "<p>This Direct Debit setup does not exist.</p>")
+        if authorise and row["status"] == MandateStatus.PENDING_CUSTOMER_APPROVAL:
+            set_mandate(self.home, ref, MandateStatus.ACTIVE)
+            return HTTPStatus.OK, _page("Direct Debit set up", '<p role="status">Your Direct Debit is set up.</p>')
+        if row["status"] != MandateStatus.PENDING_CUSTOMER_APPROVAL:
+            status = html.escape(row["status"].replace("_", " "))
+            return HTTPStatus.OK, _page("Direct Debit", f'<p role="status" id="status">This mandate is {status}.</p>')
+        form = (
+            f'<p>{html.escape(row["payer_name"])}, authorise Direct Debits from your account.</p>'
+            f'<form method="post" action="/mandate/{html.escape(ref)}"><button type="submit">Set up Direct Debit'
+            '</button></form><p class="note">Sandbox: no real mandate is made.</p>'
+        )
+        return HTTPStatus.OK, _page("Set up a Direct Debit", form)
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
@@ -536,10 +806,15 @@ class SandboxPayServer:
                     self._send(HTTPStatus.OK, b"ok", "text/plain; charset=utf-8")
                 elif self.path.startswith("/pay/"):
                     self._send(*server.render(self.path.removeprefix("/pay/")))
+                elif self.path.startswith("/mandate/"):
+                    self._send(*server.mandate_page(self.path.removeprefix("/mandate/"), authorise=False))
                 else:
                     self._send(HTTPStatus.NOT_FOUND, _page("Not found", "<p>Nothing here.</p>"))
 
             def do_POST(self) -> None:
+                if self.path.startswith("/mandate/"):
+                    self._send(*server.mandate_page(self.path.removeprefix("/mandate/"), authorise=True))
+                    return
                 if not self.path.startswith("/pay/"):
                     self._send(HTTPStatus.NOT_FOUND, _page("Not found", "<p>Nothing here.</p>"))
                     return

@@ -44,6 +44,7 @@ class FakeGoCardless(FakeAPI):
         self.billing_requests: dict[str, dict] = {}
         self.flows: dict[str, dict] = {}
         self.payments: dict[str, dict] = {}
+        self.mandates: dict[str, dict] = {}
         self.events: list[dict] = []  # oldest first
         self._keys: dict[tuple[str, str], str] = {}
 
@@ -81,6 +82,13 @@ class FakeGoCardless(FakeAPI):
         if method == "GET" and (m := re.fullmatch(r"/billing_requests/(\w+)", path)):
             br = self.billing_requests.get(m[1])
             return json_response(200, {"billing_requests": br}) if br else self._not_found()
+        if method == "POST" and path == "/payments":
+            return self._create(request, "payments", body.get("payments", {}), self._new_payment)
+        if m := re.fullmatch(r"/payments/(\w+)/actions/cancel", path):
+            return self._cancel_payment(m[1]) if method == "POST" else self._not_found()
+        if method == "GET" and (m := re.fullmatch(r"/mandates/(\w+)", path)):
+            mandate = self.mandates.get(m[1])
+            return json_response(200, {"mandates": mandate}) if mandate else self._not_found()
         if method == "GET" and (m := re.fullmatch(r"/payments/(\w+)", path)):
             payment = self.payments.get(m[1])
             return json_response(200, {"payments": payment}) if payment else self._not_found()
@@ -125,6 +133,8 @@ class FakeGoCardless(FakeAPI):
         return json_response(201, {kind: created})
 
     def _new_br(self, params: dict) -> dict | Response:
+        if params.get("mandate_request") and not params.get("payment_request"):
+            return self._new_mandate_br(params)
         pr = params.get("payment_request") or {}
         amount = pr.get("amount")
         if not isinstance(amount, int) or amount <= 0:
@@ -184,6 +194,75 @@ class FakeGoCardless(FakeAPI):
         self.billing_requests[br["id"]] = br
         self._event("billing_requests", "created", billing_request=br["id"])
         return br
+
+    def _new_mandate_br(self, params: dict) -> dict:
+        currency = params["mandate_request"].get("currency", "GBP")
+        br = {
+            "id": self._id("BRQ"),
+            "created_at": _now(),
+            "status": "pending",
+            "mandate_request": {"currency": currency, "scheme": "bacs" if currency == "GBP" else "sepa_core",
+                                "links": {}},
+            "payment_request": None,
+            "metadata": params.get("metadata") or {},
+            "links": {"customer": self._id("CU"), "creditor": "CR000000000001", "mandate_request": self._id("MRQ")},
+            "actions": [],
+            "fallback_enabled": False,
+        }
+        self.billing_requests[br["id"]] = br
+        self._event("billing_requests", "created", billing_request=br["id"])
+        return br
+
+    def _invalid(self, field: str, message: str, pointer: str) -> Response:
+        return json_response(
+            422,
+            _error(422, "validation_failed", "Validation failed",
+                   [{"field": field, "message": message, "request_pointer": pointer}]),
+        )
+
+    def _new_payment(self, params: dict) -> dict | Response:
+        """POST /payments against a mandate, which must be pending_customer_approval, pending_submission,
+        submitted or active (the API reference)."""
+        mandate = self.mandates.get((params.get("links") or {}).get("mandate"))
+        if mandate is None:
+            return self._invalid("mandate", "not found", "/payments/links/mandate")
+        if mandate["status"] not in ("pending_customer_approval", "pending_submission", "submitted", "active"):
+            return json_response(
+                422,
+                _error(422, "invalid_state", "Mandate is inactive",
+                       [{"reason": "mandate_is_inactive", "message": "The mandate is not active"}]),
+            )
+        amount = params.get("amount")
+        if not isinstance(amount, int) or amount <= 0:
+            return self._invalid("amount", "must be greater than 0", "/payments/amount")
+        payment = {
+            "id": self._id("PM"),
+            "created_at": _now(),
+            "charge_date": params.get("charge_date") or dt.date.today().isoformat(),
+            "status": "pending_submission",
+            "amount": amount,
+            "currency": params.get("currency"),
+            "description": params.get("description"),
+            "scheme": mandate["scheme"],
+            "metadata": params.get("metadata") or {},
+            "links": {"mandate": mandate["id"], "creditor": "CR000000000001"},
+        }
+        self.payments[payment["id"]] = payment
+        self._event("payments", "created", payment=payment["id"])
+        return payment
+
+    def _cancel_payment(self, payment_id: str) -> Response:
+        payment = self.payments.get(payment_id)
+        if payment is None:
+            return self._not_found()
+        if payment["status"] != "pending_submission":
+            return json_response(
+                422,
+                _error(422, "invalid_state", "Payment cannot be cancelled",
+                       [{"reason": "cancellation_failed", "message": f"This payment is {payment['status']}"}]),
+            )
+        self._set(payment_id, "cancelled")
+        return json_response(200, {"payments": payment})
 
     def _new_flow(self, params: dict) -> dict | Response:
         br_id = (params.get("links") or {}).get("billing_request")
@@ -314,11 +393,42 @@ class FakeGoCardless(FakeAPI):
         payment = self.payments[payment_id]
         payment["status"] = status
         br_id = next(
-            b
-            for b, br in self.billing_requests.items()
-            if br["links"].get("payment_request_payment") == payment_id
+            (b for b, br in self.billing_requests.items() if br["links"].get("payment_request_payment") == payment_id),
+            None,
         )
-        self._event("payments", status, payment=payment_id, billing_request=br_id)
+        self._event("payments", status, payment=payment_id, **({"billing_request": br_id} if br_id else {}))
+
+    def set_payment(self, payment_id: str, status: str) -> None:
+        """The banks move a Direct Debit payment: submitted, confirmed, paid_out, failed, charged_back..."""
+        with self.lock:
+            self._set(payment_id, status)
+
+    def complete_mandate_flow(self, br_id: str) -> str:
+        """The payer finishes the Billing Request Flow: a mandate in pending_submission, the request fulfilled."""
+        with self.lock:
+            br = self.billing_requests[br_id]
+            mandate = {
+                "id": self._id("MD"),
+                "created_at": _now(),
+                "status": "pending_submission",
+                "scheme": br["mandate_request"]["scheme"],
+                "reference": f"LEDGERLINK-{len(self.mandates) + 1}",
+                "metadata": {},
+                "links": {"customer": br["links"]["customer"], "creditor": "CR000000000001"},
+            }
+            self.mandates[mandate["id"]] = mandate
+            br["status"] = "fulfilled"
+            br["links"]["mandate_request_mandate"] = mandate["id"]
+            self._event("mandates", "created", mandate=mandate["id"])
+            self._event("billing_requests", "fulfilled", billing_request=br_id,
+                        mandate_request_mandate=mandate["id"])
+            return mandate["id"]
+
+    def set_mandate(self, mandate_id: str, status: str) -> None:
+        """The mandate's status changes (the action named as GoCardless names it: active, failed, cancelled...)."""
+        with self.lock:
+            self.mandates[mandate_id]["status"] = status
+            self._event("mandates", status, mandate=mandate_id)
 
     def fail(self, payment_id: str) -> None:
         with self.lock:

@@ -1,0 +1,428 @@
+"""Direct Debit (direct-debit-payment-scenarios.txt): the article's three scenarios and our edges through the real
+scheduling path on the demo firm and the sandbox, manual Direct Debit, pending collections, results as postings;
+then GoCardless's mandate and payment statuses against the local fake API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from fakes.gocardless_api import FakeGoCardless
+
+from agent import directdebit as dd
+from agent.cli import init_home, main
+from agent.errors import RuleError
+from agent.model import MerchantAccount
+from agent.payments import EventPoller
+from agent.runtime import Runtime
+from agent.state.schema import payments, postings
+from agent.sync import Syncer
+from connectors.providers import sandbox
+from connectors.providers.base import (
+    CollectionCancelRefused,
+    CollectionStatus,
+    EventKind,
+    MandatePayer,
+    MandateStatus,
+    PaymentMethod,
+)
+from connectors.providers.gocardless import GoCardlessProvider
+from connectors.testkit.provider import drain
+
+TODAY = dt.date.today()
+DUE = TODAY + dt.timedelta(days=10)
+PAST = TODAY - dt.timedelta(days=10)
+PAYER = "90"
+MATTER = "M-2026-0900"
+
+
+def firm(home: Path) -> sqlite3.Connection:
+    return sqlite3.connect(home / "demo-firm.db")
+
+
+def add_bill(home: Path, number: str, pence: int, due: dt.date) -> str:
+    """A statement for the test payer; issued 30 days before it is due, as the demo firm does."""
+    with firm(home) as conn:
+        cur = conn.execute(
+            "INSERT INTO bills (bill_no, matter_id, issued_on, due_on, total_pence, balance_pence)"
+            " VALUES (?, 900, ?, ?, ?, ?)", (number, (due - dt.timedelta(days=30)).isoformat(), due.isoformat(),
+                                               pence, pence))
+        return str(cur.lastrowid)
+
+
+def set_balance(home: Path, key: str, pence: int) -> None:
+    with firm(home) as conn:
+        conn.execute("UPDATE bills SET balance_pence = ? WHERE id = ?", (pence, int(key)))
+
+
+def balance(home: Path, key: str) -> int:
+    with firm(home) as conn:
+        return conn.execute("SELECT balance_pence FROM bills WHERE id = ?", (int(key),)).fetchone()[0]
+
+
+def sync(rt: Runtime) -> None:
+    Syncer(rt.store, rt.connector).sync()
+
+
+def poll(rt: Runtime) -> None:
+    EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
+
+
+def schedule(rt: Runtime) -> dd.ScheduleResult:
+    sync(rt)
+    return dd.schedule_collections(rt, TODAY)
+
+
+def current(rt: Runtime) -> dict[str, dd.CollectionView]:
+    return {c.statement_key: c for c in dd.list_collections(rt) if c.current}
+
+
+def at_sandbox(home: Path, ref: str | None) -> tuple[str, str]:
+    with sqlite3.connect(home / sandbox.DB_NAME) as conn:
+        return conn.execute("SELECT amount, status FROM collections WHERE ref = ?", (ref,)).fetchone()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    init_home(home)
+    with firm(home) as conn:  # a payer of our own, so the demo's bills do not change the figures
+        conn.execute("INSERT INTO clients (id, name, email) VALUES (90, 'Ada Direct', 'ada@example.com')")
+        conn.execute("INSERT INTO payers (id, client_id, name, email) VALUES (90, 90, 'Ada Direct', 'ada@example.com')")
+        conn.execute("INSERT INTO matters (id, matter_no, title, client_id, payer_id) VALUES (900, ?, 'Lease', 90, 90)",
+                     (MATTER,))
+    return home
+
+
+@pytest.fixture
+def rt(home: Path) -> Iterator[Runtime]:
+    runtime = Runtime.for_home(home)
+    runtime.links.retry_initial = 0.01
+    sync(runtime)
+    mandate = dd.setup_mandate(runtime, PAYER)
+    assert mandate.status == "pending_customer_approval" and mandate.url
+    sandbox.set_mandate(home, mandate.setup_ref, "active")  # the payer completes the flow
+    poll(runtime)
+    assert [m.status for m in dd.list_mandates(runtime)] == ["active"]
+    yield runtime
+    runtime.close()
+
+
+def figures(rt: Runtime, key: str) -> dd.Payable:
+    with rt.store.read() as conn:
+        return next(p for p, _ in dd.plan(conn, PAYER, TODAY) if p.statement.key == key)
+
+
+# --- the article's scenarios --------------------------------------------------------------------------------
+
+
+def test_scenario_1_unpaid_balance_brought_forward_collects_the_invoice(rt: Runtime, home: Path) -> None:
+    add_bill(home, "BF-1", 5000, PAST)  # already due and unpaid: brought forward, not collected again
+    invoice = add_bill(home, "INV-1", 3000, DUE)
+    result = schedule(rt)
+    assert len(result.created) == 1
+    c = current(rt)[invoice]
+    assert (c.amount, c.charge_date, c.kind, c.status) == (Decimal("30.00"), DUE, "auto", "pending_submission")
+    assert at_sandbox(home, c.provider_ref) == ("30.00", "pending_submission")
+    f = figures(rt, invoice)
+    assert (f.brought_forward, f.invoice, f.payable, f.auto) == (50, 30, 80, 30)
+
+
+def test_scenario_2_no_outstanding_balance_collects_the_invoice(rt: Runtime, home: Path) -> None:
+    invoice = add_bill(home, "INV-2", 5000, DUE)
+    schedule(rt)
+    assert current(rt)[invoice].amount == Decimal("50.00")
+    f = figures(rt, invoice)
+    assert (f.brought_forward, f.payable, f.auto) == (0, 50, 50)
+
+
+def test_scenario_3_in_credit_collects_nothing_and_refuses_a_manual_amount(rt: Runtime, home: Path) -> None:
+    add_bill(home, "CN-3", -12000, PAST)
+    invoice = add_bill(home, "INV-3", 5000, DUE)
+    assert schedule(rt).created == []
+    assert current(rt) == {}
+    f = figures(rt, invoice)
+    assert (f.brought_forward, f.payable, f.auto) == (-120, -70, 0)
+    with pytest.raises(RuleError, match="in credit"):
+        dd.request_manual(rt, "INV-3", Decimal("10.00"), TODAY)
+
+
+# --- edges ----------------------------------------------------------------------------------------------------
+
+
+def test_payable_between_zero_and_the_invoice_collects_the_payable(rt: Runtime, home: Path) -> None:
+    add_bill(home, "CN-4", -2000, PAST)
+    invoice = add_bill(home, "INV-4", 5000, DUE)
+    schedule(rt)
+    assert current(rt)[invoice].amount == Decimal("30.00")
+
+
+def test_zero_invoice_collects_nothing(rt: Runtime, home: Path) -> None:
+    add_bill(home, "BF-5", 5000, PAST)
+    add_bill(home, "INV-5", 0, DUE)
+    assert schedule(rt).created == []
+    assert dd.list_collections(rt) == []
+
+
+def test_credit_note_before_the_due_date_recomputes_and_credits_are_not_spent_twice(rt: Runtime, home: Path) -> None:
+    first = add_bill(home, "INV-6", 5000, DUE)
+    schedule(rt)
+    old = current(rt)[first]
+    assert old.amount == Decimal("50.00")
+    add_bill(home, "CN-6", -2000, DUE)  # a credit note: never collected, lowers what is payable
+    result = schedule(rt)
+    assert result.recomputed == [old.id]
+    assert current(rt)[first].amount == Decimal("30.00")
+    assert at_sandbox(home, old.provider_ref) == ("50.00", "cancelled")
+    assert dd.get_collection(rt, old.id).status == "cancelled" and not dd.get_collection(rt, old.id).current
+    second = add_bill(home, "INV-6B", 1500, DUE + dt.timedelta(days=1))
+    schedule(rt)
+    # 50 - 20 + 15 owing in all: the credit already lowered INV-6's collection, so INV-6B is collected in full.
+    assert {k: c.amount for k, c in current(rt).items()} == {first: Decimal("30.00"), second: Decimal("15.00")}
+    assert schedule(rt).created == []  # nothing changes on a rerun
+
+
+def test_statement_changed_before_due_date_recomputes_until_submitted(rt: Runtime, home: Path) -> None:
+    invoice = add_bill(home, "INV-7", 5000, DUE)
+    schedule(rt)
+    set_balance(home, invoice, 4000)
+    schedule(rt)
+    c = current(rt)[invoice]
+    assert c.amount == Decimal("40.00")
+    sandbox.set_collection(home, c.provider_ref, "submitted")  # gone to the bank before we heard of it
+    set_balance(home, invoice, 3500)
+    result = schedule(rt)
+    assert result.kept == [c.id] and result.created == []  # the provider refused the cancel: it stands
+    assert (current(rt)[invoice].amount, current(rt)[invoice].status) == (Decimal("40.00"), "submitted")
+    assert schedule(rt).kept == []  # known to be submitted now: not tried again
+    with pytest.raises(RuleError, match="would not cancel"):
+        dd.cancel_collection(rt, c.id)
+
+
+def test_staff_cancel_is_not_undone_by_the_scheduler(rt: Runtime, home: Path) -> None:
+    invoice = add_bill(home, "INV-8", 5000, DUE)
+    schedule(rt)
+    c = dd.cancel_collection(rt, current(rt)[invoice].id)
+    assert c.status == "cancelled"
+    assert schedule(rt).created == []
+
+
+def test_statement_already_due_is_not_collected_automatically(rt: Runtime, home: Path) -> None:
+    add_bill(home, "OLD-9", 5000, TODAY)
+    assert schedule(rt).created == []
+
+
+# --- manual Direct Debit ----------------------------------------------------------------------------------------
+
+
+def test_manual_amount_before_due_date_replaces_the_automatic_collection(rt: Runtime, home: Path) -> None:
+    add_bill(home, "BF-10", 5000, PAST)
+    invoice = add_bill(home, "INV-10", 3000, DUE)
+    schedule(rt)
+    auto = current(rt)[invoice]
+    manual = dd.request_manual(rt, "INV-10", Decimal("60.00"), TODAY)  # any amount up to the payable 80
+    assert (manual.kind, manual.amount, manual.status, manual.current) == ("manual", 60, "pending_submission", True)
+    assert at_sandbox(home, auto.provider_ref) == ("30.00", "cancelled")
+    assert current(rt) == {invoice: manual}
+    assert schedule(rt).created == []  # the scheduler leaves the payer's choice alone
+    with pytest.raises(RuleError, match="at most the payable 80"):
+        dd.request_manual(rt, "INV-10", Decimal("80.01"), TODAY)
+
+
+@pytest.mark.parametrize("day", [DUE, DUE + dt.timedelta(days=1)], ids=["on", "after"])
+def test_manual_amount_on_or_after_due_date_is_refused(rt: Runtime, home: Path, day: dt.date) -> None:
+    add_bill(home, "INV-11", 3000, DUE)
+    schedule(rt)
+    with pytest.raises(RuleError, match=f"was due on {DUE}: a manual Direct Debit must be requested before"):
+        dd.request_manual(rt, "INV-11", Decimal("10.00"), day)
+
+
+# --- pending collections and results -----------------------------------------------------------------------------
+
+
+def test_pending_collections_reduce_the_link_default(rt: Runtime, home: Path) -> None:
+    invoice = add_bill(home, "INV-12", 3000, DUE)
+    add_bill(home, "BF-12", 5000, PAST)
+    schedule(rt)
+    d = rt.links.defaults(MATTER)
+    assert (d.open_balance, d.pending_collections, d.amount) == (Decimal("80.00"), Decimal("30.00"), Decimal("50.00"))
+    assert [c.statement_key for c in dd.list_collections(rt, MATTER, pending=True)] == [invoice]
+    c = current(rt)[invoice]
+    sandbox.set_collection(home, c.provider_ref, "submitted")
+    poll(rt)
+    assert rt.links.defaults(MATTER).pending_collections == Decimal("30.00")
+    sandbox.set_collection(home, c.provider_ref, "confirmed")
+    poll(rt)
+    assert rt.links.defaults(MATTER).pending_collections == 0  # paid: now an unposted posting, not pending
+
+
+def test_paid_collection_is_posted_and_a_failure_after_confirmation_is_reversed(rt: Runtime, home: Path) -> None:
+    from postings.outbox import Outbox
+
+    invoice = add_bill(home, "INV-13", 3000, DUE)
+    schedule(rt)
+    ref = current(rt)[invoice].provider_ref
+    for status in ("submitted", "confirmed"):
+        sandbox.set_collection(home, ref, status)
+    poll(rt)
+    assert dd.get_collection(rt, current(rt)[invoice].id).status == "confirmed"
+    with rt.store.read() as conn:
+        pay = conn.execute(payments.select().where(payments.c.payment_ref == ref)).mappings().one()
+        rows = conn.execute(postings.select().where(postings.c.payment_id == pay["id"])).mappings().all()
+    assert (pay["method"], pay["link_id"], pay["status"]) == ("direct_debit", None, "confirmed")
+    assert [(r["statement_key"], r["amount"], r["state"]) for r in rows] == [(invoice, Decimal("30.00"), "pending")]
+    outbox = Outbox(rt.store, rt.connector, rt.mapping)
+    assert outbox.run_once().get("posted") == 1
+    with firm(home) as conn:
+        assert conn.execute("SELECT amount_pence, method FROM receipts WHERE reference = ?",
+                            (f"{ref}:{invoice}",)).fetchone() == (3000, "direct_debit")
+    assert balance(home, invoice) == 0
+
+    sandbox.set_collection(home, ref, "failed")  # a late failure after confirmation
+    poll(rt)
+    assert outbox.run_once().get("posted") == 1
+    with firm(home) as conn:
+        assert conn.execute("SELECT amount_pence FROM receipts WHERE reference = ?",
+                            (f"{ref}:{invoice}:R",)).fetchone() == (-3000,)
+    assert balance(home, invoice) == 3000  # the statement owes again
+    assert dd.get_collection(rt, current(rt)[invoice].id).status == "failed"
+
+
+def test_mandate_cancelled_by_the_payer_cancels_unsubmitted_collections(rt: Runtime, home: Path) -> None:
+    invoice = add_bill(home, "INV-14", 3000, DUE)
+    schedule(rt)
+    mandate = dd.list_mandates(rt)[0]
+    sandbox.set_mandate(home, mandate.setup_ref, "cancelled")
+    poll(rt)
+    assert dd.list_mandates(rt)[0].status == "cancelled"
+    assert dd.get_collection(rt, current(rt)[invoice].id).status == "cancelled"
+    assert rt.links.defaults(MATTER).pending_collections == 0
+
+
+def test_refresh_catches_a_mandate_change_without_its_event(rt: Runtime, home: Path) -> None:
+    sandbox.set_mandate(home, dd.list_mandates(rt)[0].setup_ref, "suspended_by_payer")
+    assert dd.refresh_mandates(rt) == 1
+    assert dd.list_mandates(rt)[0].status == "suspended_by_payer"
+    add_bill(home, "INV-16", 3000, DUE)
+    assert schedule(rt).created == []  # only active mandates are collected on
+
+
+def test_sandbox_mandate_page_activates_the_mandate(home: Path) -> None:
+    server = sandbox.SandboxPayServer(home).start()
+    try:
+        provider = sandbox.SandboxProvider(MerchantAccount(name="operating", api_base=server.url), None, home=str(home))
+        setup = provider.setup_mandate(MandatePayer("90", "Ada Direct", "ada@example.com", "dd-page"))
+        with urllib.request.urlopen(setup.url) as page:
+            assert b"Set up Direct Debit" in page.read()
+        with urllib.request.urlopen(urllib.request.Request(setup.url, data=b"", method="POST")) as page:
+            assert b"Your Direct Debit is set up" in page.read()
+        assert provider.get_mandate(setup.ref).status is MandateStatus.ACTIVE
+        events, _ = drain(provider, None)
+        assert [(e.kind, e.raw_status, e.mandate_ref) for e in events] == [
+            (EventKind.MANDATE_CHANGED, "active", setup.ref)]
+    finally:
+        server.stop()
+
+
+def test_cli(rt: Runtime, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    invoice = add_bill(home, "INV-15", 3000, DUE)
+    sync(rt)
+    assert main(["--home", str(home), "collections", "schedule"]) == 0
+    assert main(["--home", str(home), "collections", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert [(c["statement_key"], c["amount"]) for c in listed] == [(invoice, "30.00")]
+    assert main(["--home", str(home), "collections", "cancel", listed[0]["id"]]) == 0
+    assert "[CANCELLED]" in capsys.readouterr().out
+    assert main(["--home", str(home), "mandates", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["status"] == "active"
+    assert main(["--home", str(home), "mandates", "setup", "--payer", PAYER]) == 0
+    assert "existing mandate" in capsys.readouterr().out
+    assert main(["--home", str(home), "mandates", "refresh"]) == 0
+    assert "0 mandate(s) changed" in capsys.readouterr().out
+    assert main(["--home", str(home), "collections", "manual", "--statement", "INV-15", "--amount", "5"]) == 0
+    assert "(manual)" in capsys.readouterr().out  # the payer may still choose an amount after a staff cancel
+    assert main(["--home", str(home), "collections", "manual", "--statement", "INV-15", "--amount", "31"]) == 1
+    assert "at most the payable 30.00" in capsys.readouterr().err
+
+
+# --- GoCardless against the fake API -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api() -> Iterator[FakeGoCardless]:
+    server = FakeGoCardless().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gc(api: FakeGoCardless) -> GoCardlessProvider:
+    return GoCardlessProvider(MerchantAccount(name="operating", provider="gocardless", api_base=api.url),
+                              "sandbox_token", timeout=2)
+
+
+def _mandate(gc: GoCardlessProvider, api: FakeGoCardless) -> str:
+    setup = gc.setup_mandate(MandatePayer("90", "Ada Direct", "ada@example.com", "dd-test-1"))
+    assert setup.url.startswith("https://pay-sandbox.gocardless.com/")
+    br = api.billing_requests[setup.ref]
+    assert br["mandate_request"]["currency"] == "GBP" and br["payment_request"] is None
+    assert gc.get_mandate(setup.ref).status is MandateStatus.PENDING_CUSTOMER_APPROVAL
+    mandate_id = api.complete_mandate_flow(setup.ref)
+    got = gc.get_mandate(setup.ref)  # the setup ref leads to the mandate once the payer finished
+    assert (got.ref, got.status, got.raw_status) == (mandate_id, MandateStatus.PENDING_SUBMISSION,
+                                                     "pending_submission")
+    return mandate_id
+
+
+@pytest.mark.parametrize("status", [s.value for s in MandateStatus])
+def test_gocardless_mandate_statuses_map_exactly(gc: GoCardlessProvider, api: FakeGoCardless, status: str) -> None:
+    mandate_id = _mandate(gc, api)
+    api.set_mandate(mandate_id, status)
+    assert gc.get_mandate(mandate_id).status.value == status
+    events, _ = drain(gc, None)
+    changed = [e for e in events if e.kind is EventKind.MANDATE_CHANGED]
+    assert changed and all(e.mandate_ref == mandate_id and e.raw_status == status for e in changed)
+
+
+@pytest.mark.parametrize("status", [s.value for s in CollectionStatus])
+def test_gocardless_payment_statuses_map_exactly(gc: GoCardlessProvider, api: FakeGoCardless, status: str) -> None:
+    payment = gc.create_collection(_mandate(gc, api), Decimal("30.00"), "GBP", DUE, "INV-1", "dd-col-1")
+    api.payments[payment.ref]["status"] = status
+    assert gc.get_collection(payment.ref).status.value == status
+
+
+def test_gocardless_collection_create_cancel_and_events(gc: GoCardlessProvider, api: FakeGoCardless) -> None:
+    mandate_id = _mandate(gc, api)
+    first = gc.create_collection(mandate_id, Decimal("30.00"), "GBP", DUE, "INV-1", "dd-col-1")
+    again = gc.create_collection(mandate_id, Decimal("30.00"), "GBP", DUE, "INV-1", "dd-col-1")
+    assert again.ref == first.ref and len(api.payments) == 1
+    sent = api.payments[first.ref]
+    assert (sent["amount"], sent["charge_date"], sent["links"]["mandate"]) == (3000, DUE.isoformat(), mandate_id)
+    assert (first.status, first.amount, first.charge_date) == (CollectionStatus.PENDING_SUBMISSION, 30, DUE)
+    assert gc.cancel_collection(first.ref).status is CollectionStatus.CANCELLED
+    second = gc.create_collection(mandate_id, Decimal("12.34"), "GBP", None, "INV-2", "dd-col-2")
+    api.set_payment(second.ref, "submitted")
+    with pytest.raises(CollectionCancelRefused) as refused:
+        gc.cancel_collection(second.ref)
+    assert refused.value.collection is not None and refused.value.collection.status is CollectionStatus.SUBMITTED
+    for status in ("confirmed", "paid_out", "charged_back"):
+        api.set_payment(second.ref, status)
+    events, _ = drain(gc, None)
+    mine = [(e.payment_ref, e.kind, e.raw_status) for e in events if e.payment_ref]
+    assert mine == [
+        (first.ref, EventKind.PAYMENT_PENDING, "pending_submission"),
+        (first.ref, EventKind.COLLECTION_CANCELLED, "cancelled"),
+        (second.ref, EventKind.PAYMENT_PENDING, "pending_submission"),
+        (second.ref, EventKind.PAYMENT_PENDING, "submitted"),
+        (second.ref, EventKind.PAYMENT_CONFIRMED, "confirmed"),
+        (second.ref, EventKind.PAYMENT_CONFIRMED, "paid_out"),
+        (second.ref, EventKind.PAYMENT_CHARGED_BACK, "charged_back"),
+    ]
+    assert all(e.method is PaymentMethod.DIRECT_DEBIT and e.amount is not None for e in events if e.payment_ref)
+    assert [e.link_ref for e in events if e.kind is EventKind.MANDATE_CHANGED and e.link_ref]  # binds the setup
