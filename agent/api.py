@@ -581,6 +581,26 @@ def create_app(rt: Runtime) -> FastAPI:
         outbox().retry(posting_id)
         return PostingOut.model_validate(posting_row(posting_id))
 
+    @api.get("/collections", response_model=list[dict[str, Any]], tags=["direct debit"])
+    def collections(matter: str | None = None, pending: bool = False) -> list[dict[str, Any]]:
+        """Direct Debit collections, newest first; ``pending``: at the provider and not yet paid."""
+        from agent.directdebit import list_collections
+
+        return [_plain(dataclasses.asdict(c)) for c in list_collections(rt, matter, pending)]
+
+    @api.get("/collections/{collection_id}", response_model=dict[str, Any], tags=["direct debit"])
+    def collection(collection_id: str) -> dict[str, Any]:
+        from agent.directdebit import get_collection
+
+        return _plain(dataclasses.asdict(get_collection(rt, collection_id)))
+
+    @api.post("/collections/{collection_id}/cancel", response_model=dict[str, Any], tags=["direct debit"])
+    def cancel_collection(collection_id: str) -> dict[str, Any]:
+        """Cancel while the provider still allows it; refused (422) once it has gone to the bank."""
+        from agent.directdebit import cancel_collection
+
+        return _plain(dataclasses.asdict(cancel_collection(rt, collection_id)))
+
     def account_settings(name: str) -> AccountSettings:
         if name not in rt.settings.accounts:
             raise HTTPException(404, f"unknown merchant account {name!r}; configured: {sorted(rt.settings.accounts)}")

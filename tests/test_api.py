@@ -82,7 +82,8 @@ def test_binds_loopback_and_every_endpoint_but_health_needs_the_token(env: Env) 
     wrong = httpx.Client(base_url=env.server.url, headers={"Authorization": "Bearer not-the-token"}, timeout=10)
     checked = 0
     for path, methods in paths.items():
-        url = path.format(link_id="lnk_x", ref=MATTER, posting_id=1, name="operating", id=1)
+        url = path.format(link_id="lnk_x", ref=MATTER, posting_id=1, name="operating", id=1,
+                          collection_id="col_x")
         for method in methods:
             if path == "/health":
                 assert bare.request(method, url).status_code == 200
@@ -93,7 +94,7 @@ def test_binds_loopback_and_every_endpoint_but_health_needs_the_token(env: Env) 
                 assert response.headers["www-authenticate"] == "Bearer"
                 assert "ledgerlink api token" in response.json()["error"]
             checked += 1
-    assert checked >= 24  # the API's own endpoints and the console's (agent/console/extra_api.py)
+    assert checked >= 27  # the API's own endpoints and the console's (agent/console/extra_api.py)
     assert "not-the-token" not in wrong.get("/status").text
 
 
@@ -341,6 +342,8 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
         "/accounts": {"get"}, "/manage-postings": {"get"}, "/postings/{posting_id}/reallocate": {"post"},
         "/postings/{posting_id}/remove": {"post"}, "/sent-pages": {"get"}, "/sent-pages/export": {"get"},
         "/bulk/template": {"get"}, "/bulk/review": {"post"}, "/bulk/links": {"post"},
+        "/collections": {"get"}, "/collections/{collection_id}": {"get"},
+        "/collections/{collection_id}/cancel": {"post"},
     }
     served = env.client.get("/openapi.json").json()
     assert {path: set(methods) for path, methods in served["paths"].items()} == expected

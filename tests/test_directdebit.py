@@ -426,3 +426,22 @@ def test_gocardless_collection_create_cancel_and_events(gc: GoCardlessProvider, 
     ]
     assert all(e.method is PaymentMethod.DIRECT_DEBIT and e.amount is not None for e in events if e.payment_ref)
     assert [e.link_ref for e in events if e.kind is EventKind.MANDATE_CHANGED and e.link_ref]  # binds the setup
+
+
+def test_collections_in_the_local_api(rt: Runtime, home: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from agent.api import create_app, ensure_token
+
+    invoice = add_bill(home, "INV-API", 4000, DUE)
+    schedule(rt)
+    client = TestClient(create_app(rt))
+    auth = {"Authorization": f"Bearer {ensure_token(rt.secrets)}"}
+    assert client.get("/collections").status_code == 401
+    listed = client.get("/collections", params={"pending": True}, headers=auth).json()
+    mine = next(c for c in listed if c["statement_key"] == invoice)
+    assert (mine["amount"], mine["status"]) == ("40.00", "pending_submission")  # money as a decimal string
+    assert client.get(f"/collections/{mine['id']}", headers=auth).json()["id"] == mine["id"]
+    cancelled = client.post(f"/collections/{mine['id']}/cancel", headers=auth)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert at_sandbox(home, mine["provider_ref"])[1] == "cancelled"
