@@ -67,23 +67,31 @@ def _bulk_upsert(table: Table, dialect: str) -> tuple[str, Callable[[dict[str, A
     convert: list[tuple[int, Callable[[Any], Any]]] = []
     for i, column in enumerate(table.columns):
         if isinstance(column.type, DecimalText):
-            convert.append((i, lambda v: None if v is None else _money_text(v)))
+            convert.append((i, _money_or_none))
         elif isinstance(column.type, Date) and dialect == "sqlite":
-            convert.append((i, lambda v: None if v is None else v.isoformat()))
+            convert.append((i, _iso_or_none))
     return sql, itemgetter(*names), convert
+
+
+def _money_or_none(value: Any) -> str | None:
+    if type(value) is Decimal:
+        return format(value, "f")
+    return None if value is None else _money_text(value)
+
+
+def _iso_or_none(value: Any) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
         sql, pick, convert = _bulk_upsert(table, dialect)
-        values = []
-        for row in rows:
-            value = list(pick(row))
-            for i, fn in convert:
+        values = [list(pick(row)) for row in rows]
+        for i, fn in convert:  # column by column: one tight loop per converted column
+            for value in values:
                 value[i] = fn(value[i])
-            values.append(tuple(value))
-        conn.exec_driver_sql(sql, values)
+        conn.exec_driver_sql(sql, list(map(tuple, values)))
         return
     keys = [r["key"] for r in rows]
     for start in range(0, len(keys), 500):

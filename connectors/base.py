@@ -78,6 +78,14 @@ class Selection:
 
 
 def _to_date(value: Any, field: str) -> dt.date | None:
+    kind = type(value)
+    if kind is dt.date:
+        return value
+    if kind is str and len(value) == 10:  # ISO text (SQLite, ODBC): the common case, one C call
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
     if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
         return value
     if isinstance(value, dt.datetime):
@@ -96,11 +104,34 @@ def _text(value: Any) -> str | None:
 
 
 def _key(value: Any) -> str | None:
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is str:
+        return value.strip()
     if value is None:
         return None
     if isinstance(value, bytes):
         return value.hex()
     return str(value).strip()
+
+
+def _memo(fn: Callable[[Any], Any], limit: int = 1024) -> Callable[[Any], Any]:
+    """Cache a pure conversion by raw value: a status or currency column has a handful of distinct values."""
+    seen: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            out = fn(value)
+            if len(seen) < limit:
+                seen[value] = out
+            return out
+        except TypeError:  # unhashable raw value
+            return fn(value)
+
+    return convert
 
 
 class RowConverter:
@@ -139,9 +170,9 @@ class RowConverter:
         if ours in ("client_key", "payer_key", "matter_key", "number"):
             return _key
         if ours == "status":
-            return lambda v: self.status_of.get(str(v).strip().lower(), "open") if v is not None else "open"
+            return _memo(lambda v: self.status_of.get(str(v).strip().lower(), "open") if v is not None else "open")
         if ours == "currency":
-            return lambda v: (str(v).strip().upper() if v else self.fixed_currency)
+            return _memo(lambda v: (str(v).strip().upper() if v else self.fixed_currency))
         return _text
 
     def _money(self, raw: Any, currency: str, key: str, field: str) -> Decimal:
@@ -168,8 +199,10 @@ class RowConverter:
             raise DataError(f"{self.entity}: a row has a NULL key ({self.selection.key})")
         record: dict[str, Any] = {"key": key, **self.defaults}
         record["deleted"] = bool(row[self.offset - 1]) if self.selection.deleted else False
-        for ours, fn, value in zip(self.names, self.fns, row[self.offset:], strict=True):
-            record[ours] = fn(value)
+        values = row[self.offset:]
+        if len(values) != len(self.fns):
+            raise DataError(f"{self.entity}: a row has {len(values)} mapped values, expected {len(self.fns)}")
+        record.update(zip(self.names, [fn(v) for fn, v in zip(self.fns, values)]))  # noqa: B905 - checked above
         if self.entity == "statements":
             currency = record["currency"]
             record["amount"] = self._money(record["amount"], currency, key, "amount")

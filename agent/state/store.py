@@ -119,6 +119,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
+    # A 16 MB page cache (the default is 2 MB) keeps the mirror's index pages hot during a sync, and a larger
+    # auto-checkpoint (40 MB of WAL) fsyncs 10x less often; both bounded, so RSS and the WAL stay bounded.
+    cur.execute("PRAGMA cache_size=-16384")
+    cur.execute("PRAGMA wal_autocheckpoint=10000")
     cur.close()
 
 
