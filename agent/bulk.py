@@ -3,7 +3,7 @@
 One row per invoice with the guide's required fields: invoice number, invoice date, due date, recipient name,
 recipient email, amount and custom message (the message may be empty). Every bad row and field is reported with
 the reason, and a file with any problem sends nothing. The CLI, the inbox folder and the console all read files
-through ``read_bulk``.
+through ``read_bulk``; rows are numbered as a spreadsheet shows them (the header is row 1).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import io
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -22,44 +23,53 @@ from agent.model import check_decimals, to_decimal
 
 TEMPLATE_HEADER = ["Invoice Number", "Invoice Date", "Due Date", "Recipient Name", "Recipient Email", "Amount",
                    "Custom Message"]
-# header (normalised) -> field; a few aliases firms' exports use
+FIELDS = ["invoice_number", "invoice_date", "due_date", "recipient_name", "recipient_email", "amount", "message"]
+LABEL = dict(zip(FIELDS, TEMPLATE_HEADER, strict=True))
+# header with everything but letters removed, lower case -> field; a few aliases firms' exports use
 ALIASES = {
-    "invoicenumber": "invoice", "invoiceno": "invoice", "invoice": "invoice",
+    "invoicenumber": "invoice_number", "invoiceno": "invoice_number", "invoice": "invoice_number",
     "invoicedate": "invoice_date", "date": "invoice_date",
     "duedate": "due_date", "due": "due_date",
-    "recipientname": "name", "name": "name", "payer": "name",
-    "recipientemail": "email", "email": "email", "emailaddress": "email",
+    "recipientname": "recipient_name", "name": "recipient_name", "payer": "recipient_name",
+    "recipientemail": "recipient_email", "email": "recipient_email", "emailaddress": "recipient_email",
     "amount": "amount", "amountdue": "amount", "total": "amount",
     "custommessage": "message", "message": "message",
 }
-REQUIRED = ["invoice", "invoice_date", "due_date", "name", "email", "amount", "message"]
-LABEL = dict(zip(REQUIRED, ["Invoice Number", "Invoice Date", "Due Date", "Recipient Name", "Recipient Email",
-                            "Amount", "Custom Message"], strict=True))
-EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[A-Za-z]{2,}$")
+EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[A-Za-z]{2,}$")
+Progress = Callable[[int, int], None]  # (rows done, rows in the file)
 
 
 @dataclass(frozen=True)
 class BulkRow:
     row: int  # as the user sees it in a spreadsheet: the header is row 1
-    invoice: str
+    invoice_number: str
     invoice_date: dt.date
     due_date: dt.date
-    name: str
-    email: str
+    recipient_name: str
+    recipient_email: str
     amount: Decimal
     message: str
 
+    @property
+    def invoice(self) -> str:  # the name agent/intake.py reads
+        return self.invoice_number
+
     def to_request(self, account: str | None) -> LinkRequest:
-        return LinkRequest(amount=self.amount, name=self.name, email=self.email, invoice=self.invoice,
-                           due_date=self.due_date, description=self.message or None, account=account)
+        return LinkRequest(amount=self.amount, name=self.recipient_name, email=self.recipient_email,
+                           invoice=self.invoice_number, due_date=self.due_date, description=self.message or None,
+                           account=account)
 
 
 @dataclass(frozen=True)
 class BulkProblem:
     row: int
-    field: str
+    field: str  # the column's label, as in the template
     value: str
-    message: str
+    reason: str
+
+    @property
+    def message(self) -> str:  # the name agent/intake.py reads
+        return self.reason
 
 
 @dataclass
@@ -72,9 +82,18 @@ class BulkFile:
         return not self.problems and bool(self.rows)
 
 
-def _date(text: str) -> dt.date:
+@dataclass
+class Records:
+    """The file's cells by field, before checking: what ``bulk review`` edits."""
+
+    rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    problems: list[BulkProblem] = field(default_factory=list)
+
+
+def parse_date(text: str) -> dt.date:
+    """ISO or the UK's day-first forms; 03/04/2026 is 3 April."""
     text = text.strip()
-    for fmt in ("%Y-%m-%d", "%d/%m/%Y", "%d/%m/%y", "%d.%m.%Y"):  # ISO, and UK day-first forms
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y", "%d/%m/%y", "%d.%m.%Y", "%d-%m-%Y"):
         try:
             return dt.datetime.strptime(text, fmt).date()
         except ValueError:
@@ -82,89 +101,113 @@ def _date(text: str) -> dt.date:
     raise ValueError("bad date: use YYYY-MM-DD or DD/MM/YYYY")
 
 
-def _dialect(sample: str) -> str:
-    first = sample.splitlines()[0] if sample else ""
+def _delimiter(text: str) -> str:
+    first = text.split("\n", 1)[0]
     return max((",", "\t", "|", ";"), key=first.count)
 
 
-def read_bulk(path: Path, *, outstanding_invoices: frozenset[str] | set[str] = frozenset(),
-              currency: str = "GBP") -> BulkFile:
-    """Parse and check a whole file; every problem is collected, none stops the reading."""
+def read_records(path: Path) -> Records:
+    """Decode, sniff the separator and map the header; problems here are about the whole file."""
     try:
         text = Path(path).read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return BulkFile(problems=[BulkProblem(1, "(file)", "", f"not UTF-8 text (byte {exc.start}); save it as "
-                                              "CSV UTF-8")])
-    result = BulkFile()
-    reader = csv.reader(io.StringIO(text), delimiter=_dialect(text))
+        return Records(problems=[BulkProblem(1, "(file)", "", f"not UTF-8 text (byte {exc.start}); save it as "
+                                             "CSV UTF-8")])
+    reader = csv.reader(io.StringIO(text), delimiter=_delimiter(text))
     header = next(reader, None)
     if header is None:
-        result.problems.append(BulkProblem(1, "(file)", "", "the file is empty; start from `ledgerlink bulk template`"))
-        return result
-    columns = {}
+        return Records(problems=[BulkProblem(1, "(file)", "", "the file is empty; start from `ledgerlink bulk "
+                                             "template`")])
+    columns: dict[str, int] = {}
     for i, name in enumerate(header):
         key = ALIASES.get(re.sub(r"[^a-z]", "", name.lower()))
         if key:
             columns.setdefault(key, i)
-    missing = [LABEL[f] for f in REQUIRED if f not in columns]
+    missing = [LABEL[f] for f in FIELDS if f not in columns]
     if missing:
-        result.problems.append(BulkProblem(1, "(header)", ",".join(header),
-                                           f"missing column(s): {', '.join(missing)}"))
-        return result
-    seen: dict[str, int] = {}
+        return Records(problems=[BulkProblem(1, "(header)", ",".join(header),
+                                             f"missing column(s): {', '.join(missing)}")])
+    records = Records()
     for number, cells in enumerate(reader, start=2):
-        if not any(c.strip() for c in cells):
-            continue
+        if any(c.strip() for c in cells):
+            records.rows.append((number, {f: cells[i].strip() if i < len(cells) else "" for f, i in columns.items()}))
+    return records
+
+
+def check_records(records: Records, *, outstanding_invoices: frozenset[str] | set[str] = frozenset(),
+                  currency: str = "GBP", progress: Progress | None = None) -> BulkFile:
+    """Check every row; every problem is collected, none stops the checking."""
+    result = BulkFile(problems=list(records.problems))
+    seen: dict[str, int] = {}
+    total = len(records.rows)
+    for done, (number, cells) in enumerate(records.rows, start=1):
         before = len(result.problems)
 
-        def cell(name: str, cells: list[str] = cells) -> str:
-            index = columns[name]
-            return cells[index].strip() if index < len(cells) else ""
+        def bad(name: str, value: str, reason: str, number: int = number) -> None:
+            result.problems.append(BulkProblem(number, LABEL[name], value, reason))
 
-        def bad(name: str, value: str, message: str, number: int = number) -> None:
-            result.problems.append(BulkProblem(number, LABEL[name], value, message))
-
-        values: dict[str, object] = {}
-        for name in ("invoice", "name", "email"):
-            values[name] = cell(name)
-            if not values[name]:
+        for name in ("invoice_number", "recipient_name", "recipient_email", "invoice_date", "due_date", "amount"):
+            if not cells[name]:
                 bad(name, "", "missing")
-        values["message"] = cell("message")
-        email = str(values["email"])
+        email = cells["recipient_email"]
         if email and not EMAIL.match(email):
-            bad("email", email, "bad email address")
+            bad("recipient_email", email, "bad email address")
+        dates: dict[str, dt.date] = {}
         for name in ("invoice_date", "due_date"):
-            raw = cell(name)
-            if not raw:
-                bad(name, "", "missing")
-                continue
-            try:
-                values[name] = _date(raw)
-            except ValueError as exc:
-                bad(name, raw, str(exc))
-        raw = cell("amount")
-        try:
-            amount = check_decimals(to_decimal(raw.replace("£", ""), field="amount"), currency) if raw else None
-            if amount is None:
-                bad("amount", "", "missing")
-            elif amount <= 0:
-                bad("amount", raw, "amount must be more than zero")
-            values["amount"] = amount
-        except DataError as exc:
-            bad("amount", raw, f"bad amount: {exc}")
-        invoice = str(values["invoice"])
-        if invoice in seen:
-            bad("invoice", invoice, f"duplicate invoice number (also on row {seen[invoice]})")
+            if cells[name]:
+                try:
+                    dates[name] = parse_date(cells[name])
+                except ValueError as exc:
+                    bad(name, cells[name], str(exc))
+        if len(dates) == 2 and dates["due_date"] < dates["invoice_date"]:
+            bad("due_date", cells["due_date"], "due date is before the invoice date")
+        amount, reason = _amount(cells["amount"], currency)
+        if reason:
+            bad("amount", cells["amount"], reason)
+        invoice = cells["invoice_number"]
+        if invoice and invoice in seen:
+            bad("invoice_number", invoice, f"duplicate invoice number (also on row {seen[invoice]})")
         elif invoice in outstanding_invoices:
-            bad("invoice", invoice, "already on an outstanding link")
+            bad("invoice_number", invoice, "already on an outstanding link")
         seen.setdefault(invoice, number)
-        if len(result.problems) == before:
-            result.rows.append(BulkRow(row=number, **values))  # type: ignore[arg-type]
-    if not result.rows and not result.problems:
+        if len(result.problems) == before and amount is not None:
+            result.rows.append(BulkRow(row=number, invoice_number=invoice, invoice_date=dates["invoice_date"],
+                                       due_date=dates["due_date"], recipient_name=cells["recipient_name"],
+                                       recipient_email=email, amount=amount, message=cells["message"]))
+        if progress and (done % 1000 == 0 or done == total):
+            progress(done, total)
+    if not records.rows and not result.problems:
         result.problems.append(BulkProblem(2, "(file)", "", "no rows below the header"))
     return result
 
 
-def write_template(path: Path) -> None:
+def _amount(raw: str, currency: str) -> tuple[Decimal | None, str | None]:
+    """The amount, or why it is bad. A leading currency symbol and thousands separators are fine."""
+    if not raw:
+        return None, None
+    try:
+        amount = check_decimals(to_decimal(re.sub(r"^[£$€]|\s", "", raw), field="amount"), currency)
+    except DataError as exc:
+        return None, f"bad amount: {str(exc).removeprefix('amount: ')}"
+    if amount <= 0:
+        return None, "bad amount: must be more than zero"
+    return amount, None
+
+
+def read_bulk(path: Path, *, outstanding_invoices: frozenset[str] | set[str] = frozenset(), currency: str = "GBP",
+              progress: Progress | None = None) -> BulkFile:
+    """Parse and check a whole file. Thousands separators are fine; more decimals than ``currency`` has are not."""
+    return check_records(read_records(path), outstanding_invoices=outstanding_invoices, currency=currency,
+                         progress=progress)
+
+
+def write_records(path: Path, rows: Iterable[dict[str, str]]) -> None:
+    """A CSV in the template's column order (what ``bulk review`` writes after its edits)."""
     with Path(path).open("w", newline="", encoding="utf-8") as out:
-        csv.writer(out).writerow(TEMPLATE_HEADER)
+        writer = csv.writer(out)
+        writer.writerow(TEMPLATE_HEADER)
+        writer.writerows([row.get(f, "") for f in FIELDS] for row in rows)
+
+
+def write_template(path: Path) -> None:
+    write_records(path, [])

@@ -38,6 +38,40 @@ class Intervals(BaseModel):
     intake: float = Field(5.0, gt=0, description="Request table and inbox folder.")
 
 
+# --- delivery: email (SMTP) and SMS gateway settings (agent/delivery.py) ---
+
+
+class SmtpSettings(BaseModel):
+    """The firm's mail relay. The password is a keyring secret named by ``password_secret``, never a value here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls (port 587), tls (implicit TLS, port 465) or none (a local relay only).")
+    user: str | None = None
+    password_secret: str | None = Field(None, description="Name of the keyring secret holding the SMTP password.")
+    from_address: str | None = Field(None, description="Sender address; required before any email is sent.")
+    timeout: float = Field(30.0, gt=0)
+
+
+class SmsSettings(BaseModel):
+    """An HTTP SMS gateway in the shape of Twilio's Messages API; the token is a keyring secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gateway: Literal["twilio"] = "twilio"
+    url: str = Field("https://api.twilio.com", description="Base URL of the gateway (tests point it at localhost).")
+    account: str | None = Field(None, description="Account SID; also the basic-auth user name.")
+    token_secret: str | None = Field(None, description="Name of the keyring secret holding the auth token.")
+    from_number: str | None = Field(None, description="Sender number in E.164 form, e.g. +447700900123.")
+    timeout: float = Field(30.0, gt=0)
+
+
+# --- end delivery settings classes ---
+
+
 class Settings(BaseSettings):
     """Everything the agent reads at start; the mapping file holds the firm-schema side."""
 
@@ -71,6 +105,11 @@ class Settings(BaseSettings):
     log_file_max_bytes: int = Field(10_000_000, ge=10_000, description="Size at which <home>/logs rotates.")
     log_file_backups: int = Field(5, ge=0, le=100, description="Rotated log files kept.")
     # --- end local API and log files ---
+
+    # --- delivery: email and SMS (agent/delivery.py) ---
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    sms: SmsSettings = Field(default_factory=SmsSettings)
+    # --- end delivery ---
 
     @field_validator("firm_timezone")
     @classmethod

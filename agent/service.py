@@ -231,6 +231,7 @@ class _Parts:
 def default_jobs(rt: Runtime) -> list[Job]:
     from agent.directdebit import schedule_collections
     from agent.intake import InboxIntake, process_request_table
+    from agent.reminders import run_reminders
 
     parts = _Parts(rt)
     inbox = InboxIntake(rt, rt.settings.home / "inbox")
@@ -244,6 +245,7 @@ def default_jobs(rt: Runtime) -> list[Job]:
         Job("inbox", intervals.intake, inbox.scan),
     ]
     jobs.append(Job("collections", intervals.sync, lambda: schedule_collections(rt)))
+    jobs.append(Job("reminders", intervals.expiry, lambda: run_reminders(rt)))
     if rt.mapping.requests is not None:
         jobs.append(Job("requests", intervals.intake, lambda: process_request_table(rt)))
     return jobs

@@ -242,3 +242,30 @@ collections = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("account", "provider_ref", name="uq_collections_ref"),
 )
+
+# ---------------------------------------------------------------------------- delivery, reminders (0004)
+
+sends = Table(
+    "sends", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("link_id", String(32), ForeignKey("links.id"), nullable=False, index=True),
+    Column("channel", String(8), nullable=False, comment="email or sms"),
+    Column("recipient", Text, nullable=False),
+    Column("purpose", String(32), nullable=False, comment="link (sent by staff) or reminder:<step>"),
+    Column("sent_at", UTCDateTime, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("result", Text, nullable=False, comment="'ok' or the error text"),
+    Column("provider_message_id", String(191), comment="SMTP Message-ID or the SMS gateway's message id"),
+)
+
+# One row per (link, step): the primary key is what makes a reminder step happen at most once, across restarts
+# and concurrent runners (agent/reminders.py).
+reminders = Table(
+    "reminders", metadata,
+    Column("link_id", String(32), ForeignKey("links.id"), primary_key=True),
+    Column("step", String(32), primary_key=True, comment="after:<days> or expiry:<days>"),
+    Column("status", String(16), nullable=False, comment="sending, sent, failed, unknown or skipped"),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("send_id", Integer),
+)
