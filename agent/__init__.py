@@ -2,9 +2,9 @@
 
 Data flow (one line per hop; each hop is one module):
 
-    firm DB -> connectors (mapping.py)   -> agent.sync        -> state store (agent.state)
-    state store -> agent.links (rules)   -> connectors.providers (payment links)
-    provider events -> agent.payments    -> postings.outbox   -> connectors (mapping postings) -> firm DB
+    firm DB -> connectors (mapping.py)   -> agent.engine.sync        -> state store (agent.state)
+    state store -> agent.engine.links (rules)   -> connectors.providers (payment links)
+    provider events -> agent.engine.payments    -> postings.outbox   -> connectors (mapping postings) -> firm DB
 """
 
 __version__ = "0.1.0"

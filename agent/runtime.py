@@ -8,16 +8,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.config import Settings, load_settings
-from agent.mapping import Mapping, load_mapping
-from agent.secrets import ScrubFilter, Secrets
+from agent.core.scrub import ScrubFilter
+from agent.home.secrets import Secrets
+from agent.home.settings import Settings, load_settings
 from agent.state import StateStore
-from connectors.base import Connector
+from connectors.database.contract import Connector
 from connectors.plugins import CONNECTOR_GROUP, PROVIDER_GROUP, load
-from connectors.providers.base import Provider
+from connectors.providers.contract import Provider
+from mappings.format import Mapping, load_mapping
 
 if TYPE_CHECKING:
-    from agent.links import LinkEngine
+    from agent.engine.links import LinkEngine
 
 
 def resolve_relative(mapping: Mapping, folder: Path) -> Mapping:
@@ -69,7 +70,7 @@ class Runtime:
 
     @cached_property
     def links(self) -> LinkEngine:
-        from agent.links import LinkEngine
+        from agent.engine.links import LinkEngine
 
         return LinkEngine(self.settings, self.store, self.provider)
 

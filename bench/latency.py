@@ -19,14 +19,14 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from agent.cli import init_home
-from agent.debts import search_matters
-from agent.errors import LedgerlinkError
-from agent.links import LinkRequest
+from agent.core.errors import LedgerlinkError
+from agent.engine.links import LinkRequest
+from agent.engine.sync import Syncer
+from agent.home.demo import init_home
 from agent.runtime import Runtime
-from agent.service import Service, default_jobs
+from agent.service.loop import Service, default_jobs
+from agent.state.mirror import search_matters
 from agent.state.schema import payments, postings, provider_events
-from agent.sync import Syncer
 from connectors.providers import sandbox
 
 

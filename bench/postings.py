@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from agent.state import StateStore
 from agent.state.schema import postings
-from connectors.sql import SQLAlchemyConnector
+from connectors.database.sql import SQLAlchemyConnector
 from connectors.testkit.databases import TempDatabase, temp_database
 from postings.outbox import POSTING_DETAILS, Outbox, posting_params
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import psutil
 from sqlalchemy import func, select
 
-from agent.cli import init_home
-from agent.debts import search_matters
-from agent.errors import LedgerlinkError
-from agent.links import LinkRequest
+from agent.core.errors import LedgerlinkError
+from agent.engine.links import LinkRequest
+from agent.home.demo import init_home
 from agent.runtime import Runtime
+from agent.state.mirror import search_matters
 from agent.state.schema import postings
 from connectors.providers import sandbox
 

@@ -260,10 +260,10 @@ def phase_raw(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _open_agent(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
-    from agent.mapping import load_mapping
+    from agent.engine.sync import Syncer
     from agent.state import StateStore
-    from agent.sync import Syncer
-    from connectors.sql import SQLAlchemyConnector
+    from connectors.database.sql import SQLAlchemyConnector
+    from mappings.format import load_mapping
 
     connector = SQLAlchemyConnector(load_mapping(spec["mapping"]))
     store = StateStore(f"sqlite:///{spec['state']}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-from agent.errors import ConfigurationError
+from agent.core.errors import ConfigurationError
 
 CONNECTOR_GROUP = "ledgerlink.connectors"
 PROVIDER_GROUP = "ledgerlink.providers"

@@ -27,10 +27,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from agent.errors import DataError
-from agent.mapping import FilePostings
+from agent.core.errors import DataError
 from agent.state import StateStore
 from agent.state.schema import file_drops
+from mappings.format import FilePostings
 
 LINE_END = "\r\n"  # what Windows import tools expect; harmless elsewhere
 

@@ -27,15 +27,15 @@ from typing import Any
 from sqlalchemy import Connection, and_, insert, or_, select, update
 from tenacity import RetryCallState, wait_random_exponential
 
-from agent.errors import DataError, LedgerlinkError, RuleError, TransientError
-from agent.mapping import FilePostings
-from agent.mapping import Mapping as MappingFile
-from agent.model import to_minor
-from agent.retry import MAX_WAIT
+from agent.core.errors import DataError, LedgerlinkError, RuleError, TransientError
+from agent.core.model import to_minor
+from agent.core.retry import MAX_WAIT
 from agent.state import StateStore
 from agent.state.schema import firm_matters, firm_statements, links, payments, postings
 from agent.state.store import utcnow
-from connectors.base import Connector
+from connectors.database.contract import Connector
+from mappings.format import FilePostings
+from mappings.format import Mapping as MappingFile
 from postings.allocation import allocate, unusable
 from postings.filedrop import FileDrop
 
@@ -120,7 +120,7 @@ POSTING_DETAILS = (
 
 
 def posting_params(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The values a mapping may bind (agent.mapping.POSTING_PARAMS) for one posting row joined with POSTING_DETAILS."""
+    """The values a mapping may bind (mappings.format.POSTING_PARAMS) for a posting row joined with POSTING_DETAILS."""
     amount: Decimal = row["amount"]
     when: dt.datetime = (row["confirmed_at"] if row["kind"] == "payment" else None) or row["status_at"]
     paid_at = when.astimezone(dt.UTC).replace(tzinfo=None)

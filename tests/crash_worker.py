@@ -31,12 +31,12 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, create_engine, func, select
 from sqlalchemy.engine import URL
 
-from agent.mapping import Mapping as MappingFile
-from agent.mapping import parse_mapping
 from agent.state import StateStore
 from agent.state.schema import firm_matters, firm_statements, link_items, links, payments, postings
 from agent.state.store import utcnow
-from connectors.sql import SQLAlchemyConnector
+from connectors.database.sql import SQLAlchemyConnector
+from mappings.format import Mapping as MappingFile
+from mappings.format import parse_mapping
 from postings.outbox import enqueue_payment
 
 CRASH_ENV = "LEDGERLINK_CRASH_AFTER_TARGET_COMMIT"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.accounts import set_account
-from agent.cli import init_home, main
+from agent.cli.main import main
+from agent.home.accounts import set_account
+from agent.home.demo import init_home
 from agent.runtime import Runtime
 
 

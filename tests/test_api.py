@@ -14,14 +14,16 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from agent import __version__, api
-from agent.cli import init_home, main
-from agent.config import load_settings
-from agent.errors import TransientError
+from agent import __version__
+from agent.api import app as api
+from agent.cli.main import main
+from agent.core.errors import TransientError
+from agent.engine.sync import Syncer
+from agent.home.demo import init_home
+from agent.home.settings import load_settings
 from agent.runtime import Runtime
-from agent.service import poll_payments
+from agent.service.loop import poll_payments
 from agent.state.schema import links, postings
-from agent.sync import Syncer
 from connectors.providers import sandbox
 
 MATTER = "M-2026-0010"  # Okafor probate: INV-1001 (644.30) + INV-1002 (1443.75), payer has an email

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from delivery_support import configure, smtp_server
 
-from agent.bulk import TEMPLATE_HEADER, read_bulk
-from agent.cli import init_home, main
+from agent.cli.main import main
+from agent.engine.bulk import TEMPLATE_HEADER, read_bulk
+from agent.home.demo import init_home
 
 HEADER = ",".join(TEMPLATE_HEADER)
 GOOD = "Q-1,2026-11-01,2026-12-01,Ada,ada@example.com,10.00,Fees\n"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from tests_support import require
 
-from connectors.odbc import ODBCConnector
-from connectors.sql import SQLAlchemyConnector
+from connectors.database.odbc import ODBCConnector
+from connectors.database.sql import SQLAlchemyConnector
 from connectors.testkit.connector import ConnectorContract, Firm
 from connectors.testkit.databases import mariadb_server, odbc_unavailable, postgres_server, temp_database, unavailable
 

@@ -15,13 +15,13 @@ import uvicorn
 from openpyxl import load_workbook
 from tests_support import require
 
-from agent.api import ADMIN_TOKEN, create_app, ensure_token
-from agent.cli import init_home
-from agent.console import login_url, mount
-from agent.links import LinkRequest
+from agent.api.app import ADMIN_TOKEN, create_app, ensure_token
+from agent.api.console import login_url, mount
+from agent.engine.links import LinkRequest
+from agent.engine.sync import Syncer
+from agent.home.demo import init_home
 from agent.runtime import Runtime
-from agent.service import poll_payments
-from agent.sync import Syncer
+from agent.service.loop import poll_payments
 from connectors.providers.sandbox import SandboxPayServer
 from postings.outbox import Outbox
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from delivery_support import Gateway, Mailbox, configure, sms_server, smtp_server
 
-from agent.cli import init_home, main
-from agent.delivery import send_link, sends_for
-from agent.errors import ConfigurationError, RuleError
-from agent.links import LinkRequest
+from agent.cli.main import main
+from agent.core.errors import ConfigurationError, RuleError
+from agent.engine.links import LinkRequest
+from agent.engine.sending import send_link, sends_for
+from agent.engine.sync import Syncer
+from agent.home.demo import init_home
 from agent.runtime import Runtime
-from agent.sync import Syncer
 
 MATTER = "M-2026-0010"
 

@@ -15,16 +15,17 @@ from pathlib import Path
 import pytest
 from fakes.gocardless_api import FakeGoCardless
 
-from agent import directdebit as dd
-from agent.cli import init_home, main
-from agent.errors import RuleError
-from agent.model import MerchantAccount
-from agent.payments import EventPoller
+from agent.cli.main import main
+from agent.core.errors import RuleError
+from agent.core.model import MerchantAccount
+from agent.engine import directdebit as dd
+from agent.engine.payments import EventPoller
+from agent.engine.sync import Syncer
+from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.state.schema import payments, postings
-from agent.sync import Syncer
 from connectors.providers import sandbox
-from connectors.providers.base import (
+from connectors.providers.contract import (
     CollectionCancelRefused,
     CollectionStatus,
     EventKind,
@@ -431,7 +432,7 @@ def test_gocardless_collection_create_cancel_and_events(gc: GoCardlessProvider, 
 def test_collections_in_the_local_api(rt: Runtime, home: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from agent.api import create_app, ensure_token
+    from agent.api.app import create_app, ensure_token
 
     invoice = add_bill(home, "INV-API", 4000, DUE)
     schedule(rt)

@@ -12,13 +12,13 @@ import pytest
 import sqlalchemy as sa
 from tests_support import require
 
-from agent.mapping import Mapping, json_schema, load_mapping
+from agent.engine.sync import Syncer
 from agent.state import StateStore
 from agent.state.schema import firm_matters, firm_statements
-from agent.sync import Syncer
-from connectors.odbc import ODBCConnector
-from connectors.sql import SQLAlchemyConnector
+from connectors.database.odbc import ODBCConnector
+from connectors.database.sql import SQLAlchemyConnector
 from connectors.testkit.databases import TempDatabase, odbc_unavailable
+from mappings.format import Mapping, json_schema, load_mapping
 
 MAPPINGS = Path(__file__).parents[1] / "mappings"
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)

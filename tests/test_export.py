@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from agent.cli import init_home, main
-from agent.errors import RuleError
-from agent.export import export_links, money_format
-from agent.links import LinkRequest
-from agent.payments import EventPoller
+from agent.cli.main import main
+from agent.core.errors import RuleError
+from agent.engine.export import export_links, money_format
+from agent.engine.links import LinkRequest
+from agent.engine.payments import EventPoller
+from agent.engine.sync import Syncer
+from agent.home.demo import init_home
 from agent.runtime import Runtime
-from agent.sync import Syncer
 from connectors.providers import sandbox
 
 MATTER = "M-2026-0010"  # INV-1001 (644.30) + INV-1002 (1443.75)

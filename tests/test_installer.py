@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from agent.installer import installed_script
+from agent.cli.main import main
+from agent.service.installer import installed_script
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 ME = getpass.getuser()

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import init_home
-from agent.intake import InboxIntake, process_request_table
+from agent.engine.intake import InboxIntake, process_request_table
+from agent.engine.links import LinkRequest
+from agent.engine.sync import Syncer
+from agent.home.demo import init_home
 from agent.runtime import Runtime
-from agent.sync import Syncer
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_request_retried_after_a_crash_gets_the_same_link(rt: Runtime) -> None:
     """A crash after the link was made but before the row was updated: the retry finds the existing link."""
     with firm(rt) as db:
         db.execute("INSERT INTO pay_requests (matter_no) VALUES ('M-2026-0010')")
-    first = rt.links.create(__import__("agent.links", fromlist=["LinkRequest"]).LinkRequest(matter="M-2026-0010"))
+    first = rt.links.create(LinkRequest(matter="M-2026-0010"))
     assert process_request_table(rt) == 1
     with firm(rt) as db:
         assert db.execute("SELECT link_id FROM pay_requests").fetchone()[0] == first.id

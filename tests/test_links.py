@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import init_home
-from agent.errors import DataError, RuleError, TransientError
-from agent.links import LinkRequest
-from agent.payments import EventPoller
+from agent.core.errors import DataError, RuleError, TransientError
+from agent.engine.links import LinkRequest
+from agent.engine.payments import EventPoller
+from agent.engine.sync import Syncer
+from agent.home.demo import init_home
 from agent.runtime import Runtime
-from agent.sync import Syncer
 from connectors.providers import sandbox
 
 MATTER = "M-2026-0010"  # Okafor probate: INV-1001 (644.30) + INV-1002 (1443.75), payer has an email
@@ -158,7 +158,7 @@ def test_recreate_after_payment_tells_the_user(rt: Runtime, home: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["offer", "auto"])
 def test_partial_payment_closes_the_link_and_leaves_the_remainder(home: Path, mode: str) -> None:
-    from agent.service import poll_payments
+    from agent.service.loop import poll_payments
 
     rt = make_runtime(home, remainder_link=mode)
     link = rt.links.create(LinkRequest(matter=MATTER))

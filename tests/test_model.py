@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from agent.errors import DataError
-from agent.model import Money, Statement, check_decimals, from_minor, to_decimal, to_minor
+from agent.core.errors import DataError
+from agent.core.model import Money, Statement, check_decimals, from_minor, to_decimal, to_minor
 from agent.state.types import DecimalText
 
 

@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import select
 from tests_support import require
 
-from agent.links import LinkRequest
+from agent.engine.links import LinkRequest
 from agent.runtime import Runtime
 from agent.state.schema import postings
 from connectors.providers import sandbox

@@ -6,7 +6,7 @@ import argparse
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,12 +16,13 @@ import pytest
 from crash_worker import POSTINGS_SQL, add_payment, add_statement, create_firm, firm_mapping, read_firm
 from sqlalchemy import select
 
-from agent.errors import RuleError
-from agent.mapping import Mapping as MappingFile
+from agent.cli import postings as cli
+from agent.cli.output import Commands
+from agent.core.errors import RuleError
 from agent.state import StateStore
 from agent.state.schema import postings
-from connectors.sql import SQLAlchemyConnector
-from postings import cli
+from connectors.database.sql import SQLAlchemyConnector
+from mappings.format import Mapping as MappingFile
 from postings.outbox import Outbox, backoff, enqueue_reversal
 
 D = Decimal
@@ -276,17 +277,7 @@ def test_backoff_is_jittered_exponential_capped_and_honours_retry_after() -> Non
 
 def run_cli(env: Env, argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def add(name: str, handler: Callable[..., int] | None, help: str, parent: Any = sub,
-            json_flag: bool = False) -> Any:  # the same shape as agent.cli's helper
-        p = parent.add_parser(name, help=help)
-        p.set_defaults(handler=handler)
-        if json_flag:
-            p.add_argument("--json", action="store_true")
-        return p
-
-    cli.register(sub, add)
+    cli.register(Commands(parser))
     args = parser.parse_args(argv)
     rt = SimpleNamespace(store=env.store, connector=env.connector, mapping=env.mapping)
     return args.handler(args, rt)

@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 from fakes.gocardless_api import SECRET, FakeGoCardless, GoCardlessSigner
 
-from agent.errors import TransientError
-from agent.model import MerchantAccount
-from connectors.providers.base import LinkStatus, ProviderError, ProviderLink
+from agent.core.errors import TransientError
+from agent.core.model import MerchantAccount
+from connectors.providers.contract import LinkStatus, ProviderError, ProviderLink
 from connectors.providers.gocardless import GoCardlessProvider, retry_after
 from connectors.testkit.provider import ProviderContract, make_spec
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import MerchantAccount
+from agent.core.model import MerchantAccount
 from connectors.providers import sandbox
-from connectors.providers.base import EventKind, LinkStatus, ProviderError, ProviderLink
+from connectors.providers.contract import EventKind, LinkStatus, ProviderError, ProviderLink
 from connectors.providers.sandbox import SandboxPayServer, SandboxProvider
 from connectors.testkit.provider import ProviderContract, make_spec
 

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs
 import pytest
 from fakes.stripe_api import SECRET, FakeStripe, StripeSigner
 
-from agent.errors import TransientError
-from agent.model import MerchantAccount
-from connectors.providers.base import EventKind, LinkStatus, ProviderError, ProviderLink
+from agent.core.errors import TransientError
+from agent.core.model import MerchantAccount
+from connectors.providers.contract import EventKind, LinkStatus, ProviderError, ProviderLink
 from connectors.providers.stripe import StripeProvider
 from connectors.testkit.provider import ProviderContract, drain, make_spec
 

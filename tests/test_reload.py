@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import init_home
-from agent.reload import ConfigWatcher
+from agent.home.demo import init_home
 from agent.runtime import Runtime
+from agent.service.reload import ConfigWatcher
 
 
 def wait_for(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]

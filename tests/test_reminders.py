@@ -13,12 +13,12 @@ import pytest
 from delivery_support import Mailbox, configure, smtp_server
 from sqlalchemy import select
 
-from agent.accounts import set_account
-from agent.cli import init_home
-from agent.delivery import send_link
-from agent.links import LinkRequest
-from agent.payments import EventPoller
-from agent.reminders import _claim, run_reminders, schedule
+from agent.engine.links import LinkRequest
+from agent.engine.payments import EventPoller
+from agent.engine.reminders import _claim, run_reminders, schedule
+from agent.engine.sending import send_link
+from agent.home.accounts import set_account
+from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.state.schema import reminders
 from connectors.providers import sandbox

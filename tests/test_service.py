@@ -18,11 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from agent.cli import init_home
-from agent.logs import setup_logging
+from agent.home.demo import init_home
+from agent.home.logs import setup_logging
+from agent.home.secrets import Secrets
 from agent.runtime import Runtime
-from agent.secrets import Secrets
-from agent.service import AlreadyRunning, InstanceLock
+from agent.service.loop import AlreadyRunning, InstanceLock
 from connectors.providers import sandbox
 from connectors.testkit.databases import TempDatabase
 

@@ -10,10 +10,12 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from agent.cli import init_home, main
-from agent.config import load_settings
-from agent.errors import ConfigurationError
-from agent.secrets import ScrubFilter, Secrets, env_name
+from agent.cli.main import main
+from agent.core.errors import ConfigurationError
+from agent.core.scrub import ScrubFilter
+from agent.home.demo import init_home
+from agent.home.secrets import Secrets, env_name
+from agent.home.settings import load_settings
 from connectors.testkit.databases import TempDatabase
 
 

@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.exc import OperationalError
 
-from agent.errors import ConfigurationError
+from agent.core.errors import ConfigurationError
 from agent.state import schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -21,9 +21,9 @@ from gocardless_pro import errors as gc_errors
 from gocardless_pro import services
 from gocardless_pro.api_client import ApiClient
 
-from agent.errors import DataError, TransientError
-from agent.model import MerchantAccount, from_minor, to_minor
-from connectors.providers.base import (
+from agent.core.errors import DataError, TransientError
+from agent.core.model import MerchantAccount, from_minor, to_minor
+from connectors.providers.contract import (
     CancelRefused,
     Collection,
     CollectionCancelRefused,
@@ -123,7 +123,7 @@ class _ApiClient(ApiClient):
 
 
 def _translate(exc: Exception) -> Exception:
-    """Map SDK and transport errors onto the agent's: transient ones are retried by agent.retry alone."""
+    """Map SDK and transport errors onto the agent's: transient ones are retried by agent.core.retry alone."""
     if isinstance(exc, requests.Timeout | requests.ConnectionError):
         return TransientError(f"GoCardless unreachable: {exc}")
     status = getattr(exc, "http_status", None)
@@ -159,7 +159,7 @@ class GoCardlessProvider(Provider, DirectDebitProvider):
         # The SDK's two environments; sandbox access tokens start with "sandbox_".
         base = account.api_base or ENVIRONMENTS["sandbox" if credentials.startswith("sandbox_") else "live"]
         api = _ApiClient(base, credentials, timeout=timeout)
-        # One attempt each (max_network_retries=1): agent.retry is the only retry policy.
+        # One attempt each (max_network_retries=1): agent.core.retry is the only retry policy.
         self._billing_requests = services.BillingRequestsService(api, 1, 0)
         self._flows = services.BillingRequestFlowsService(api, 1, 0)
         self._payments = services.PaymentsService(api, 1, 0)

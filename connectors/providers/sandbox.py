@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import parse_qs
 
-from agent.errors import ConfigurationError, DataError
-from agent.model import MerchantAccount, check_decimals
-from connectors.providers.base import (
+from agent.core.errors import ConfigurationError, DataError
+from agent.core.model import MerchantAccount, check_decimals
+from connectors.providers.contract import (
     CancelRefused,
     Collection,
     CollectionCancelRefused,

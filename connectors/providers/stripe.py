@@ -16,9 +16,9 @@ from typing import Any, ClassVar, TypeVar
 
 import stripe
 
-from agent.errors import DataError, TransientError
-from agent.model import MerchantAccount, from_minor, to_minor
-from connectors.providers.base import (
+from agent.core.errors import DataError, TransientError
+from agent.core.model import MerchantAccount, from_minor, to_minor
+from connectors.providers.contract import (
     CancelRefused,
     EventKind,
     EventPage,
@@ -49,7 +49,7 @@ PAGE = 100  # Stripe's maximum page size
 
 
 def _translate(exc: stripe.StripeError) -> Exception:
-    """Map Stripe errors onto the agent's: transient ones are retried by agent.retry alone."""
+    """Map Stripe errors onto the agent's: transient ones are retried by agent.core.retry alone."""
     status = exc.http_status
     if isinstance(exc, stripe.RateLimitError):
         headers = {k.title(): v for k, v in (exc.headers or {}).items()}
@@ -84,7 +84,7 @@ class StripeProvider(Provider):
         self._client = stripe.StripeClient(
             credentials,
             base_addresses={"api": account.api_base} if account.api_base else None,
-            max_network_retries=0,  # agent.retry is the only retry policy
+            max_network_retries=0,  # agent.core.retry is the only retry policy
             http_client=stripe.RequestsClient(timeout=timeout),
         )
 

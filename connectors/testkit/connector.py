@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from agent.errors import ConfigurationError, TransientError
-from agent.mapping import Mapping, parse_mapping
+from agent.core.errors import ConfigurationError, TransientError
+from agent.engine.sync import Syncer
 from agent.state import StateStore
 from agent.state.schema import firm_clients, firm_matters, firm_statements
-from agent.sync import Syncer
-from connectors.base import Connector
+from connectors.database.contract import Connector
 from connectors.testkit.databases import TempDatabase
+from mappings.format import Mapping, parse_mapping
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

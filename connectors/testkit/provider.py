@@ -22,9 +22,9 @@ from typing import ClassVar, Protocol
 
 import pytest
 
-from agent import retry
-from agent.errors import TransientError
-from connectors.providers.base import (
+from agent.core import retry
+from agent.core.errors import TransientError
+from connectors.providers.contract import (
     CancelRefused,
     EventKind,
     InvalidSignature,

@@ -14,7 +14,7 @@ import json
 import re
 from decimal import Decimal
 
-from agent.model import to_minor
+from agent.core.model import to_minor
 from fakes import FakeAPI, Request, Response, json_response
 
 SECRET = "gc-webhook-secret"

@@ -16,7 +16,7 @@ import time
 from decimal import Decimal
 from urllib.parse import parse_qsl
 
-from agent.model import to_minor
+from agent.core.model import to_minor
 from fakes import FakeAPI, Request, Response, json_response
 
 SECRET = "whsec_fake"

@@ -1,0 +1,201 @@
+"""``ledgerlink links ...`` and ``ledgerlink payments poll|reconcile``: the CLI face of the link engine."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from agent.cli.output import Commands, emit
+from agent.core.model import to_decimal
+from agent.engine.links import Link, LinkRequest
+from agent.runtime import Runtime
+from connectors.providers.contract import LinkStatus
+
+BADGES = {
+    "outstanding": "[OUTSTANDING]",
+    "payment_received": "[PAYMENT RECEIVED]",
+    "cancelled": "[CANCELLED]",
+    "expired": "[EXPIRED]",
+    "failed": "[FAILED]",
+    "creating": "[CREATING]",
+}
+
+
+def _amount(text: str) -> Decimal:
+    return to_decimal(text, field="amount")
+
+
+def _statement_amount(text: str) -> tuple[str, Decimal]:
+    ref, sep, amount = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: use STATEMENT=AMOUNT, e.g. INV-1001=250.00")
+    return ref.strip(), to_decimal(amount, field=f"amount for {ref}")
+
+
+def describe(link: Link) -> str:
+    lines = [
+        f"{BADGES.get(link.status, link.status)} {link.id}{'  (existing link)' if link.existing else ''}",
+        f"  url          {link.url or '(not yet created)'}",
+        f"  amount       {link.currency} {link.amount}",
+        f"  description  {link.description}",
+        f"  payer        {link.payer_name or ''} <{link.payer_email or ''}>",
+        f"  account      {link.account}",
+        f"  expires      {link.expires_at:%Y-%m-%d %H:%M} UTC",
+    ]
+    if link.status_reason:
+        lines.append(f"  note         {link.status_reason}")
+    if link.flagged:
+        lines.append(f"  flagged      {link.flagged}")
+    lines += [f"  warning      {w}" for w in link.warnings]
+    return "\n".join(lines)
+
+
+def _data(link: Link) -> dict[str, Any]:
+    return {k: getattr(link, k) for k in link.__dataclass_fields__}
+
+
+def cmd_create(args: argparse.Namespace, rt: Runtime) -> int:
+    request = LinkRequest(
+        matter=args.matter,
+        statements=dict(args.statement or []),
+        amount=args.amount,
+        description=args.description,
+        account=args.account,
+    )
+    link = rt.links.create(request)
+    emit(args, _data(link), lambda: describe(link))
+    return 0
+
+
+def cmd_quick(args: argparse.Namespace, rt: Runtime) -> int:
+    request = LinkRequest(
+        amount=args.amount,
+        name=args.name,
+        email=args.email,
+        invoice=args.invoice,
+        due_date=args.due,
+        description=args.description,
+        account=args.account,
+    )
+    link = rt.links.create(request)
+    emit(args, _data(link), lambda: describe(link))
+    return 0
+
+
+def cmd_defaults(args: argparse.Namespace, rt: Runtime) -> int:
+    d = rt.links.defaults(args.matter)
+    data = {k: getattr(d, k) for k in d.__dataclass_fields__ if k not in ("statements", "existing")}
+    data["existing_link"] = d.existing.id if d.existing else None
+
+    def text() -> str:
+        return "\n".join(
+            [
+                f"open balance         {d.currency} {d.open_balance}",
+                f"pending collections  {d.currency} {d.pending_collections}",
+                f"unposted payments    {d.currency} {d.unposted_payments}",
+                f"default amount       {d.currency} {d.amount}",
+                f"description          {d.description}",
+                f"payer                {d.payer_name or '(none)'} <{d.payer_email or 'NO EMAIL'}>",
+                f"existing link        {d.existing.id + ' ' + (d.existing.url or '') if d.existing else 'none'}",
+            ]
+        )
+
+    emit(args, data, text)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, rt: Runtime) -> int:
+    link = rt.links.get(args.id)
+    emit(args, _data(link), lambda: describe(link))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
+    found = rt.links.list(args.status, args.matter)
+
+    def text() -> str:
+        if not found:
+            return "no links"
+        return "\n".join(
+            f"{BADGES.get(x.status, x.status):<20} {x.id}  {x.currency} {x.amount:>10}  "
+            f"{x.payer_email or '':<28} {x.description[:40]}"
+            for x in found
+        )
+
+    emit(args, [_data(x) for x in found], text)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, rt: Runtime) -> int:
+    link = rt.links.cancel(args.id)
+    emit(args, _data(link), lambda: describe(link))
+    return 0
+
+
+def cmd_recreate(args: argparse.Namespace, rt: Runtime) -> int:
+    link = rt.links.recreate(args.id)
+    emit(args, _data(link), lambda: describe(link))
+    return 0
+
+
+def cmd_poll(args: argparse.Namespace, rt: Runtime) -> int:
+    from agent.engine.payments import EventPoller
+
+    since = None
+    if getattr(args, "since", None):
+        since = dt.datetime.combine(args.since, dt.time(), tzinfo=rt.settings.zone)
+    totals = {}
+    for name in rt.settings.accounts:
+        poller = EventPoller(rt.store, rt.provider(name), name)
+        result = poller.poll(since=since, from_start=since is not None)
+        totals[name] = {"events": result.events, "new": result.new}
+    emit(args, totals, lambda: "\n".join(f"{a}: {t['events']} events read, {t['new']} new" for a, t in totals.items()))
+    return 0
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def register(commands: Commands) -> None:
+    p = commands.add("create", cmd_create, "create (or find) the link for a matter", group="links", json=True)
+    p.add_argument("--matter", required=True, help="matter number or key")
+    p.add_argument(
+        "--statement",
+        type=_statement_amount,
+        action="append",
+        help="STATEMENT=AMOUNT, repeatable: amounts across specific statements",
+    )
+    p.add_argument("--amount", type=_amount, help="override the default (remaining balance)")
+    p.add_argument("--description")
+    p.add_argument("--account", help="merchant account name")
+    p = commands.add("quick", cmd_quick, "a quick link: no matter needed", group="links", json=True)
+    p.add_argument("--amount", type=_amount, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--email", required=True)
+    p.add_argument("--invoice")
+    p.add_argument("--due", type=_date)
+    p.add_argument("--description")
+    p.add_argument("--account")
+    commands.add(
+        "defaults", cmd_defaults, "what a new link for a matter would be", group="links", json=True
+    ).add_argument("--matter", required=True)
+    commands.add("show", cmd_show, "a link: URL to copy, status badge, expiry", group="links", json=True).add_argument(
+        "id"
+    )
+    p = commands.add("list", cmd_list, "links, newest first", group="links", json=True)
+    p.add_argument("--status", action="append", choices=[s.value for s in LinkStatus])
+    p.add_argument("--matter")
+    commands.add(
+        "cancel", cmd_cancel, "cancel an outstanding link (at the provider first)", group="links", json=True
+    ).add_argument("id")
+    commands.add("recreate", cmd_recreate, "Cancel & Create New", group="links", json=True).add_argument("id")
+    commands.add("poll", cmd_poll, "read new provider events now", group="payments", json=True)
+    commands.add(
+        "reconcile", cmd_poll, "re-read the providers' history and fill any gap", group="payments", json=True
+    ).add_argument("--since", type=_date, required=True, help="YYYY-MM-DD")

@@ -1,0 +1,81 @@
+"""What every command module shares: the command table it adds its commands to, and how results are printed.
+
+Command groups (``links``, ``payments``, ``postings`` ...) are declared once here, so a module adds its commands
+to a group by name, whatever order the modules are registered in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+GROUPS = {
+    "matters": "matters in the mirror",
+    "mapping": "mapping files",
+    "secrets": "secrets in the keyring",
+    "links": "payment links",
+    "payments": "payments learnt from providers",
+    "postings": "Manage Postings: payments written back into the matter system",
+    "bulk": "bulk upload (CSV or TXT)",
+    "accounts": "merchant accounts and their Send for Payment settings",
+    "reminders": "smart reminders",
+    "mandates": "Direct Debit mandates",
+    "collections": "Direct Debit collections",
+    "api": "the local HTTP API",
+    "service": "install and control the agent as a system service",
+}
+
+Handler = Callable[[argparse.Namespace, Any], int]
+
+
+class Commands:
+    """The ``ledgerlink`` subcommands: top-level commands and the groups of ``GROUPS``."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self._top = parser.add_subparsers(dest="command", required=True)
+        self._groups: dict[str, Any] = {}
+
+    def add(
+        self,
+        name: str,
+        handler: Handler,
+        help: str,
+        *,
+        group: str | None = None,
+        json: bool = False,
+        runtime: bool = True,
+    ) -> argparse.ArgumentParser:
+        """Add a command; ``runtime=False`` for one that must work before any agent home exists."""
+        parent = self._top if group is None else self._group(group)
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler, needs_runtime=runtime)
+        if json:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    def _group(self, name: str) -> Any:
+        if name not in self._groups:
+            p = self._top.add_parser(name, help=GROUPS[name], description=GROUPS[name])
+            self._groups[name] = p.add_subparsers(dest="sub", required=True)
+        return self._groups[name]
+
+
+def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:
+    """Print JSON when --json was given, else the human text."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=json_default))
+    else:
+        print(text())
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # money stays exact in JSON: a string, never a float
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return str(value)

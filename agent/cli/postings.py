@@ -1,0 +1,177 @@
+"""Manage Postings on the command line: ``ledgerlink postings ...`` and ``ledgerlink payments list``.
+
+It lives with the other command modules, above the postings package, so postings never imports an interface.
+"""
+
+from __future__ import annotations
+
+import argparse
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from agent.cli.output import Commands, emit
+from agent.core.errors import RuleError
+from agent.runtime import Runtime
+from agent.state.schema import payments, postings
+from postings.outbox import STATES, Outbox
+
+
+def _outbox(rt: Runtime) -> Outbox:
+    return Outbox(rt.store, rt.connector, rt.mapping)
+
+
+def _posting_rows(conn: Connection, states: list[str] | None) -> list[dict[str, Any]]:
+    query = select(postings).order_by(postings.c.id)
+    if states:
+        query = query.where(postings.c.state.in_(states))
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _line(p: dict[str, Any]) -> str:
+    amount = f"{p['amount']} {p['currency']}"
+    return (
+        f"{p['id']:>6}  {p['state']:<10} {p['kind']:<8} {amount:>16}  {p['reference']:<40} "
+        f"{p['statement_key'] or '-':<12} {p['last_error'] or p['note'] or ''}"
+    )
+
+
+def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
+    with rt.store.read() as conn:
+        rows = _posting_rows(conn, args.status)
+
+    def text() -> str:
+        if not rows:
+            return "no postings" + (f" in state {', '.join(args.status)}" if args.status else "")
+        head = f"{'id':>6}  {'state':<10} {'kind':<8} {'amount':>16}  {'reference':<40} {'statement':<12} note"
+        return "\n".join([head, *map(_line, rows)])
+
+    emit(args, rows, text)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, rt: Runtime) -> int:
+    with rt.store.read() as conn:
+        row = conn.execute(select(postings).where(postings.c.id == args.id)).mappings().first()
+        if row is None:
+            raise RuleError(f"no posting {args.id}")
+        payment = dict(conn.execute(select(payments).where(payments.c.id == row["payment_id"])).mappings().one())
+        allocations = [
+            dict(r)
+            for r in conn.execute(
+                select(postings).where(postings.c.payment_id == row["payment_id"]).order_by(postings.c.id)
+            ).mappings()
+        ]
+    data = {"posting": dict(row), "payment": payment, "allocations": allocations}
+
+    def text() -> str:
+        lines = [f"posting {row['id']}  {row['reference']}  ({row['kind']})"]
+        lines += [
+            f"  {k:<16} {row[k]}"
+            for k in (
+                "state",
+                "amount",
+                "currency",
+                "statement_key",
+                "matter_key",
+                "attempts",
+                "last_error",
+                "next_attempt_at",
+                "note",
+                "created_at",
+                "updated_at",
+                "posted_at",
+            )
+        ]
+        lines.append(
+            f"payment {payment['payment_ref']} ({payment['provider']}, {payment['method']}): "
+            f"{payment['amount']} {payment['currency']} {payment['status']} at {payment['status_at']}"
+        )
+        lines.append("allocations of this payment:")
+        lines += ["  " + _line(a) for a in allocations]
+        return "\n".join(lines)
+
+    emit(args, data, text)
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace, rt: Runtime) -> int:
+    outbox = _outbox(rt)
+    if args.failed == (args.id is not None):
+        raise RuleError("give a posting ID or --failed (not both)")
+    if args.failed:
+        print(f"{outbox.retry_failed()} failed posting(s) will be retried")
+    else:
+        outbox.retry(args.id)
+        print(f"posting {args.id} will be retried")
+    return 0
+
+
+def _amounts(pairs: list[str]) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for pair in pairs:
+        key, sep, amount = pair.partition("=")
+        try:
+            if not sep or not key:
+                raise InvalidOperation
+            out[key.strip()] = out.get(key.strip(), Decimal(0)) + Decimal(amount.strip())
+        except InvalidOperation:
+            raise RuleError(f"--statement {pair!r}: write STATEMENT=AMOUNT, e.g. INV-1001=120.00") from None
+    return out
+
+
+def cmd_reallocate(args: argparse.Namespace, rt: Runtime) -> int:
+    ids = _outbox(rt).reallocate(args.id, _amounts(args.statement))
+    print(f"posting {args.id} reallocated into posting(s) {', '.join(map(str, ids))}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, rt: Runtime) -> int:
+    _outbox(rt).remove(args.id, args.reason)
+    print(f"posting {args.id} removed: {args.reason}")
+    return 0
+
+
+def cmd_payments_list(args: argparse.Namespace, rt: Runtime) -> int:
+    with rt.store.read() as conn:
+        rows = [dict(r) for r in conn.execute(select(payments).order_by(payments.c.created_at)).mappings()]
+
+    def text() -> str:
+        if not rows:
+            return "no payments"
+        return "\n".join(
+            f"{p['id']:<32} {p['status']:<13} {p['amount']:>12} {p['currency']} {p['method']:<13} "
+            f"{p['provider']:<10} {p['link_id'] or '-':<32} {p['status_at']:%Y-%m-%d %H:%M}"
+            for p in rows
+        )
+
+    emit(args, rows, text)
+    return 0
+
+
+def register(commands: Commands) -> None:
+    commands.add("list", cmd_list, "postings, optionally in some states", group="postings", json=True).add_argument(
+        "--status", action="append", choices=STATES, help="repeat for several states"
+    )
+    commands.add(
+        "show", cmd_show, "one posting with its payment, allocations, attempts and errors", group="postings", json=True
+    ).add_argument("id", type=int)
+    p = commands.add("retry", cmd_retry, "retry a failed posting after fixing the cause", group="postings")
+    p.add_argument("id", type=int, nargs="?")
+    p.add_argument("--failed", action="store_true", help="retry every failed posting")
+    p = commands.add("reallocate", cmd_reallocate, "split an incomplete posting over statements", group="postings")
+    p.add_argument("id", type=int)
+    p.add_argument(
+        "--statement",
+        action="append",
+        required=True,
+        metavar="S=AMOUNT",
+        help="statement key and amount; repeat; the amounts must add up to the posting's",
+    )
+    p = commands.add(
+        "remove", cmd_remove, "take a posting out: it is handled by hand in the matter system", group="postings"
+    )
+    p.add_argument("id", type=int)
+    p.add_argument("--reason", required=True)
+    commands.add("list", cmd_payments_list, "payments and their status", group="payments", json=True)

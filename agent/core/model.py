@@ -1,0 +1,189 @@
+"""The firm-side model every connector maps onto, and money.
+
+Money is always ``Decimal`` with a currency. Floats are refused at every boundary because a SQLite REAL or a JSON
+number turned into money silently loses pennies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from agent.core.errors import DataError
+
+# ISO 4217 minor-unit exponents for the currencies a firm is likely to bill in; others default to 2.
+CURRENCY_EXPONENTS: dict[str, int] = {"JPY": 0, "KRW": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3}
+
+
+def exponent(currency: str) -> int:
+    """Number of decimal places the currency allows."""
+    return CURRENCY_EXPONENTS.get(currency.upper(), 2)
+
+
+def to_decimal(value: Any, *, field: str = "amount") -> Decimal:
+    """Convert a database or user value to Decimal exactly, refusing anything that would lose precision.
+
+    A float is accepted only when its shortest repr is an exact decimal (how SQLite stores NUMERIC columns);
+    the caller still checks the currency's decimals, so 0.30000000000000004 is rejected, never rounded.
+    """
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, bool):
+        raise DataError(f"{field}: {value!r} is not an amount")
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, float):
+        result = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            result = Decimal(value.strip().replace(",", ""))
+        except InvalidOperation:
+            raise DataError(f"{field}: {value!r} is not a number") from None
+    else:
+        raise DataError(f"{field}: {value!r} ({type(value).__name__}) is not an amount")
+    if not result.is_finite():
+        raise DataError(f"{field}: {value!r} is not a finite amount")
+    return result
+
+
+def check_decimals(amount: Decimal, currency: str, *, field: str = "amount") -> Decimal:
+    """Refuse amounts with more decimals than the currency allows (never round silently)."""
+    places = exponent(currency)
+    quantum = Decimal(1).scaleb(-places)
+    if amount != amount.quantize(quantum, rounding=ROUND_HALF_EVEN):
+        raise DataError(f"{field}: {amount} has more than {places} decimal places, which {currency} allows")
+    return amount.quantize(quantum)
+
+
+def to_minor(amount: Decimal, currency: str) -> int:
+    """Integer minor units (pence, cents), exact: the safest way to bind money into drivers that mangle Decimal."""
+    return int(check_decimals(amount, currency).scaleb(exponent(currency)))
+
+
+def from_minor(units: int, currency: str) -> Decimal:
+    return Decimal(units).scaleb(-exponent(currency)).quantize(Decimal(1).scaleb(-exponent(currency)))
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError("money must not be a float; pass a Decimal, an int or a decimal string")
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_no_float)]
+
+
+class Money(BaseModel):
+    """An amount with its currency; arithmetic only between equal currencies."""
+
+    model_config = ConfigDict(frozen=True)
+
+    amount: Amount
+    currency: str = Field(min_length=3, max_length=3)
+
+    def __add__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(amount=self.amount + other.amount, currency=self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(amount=self.amount - other.amount, currency=self.currency)
+
+    def _same(self, other: Money) -> None:
+        if other.currency != self.currency:
+            raise DataError(f"cannot combine {self.currency} with {other.currency}")
+
+    def __str__(self) -> str:
+        return f"{self.currency} {self.amount:,.{exponent(self.currency)}f}"
+
+
+class MatterStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class StatementStatus(StrEnum):
+    OPEN = "open"
+    PAID = "paid"
+    VOID = "void"
+
+
+class _Record(BaseModel):
+    """A firm record: ``key`` is the firm's own primary key, kept as text so any key type maps."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    deleted: bool = False
+
+
+class Client(_Record):
+    name: str
+    email: str | None = None
+    phone: str | None = None
+
+
+class Payer(_Record):
+    """Who receives the link for a matter; the link rules need an email even when the link goes by text."""
+
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    client_key: str | None = None
+
+
+class Matter(_Record):
+    number: str
+    name: str = ""
+    client_key: str | None = None
+    payer_key: str | None = None
+    status: MatterStatus = MatterStatus.OPEN
+
+
+class Statement(_Record):
+    """A bill or invoice. ``balance`` is what the firm database says is still owed on it."""
+
+    number: str
+    matter_key: str
+    issue_date: dt.date | None = None
+    due_date: dt.date | None = None
+    amount: Amount
+    balance: Amount
+    currency: str = Field(min_length=3, max_length=3)
+    status: StatementStatus = StatementStatus.OPEN
+
+    @property
+    def open_balance(self) -> Money:
+        return Money(amount=self.balance, currency=self.currency)
+
+
+ENTITY_MODELS: dict[str, type[_Record]] = {
+    "clients": Client,
+    "payers": Payer,
+    "matters": Matter,
+    "statements": Statement,
+}
+
+
+class MerchantAccount(BaseModel):
+    """A receiving account at a provider (e.g. operating and trust), with its own credentials and link rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    provider: str = "sandbox"
+    currency: str = Field(default="GBP", min_length=3, max_length=3)
+    credentials: str | None = Field(
+        default=None, description="A secret reference, e.g. 'secret:gocardless-operating'; never the token itself."
+    )
+    webhook_secret: str | None = Field(default=None, description="Secret reference for webhook signatures.")
+    api_base: str | None = Field(default=None, description="Override the provider's API address (tests, sandboxes).")
+    expiry_days: int = Field(default=7, ge=1, le=90)
+    default_message: str = "Please use the secure link below to pay {amount} for {description}."
+    disclaimer: str = ""
+    reminder_days: list[int] = Field(default_factory=lambda: [3, 7, 14])
+    remind_before_expiry_days: int | None = 1

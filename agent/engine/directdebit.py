@@ -1,0 +1,510 @@
+"""Direct Debit: mandates, automatic collection on the due date, the payer's manual amount (Pay Now).
+
+Rules (direct-debit-payment-scenarios.txt; each has a test in tests/test_directdebit.py):
+* a statement issued to a payer with an active mandate is collected on its due date: the lesser of what the
+  statement owes (the current invoice) and the payable amount. Payable = brought forward + current invoice, where
+  brought forward is the payer's other open statements (credits negative) less what collections already on their
+  way will take from them, so one credit is never spent twice. Nothing is collected when payable <= 0;
+* a collection is created at the provider as soon as the scheduler finds the statement (on sync), with
+  charge_date = the due date. The provider holds it (GoCardless: pending_submission) until it submits it to the
+  bank a few working days before that date, and until then it can be cancelled: a statement changed before its due
+  date is re-computed by cancel + re-create; once submitted it stands;
+* statements already due when first seen are not collected automatically: they are brought-forward balances;
+* before the due date the payer may choose another amount (Pay Now, ``request_manual``), which replaces the
+  automatic collection; on or after the due date, and when the payer is in credit, it is refused;
+* results arrive through the provider's event cursor (agent.engine.payments calls ``apply_event``): confirmed becomes a
+  posting allocated to the collection's statement, failed or charged back after that is reversed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import IntegrityError
+
+from agent.core.errors import DataError, RuleError, TransientError
+from agent.core.model import Statement, check_decimals, to_decimal
+from agent.core.retry import call
+from agent.state.mirror import get_matter, get_payer, get_statement
+from agent.state.schema import collections, firm_matters, firm_statements, mandates
+from agent.state.store import utcnow
+from connectors.providers.contract import (
+    CollectionCancelRefused,
+    CollectionStatus,
+    DirectDebitProvider,
+    EventKind,
+    MandatePayer,
+    MandateStatus,
+    ProviderError,
+    ProviderEvent,
+)
+
+if TYPE_CHECKING:
+    from agent.runtime import Runtime
+
+log = logging.getLogger("ledgerlink.directdebit")
+
+CREATING = "creating"  # internal: row reserved, the provider has not yet confirmed the collection
+REFUSED = "refused"  # internal: the provider refused to create it (note says why); a person decides
+PENDING = (  # at the provider, no money moved yet: what reduces a link's default amount (agent.engine.links)
+    CollectionStatus.PENDING_CUSTOMER_APPROVAL.value,
+    CollectionStatus.PENDING_SUBMISSION.value,
+    CollectionStatus.SUBMITTED.value,
+)
+LIVE = (CREATING, *PENDING)  # will still take money
+CANCELLABLE = (CollectionStatus.PENDING_CUSTOMER_APPROVAL.value, CollectionStatus.PENDING_SUBMISSION.value)
+RANK = {CREATING: 0, REFUSED: 0, "pending_customer_approval": 1, "pending_submission": 2, "submitted": 3,
+        "confirmed": 4, "paid_out": 5, "cancelled": 6, "customer_approval_denied": 6, "failed": 6, "charged_back": 7}
+SETTLED_MANDATES = (MandateStatus.FAILED, MandateStatus.CANCELLED, MandateStatus.EXPIRED, MandateStatus.CONSUMED,
+                    MandateStatus.BLOCKED)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class MandateView:
+    id: str
+    account: str
+    payer_key: str
+    status: str
+    raw_status: str
+    setup_ref: str
+    provider_ref: str | None
+    url: str | None
+    created_at: dt.datetime
+    existing: bool = False
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], existing: bool = False) -> MandateView:
+        return cls(**{n: row[n] for n in cls.__dataclass_fields__ if n != "existing"}, existing=existing)
+
+
+@dataclass(frozen=True)
+class CollectionView:
+    id: str
+    kind: str
+    status: str
+    amount: Decimal
+    currency: str
+    charge_date: dt.date | None
+    statement_key: str
+    matter_key: str
+    payer_key: str
+    account: str
+    provider_ref: str | None
+    current: bool
+    note: str | None
+    created_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> CollectionView:
+        names = cls.__dataclass_fields__.keys() - {"current"}
+        return cls(**{n: row[n] for n in names}, current=row["current_key"] is not None)
+
+
+@dataclass(frozen=True)
+class Payable:
+    """The scenario figures for one statement: brought forward + current invoice = payable; auto = what to take."""
+
+    statement: Statement
+    brought_forward: Decimal
+    invoice: Decimal
+    payable: Decimal
+    auto: Decimal
+
+
+@dataclass
+class ScheduleResult:
+    created: list[str] = field(default_factory=list)
+    recomputed: list[str] = field(default_factory=list)  # old collection ids cancelled for a new amount
+    kept: list[str] = field(default_factory=list)  # should change but the provider no longer allows it
+
+
+def dd_provider(rt: Runtime, account: str) -> DirectDebitProvider:
+    provider = rt.provider(account)
+    if not isinstance(provider, DirectDebitProvider):
+        raise RuleError(f"account {account!r} uses {provider.name}, which offers no Direct Debit")
+    return provider
+
+
+# ------------------------------------------------------------------------------------------- mandates
+
+
+def setup_mandate(rt: Runtime, payer_key: str, account: str | None = None) -> MandateView:
+    """Send the payer the provider's mandate flow; a payer with a mandate that is not over gets it back."""
+    acct = rt.settings.account(account)
+    with rt.store.read() as conn:
+        payer = get_payer(conn, payer_key)
+        if payer is None or payer.deleted:
+            raise DataError(f"unknown payer {payer_key!r} (has a sync run?)")
+        existing = conn.execute(select(mandates).where(
+            mandates.c.payer_key == payer.key, mandates.c.account == acct.name,
+            mandates.c.status.not_in([s.value for s in SETTLED_MANDATES])).order_by(mandates.c.created_at.desc())
+        ).mappings().first()
+    if existing is not None:
+        return MandateView.from_row(existing, existing=True)
+    if not payer.email:
+        raise RuleError(f"payer {payer.name!r} has no email address; the mandate flow is sent by email")
+    mandate_id = new_id("mdt")
+    provider = dd_provider(rt, acct.name)
+    setup = call(provider.setup_mandate, MandatePayer(payer.key, payer.name, payer.email, f"dd-{mandate_id}"),
+                 initial=rt.links.retry_initial)
+    state = call(provider.get_mandate, setup.ref, initial=rt.links.retry_initial)
+    now = utcnow()
+    with rt.store.begin() as conn:
+        conn.execute(mandates.insert().values(
+            id=mandate_id, account=acct.name, provider=acct.provider, payer_key=payer.key, setup_ref=setup.ref,
+            provider_ref=state.ref if state.ref != setup.ref else None, url=setup.url,
+            status=state.status.value, raw_status=state.raw_status, idempotency_key=f"dd-{mandate_id}",
+            created_at=now, updated_at=now))
+        return MandateView.from_row(conn.execute(select(mandates).where(mandates.c.id == mandate_id)).mappings().one())
+
+
+def list_mandates(rt: Runtime, payer_key: str | None = None) -> list[MandateView]:
+    query = select(mandates).order_by(mandates.c.created_at.desc())
+    if payer_key:
+        query = query.where(mandates.c.payer_key == payer_key)
+    with rt.store.read() as conn:
+        return [MandateView.from_row(r) for r in conn.execute(query).mappings()]
+
+
+def refresh_mandates(rt: Runtime) -> int:
+    """Ask the provider for mandates not yet settled (events do this too; this catches a missed setup)."""
+    with rt.store.read() as conn:
+        rows = conn.execute(select(mandates).where(
+            mandates.c.status.not_in([s.value for s in SETTLED_MANDATES]))).mappings().all()
+    changed = 0
+    for row in rows:
+        state = call(dd_provider(rt, row["account"]).get_mandate, row["provider_ref"] or row["setup_ref"],
+                     initial=rt.links.retry_initial)
+        if (state.status.value, state.raw_status) != (row["status"], row["raw_status"]):
+            with rt.store.begin() as conn:
+                conn.execute(update(mandates).where(mandates.c.id == row["id"]).values(
+                    status=state.status.value, raw_status=state.raw_status, updated_at=utcnow(),
+                    provider_ref=state.ref if state.ref != row["setup_ref"] else row["provider_ref"]))
+            changed += 1
+    return changed
+
+
+# ------------------------------------------------------------------------------------------- events
+
+
+def apply_event(conn: Connection, account: str, event: ProviderEvent) -> bool:
+    """Follow a Direct Debit event (inside agent.engine.payments' transaction). True: nothing more to do with it."""
+    if event.kind is EventKind.MANDATE_CHANGED:
+        refs = [r for r in (event.mandate_ref, event.link_ref) if r]
+        try:
+            status = MandateStatus(event.raw_status)
+        except ValueError:
+            log.warning("mandate event %s has an unknown status %r", event.event_id, event.raw_status)
+            return True
+        conn.execute(update(mandates).where(
+            mandates.c.account == account,
+            mandates.c.provider_ref.in_(refs) | mandates.c.setup_ref.in_(refs),
+        ).values(provider_ref=event.mandate_ref, status=status.value, raw_status=event.raw_status,
+                 updated_at=utcnow()))
+        return True
+    row = conn.execute(select(collections.c.id, collections.c.status).where(
+        collections.c.account == account, collections.c.provider_ref == event.payment_ref)).first()
+    if row is not None and RANK.get(event.raw_status, -1) > RANK[row.status]:
+        conn.execute(update(collections).where(collections.c.id == row.id).values(
+            status=event.raw_status, updated_at=utcnow()))
+    return event.kind is EventKind.COLLECTION_CANCELLED
+
+
+# ------------------------------------------------------------------------------------------- amounts
+
+
+def _payer_statements(conn: Connection, payer_key: str) -> list[Statement]:
+    """The payer's open statements over all their matters, oldest first (the order credits are used in)."""
+    s, m = firm_statements, firm_matters
+    rows = conn.execute(
+        select(s).join(m, m.c.key == s.c.matter_key)
+        .where(m.c.payer_key == payer_key, m.c.deleted.is_(False), s.c.deleted.is_(False), s.c.status == "open")
+        .order_by(s.c.issue_date, s.c.number)
+    ).mappings()
+    return [Statement(**{k: r[k] for k in Statement.model_fields}) for r in rows]
+
+
+def _currents(conn: Connection, payer_key: str) -> dict[str, Mapping[str, Any]]:
+    rows = conn.execute(select(collections).where(
+        collections.c.payer_key == payer_key, collections.c.current_key.is_not(None))).mappings()
+    return {r["statement_key"]: r for r in rows}
+
+
+def _recomputable(row: Mapping[str, Any], st: Statement | None, today: dt.date) -> bool:
+    due = st.due_date if st else row["charge_date"]
+    return row["kind"] == "auto" and row["status"] in CANCELLABLE and due is not None and due > today
+
+
+def plan(conn: Connection, payer_key: str, today: dt.date) -> list[tuple[Payable, Mapping[str, Any] | None]]:
+    """What each statement of the payer should have collected automatically, with its current collection.
+
+    Only statements that are not yet due (or whose automatic collection may still change) are planned; the rest,
+    and collections that can no longer change, are fixed and counted as already on their way.
+    """
+    statements = _payer_statements(conn, payer_key)
+    currents = _currents(conn, payer_key)
+    total = sum((st.balance for st in statements), Decimal(0))
+    by_key = {st.key: st for st in statements}
+    fixed = sum((r["amount"] for k, r in currents.items()
+                 if r["status"] in LIVE and not _recomputable(r, by_key.get(k), today)), Decimal(0))
+    todo = [(st, currents.get(st.key)) for st in statements
+            if (st.key in currents and _recomputable(currents[st.key], st, today))
+            or (st.key not in currents and st.due_date is not None and st.due_date > today)]
+    # Statements still to plan count as collected in full until their turn, so a credit is used once, by the
+    # oldest invoice, and a newer invoice never lowers an older one's collection.
+    on_the_way = fixed + sum((max(st.balance, Decimal(0)) for st, _ in todo), Decimal(0))
+    out: list[tuple[Payable, Mapping[str, Any] | None]] = []
+    for st, row in todo:
+        on_the_way -= max(st.balance, Decimal(0))
+        brought_forward = total - st.balance - on_the_way
+        payable = brought_forward + st.balance
+        auto = max(Decimal(0), min(st.balance, payable))
+        on_the_way += auto
+        out.append((Payable(st, brought_forward, st.balance, payable, auto), row))
+    return out
+
+
+def payable_for(conn: Connection, statement: Statement) -> Payable:
+    """The figures for a manual request: everything but this statement's own collection is on its way."""
+    payer_key = get_matter(conn, statement.matter_key).payer_key
+    statements = _payer_statements(conn, payer_key) if payer_key else [statement]
+    currents = _currents(conn, payer_key) if payer_key else {}
+    others = sum((st.balance for st in statements if st.key != statement.key), Decimal(0))
+    on_the_way = sum((r["amount"] for k, r in currents.items() if k != statement.key and r["status"] in LIVE),
+                     Decimal(0))
+    payable = others - on_the_way + statement.balance
+    return Payable(statement, others - on_the_way, statement.balance, payable,
+                   max(Decimal(0), min(statement.balance, payable)))
+
+
+def _active_mandate(conn: Connection, payer_key: str | None) -> Mapping[str, Any] | None:
+    if payer_key is None:
+        return None
+    return conn.execute(select(mandates).where(
+        mandates.c.payer_key == payer_key, mandates.c.status == MandateStatus.ACTIVE.value)
+        .order_by(mandates.c.created_at.desc())).mappings().first()
+
+
+# ------------------------------------------------------------------------------------------- collecting
+
+
+def _today(rt: Runtime) -> dt.date:
+    return dt.datetime.now(rt.settings.zone).date()
+
+
+def _create(rt: Runtime, mandate: Mapping[str, Any], st: Statement, amount: Decimal, kind: str,
+            charge_date: dt.date | None, note: str | None = None) -> str | None:
+    """Reserve the statement's current collection, then create it at the provider. None: someone else has it."""
+    collection_id = new_id("col")
+    now = utcnow()
+    try:
+        with rt.store.begin() as conn:
+            conn.execute(collections.insert().values(
+                id=collection_id, account=mandate["account"], provider=mandate["provider"],
+                mandate_id=mandate["id"], payer_key=mandate["payer_key"], matter_key=st.matter_key,
+                statement_key=st.key, kind=kind, amount=amount, currency=st.currency, charge_date=charge_date,
+                status=CREATING, current_key=st.key, note=note, idempotency_key=f"dd-{collection_id}",
+                created_at=now, updated_at=now))
+    except IntegrityError:
+        return None
+    _submit(rt, collection_id)
+    return collection_id
+
+
+def _submit(rt: Runtime, collection_id: str) -> None:
+    """Create (or, after a crash, find again under the same key) the reserved collection at the provider."""
+    with rt.store.read() as conn:
+        row = conn.execute(select(collections).where(collections.c.id == collection_id)).mappings().one()
+        mandate = conn.execute(select(mandates).where(mandates.c.id == row["mandate_id"])).mappings().one()
+        st = get_statement(conn, row["statement_key"])
+    description = f"{rt.settings.service_name} {st.number if st else row['statement_key']}"
+    provider = dd_provider(rt, row["account"])
+    try:
+        made = call(provider.create_collection, mandate["provider_ref"] or mandate["setup_ref"], row["amount"],
+                    row["currency"], row["charge_date"], description, row["idempotency_key"],
+                    initial=rt.links.retry_initial)
+    except TransientError:
+        raise
+    except ProviderError as exc:
+        with rt.store.begin() as conn:
+            conn.execute(update(collections).where(collections.c.id == collection_id).values(
+                status=REFUSED, note=f"the provider refused it: {exc}", updated_at=utcnow()))
+        log.warning("collection %s refused by the provider: %s", collection_id, exc)
+        return
+    with rt.store.begin() as conn:
+        conn.execute(update(collections).where(collections.c.id == collection_id, collections.c.status == CREATING)
+                     .values(provider_ref=made.ref, status=made.status.value, charge_date=made.charge_date,
+                             updated_at=utcnow()))
+
+
+def _cancel_at_provider(rt: Runtime, row: Mapping[str, Any]) -> None:
+    """CollectionCancelRefused when it went to the bank meanwhile; the row is then brought up to date."""
+    if row["status"] in (CREATING, REFUSED) and row["provider_ref"] is None:
+        if row["status"] == CREATING:
+            _submit(rt, row["id"])
+            with rt.store.read() as conn:
+                row = conn.execute(select(collections).where(collections.c.id == row["id"])).mappings().one()
+        if row["provider_ref"] is None:
+            return
+    try:
+        call(dd_provider(rt, row["account"]).cancel_collection, row["provider_ref"], initial=rt.links.retry_initial)
+    except CollectionCancelRefused as exc:
+        if exc.collection is not None and RANK[exc.collection.status.value] > RANK.get(row["status"], 0):
+            with rt.store.begin() as conn:
+                conn.execute(update(collections).where(collections.c.id == row["id"]).values(
+                    status=exc.collection.status.value, updated_at=utcnow()))
+        raise
+
+
+def _close(rt: Runtime, collection_id: str, note: str, *, keep_current: bool = False) -> None:
+    values: dict[str, Any] = {"status": CollectionStatus.CANCELLED.value, "note": note, "updated_at": utcnow()}
+    if not keep_current:
+        values["current_key"] = None
+    with rt.store.begin() as conn:
+        conn.execute(update(collections).where(collections.c.id == collection_id).values(**values))
+
+
+def schedule_collections(rt: Runtime, today: dt.date | None = None) -> ScheduleResult:
+    """The sync job: every payer with an active mandate gets its statements' automatic collections (re)planned."""
+    today = today or _today(rt)
+    result = ScheduleResult()
+    with rt.store.read() as conn:
+        active = conn.execute(select(mandates).where(mandates.c.status == MandateStatus.ACTIVE.value)
+                              .order_by(mandates.c.created_at)).mappings().all()
+        stuck = conn.execute(select(collections.c.id).where(collections.c.status == CREATING)).scalars().all()
+    for collection_id in stuck:  # cut off by a crash: finish under the same idempotency key
+        _submit(rt, collection_id)
+    for mandate in {m["payer_key"]: m for m in active}.values():  # the newest active mandate per payer
+        _schedule_payer(rt, mandate, today, result)
+    return result
+
+
+def _schedule_payer(rt: Runtime, mandate: Mapping[str, Any], today: dt.date, result: ScheduleResult) -> None:
+    with rt.store.read() as conn:
+        planned = plan(conn, mandate["payer_key"], today)
+        open_keys = {p.statement.key for p, _ in planned} | {st.key for st in _payer_statements(
+            conn, mandate["payer_key"])}
+        gone = [r for k, r in _currents(conn, mandate["payer_key"]).items()
+                if k not in open_keys and _recomputable(r, None, today)]
+    for row in gone:  # statement paid elsewhere, void or deleted: nothing left to collect
+        _recompute(rt, mandate, row, None, Decimal(0), result)
+    for payable, row in planned:
+        if row is None:
+            if payable.auto > 0:
+                made = _create(rt, mandate, payable.statement, payable.auto, "auto", payable.statement.due_date)
+                if made:
+                    result.created.append(made)
+        elif row["amount"] != payable.auto:
+            _recompute(rt, mandate, row, payable.statement, payable.auto, result)
+
+
+def _recompute(rt: Runtime, mandate: Mapping[str, Any], row: Mapping[str, Any], st: Statement | None,
+               amount: Decimal, result: ScheduleResult) -> None:
+    try:
+        _cancel_at_provider(rt, row)
+    except CollectionCancelRefused as exc:
+        log.warning("collection %s should now be %s but stands: %s", row["id"], amount, exc)
+        result.kept.append(row["id"])
+        return
+    _close(rt, row["id"], f"recomputed to {amount} before the due date")
+    result.recomputed.append(row["id"])
+    if st is not None and amount > 0:
+        made = _create(rt, mandate, st, amount, "auto", st.due_date, note=f"replaces {row['id']}")
+        if made:
+            result.created.append(made)
+
+
+def request_manual(rt: Runtime, statement: str, amount: Decimal, today: dt.date | None = None) -> CollectionView:
+    """Pay Now: the payer's own amount replaces the statement's automatic collection, before the due date only."""
+    today = today or _today(rt)
+    with rt.store.read() as conn:
+        st = _find_statement(conn, statement)
+        mandate = _active_mandate(conn, get_matter(conn, st.matter_key).payer_key)
+        if mandate is None:
+            raise RuleError(f"statement {st.number}: the payer has no active Direct Debit mandate")
+        if st.due_date is not None and today >= st.due_date:
+            raise RuleError(f"statement {st.number} was due on {st.due_date}: a manual Direct Debit must be "
+                            "requested before the due date. Send a payment link instead")
+        figures = payable_for(conn, st)
+        current = conn.execute(select(collections).where(collections.c.current_key == st.key)).mappings().first()
+    if figures.payable <= 0:
+        raise RuleError(f"statement {st.number}: the payer is in credit (payable {figures.payable} {st.currency}); "
+                        "there is nothing to collect")
+    amount = to_decimal(amount, field="amount")
+    try:
+        amount = check_decimals(amount, st.currency)
+    except DataError as exc:
+        raise RuleError(str(exc)) from None
+    if not Decimal(0) < amount <= figures.payable:
+        raise RuleError(f"the amount must be more than zero and at most the payable {figures.payable} "
+                        f"{st.currency}, not {amount}")
+    if current is not None:
+        try:
+            _cancel_at_provider(rt, current)
+        except CollectionCancelRefused as exc:
+            raise RuleError(f"statement {st.number}: collection {current['id']} has gone to the bank and can no "
+                            f"longer be replaced ({exc})") from None
+        _close(rt, current["id"], "replaced by the payer's manual Direct Debit")
+    made = _create(rt, mandate, st, amount, "manual", None,
+                   note=f"Pay Now; replaces {current['id']}" if current is not None else "Pay Now")
+    if made is None:
+        raise RuleError(f"statement {st.number} got another collection at the same moment; try again")
+    return get_collection(rt, made)
+
+
+def _find_statement(conn: Connection, ref: str) -> Statement:
+    st = get_statement(conn, ref)
+    if st is None:
+        key = conn.execute(select(firm_statements.c.key).where(firm_statements.c.number == ref)).scalar()
+        st = get_statement(conn, key) if key else None
+    if st is None or st.deleted:
+        raise DataError(f"unknown statement {ref!r}: no statement with that number or key (has a sync run?)")
+    return st
+
+
+def cancel_collection(rt: Runtime, collection_id: str) -> CollectionView:
+    """Staff cancel, while the provider allows it. The statement keeps this (cancelled) collection, so the scheduler
+    does not collect it again by itself."""
+    row = _get(rt, collection_id)
+    if row["status"] not in (*LIVE, REFUSED):
+        raise RuleError(f"collection {collection_id} is {row['status']}; nothing to cancel")
+    try:
+        _cancel_at_provider(rt, row)
+    except CollectionCancelRefused as exc:
+        raise RuleError(f"the provider would not cancel collection {collection_id}: {exc}") from None
+    _close(rt, collection_id, "cancelled by staff", keep_current=True)
+    return get_collection(rt, collection_id)
+
+
+def _get(rt: Runtime, collection_id: str) -> Mapping[str, Any]:
+    with rt.store.read() as conn:
+        row = conn.execute(select(collections).where(collections.c.id == collection_id)).mappings().first()
+    if row is None:
+        raise DataError(f"unknown collection {collection_id!r}")
+    return row
+
+
+def get_collection(rt: Runtime, collection_id: str) -> CollectionView:
+    return CollectionView.from_row(_get(rt, collection_id))
+
+
+def list_collections(rt: Runtime, matter: str | None = None, pending: bool = False) -> list[CollectionView]:
+    """Newest first; ``pending`` keeps those at the provider and not yet paid (the Pay-Now link default's input)."""
+    query = select(collections).order_by(collections.c.created_at.desc())
+    if pending:
+        query = query.where(collections.c.status.in_(PENDING))
+    with rt.store.read() as conn:
+        if matter:
+            query = query.where(collections.c.matter_key == get_matter(conn, matter).key)
+        return [CollectionView.from_row(r) for r in conn.execute(query).mappings()]

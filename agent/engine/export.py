@@ -1,0 +1,184 @@
+"""Export to Excel (or CSV): Sent Pages (links) and Manage Postings, with chosen and ordered columns.
+
+A workbook is for analysis, so its cells are typed: dates are real dates, timestamps real date-times in the
+firm's time zone (Excel has no zones), and money is a number with the currency's number format - written from
+the Decimal, never through a float in our code. CSV gets ISO dates and exact decimal text.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from openpyxl import Workbook
+from openpyxl.styles import Font
+from openpyxl.utils import get_column_letter
+from sqlalchemy import func, select
+
+from agent.core.errors import RuleError
+from agent.core.model import exponent
+from agent.runtime import Runtime
+from agent.state.schema import links, payments, postings, sends
+
+Kind = Literal["text", "money", "date", "datetime"]
+SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$"}
+DATE_FORMAT = "dd/mm/yyyy"  # UK firms read day first
+DATETIME_FORMAT = "dd/mm/yyyy hh:mm"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    key: str
+    header: str
+    kind: Kind = "text"
+
+
+def _cols(*specs: tuple[str, str] | tuple[str, str, Kind]) -> dict[str, ColumnSpec]:
+    return {s[0]: ColumnSpec(*s) for s in specs}
+
+
+LINK_COLUMNS = _cols(
+    ("created_at", "Created", "datetime"), ("status", "Status"), ("invoice_number", "Invoice Number"),
+    ("payer_name", "Recipient Name"), ("payer_email", "Recipient Email"), ("amount", "Amount", "money"),
+    ("currency", "Currency"), ("description", "Description"), ("due_date", "Due Date", "date"),
+    ("expires_at", "Expires", "datetime"), ("last_sent_at", "Last Sent", "datetime"), ("url", "Link"),
+    ("id", "Link ID"), ("account", "Account"), ("matter_key", "Matter"), ("closed_at", "Closed", "datetime"),
+    ("status_reason", "Note"), ("provider_ref", "Provider Reference"),
+)
+LINK_DEFAULT = ["created_at", "status", "invoice_number", "payer_name", "payer_email", "amount", "currency",
+                "description", "due_date", "expires_at", "last_sent_at", "url", "id"]
+
+POSTING_COLUMNS = _cols(
+    ("id", "Posting ID"), ("created_at", "Created", "datetime"), ("state", "State"), ("kind", "Kind"),
+    ("reference", "Reference"), ("amount", "Amount", "money"), ("currency", "Currency"),
+    ("statement_key", "Statement"), ("matter_key", "Matter"), ("payment_ref", "Payment Reference"),
+    ("method", "Method"), ("payment_status", "Payment Status"), ("link_id", "Link ID"),
+    ("invoice_number", "Invoice Number"), ("payer_name", "Payer"), ("posted_at", "Posted", "datetime"),
+    ("note", "Note"), ("last_error", "Last Error"),
+)
+POSTING_DEFAULT = ["id", "created_at", "state", "reference", "amount", "currency", "statement_key", "matter_key",
+                   "payment_ref", "method", "payer_name", "posted_at", "note"]
+
+
+def choose(available: Mapping[str, ColumnSpec], wanted: Sequence[str] | None, default: Sequence[str]
+           ) -> list[ColumnSpec]:
+    """The Column Configurator: the chosen columns in the chosen order; an unknown name lists the valid ones."""
+    names = list(wanted) if wanted else list(default)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise RuleError(f"unknown column(s) {', '.join(unknown)}; choose from: {', '.join(available)}")
+    return [available[n] for n in dict.fromkeys(names)]
+
+
+def link_rows(rt: Runtime, statuses: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    last_sent = (select(sends.c.link_id, func.max(sends.c.sent_at).label("last_sent_at"))
+                 .where(sends.c.ok.is_(True)).group_by(sends.c.link_id).subquery())
+    query = (select(links, last_sent.c.last_sent_at).outerjoin(last_sent, last_sent.c.link_id == links.c.id)
+             .order_by(links.c.created_at.desc()))
+    if statuses:
+        query = query.where(links.c.status.in_(statuses))
+    with rt.store.read() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def posting_rows(rt: Runtime, states: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    query = (select(postings, payments.c.payment_ref, payments.c.method, payments.c.status.label("payment_status"),
+                    payments.c.link_id, links.c.invoice_number, links.c.payer_name)
+             .join(payments, payments.c.id == postings.c.payment_id)
+             .outerjoin(links, links.c.id == payments.c.link_id).order_by(postings.c.id))
+    if states:
+        query = query.where(postings.c.state.in_(states))
+    with rt.store.read() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def money_format(currency: str) -> str:
+    places = exponent(currency)
+    number = "#,##0" + ("." + "0" * places if places else "")
+    symbol = SYMBOLS.get(currency.upper())
+    return f'"{symbol}"{number}' if symbol else f'{number} "{currency.upper()}"'
+
+
+def _local(value: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+    return value.astimezone(zone).replace(tzinfo=None)
+
+
+def write_xlsx(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[ColumnSpec], zone: ZoneInfo,
+               title: str) -> None:
+    wb = Workbook()
+    ws = wb.active
+    ws.title = title
+    ws.append([c.header for c in columns])
+    for cell in ws[1]:
+        cell.font = Font(bold=True)
+    ws.freeze_panes = "A2"
+    for r, row in enumerate(rows, start=2):
+        for i, col in enumerate(columns, start=1):
+            value = row.get(col.key)
+            if value is None:
+                continue
+            cell = ws.cell(row=r, column=i)
+            if col.kind == "money":
+                cell.value = value  # a Decimal: openpyxl writes its exact digits
+                cell.number_format = money_format(str(row.get("currency") or "GBP"))
+            elif col.kind == "datetime":
+                cell.value = _local(value, zone)
+                cell.number_format = DATETIME_FORMAT
+            elif col.kind == "date":
+                cell.value = value
+                cell.number_format = DATE_FORMAT
+            else:
+                cell.value = str(value)
+    for i, col in enumerate(columns, start=1):
+        ws.column_dimensions[get_column_letter(i)].width = max(12, len(col.header) + 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb.save(path)
+
+
+def _csv_value(value: Any, col: ColumnSpec, zone: ZoneInfo) -> str:
+    if value is None:
+        return ""
+    if col.kind == "datetime":
+        return _local(value, zone).isoformat(sep=" ", timespec="minutes")
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value.isoformat() if isinstance(value, dt.date) else str(value)
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[ColumnSpec], zone: ZoneInfo) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8-sig") as out:  # the BOM makes Excel read UTF-8 names right
+        writer = csv.writer(out)
+        writer.writerow([c.header for c in columns])
+        writer.writerows([_csv_value(row.get(c.key), c, zone) for c in columns] for row in rows)
+
+
+def _write(path: Path, rows: list[dict[str, Any]], columns: list[ColumnSpec], zone: ZoneInfo, title: str) -> int:
+    suffix = path.suffix.lower()
+    if suffix == ".xlsx":
+        write_xlsx(path, rows, columns, zone, title)
+    elif suffix == ".csv":
+        write_csv(path, rows, columns, zone)
+    else:
+        raise RuleError(f"{path.name}: export to a .xlsx or .csv file")
+    return len(rows)
+
+
+def export_links(rt: Runtime, path: Path, *, statuses: Sequence[str] | None = None,
+                 columns: Sequence[str] | None = None) -> int:
+    """Sent Pages to ``path`` (.xlsx or .csv); returns the number of links written."""
+    chosen = choose(LINK_COLUMNS, columns, LINK_DEFAULT)
+    return _write(path, link_rows(rt, statuses), chosen, rt.settings.zone, "Sent Pages")
+
+
+def export_postings(rt: Runtime, path: Path, *, states: Sequence[str] | None = None,
+                    columns: Sequence[str] | None = None) -> int:
+    """Manage Postings to ``path`` (.xlsx or .csv); returns the number of postings written."""
+    chosen = choose(POSTING_COLUMNS, columns, POSTING_DEFAULT)
+    return _write(path, posting_rows(rt, states), chosen, rt.settings.zone, "Postings")

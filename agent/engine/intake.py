@@ -1,0 +1,126 @@
+"""Request intake besides the CLI: a request table in the firm database, and an inbox folder of bulk files.
+
+Both are idempotent through the link engine's existing-link check: a request retried after a crash gets the
+link it already has (a matter's outstanding link; a quick link by invoice number), never a second one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.core.errors import DataError, RuleError, TransientError
+from agent.core.model import to_decimal
+from agent.engine.links import LinkRequest
+from agent.runtime import Runtime
+
+log = logging.getLogger("ledgerlink.intake")
+
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
+
+
+def process_request_table(rt: Runtime, limit: int = 50) -> int:
+    """Create links for NEW rows of the mapping's request table and write URL and status back to each row."""
+    spec = rt.mapping.requests
+    if spec is None:
+        return 0
+    done = 0
+    for req in rt.connector.pending_requests(limit):
+        try:
+            amount = to_decimal(req["amount"], field="amount") if req.get("amount") not in (None, "") else None
+            link = rt.links.create(LinkRequest(
+                matter=str(req["matter"]), amount=amount, description=req.get("description") or None,
+                account=req.get("account") or None))
+        except TransientError:
+            raise  # the row stays NEW and is retried on the next pass
+        except (RuleError, DataError) as exc:
+            rt.connector.write_request_result(req["key"], spec.failed_value, {"error": str(exc)})
+            log.warning("request %s refused: %s", req["key"], exc)
+            continue
+        rt.connector.write_request_result(req["key"], spec.done_value, {
+            "url": link.url, "link_id": link.id, "link_status": link.status, "error": None})
+        done += 1
+    return done
+
+
+@dataclass
+class _Seen:
+    size: int
+    mtime: float
+    since: float
+
+
+@dataclass
+class InboxIntake:
+    """Bulk files (CSV/TXT) dropped into ``folder``; taken only once complete, moved to done/ or failed/.
+
+    A file is complete when its size and mtime have not changed for ``settle`` seconds; writers that rename a
+    finished ``.tmp``/``.part`` file into place are taken on the next scan (those suffixes are never read).
+    """
+
+    rt: Runtime
+    folder: Path
+    settle: float = 2.0
+    clock: Callable[[], float] = time.monotonic
+    _seen: dict[Path, _Seen] = field(default_factory=dict)
+
+    def ready(self) -> list[Path]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        now = self.clock()
+        ready = []
+        present = set()
+        for path in sorted(self.folder.iterdir()):
+            if not path.is_file() or path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES):
+                continue
+            if path.suffix.lower() not in (".csv", ".txt"):
+                continue
+            present.add(path)
+            st = path.stat()
+            seen = self._seen.get(path)
+            if seen is None or (seen.size, seen.mtime) != (st.st_size, st.st_mtime):
+                self._seen[path] = _Seen(st.st_size, st.st_mtime, now)
+            elif now - seen.since >= self.settle:
+                ready.append(path)
+        self._seen = {p: s for p, s in self._seen.items() if p in present}
+        return ready
+
+    def scan(self) -> list[Path]:
+        """Process every complete file; returns where each one was moved."""
+        return [self.process(path) for path in self.ready()]
+
+    def process(self, path: Path) -> Path:
+        from agent.engine.bulk import read_bulk
+
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        bulk = read_bulk(path)
+        if not bulk.ok:
+            target = self._move(path, "failed", stamp)
+            report = [f"{path.name}: {len(bulk.problems)} problem(s); nothing was sent. Fix the file and drop it "
+                      "into the inbox again."]
+            report += [f"row {p.row}, {p.field}: {p.message} (value {p.value!r})" for p in bulk.problems]
+            target.with_name(target.name + ".errors.txt").write_text("\n".join(report) + "\n", encoding="utf-8")
+            log.warning("inbox file %s refused with %d problem(s)", path.name, len(bulk.problems))
+            return target
+        lines = ["invoice_number,link_id,status,url,existing"]
+        for row in bulk.rows:
+            link = self.rt.links.create(row.to_request(None))
+            lines.append(f"{row.invoice},{link.id},{link.status},{link.url},{str(link.existing).lower()}")
+        target = self._move(path, "done", stamp)
+        target.with_name(target.name + ".links.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        log.info("inbox file %s: %d link(s)", path.name, len(bulk.rows))
+        return target
+
+    def _move(self, path: Path, where: str, stamp: str) -> Path:
+        folder = self.folder / where
+        folder.mkdir(exist_ok=True)
+        target = folder / f"{stamp}-{path.name}"
+        shutil.move(path, target)
+        self._seen.pop(path, None)
+        return target
+
+

@@ -1,0 +1,503 @@
+"""The link engine: every rule of the Instant Bank Pay flow and the Send for Payment guide, in one place.
+
+Rules (each has its own test in tests/test_links.py):
+* amount defaults to the remaining balance after pending collections: the mirror's open balance, minus Direct
+  Debit collections submitted but not paid, minus payments received but not yet posted back;
+* existing-link check: a debt with an outstanding link gets that link back (marked existing). The unique
+  ``outstanding_key`` column makes this hold across threads and processes; a link whose creation was cut off
+  (status ``creating``) is resumed with the same idempotency key, so the provider never holds two;
+* description defaults to the service name and today's date in the firm's zone;
+* the payer must have an email before anything reaches the provider, even if the link will go by text;
+* Cancel & Create New cancels at the provider first and creates only once that is confirmed;
+* a link never outlives its debt (``review_outstanding``), and expires per merchant account.
+Creating a link never writes to the firm database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from agent.core.errors import DataError, RuleError
+from agent.core.model import MatterStatus, MerchantAccount, Statement, check_decimals, to_decimal
+from agent.core.retry import call
+from agent.home.settings import Settings
+from agent.state import StateStore
+from agent.state.mirror import get_matter, get_payer, get_statement, open_statements
+from agent.state.schema import firm_clients, link_items, links, payments, postings
+from agent.state.store import utcnow
+from connectors.providers.contract import CancelRefused, LinkSpec, LinkStatus, Provider, ProviderLink
+
+log = logging.getLogger("ledgerlink.links")
+
+CREATING = "creating"  # internal: row reserved, provider not yet confirmed the link
+OPEN_STATES = (CREATING, LinkStatus.OUTSTANDING.value)
+UNPOSTED_PAYMENT = ("pending", "confirmed")
+
+
+def new_id(prefix: str = "lnk") -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    """A request from the CLI, API, request table or bulk file. Either matter or quick-link fields."""
+
+    matter: str | None = None
+    statements: Mapping[str, Decimal] = field(default_factory=dict)  # statement number/key -> amount
+    amount: Decimal | None = None
+    description: str | None = None
+    account: str | None = None
+    # quick link (no matter needed)
+    name: str | None = None
+    email: str | None = None
+    invoice: str | None = None
+    due_date: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class Link:
+    id: str
+    status: str
+    url: str | None
+    amount: Decimal
+    currency: str
+    description: str
+    account: str
+    matter_key: str | None
+    payer_name: str | None
+    payer_email: str | None
+    expires_at: dt.datetime
+    created_at: dt.datetime
+    provider_ref: str | None
+    invoice_number: str | None = None
+    status_reason: str | None = None
+    flagged: str | None = None
+    replaces: str | None = None
+    existing: bool = False
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], **extra: Any) -> Link:
+        names = cls.__dataclass_fields__.keys() - {"existing", "warnings"}
+        return cls(**{n: row[n] for n in names}, **extra)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What the popup shows before a link is created."""
+
+    matter_key: str
+    open_balance: Decimal
+    pending_collections: Decimal
+    unposted_payments: Decimal
+    amount: Decimal
+    currency: str
+    description: str
+    statements: list[Statement]
+    payer_name: str | None
+    payer_email: str | None
+    existing: Link | None
+
+
+def pending_collections(conn: Connection, matter_key: str) -> Decimal:
+    """Direct Debit collections at the provider but not yet paid (agent.engine.directdebit.PENDING)."""
+    from agent.engine.directdebit import PENDING
+    from agent.state.schema import collections
+
+    rows = conn.execute(
+        select(collections.c.amount).where(collections.c.matter_key == matter_key, collections.c.status.in_(PENDING))
+    ).scalars()
+    return sum(rows, Decimal(0))
+
+
+def unposted_payments(conn: Connection, matter_key: str) -> Decimal:
+    """Payments taken on this matter's links that the firm database does not show yet."""
+    paid = select(payments.c.id, payments.c.amount).join(links, links.c.id == payments.c.link_id).where(
+        links.c.matter_key == matter_key, payments.c.status.in_(UNPOSTED_PAYMENT)
+    )
+    total = Decimal(0)
+    for payment_id, amount in conn.execute(paid):
+        posted = conn.execute(
+            select(postings.c.amount).where(postings.c.payment_id == payment_id, postings.c.state == "posted")
+        ).scalars()
+        total += amount - sum(posted, Decimal(0))
+    return total
+
+
+def _get(conn: Connection, link_id: str) -> Mapping[str, Any]:
+    row = conn.execute(select(links).where(links.c.id == link_id)).mappings().first()
+    if row is None:
+        raise DataError(f"unknown link {link_id!r}")
+    return row
+
+
+def _open_for(conn: Connection, debt: str) -> Mapping[str, Any] | None:
+    return conn.execute(select(links).where(links.c.outstanding_key == debt)).mappings().first()
+
+
+class LinkEngine:
+    def __init__(self, settings: Settings, store: StateStore, providers: Callable[[str | None], Provider],
+                 *, today: Callable[[], dt.date] | None = None, retry_initial: float = 0.5) -> None:
+        self.settings = settings
+        self.store = store
+        self.providers = providers
+        self.today = today or (lambda: dt.datetime.now(settings.zone).date())
+        self.retry_initial = retry_initial
+
+    # ------------------------------------------------------------------------------------------- reading
+
+    def description(self) -> str:
+        return self.settings.description_template.format(service=self.settings.service_name, date=self.today())
+
+    def defaults(self, matter_ref: str) -> Defaults:
+        with self.store.read() as conn:
+            matter = get_matter(conn, matter_ref)
+            statements = open_statements(conn, matter.key)
+            payer = get_payer(conn, matter.payer_key)
+            name, email = (payer.name, payer.email) if payer else self._client_contact(conn, matter.client_key)
+            balance = sum((s.balance for s in statements), Decimal(0))
+            pending = pending_collections(conn, matter.key)
+            unposted = unposted_payments(conn, matter.key)
+            existing = _open_for(conn, f"matter:{matter.key}")
+        currency = statements[0].currency if statements else self.settings.account(None).currency
+        return Defaults(
+            matter_key=matter.key, open_balance=balance, pending_collections=pending, unposted_payments=unposted,
+            amount=max(balance - pending - unposted, Decimal(0)), currency=currency, description=self.description(),
+            statements=statements, payer_name=name, payer_email=email,
+            existing=Link.from_row(existing, existing=True) if existing else None,
+        )
+
+    @staticmethod
+    def _client_contact(conn: Connection, client_key: str | None) -> tuple[str | None, str | None]:
+        if client_key is None:
+            return None, None
+        row = conn.execute(select(firm_clients).where(firm_clients.c.key == client_key)).mappings().first()
+        return (row["name"], row["email"]) if row else (None, None)
+
+    def get(self, link_id: str) -> Link:
+        with self.store.read() as conn:
+            return Link.from_row(_get(conn, link_id))
+
+    def list(self, statuses: list[str] | None = None, matter: str | None = None) -> list[Link]:
+        query = select(links).order_by(links.c.created_at.desc())
+        with self.store.read() as conn:
+            if statuses:
+                query = query.where(links.c.status.in_(statuses))
+            if matter:
+                query = query.where(links.c.matter_key == get_matter(conn, matter).key)
+            return [Link.from_row(r) for r in conn.execute(query).mappings()]
+
+    # ------------------------------------------------------------------------------------------- creating
+
+    def create(self, request: LinkRequest) -> Link:
+        """Validate, reserve (or find) the debt's link, then create it at the provider."""
+        if request.matter is None:
+            return self._create_quick(request)
+        account = self.settings.account(request.account)
+        warnings: list[str] = []
+        with self.store.read() as conn:
+            matter = get_matter(conn, request.matter)
+            if matter.status != MatterStatus.OPEN:
+                raise RuleError(f"matter {matter.number} is {matter.status}; links are only for open matters")
+            debt = f"matter:{matter.key}"
+            existing = _open_for(conn, debt)
+            if existing is not None and existing["status"] != CREATING:
+                return Link.from_row(existing, existing=True)
+        defaults = self.defaults(matter.key)
+        if not defaults.payer_email:
+            who = f"payer {defaults.payer_name!r}" if defaults.payer_name else "no payer"
+            raise RuleError(
+                f"matter {matter.number}: {who} has no email address. Add one in the matter system first; "
+                "the link needs it even if you will send it by text"
+            )
+        items = self._items(request, defaults, account)
+        if request.statements:
+            amount = sum(items.values(), Decimal(0))
+        else:
+            amount = defaults.amount if request.amount is None else request.amount
+        amount = self._check_amount(amount, account.currency, field="amount")
+        if amount > defaults.amount:
+            message = (f"{amount} is more than the {defaults.amount} {defaults.currency} owing on {matter.number} "
+                       f"after pending collections and unposted payments")
+            if self.settings.over_balance == "refuse":
+                raise RuleError(message)
+            warnings.append(message)
+        if not request.statements:
+            items = self._oldest_first(defaults.statements, amount)
+        row = self._reserve(
+            debt=debt, account=account, amount=amount, description=request.description or defaults.description,
+            matter_key=matter.key, client_key=matter.client_key, payer_name=defaults.payer_name,
+            payer_email=defaults.payer_email, invoice=None, due_date=None, items=items,
+            explicit=bool(request.statements),
+        )
+        if row["status"] != CREATING:  # a concurrent request created it a moment ago
+            return Link.from_row(row, existing=True)
+        # A 'creating' row that is not ours was cut off (or is being created right now): finishing it with its
+        # own idempotency key yields the provider's one link either way.
+        return self._finish(row, warnings)
+
+    def _check_amount(self, amount: Decimal, currency: str, field: str) -> Decimal:
+        amount = to_decimal(amount, field=field)
+        if amount <= 0:
+            raise RuleError(f"{field} must be more than zero (got {amount})")
+        try:
+            return check_decimals(amount, currency, field=field)
+        except DataError as exc:
+            raise RuleError(str(exc)) from None
+
+    def _items(self, request: LinkRequest, defaults: Defaults, account: MerchantAccount) -> dict[str, Decimal]:
+        if not request.statements:
+            if defaults.statements and defaults.currency != account.currency:
+                raise RuleError(f"the matter bills in {defaults.currency} but account {account.name!r} takes "
+                                f"{account.currency}; choose an account in {defaults.currency}")
+            return {}
+        by_ref = {s.number: s for s in defaults.statements} | {s.key: s for s in defaults.statements}
+        items: dict[str, Decimal] = {}
+        for ref, raw in request.statements.items():
+            st = by_ref.get(ref)
+            if st is None:
+                with self.store.read() as conn:
+                    other = get_statement(conn, ref)
+                hint = "it is not open" if other and other.matter_key == defaults.matter_key else "it is not on it"
+                raise RuleError(f"statement {ref!r} cannot be paid on this matter: {hint}")
+            if st.currency != account.currency:
+                raise RuleError(f"statement {st.number} is in {st.currency}; account {account.name!r} takes "
+                                f"{account.currency}")
+            amount = self._check_amount(raw, st.currency, field=f"amount for {st.number}")
+            if amount > st.balance and self.settings.over_balance == "refuse":
+                raise RuleError(f"{amount} is more than the {st.balance} owing on statement {st.number}")
+            items[st.key] = amount
+        return items
+
+    @staticmethod
+    def _oldest_first(statements: list[Statement], amount: Decimal) -> dict[str, Decimal]:
+        items: dict[str, Decimal] = {}
+        left = amount
+        for st in statements:
+            if left <= 0:
+                break
+            if st.balance <= 0:
+                continue
+            take = min(st.balance, left)
+            items[st.key] = take
+            left -= take
+        return items
+
+    def _create_quick(self, request: LinkRequest) -> Link:
+        account = self.settings.account(request.account)
+        if not request.email or "@" not in request.email:
+            raise RuleError("a quick link needs the recipient's email address")
+        if not request.name:
+            raise RuleError("a quick link needs the recipient's name")
+        if request.amount is None:
+            raise RuleError("a quick link needs an amount")
+        amount = self._check_amount(request.amount, account.currency, field="amount")
+        debt = f"quick:{account.name}:{request.invoice}" if request.invoice else None
+        row = self._reserve(
+            debt=debt, account=account, amount=amount, description=request.description or self.description(),
+            matter_key=None, client_key=None, payer_name=request.name, payer_email=request.email,
+            invoice=request.invoice, due_date=request.due_date, items={}, explicit=False,
+        )
+        if row["status"] != CREATING:
+            return Link.from_row(row, existing=True)
+        return self._finish(row, [])
+
+    def _reserve(self, *, debt: str | None, account: MerchantAccount, amount: Decimal, description: str,
+                 matter_key: str | None, client_key: str | None, payer_name: str | None, payer_email: str | None,
+                 invoice: str | None, due_date: dt.date | None, items: dict[str, Decimal],
+                 explicit: bool, replaces: str | None = None) -> Mapping[str, Any]:
+        """Insert the link row as ``creating``; if the debt already has one (a concurrent request), return it."""
+        provider = self.providers(account.name)
+        now = utcnow()
+        expiry = min(dt.timedelta(days=account.expiry_days), provider.max_expiry)
+        link_id = new_id()
+        values = dict(
+            id=link_id, account=account.name, provider=provider.name, status=CREATING, amount=amount,
+            currency=account.currency, description=description, matter_key=matter_key, client_key=client_key,
+            payer_name=payer_name, payer_email=payer_email, invoice_number=invoice, due_date=due_date,
+            created_at=now, expires_at=now + expiry, outstanding_key=debt, idempotency_key=secrets.token_hex(16),
+            replaces=replaces,
+        )
+        try:
+            with self.store.begin() as conn:
+                if debt is not None and (existing := _open_for(conn, debt)) is not None:
+                    return existing
+                conn.execute(links.insert().values(**values))
+                if items:
+                    conn.execute(link_items.insert(), [
+                        {"link_id": link_id, "statement_key": k, "amount": v, "explicit": explicit}
+                        for k, v in items.items()
+                    ])
+                return _get(conn, link_id)
+        except IntegrityError:
+            with self.store.read() as conn:
+                existing = _open_for(conn, debt) if debt else None
+            if existing is None:
+                raise
+            return existing
+
+    def _finish(self, row: Mapping[str, Any], warnings: list[str]) -> Link:
+        """Create the reserved link at the provider (idempotent by the row's key) and record the result."""
+        provider = self.providers(row["account"])
+        spec = LinkSpec(
+            link_id=row["id"], amount=row["amount"], currency=row["currency"], description=row["description"],
+            payer_name=row["payer_name"] or "", payer_email=row["payer_email"] or "", expires_at=row["expires_at"],
+            idempotency_key=row["idempotency_key"], reference=row["invoice_number"] or row["matter_key"] or "",
+            metadata={"link_id": row["id"], **({"matter": row["matter_key"]} if row["matter_key"] else {})},
+        )
+        try:
+            created: ProviderLink = call(provider.create_link, spec, initial=self.retry_initial)
+        except Exception:
+            # The row stays 'creating' with its idempotency key: the next request for this debt resumes it and
+            # the provider returns the same link if it had in fact made one. Quick links without a debt key
+            # cannot be found again, so they are marked failed.
+            if row["outstanding_key"] is None:
+                with self.store.begin() as conn:
+                    conn.execute(update(links).where(links.c.id == row["id"]).values(status=LinkStatus.FAILED.value))
+            raise
+        with self.store.begin() as conn:
+            conn.execute(update(links).where(links.c.id == row["id"]).values(
+                provider_ref=created.ref, url=created.url, status=LinkStatus.OUTSTANDING.value,
+                expires_at=created.expires_at or row["expires_at"],
+            ))
+            result = _get(conn, row["id"])
+        log.info("link %s created for %s %s (%s)", row["id"], row["amount"], row["currency"], row["account"])
+        return Link.from_row(result, warnings=tuple(warnings))
+
+    def resume(self, link_id: str) -> Link:
+        """Finish a link whose creation was cut off (crash or provider outage)."""
+        with self.store.read() as conn:
+            row = _get(conn, link_id)
+        if row["status"] != CREATING:
+            return Link.from_row(row, existing=True)
+        return self._finish(row, [])
+
+    # ------------------------------------------------------------------------------------------- closing
+
+    def _close(self, conn: Connection, link_id: str, status: str, reason: str | None) -> None:
+        conn.execute(update(links).where(links.c.id == link_id).values(
+            status=status, closed_at=utcnow(), outstanding_key=None, status_reason=reason))
+
+    def cancel(self, link_id: str, reason: str = "cancelled by staff") -> Link:
+        """Cancel at the provider first; the local link changes only once the provider confirmed."""
+        with self.store.read() as conn:
+            row = _get(conn, link_id)
+        if row["status"] == CREATING:
+            self.resume(link_id)
+            with self.store.read() as conn:
+                row = _get(conn, link_id)
+        if row["status"] != LinkStatus.OUTSTANDING.value:
+            raise RuleError(f"link {link_id} is {row['status']}, not outstanding; nothing to cancel")
+        provider = self.providers(row["account"])
+        try:
+            result: ProviderLink = call(provider.cancel_link, row["provider_ref"], initial=self.retry_initial)
+        except CancelRefused as exc:
+            if exc.link is not None and exc.link.status == LinkStatus.PAYMENT_RECEIVED:
+                raise RuleError(f"link {link_id} was paid before it could be cancelled; "
+                                "no new link was created and the payment will be posted") from None
+            raise RuleError(f"the provider would not cancel link {link_id}: {exc}") from None
+        with self.store.begin() as conn:
+            self._close(conn, link_id, result.status.value if result.status != LinkStatus.OUTSTANDING
+                        else LinkStatus.CANCELLED.value, reason)
+            return Link.from_row(_get(conn, link_id))
+
+    def recreate(self, link_id: str, request: LinkRequest | None = None) -> Link:
+        """Cancel & Create New: cancel confirmed first, then a fresh link with the current amount/description."""
+        old = self.get(link_id)
+        self.cancel(link_id, reason="replaced (Cancel & Create New)")
+        if old.matter_key is None:
+            fresh = LinkRequest(amount=old.amount, name=old.payer_name, email=old.payer_email,
+                                invoice=old.invoice_number, account=old.account,
+                                description=request.description if request else None)
+        else:
+            fresh = request or LinkRequest(matter=old.matter_key, account=old.account)
+        link = self.create(fresh)
+        with self.store.begin() as conn:
+            conn.execute(update(links).where(links.c.id == link.id).values(replaces=link_id))
+        return self.get(link.id)
+
+    def create_remainder(self, link_id: str) -> Link | None:
+        """After a partial payment (single-use link closed): a fresh link for what is still owing."""
+        old = self.get(link_id)
+        if old.matter_key is None or self.defaults(old.matter_key).amount <= 0:
+            return None
+        return self.create(LinkRequest(matter=old.matter_key, account=old.account, description=old.description))
+
+    def expire_due(self, now: dt.datetime | None = None) -> int:
+        """Outstanding links past their expiry become expired (after asking the provider, which may know better)."""
+        now = now or utcnow()
+        with self.store.read() as conn:
+            due = conn.execute(select(links).where(
+                links.c.status == LinkStatus.OUTSTANDING.value, links.c.expires_at <= now)).mappings().all()
+        count = 0
+        for row in due:
+            try:
+                state = call(self.providers(row["account"]).get_link, row["provider_ref"], initial=self.retry_initial)
+            except Exception as exc:  # one bad provider must not stop expiring the others
+                log.warning("could not check link %s at the provider: %s", row["id"], exc)
+                continue
+            if state.status == LinkStatus.PAYMENT_RECEIVED:
+                continue  # the payment event will close it
+            with self.store.begin() as conn:
+                self._close(conn, row["id"], LinkStatus.EXPIRED.value, "passed its expiry")
+            count += 1
+        return count
+
+    def review_outstanding(self) -> list[str]:
+        """A link never outlives its debt: voided/paid-elsewhere statements cancel or flag it (stale_link)."""
+        problems: list[tuple[str, str]] = []
+        with self.store.read() as conn:
+            rows = conn.execute(select(links).where(links.c.status == LinkStatus.OUTSTANDING.value,
+                                                    links.c.matter_key.is_not(None))).mappings().all()
+            for row in rows:
+                reason = self._stale_reason(conn, row)
+                if reason and reason != row["flagged"]:
+                    problems.append((row["id"], reason))
+        done = []
+        for link_id, reason in problems:
+            if self.settings.stale_link == "cancel":
+                try:
+                    self.cancel(link_id, reason=reason)
+                except RuleError as exc:
+                    log.warning("stale link %s not cancelled: %s", link_id, exc)
+                    continue
+            else:
+                with self.store.begin() as conn:
+                    conn.execute(update(links).where(links.c.id == link_id).values(flagged=reason))
+            done.append(link_id)
+        return done
+
+    def _stale_reason(self, conn: Connection, row: Mapping[str, Any]) -> str | None:
+        items = conn.execute(select(link_items).where(link_items.c.link_id == row["id"])).mappings().all()
+        for item in items:
+            st = get_statement(conn, item["statement_key"])
+            if st is None or st.deleted or st.status == "void":
+                return f"statement {st.number if st else item['statement_key']} was voided or removed"
+            if st.balance < item["amount"]:
+                return f"statement {st.number} now owes {st.balance}, less than the link's {item['amount']}"
+        balance = sum((s.balance for s in open_statements(conn, row["matter_key"])), Decimal(0))
+        if balance < row["amount"]:
+            return f"the matter now owes {balance}, less than the link's {row['amount']}"
+        return None
+
+
+def sent_markers(conn: Connection, matter_keys: list[str]) -> dict[str, int]:
+    """Matters showing 'payment link sent': count of outstanding links per matter."""
+    if not matter_keys:
+        return {}
+    rows = conn.execute(
+        select(links.c.matter_key, func.count()).where(and_(links.c.matter_key.in_(matter_keys),
+                                                            links.c.status.in_(OPEN_STATES)))
+        .group_by(links.c.matter_key)
+    )
+    return {k: n for k, n in rows}
+

@@ -1,0 +1,190 @@
+"""Settings: environment (``LEDGERLINK_*``, nested with ``__``) over ``<home>/ledgerlink.toml`` over defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from agent.core.errors import ConfigurationError
+from agent.core.model import MerchantAccount
+from agent.home.secrets import Backend
+
+CONFIG_NAME = "ledgerlink.toml"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("LEDGERLINK_HOME") or Path.home() / ".ledgerlink").resolve()
+
+
+class Intervals(BaseModel):
+    """Seconds between runs of each service job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sync: float = Field(30.0, gt=0)
+    payments: float = Field(1.0, gt=0, description="Provider event polling; payment-to-posting latency rides on it.")
+    postings: float = Field(1.0, gt=0)
+    expiry: float = Field(60.0, gt=0)
+    intake: float = Field(5.0, gt=0, description="Request table and inbox folder.")
+
+
+# --- delivery: email (SMTP) and SMS gateway settings (agent/delivery.py) ---
+
+
+class SmtpSettings(BaseModel):
+    """The firm's mail relay. The password is a keyring secret named by ``password_secret``, never a value here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls (port 587), tls (implicit TLS, port 465) or none (a local relay only).")
+    user: str | None = None
+    password_secret: str | None = Field(None, description="Name of the keyring secret holding the SMTP password.")
+    from_address: str | None = Field(None, description="Sender address; required before any email is sent.")
+    timeout: float = Field(30.0, gt=0)
+
+
+class SmsSettings(BaseModel):
+    """An HTTP SMS gateway in the shape of Twilio's Messages API; the token is a keyring secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gateway: Literal["twilio"] = "twilio"
+    url: str = Field("https://api.twilio.com", description="Base URL of the gateway (tests point it at localhost).")
+    account: str | None = Field(None, description="Account SID; also the basic-auth user name.")
+    token_secret: str | None = Field(None, description="Name of the keyring secret holding the auth token.")
+    from_number: str | None = Field(None, description="Sender number in E.164 form, e.g. +447700900123.")
+    timeout: float = Field(30.0, gt=0)
+
+
+# --- end delivery settings classes ---
+
+
+class Settings(BaseSettings):
+    """Everything the agent reads at start; the mapping file holds the firm-schema side."""
+
+    model_config = SettingsConfigDict(env_prefix="LEDGERLINK_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Field(default_factory=default_home, description="Folder holding config, state, logs.")
+    state_url: str | None = Field(None, description="State store URL; SQLite in <home>/state.db when unset.")
+    mapping: Path = Field(Path("mapping.yaml"), description="Mapping file, relative to home unless absolute.")
+    firm_timezone: str = "Europe/London"
+    service_name: str = Field("Legal services", description="Used in the default link description.")
+    description_template: str = Field(
+        "{service} {date:%d %B %Y}", description="Default link description; {service} and {date} are filled in."
+    )
+    accounts: dict[str, MerchantAccount] = Field(
+        default_factory=lambda: {"operating": MerchantAccount(name="operating")}
+    )
+    default_account: str = "operating"
+    secrets_backend: Backend = "auto"
+    sync_batch_size: int = Field(5000, ge=1, le=100_000)
+    over_balance: Literal["refuse", "warn"] = "refuse"
+    remainder_link: Literal["auto", "offer"] = "offer"
+    stale_link: Literal["cancel", "flag"] = "cancel"
+    sandbox_port: int = Field(8765, ge=0, le=65535, description="Port of the sandbox pay page on 127.0.0.1.")
+    log_json: bool = False
+    intervals: Intervals = Field(default_factory=Intervals)
+    watch_polling: bool = Field(False, description="Poll config/mapping files (network shares) instead of inotify.")
+
+    # --- local API and log files (agent/api.py, agent/logs.py) ---
+    api_host: str = Field("127.0.0.1", description="Address the local API binds; keep it on loopback.")
+    api_port: int = Field(8766, ge=0, le=65535, description="Port of the local API; 0 picks a free one.")
+    log_file_max_bytes: int = Field(10_000_000, ge=10_000, description="Size at which <home>/logs rotates.")
+    log_file_backups: int = Field(5, ge=0, le=100, description="Rotated log files kept.")
+    # --- end local API and log files ---
+
+    # --- delivery: email and SMS (agent/delivery.py) ---
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    sms: SmsSettings = Field(default_factory=SmsSettings)
+    # --- end delivery ---
+
+    @field_validator("firm_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/London") from None
+        return value
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _named(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"name": k, **v} if isinstance(v, dict) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _default_account(self) -> Settings:
+        if self.default_account not in self.accounts:
+            raise ValueError(f"default_account {self.default_account!r} is not one of {sorted(self.accounts)}")
+        return self
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / CONFIG_NAME
+
+    @property
+    def mapping_path(self) -> Path:
+        return self.mapping if self.mapping.is_absolute() else self.home / self.mapping
+
+    @property
+    def state_database_url(self) -> str:
+        return self.state_url or f"sqlite:///{self.home / 'state.db'}"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.firm_timezone)
+
+    def account(self, name: str | None) -> MerchantAccount:
+        key = name or self.default_account
+        try:
+            return self.accounts[key]
+        except KeyError:
+            raise ConfigurationError(f"unknown merchant account {key!r}; configured: {sorted(self.accounts)}") from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _TOML_PATH is not None and _TOML_PATH.exists():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_TOML_PATH))
+        return tuple(sources)
+
+
+_TOML_PATH: Path | None = None
+
+
+def load_settings(home: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings for ``home`` (or LEDGERLINK_HOME); a ConfigurationError lists every bad key."""
+    global _TOML_PATH
+    home = (home or default_home()).resolve()
+    _TOML_PATH = home / CONFIG_NAME
+    try:
+        return Settings(home=home, **overrides)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()]
+        raise ConfigurationError(
+            f"invalid settings ({_TOML_PATH} or LEDGERLINK_* environment):\n" + "\n".join(lines)
+        ) from None
+    finally:
+        _TOML_PATH = None

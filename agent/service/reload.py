@@ -1,0 +1,113 @@
+"""Hot reload: the config and mapping files are watched (watchdog); a changed file is validated first, a valid
+one takes effect without a restart, an invalid one is refused with its errors logged and the old one kept.
+
+Bursts of events (editors write, rename and chmod) are debounced; a polling observer serves network shares,
+where inotify sees nothing; a watcher thread that dies is noticed by ``ensure_alive`` and started again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from agent.core.errors import ConfigurationError
+from agent.core.scrub import scrub
+from agent.home.settings import load_settings
+from agent.runtime import Runtime, resolve_relative
+from mappings.format import load_mapping
+
+log = logging.getLogger("ledgerlink.reload")
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: ConfigWatcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return  # our own reads of the files must not look like edits
+        paths = {Path(str(event.src_path)).resolve()}
+        if getattr(event, "dest_path", None):
+            paths.add(Path(str(event.dest_path)).resolve())
+        if paths & self.watcher.watched():
+            self.watcher.touched()
+
+
+class ConfigWatcher:
+    """Watches <home>/ledgerlink.toml and the mapping file; applies valid changes to the Runtime."""
+
+    def __init__(self, rt: Runtime, *, polling: bool = False, debounce: float = 1.0) -> None:
+        self.rt = rt
+        self.polling = polling
+        self.debounce = debounce
+        self.reloads = 0
+        self.refusals = 0
+        self._pending_since: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._observer: Observer | PollingObserver | None = None
+        self._timer = threading.Thread(target=self._debounce_loop, name="reload-debounce", daemon=True)
+
+    def watched(self) -> set[Path]:
+        return {self.rt.settings.config_path.resolve(), self.rt.settings.mapping_path.resolve()}
+
+    def start(self) -> ConfigWatcher:
+        self._start_observer()
+        self._timer.start()
+        return self
+
+    def _start_observer(self) -> None:
+        observer = PollingObserver(timeout=1.0) if self.polling else Observer()
+        for folder in {p.parent for p in self.watched()}:
+            observer.schedule(_Handler(self), str(folder), recursive=False)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def ensure_alive(self) -> bool:
+        """Restart the observer if its thread died; True when it had to."""
+        if self._observer is not None and not self._observer.is_alive() and not self._stop.is_set():
+            log.warning("the file watcher stopped; starting it again")
+            self._start_observer()
+            return True
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+
+    def touched(self) -> None:
+        with self._lock:
+            self._pending_since = time.monotonic()
+
+    def _debounce_loop(self) -> None:
+        while not self._stop.wait(min(0.2, self.debounce)):
+            with self._lock:
+                due = self._pending_since is not None and time.monotonic() - self._pending_since >= self.debounce
+                if due:
+                    self._pending_since = None
+            if due:
+                self.reload()
+
+    def reload(self) -> bool:
+        """Validate both files; apply them together or not at all."""
+        try:
+            settings = load_settings(self.rt.settings.home)
+            path = settings.mapping_path
+            mapping = resolve_relative(load_mapping(path), path.parent)
+        except ConfigurationError as exc:
+            self.refusals += 1
+            log.error("configuration change refused, the running configuration is kept:\n%s", scrub(str(exc)))
+            return False
+        self.rt.apply(settings, mapping)
+        self.reloads += 1
+        log.info("configuration reloaded (%s)", ", ".join(sorted(str(p) for p in self.watched())))
+        return True

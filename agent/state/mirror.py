@@ -1,0 +1,89 @@
+"""Read side of the mirror: matter search and a matter's open statements, for the CLI, API and link engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, func, or_, select
+
+from agent.core.errors import DataError
+from agent.core.model import Matter, Payer, Statement
+from agent.state.schema import firm_clients, firm_matters, firm_payers, firm_statements
+
+
+@dataclass(frozen=True)
+class MatterRow:
+    matter: Matter
+    client_name: str | None
+
+
+def search_matters(conn: Connection, text: str, limit: int = 50) -> list[MatterRow]:
+    """By matter number, matter name or client name, case-insensitive; exact number matches first."""
+    like = f"%{text.lower()}%"
+    m, c = firm_matters, firm_clients
+    query = (
+        select(m, c.c.name.label("client_name"))
+        .select_from(m.outerjoin(c, c.c.key == m.c.client_key))
+        .where(m.c.deleted.is_(False))
+        .where(or_(func.lower(m.c.number).like(like), func.lower(m.c.name).like(like), func.lower(c.c.name).like(like)))
+        .order_by((func.lower(m.c.number) != text.lower()), m.c.number)
+        .limit(limit)
+    )
+    return [MatterRow(_matter(r), r["client_name"]) for r in conn.execute(query).mappings()]
+
+
+def _matter(row: Any) -> Matter:
+    return Matter(key=row["key"], number=row["number"], name=row["name"], client_key=row["client_key"],
+                  payer_key=row["payer_key"], status=row["status"], deleted=row["deleted"])
+
+
+def get_matter(conn: Connection, ref: str) -> Matter:
+    """A matter by its number (what staff type) or its key."""
+    m = firm_matters
+    row = conn.execute(
+        select(m).where(m.c.deleted.is_(False), or_(m.c.number == ref, m.c.key == ref)).order_by(m.c.number != ref)
+    ).mappings().first()
+    if row is None:
+        raise DataError(f"unknown matter {ref!r}: no matter with that number or key (has a sync run?)")
+    return _matter(row)
+
+
+def get_payer(conn: Connection, key: str | None) -> Payer | None:
+    if key is None:
+        return None
+    row = conn.execute(select(firm_payers).where(firm_payers.c.key == key)).mappings().first()
+    if row is None:
+        return None
+    return Payer(key=row["key"], name=row["name"], email=row["email"], phone=row["phone"],
+                 client_key=row["client_key"], deleted=row["deleted"])
+
+
+def _statement(row: Any) -> Statement:
+    return Statement(**{k: row[k] for k in ("key", "number", "matter_key", "issue_date", "due_date", "amount",
+                                            "balance", "currency", "status", "deleted")})
+
+
+def open_statements(conn: Connection, matter_key: str) -> list[Statement]:
+    """Statements still owing on a matter, oldest first (the allocation order too)."""
+    s = firm_statements
+    rows = conn.execute(
+        select(s)
+        .where(s.c.matter_key == matter_key, s.c.deleted.is_(False), s.c.status == "open")
+        .order_by(s.c.issue_date, s.c.number)
+    ).mappings()
+    return [st for st in map(_statement, rows) if st.balance != 0]
+
+
+def get_statement(conn: Connection, key: str) -> Statement | None:
+    row = conn.execute(select(firm_statements).where(firm_statements.c.key == key)).mappings().first()
+    return _statement(row) if row else None
+
+
+def open_balance(statements: list[Statement]) -> dict[str, Decimal]:
+    """Per currency, since a matter could in principle bill in two."""
+    out: dict[str, Decimal] = {}
+    for st in statements:
+        out[st.currency] = out.get(st.currency, Decimal(0)) + st.balance
+    return out

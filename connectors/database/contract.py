@@ -1,0 +1,304 @@
+"""The connector plugin contract (source and sink for one firm database) and the logic every connector shares.
+
+A connector only knows how to run SQL on its database. Turning firm rows into our records (keys to text, money
+to exact Decimal, statuses mapped, naive timestamps given the firm's zone) happens here, once, for all of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+from agent.core.errors import ConfigurationError, DataError
+from agent.core.model import check_decimals, exponent, from_minor, to_decimal
+from mappings.format import ENTITY_FIELDS, EntityMapping
+from mappings.format import Mapping as MappingFile
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where an incremental read stands: the last stored row's watermark and key (keyset, never OFFSET)."""
+
+    watermark: Any
+    key: Any
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Converted rows plus the position after the last one; stored together so a resume never skips rows."""
+
+    entity: str
+    rows: list[dict[str, Any]]
+    position: Position | None
+
+
+@dataclass(frozen=True)
+class EntityInfo:
+    entity: str
+    count: int
+    max_watermark: Any
+    null_watermarks: int
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The columns one entity read selects, in order: key, watermark, deleted flag, then mapped fields."""
+
+    source: str  # table name or query text
+    is_query: bool
+    key: str
+    watermark: str | None
+    deleted: str | None
+    fields: list[tuple[str, str]]  # (our field, their column)
+
+    @property
+    def columns(self) -> list[str]:
+        cols = [self.key]
+        if self.watermark:
+            cols.append(self.watermark)
+        if self.deleted:
+            cols.append(self.deleted)
+        return cols + [c for _, c in self.fields]
+
+    @classmethod
+    def of(cls, em: EntityMapping) -> Selection:
+        return cls(
+            source=em.table or em.query or "",
+            is_query=em.query is not None,
+            key=em.key,
+            watermark=em.watermark.column if em.watermark else None,
+            deleted=em.deleted_column,
+            fields=list(em.columns.items()),
+        )
+
+
+def _to_date(value: Any, field: str) -> dt.date | None:
+    kind = type(value)
+    if kind is dt.date:
+        return value
+    if kind is str and len(value) == 10:  # ISO text (SQLite, ODBC): the common case, one C call
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.date()
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise DataError(f"{field}: {value!r} is not a date") from None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _key(value: Any) -> str | None:
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is str:
+        return value.strip()
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value).strip()
+
+
+def _memo(fn: Callable[[Any], Any], limit: int = 1024) -> Callable[[Any], Any]:
+    """Cache a pure conversion by raw value: a status or currency column has a handful of distinct values."""
+    seen: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            out = fn(value)
+            if len(seen) < limit:
+                seen[value] = out
+            return out
+        except TypeError:  # unhashable raw value
+            return fn(value)
+
+    return convert
+
+
+class RowConverter:
+    """Turns one raw row (a tuple in ``Selection.columns`` order) into our record dict."""
+
+    def __init__(self, entity: str, em: EntityMapping, mapping: MappingFile) -> None:
+        self.entity = entity
+        self.selection = Selection.of(em)
+        self.status_of = {str(v).strip().lower(): ours for ours, values in em.status_values.items() for v in values}
+        self.minor_units = em.money == "minor_units"
+        self.fixed_currency = em.currency or mapping.currency
+        base = 2 if self.selection.watermark else 1
+        self.offset = base + (1 if self.selection.deleted else 0)
+        self.names = [ours for ours, _ in self.selection.fields]
+        self.fns = [self._converter(ours) for ours in self.names]
+        self.defaults = self._defaults()
+        self._quanta: dict[str, Decimal] = {}
+
+    def _defaults(self) -> dict[str, Any]:
+        required, optional = ENTITY_FIELDS[self.entity]
+        mapped = {ours for ours, _ in self.selection.fields}
+        out: dict[str, Any] = {f: None for f in (required | optional) - mapped}
+        if self.entity == "statements" and "currency" not in mapped:
+            out["currency"] = self.fixed_currency
+        if "status" in out:
+            out["status"] = "open"
+        if self.entity == "matters" and "name" in out:
+            out["name"] = ""
+        return out
+
+    def _converter(self, ours: str) -> Callable[[Any], Any]:
+        if ours in ("amount", "balance"):
+            return lambda v: v  # converted after the currency is known, in convert()
+        if ours in ("issue_date", "due_date"):
+            return lambda v, f=ours: _to_date(v, f)
+        if ours in ("client_key", "payer_key", "matter_key", "number"):
+            return _key
+        if ours == "status":
+            return _memo(lambda v: self.status_of.get(str(v).strip().lower(), "open") if v is not None else "open")
+        if ours == "currency":
+            return _memo(lambda v: (str(v).strip().upper() if v else self.fixed_currency))
+        return _text
+
+    def _money(self, raw: Any, currency: str, key: str, field: str) -> Decimal:
+        """Exact money from a database value; the common types take a fast path (this runs twice per row)."""
+        quantum = self._quanta.get(currency)
+        if quantum is None:
+            quantum = self._quanta[currency] = Decimal(1).scaleb(-exponent(currency))
+        if self.minor_units and type(raw) is int:
+            return Decimal(raw) * quantum
+        if not self.minor_units and type(raw) is Decimal and raw.is_finite() and raw == raw.quantize(quantum):
+            return raw.quantize(quantum)
+        where = f"statements {key} {field}"
+        if raw is None:
+            raise DataError(f"{where} is NULL")
+        if self.minor_units:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise DataError(f"{where}: {raw!r} is not whole minor units")
+            return from_minor(int(to_decimal(raw, field=where)), currency)
+        return check_decimals(to_decimal(raw, field=where), currency, field=where)
+
+    def convert(self, row: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
+        key = _key(row[0])
+        if key is None:
+            raise DataError(f"{self.entity}: a row has a NULL key ({self.selection.key})")
+        record: dict[str, Any] = {"key": key, **self.defaults}
+        record["deleted"] = bool(row[self.offset - 1]) if self.selection.deleted else False
+        values = row[self.offset:]
+        if len(values) != len(self.fns):
+            raise DataError(f"{self.entity}: a row has {len(values)} mapped values, expected {len(self.fns)}")
+        record.update(zip(self.names, [fn(v) for fn, v in zip(self.fns, values)]))  # noqa: B905 - checked above
+        if self.entity == "statements":
+            currency = record["currency"]
+            record["amount"] = self._money(record["amount"], currency, key, "amount")
+            record["balance"] = self._money(record["balance"], currency, key, "balance")
+        elif record.get("name") is None and self.entity in ("clients", "payers"):
+            record["name"] = ""
+        return record
+
+
+def step_back(value: Any, seconds: int) -> Any:
+    """The lookback start: re-read rows that committed late with an older timestamp. Only time moves back."""
+    if seconds <= 0 or value is None:
+        return value
+    if isinstance(value, dt.datetime):
+        return value - dt.timedelta(seconds=seconds)
+    if isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        sep = "T" if "T" in value else " "
+        return (parsed - dt.timedelta(seconds=seconds)).isoformat(sep=sep)
+    return value
+
+
+class Connector(ABC):
+    """One firm database: read mapped entities incrementally, and write postings idempotently.
+
+    Implementations raise agent.core.errors.TransientError for connection drops, deadlocks and lock timeouts, and
+    ConfigurationError (with the database's own message) for bad SQL or missing tables and columns.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, mapping: MappingFile, password: str | None = None) -> None:
+        self.mapping = mapping
+        self.password = password
+        self.zone = ZoneInfo(mapping.timezone)
+        self.converters = {e: RowConverter(e, em, mapping) for e, em in mapping.entities.items()}
+
+    @abstractmethod
+    def check(self) -> None:
+        """Connect and run a trivial query."""
+
+    @abstractmethod
+    def discover(self) -> dict[str, EntityInfo]:
+        """Per mapped entity: that its columns exist, its row count and newest watermark."""
+
+    @abstractmethod
+    def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
+        """One keyset page of raw rows ordered by (watermark, key): after ``after`` or from ``since``."""
+
+    @abstractmethod
+    def keys(self, entity: str, batch_size: int) -> Iterator[list[str]]:
+        """Every key currently in the source (for noticing hard deletes), streamed in batches."""
+
+    @abstractmethod
+    def posting_exists(self, reference: str) -> bool:
+        """Whether the mapping's existence check finds ``reference`` in the firm database."""
+
+    @abstractmethod
+    def write_posting(self, params: Mapping[str, Any]) -> bool:
+        """In ONE transaction: the existence check on params['reference'], then the mapping's statements (or
+        procedure). Returns False when the reference was already there (nothing written)."""
+
+    def pending_requests(self, limit: int) -> list[dict[str, Any]]:
+        """Rows of the mapping's request table waiting for a link: {'key', 'matter', 'amount', ...}."""
+        raise ConfigurationError(f"the {self.name} connector cannot read request tables")
+
+    def write_request_result(self, key: Any, status: str, values: Mapping[str, Any]) -> None:
+        """Set a request row's status and write-back columns (url, link_id, error, link_status)."""
+        raise ConfigurationError(f"the {self.name} connector cannot write request tables")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def read(self, entity: str, start: Position | None, batch_size: int) -> Iterator[Batch]:
+        """Converted batches from ``start`` (None: everything), each with the position after its last row.
+
+        A start position is re-read with the watermark's lookback, so a row that committed late with an older
+        timestamp is still picked up; re-reading is harmless because the state store upserts.
+        """
+        converter = self.converters[entity]
+        em = self.mapping.entities[entity]
+        has_wm = converter.selection.watermark is not None
+        since = step_back(start.watermark, em.watermark.lookback_seconds) if start and em.watermark else None
+        after: Position | None = None
+        if start is not None and has_wm and since == start.watermark:
+            after = start
+        while True:
+            raw = self.read_raw(entity, after, since if after is None else None, batch_size)
+            if not raw:
+                return
+            rows = [converter.convert(r) for r in raw]
+            last = raw[-1]
+            after = Position(last[1], last[0]) if has_wm else Position(None, last[0])
+            yield Batch(entity, rows, after)
+            if len(raw) < batch_size:
+                return

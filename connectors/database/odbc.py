@@ -1,0 +1,222 @@
+"""Raw pyodbc connector, for databases with no SQLAlchemy dialect (or a DSN the firm already has).
+
+SQL is rendered here with the driver's identifier quoting and paging style; values are always ``?`` parameters.
+Memory stays bounded without server-side cursors because every read is one keyset page (LIMIT/TOP/FETCH);
+that matters because MariaDB's ODBC driver cannot stream and psqlODBC streams only with UseDeclareFetch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pyodbc
+
+from agent.core.errors import ConfigurationError
+from connectors.database.contract import Connector, EntityInfo, Position, Selection
+from connectors.database.errors import classify
+from mappings.format import Mapping as MappingFile
+from mappings.format import ProcedurePostings, RequestTable, SqlPostings
+from mappings.sqlparams import to_qmark
+
+QUOTES = {'"': ('"', '"'), "`": ("`", "`"), "[": ("[", "]")}
+
+
+class ODBCConnector(Connector):
+    name = "odbc"
+
+    def __init__(self, mapping: MappingFile, password: str | None = None) -> None:
+        super().__init__(mapping, password)
+        source = mapping.source
+        if not source.connection_string:
+            raise ConfigurationError("the odbc connector needs source.connection_string (or DSN=name)")
+        self.connection_string = source.connection_string.rstrip(";")
+        if password is not None:
+            self.connection_string += f";PWD={{{password.replace('}', '}}')}}}"
+        driver = source.connection_string.lower()
+        options = source.options
+        default_quote = "`" if "mariadb" in driver or "mysql" in driver else '"'
+        if "sqlite" in driver:
+            default_quote = "["  # SQLite reads an unknown "double-quoted" name as a string literal, silently
+        self.quote = QUOTES.get(options.get("quote", default_quote))
+        if self.quote is None:
+            raise ConfigurationError(f"source.options.quote must be one of {sorted(QUOTES)}")
+        self.paging = options.get("paging", "top" if "sql server" in driver else "limit")
+        if self.paging not in ("limit", "top", "fetch"):
+            raise ConfigurationError("source.options.paging must be limit, top or fetch")
+        self.query_timeout = int(options.get("query_timeout", 60))
+        # MariaDB Connector/ODBC 3.1 hands wide-character columns over as UTF-8 bytes; decoding them as UTF-16
+        # silently drops the last character of non-ASCII names. Measured on 3.1.15 (Debian 12).
+        self.wchar_encoding = options.get("wchar_encoding", "utf-8" if "mariadb" in driver else None)
+        self._conn: pyodbc.Connection | None = None
+
+    # ------------------------------------------------------------------------------------------ plumbing
+
+    def _connection(self) -> pyodbc.Connection:
+        if self._conn is None:
+            try:
+                self._conn = pyodbc.connect(self.connection_string, autocommit=False, timeout=10)
+            except pyodbc.Error as exc:
+                raise classify(exc, "connecting through ODBC") from None
+            # pyodbc's timeout= is only the login timeout; a query timeout needs the attribute, which some
+            # drivers (psqlODBC) do not support: then the server's own statement timeout is what applies.
+            with contextlib.suppress(pyodbc.Error):
+                self._conn.timeout = self.query_timeout
+            if self.wchar_encoding:
+                self._conn.setdecoding(pyodbc.SQL_WCHAR, encoding=self.wchar_encoding)
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(pyodbc.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _fetch(self, context: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        conn = self._connection()
+        try:
+            cur = conn.cursor()
+            rows = [tuple(r) for r in cur.execute(sql, params).fetchall()]
+            cur.close()
+            conn.rollback()  # end the read transaction: no snapshot or locks held between pages
+            return rows
+        except pyodbc.Error as exc:
+            self._drop()
+            raise classify(exc, context) from None
+
+    def q(self, name: str) -> str:
+        """Quote a (possibly schema-qualified) identifier."""
+        left, right = self.quote
+        return ".".join(f"{left}{part}{right}" for part in name.split("."))
+
+    def _source(self, sel: Selection) -> str:
+        return f"({sel.source}) src" if sel.is_query else self.q(sel.source)
+
+    def _page(self, select_list: str, source: str, where: str, order: str, limit: int) -> str:
+        if self.paging == "top":
+            return f"SELECT TOP {int(limit)} {select_list} FROM {source}{where} ORDER BY {order}"
+        if self.paging == "fetch":
+            return f"SELECT {select_list} FROM {source}{where} ORDER BY {order} FETCH FIRST {int(limit)} ROWS ONLY"
+        return f"SELECT {select_list} FROM {source}{where} ORDER BY {order} LIMIT {int(limit)}"
+
+    # ------------------------------------------------------------------------------------------ source
+
+    def check(self) -> None:
+        self._fetch("connecting through ODBC", "SELECT 1", [])
+
+    def discover(self) -> dict[str, EntityInfo]:
+        out: dict[str, EntityInfo] = {}
+        for entity, conv in self.converters.items():
+            sel = conv.selection
+            cols = ", ".join(self.q(c) for c in dict.fromkeys(sel.columns))
+            context = f"reading {entity} ({sel.source[:60]})"
+            self._fetch(context, self._page(cols, self._source(sel), "", self.q(sel.key), 1), [])
+            if sel.watermark:
+                wm = self.q(sel.watermark)
+                count, newest, nulls = self._fetch(
+                    context, f"SELECT COUNT(*), MAX({wm}), COUNT(*) - COUNT({wm}) FROM {self._source(sel)}", [])[0]
+            else:
+                count = self._fetch(context, f"SELECT COUNT(*) FROM {self._source(sel)}", [])[0][0]
+                newest, nulls = None, 0
+            out[entity] = EntityInfo(entity, int(count), newest, int(nulls))
+        return out
+
+    def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
+        sel = self.converters[entity].selection
+        cols = ", ".join(self.q(c) for c in sel.columns)
+        key = self.q(sel.key)
+        params: list[Any] = []
+        where = ""
+        if sel.watermark:
+            wm = self.q(sel.watermark)
+            if after is not None:
+                where = f" WHERE {wm} >= ? AND ({wm} > ? OR {key} > ?)"
+                params = [after.watermark, after.watermark, after.key]
+            elif since is not None:
+                where, params = f" WHERE {wm} >= ?", [since]
+            order = f"{wm}, {key}"
+        else:
+            if after is not None:
+                where, params = f" WHERE {key} > ?", [after.key]
+            order = key
+        return self._fetch(f"reading {entity}", self._page(cols, self._source(sel), where, order, limit), params)
+
+    def keys(self, entity: str, batch_size: int) -> Iterator[list[str]]:
+        sel = self.converters[entity].selection
+        key = self.q(sel.key)
+        last: Any = None
+        while True:  # keyset pages, so drivers that cannot stream still use bounded memory
+            where, params = (f" WHERE {key} > ?", [last]) if last is not None else ("", [])
+            rows = self._fetch(f"listing {entity} keys", self._page(key, self._source(sel), where, key, batch_size),
+                               params)
+            if not rows:
+                return
+            yield [str(r[0]) for r in rows]
+            last = rows[-1][0]
+            if len(rows) < batch_size:
+                return
+
+    # ------------------------------------------------------------------------------------------ sink
+
+    def _postings(self) -> SqlPostings | ProcedurePostings:
+        postings = self.mapping.postings
+        if not isinstance(postings, SqlPostings | ProcedurePostings):
+            raise ConfigurationError("the mapping has no SQL or procedure postings section")
+        return postings
+
+    def posting_exists(self, reference: str) -> bool:
+        sql, params = to_qmark(self._postings().exists, {"reference": reference})
+        return bool(self._fetch("postings existence check", sql, params))
+
+    def write_posting(self, params: Mapping[str, Any]) -> bool:
+        postings = self._postings()
+        statements = postings.statements if isinstance(postings, SqlPostings) else [postings.call]
+        conn = self._connection()
+        try:
+            cur = conn.cursor()
+            sql, values = to_qmark(postings.exists, params)
+            if cur.execute(sql, values).fetchone() is not None:
+                conn.rollback()
+                return False
+            for statement in statements:
+                sql, values = to_qmark(statement, params)
+                cur.execute(sql, values)
+            conn.commit()
+            return True
+        except pyodbc.Error as exc:
+            with contextlib.suppress(pyodbc.Error):
+                conn.rollback()
+            self._drop()
+            raise classify(exc, f"posting {params.get('reference')}") from None
+
+    def _requests(self) -> RequestTable:
+        if self.mapping.requests is None:
+            raise ConfigurationError("the mapping has no requests section")
+        return self.mapping.requests
+
+    def pending_requests(self, limit: int) -> list[dict[str, Any]]:
+        spec = self._requests()
+        fields = list(spec.columns.items())
+        cols = ", ".join(self.q(c) for c in [spec.key, *[c for _, c in fields]])
+        sql = self._page(cols, self.q(spec.table), f" WHERE {self.q(spec.status_column)} = ?", self.q(spec.key), limit)
+        rows = self._fetch(f"reading requests from {spec.table}", sql, [spec.pending_value])
+        return [{"key": r[0], **{f: r[i] for i, (f, _) in enumerate(fields, 1)}} for r in rows]
+
+    def write_request_result(self, key: Any, status: str, values: Mapping[str, Any]) -> None:
+        spec = self._requests()
+        sets = {spec.status_column: status} | {spec.write_back[f]: v for f, v in values.items() if f in spec.write_back}
+        sql = (f"UPDATE {self.q(spec.table)} SET " + ", ".join(f"{self.q(c)} = ?" for c in sets)
+               + f" WHERE {self.q(spec.key)} = ?")
+        conn = self._connection()
+        try:
+            conn.cursor().execute(sql, [*sets.values(), key])
+            conn.commit()
+        except pyodbc.Error as exc:
+            self._drop()
+            raise classify(exc, f"writing request {key} in {spec.table}") from None
+
+    def close(self) -> None:
+        self._drop()
+
+

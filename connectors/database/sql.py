@@ -1,0 +1,209 @@
+"""SQLAlchemy connector: any database with a SQLAlchemy dialect (PostgreSQL, MariaDB/MySQL, SQLite, SQL Server
+through ``mssql+pyodbc``). SQL is built with Core so each dialect renders its own quoting and LIMIT/TOP/FETCH."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    column,
+    create_engine,
+    func,
+    or_,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.sql import FromClause
+
+from agent.core.errors import ConfigurationError
+from connectors.database.contract import Connector, EntityInfo, Position, Selection
+from connectors.database.errors import classify
+from mappings.format import Mapping as MappingFile
+from mappings.format import ProcedurePostings, RequestTable, SqlPostings
+from mappings.sqlparams import param_names
+
+
+def _from(selection: Selection) -> FromClause:
+    cols = [column(c) for c in dict.fromkeys(selection.columns)]
+    if selection.is_query:
+        return text(selection.source).columns(*cols).subquery("src")
+    schema, _, name = selection.source.rpartition(".")
+    return table(name, *cols, schema=schema or None)
+
+
+def bound(sql: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the parameters the statement names: drivers reject unknown ones."""
+    return {name: params[name] for name in param_names(sql)}
+
+
+class SQLAlchemyConnector(Connector):
+    name = "sqlalchemy"
+
+    def __init__(self, mapping: MappingFile, password: str | None = None) -> None:
+        super().__init__(mapping, password)
+        source = mapping.source
+        if not source.url:
+            raise ConfigurationError("the sqlalchemy connector needs source.url in the mapping")
+        try:
+            url = make_url(source.url)
+            if password is not None:
+                url = url.set(password=password)
+            options = {"pool_pre_ping": True, "pool_recycle": 1800, **source.options}
+            self.engine: Engine = create_engine(url, **options)
+        except (ArgumentError, NoSuchModuleError, ImportError, TypeError) as exc:
+            raise ConfigurationError(f"source.url {source.url!r}: {exc}") from None
+        self.froms = {e: _from(c.selection) for e, c in self.converters.items()}
+        self._writer: Connection | None = None
+
+    def _run(self, context: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except DBAPIError as exc:
+            raise classify(exc, context) from None
+
+    def check(self) -> None:
+        def probe() -> None:
+            with self.engine.connect() as conn:
+                conn.execute(select(1)).scalar()
+
+        self._run(f"connecting to {self.engine.url.render_as_string(hide_password=True)}", probe)
+
+    def discover(self) -> dict[str, EntityInfo]:
+        out: dict[str, EntityInfo] = {}
+        for entity, conv in self.converters.items():
+            src = self.froms[entity]
+            sel = conv.selection
+
+            def info(src: FromClause = src, sel: Selection = sel) -> tuple[int, Any, int]:
+                with self.engine.connect() as conn:
+                    conn.execute(select(*[src.c[c] for c in sel.columns]).limit(1)).fetchall()
+                    if sel.watermark:
+                        wm = src.c[sel.watermark]
+                        row = conn.execute(
+                            select(func.count(), func.max(wm), func.count() - func.count(wm))
+                        ).one()
+                        return row[0], row[1], row[2]
+                    return conn.execute(select(func.count()).select_from(src)).scalar_one(), None, 0
+
+            count, newest, nulls = self._run(f"reading {entity} ({sel.source[:60]})", info)
+            out[entity] = EntityInfo(entity, count, newest, nulls)
+        return out
+
+    def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
+        src = self.froms[entity]
+        sel = self.converters[entity].selection
+        key = src.c[sel.key]
+        query = select(*[src.c[c] for c in sel.columns])
+        if sel.watermark:
+            wm = src.c[sel.watermark]
+            if after is not None:
+                # The index-friendly keyset form: wm >= :ts AND (wm > :ts OR key > :k).
+                query = query.where(and_(wm >= after.watermark, or_(wm > after.watermark, key > after.key)))
+            elif since is not None:
+                query = query.where(wm >= since)
+            query = query.order_by(wm, key)
+        else:
+            if after is not None:
+                query = query.where(key > after.key)
+            query = query.order_by(key)
+        query = query.limit(limit)
+
+        def fetch() -> list[tuple[Any, ...]]:
+            with self.engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(query)]
+
+        return self._run(f"reading {entity}", fetch)
+
+    def keys(self, entity: str, batch_size: int) -> Iterator[list[str]]:
+        src = self.froms[entity]
+        key = src.c[self.converters[entity].selection.key]
+        try:
+            with self.engine.connect() as conn:
+                result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(select(key))
+                for part in result.partitions(batch_size):
+                    yield [str(r[0]) for r in part]
+        except DBAPIError as exc:
+            raise classify(exc, f"listing {entity} keys") from None
+
+    def posting_exists(self, reference: str) -> bool:
+        postings = self._sql_postings()
+
+        def probe() -> bool:
+            with self.engine.connect() as conn:
+                return conn.execute(text(postings.exists), {"reference": reference}).first() is not None
+
+        return self._run("postings existence check", probe)
+
+    def write_posting(self, params: Mapping[str, Any]) -> bool:
+        """One transaction per posting on a connection kept for the outbox: checking a pooled connection out and
+        pinging it for every posting cost more than the posting itself. A failed connection is dropped and the
+        next posting opens a fresh one."""
+        postings = self._sql_postings()
+        statements = postings.statements if isinstance(postings, SqlPostings) else [postings.call]
+        if self._writer is None or self._writer.closed or self._writer.invalidated:
+            self._writer = self.engine.connect()
+        conn = self._writer
+        try:
+            with conn.begin():
+                if conn.execute(text(postings.exists), bound(postings.exists, params)).first() is not None:
+                    return False
+                for sql in statements:
+                    conn.execute(text(sql), bound(sql, params))
+                return True
+        except DBAPIError as exc:
+            self._close_writer()
+            raise classify(exc, f"posting {params.get('reference')}") from None
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(DBAPIError):
+                self._writer.close()
+            self._writer = None
+
+    def _request_table(self) -> tuple[RequestTable, FromClause]:
+        spec = self.mapping.requests
+        if spec is None:
+            raise ConfigurationError("the mapping has no requests section")
+        names = [spec.key, spec.status_column, *spec.columns.values(), *spec.write_back.values()]
+        schema, _, name = spec.table.rpartition(".")
+        return spec, table(name, *[column(c) for c in dict.fromkeys(names)], schema=schema or None)
+
+    def pending_requests(self, limit: int) -> list[dict[str, Any]]:
+        spec, tbl = self._request_table()
+        fields = list(spec.columns.items())
+        query = (select(tbl.c[spec.key], *[tbl.c[c] for _, c in fields])
+                 .where(tbl.c[spec.status_column] == spec.pending_value).order_by(tbl.c[spec.key]).limit(limit))
+
+        def fetch() -> list[dict[str, Any]]:
+            with self.engine.connect() as conn:
+                return [{"key": r[0], **{f: r[i] for i, (f, _) in enumerate(fields, 1)}} for r in conn.execute(query)]
+
+        return self._run(f"reading requests from {spec.table}", fetch)
+
+    def write_request_result(self, key: Any, status: str, values: Mapping[str, Any]) -> None:
+        spec, tbl = self._request_table()
+        sets = {spec.status_column: status} | {spec.write_back[f]: v for f, v in values.items() if f in spec.write_back}
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(tbl.update().where(tbl.c[spec.key] == key).values(**sets))
+
+        self._run(f"writing request {key} in {spec.table}", write)
+
+    def _sql_postings(self) -> SqlPostings | ProcedurePostings:
+        postings = self.mapping.postings
+        if not isinstance(postings, SqlPostings | ProcedurePostings):
+            raise ConfigurationError("the mapping has no SQL or procedure postings section")
+        return postings
+
+    def close(self) -> None:
+        self._close_writer()
+        self.engine.dispose()

@@ -1,0 +1,255 @@
+"""The provider plugin contract: create, show and cancel single-use payment links; read events from a cursor.
+
+Small on purpose (pluggy-style): the link engine owns every business rule, a provider only talks to its API.
+Payments are learnt by polling ``events`` from a stored cursor, so the agent needs no inbound port; webhook
+verification is offered for installations that can receive them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import ClassVar
+
+from agent.core.errors import LedgerlinkError
+from agent.core.model import MerchantAccount
+
+
+class LinkStatus(StrEnum):
+    """Sent Pages statuses (send-for-payment guide) plus failed where a provider reports it."""
+
+    OUTSTANDING = "outstanding"
+    PAYMENT_RECEIVED = "payment_received"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+class EventKind(StrEnum):
+    PAYMENT_PENDING = "payment_pending"  # created / submitted / fulfilling: never postable
+    PAYMENT_CONFIRMED = "payment_confirmed"  # the only postable state
+    PAYMENT_FAILED = "payment_failed"
+    PAYMENT_CHARGED_BACK = "payment_charged_back"
+    LINK_EXPIRED = "link_expired"
+    LINK_CANCELLED = "link_cancelled"
+    # Direct Debit (DirectDebitProvider): raw_status is then the resource's status in the provider's own words.
+    COLLECTION_CANCELLED = "collection_cancelled"  # cancelled or approval denied before any money moved
+    MANDATE_CHANGED = "mandate_changed"  # mandate_ref (and link_ref: the setup ref) say which mandate
+
+
+class PaymentMethod(StrEnum):
+    BANK = "bank"
+    CARD = "card"
+    DIRECT_DEBIT = "direct_debit"
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """What the engine asks for. ``idempotency_key`` makes a retried create return the same link."""
+
+    link_id: str
+    amount: Decimal
+    currency: str
+    description: str
+    payer_name: str
+    payer_email: str
+    expires_at: dt.datetime
+    idempotency_key: str
+    reference: str = ""  # invoice or matter number shown to the payer
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProviderLink:
+    ref: str  # the provider's id (billing request, checkout session, sandbox link)
+    url: str
+    status: LinkStatus
+    expires_at: dt.datetime | None = None
+    amount_paid: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    event_id: str
+    kind: EventKind
+    occurred_at: dt.datetime
+    link_ref: str | None
+    payment_ref: str | None
+    amount: Decimal | None
+    currency: str | None
+    method: PaymentMethod = PaymentMethod.BANK
+    raw_status: str = ""
+    mandate_ref: str | None = None  # Direct Debit mandate events only
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[ProviderEvent]
+    cursor: str | None  # store only after the events are stored; pass back to continue
+    has_more: bool = False
+
+
+class ProviderError(LedgerlinkError):
+    """The provider refused the request for good (validation error, unknown link): do not retry."""
+
+
+class LinkNotFound(ProviderError):
+    pass
+
+
+class CancelRefused(ProviderError):
+    """The provider would not cancel (already paid, already closed); ``link`` holds its current state."""
+
+    def __init__(self, message: str, link: ProviderLink | None = None) -> None:
+        super().__init__(message)
+        self.link = link
+
+
+class InvalidSignature(ProviderError):
+    pass
+
+
+class Provider(ABC):
+    """One merchant account at one provider. Raise agent.core.errors.TransientError for 429/5xx/timeouts."""
+
+    name: ClassVar[str]
+    max_expiry: ClassVar[dt.timedelta]
+    methods: ClassVar[tuple[PaymentMethod, ...]]
+
+    def __init__(self, account: MerchantAccount, credentials: str | None, *, home: str | None = None) -> None:
+        self.account = account
+        self.credentials = credentials
+        self.home = home
+
+    @abstractmethod
+    def create_link(self, spec: LinkSpec) -> ProviderLink:
+        """Create a single-use link; retried with the same idempotency key it must return the same link."""
+
+    @abstractmethod
+    def get_link(self, ref: str) -> ProviderLink: ...
+
+    @abstractmethod
+    def cancel_link(self, ref: str) -> ProviderLink:
+        """Cancel (or expire) the link; CancelRefused when it was paid or closed meanwhile."""
+
+    @abstractmethod
+    def events(self, cursor: str | None, limit: int = 100) -> EventPage:
+        """Events after ``cursor`` (None: from the beginning), oldest first."""
+
+    def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
+        """Parse a webhook delivery after checking its signature; InvalidSignature otherwise."""
+        raise ProviderError(f"{self.name} does not take webhooks")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release sockets or servers."""
+
+
+# --- Direct Debit: an optional second contract, for providers that hold mandates --------------------------------
+
+
+class MandateStatus(StrEnum):
+    """GoCardless's documented mandate statuses, kept exactly: the sandbox speaks the same vocabulary."""
+
+    PENDING_CUSTOMER_APPROVAL = "pending_customer_approval"
+    PENDING_SUBMISSION = "pending_submission"
+    SUBMITTED = "submitted"
+    ACTIVE = "active"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    CONSUMED = "consumed"
+    BLOCKED = "blocked"
+    SUSPENDED_BY_PAYER = "suspended_by_payer"
+
+
+class CollectionStatus(StrEnum):
+    """GoCardless's documented payment statuses, kept exactly."""
+
+    PENDING_CUSTOMER_APPROVAL = "pending_customer_approval"
+    PENDING_SUBMISSION = "pending_submission"
+    SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
+    PAID_OUT = "paid_out"
+    CANCELLED = "cancelled"
+    CUSTOMER_APPROVAL_DENIED = "customer_approval_denied"
+    FAILED = "failed"
+    CHARGED_BACK = "charged_back"
+
+
+@dataclass(frozen=True)
+class MandatePayer:
+    """Who is asked for a mandate; ``idempotency_key`` makes a retried setup return the same request."""
+
+    key: str
+    name: str
+    email: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class MandateSetup:
+    ref: str  # the setup's id (billing request); get_mandate takes it until the mandate itself exists
+    url: str  # where the payer authorises the mandate
+
+
+@dataclass(frozen=True)
+class Mandate:
+    ref: str  # the mandate's id once it exists, else the setup ref
+    status: MandateStatus
+    raw_status: str  # the provider's word (a billing request status while the payer has not finished)
+
+
+@dataclass(frozen=True)
+class Collection:
+    ref: str
+    status: CollectionStatus
+    amount: Decimal
+    currency: str
+    charge_date: dt.date | None
+
+
+class CollectionCancelRefused(ProviderError):
+    """The collection went to the bank (or closed) and can no longer be cancelled; ``collection`` is its state."""
+
+    def __init__(self, message: str, collection: Collection | None = None) -> None:
+        super().__init__(message)
+        self.collection = collection
+
+
+class DirectDebitProvider(ABC):
+    """Mixed into a Provider that can hold mandates and collect against them.
+
+    Collection results arrive through ``Provider.events`` (the same cursor as link payments) with
+    method=direct_debit, payment_ref the collection ref and raw_status the collection's new status.
+    """
+
+    @abstractmethod
+    def setup_mandate(self, payer: MandatePayer) -> MandateSetup:
+        """Ask the payer for a mandate; retried with the same idempotency key it returns the same setup."""
+
+    @abstractmethod
+    def get_mandate(self, ref: str) -> Mandate:
+        """By mandate ref or setup ref."""
+
+    @abstractmethod
+    def create_collection(
+        self,
+        mandate_ref: str,
+        amount: Decimal,
+        currency: str,
+        charge_date: dt.date | None,
+        description: str,
+        idempotency_key: str,
+    ) -> Collection:
+        """Collect on ``charge_date`` (None: the earliest the scheme allows); idempotent under the key."""
+
+    @abstractmethod
+    def get_collection(self, ref: str) -> Collection: ...
+
+    @abstractmethod
+    def cancel_collection(self, ref: str) -> Collection:
+        """Cancel before submission to the bank; CollectionCancelRefused once the provider no longer allows it."""

@@ -1,0 +1,371 @@
+"""Mapping files: the firm's own schema mapped onto Ledgerlink's model, declaratively.
+
+A mapping maps columns and binds parameters; it is deliberately not a programming language. Loading reports
+every mistake at once, each with file, line, key path and what would be valid, so an IT admin fixes a file in
+one pass. ``ledgerlink mapping schema`` exports the JSON Schema for editors (mappings/schema.json).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.core.errors import ConfigurationError
+from mappings.sqlparams import param_names
+
+MAPPING_VERSION = 1
+
+# Our fields per entity: the ones a mapping must map, then the optional ones.
+ENTITY_FIELDS: dict[str, tuple[set[str], set[str]]] = {
+    "clients": ({"name"}, {"email", "phone"}),
+    "payers": ({"name"}, {"email", "phone", "client_key"}),
+    "matters": ({"number"}, {"name", "client_key", "payer_key", "status"}),
+    "statements": (
+        {"number", "matter_key", "amount", "balance"},
+        {"issue_date", "due_date", "currency", "status"},
+    ),
+}
+
+# Parameters a postings statement may bind, with what each holds. Documented in mappings/README.md.
+POSTING_PARAMS: dict[str, str] = {
+    "reference": "unique reference of this posting (provider payment id + statement); the idempotency key",
+    "payment_id": "the provider's payment id",
+    "provider": "provider name: sandbox, gocardless, stripe",
+    "kind": "'payment' or 'reversal'",
+    "amount": "Decimal amount, negative for a reversal",
+    "amount_abs": "Decimal amount without sign",
+    "amount_minor": "integer minor units (pence), negative for a reversal",
+    "amount_text": "amount as decimal text, for drivers that mangle Decimal",
+    "currency": "ISO currency code",
+    "statement_key": "the statement's key in the firm database",
+    "statement_number": "the statement's number",
+    "matter_key": "the matter's key",
+    "matter_number": "the matter's number",
+    "client_key": "the client's key (may be NULL)",
+    "paid_at": "timestamp the provider confirmed the payment (UTC, naive)",
+    "paid_on": "date the provider confirmed the payment",
+    "method": "bank, card or direct_debit",
+    "description": "the link's description",
+    "link_id": "Ledgerlink's link id",
+}
+
+_IDENT = re.compile(r"^[A-Za-z_][\w$#]*(\.[A-Za-z_][\w$#]*){0,2}$")
+_INLINE_PASSWORD = re.compile(r"://[^/@:]+:[^/@]+@|(?i:(?:^|;)\s*(?:pwd|password)\s*=)")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """Where the firm database is and which connector plugin reads it."""
+
+    connector: str = Field("sqlalchemy", description="Connector plugin name (entry point in ledgerlink.connectors).")
+    url: str | None = Field(None, description="SQLAlchemy URL without a password, e.g. postgresql+psycopg://u@h/db.")
+    connection_string: str | None = Field(None, description="ODBC connection string or DSN=name, no password.")
+    password_secret: str | None = Field(None, description="Name of the keyring secret that holds the password.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Connector-specific options.")
+
+    @field_validator("url", "connection_string")
+    @classmethod
+    def _no_password(cls, text: str | None) -> str | None:
+        if text and _INLINE_PASSWORD.search(text):
+            raise ValueError(
+                "the password is written in the mapping file; remove it, store it with "
+                "'ledgerlink secrets set NAME' and name it in password_secret"
+            )
+        return text
+
+    @model_validator(mode="after")
+    def _where(self) -> SourceConfig:
+        if not (self.url or self.connection_string):
+            raise ValueError("give either url (SQLAlchemy) or connection_string (ODBC)")
+        return self
+
+
+class Watermark(_Strict):
+    column: str = Field(description="Column that grows whenever a row changes (updated_at, rowversion).")
+    timezone: str | None = Field(
+        None, description="Zone of naive timestamps in this column; the firm's timezone when omitted."
+    )
+    lookback_seconds: int = Field(
+        5, ge=0, description="Re-read this far behind the checkpoint, for transactions that commit late."
+    )
+
+
+class EntityMapping(_Strict):
+    """One entity: a table with a column map, or a SELECT (joins allowed) whose result columns are mapped."""
+
+    table: str | None = Field(None, description="Table (or schema.table) to read.")
+    query: str | None = Field(None, description="A SELECT to read instead of a table; its columns are mapped.")
+    key: str = Field(description="Primary-key column (unique, never changes).")
+    watermark: Watermark | None = Field(None, description="Incremental sync column; full reads when omitted.")
+    columns: dict[str, str] = Field(description="Our field -> the firm's column.")
+    status_values: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Our status -> the firm's values, e.g. {closed: [C, ARCHIVED]}; unmapped values are 'open'.",
+    )
+    deleted_column: str | None = Field(None, description="Soft-delete flag column; true means deleted.")
+    money: Literal["decimal", "minor_units"] = Field(
+        "decimal", description="How amounts are stored: decimal numbers, or integer minor units (pence)."
+    )
+    currency: str | None = Field(None, description="Fixed currency when no currency column is mapped.")
+
+    @model_validator(mode="after")
+    def _source(self) -> EntityMapping:
+        if bool(self.table) == bool(self.query):
+            raise ValueError("give exactly one of table or query")
+        if self.table and not _IDENT.match(self.table):
+            raise ValueError(f"table {self.table!r} is not a plain [schema.]table name; use query for anything else")
+        if self.query and not re.match(r"^\s*(select|with)\b", self.query, re.I):
+            raise ValueError("query must be a single SELECT (or WITH ... SELECT)")
+        if self.query and param_names(self.query):
+            raise ValueError("query must not have :parameters; the agent adds its own paging")
+        return self
+
+
+class SqlPostings(_Strict):
+    """Ordered SQL statements, run in one transaction after the existence check finds no row."""
+
+    kind: Literal["sql"]
+    exists: str = Field(description="SELECT that returns a row when :reference is already posted.")
+    statements: list[str] = Field(min_length=1, description="INSERT/UPDATE statements with :params.")
+
+
+class ProcedurePostings(_Strict):
+    """A stored procedure that posts one payment; the existence check still runs first in the same transaction."""
+
+    kind: Literal["procedure"]
+    exists: str
+    call: str = Field(description="e.g. '{CALL post_payment(:reference, :statement_key, :amount)}'.")
+
+
+class FileColumn(_Strict):
+    name: str = Field(description="Header (CSV) or field name (fixed layout).")
+    param: str = Field(description="Which posting parameter fills it.")
+    width: int | None = Field(None, ge=1, description="Fixed-layout width; required for format: fixed.")
+
+
+class FilePostings(_Strict):
+    """One file per batch, written atomically into the folder the matter system imports."""
+
+    kind: Literal["file"]
+    folder: str
+    format: Literal["csv", "fixed"] = "csv"
+    filename: str = Field("ledgerlink-{batch}.csv", description="Must contain {batch}.")
+    columns: list[FileColumn] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _layout(self) -> FilePostings:
+        if "{batch}" not in self.filename:
+            raise ValueError("filename must contain {batch} so every batch gets its own file")
+        if self.format == "fixed" and any(c.width is None for c in self.columns):
+            raise ValueError("every column needs a width when format is fixed")
+        return self
+
+
+class RequestTable(_Strict):
+    """A table in the firm database where the matter software asks for links; the agent writes results back."""
+
+    table: str = Field(description="Table (or schema.table) holding the requests.")
+    key: str = Field(description="Primary-key column.")
+    columns: dict[Literal["matter", "amount", "description", "account"], str] = Field(
+        description="Request fields -> columns; matter is required, the rest default like the CLI's."
+    )
+    status_column: str = Field(description="Column the matter software sets to pending_value for a new request.")
+    pending_value: str = "NEW"
+    done_value: str = "LINKED"
+    failed_value: str = "FAILED"
+    write_back: dict[Literal["url", "link_id", "error", "link_status"], str] = Field(
+        default_factory=dict, description="Result fields -> columns the agent fills in."
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> RequestTable:
+        for name in (self.table, self.key, self.status_column, *self.columns.values(), *self.write_back.values()):
+            if not _IDENT.match(name):
+                raise ValueError(f"{name!r} is not a plain identifier")
+        if "matter" not in self.columns:
+            raise ValueError("columns must map 'matter' (the matter number or key)")
+        return self
+
+
+Postings = Annotated[SqlPostings | ProcedurePostings | FilePostings, Field(discriminator="kind")]
+
+
+class Mapping(_Strict):
+    """A whole mapping file."""
+
+    version: Literal[1] = Field(description="Mapping format version.")
+    name: str = Field("firm", description="A label for logs and the console.")
+    source: SourceConfig
+    currency: str = Field("GBP", min_length=3, max_length=3, description="Default currency.")
+    timezone: str = Field("Europe/London", description="IANA zone of naive timestamps in the firm database.")
+    entities: dict[Literal["clients", "payers", "matters", "statements"], EntityMapping]
+    postings: Postings | None = Field(None, description="How payments are written back (see mappings/README.md).")
+    requests: RequestTable | None = Field(None, description="Optional request table the matter software writes.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Mapping:
+        missing = {"matters", "statements"} - set(self.entities)
+        if missing:
+            raise ValueError(f"entities must include {', '.join(sorted(missing))}")
+        return self
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Mapping.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "Ledgerlink mapping file"
+    return schema
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...] = (), index: dict | None = None) -> dict:
+    """Key path -> 1-based line, from PyYAML's node tree, so validation errors can point into the file."""
+    index = {} if index is None else index
+    index[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*path, key_node.value)
+            _line_index(value_node, child, index)
+            index[child] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*path, i), index)
+    return index
+
+
+def _line_for(loc: tuple[Any, ...], lines: dict) -> int:
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            return lines[loc[:cut]]
+    return 1
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+class MappingErrors(ConfigurationError):
+    """All the mistakes in one mapping file, each as 'file:line: key.path: message'."""
+
+    def __init__(self, path: Path, problems: list[tuple[int, str, str]]) -> None:
+        self.path = path
+        self.problems = sorted(problems)
+        lines = [f"{path}:{line}: {where}: {msg}" for line, where, msg in self.problems]
+        super().__init__(f"{len(lines)} problem(s) in mapping {path}:\n" + "\n".join(lines))
+
+
+def _pydantic_message(err: dict[str, Any]) -> str:
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return "unknown key; check the spelling against mappings/README.md"
+    if err["type"] == "missing":
+        return "required key is missing"
+    if err["type"] == "literal_error":
+        return f"{msg} (got {err.get('input')!r})"
+    return msg
+
+
+def _semantic_problems(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """Checks across keys (fields per entity, SQL parameters), on the raw data so they run even when other
+    parts of the file are invalid: every problem is reported in one pass."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    entities = data.get("entities")
+    for entity, em in (entities if isinstance(entities, dict) else {}).items():
+        if entity not in ENTITY_FIELDS or not isinstance(em, dict):
+            continue
+        required, optional = ENTITY_FIELDS[entity]
+        columns = em.get("columns") if isinstance(em.get("columns"), dict) else {}
+        for ours in columns:
+            if ours not in required | optional:
+                valid = ", ".join(sorted(required | optional))
+                problems.append((("entities", entity, "columns", ours),
+                                 f"{entity} has no field {ours!r}; valid fields: {valid}"))
+        for ours in sorted(required - set(columns)):
+            problems.append((("entities", entity, "columns"),
+                             f"required field {ours!r} is not mapped; add '{ours}: <column>'"))
+        statuses = {"matters": {"open", "closed"}, "statements": {"open", "paid", "void"}}.get(entity, set())
+        values = em.get("status_values") if isinstance(em.get("status_values"), dict) else {}
+        for status in values:
+            if status not in statuses:
+                valid = ", ".join(sorted(statuses)) or "none (this entity has no status)"
+                problems.append((("entities", entity, "status_values", status),
+                                 f"unknown status {status!r}; valid: {valid}"))
+    postings = data.get("postings")
+    if isinstance(postings, dict):
+        valid = ", ".join(f":{p}" for p in POSTING_PARAMS)
+        sqls: list[tuple[tuple[Any, ...], Any]] = [(("postings", "exists"), postings.get("exists"))]
+        sqls += [(("postings", "statements", i), sql) for i, sql in enumerate(postings.get("statements") or [])]
+        sqls.append((("postings", "call"), postings.get("call")))
+        for loc, sql in sqls:
+            for name in param_names(sql) if isinstance(sql, str) else []:
+                if name not in POSTING_PARAMS:
+                    problems.append((loc, f"unknown parameter :{name}; valid: {valid}"))
+        exists = postings.get("exists")
+        if isinstance(exists, str) and "reference" not in param_names(exists):
+            problems.append((("postings", "exists"),
+                             "the existence check must bind :reference (that is what makes it idempotent)"))
+        for i, col in enumerate(postings.get("columns") or []):
+            if isinstance(col, dict) and col.get("param") not in POSTING_PARAMS:
+                problems.append((("postings", "columns", i, "param"),
+                                 f"unknown parameter {col.get('param')!r}; valid: {valid}"))
+    return problems
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2-style booleans: only true/false. Column names such as ``no``, ``on`` or ``y`` stay strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def parse_mapping(text: str, path: Path) -> Mapping:
+    """Validate mapping text; raise MappingErrors listing every problem with its line."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise MappingErrors(path, [(line, "(yaml)", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if not isinstance(data, dict) or node is None:
+        raise MappingErrors(path, [(1, "(top level)", "a mapping file is a YAML mapping with version, source, ...")])
+    lines = _line_index(node)
+    if data.get("version") not in (None, MAPPING_VERSION):
+        raise MappingErrors(
+            path,
+            [(_line_for(("version",), lines), "version",
+              f"version {data.get('version')!r} is not supported by this agent; it reads version {MAPPING_VERSION}")],
+        )
+    problems = [(_line_for(loc, lines), _dotted(loc), msg) for loc, msg in _semantic_problems(data)]
+    try:
+        mapping = Mapping.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if p not in ("sql", "procedure", "file"))
+            problems.append((_line_for(loc, lines), _dotted(loc), _pydantic_message(err)))
+    if problems:
+        raise MappingErrors(path, list(dict.fromkeys(problems)))
+    return mapping
+
+
+def load_mapping(path: str | Path) -> Mapping:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read mapping {path}: {exc.strerror}") from None
+    return parse_mapping(text, path)
