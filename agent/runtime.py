@@ -1,4 +1,8 @@
-"""Wiring: settings -> secrets, mapping, state store, connector and providers, built once per command."""
+"""The composition root: settings -> secrets, mapping, state store, connector, providers and the engines.
+
+Only the interfaces (agent.cli, agent.api, agent.service) import this. Each engine is built here once, from the
+parts it needs, and built again after a hot reload swaps the configuration.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,14 @@ import logging
 import threading
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agent.core.scrub import ScrubFilter
+from agent.engine.directdebit import DirectDebit
+from agent.engine.export import Exporter
+from agent.engine.links import LinkEngine
+from agent.engine.reminders import Reminders
+from agent.engine.sending import Sender
+from agent.engine.sync import Syncer
 from agent.home.secrets import Secrets
 from agent.home.settings import Settings, load_settings
 from agent.state import StateStore
@@ -16,9 +25,7 @@ from connectors.database.contract import Connector
 from connectors.plugins import CONNECTOR_GROUP, PROVIDER_GROUP, load
 from connectors.providers.contract import Provider
 from mappings.format import Mapping, load_mapping
-
-if TYPE_CHECKING:
-    from agent.engine.links import LinkEngine
+from postings.outbox import Outbox
 
 
 def resolve_relative(mapping: Mapping, folder: Path) -> Mapping:
@@ -36,6 +43,10 @@ def open_connector(mapping: Mapping, secrets: Secrets) -> Connector:
     cls = load(CONNECTOR_GROUP, mapping.source.connector)
     password = secrets.get(mapping.source.password_secret) if mapping.source.password_secret else None
     return cls(mapping, password)
+
+
+# what a hot reload rebuilds: everything built from the settings, the mapping or the connector
+ENGINES = ("secrets", "syncer", "outbox", "links", "directdebit", "sender", "reminders", "exporter")
 
 
 class Runtime:
@@ -70,9 +81,31 @@ class Runtime:
 
     @cached_property
     def links(self) -> LinkEngine:
-        from agent.engine.links import LinkEngine
-
         return LinkEngine(self.settings, self.store, self.provider)
+
+    @cached_property
+    def syncer(self) -> Syncer:
+        return Syncer(self.store, self.connector, self.settings.sync_batch_size)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.store, self.connector, self.mapping)
+
+    @cached_property
+    def directdebit(self) -> DirectDebit:
+        return DirectDebit(self.settings, self.store, self.provider, retry_initial=self.links.retry_initial)
+
+    @cached_property
+    def sender(self) -> Sender:
+        return Sender(self.settings, self.store, self.secrets, self.links)
+
+    @cached_property
+    def reminders(self) -> Reminders:
+        return Reminders(self.settings, self.store, self.sender)
+
+    @cached_property
+    def exporter(self) -> Exporter:
+        return Exporter(self.store, self.settings.zone)
 
     def provider(self, account_name: str | None = None) -> Provider:
         account = self.settings.account(account_name)
@@ -90,8 +123,8 @@ class Runtime:
             old_providers, self._providers = self._providers, {}
             self.settings = settings
             self.__dict__["mapping"] = mapping
-            self.__dict__.pop("links", None)
-            self.__dict__.pop("secrets", None)
+            for built in ENGINES:
+                self.__dict__.pop(built, None)
         if old_connector is not None:
             old_connector.close()
         for provider in old_providers.values():

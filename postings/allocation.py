@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from agent.state.schema import checkpoints, collections, firm_statements, link_items, links, postings
+from agent.state.statuses import POSTING_IN_FLIGHT
 
 # Postings that will still move a statement's balance in the firm database once written.
-IN_FLIGHT = ("pending", "posting", "retrying", "failed")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def available_balances(conn: Connection, keys: list[str]) -> dict[str, Decimal]:
     sync, have not moved its balance, so two payments on one statement must not both see the full balance.
     """
     synced = conn.execute(select(checkpoints.c.updated_at).where(checkpoints.c.entity == "statements")).scalar()
-    pending = postings.c.state.in_(IN_FLIGHT)
+    pending = postings.c.state.in_(POSTING_IN_FLIGHT)
     if synced is not None:
         pending = pending | ((postings.c.state == "posted") & (postings.c.posted_at > synced))
     owed = {k: v for k, v in conn.execute(select(firm_statements.c.key, firm_statements.c.balance)

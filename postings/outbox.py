@@ -41,7 +41,6 @@ from postings.filedrop import FileDrop
 
 log = logging.getLogger("ledgerlink.postings")
 
-STATES = ("pending", "posting", "posted", "retrying", "failed", "incomplete", "removed")
 REVERSAL_SUFFIX = ":R"
 MARK_GROUP = 50
 Clock = Callable[[], dt.datetime]

@@ -16,9 +16,11 @@ from sqlalchemy import select, update
 
 from agent import __version__
 from agent.api import app as api
+from agent.api.routers import links as link_routes
 from agent.cli.main import main
 from agent.core.errors import TransientError
 from agent.engine.sync import Syncer
+from agent.home.accounts import dump_toml
 from agent.home.demo import init_home
 from agent.home.settings import load_settings
 from agent.runtime import Runtime
@@ -265,16 +267,16 @@ class FakeRecord:
 
 def test_send_calls_delivery_or_says_it_is_not_there(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     link = create(env).json()
-    monkeypatch.setattr(api, "send_link", None)
+    monkeypatch.setattr(link_routes, "send_link", None)
     missing = env.client.post(f"/links/{link['id']}/send", json={"channel": "email"})
-    assert missing.status_code == 501 and missing.json()["error"] == api.NO_DELIVERY
+    assert missing.status_code == 501 and missing.json()["error"] == link_routes.NO_DELIVERY
     calls = []
 
     def send_link(rt: Runtime, link_id: str, channel: str) -> FakeRecord:
         calls.append((rt, link_id, channel))
         return FakeRecord(link_id, channel, Decimal("2088.05"))
 
-    monkeypatch.setattr(api, "send_link", send_link)
+    monkeypatch.setattr(link_routes, "send_link", send_link)
     sent = env.client.post(f"/links/{link['id']}/send", json={"channel": "sms"})
     assert sent.status_code == 200
     assert sent.json() == {"link_id": link["id"], "channel": "sms", "amount": "2088.05"}
@@ -358,4 +360,4 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
 
 def test_toml_writer_round_trips() -> None:
     data = {"a": 1, "b": True, "c": "x \"q\" \\ é", "accounts": {"op": {"days": [1, 2], "msg": "m"}, "t": {}}}
-    assert tomllib.loads(api.dump_toml(data)) == data
+    assert tomllib.loads(dump_toml(data)) == data

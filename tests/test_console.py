@@ -48,7 +48,7 @@ class Agent:
 def _serve(rt: Runtime) -> tuple[uvicorn.Server, threading.Thread]:
     """The API with the console mounted, as the service serves it, on a free port of 127.0.0.1."""
     app = create_app(rt)
-    mount(app, rt)
+    mount(app)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

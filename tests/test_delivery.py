@@ -15,7 +15,6 @@ from delivery_support import Gateway, Mailbox, configure, sms_server, smtp_serve
 from agent.cli.main import main
 from agent.core.errors import ConfigurationError, RuleError
 from agent.engine.links import LinkRequest
-from agent.engine.sending import send_link, sends_for
 from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
@@ -52,7 +51,7 @@ def quick(rt: Runtime, **extra: object) -> str:
 def test_email_through_real_smtp_server(rt: Runtime, servers: tuple[Path, Mailbox, Gateway]) -> None:
     _, box, _ = servers
     link = rt.links.get(quick(rt))
-    record = send_link(rt, link.id, "email")
+    record = rt.sender.send(link.id, "email")
     assert record.ok and record.result == "ok" and record.recipient == "ada@example.com"
     assert box.logins == [("relay-user", "s3cret-relay")]  # the password came from the keyring
     assert box.envelopes == [("billing@demo-legal.example", ["ada@example.com"])]
@@ -66,28 +65,28 @@ def test_email_through_real_smtp_server(rt: Runtime, servers: tuple[Path, Mailbo
     assert "Invoice:     INV-77" in body
     assert body.rstrip().endswith("Demo Legal LLP is authorised and regulated by the Solicitors Regulation "
                                   "Authority (demo).")  # the account's disclaimer is the footer
-    assert [(s.channel, s.recipient, s.ok, s.purpose) for s in sends_for(rt, link.id)] == [
+    assert [(s.channel, s.recipient, s.ok, s.purpose) for s in rt.sender.history(link.id)] == [
         ("email", "ada@example.com", True, "link")]
 
 
 def test_smtp_refusal_is_recorded_as_a_definite_failure(rt: Runtime, servers: tuple[Path, Mailbox, Gateway]) -> None:
     servers[1].refuse = True
-    record = send_link(rt, quick(rt), "email")
+    record = rt.sender.send(quick(rt), "email")
     assert not record.ok and record.definite and "550" in record.result
-    assert sends_for(rt, record.link_id)[0].result == record.result
+    assert rt.sender.history(record.link_id)[0].result == record.result
 
 
 def test_unreachable_smtp_server_is_recorded(rt: Runtime) -> None:
     rt.settings.smtp.port = 1  # nothing listens there
-    record = send_link(rt, quick(rt), "email")
+    record = rt.sender.send(quick(rt), "email")
     assert not record.ok and record.definite and "Connection" in record.result
-    assert len(sends_for(rt, record.link_id)) == 1
+    assert len(rt.sender.history(record.link_id)) == 1
 
 
 def test_sms_to_matter_payer_phone(rt: Runtime, servers: tuple[Path, Mailbox, Gateway]) -> None:
     _, _, gateway = servers
     link = rt.links.create(LinkRequest(matter=MATTER))
-    record = send_link(rt, link.id, "sms")
+    record = rt.sender.send(link.id, "sms")
     assert record.ok and record.recipient.startswith("+447700900") and record.provider_message_id.startswith("SM")
     request = gateway.requests[0]
     assert request["path"] == "/2010-04-01/Accounts/AC0123456789abcdef/Messages.json"
@@ -99,7 +98,7 @@ def test_sms_to_matter_payer_phone(rt: Runtime, servers: tuple[Path, Mailbox, Ga
 
 def test_sms_gateway_error_is_recorded_as_failed(rt: Runtime, servers: tuple[Path, Mailbox, Gateway]) -> None:
     servers[2].bad_numbers.add("+15005550001")
-    record = send_link(rt, quick(rt), "sms", to="+1 500 555 0001")
+    record = rt.sender.send(quick(rt), "sms", to="+1 500 555 0001")
     assert not record.ok and record.definite
     assert record.result == ("SMS gateway refused: HTTP 400 (code 21211): The 'To' number +15005550001 is not a "
                              "valid phone number.")
@@ -111,14 +110,14 @@ def test_sms_gateway_error_is_recorded_as_failed(rt: Runtime, servers: tuple[Pat
 def test_refusals_send_and_record_nothing(rt: Runtime, servers: tuple[Path, Mailbox, Gateway]) -> None:
     link_id = quick(rt)
     with pytest.raises(RuleError, match="no phone number"):
-        send_link(rt, link_id, "sms")  # a quick link has no matter, so no payer phone
+        rt.sender.send(link_id, "sms")  # a quick link has no matter, so no payer phone
     rt.links.cancel(link_id)
     with pytest.raises(RuleError, match="cancelled"):
-        send_link(rt, link_id, "email")
+        rt.sender.send(link_id, "email")
     rt.settings.smtp.from_address = None
     with pytest.raises(ConfigurationError, match="from_address"):
-        send_link(rt, quick(rt, invoice="INV-78"), "email")
-    assert sends_for(rt, link_id) == [] and servers[1].messages == [] and servers[2].requests == []
+        rt.sender.send(quick(rt, invoice="INV-78"), "email")
+    assert rt.sender.history(link_id) == [] and servers[1].messages == [] and servers[2].requests == []
 
 
 def test_cli_links_send(rt: Runtime, servers: tuple[Path, Mailbox, Gateway], capsys: pytest.CaptureFixture[str]

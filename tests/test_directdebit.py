@@ -77,11 +77,11 @@ def poll(rt: Runtime) -> None:
 
 def schedule(rt: Runtime) -> dd.ScheduleResult:
     sync(rt)
-    return dd.schedule_collections(rt, TODAY)
+    return rt.directdebit.schedule_collections(TODAY)
 
 
 def current(rt: Runtime) -> dict[str, dd.CollectionView]:
-    return {c.statement_key: c for c in dd.list_collections(rt) if c.current}
+    return {c.statement_key: c for c in rt.directdebit.list_collections() if c.current}
 
 
 def at_sandbox(home: Path, ref: str | None) -> tuple[str, str]:
@@ -106,11 +106,11 @@ def rt(home: Path) -> Iterator[Runtime]:
     runtime = Runtime.for_home(home)
     runtime.links.retry_initial = 0.01
     sync(runtime)
-    mandate = dd.setup_mandate(runtime, PAYER)
+    mandate = runtime.directdebit.setup_mandate(PAYER)
     assert mandate.status == "pending_customer_approval" and mandate.url
     sandbox.set_mandate(home, mandate.setup_ref, "active")  # the payer completes the flow
     poll(runtime)
-    assert [m.status for m in dd.list_mandates(runtime)] == ["active"]
+    assert [m.status for m in runtime.directdebit.list_mandates()] == ["active"]
     yield runtime
     runtime.close()
 
@@ -151,7 +151,7 @@ def test_scenario_3_in_credit_collects_nothing_and_refuses_a_manual_amount(rt: R
     f = figures(rt, invoice)
     assert (f.brought_forward, f.payable, f.auto) == (-120, -70, 0)
     with pytest.raises(RuleError, match="in credit"):
-        dd.request_manual(rt, "INV-3", Decimal("10.00"), TODAY)
+        rt.directdebit.request_manual("INV-3", Decimal("10.00"), TODAY)
 
 
 # --- edges ----------------------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_zero_invoice_collects_nothing(rt: Runtime, home: Path) -> None:
     add_bill(home, "BF-5", 5000, PAST)
     add_bill(home, "INV-5", 0, DUE)
     assert schedule(rt).created == []
-    assert dd.list_collections(rt) == []
+    assert rt.directdebit.list_collections() == []
 
 
 def test_credit_note_before_the_due_date_recomputes_and_credits_are_not_spent_twice(rt: Runtime, home: Path) -> None:
@@ -181,7 +181,8 @@ def test_credit_note_before_the_due_date_recomputes_and_credits_are_not_spent_tw
     assert result.recomputed == [old.id]
     assert current(rt)[first].amount == Decimal("30.00")
     assert at_sandbox(home, old.provider_ref) == ("50.00", "cancelled")
-    assert dd.get_collection(rt, old.id).status == "cancelled" and not dd.get_collection(rt, old.id).current
+    old_now = rt.directdebit.get_collection(old.id)
+    assert old_now.status == "cancelled" and not old_now.current
     second = add_bill(home, "INV-6B", 1500, DUE + dt.timedelta(days=1))
     schedule(rt)
     # 50 - 20 + 15 owing in all: the credit already lowered INV-6's collection, so INV-6B is collected in full.
@@ -203,13 +204,13 @@ def test_statement_changed_before_due_date_recomputes_until_submitted(rt: Runtim
     assert (current(rt)[invoice].amount, current(rt)[invoice].status) == (Decimal("40.00"), "submitted")
     assert schedule(rt).kept == []  # known to be submitted now: not tried again
     with pytest.raises(RuleError, match="would not cancel"):
-        dd.cancel_collection(rt, c.id)
+        rt.directdebit.cancel_collection(c.id)
 
 
 def test_staff_cancel_is_not_undone_by_the_scheduler(rt: Runtime, home: Path) -> None:
     invoice = add_bill(home, "INV-8", 5000, DUE)
     schedule(rt)
-    c = dd.cancel_collection(rt, current(rt)[invoice].id)
+    c = rt.directdebit.cancel_collection(current(rt)[invoice].id)
     assert c.status == "cancelled"
     assert schedule(rt).created == []
 
@@ -227,13 +228,13 @@ def test_manual_amount_before_due_date_replaces_the_automatic_collection(rt: Run
     invoice = add_bill(home, "INV-10", 3000, DUE)
     schedule(rt)
     auto = current(rt)[invoice]
-    manual = dd.request_manual(rt, "INV-10", Decimal("60.00"), TODAY)  # any amount up to the payable 80
+    manual = rt.directdebit.request_manual("INV-10", Decimal("60.00"), TODAY)  # any amount up to the payable 80
     assert (manual.kind, manual.amount, manual.status, manual.current) == ("manual", 60, "pending_submission", True)
     assert at_sandbox(home, auto.provider_ref) == ("30.00", "cancelled")
     assert current(rt) == {invoice: manual}
     assert schedule(rt).created == []  # the scheduler leaves the payer's choice alone
     with pytest.raises(RuleError, match="at most the payable 80"):
-        dd.request_manual(rt, "INV-10", Decimal("80.01"), TODAY)
+        rt.directdebit.request_manual("INV-10", Decimal("80.01"), TODAY)
 
 
 @pytest.mark.parametrize("day", [DUE, DUE + dt.timedelta(days=1)], ids=["on", "after"])
@@ -241,7 +242,7 @@ def test_manual_amount_on_or_after_due_date_is_refused(rt: Runtime, home: Path, 
     add_bill(home, "INV-11", 3000, DUE)
     schedule(rt)
     with pytest.raises(RuleError, match=f"was due on {DUE}: a manual Direct Debit must be requested before"):
-        dd.request_manual(rt, "INV-11", Decimal("10.00"), day)
+        rt.directdebit.request_manual("INV-11", Decimal("10.00"), day)
 
 
 # --- pending collections and results -----------------------------------------------------------------------------
@@ -253,7 +254,7 @@ def test_pending_collections_reduce_the_link_default(rt: Runtime, home: Path) ->
     schedule(rt)
     d = rt.links.defaults(MATTER)
     assert (d.open_balance, d.pending_collections, d.amount) == (Decimal("80.00"), Decimal("30.00"), Decimal("50.00"))
-    assert [c.statement_key for c in dd.list_collections(rt, MATTER, pending=True)] == [invoice]
+    assert [c.statement_key for c in rt.directdebit.list_collections(MATTER, pending=True)] == [invoice]
     c = current(rt)[invoice]
     sandbox.set_collection(home, c.provider_ref, "submitted")
     poll(rt)
@@ -272,7 +273,7 @@ def test_paid_collection_is_posted_and_a_failure_after_confirmation_is_reversed(
     for status in ("submitted", "confirmed"):
         sandbox.set_collection(home, ref, status)
     poll(rt)
-    assert dd.get_collection(rt, current(rt)[invoice].id).status == "confirmed"
+    assert rt.directdebit.get_collection(current(rt)[invoice].id).status == "confirmed"
     with rt.store.read() as conn:
         pay = conn.execute(payments.select().where(payments.c.payment_ref == ref)).mappings().one()
         rows = conn.execute(postings.select().where(postings.c.payment_id == pay["id"])).mappings().all()
@@ -292,24 +293,24 @@ def test_paid_collection_is_posted_and_a_failure_after_confirmation_is_reversed(
         assert conn.execute("SELECT amount_pence FROM receipts WHERE reference = ?",
                             (f"{ref}:{invoice}:R",)).fetchone() == (-3000,)
     assert balance(home, invoice) == 3000  # the statement owes again
-    assert dd.get_collection(rt, current(rt)[invoice].id).status == "failed"
+    assert rt.directdebit.get_collection(current(rt)[invoice].id).status == "failed"
 
 
 def test_mandate_cancelled_by_the_payer_cancels_unsubmitted_collections(rt: Runtime, home: Path) -> None:
     invoice = add_bill(home, "INV-14", 3000, DUE)
     schedule(rt)
-    mandate = dd.list_mandates(rt)[0]
+    mandate = rt.directdebit.list_mandates()[0]
     sandbox.set_mandate(home, mandate.setup_ref, "cancelled")
     poll(rt)
-    assert dd.list_mandates(rt)[0].status == "cancelled"
-    assert dd.get_collection(rt, current(rt)[invoice].id).status == "cancelled"
+    assert rt.directdebit.list_mandates()[0].status == "cancelled"
+    assert rt.directdebit.get_collection(current(rt)[invoice].id).status == "cancelled"
     assert rt.links.defaults(MATTER).pending_collections == 0
 
 
 def test_refresh_catches_a_mandate_change_without_its_event(rt: Runtime, home: Path) -> None:
-    sandbox.set_mandate(home, dd.list_mandates(rt)[0].setup_ref, "suspended_by_payer")
-    assert dd.refresh_mandates(rt) == 1
-    assert dd.list_mandates(rt)[0].status == "suspended_by_payer"
+    sandbox.set_mandate(home, rt.directdebit.list_mandates()[0].setup_ref, "suspended_by_payer")
+    assert rt.directdebit.refresh_mandates() == 1
+    assert rt.directdebit.list_mandates()[0].status == "suspended_by_payer"
     add_bill(home, "INV-16", 3000, DUE)
     assert schedule(rt).created == []  # only active mandates are collected on
 

@@ -13,7 +13,7 @@ from openpyxl import load_workbook
 
 from agent.cli.main import main
 from agent.core.errors import RuleError
-from agent.engine.export import export_links, money_format
+from agent.engine.export import money_format
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
 from agent.engine.sync import Syncer
@@ -73,7 +73,7 @@ def test_columns_choose_and_order(home: Path) -> None:
 def test_unknown_column_lists_the_valid_ones(home: Path) -> None:
     rt = Runtime.for_home(home)
     with pytest.raises(RuleError, match=r"unknown column\(s\) nope; choose from: created_at, status, invoice_number"):
-        export_links(rt, home / "x.xlsx", columns=["nope"])
+        rt.exporter.links(home / "x.xlsx", columns=["nope"])
     rt.close()
 
 

@@ -35,7 +35,7 @@ def test_request_table_rows_get_links_written_back(rt: Runtime) -> None:
         db.execute("INSERT INTO pay_requests (matter_no, amount, note) VALUES ('M-2026-0010', '250.00', 'Fees')")
         db.execute("INSERT INTO pay_requests (matter_no) VALUES ('M-2026-0040')")  # payer has no email
         db.execute("INSERT INTO pay_requests (matter_no, status) VALUES ('M-2026-0011', 'DONE-BY-HAND')")
-    assert process_request_table(rt) == 1
+    assert process_request_table(rt.connector, rt.mapping.requests, rt.links) == 1
     with firm(rt) as db:
         rows = db.execute("SELECT matter_no, status, link_url, link_id, link_status, error FROM pay_requests "
                           "ORDER BY id").fetchall()
@@ -45,7 +45,7 @@ def test_request_table_rows_get_links_written_back(rt: Runtime) -> None:
     assert (link.amount, link.description) == (Decimal("250.00"), "Fees")
     assert refused[1] == "FAILED" and "no email address" in refused[5]
     assert untouched[1] == "DONE-BY-HAND"
-    assert process_request_table(rt) == 0  # nothing NEW left
+    assert process_request_table(rt.connector, rt.mapping.requests, rt.links) == 0  # nothing NEW left
 
 
 def test_request_retried_after_a_crash_gets_the_same_link(rt: Runtime) -> None:
@@ -53,10 +53,10 @@ def test_request_retried_after_a_crash_gets_the_same_link(rt: Runtime) -> None:
     with firm(rt) as db:
         db.execute("INSERT INTO pay_requests (matter_no) VALUES ('M-2026-0010')")
     first = rt.links.create(LinkRequest(matter="M-2026-0010"))
-    assert process_request_table(rt) == 1
+    assert process_request_table(rt.connector, rt.mapping.requests, rt.links) == 1
     with firm(rt) as db:
         assert db.execute("SELECT link_id FROM pay_requests").fetchone()[0] == first.id
-    assert len(rt.links.list()) == 1
+    assert len(rt.links.find()) == 1
 
 
 BULK = ("Invoice Number,Invoice Date,Due Date,Recipient Name,Recipient Email,Amount,Custom Message\n"
@@ -66,7 +66,7 @@ BULK = ("Invoice Number,Invoice Date,Due Date,Recipient Name,Recipient Email,Amo
 
 def test_inbox_takes_only_complete_files(rt: Runtime) -> None:
     clock = [0.0]
-    inbox = InboxIntake(rt, rt.settings.home / "inbox", settle=2.0, clock=lambda: clock[0])
+    inbox = InboxIntake(rt.links, rt.settings.home / "inbox", settle=2.0, clock=lambda: clock[0])
     inbox.folder.mkdir()
     (inbox.folder / "batch.csv.part").write_text(BULK)  # still being copied
     (inbox.folder / "batch.csv").write_text(BULK[:60])
@@ -79,12 +79,12 @@ def test_inbox_takes_only_complete_files(rt: Runtime) -> None:
     assert [p.parent.name for p in moved] == ["done"]
     report = moved[0].with_name(moved[0].name + ".links.csv").read_text().splitlines()
     assert report[0] == "invoice_number,link_id,status,url,existing" and len(report) == 3
-    assert {x.invoice_number for x in rt.links.list(["outstanding"])} == {"Q-100", "Q-101"}
+    assert {x.invoice_number for x in rt.links.find(["outstanding"])} == {"Q-100", "Q-101"}
     assert (inbox.folder / "batch.csv.part").exists()  # never read
 
 
 def test_inbox_bad_file_goes_to_failed_with_a_report_and_sends_nothing(rt: Runtime) -> None:
-    inbox = InboxIntake(rt, rt.settings.home / "inbox", settle=0.0)
+    inbox = InboxIntake(rt.links, rt.settings.home / "inbox", settle=0.0)
     inbox.folder.mkdir()
     (inbox.folder / "bad.txt").write_text(BULK.replace(",", "\t").replace("ada@example.com", "ada-at-example")
                                           .replace("99.99", "-5"))
@@ -93,4 +93,4 @@ def test_inbox_bad_file_goes_to_failed_with_a_report_and_sends_nothing(rt: Runti
     assert [p.parent.name for p in moved] == ["failed"]
     errors = moved[0].with_name(moved[0].name + ".errors.txt").read_text()
     assert "row 2" in errors and "row 3" in errors and "nothing was sent" in errors
-    assert rt.links.list() == []
+    assert rt.links.find() == []

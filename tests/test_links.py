@@ -169,7 +169,7 @@ def test_partial_payment_closes_the_link_and_leaves_the_remainder(home: Path, mo
     assert closed.status_reason == "partial payment: 2000.00 GBP still owing"
     with pytest.raises(sandbox.ProviderError):
         sandbox.pay(home, link.provider_ref, Decimal("1.00"))  # single-use
-    outstanding = rt.links.list(["outstanding"])
+    outstanding = rt.links.find(["outstanding"])
     if mode == "auto":
         assert [x.amount for x in outstanding] == [Decimal("2000.00")]
     else:

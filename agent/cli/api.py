@@ -7,21 +7,18 @@ import json
 import sys
 from pathlib import Path
 
+from agent.api.app import ADMIN_TOKEN, TOKEN, create_app, ensure_token
 from agent.cli.output import Commands
 from agent.runtime import Runtime
 
 
 def cmd_token(args: argparse.Namespace, rt: Runtime) -> int:
     """Print the bearer token, making it first if the agent has never started (so a client can be set up now)."""
-    from agent.api.app import ADMIN_TOKEN, TOKEN, ensure_token
-
     print(ensure_token(rt.secrets, ADMIN_TOKEN if args.admin else TOKEN))
     return 0
 
 
 def cmd_openapi(args: argparse.Namespace, rt: Runtime) -> int:
-    from agent.api.app import create_app
-
     text = json.dumps(create_app(rt).openapi(), indent=2) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

@@ -11,11 +11,11 @@ from pathlib import Path
 from sqlalchemy import select
 
 from agent.cli.output import Commands, emit
-from agent.core.errors import ConfigurationError, LedgerlinkError, RuleError
+from agent.core.errors import RuleError
 from agent.engine.bulk import FIELDS, BulkFile, Records, check_records, read_records, write_records, write_template
-from agent.engine.links import OPEN_STATES
 from agent.runtime import Runtime
 from agent.state.schema import links
+from agent.state.statuses import LINK_OPEN
 
 
 def outstanding_invoices(rt: Runtime) -> set[str]:
@@ -23,7 +23,7 @@ def outstanding_invoices(rt: Runtime) -> set[str]:
         return set(
             conn.execute(
                 select(links.c.invoice_number).where(
-                    links.c.status.in_(OPEN_STATES), links.c.invoice_number.is_not(None)
+                    links.c.status.in_(LINK_OPEN), links.c.invoice_number.is_not(None)
                 )
             ).scalars()
         )
@@ -121,25 +121,16 @@ def cmd_review(args: argparse.Namespace, rt: Runtime) -> int:
 
 def cmd_send(args: argparse.Namespace, rt: Runtime) -> int:
     """Send All: every row's link is created and emailed, only when the whole file is good."""
-    from agent.engine.sending import send_link
-
-    if not rt.settings.smtp.from_address:
-        raise ConfigurationError("email is not set up: set [smtp] from_address (and host, port, security) first")
+    rt.sender.require_email()
     bulk = _checked(rt, read_records(args.file), args.account)
     _report(args, str(args.file), bulk)
     if not bulk.ok:
         return 1
-    failed = 0
-    for row in bulk.rows:
-        try:
-            link = rt.links.create(row.to_request(args.account))
-            record = send_link(rt, link.id, "email")
-            ok, result = record.ok, "sent" if record.ok else f"NOT SENT: {record.result}"
-        except LedgerlinkError as exc:
-            ok, result = False, f"NOT SENT: {exc}"
-        failed += 0 if ok else 1
-        print(f"  row {row.row}, {row.invoice_number}: {result}")
-    print(f"{len(bulk.rows) - failed} link(s) sent, {failed} not sent")
+    results = rt.sender.send_all((f"row {r.row}, {r.invoice_number}", r.to_request(args.account)) for r in bulk.rows)
+    for result in results:
+        print(f"  {result.label}: {'sent' if result.sent else f'NOT SENT: {result.error}'}")
+    failed = sum(not r.sent for r in results)
+    print(f"{len(results) - failed} link(s) sent, {failed} not sent")
     return 1 if failed else 0
 
 

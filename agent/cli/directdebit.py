@@ -10,6 +10,7 @@ from agent.cli.output import Commands, emit
 from agent.core.model import to_decimal
 from agent.engine import directdebit as dd
 from agent.runtime import Runtime
+from agent.state.statuses import COLLECTION_PENDING
 
 
 def _data(view: Any) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def describe(c: dd.CollectionView) -> str:
 
 
 def cmd_mandates_list(args: argparse.Namespace, rt: Runtime) -> int:
-    found = dd.list_mandates(rt, args.payer)
+    found = rt.directdebit.list_mandates(args.payer)
 
     def text() -> str:
         if not found:
@@ -45,7 +46,7 @@ def cmd_mandates_list(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_mandates_setup(args: argparse.Namespace, rt: Runtime) -> int:
-    m = dd.setup_mandate(rt, args.payer, args.account)
+    m = rt.directdebit.setup_mandate(args.payer, args.account)
     note = " (existing mandate)" if m.existing else ""
     emit(
         args,
@@ -56,13 +57,13 @@ def cmd_mandates_setup(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_mandates_refresh(args: argparse.Namespace, rt: Runtime) -> int:
-    changed = dd.refresh_mandates(rt)
+    changed = rt.directdebit.refresh_mandates()
     emit(args, {"changed": changed}, lambda: f"{changed} mandate(s) changed at the provider")
     return 0
 
 
 def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
-    found = dd.list_collections(rt, args.matter, pending=args.pending)
+    found = rt.directdebit.list_collections(args.matter, pending=args.pending)
 
     def text() -> str:
         if not found:
@@ -72,7 +73,7 @@ def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
             f"statement {c.statement_key}  matter {c.matter_key}"
             for c in found
         ]
-        pending = sum(c.amount for c in found if c.status in dd.PENDING)
+        pending = sum(c.amount for c in found if c.status in COLLECTION_PENDING)
         return "\n".join([*lines, f"pending (submitted, not yet paid): {pending}"])
 
     emit(args, [_data(c) for c in found], text)
@@ -80,19 +81,19 @@ def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_show(args: argparse.Namespace, rt: Runtime) -> int:
-    c = dd.get_collection(rt, args.id)
+    c = rt.directdebit.get_collection(args.id)
     emit(args, _data(c), lambda: describe(c))
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace, rt: Runtime) -> int:
-    c = dd.cancel_collection(rt, args.id)
+    c = rt.directdebit.cancel_collection(args.id)
     emit(args, _data(c), lambda: describe(c))
     return 0
 
 
 def cmd_schedule(args: argparse.Namespace, rt: Runtime) -> int:
-    result = dd.schedule_collections(rt)
+    result = rt.directdebit.schedule_collections()
     emit(
         args,
         dataclasses.asdict(result),
@@ -105,7 +106,7 @@ def cmd_schedule(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_manual(args: argparse.Namespace, rt: Runtime) -> int:
-    c = dd.request_manual(rt, args.statement, args.amount)
+    c = rt.directdebit.request_manual(args.statement, args.amount)
     emit(args, _data(c), lambda: describe(c))
     return 0
 

@@ -113,7 +113,7 @@ def cmd_show(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
-    found = rt.links.list(args.status, args.matter)
+    found = rt.links.find(args.status, args.matter)
 
     def text() -> str:
         if not found:

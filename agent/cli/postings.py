@@ -15,7 +15,8 @@ from agent.cli.output import Commands, emit
 from agent.core.errors import RuleError
 from agent.runtime import Runtime
 from agent.state.schema import payments, postings
-from postings.outbox import STATES, Outbox
+from agent.state.statuses import POSTING_STATES
+from postings.outbox import Outbox
 
 
 def _outbox(rt: Runtime) -> Outbox:
@@ -152,7 +153,7 @@ def cmd_payments_list(args: argparse.Namespace, rt: Runtime) -> int:
 
 def register(commands: Commands) -> None:
     commands.add("list", cmd_list, "postings, optionally in some states", group="postings", json=True).add_argument(
-        "--status", action="append", choices=STATES, help="repeat for several states"
+        "--status", action="append", choices=POSTING_STATES, help="repeat for several states"
     )
     commands.add(
         "show", cmd_show, "one posting with its payment, allocations, attempts and errors", group="postings", json=True

@@ -9,9 +9,10 @@ from typing import Any
 
 from agent.cli.output import Commands, emit
 from agent.core.errors import RuleError
+from agent.home.accounts import set_account
 from agent.runtime import Runtime
+from agent.state.statuses import POSTING_STATES
 from connectors.providers.contract import LinkStatus
-from postings.outbox import STATES
 
 
 def _columns(text: str) -> list[str]:
@@ -19,9 +20,7 @@ def _columns(text: str) -> list[str]:
 
 
 def cmd_send(args: argparse.Namespace, rt: Runtime) -> int:
-    from agent.engine.sending import send_link
-
-    record = send_link(rt, args.id, "sms" if args.sms else "email", to=args.to)
+    record = rt.sender.send(args.id, "sms" if args.sms else "email", to=args.to)
     emit(
         args,
         record.__dict__,
@@ -35,9 +34,7 @@ def cmd_send(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_sends(args: argparse.Namespace, rt: Runtime) -> int:
-    from agent.engine.sending import sends_for
-
-    records = sends_for(rt, args.id)
+    records = rt.sender.history(args.id)
     emit(
         args,
         [r.__dict__ for r in records],
@@ -53,17 +50,13 @@ def cmd_sends(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_links_export(args: argparse.Namespace, rt: Runtime) -> int:
-    from agent.engine.export import export_links
-
-    count = export_links(rt, args.output, statuses=args.status, columns=args.columns)
+    count = rt.exporter.links(args.output, statuses=args.status, columns=args.columns)
     print(f"wrote {count} link(s) to {args.output}")
     return 0
 
 
 def cmd_postings_export(args: argparse.Namespace, rt: Runtime) -> int:
-    from agent.engine.export import export_postings
-
-    count = export_postings(rt, args.output, states=args.status, columns=args.columns)
+    count = rt.exporter.postings(args.output, states=args.status, columns=args.columns)
     print(f"wrote {count} posting(s) to {args.output}")
     return 0
 
@@ -118,8 +111,6 @@ def _days(text: str) -> list[int]:
 
 
 def cmd_accounts_set(args: argparse.Namespace, rt: Runtime) -> int:
-    from agent.home.accounts import set_account
-
     rt.settings.account(args.name)  # unknown names are refused with the configured list
     changes = {
         k: v
@@ -146,9 +137,7 @@ def cmd_accounts_set(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_reminders_run(args: argparse.Namespace, rt: Runtime) -> int:
-    from agent.engine.reminders import run_reminders
-
-    sent = run_reminders(rt)
+    sent = rt.reminders.run()
     emit(args, {"sent": sent}, lambda: f"{sent} reminder(s) sent")
     return 0
 
@@ -171,7 +160,7 @@ def register(commands: Commands) -> None:
     p.add_argument("-o", "--output", type=Path, required=True)
 
     p = commands.add("export", cmd_postings_export, "postings to Excel (.xlsx) or CSV", group="postings")
-    p.add_argument("--status", action="append", choices=STATES, help="repeat for several")
+    p.add_argument("--status", action="append", choices=POSTING_STATES, help="repeat for several")
     p.add_argument("--columns", type=_columns, help="columns in order, e.g. reference,amount,state")
     p.add_argument("-o", "--output", type=Path, required=True)
 

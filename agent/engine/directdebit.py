@@ -21,10 +21,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
@@ -32,8 +32,17 @@ from sqlalchemy.exc import IntegrityError
 from agent.core.errors import DataError, RuleError, TransientError
 from agent.core.model import Statement, check_decimals, to_decimal
 from agent.core.retry import call
+from agent.home.settings import Settings
+from agent.state import StateStore
 from agent.state.mirror import get_matter, get_payer, get_statement
 from agent.state.schema import collections, firm_matters, firm_statements, mandates
+from agent.state.statuses import (
+    COLLECTION_CANCELLABLE,
+    COLLECTION_CREATING,
+    COLLECTION_LIVE,
+    COLLECTION_PENDING,
+    COLLECTION_REFUSED,
+)
 from agent.state.store import utcnow
 from connectors.providers.contract import (
     CollectionCancelRefused,
@@ -42,26 +51,16 @@ from connectors.providers.contract import (
     EventKind,
     MandatePayer,
     MandateStatus,
+    Provider,
     ProviderError,
     ProviderEvent,
 )
 
-if TYPE_CHECKING:
-    from agent.runtime import Runtime
-
 log = logging.getLogger("ledgerlink.directdebit")
 
-CREATING = "creating"  # internal: row reserved, the provider has not yet confirmed the collection
-REFUSED = "refused"  # internal: the provider refused to create it (note says why); a person decides
-PENDING = (  # at the provider, no money moved yet: what reduces a link's default amount (agent.engine.links)
-    CollectionStatus.PENDING_CUSTOMER_APPROVAL.value,
-    CollectionStatus.PENDING_SUBMISSION.value,
-    CollectionStatus.SUBMITTED.value,
-)
-LIVE = (CREATING, *PENDING)  # will still take money
-CANCELLABLE = (CollectionStatus.PENDING_CUSTOMER_APPROVAL.value, CollectionStatus.PENDING_SUBMISSION.value)
-RANK = {CREATING: 0, REFUSED: 0, "pending_customer_approval": 1, "pending_submission": 2, "submitted": 3,
-        "confirmed": 4, "paid_out": 5, "cancelled": 6, "customer_approval_denied": 6, "failed": 6, "charged_back": 7}
+RANK = {COLLECTION_CREATING: 0, COLLECTION_REFUSED: 0, "pending_customer_approval": 1, "pending_submission": 2,
+        "submitted": 3, "confirmed": 4, "paid_out": 5, "cancelled": 6, "customer_approval_denied": 6, "failed": 6,
+        "charged_back": 7}
 SETTLED_MANDATES = (MandateStatus.FAILED, MandateStatus.CANCELLED, MandateStatus.EXPIRED, MandateStatus.CONSUMED,
                     MandateStatus.BLOCKED)
 
@@ -129,74 +128,271 @@ class ScheduleResult:
     kept: list[str] = field(default_factory=list)  # should change but the provider no longer allows it
 
 
-def dd_provider(rt: Runtime, account: str) -> DirectDebitProvider:
-    provider = rt.provider(account)
-    if not isinstance(provider, DirectDebitProvider):
-        raise RuleError(f"account {account!r} uses {provider.name}, which offers no Direct Debit")
-    return provider
 
 
 # ------------------------------------------------------------------------------------------- mandates
 
 
-def setup_mandate(rt: Runtime, payer_key: str, account: str | None = None) -> MandateView:
-    """Send the payer the provider's mandate flow; a payer with a mandate that is not over gets it back."""
-    acct = rt.settings.account(account)
-    with rt.store.read() as conn:
-        payer = get_payer(conn, payer_key)
-        if payer is None or payer.deleted:
-            raise DataError(f"unknown payer {payer_key!r} (has a sync run?)")
-        existing = conn.execute(select(mandates).where(
-            mandates.c.payer_key == payer.key, mandates.c.account == acct.name,
-            mandates.c.status.not_in([s.value for s in SETTLED_MANDATES])).order_by(mandates.c.created_at.desc())
-        ).mappings().first()
-    if existing is not None:
-        return MandateView.from_row(existing, existing=True)
-    if not payer.email:
-        raise RuleError(f"payer {payer.name!r} has no email address; the mandate flow is sent by email")
-    mandate_id = new_id("mdt")
-    provider = dd_provider(rt, acct.name)
-    setup = call(provider.setup_mandate, MandatePayer(payer.key, payer.name, payer.email, f"dd-{mandate_id}"),
-                 initial=rt.links.retry_initial)
-    state = call(provider.get_mandate, setup.ref, initial=rt.links.retry_initial)
-    now = utcnow()
-    with rt.store.begin() as conn:
-        conn.execute(mandates.insert().values(
-            id=mandate_id, account=acct.name, provider=acct.provider, payer_key=payer.key, setup_ref=setup.ref,
-            provider_ref=state.ref if state.ref != setup.ref else None, url=setup.url,
-            status=state.status.value, raw_status=state.raw_status, idempotency_key=f"dd-{mandate_id}",
-            created_at=now, updated_at=now))
-        return MandateView.from_row(conn.execute(select(mandates).where(mandates.c.id == mandate_id)).mappings().one())
+class DirectDebit:
+    """The Direct Debit engine: its state store, settings and providers are handed in by the composition root."""
+
+    def __init__(self, settings: Settings, store: StateStore, providers: Callable[[str | None], Provider], *,
+                 retry_initial: float = 0.5, today: Callable[[], dt.date] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.providers = providers
+        self.retry_initial = retry_initial
+        self._today = today or (lambda: dt.datetime.now(settings.zone).date())
+
+    def _provider(self, account: str) -> DirectDebitProvider:
+        provider = self.providers(account)
+        if not isinstance(provider, DirectDebitProvider):
+            raise RuleError(f"account {account!r} uses {provider.name}, which offers no Direct Debit")
+        return provider
+
+    def setup_mandate(self, payer_key: str, account: str | None = None) -> MandateView:
+        """Send the payer the provider's mandate flow; a payer with a mandate that is not over gets it back."""
+        acct = self.settings.account(account)
+        with self.store.read() as conn:
+            payer = get_payer(conn, payer_key)
+            if payer is None or payer.deleted:
+                raise DataError(f"unknown payer {payer_key!r} (has a sync run?)")
+            existing = conn.execute(select(mandates).where(
+                mandates.c.payer_key == payer.key, mandates.c.account == acct.name,
+                mandates.c.status.not_in([s.value for s in SETTLED_MANDATES])).order_by(mandates.c.created_at.desc())
+            ).mappings().first()
+        if existing is not None:
+            return MandateView.from_row(existing, existing=True)
+        if not payer.email:
+            raise RuleError(f"payer {payer.name!r} has no email address; the mandate flow is sent by email")
+        mandate_id = new_id("mdt")
+        provider = self._provider(acct.name)
+        setup = call(provider.setup_mandate, MandatePayer(payer.key, payer.name, payer.email, f"dd-{mandate_id}"),
+                     initial=self.retry_initial)
+        state = call(provider.get_mandate, setup.ref, initial=self.retry_initial)
+        now = utcnow()
+        with self.store.begin() as conn:
+            conn.execute(mandates.insert().values(
+                id=mandate_id, account=acct.name, provider=acct.provider, payer_key=payer.key, setup_ref=setup.ref,
+                provider_ref=state.ref if state.ref != setup.ref else None, url=setup.url,
+                status=state.status.value, raw_status=state.raw_status, idempotency_key=f"dd-{mandate_id}",
+                created_at=now, updated_at=now))
+            row = conn.execute(select(mandates).where(mandates.c.id == mandate_id)).mappings().one()
+            return MandateView.from_row(row)
+
+    def list_mandates(self, payer_key: str | None = None) -> list[MandateView]:
+        query = select(mandates).order_by(mandates.c.created_at.desc())
+        if payer_key:
+            query = query.where(mandates.c.payer_key == payer_key)
+        with self.store.read() as conn:
+            return [MandateView.from_row(r) for r in conn.execute(query).mappings()]
+
+    def refresh_mandates(self) -> int:
+        """Ask the provider for mandates not yet settled (events do this too; this catches a missed setup)."""
+        with self.store.read() as conn:
+            rows = conn.execute(select(mandates).where(
+                mandates.c.status.not_in([s.value for s in SETTLED_MANDATES]))).mappings().all()
+        changed = 0
+        for row in rows:
+            state = call(self._provider(row["account"]).get_mandate, row["provider_ref"] or row["setup_ref"],
+                         initial=self.retry_initial)
+            if (state.status.value, state.raw_status) != (row["status"], row["raw_status"]):
+                with self.store.begin() as conn:
+                    conn.execute(update(mandates).where(mandates.c.id == row["id"]).values(
+                        status=state.status.value, raw_status=state.raw_status, updated_at=utcnow(),
+                        provider_ref=state.ref if state.ref != row["setup_ref"] else row["provider_ref"]))
+                changed += 1
+        return changed
 
 
-def list_mandates(rt: Runtime, payer_key: str | None = None) -> list[MandateView]:
-    query = select(mandates).order_by(mandates.c.created_at.desc())
-    if payer_key:
-        query = query.where(mandates.c.payer_key == payer_key)
-    with rt.store.read() as conn:
-        return [MandateView.from_row(r) for r in conn.execute(query).mappings()]
+    # ------------------------------------------------------------------------------------------- events
 
+    def _create(self, mandate: Mapping[str, Any], st: Statement, amount: Decimal, kind: str,
+                charge_date: dt.date | None, note: str | None = None) -> str | None:
+        """Reserve the statement's current collection, then create it at the provider. None: someone else has it."""
+        collection_id = new_id("col")
+        now = utcnow()
+        try:
+            with self.store.begin() as conn:
+                conn.execute(collections.insert().values(
+                    id=collection_id, account=mandate["account"], provider=mandate["provider"],
+                    mandate_id=mandate["id"], payer_key=mandate["payer_key"], matter_key=st.matter_key,
+                    statement_key=st.key, kind=kind, amount=amount, currency=st.currency, charge_date=charge_date,
+                    status=COLLECTION_CREATING, current_key=st.key, note=note, idempotency_key=f"dd-{collection_id}",
+                    created_at=now, updated_at=now))
+        except IntegrityError:
+            return None
+        self._submit(collection_id)
+        return collection_id
 
-def refresh_mandates(rt: Runtime) -> int:
-    """Ask the provider for mandates not yet settled (events do this too; this catches a missed setup)."""
-    with rt.store.read() as conn:
-        rows = conn.execute(select(mandates).where(
-            mandates.c.status.not_in([s.value for s in SETTLED_MANDATES]))).mappings().all()
-    changed = 0
-    for row in rows:
-        state = call(dd_provider(rt, row["account"]).get_mandate, row["provider_ref"] or row["setup_ref"],
-                     initial=rt.links.retry_initial)
-        if (state.status.value, state.raw_status) != (row["status"], row["raw_status"]):
-            with rt.store.begin() as conn:
-                conn.execute(update(mandates).where(mandates.c.id == row["id"]).values(
-                    status=state.status.value, raw_status=state.raw_status, updated_at=utcnow(),
-                    provider_ref=state.ref if state.ref != row["setup_ref"] else row["provider_ref"]))
-            changed += 1
-    return changed
+    def _submit(self, collection_id: str) -> None:
+        """Create (or, after a crash, find again under the same key) the reserved collection at the provider."""
+        with self.store.read() as conn:
+            row = conn.execute(select(collections).where(collections.c.id == collection_id)).mappings().one()
+            mandate = conn.execute(select(mandates).where(mandates.c.id == row["mandate_id"])).mappings().one()
+            st = get_statement(conn, row["statement_key"])
+        description = f"{self.settings.service_name} {st.number if st else row['statement_key']}"
+        provider = self._provider(row["account"])
+        try:
+            made = call(provider.create_collection, mandate["provider_ref"] or mandate["setup_ref"], row["amount"],
+                        row["currency"], row["charge_date"], description, row["idempotency_key"],
+                        initial=self.retry_initial)
+        except TransientError:
+            raise
+        except ProviderError as exc:
+            with self.store.begin() as conn:
+                conn.execute(update(collections).where(collections.c.id == collection_id).values(
+                    status=COLLECTION_REFUSED, note=f"the provider refused it: {exc}", updated_at=utcnow()))
+            log.warning("collection %s refused by the provider: %s", collection_id, exc)
+            return
+        with self.store.begin() as conn:
+            conn.execute(update(collections).where(collections.c.id == collection_id,
+                                                   collections.c.status == COLLECTION_CREATING)
+                         .values(provider_ref=made.ref, status=made.status.value, charge_date=made.charge_date,
+                                 updated_at=utcnow()))
 
+    def _cancel_at_provider(self, row: Mapping[str, Any]) -> None:
+        """CollectionCancelRefused when it went to the bank meanwhile; the row is then brought up to date."""
+        if row["status"] in (COLLECTION_CREATING, COLLECTION_REFUSED) and row["provider_ref"] is None:
+            if row["status"] == COLLECTION_CREATING:
+                self._submit(row["id"])
+                with self.store.read() as conn:
+                    row = conn.execute(select(collections).where(collections.c.id == row["id"])).mappings().one()
+            if row["provider_ref"] is None:
+                return
+        try:
+            call(self._provider(row["account"]).cancel_collection, row["provider_ref"], initial=self.retry_initial)
+        except CollectionCancelRefused as exc:
+            if exc.collection is not None and RANK[exc.collection.status.value] > RANK.get(row["status"], 0):
+                with self.store.begin() as conn:
+                    conn.execute(update(collections).where(collections.c.id == row["id"]).values(
+                        status=exc.collection.status.value, updated_at=utcnow()))
+            raise
 
-# ------------------------------------------------------------------------------------------- events
+    def _close(self, collection_id: str, note: str, *, keep_current: bool = False) -> None:
+        values: dict[str, Any] = {"status": CollectionStatus.CANCELLED.value, "note": note, "updated_at": utcnow()}
+        if not keep_current:
+            values["current_key"] = None
+        with self.store.begin() as conn:
+            conn.execute(update(collections).where(collections.c.id == collection_id).values(**values))
 
+    def schedule_collections(self, today: dt.date | None = None) -> ScheduleResult:
+        """The sync job: every payer with an active mandate gets its statements' automatic collections (re)planned."""
+        today = today or self._today()
+        result = ScheduleResult()
+        with self.store.read() as conn:
+            active = conn.execute(select(mandates).where(mandates.c.status == MandateStatus.ACTIVE.value)
+                                  .order_by(mandates.c.created_at)).mappings().all()
+            stuck = conn.execute(select(collections.c.id).where(
+                collections.c.status == COLLECTION_CREATING)).scalars().all()
+        for collection_id in stuck:  # cut off by a crash: finish under the same idempotency key
+            self._submit(collection_id)
+        for mandate in {m["payer_key"]: m for m in active}.values():  # the newest active mandate per payer
+            self._schedule_payer(mandate, today, result)
+        return result
+
+    def _schedule_payer(self, mandate: Mapping[str, Any], today: dt.date, result: ScheduleResult) -> None:
+        with self.store.read() as conn:
+            planned = plan(conn, mandate["payer_key"], today)
+            open_keys = {p.statement.key for p, _ in planned} | {st.key for st in _payer_statements(
+                conn, mandate["payer_key"])}
+            gone = [r for k, r in _currents(conn, mandate["payer_key"]).items()
+                    if k not in open_keys and _recomputable(r, None, today)]
+        for row in gone:  # statement paid elsewhere, void or deleted: nothing left to collect
+            self._recompute(mandate, row, None, Decimal(0), result)
+        for payable, row in planned:
+            if row is None:
+                if payable.auto > 0:
+                    made = self._create(mandate, payable.statement, payable.auto, "auto", payable.statement.due_date)
+                    if made:
+                        result.created.append(made)
+            elif row["amount"] != payable.auto:
+                self._recompute(mandate, row, payable.statement, payable.auto, result)
+
+    def _recompute(self, mandate: Mapping[str, Any], row: Mapping[str, Any], st: Statement | None,
+                   amount: Decimal, result: ScheduleResult) -> None:
+        try:
+            self._cancel_at_provider(row)
+        except CollectionCancelRefused as exc:
+            log.warning("collection %s should now be %s but stands: %s", row["id"], amount, exc)
+            result.kept.append(row["id"])
+            return
+        self._close(row["id"], f"recomputed to {amount} before the due date")
+        result.recomputed.append(row["id"])
+        if st is not None and amount > 0:
+            made = self._create(mandate, st, amount, "auto", st.due_date, note=f"replaces {row['id']}")
+            if made:
+                result.created.append(made)
+
+    def request_manual(self, statement: str, amount: Decimal, today: dt.date | None = None) -> CollectionView:
+        """Pay Now: the payer's own amount replaces the statement's automatic collection, before the due date only."""
+        today = today or self._today()
+        with self.store.read() as conn:
+            st = _find_statement(conn, statement)
+            mandate = _active_mandate(conn, get_matter(conn, st.matter_key).payer_key)
+            if mandate is None:
+                raise RuleError(f"statement {st.number}: the payer has no active Direct Debit mandate")
+            if st.due_date is not None and today >= st.due_date:
+                raise RuleError(f"statement {st.number} was due on {st.due_date}: a manual Direct Debit must be "
+                                "requested before the due date. Send a payment link instead")
+            figures = payable_for(conn, st)
+            current = conn.execute(select(collections).where(collections.c.current_key == st.key)).mappings().first()
+        if figures.payable <= 0:
+            raise RuleError(f"statement {st.number}: the payer is in credit (payable {figures.payable} {st.currency}); "
+                            "there is nothing to collect")
+        amount = to_decimal(amount, field="amount")
+        try:
+            amount = check_decimals(amount, st.currency)
+        except DataError as exc:
+            raise RuleError(str(exc)) from None
+        if not Decimal(0) < amount <= figures.payable:
+            raise RuleError(f"the amount must be more than zero and at most the payable {figures.payable} "
+                            f"{st.currency}, not {amount}")
+        if current is not None:
+            try:
+                self._cancel_at_provider(current)
+            except CollectionCancelRefused as exc:
+                raise RuleError(f"statement {st.number}: collection {current['id']} has gone to the bank and can no "
+                                f"longer be replaced ({exc})") from None
+            self._close(current["id"], "replaced by the payer's manual Direct Debit")
+        made = self._create(mandate, st, amount, "manual", None,
+                       note=f"Pay Now; replaces {current['id']}" if current is not None else "Pay Now")
+        if made is None:
+            raise RuleError(f"statement {st.number} got another collection at the same moment; try again")
+        return self.get_collection(made)
+
+    def cancel_collection(self, collection_id: str) -> CollectionView:
+        """Staff cancel, while the provider allows it. The statement keeps this (cancelled) collection, so the scheduler
+        does not collect it again by itself."""
+        row = self._get(collection_id)
+        if row["status"] not in (*COLLECTION_LIVE, COLLECTION_REFUSED):
+            raise RuleError(f"collection {collection_id} is {row['status']}; nothing to cancel")
+        try:
+            self._cancel_at_provider(row)
+        except CollectionCancelRefused as exc:
+            raise RuleError(f"the provider would not cancel collection {collection_id}: {exc}") from None
+        self._close(collection_id, "cancelled by staff", keep_current=True)
+        return self.get_collection(collection_id)
+
+    def _get(self, collection_id: str) -> Mapping[str, Any]:
+        with self.store.read() as conn:
+            row = conn.execute(select(collections).where(collections.c.id == collection_id)).mappings().first()
+        if row is None:
+            raise DataError(f"unknown collection {collection_id!r}")
+        return row
+
+    def get_collection(self, collection_id: str) -> CollectionView:
+        return CollectionView.from_row(self._get(collection_id))
+
+    def list_collections(self, matter: str | None = None, pending: bool = False) -> list[CollectionView]:
+        """Newest first; ``pending`` keeps those at the provider and not yet paid (the Pay-Now link default's input)."""
+        query = select(collections).order_by(collections.c.created_at.desc())
+        if pending:
+            query = query.where(collections.c.status.in_(COLLECTION_PENDING))
+        with self.store.read() as conn:
+            if matter:
+                query = query.where(collections.c.matter_key == get_matter(conn, matter).key)
+            return [CollectionView.from_row(r) for r in conn.execute(query).mappings()]
 
 def apply_event(conn: Connection, account: str, event: ProviderEvent) -> bool:
     """Follow a Direct Debit event (inside agent.engine.payments' transaction). True: nothing more to do with it."""
@@ -243,7 +439,7 @@ def _currents(conn: Connection, payer_key: str) -> dict[str, Mapping[str, Any]]:
 
 def _recomputable(row: Mapping[str, Any], st: Statement | None, today: dt.date) -> bool:
     due = st.due_date if st else row["charge_date"]
-    return row["kind"] == "auto" and row["status"] in CANCELLABLE and due is not None and due > today
+    return row["kind"] == "auto" and row["status"] in COLLECTION_CANCELLABLE and due is not None and due > today
 
 
 def plan(conn: Connection, payer_key: str, today: dt.date) -> list[tuple[Payable, Mapping[str, Any] | None]]:
@@ -257,7 +453,7 @@ def plan(conn: Connection, payer_key: str, today: dt.date) -> list[tuple[Payable
     total = sum((st.balance for st in statements), Decimal(0))
     by_key = {st.key: st for st in statements}
     fixed = sum((r["amount"] for k, r in currents.items()
-                 if r["status"] in LIVE and not _recomputable(r, by_key.get(k), today)), Decimal(0))
+                 if r["status"] in COLLECTION_LIVE and not _recomputable(r, by_key.get(k), today)), Decimal(0))
     todo = [(st, currents.get(st.key)) for st in statements
             if (st.key in currents and _recomputable(currents[st.key], st, today))
             or (st.key not in currents and st.due_date is not None and st.due_date > today)]
@@ -281,8 +477,8 @@ def payable_for(conn: Connection, statement: Statement) -> Payable:
     statements = _payer_statements(conn, payer_key) if payer_key else [statement]
     currents = _currents(conn, payer_key) if payer_key else {}
     others = sum((st.balance for st in statements if st.key != statement.key), Decimal(0))
-    on_the_way = sum((r["amount"] for k, r in currents.items() if k != statement.key and r["status"] in LIVE),
-                     Decimal(0))
+    on_the_way = sum((r["amount"] for k, r in currents.items()
+                      if k != statement.key and r["status"] in COLLECTION_LIVE), Decimal(0))
     payable = others - on_the_way + statement.balance
     return Payable(statement, others - on_the_way, statement.balance, payable,
                    max(Decimal(0), min(statement.balance, payable)))
@@ -299,169 +495,6 @@ def _active_mandate(conn: Connection, payer_key: str | None) -> Mapping[str, Any
 # ------------------------------------------------------------------------------------------- collecting
 
 
-def _today(rt: Runtime) -> dt.date:
-    return dt.datetime.now(rt.settings.zone).date()
-
-
-def _create(rt: Runtime, mandate: Mapping[str, Any], st: Statement, amount: Decimal, kind: str,
-            charge_date: dt.date | None, note: str | None = None) -> str | None:
-    """Reserve the statement's current collection, then create it at the provider. None: someone else has it."""
-    collection_id = new_id("col")
-    now = utcnow()
-    try:
-        with rt.store.begin() as conn:
-            conn.execute(collections.insert().values(
-                id=collection_id, account=mandate["account"], provider=mandate["provider"],
-                mandate_id=mandate["id"], payer_key=mandate["payer_key"], matter_key=st.matter_key,
-                statement_key=st.key, kind=kind, amount=amount, currency=st.currency, charge_date=charge_date,
-                status=CREATING, current_key=st.key, note=note, idempotency_key=f"dd-{collection_id}",
-                created_at=now, updated_at=now))
-    except IntegrityError:
-        return None
-    _submit(rt, collection_id)
-    return collection_id
-
-
-def _submit(rt: Runtime, collection_id: str) -> None:
-    """Create (or, after a crash, find again under the same key) the reserved collection at the provider."""
-    with rt.store.read() as conn:
-        row = conn.execute(select(collections).where(collections.c.id == collection_id)).mappings().one()
-        mandate = conn.execute(select(mandates).where(mandates.c.id == row["mandate_id"])).mappings().one()
-        st = get_statement(conn, row["statement_key"])
-    description = f"{rt.settings.service_name} {st.number if st else row['statement_key']}"
-    provider = dd_provider(rt, row["account"])
-    try:
-        made = call(provider.create_collection, mandate["provider_ref"] or mandate["setup_ref"], row["amount"],
-                    row["currency"], row["charge_date"], description, row["idempotency_key"],
-                    initial=rt.links.retry_initial)
-    except TransientError:
-        raise
-    except ProviderError as exc:
-        with rt.store.begin() as conn:
-            conn.execute(update(collections).where(collections.c.id == collection_id).values(
-                status=REFUSED, note=f"the provider refused it: {exc}", updated_at=utcnow()))
-        log.warning("collection %s refused by the provider: %s", collection_id, exc)
-        return
-    with rt.store.begin() as conn:
-        conn.execute(update(collections).where(collections.c.id == collection_id, collections.c.status == CREATING)
-                     .values(provider_ref=made.ref, status=made.status.value, charge_date=made.charge_date,
-                             updated_at=utcnow()))
-
-
-def _cancel_at_provider(rt: Runtime, row: Mapping[str, Any]) -> None:
-    """CollectionCancelRefused when it went to the bank meanwhile; the row is then brought up to date."""
-    if row["status"] in (CREATING, REFUSED) and row["provider_ref"] is None:
-        if row["status"] == CREATING:
-            _submit(rt, row["id"])
-            with rt.store.read() as conn:
-                row = conn.execute(select(collections).where(collections.c.id == row["id"])).mappings().one()
-        if row["provider_ref"] is None:
-            return
-    try:
-        call(dd_provider(rt, row["account"]).cancel_collection, row["provider_ref"], initial=rt.links.retry_initial)
-    except CollectionCancelRefused as exc:
-        if exc.collection is not None and RANK[exc.collection.status.value] > RANK.get(row["status"], 0):
-            with rt.store.begin() as conn:
-                conn.execute(update(collections).where(collections.c.id == row["id"]).values(
-                    status=exc.collection.status.value, updated_at=utcnow()))
-        raise
-
-
-def _close(rt: Runtime, collection_id: str, note: str, *, keep_current: bool = False) -> None:
-    values: dict[str, Any] = {"status": CollectionStatus.CANCELLED.value, "note": note, "updated_at": utcnow()}
-    if not keep_current:
-        values["current_key"] = None
-    with rt.store.begin() as conn:
-        conn.execute(update(collections).where(collections.c.id == collection_id).values(**values))
-
-
-def schedule_collections(rt: Runtime, today: dt.date | None = None) -> ScheduleResult:
-    """The sync job: every payer with an active mandate gets its statements' automatic collections (re)planned."""
-    today = today or _today(rt)
-    result = ScheduleResult()
-    with rt.store.read() as conn:
-        active = conn.execute(select(mandates).where(mandates.c.status == MandateStatus.ACTIVE.value)
-                              .order_by(mandates.c.created_at)).mappings().all()
-        stuck = conn.execute(select(collections.c.id).where(collections.c.status == CREATING)).scalars().all()
-    for collection_id in stuck:  # cut off by a crash: finish under the same idempotency key
-        _submit(rt, collection_id)
-    for mandate in {m["payer_key"]: m for m in active}.values():  # the newest active mandate per payer
-        _schedule_payer(rt, mandate, today, result)
-    return result
-
-
-def _schedule_payer(rt: Runtime, mandate: Mapping[str, Any], today: dt.date, result: ScheduleResult) -> None:
-    with rt.store.read() as conn:
-        planned = plan(conn, mandate["payer_key"], today)
-        open_keys = {p.statement.key for p, _ in planned} | {st.key for st in _payer_statements(
-            conn, mandate["payer_key"])}
-        gone = [r for k, r in _currents(conn, mandate["payer_key"]).items()
-                if k not in open_keys and _recomputable(r, None, today)]
-    for row in gone:  # statement paid elsewhere, void or deleted: nothing left to collect
-        _recompute(rt, mandate, row, None, Decimal(0), result)
-    for payable, row in planned:
-        if row is None:
-            if payable.auto > 0:
-                made = _create(rt, mandate, payable.statement, payable.auto, "auto", payable.statement.due_date)
-                if made:
-                    result.created.append(made)
-        elif row["amount"] != payable.auto:
-            _recompute(rt, mandate, row, payable.statement, payable.auto, result)
-
-
-def _recompute(rt: Runtime, mandate: Mapping[str, Any], row: Mapping[str, Any], st: Statement | None,
-               amount: Decimal, result: ScheduleResult) -> None:
-    try:
-        _cancel_at_provider(rt, row)
-    except CollectionCancelRefused as exc:
-        log.warning("collection %s should now be %s but stands: %s", row["id"], amount, exc)
-        result.kept.append(row["id"])
-        return
-    _close(rt, row["id"], f"recomputed to {amount} before the due date")
-    result.recomputed.append(row["id"])
-    if st is not None and amount > 0:
-        made = _create(rt, mandate, st, amount, "auto", st.due_date, note=f"replaces {row['id']}")
-        if made:
-            result.created.append(made)
-
-
-def request_manual(rt: Runtime, statement: str, amount: Decimal, today: dt.date | None = None) -> CollectionView:
-    """Pay Now: the payer's own amount replaces the statement's automatic collection, before the due date only."""
-    today = today or _today(rt)
-    with rt.store.read() as conn:
-        st = _find_statement(conn, statement)
-        mandate = _active_mandate(conn, get_matter(conn, st.matter_key).payer_key)
-        if mandate is None:
-            raise RuleError(f"statement {st.number}: the payer has no active Direct Debit mandate")
-        if st.due_date is not None and today >= st.due_date:
-            raise RuleError(f"statement {st.number} was due on {st.due_date}: a manual Direct Debit must be "
-                            "requested before the due date. Send a payment link instead")
-        figures = payable_for(conn, st)
-        current = conn.execute(select(collections).where(collections.c.current_key == st.key)).mappings().first()
-    if figures.payable <= 0:
-        raise RuleError(f"statement {st.number}: the payer is in credit (payable {figures.payable} {st.currency}); "
-                        "there is nothing to collect")
-    amount = to_decimal(amount, field="amount")
-    try:
-        amount = check_decimals(amount, st.currency)
-    except DataError as exc:
-        raise RuleError(str(exc)) from None
-    if not Decimal(0) < amount <= figures.payable:
-        raise RuleError(f"the amount must be more than zero and at most the payable {figures.payable} "
-                        f"{st.currency}, not {amount}")
-    if current is not None:
-        try:
-            _cancel_at_provider(rt, current)
-        except CollectionCancelRefused as exc:
-            raise RuleError(f"statement {st.number}: collection {current['id']} has gone to the bank and can no "
-                            f"longer be replaced ({exc})") from None
-        _close(rt, current["id"], "replaced by the payer's manual Direct Debit")
-    made = _create(rt, mandate, st, amount, "manual", None,
-                   note=f"Pay Now; replaces {current['id']}" if current is not None else "Pay Now")
-    if made is None:
-        raise RuleError(f"statement {st.number} got another collection at the same moment; try again")
-    return get_collection(rt, made)
-
 
 def _find_statement(conn: Connection, ref: str) -> Statement:
     st = get_statement(conn, ref)
@@ -472,39 +505,3 @@ def _find_statement(conn: Connection, ref: str) -> Statement:
         raise DataError(f"unknown statement {ref!r}: no statement with that number or key (has a sync run?)")
     return st
 
-
-def cancel_collection(rt: Runtime, collection_id: str) -> CollectionView:
-    """Staff cancel, while the provider allows it. The statement keeps this (cancelled) collection, so the scheduler
-    does not collect it again by itself."""
-    row = _get(rt, collection_id)
-    if row["status"] not in (*LIVE, REFUSED):
-        raise RuleError(f"collection {collection_id} is {row['status']}; nothing to cancel")
-    try:
-        _cancel_at_provider(rt, row)
-    except CollectionCancelRefused as exc:
-        raise RuleError(f"the provider would not cancel collection {collection_id}: {exc}") from None
-    _close(rt, collection_id, "cancelled by staff", keep_current=True)
-    return get_collection(rt, collection_id)
-
-
-def _get(rt: Runtime, collection_id: str) -> Mapping[str, Any]:
-    with rt.store.read() as conn:
-        row = conn.execute(select(collections).where(collections.c.id == collection_id)).mappings().first()
-    if row is None:
-        raise DataError(f"unknown collection {collection_id!r}")
-    return row
-
-
-def get_collection(rt: Runtime, collection_id: str) -> CollectionView:
-    return CollectionView.from_row(_get(rt, collection_id))
-
-
-def list_collections(rt: Runtime, matter: str | None = None, pending: bool = False) -> list[CollectionView]:
-    """Newest first; ``pending`` keeps those at the provider and not yet paid (the Pay-Now link default's input)."""
-    query = select(collections).order_by(collections.c.created_at.desc())
-    if pending:
-        query = query.where(collections.c.status.in_(PENDING))
-    with rt.store.read() as conn:
-        if matter:
-            query = query.where(collections.c.matter_key == get_matter(conn, matter).key)
-        return [CollectionView.from_row(r) for r in conn.execute(query).mappings()]

@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from agent.core.errors import RuleError
 from agent.core.model import exponent
-from agent.runtime import Runtime
-from agent.state.schema import links, payments, postings, sends
+from agent.state import StateStore
+from agent.state.schema import firm_matters, links, sends
+from postings.queries import posting_rows
 
 Kind = Literal["text", "money", "date", "datetime"]
 SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$"}
@@ -48,7 +50,7 @@ LINK_COLUMNS = _cols(
     ("payer_name", "Recipient Name"), ("payer_email", "Recipient Email"), ("amount", "Amount", "money"),
     ("currency", "Currency"), ("description", "Description"), ("due_date", "Due Date", "date"),
     ("expires_at", "Expires", "datetime"), ("last_sent_at", "Last Sent", "datetime"), ("url", "Link"),
-    ("id", "Link ID"), ("account", "Account"), ("matter_key", "Matter"), ("closed_at", "Closed", "datetime"),
+    ("id", "Link ID"), ("account", "Account"), ("matter_number", "Matter"), ("closed_at", "Closed", "datetime"),
     ("status_reason", "Note"), ("provider_ref", "Provider Reference"),
 )
 LINK_DEFAULT = ["created_at", "status", "invoice_number", "payer_name", "payer_email", "amount", "currency",
@@ -76,26 +78,20 @@ def choose(available: Mapping[str, ColumnSpec], wanted: Sequence[str] | None, de
     return [available[n] for n in dict.fromkeys(names)]
 
 
-def link_rows(rt: Runtime, statuses: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def link_rows(conn: Connection, statuses: Sequence[str] | None = None,
+              ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Links newest first with their matter number and the last time each was sent."""
     last_sent = (select(sends.c.link_id, func.max(sends.c.sent_at).label("last_sent_at"))
                  .where(sends.c.ok.is_(True)).group_by(sends.c.link_id).subquery())
-    query = (select(links, last_sent.c.last_sent_at).outerjoin(last_sent, last_sent.c.link_id == links.c.id)
+    query = (select(links, last_sent.c.last_sent_at, firm_matters.c.number.label("matter_number"))
+             .outerjoin(last_sent, last_sent.c.link_id == links.c.id)
+             .outerjoin(firm_matters, firm_matters.c.key == links.c.matter_key)
              .order_by(links.c.created_at.desc()))
     if statuses:
         query = query.where(links.c.status.in_(statuses))
-    with rt.store.read() as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]
-
-
-def posting_rows(rt: Runtime, states: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    query = (select(postings, payments.c.payment_ref, payments.c.method, payments.c.status.label("payment_status"),
-                    payments.c.link_id, links.c.invoice_number, links.c.payer_name)
-             .join(payments, payments.c.id == postings.c.payment_id)
-             .outerjoin(links, links.c.id == payments.c.link_id).order_by(postings.c.id))
-    if states:
-        query = query.where(postings.c.state.in_(states))
-    with rt.store.read() as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]
+    if ids is not None:
+        query = query.where(links.c.id.in_(ids))
+    return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def money_format(currency: str) -> str:
@@ -109,7 +105,7 @@ def _local(value: dt.datetime, zone: ZoneInfo) -> dt.datetime:
     return value.astimezone(zone).replace(tzinfo=None)
 
 
-def write_xlsx(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[ColumnSpec], zone: ZoneInfo,
+def write_xlsx(path: Path | BinaryIO, rows: Iterable[Mapping[str, Any]], columns: Sequence[ColumnSpec], zone: ZoneInfo,
                title: str) -> None:
     wb = Workbook()
     ws = wb.active
@@ -137,7 +133,8 @@ def write_xlsx(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[
                 cell.value = str(value)
     for i, col in enumerate(columns, start=1):
         ws.column_dimensions[get_column_letter(i)].width = max(12, len(col.header) + 2)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
 
 
@@ -170,15 +167,35 @@ def _write(path: Path, rows: list[dict[str, Any]], columns: list[ColumnSpec], zo
     return len(rows)
 
 
-def export_links(rt: Runtime, path: Path, *, statuses: Sequence[str] | None = None,
+class Exporter:
+    """Sent Pages and Manage Postings exports, the same for the CLI and the console, in the firm's time zone."""
+
+    def __init__(self, store: StateStore, zone: ZoneInfo) -> None:
+        self.store = store
+        self.zone = zone
+
+    def links(self, path: Path, *, statuses: Sequence[str] | None = None,
+              columns: Sequence[str] | None = None) -> int:
+        """Sent Pages to ``path`` (.xlsx or .csv); returns the number of links written."""
+        chosen = choose(LINK_COLUMNS, columns, LINK_DEFAULT)
+        with self.store.read() as conn:
+            rows = link_rows(conn, statuses)
+        return _write(path, rows, chosen, self.zone, "Sent Pages")
+
+    def links_workbook(self, *, statuses: Sequence[str] | None = None, columns: Sequence[str] | None = None,
+                       ids: Sequence[str] | None = None) -> bytes:
+        """Sent Pages as .xlsx bytes, for a download."""
+        chosen = choose(LINK_COLUMNS, columns, LINK_DEFAULT)
+        with self.store.read() as conn:
+            rows = link_rows(conn, statuses, ids)
+        out = io.BytesIO()
+        write_xlsx(out, rows, chosen, self.zone, "Sent Pages")
+        return out.getvalue()
+
+    def postings(self, path: Path, *, states: Sequence[str] | None = None,
                  columns: Sequence[str] | None = None) -> int:
-    """Sent Pages to ``path`` (.xlsx or .csv); returns the number of links written."""
-    chosen = choose(LINK_COLUMNS, columns, LINK_DEFAULT)
-    return _write(path, link_rows(rt, statuses), chosen, rt.settings.zone, "Sent Pages")
-
-
-def export_postings(rt: Runtime, path: Path, *, states: Sequence[str] | None = None,
-                    columns: Sequence[str] | None = None) -> int:
-    """Manage Postings to ``path`` (.xlsx or .csv); returns the number of postings written."""
-    chosen = choose(POSTING_COLUMNS, columns, POSTING_DEFAULT)
-    return _write(path, posting_rows(rt, states), chosen, rt.settings.zone, "Postings")
+        """Manage Postings to ``path`` (.xlsx or .csv); returns the number of postings written."""
+        chosen = choose(POSTING_COLUMNS, columns, POSTING_DEFAULT)
+        with self.store.read() as conn:
+            rows = posting_rows(conn, states)
+        return _write(path, rows, chosen, self.zone, "Postings")

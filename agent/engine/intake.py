@@ -16,33 +16,34 @@ from pathlib import Path
 
 from agent.core.errors import DataError, RuleError, TransientError
 from agent.core.model import to_decimal
-from agent.engine.links import LinkRequest
-from agent.runtime import Runtime
+from agent.engine.bulk import read_bulk
+from agent.engine.links import LinkEngine, LinkRequest
+from connectors.database.contract import Connector
+from mappings.format import RequestTable
 
 log = logging.getLogger("ledgerlink.intake")
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
 
 
-def process_request_table(rt: Runtime, limit: int = 50) -> int:
+def process_request_table(connector: Connector, spec: RequestTable | None, links: LinkEngine, limit: int = 50) -> int:
     """Create links for NEW rows of the mapping's request table and write URL and status back to each row."""
-    spec = rt.mapping.requests
     if spec is None:
         return 0
     done = 0
-    for req in rt.connector.pending_requests(limit):
+    for req in connector.pending_requests(limit):
         try:
             amount = to_decimal(req["amount"], field="amount") if req.get("amount") not in (None, "") else None
-            link = rt.links.create(LinkRequest(
+            link = links.create(LinkRequest(
                 matter=str(req["matter"]), amount=amount, description=req.get("description") or None,
                 account=req.get("account") or None))
         except TransientError:
             raise  # the row stays NEW and is retried on the next pass
         except (RuleError, DataError) as exc:
-            rt.connector.write_request_result(req["key"], spec.failed_value, {"error": str(exc)})
+            connector.write_request_result(req["key"], spec.failed_value, {"error": str(exc)})
             log.warning("request %s refused: %s", req["key"], exc)
             continue
-        rt.connector.write_request_result(req["key"], spec.done_value, {
+        connector.write_request_result(req["key"], spec.done_value, {
             "url": link.url, "link_id": link.id, "link_status": link.status, "error": None})
         done += 1
     return done
@@ -63,7 +64,7 @@ class InboxIntake:
     finished ``.tmp``/``.part`` file into place are taken on the next scan (those suffixes are never read).
     """
 
-    rt: Runtime
+    links: LinkEngine
     folder: Path
     settle: float = 2.0
     clock: Callable[[], float] = time.monotonic
@@ -94,8 +95,6 @@ class InboxIntake:
         return [self.process(path) for path in self.ready()]
 
     def process(self, path: Path) -> Path:
-        from agent.engine.bulk import read_bulk
-
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         bulk = read_bulk(path)
         if not bulk.ok:
@@ -108,7 +107,7 @@ class InboxIntake:
             return target
         lines = ["invoice_number,link_id,status,url,existing"]
         for row in bulk.rows:
-            link = self.rt.links.create(row.to_request(None))
+            link = self.links.create(row.to_request(None))
             lines.append(f"{row.invoice},{link.id},{link.status},{link.url},{str(link.existing).lower()}")
         target = self._move(path, "done", stamp)
         target.with_name(target.name + ".links.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")

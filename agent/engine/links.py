@@ -32,15 +32,13 @@ from agent.core.retry import call
 from agent.home.settings import Settings
 from agent.state import StateStore
 from agent.state.mirror import get_matter, get_payer, get_statement, open_statements
-from agent.state.schema import firm_clients, link_items, links, payments, postings
+from agent.state.schema import collections, firm_clients, link_items, links, payments, postings
+from agent.state.statuses import COLLECTION_PENDING, LINK_CREATING, LINK_OPEN, PAYMENT_UNPOSTED
 from agent.state.store import utcnow
 from connectors.providers.contract import CancelRefused, LinkSpec, LinkStatus, Provider, ProviderLink
 
 log = logging.getLogger("ledgerlink.links")
 
-CREATING = "creating"  # internal: row reserved, provider not yet confirmed the link
-OPEN_STATES = (CREATING, LinkStatus.OUTSTANDING.value)
-UNPOSTED_PAYMENT = ("pending", "confirmed")
 
 
 def new_id(prefix: str = "lnk") -> str:
@@ -109,12 +107,10 @@ class Defaults:
 
 
 def pending_collections(conn: Connection, matter_key: str) -> Decimal:
-    """Direct Debit collections at the provider but not yet paid (agent.engine.directdebit.PENDING)."""
-    from agent.engine.directdebit import PENDING
-    from agent.state.schema import collections
-
+    """Direct Debit collections at the provider but not yet paid."""
     rows = conn.execute(
-        select(collections.c.amount).where(collections.c.matter_key == matter_key, collections.c.status.in_(PENDING))
+        select(collections.c.amount).where(collections.c.matter_key == matter_key,
+                                           collections.c.status.in_(COLLECTION_PENDING))
     ).scalars()
     return sum(rows, Decimal(0))
 
@@ -122,7 +118,7 @@ def pending_collections(conn: Connection, matter_key: str) -> Decimal:
 def unposted_payments(conn: Connection, matter_key: str) -> Decimal:
     """Payments taken on this matter's links that the firm database does not show yet."""
     paid = select(payments.c.id, payments.c.amount).join(links, links.c.id == payments.c.link_id).where(
-        links.c.matter_key == matter_key, payments.c.status.in_(UNPOSTED_PAYMENT)
+        links.c.matter_key == matter_key, payments.c.status.in_(PAYMENT_UNPOSTED)
     )
     total = Decimal(0)
     for payment_id, amount in conn.execute(paid):
@@ -187,7 +183,7 @@ class LinkEngine:
         with self.store.read() as conn:
             return Link.from_row(_get(conn, link_id))
 
-    def list(self, statuses: list[str] | None = None, matter: str | None = None) -> list[Link]:
+    def find(self, statuses: list[str] | None = None, matter: str | None = None) -> list[Link]:
         query = select(links).order_by(links.c.created_at.desc())
         with self.store.read() as conn:
             if statuses:
@@ -210,7 +206,7 @@ class LinkEngine:
                 raise RuleError(f"matter {matter.number} is {matter.status}; links are only for open matters")
             debt = f"matter:{matter.key}"
             existing = _open_for(conn, debt)
-            if existing is not None and existing["status"] != CREATING:
+            if existing is not None and existing["status"] != LINK_CREATING:
                 return Link.from_row(existing, existing=True)
         defaults = self.defaults(matter.key)
         if not defaults.payer_email:
@@ -239,7 +235,7 @@ class LinkEngine:
             payer_email=defaults.payer_email, invoice=None, due_date=None, items=items,
             explicit=bool(request.statements),
         )
-        if row["status"] != CREATING:  # a concurrent request created it a moment ago
+        if row["status"] != LINK_CREATING:  # a concurrent request created it a moment ago
             return Link.from_row(row, existing=True)
         # A 'creating' row that is not ours was cut off (or is being created right now): finishing it with its
         # own idempotency key yields the provider's one link either way.
@@ -307,7 +303,7 @@ class LinkEngine:
             matter_key=None, client_key=None, payer_name=request.name, payer_email=request.email,
             invoice=request.invoice, due_date=request.due_date, items={}, explicit=False,
         )
-        if row["status"] != CREATING:
+        if row["status"] != LINK_CREATING:
             return Link.from_row(row, existing=True)
         return self._finish(row, [])
 
@@ -321,7 +317,7 @@ class LinkEngine:
         expiry = min(dt.timedelta(days=account.expiry_days), provider.max_expiry)
         link_id = new_id()
         values = dict(
-            id=link_id, account=account.name, provider=provider.name, status=CREATING, amount=amount,
+            id=link_id, account=account.name, provider=provider.name, status=LINK_CREATING, amount=amount,
             currency=account.currency, description=description, matter_key=matter_key, client_key=client_key,
             payer_name=payer_name, payer_email=payer_email, invoice_number=invoice, due_date=due_date,
             created_at=now, expires_at=now + expiry, outstanding_key=debt, idempotency_key=secrets.token_hex(16),
@@ -377,7 +373,7 @@ class LinkEngine:
         """Finish a link whose creation was cut off (crash or provider outage)."""
         with self.store.read() as conn:
             row = _get(conn, link_id)
-        if row["status"] != CREATING:
+        if row["status"] != LINK_CREATING:
             return Link.from_row(row, existing=True)
         return self._finish(row, [])
 
@@ -391,7 +387,7 @@ class LinkEngine:
         """Cancel at the provider first; the local link changes only once the provider confirmed."""
         with self.store.read() as conn:
             row = _get(conn, link_id)
-        if row["status"] == CREATING:
+        if row["status"] == LINK_CREATING:
             self.resume(link_id)
             with self.store.read() as conn:
                 row = _get(conn, link_id)
@@ -496,7 +492,7 @@ def sent_markers(conn: Connection, matter_keys: list[str]) -> dict[str, int]:
         return {}
     rows = conn.execute(
         select(links.c.matter_key, func.count()).where(and_(links.c.matter_key.in_(matter_keys),
-                                                            links.c.status.in_(OPEN_STATES)))
+                                                            links.c.status.in_(LINK_OPEN)))
         .group_by(links.c.matter_key)
     )
     return {k: n for k, n in rows}

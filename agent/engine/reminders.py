@@ -31,14 +31,15 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.core.errors import RuleError
 from agent.core.model import MerchantAccount
-from agent.runtime import Runtime
+from agent.engine.sending import Sender
+from agent.home.settings import Settings
+from agent.state import StateStore
 from agent.state.schema import links, reminders, sends
+from agent.state.statuses import REMINDER_DONE
 from agent.state.store import utcnow
 from connectors.providers.contract import LinkStatus
 
 log = logging.getLogger("ledgerlink.reminders")
-
-DONE = ("sending", "sent", "unknown", "skipped")  # a step in one of these states is never sent (again)
 
 
 @dataclass(frozen=True)
@@ -56,77 +57,80 @@ def schedule(account: MerchantAccount, sent_at: dt.datetime, expires_at: dt.date
     return sorted((s for s in steps if sent_at < s.due_at < expires_at), key=lambda s: (s.due_at, s.name))
 
 
-def _candidates(rt: Runtime, now: dt.datetime) -> list[Mapping[str, Any]]:
-    first_send = (select(sends.c.link_id, func.min(sends.c.sent_at).label("sent_at"))
-                  .where(sends.c.ok.is_(True), sends.c.purpose == "link", sends.c.channel == "email")
-                  .group_by(sends.c.link_id).subquery())
-    query = (select(links.c.id, links.c.account, links.c.expires_at, first_send.c.sent_at)
-             .join(first_send, first_send.c.link_id == links.c.id)
-             .where(links.c.status == LinkStatus.OUTSTANDING.value, links.c.expires_at > now))
-    with rt.store.read() as conn:
-        return list(conn.execute(query).mappings())
+class Reminders:
+    """Smart reminders over the store, sent through the Sender; built by the composition root."""
 
+    def __init__(self, settings: Settings, store: StateStore, sender: Sender) -> None:
+        self.settings = settings
+        self.store = store
+        self.sender = sender
 
-def _claim(rt: Runtime, link_id: str, due: list[Step], now: dt.datetime) -> bool:
-    """Take the latest due step (inserting it as ``sending``) and mark earlier unsent ones skipped, atomically."""
-    latest = due[-1]
-    try:
-        with rt.store.begin() as conn:
-            status = conn.execute(select(links.c.status).where(links.c.id == link_id)).scalar()
-            if status != LinkStatus.OUTSTANDING.value:
-                return False
-            known = {r.step: r.status for r in conn.execute(
-                select(reminders.c.step, reminders.c.status).where(reminders.c.link_id == link_id))}
-            if known.get(latest.name) in DONE:
-                return False
-            for step in due[:-1]:
-                if step.name not in known:
-                    conn.execute(reminders.insert().values(link_id=link_id, step=step.name, status="skipped",
-                                                           due_at=step.due_at, updated_at=now))
-            if latest.name in known:  # a definite failure earlier: take it back only if it still is one
-                return conn.execute(update(reminders).where(
-                    reminders.c.link_id == link_id, reminders.c.step == latest.name, reminders.c.status == "failed"
-                ).values(status="sending", updated_at=now)).rowcount == 1
-            conn.execute(reminders.insert().values(link_id=link_id, step=latest.name, status="sending",
-                                                   due_at=latest.due_at, updated_at=now))
-    except IntegrityError:  # another runner took a step of this link a moment ago; the transaction rolled back
-        return False
-    return True
+    def _candidates(self, now: dt.datetime) -> list[Mapping[str, Any]]:
+        first_send = (select(sends.c.link_id, func.min(sends.c.sent_at).label("sent_at"))
+                      .where(sends.c.ok.is_(True), sends.c.purpose == "link", sends.c.channel == "email")
+                      .group_by(sends.c.link_id).subquery())
+        query = (select(links.c.id, links.c.account, links.c.expires_at, first_send.c.sent_at)
+                 .join(first_send, first_send.c.link_id == links.c.id)
+                 .where(links.c.status == LinkStatus.OUTSTANDING.value, links.c.expires_at > now))
+        with self.store.read() as conn:
+            return list(conn.execute(query).mappings())
 
-
-def _finish(rt: Runtime, link_id: str, step: str, status: str, send_id: int | None) -> None:
-    with rt.store.begin() as conn:
-        conn.execute(update(reminders).where(reminders.c.link_id == link_id, reminders.c.step == step)
-                     .values(status=status, send_id=send_id, updated_at=utcnow()))
-
-
-def run_reminders(rt: Runtime, now: dt.datetime | None = None) -> int:
-    """One pass for the service loop: send each outstanding link's latest due step once; returns emails sent."""
-    from agent.engine.sending import send_link
-
-    if not rt.settings.smtp.from_address:
-        log.debug("smart reminders idle: email is not set up ([smtp] from_address)")
-        return 0
-    now = now or utcnow()
-    sent = 0
-    for row in _candidates(rt, now):
-        account = rt.settings.accounts.get(row["account"])
-        if account is None:
-            continue
-        due = [s for s in schedule(account, row["sent_at"], row["expires_at"]) if s.due_at <= now]
-        if not due or not _claim(rt, row["id"], due, now):
-            continue
-        step = due[-1].name
+    def _claim(self, link_id: str, due: list[Step], now: dt.datetime) -> bool:
+        """Take the latest due step (inserting it as ``sending``) and mark earlier unsent ones skipped, atomically."""
+        latest = due[-1]
         try:
-            record = send_link(rt, row["id"], "email", purpose=f"reminder:{step}")
-        except RuleError as exc:  # paid or cancelled since we looked: the schedule has ended
-            log.info("reminder %s for link %s not sent: %s", step, row["id"], exc)
-            _finish(rt, row["id"], step, "skipped", None)
-            continue
-        except Exception:
-            _finish(rt, row["id"], step, "failed", None)  # raised before anything was handed to the relay
-            raise
-        status = "sent" if record.ok else ("failed" if record.definite else "unknown")
-        _finish(rt, row["id"], step, status, record.id)
-        sent += 1 if record.ok else 0
-    return sent
+            with self.store.begin() as conn:
+                status = conn.execute(select(links.c.status).where(links.c.id == link_id)).scalar()
+                if status != LinkStatus.OUTSTANDING.value:
+                    return False
+                known = {r.step: r.status for r in conn.execute(
+                    select(reminders.c.step, reminders.c.status).where(reminders.c.link_id == link_id))}
+                if known.get(latest.name) in REMINDER_DONE:
+                    return False
+                for step in due[:-1]:
+                    if step.name not in known:
+                        conn.execute(reminders.insert().values(link_id=link_id, step=step.name, status="skipped",
+                                                               due_at=step.due_at, updated_at=now))
+                if latest.name in known:  # a definite failure earlier: take it back only if it still is one
+                    return conn.execute(update(reminders).where(
+                        reminders.c.link_id == link_id, reminders.c.step == latest.name, reminders.c.status == "failed"
+                    ).values(status="sending", updated_at=now)).rowcount == 1
+                conn.execute(reminders.insert().values(link_id=link_id, step=latest.name, status="sending",
+                                                       due_at=latest.due_at, updated_at=now))
+        except IntegrityError:  # another runner took a step of this link a moment ago; the transaction rolled back
+            return False
+        return True
+
+    def _finish(self, link_id: str, step: str, status: str, send_id: int | None) -> None:
+        with self.store.begin() as conn:
+            conn.execute(update(reminders).where(reminders.c.link_id == link_id, reminders.c.step == step)
+                         .values(status=status, send_id=send_id, updated_at=utcnow()))
+
+    def run(self, now: dt.datetime | None = None) -> int:
+        """One pass for the service loop: send each outstanding link's latest due step once; returns emails sent."""
+        if not self.settings.smtp.from_address:
+            log.debug("smart reminders idle: email is not set up ([smtp] from_address)")
+            return 0
+        now = now or utcnow()
+        sent = 0
+        for row in self._candidates(now):
+            account = self.settings.accounts.get(row["account"])
+            if account is None:
+                continue
+            due = [s for s in schedule(account, row["sent_at"], row["expires_at"]) if s.due_at <= now]
+            if not due or not self._claim(row["id"], due, now):
+                continue
+            step = due[-1].name
+            try:
+                record = self.sender.send(row["id"], "email", purpose=f"reminder:{step}")
+            except RuleError as exc:  # paid or cancelled since we looked: the schedule has ended
+                log.info("reminder %s for link %s not sent: %s", step, row["id"], exc)
+                self._finish(row["id"], step, "skipped", None)
+                continue
+            except Exception:
+                self._finish(row["id"], step, "failed", None)  # raised before anything was handed to the relay
+                raise
+            status = "sent" if record.ok else ("failed" if record.definite else "unknown")
+            self._finish(row["id"], step, status, record.id)
+            sent += 1 if record.ok else 0
+        return sent

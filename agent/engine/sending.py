@@ -14,7 +14,7 @@ import logging
 import re
 import smtplib
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
@@ -23,13 +23,13 @@ from typing import Any, Literal, Protocol
 import httpx
 from sqlalchemy import Connection, select
 
-from agent.core.errors import ConfigurationError, RuleError
+from agent.core.errors import ConfigurationError, LedgerlinkError, RuleError
 from agent.core.model import MerchantAccount, Money
 from agent.core.scrub import scrub
-from agent.engine.links import Link
+from agent.engine.links import Link, LinkEngine, LinkRequest
 from agent.home.secrets import Secrets
 from agent.home.settings import Settings, SmsSettings, SmtpSettings
-from agent.runtime import Runtime
+from agent.state import StateStore
 from agent.state.schema import firm_clients, firm_matters, firm_payers, links, sends
 from agent.state.store import utcnow
 from connectors.providers.contract import LinkStatus
@@ -241,52 +241,99 @@ def payer_phone(conn: Connection, link_id: str) -> str | None:
     return None
 
 
-def send_link(rt: Runtime, link_id: str, channel: Channel, *, to: str | None = None,
-              purpose: str = "link") -> SendRecord:
-    """Send an outstanding link by email or SMS and record the attempt; the record says whether it went.
+class Sender:
+    """Delivery of links by email and SMS, every attempt recorded; built by the composition root."""
 
-    Refused (RuleError, nothing recorded) when the link is not outstanding or there is nobody to send to; a
-    ConfigurationError when email or SMS is not set up. ``purpose`` is ``link`` or ``reminder:<step>``.
-    """
-    if channel not in CHANNELS:
-        raise RuleError(f"unknown channel {channel!r}; use email or sms")
-    link = rt.links.get(link_id)
-    if link.status != LinkStatus.OUTSTANDING.value or not link.url:
-        raise RuleError(f"link {link_id} is {link.status}; only outstanding links are sent")
-    account = rt.settings.account(link.account)
-    reminder = purpose.startswith("reminder")
-    if channel == "email":
-        recipient = to or link.payer_email
-        if not recipient or "@" not in recipient:
-            raise RuleError(f"link {link_id} has no email address to send to")
-        message = build_email(link, account, rt.settings, recipient, reminder=reminder)
-        attempt: Callable[[], str] = lambda: send_email(rt.settings.smtp, rt.secrets, message)  # noqa: E731
-    else:
-        with rt.store.read() as conn:
-            phone = to or payer_phone(conn, link_id)
-        if not phone:
-            raise RuleError(f"link {link_id}: the payer has no phone number in the matter system; give one with --to")
-        recipient = normalise_phone(phone)
-        gateway = sms_gateway(rt.settings, rt.secrets)
-        body = sms_text(link, rt.settings, reminder=reminder)
-        attempt = lambda: gateway.send(recipient, body)  # noqa: E731
-    sent_at = utcnow()
-    try:
-        message_id: str | None = attempt()
-        ok, result, definite = True, "ok", True
-    except DeliveryFailed as exc:
-        message_id, ok, result, definite = None, False, scrub(str(exc)), exc.definite
-    with rt.store.begin() as conn:
-        send_id = conn.execute(sends.insert().values(
-            link_id=link_id, channel=channel, recipient=recipient, purpose=purpose, sent_at=sent_at, ok=ok,
-            result=result, provider_message_id=message_id)).inserted_primary_key[0]
-    (log.info if ok else log.warning)("link %s %s by %s to %s: %s", link_id, purpose, channel, recipient, result)
-    return SendRecord(id=int(send_id), link_id=link_id, channel=channel, recipient=recipient, purpose=purpose,
-                      sent_at=sent_at, ok=ok, result=result, provider_message_id=message_id, definite=definite)
+    def __init__(self, settings: Settings, store: StateStore, secrets: Secrets, links: LinkEngine) -> None:
+        self.settings = settings
+        self.store = store
+        self.secrets = secrets
+        self.links = links
+
+    def send(self, link_id: str, channel: Channel, *, to: str | None = None,
+                  purpose: str = "link") -> SendRecord:
+        """Send an outstanding link by email or SMS and record the attempt; the record says whether it went.
+
+        Refused (RuleError, nothing recorded) when the link is not outstanding or there is nobody to send to; a
+        ConfigurationError when email or SMS is not set up. ``purpose`` is ``link`` or ``reminder:<step>``.
+        """
+        if channel not in CHANNELS:
+            raise RuleError(f"unknown channel {channel!r}; use email or sms")
+        link = self.links.get(link_id)
+        if link.status != LinkStatus.OUTSTANDING.value or not link.url:
+            raise RuleError(f"link {link_id} is {link.status}; only outstanding links are sent")
+        account = self.settings.account(link.account)
+        reminder = purpose.startswith("reminder")
+        if channel == "email":
+            recipient = to or link.payer_email
+            if not recipient or "@" not in recipient:
+                raise RuleError(f"link {link_id} has no email address to send to")
+            message = build_email(link, account, self.settings, recipient, reminder=reminder)
+            attempt: Callable[[], str] = lambda: send_email(self.settings.smtp, self.secrets, message)  # noqa: E731
+        else:
+            with self.store.read() as conn:
+                phone = to or payer_phone(conn, link_id)
+            if not phone:
+                raise RuleError(f"link {link_id}: the payer has no phone number in the matter system; "
+                                "give one with --to")
+            recipient = normalise_phone(phone)
+            gateway = sms_gateway(self.settings, self.secrets)
+            body = sms_text(link, self.settings, reminder=reminder)
+            attempt = lambda: gateway.send(recipient, body)  # noqa: E731
+        sent_at = utcnow()
+        try:
+            message_id: str | None = attempt()
+            ok, result, definite = True, "ok", True
+        except DeliveryFailed as exc:
+            message_id, ok, result, definite = None, False, scrub(str(exc)), exc.definite
+        with self.store.begin() as conn:
+            send_id = conn.execute(sends.insert().values(
+                link_id=link_id, channel=channel, recipient=recipient, purpose=purpose, sent_at=sent_at, ok=ok,
+                result=result, provider_message_id=message_id)).inserted_primary_key[0]
+        (log.info if ok else log.warning)("link %s %s by %s to %s: %s", link_id, purpose, channel, recipient, result)
+        return SendRecord(id=int(send_id), link_id=link_id, channel=channel, recipient=recipient, purpose=purpose,
+                          sent_at=sent_at, ok=ok, result=result, provider_message_id=message_id, definite=definite)
+
+    def history(self, link_id: str) -> list[SendRecord]:
+        """The send history of one link, oldest first."""
+        with self.store.read() as conn:
+            rows = conn.execute(select(sends).where(sends.c.link_id == link_id).order_by(sends.c.id)).mappings().all()
+        return [SendRecord(**dict(r)) for r in rows]
+
+    def require_email(self) -> None:
+        """Refuse before any work when email is not set up at all."""
+        if not self.settings.smtp.from_address:
+            raise ConfigurationError("email is not set up: set [smtp] from_address (and host, port, security) first")
+
+    def send_all(self, requests: Iterable[tuple[str, LinkRequest]]) -> list[BulkSend]:
+        """Send All: create (or find again) each row's link and email it, each row on its own.
+
+        A row whose link cannot be made, or whose email is refused or fails, says so: nothing is reported as sent
+        that the mail server did not take.
+        """
+        self.require_email()
+        results = []
+        for label, request in requests:
+            link: Link | None = None
+            try:
+                link = self.links.create(request)
+                record = self.send(link.id, "email")
+            except LedgerlinkError as exc:
+                results.append(BulkSend(label, link, None, scrub(str(exc))))
+                continue
+            results.append(BulkSend(label, link, record, None if record.ok else record.result))
+        return results
 
 
-def sends_for(rt: Runtime, link_id: str) -> list[SendRecord]:
-    """The send history of one link, oldest first."""
-    with rt.store.read() as conn:
-        rows = conn.execute(select(sends).where(sends.c.link_id == link_id).order_by(sends.c.id)).mappings().all()
-    return [SendRecord(**dict(r)) for r in rows]
+@dataclass(frozen=True)
+class BulkSend:
+    """One row of a Send All: the link made for it (if any), the send record (if it was tried), and why not."""
+
+    label: str
+    link: Link | None
+    record: SendRecord | None
+    error: str | None
+
+    @property
+    def sent(self) -> bool:
+        return self.record is not None and self.record.ok

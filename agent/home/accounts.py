@@ -25,8 +25,8 @@ from agent.core.model import MerchantAccount
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
     if isinstance(value, list):
@@ -34,14 +34,19 @@ def toml_value(value: Any) -> str:
     raise RuleError(f"cannot write {value!r} to the config file")
 
 
-def _dump(data: dict[str, Any], prefix: str = "") -> list[str]:
-    plain = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    lines = [f"[{prefix}]"] if prefix and plain else []
+def _table(name: str, table: dict[str, Any]) -> list[str]:
+    plain = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+    lines = [f"[{name}]"] if name and (plain or not nested) else []
     lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in plain.items()]
-    for key, sub in data.items():
-        if isinstance(sub, dict):
-            lines += ["", *_dump(sub, f"{prefix}.{json.dumps(key)}" if prefix else json.dumps(key))]
+    for key, sub in nested.items():
+        lines += ["", *_table(f"{name}.{json.dumps(key)}" if name else json.dumps(key), sub)]
     return lines
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """The whole settings file from its parsed content: tables, strings, numbers, booleans and lists of those."""
+    return "\n".join(_table("", data)).lstrip("\n") + "\n"
 
 
 def _edit_in_place(text: str, name: str, changes: dict[str, Any]) -> str:
@@ -85,7 +90,7 @@ def set_account(config: Path, name: str, changes: dict[str, Any]) -> tuple[Merch
     except tomllib.TOMLDecodeError:
         kept = False
     if not kept:
-        edited = "\n".join(_dump(expected)).lstrip("\n") + "\n"
+        edited = dump_toml(expected)
     tmp = config.with_name(config.name + ".tmp")
     tmp.write_text(edited, encoding="utf-8")
     os.replace(tmp, config)

@@ -23,10 +23,16 @@ from typing import IO, Any
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
+from agent.api.app import ensure_token, serve_api
+from agent.api.console import login_url
 from agent.core.errors import LedgerlinkError
 from agent.core.scrub import scrub
+from agent.engine.intake import InboxIntake, process_request_table
 from agent.engine.payments import EventPoller
+from agent.home.logs import setup_logging
 from agent.runtime import Runtime
+from agent.service.reload import ConfigWatcher
+from connectors.providers.sandbox import SandboxPayServer
 
 log = logging.getLogger("ledgerlink.service")
 
@@ -202,52 +208,23 @@ def poll_payments(rt: Runtime) -> int:
     return new
 
 
-class _Parts:
-    """Syncer and outbox for the runtime's current connector: rebuilt after a hot reload swapped it."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self._built_for: object | None = None
-
-    def _refresh(self) -> None:
-        from agent.engine.sync import Syncer
-        from postings.outbox import Outbox
-
-        connector = self.rt.connector
-        if connector is not self._built_for:
-            self.syncer = Syncer(self.rt.store, connector, self.rt.settings.sync_batch_size)
-            self.outbox = Outbox(self.rt.store, connector, self.rt.mapping)
-            self._built_for = connector
-
-    def sync(self) -> object:
-        self._refresh()
-        return self.syncer.sync()
-
-    def post(self) -> object:
-        self._refresh()
-        return self.outbox.run_once()
-
-
 def default_jobs(rt: Runtime) -> list[Job]:
-    from agent.engine.directdebit import schedule_collections
-    from agent.engine.intake import InboxIntake, process_request_table
-    from agent.engine.reminders import run_reminders
-
-    parts = _Parts(rt)
-    inbox = InboxIntake(rt, rt.settings.home / "inbox")
+    """The service's jobs; each reads its engine from the runtime at every run, so a hot reload takes effect."""
+    inbox = InboxIntake(rt.links, rt.settings.home / "inbox")
     intervals = rt.settings.intervals
     jobs = [
-        Job("sync", intervals.sync, parts.sync),
+        Job("sync", intervals.sync, lambda: rt.syncer.sync()),
         Job("payments", intervals.payments, lambda: poll_payments(rt)),
-        Job("postings", intervals.postings, parts.post),
+        Job("postings", intervals.postings, lambda: rt.outbox.run_once()),
         Job("expiry", intervals.expiry, lambda: rt.links.expire_due()),
         Job("review", intervals.sync, lambda: rt.links.review_outstanding()),
         Job("inbox", intervals.intake, inbox.scan),
+        Job("collections", intervals.sync, lambda: rt.directdebit.schedule_collections()),
+        Job("reminders", intervals.expiry, lambda: rt.reminders.run()),
     ]
-    jobs.append(Job("collections", intervals.sync, lambda: schedule_collections(rt)))
-    jobs.append(Job("reminders", intervals.expiry, lambda: run_reminders(rt)))
     if rt.mapping.requests is not None:
-        jobs.append(Job("requests", intervals.intake, lambda: process_request_table(rt)))
+        jobs.append(Job("requests", intervals.intake,
+                        lambda: process_request_table(rt.connector, rt.mapping.requests, rt.links)))
     return jobs
 
 
@@ -255,8 +232,6 @@ def start_pay_page(rt: Runtime) -> object | None:
     """The sandbox's hosted pay page, when any account uses the sandbox provider."""
     if not any(a.provider == "sandbox" for a in rt.settings.accounts.values()):
         return None
-    from connectors.providers.sandbox import SandboxPayServer
-
     server = SandboxPayServer(rt.settings.home, port=rt.settings.sandbox_port,
                               disclaimer_for=lambda name: rt.settings.account(name).disclaimer)
     server.start()
@@ -266,8 +241,6 @@ def start_pay_page(rt: Runtime) -> object | None:
 
 def run_service(rt: Runtime, once: bool = False) -> int:
     """Run until SIGTERM/SIGINT (or one pass with ``once``); 2 when another agent has this state store."""
-    from agent.home.logs import setup_logging
-
     setup_logging(settings=rt.settings)
     lock = InstanceLock(rt)
     try:
@@ -293,10 +266,6 @@ def _run_locked(rt: Runtime, once: bool) -> int:
     servers: list[Any] = []
     try:
         if not once:
-            from agent.api.app import ensure_token, serve_api
-            from agent.api.console import login_url
-            from agent.service.reload import ConfigWatcher
-
             servers.append(start_pay_page(rt))
             api = serve_api(rt, rt.settings.api_host, rt.settings.api_port)
             servers.append(api)

@@ -16,8 +16,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from agent.runtime import Runtime
-
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/console"
 
@@ -39,11 +37,8 @@ def login_url(base: str, token: str) -> str:
     return f"{base.rstrip('/')}{PREFIX}/login#token={quote(token, safe='')}"
 
 
-def mount(app: FastAPI, rt: Runtime) -> None:
-    """Serve the console under /console on ``app`` (agent.api.app.create_app(rt)) and add its extra endpoints."""
-    from agent.api.console.router import build_router
-
-    app.include_router(build_router(rt))
+def mount(app: FastAPI) -> None:
+    """Serve the console's static pages under /console on ``app`` (its endpoints are in console.router)."""
 
     @app.get(PREFIX, include_in_schema=False)
     def console_root() -> RedirectResponse:

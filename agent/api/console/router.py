@@ -1,266 +1,150 @@
-"""API endpoints the console needs beyond agent/api.py: merchant accounts for the pickers, Manage Postings'
-details, reallocate and remove, the Sent Pages export, and bulk upload review and creation.
+"""API endpoints the console needs beyond the resource routers: merchant accounts for the pickers, Manage
+Postings' details, reallocate and remove, the Sent Pages export, and bulk upload review and creation.
 
-Like agent/api.py they add no business rule: each calls the link engine, the outbox or the bulk reader. They use
-the same bearer tokens and the app's error handlers (RuleError -> 422 and so on). Paths avoid the API's own
-``/links/{id}`` and ``/postings/{id}`` so neither swallows the other.
+Like the other routers they add no business rule: each calls the link engine, the outbox, the exporter, the bulk
+reader or the sender. Paths avoid the API's own ``/links/{id}`` and ``/postings/{id}`` so neither swallows the other.
 """
+
+from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib
-import importlib.util
-import io
-import secrets as pysecrets
 import tempfile
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import or_, select
 
-from agent.api.app import TOKEN, LinkOut, MoneyIn, PostingOut, ensure_token
+from agent.api.auth import RuntimeDep
+from agent.api.errors import plain
+from agent.api.schemas import (
+    AccountOut,
+    BulkIn,
+    LinkRow,
+    ManagedPostingOut,
+    PostingOut,
+    ReallocateIn,
+    RemoveIn,
+    link_out,
+)
 from agent.core.errors import LedgerlinkError, RuleError
 from agent.core.scrub import scrub
-from agent.engine.links import Link, LinkRequest
-from agent.runtime import Runtime
+from agent.engine.bulk import TEMPLATE_HEADER, read_bulk
+from agent.engine.export import LINK_COLUMNS, link_rows
+from agent.engine.links import LinkRequest
 from agent.state.schema import firm_statements, postings
-from postings.outbox import POSTING_DETAILS, Outbox
+from postings.outbox import POSTING_DETAILS
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-# Sent Pages columns: key -> heading. The console offers these in its column configurator.
-LINK_COLUMNS = {
-    "created_at": "Created", "status": "Status", "payer_name": "Payer", "payer_email": "Email",
-    "amount": "Amount", "currency": "Currency", "description": "Description", "matter_number": "Matter",
-    "invoice_number": "Invoice", "account": "Account", "expires_at": "Expires", "closed_at": "Closed",
-    "status_reason": "Reason", "url": "Link", "id": "Link ID",
-}
+router = APIRouter(tags=["console"])
 
 
-class AccountOut(BaseModel):
-    name: str
-    provider: str
-    currency: str
-    expiry_days: int
-    default: bool
+@router.get("/accounts", response_model=list[AccountOut])
+def accounts(rt: RuntimeDep) -> list[AccountOut]:
+    """The merchant accounts a link can be paid into (names and currencies only, no credentials)."""
+    return [AccountOut(name=a.name, provider=a.provider, currency=a.currency, expiry_days=a.expiry_days,
+                       default=a.name == rt.settings.default_account) for a in rt.settings.accounts.values()]
 
 
-class ManagedPostingOut(PostingOut):
-    """A posting with the words a clerk recognises: matter and statement numbers, the payment and its date."""
-
-    matter_number: str | None
-    statement_number: str | None
-    payment_ref: str
-    method: str
-    paid_at: dt.datetime | None
-    description: str | None
-    link_id: str | None
+@router.get("/manage-postings", response_model=list[ManagedPostingOut])
+def manage_postings(rt: RuntimeDep, status: Annotated[list[str] | None, Query()] = None) -> list[ManagedPostingOut]:
+    query = POSTING_DETAILS.order_by(postings.c.id.desc())
+    if status:
+        query = query.where(postings.c.state.in_(status))
+    with rt.store.read() as conn:
+        rows = conn.execute(query).mappings().all()
+    return [ManagedPostingOut.model_validate({**r, "paid_at": r["confirmed_at"] or r["status_at"]}) for r in rows]
 
 
-class ReallocateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    statements: dict[str, MoneyIn] = Field(description="Statement number or key -> amount; must add up exactly.")
-
-
-class RemoveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(min_length=1, description="Why: the payment is handled by hand in the matter system.")
-
-
-class BulkRow(BaseModel):
-    name: str
-    email: str
-    amount: MoneyIn
-    invoice: str | None = None
-    invoice_date: dt.date | None = None
-    due_date: dt.date | None = None
-    message: str | None = None
+@router.post("/postings/{posting_id}/reallocate", response_model=list[int])
+def reallocate(rt: RuntimeDep, posting_id: int, body: ReallocateIn) -> list[int]:
+    """Split an incomplete posting over statements (by number or key); returns the new postings' ids."""
+    with rt.store.read() as conn:
+        keys: dict[str, Decimal] = {}
+        for ref, amount in body.statements.items():
+            key = conn.execute(select(firm_statements.c.key).where(
+                or_(firm_statements.c.number == ref, firm_statements.c.key == ref))).scalar()
+            if key is None:
+                raise RuleError(f"no statement {ref!r}")
+            keys[key] = keys.get(key, Decimal(0)) + amount
+    return rt.outbox.reallocate(posting_id, keys)
 
 
-class BulkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    account: str | None = None
-    rows: list[BulkRow]
-    send: bool = Field(description="True: Send All (create and email); false: Generate Links for Download.")
-
-
-class LinkRow(LinkOut):
-    matter_number: str | None = None
-    closed_at: dt.datetime | None = None
+@router.post("/postings/{posting_id}/remove", response_model=PostingOut)
+def remove(rt: RuntimeDep, posting_id: int, body: RemoveIn) -> PostingOut:
+    rt.outbox.remove(posting_id, body.reason)
+    with rt.store.read() as conn:
+        return PostingOut.model_validate(dict(conn.execute(
+            select(postings).where(postings.c.id == posting_id)).mappings().one()))
 
 
-def build_router(rt: Runtime) -> APIRouter:
-    """The console's extra endpoints over ``rt``, guarded by the same staff token as the API."""
-    bearer = HTTPBearer(auto_error=False)
-
-    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        from agent.api.app import ADMIN_TOKEN
-
-        given = credentials.credentials if credentials else ""
-        if not given or not any(pysecrets.compare_digest(given, ensure_token(rt.secrets, name))
-                                for name in (TOKEN, ADMIN_TOKEN)):
-            raise HTTPException(401, "missing or wrong bearer token; 'ledgerlink api token' prints it",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    router = APIRouter(dependencies=[Depends(require_token)], tags=["console"])
-
-    @router.get("/accounts", response_model=list[AccountOut])
-    def accounts() -> list[AccountOut]:
-        """The merchant accounts a link can be paid into (names and currencies only, no credentials)."""
-        return [AccountOut(name=a.name, provider=a.provider, currency=a.currency, expiry_days=a.expiry_days,
-                           default=a.name == rt.settings.default_account) for a in rt.settings.accounts.values()]
-
-    @router.get("/manage-postings", response_model=list[ManagedPostingOut])
-    def manage_postings(status: Annotated[list[str] | None, Query()] = None) -> list[ManagedPostingOut]:
-        query = POSTING_DETAILS.order_by(postings.c.id.desc())
-        if status:
-            query = query.where(postings.c.state.in_(status))
-        with rt.store.read() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [ManagedPostingOut.model_validate({**r, "paid_at": r["confirmed_at"] or r["status_at"]}) for r in rows]
-
-    def outbox() -> Outbox:
-        return Outbox(rt.store, rt.connector, rt.mapping)
-
-    @router.post("/postings/{posting_id}/reallocate", response_model=list[int])
-    def reallocate(posting_id: int, body: ReallocateIn) -> list[int]:
-        """Split an incomplete posting over statements (by number or key); returns the new postings' ids."""
-        with rt.store.read() as conn:
-            keys: dict[str, Decimal] = {}
-            for ref, amount in body.statements.items():
-                key = conn.execute(select(firm_statements.c.key).where(
-                    or_(firm_statements.c.number == ref, firm_statements.c.key == ref))).scalar()
-                if key is None:
-                    raise RuleError(f"no statement {ref!r}")
-                keys[key] = keys.get(key, Decimal(0)) + amount
-        return outbox().reallocate(posting_id, keys)
-
-    @router.post("/postings/{posting_id}/remove", response_model=PostingOut)
-    def remove(posting_id: int, body: RemoveIn) -> PostingOut:
-        outbox().remove(posting_id, body.reason)
-        with rt.store.read() as conn:
-            return PostingOut.model_validate(dict(conn.execute(
-                select(postings).where(postings.c.id == posting_id)).mappings().one()))
-
-    def link_rows(status: list[str] | None, ids: list[str] | None = None) -> list[LinkRow]:
-        from agent.state.schema import firm_matters, links
-
-        found = [lk for lk in rt.links.list(status) if ids is None or lk.id in ids]
-        with rt.store.read() as conn:
-            numbers = dict(conn.execute(select(firm_matters.c.key, firm_matters.c.number).where(
-                firm_matters.c.key.in_({lk.matter_key for lk in found if lk.matter_key})
-            )).all())
-            closed = dict(conn.execute(select(links.c.id, links.c.closed_at).where(
-                links.c.id.in_([lk.id for lk in found]))).all())
-        return [LinkRow(**_fields(lk), matter_number=numbers.get(lk.matter_key or ""), closed_at=closed.get(lk.id))
-                for lk in found]
-
-    @router.get("/sent-pages", response_model=list[LinkRow])
-    def sent_pages(status: Annotated[list[str] | None, Query()] = None) -> list[LinkRow]:
-        """Links for the Sent Pages screen, newest first, with the matter number."""
-        return link_rows(status)
-
-    @router.get("/sent-pages/export", response_class=Response,
-                responses={200: {"content": {XLSX: {}}, "description": "An Excel workbook"}})
-    def export(status: Annotated[list[str] | None, Query()] = None,
-               columns: Annotated[list[str] | None, Query(description="Keys of LINK_COLUMNS, in order")] = None,
-               ids: Annotated[list[str] | None, Query(description="Only these links (a bulk upload's)")] = None,
-               ) -> Response:
-        """Export to Excel: the chosen columns in the chosen order; money as numbers with two decimals."""
-        chosen = [c for c in (columns or LINK_COLUMNS) if c in LINK_COLUMNS] or list(LINK_COLUMNS)
-        data = links_workbook(link_rows(status, ids), chosen)
-        stamp = dt.datetime.now(rt.settings.zone).strftime("%Y-%m-%d")
-        return Response(data, media_type=XLSX,
-                        headers={"Content-Disposition": f'attachment; filename="sent-pages-{stamp}.xlsx"'})
-
-    @router.get("/bulk/template", response_class=Response)
-    def bulk_template() -> Response:
-        """The CSV to fill in: a header of the review's columns (BulkRow), for agent.engine.bulk to read back."""
-        return Response(",".join(BulkRow.model_fields) + "\r\n", media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="bulk-upload-template.csv"'})
-
-    @router.post("/bulk/review")
-    async def bulk_review(request: Request, filename: str = "upload.csv") -> dict[str, Any]:
-        """Read an uploaded file (the raw body) with agent.engine.bulk: its rows and its row-by-row problems."""
-        reader = bulk()
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / Path(filename).name
-            path.write_bytes(await request.body())
-            read = reader.read_bulk(path)
-        return {"ok": read.ok, "rows": _plain(read.rows), "problems": _plain(read.problems)}
-
-    @router.post("/bulk/links")
-    def bulk_links(body: BulkIn) -> dict[str, Any]:
-        """Send All (send=true) or Generate Links for Download: one quick link per reviewed row, each on its own."""
-        results: list[dict[str, Any]] = []
-        for row in body.rows:
-            try:
-                link = rt.links.create(LinkRequest(
-                    name=row.name, email=row.email, amount=row.amount, invoice=row.invoice or None,
-                    due_date=row.due_date, description=row.message or None, account=body.account))
-            except LedgerlinkError as exc:
-                results.append({"error": scrub(str(exc))})
-                continue
-            result: dict[str, Any] = {"link": LinkOut(**_fields(link)).model_dump(mode="json")}
-            if body.send:
-                from agent.api.app import send_link
-
-                result["sent"] = "emailed" if send_link else "not emailed: sending is not installed in this build"
-                if send_link:
-                    send_link(rt, link.id, "email")
-            results.append(result)
-        return {"results": results}
-
-    return router
+@router.get("/sent-pages", response_model=list[LinkRow])
+def sent_pages(rt: RuntimeDep, status: Annotated[list[str] | None, Query()] = None) -> list[LinkRow]:
+    """Links for the Sent Pages screen, newest first, with the matter number."""
+    with rt.store.read() as conn:
+        return [LinkRow.model_validate(row) for row in link_rows(conn, status)]
 
 
-def bulk() -> Any:
-    """agent.engine.bulk (the bulk file reader); a 501 that says so while it is not part of this build."""
-    if importlib.util.find_spec("agent.engine.bulk") is None:
-        raise HTTPException(501, "bulk upload is not available in this build (agent.engine.bulk is not installed)")
-    return importlib.import_module("agent.engine.bulk")
+@router.get("/sent-pages/export", response_class=Response,
+            responses={200: {"content": {XLSX: {}}, "description": "An Excel workbook"}})
+def export(rt: RuntimeDep, status: Annotated[list[str] | None, Query()] = None,
+           columns: Annotated[list[str] | None, Query(description="Keys of the export's link columns, in order")]
+           = None,
+           ids: Annotated[list[str] | None, Query(description="Only these links (a bulk upload's)")] = None,
+           ) -> Response:
+    """Export to Excel through the same exporter as ``ledgerlink links export``: headings, time zone, money."""
+    chosen = [c for c in (columns or []) if c in LINK_COLUMNS] or None
+    data = rt.exporter.links_workbook(statuses=status, columns=chosen, ids=ids)
+    stamp = dt.datetime.now(rt.settings.zone).strftime("%Y-%m-%d")
+    return Response(data, media_type=XLSX,
+                    headers={"Content-Disposition": f'attachment; filename="sent-pages-{stamp}.xlsx"'})
 
 
-def _plain(value: Any) -> Any:
-    from agent.api.app import _plain as plain
-
-    return plain(value)
-
-
-def _fields(link: Link) -> dict[str, Any]:
-    return {f.name: getattr(link, f.name) for f in dataclasses.fields(link)}
+@router.get("/bulk/template", response_class=Response)
+def bulk_template() -> Response:
+    """The CSV to fill in, with the headings the bulk reader reads back."""
+    return Response(",".join(TEMPLATE_HEADER) + "\r\n", media_type="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="bulk-upload-template.csv"'})
 
 
-def links_workbook(rows: list[LinkRow], columns: list[str]) -> bytes:
-    """An .xlsx of the links; dates without time zone (Excel has none), money exact via Decimal."""
-    from openpyxl import Workbook
+@router.post("/bulk/review")
+async def bulk_review(request: Request, filename: str = "upload.csv") -> dict[str, Any]:
+    """Read an uploaded file (the raw body) with agent.engine.bulk: its rows and its row-by-row problems."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / Path(filename).name
+        path.write_bytes(await request.body())
+        read = read_bulk(path)
+    return {"ok": read.ok, "rows": plain(read.rows), "problems": plain(read.problems)}
 
-    book = Workbook()
-    sheet = book.active
-    sheet.title = "Sent Pages"
-    sheet.append([LINK_COLUMNS[c] for c in columns])
-    for row in rows:
-        values = []
-        for column in columns:
-            value = getattr(row, column)
-            if isinstance(value, dt.datetime):
-                value = value.astimezone(dt.UTC).replace(tzinfo=None)
-            values.append(value)
-        sheet.append(values)
-    for index, column in enumerate(columns, start=1):
-        letter = sheet.cell(row=1, column=index).column_letter
-        sheet.column_dimensions[letter].width = 40 if column in ("url", "description") else 18
-        if column == "amount":
-            for cell in sheet[letter][1:]:
-                cell.number_format = "#,##0.00"
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()
+
+@router.post("/bulk/links")
+def bulk_links(rt: RuntimeDep, body: BulkIn) -> dict[str, Any]:
+    """Send All (send=true) or Generate Links for Download: one quick link per reviewed row, each on its own."""
+    requests = [(str(i), LinkRequest(name=row.name, email=row.email, amount=row.amount, invoice=row.invoice or None,
+                                     due_date=row.due_date, description=row.message or None, account=body.account))
+                for i, row in enumerate(body.rows)]
+    if body.send:
+        return {"results": [_sent(r) for r in rt.sender.send_all(requests)]}
+    results: list[dict[str, Any]] = []
+    for _label, request in requests:
+        try:
+            results.append({"link": link_out(rt.links.create(request)).model_dump(mode="json")})
+        except LedgerlinkError as exc:
+            results.append({"error": scrub(str(exc))})
+    return {"results": results}
+
+
+def _sent(result: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if result.link is not None:
+        out["link"] = link_out(result.link).model_dump(mode="json")
+    if result.sent:
+        out["sent"] = f"emailed to {result.record.recipient}"
+    else:
+        out["error" if result.link is None else "sent"] = f"not emailed: {result.error}"
+    if result.record is not None:
+        out["send"] = plain(dataclasses.asdict(result.record))
+    return out

@@ -1,10 +1,11 @@
 // Sent Pages: links by status, a column configurator (tick and order, kept in this browser), Export to Excel, cancel.
 import { $, api, badge, download, el, money, say, when } from "./api.js";
 
+// The headings are the export's own (agent/engine/export.py LINK_COLUMNS), so the screen and the workbook agree.
 const COLUMNS = {
-  created_at: "Created", status: "Status", matter_number: "Matter", payer_name: "Payer", payer_email: "Email",
-  amount: "Amount", description: "Description", invoice_number: "Invoice", account: "Account",
-  expires_at: "Expires", closed_at: "Closed", status_reason: "Reason", url: "Link", id: "Link ID",
+  created_at: "Created", status: "Status", matter_number: "Matter", payer_name: "Recipient Name",
+  payer_email: "Recipient Email", amount: "Amount", description: "Description", invoice_number: "Invoice Number",
+  account: "Account", expires_at: "Expires", closed_at: "Closed", status_reason: "Note", url: "Link", id: "Link ID",
 };
 const DEFAULT = ["created_at", "status", "matter_number", "payer_name", "amount", "description", "expires_at"];
 const STORE = "ledgerlink.sent.columns";

@@ -1,0 +1,73 @@
+"""Who may call the local API: the staff token, the admin token, and the runtime each request works on.
+
+Both tokens are secrets in the keyring, made on first use. The runtime is put on the app by the app factory, so
+routers read it per request and never import the factory.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets as pysecrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from agent.core.errors import ConfigurationError
+from agent.home.secrets import Secrets
+from agent.runtime import Runtime
+
+log = logging.getLogger("ledgerlink.api")
+
+TOKEN = "api-token"
+ADMIN_TOKEN = "api-admin-token"
+bearer = HTTPBearer(auto_error=False)
+
+
+def ensure_token(store: Secrets, name: str = TOKEN) -> str:
+    """The token kept as secret ``name``, made and stored on first use so no one has to invent one."""
+    try:
+        return store.get(name)
+    except ConfigurationError:
+        token = pysecrets.token_urlsafe(32)
+        store.set(name, token)
+        log.info("created the %s secret; 'ledgerlink api token%s' prints it", name,
+                 " --admin" if name == ADMIN_TOKEN else "")
+        return store.get(name)
+
+
+def runtime(request: Request) -> Runtime:
+    """The runtime of the app serving this request."""
+    rt: Runtime = request.app.state.rt
+    return rt
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+
+
+def _tokens(request: Request, rt: Runtime) -> tuple[str, str]:
+    """Read once per app: the tokens do not change while the agent runs."""
+    cached: tuple[str, str] | None = getattr(request.app.state, "tokens", None)
+    if cached is None:
+        cached = ensure_token(rt.secrets, TOKEN), ensure_token(rt.secrets, ADMIN_TOKEN)
+        request.app.state.tokens = cached
+    return cached
+
+
+def require_token(request: Request, rt: RuntimeDep,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    """``user`` or ``admin`` for a right token; 401 otherwise."""
+    given = credentials.credentials if credentials else ""
+    user, admin = _tokens(request, rt)
+    if given and pysecrets.compare_digest(given, admin):
+        return "admin"
+    if given and pysecrets.compare_digest(given, user):
+        return "user"
+    raise HTTPException(401, "missing or wrong bearer token; 'ledgerlink api token' prints it",
+                        headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_admin(who: Annotated[str, Depends(require_token)]) -> str:
+    if who != "admin":
+        raise HTTPException(403, "this changes settings: use the admin token ('ledgerlink api token --admin')")
+    return who

@@ -1,0 +1,59 @@
+"""``/postings``: Manage Postings' list, detail and retries through the postings outbox."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy import select
+
+from agent.api.auth import RuntimeDep
+from agent.api.schemas import PaymentOut, PostingDetailOut, PostingOut, RetriedOut
+from agent.runtime import Runtime
+from agent.state.schema import payments, postings
+
+from .common import MISSING
+
+router = APIRouter(tags=["postings"])
+
+
+@router.get("/postings", response_model=list[PostingOut])
+def list_postings(rt: RuntimeDep, status: Annotated[list[str] | None, Query(description="Repeat for several")] = None
+                  ) -> list[PostingOut]:
+    query = select(postings).order_by(postings.c.id)
+    if status:
+        query = query.where(postings.c.state.in_(status))
+    with rt.store.read() as conn:
+        return [PostingOut.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+
+
+def posting_row(rt: Runtime, posting_id: int) -> dict[str, Any]:
+    with rt.store.read() as conn:
+        row = conn.execute(select(postings).where(postings.c.id == posting_id)).mappings().first()
+    if row is None:
+        raise HTTPException(404, f"unknown posting {posting_id}")
+    return dict(row)
+
+
+@router.get("/postings/{posting_id}", response_model=PostingDetailOut, responses=MISSING)
+def get_posting(rt: RuntimeDep, posting_id: int) -> PostingDetailOut:
+    row = posting_row(rt, posting_id)
+    with rt.store.read() as conn:
+        payment = conn.execute(select(payments).where(payments.c.id == row["payment_id"])).mappings().one()
+        allocations = conn.execute(select(postings).where(postings.c.payment_id == row["payment_id"])
+                                   .order_by(postings.c.id)).mappings().all()
+    return PostingDetailOut(posting=PostingOut.model_validate(row), payment=PaymentOut.model_validate(dict(payment)),
+                            allocations=[PostingOut.model_validate(dict(a)) for a in allocations])
+
+
+@router.post("/postings/retry-failed", response_model=RetriedOut)
+def retry_failed(rt: RuntimeDep) -> RetriedOut:
+    """Every failed posting back to pending with fresh attempts, once the cause has been fixed."""
+    return RetriedOut(retried=rt.outbox.retry_failed())
+
+
+@router.post("/postings/{posting_id}/retry", response_model=PostingOut, responses=MISSING)
+def retry_posting(rt: RuntimeDep, posting_id: int) -> PostingOut:
+    posting_row(rt, posting_id)
+    rt.outbox.retry(posting_id)
+    return PostingOut.model_validate(posting_row(rt, posting_id))

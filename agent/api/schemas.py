@@ -1,0 +1,270 @@
+"""The local API's request and response shapes. Money is a decimal string in JSON, never a float, both ways."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal, get_type_hints
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
+
+from agent.core.errors import DataError
+from agent.core.model import to_decimal
+from agent.engine.links import Link
+
+
+def _money_in(value: Any) -> Decimal:
+    if isinstance(value, float):
+        raise ValueError('send money as a decimal string, e.g. "250.00", not a JSON number')
+    try:
+        return to_decimal(value)
+    except DataError as exc:
+        raise ValueError(str(exc)) from None
+
+
+MoneyIn = Annotated[Decimal, BeforeValidator(_money_in),
+                    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?$", "examples": ["250.00"]})]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorOut(Out):
+    error: str
+
+
+class HealthOut(Out):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class ComponentOut(Out):
+    last_ok_at: dt.datetime | None
+    last_error_at: dt.datetime | None
+    last_error: str | None
+
+
+class StatusOut(Out):
+    version: str
+    now: dt.datetime
+    last_sync: dt.datetime | None = Field(description="When the last sync of the firm database finished.")
+    lag_seconds: float | None = Field(description="Seconds since the last successful sync; null before the first.")
+    backlog: dict[str, int] = Field(description="Postings per state.")
+    components: dict[str, ComponentOut] = Field(description="Last success and last error per part of the agent.")
+
+
+class MatterOut(Out):
+    key: str
+    number: str
+    name: str
+    status: str
+    client_key: str | None
+    client_name: str | None = None
+    link_sent: bool = Field(False, description="The 'payment link sent' marker: an outstanding link exists.")
+
+
+class StatementOut(Out):
+    key: str
+    number: str
+    issue_date: dt.date | None
+    due_date: dt.date | None
+    amount: Decimal
+    balance: Decimal
+    currency: str
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return Field(default_factory=f.default_factory)
+    return ... if f.default is dataclasses.MISSING else f.default
+
+
+def _link_schema() -> type[Out]:
+    """LinkOut is made from agent.engine.links.Link, so the engine's link and the API's cannot drift apart."""
+    hints = get_type_hints(Link)
+    fields: dict[str, Any] = {f.name: (hints[f.name], _default(f)) for f in dataclasses.fields(Link)}
+    fields["existing"] = (bool, Field(False, description="True when the debt already had this link and no new one "
+                                                         "was made."))
+    return create_model("LinkOut", __base__=Out, **fields)
+
+
+LinkOut = _link_schema()
+
+
+def link_out(link: Link) -> Out:
+    return LinkOut(**{f.name: getattr(link, f.name) for f in dataclasses.fields(link)})
+
+
+class MatterDetailOut(Out):
+    matter: MatterOut
+    statements: list[StatementOut]
+    open_balance: dict[str, Decimal] = Field(description="Per currency.")
+    pending_collections: Decimal
+    unposted_payments: Decimal
+    default_amount: Decimal = Field(description="What a new link asks for: the balance after pending money.")
+    default_description: str
+    currency: str
+    payer_name: str | None
+    payer_email: str | None
+    existing_link: LinkOut | None
+    link_sent: bool
+
+
+class LinkCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    matter: str = Field(description="Matter number or key.")
+    statements: dict[str, MoneyIn] = Field(default_factory=dict, description="Statement number or key -> amount.")
+    amount: MoneyIn | None = Field(None, description="Defaults to the open balance after pending money.")
+    description: str | None = None
+    account: str | None = Field(None, description="Merchant account; the default account when absent.")
+
+
+class QuickLinkCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    email: str
+    amount: MoneyIn
+    invoice: str | None = None
+    due_date: dt.date | None = None
+    description: str | None = None
+    account: str | None = None
+
+
+class Recreate(BaseModel):
+    """Optional changes for the new link of Cancel & Create New; the old link's matter and account otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    statements: dict[str, MoneyIn] = Field(default_factory=dict)
+    amount: MoneyIn | None = None
+    description: str | None = None
+    account: str | None = None
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = "cancelled by staff"
+
+
+class SendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Literal["email", "sms"]
+
+
+class PostingOut(Out):
+    id: int
+    payment_id: str
+    reference: str
+    kind: str
+    statement_key: str | None
+    matter_key: str | None
+    amount: Decimal
+    currency: str
+    state: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: dt.datetime | None
+    note: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    posted_at: dt.datetime | None
+
+
+class PaymentOut(Out):
+    id: str
+    account: str
+    provider: str
+    payment_ref: str
+    link_id: str | None
+    amount: Decimal
+    currency: str
+    status: str
+    method: str
+    status_at: dt.datetime
+    confirmed_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class PostingDetailOut(Out):
+    posting: PostingOut
+    payment: PaymentOut
+    allocations: list[PostingOut] = Field(description="Every posting of the same payment.")
+
+
+class RetriedOut(Out):
+    retried: int
+
+
+class AccountSettings(BaseModel):
+    """The per-account texts and timings an admin may change from the console."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    default_message: str | None = None
+    disclaimer: str | None = None
+    reminder_days: list[int] | None = None
+    expiry_days: int | None = None
+
+
+# ------------------------------------------------------------------------------------------- console
+
+
+class AccountOut(BaseModel):
+    name: str
+    provider: str
+    currency: str
+    expiry_days: int
+    default: bool
+
+
+class ManagedPostingOut(PostingOut):
+    """A posting with the words a clerk recognises: matter and statement numbers, the payment and its date."""
+
+    matter_number: str | None
+    statement_number: str | None
+    payment_ref: str
+    method: str
+    paid_at: dt.datetime | None
+    description: str | None
+    link_id: str | None
+
+
+class ReallocateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    statements: dict[str, MoneyIn] = Field(description="Statement number or key -> amount; must add up exactly.")
+
+
+class RemoveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, description="Why: the payment is handled by hand in the matter system.")
+
+
+class BulkRow(BaseModel):
+    name: str
+    email: str
+    amount: MoneyIn
+    invoice: str | None = None
+    invoice_date: dt.date | None = None
+    due_date: dt.date | None = None
+    message: str | None = None
+
+
+class BulkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account: str | None = None
+    rows: list[BulkRow]
+    send: bool = Field(description="True: Send All (create and email); false: Generate Links for Download.")
+
+
+class LinkRow(LinkOut):
+    matter_number: str | None = None
+    closed_at: dt.datetime | None = None
