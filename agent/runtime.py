@@ -24,11 +24,11 @@ from agent.state import StateStore
 from connectors.database.contract import Connector
 from connectors.plugins import CONNECTOR_GROUP, PROVIDER_GROUP, load
 from connectors.providers.contract import Provider
-from mappings.format import Mapping, load_mapping
+from mappings.format import MappingFile, load_mapping
 from postings.outbox import Outbox
 
 
-def resolve_relative(mapping: Mapping, folder: Path) -> Mapping:
+def resolve_relative(mapping: MappingFile, folder: Path) -> MappingFile:
     """A relative SQLite path in source.url is relative to the mapping file's folder, not the working dir."""
     url = mapping.source.url
     if url and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
@@ -39,8 +39,8 @@ def resolve_relative(mapping: Mapping, folder: Path) -> Mapping:
     return mapping
 
 
-def open_connector(mapping: Mapping, secrets: Secrets) -> Connector:
-    cls = load(CONNECTOR_GROUP, mapping.source.connector)
+def open_connector(mapping: MappingFile, secrets: Secrets) -> Connector:
+    cls = load(CONNECTOR_GROUP, mapping.source.connector, Connector)
     password = secrets.get(mapping.source.password_secret) if mapping.source.password_secret else None
     return cls(mapping, password)
 
@@ -67,7 +67,7 @@ class Runtime:
         return Secrets(self.settings.home, self.settings.secrets_backend)
 
     @cached_property
-    def mapping(self) -> Mapping:
+    def mapping(self) -> MappingFile:
         path = self.settings.mapping_path
         return resolve_relative(load_mapping(path), path.parent)
 
@@ -110,13 +110,13 @@ class Runtime:
     def provider(self, account_name: str | None = None) -> Provider:
         account = self.settings.account(account_name)
         if account.name not in self._providers:
-            cls = load(PROVIDER_GROUP, account.provider)
+            cls = load(PROVIDER_GROUP, account.provider, Provider)
             credentials = self.secrets.resolve(account.credentials)
             extra = {"webhook_secret": self.secrets.resolve(account.webhook_secret)} if account.webhook_secret else {}
             self._providers[account.name] = cls(account, credentials, home=str(self.settings.home), **extra)
         return self._providers[account.name]
 
-    def apply(self, settings: Settings, mapping: Mapping) -> None:
+    def apply(self, settings: Settings, mapping: MappingFile) -> None:
         """Swap in a validated configuration: the next use of connector, links or a provider builds it anew."""
         with self._swap:
             old_connector = self.__dict__.pop("connector", None)

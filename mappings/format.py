@@ -20,6 +20,7 @@ from mappings.sqlparams import param_names
 MAPPING_VERSION = 1
 
 # Our fields per entity: the ones a mapping must map, then the optional ones.
+EntityName = Literal["clients", "payers", "matters", "statements"]
 ENTITY_FIELDS: dict[str, tuple[set[str], set[str]]] = {
     "clients": ({"name"}, {"email", "phone"}),
     "payers": ({"name"}, {"email", "phone", "client_key"}),
@@ -197,7 +198,7 @@ class RequestTable(_Strict):
 Postings = Annotated[SqlPostings | ProcedurePostings | FilePostings, Field(discriminator="kind")]
 
 
-class Mapping(_Strict):
+class MappingFile(_Strict):
     """A whole mapping file."""
 
     version: Literal[1] = Field(description="Mapping format version.")
@@ -205,12 +206,12 @@ class Mapping(_Strict):
     source: SourceConfig
     currency: str = Field("GBP", min_length=3, max_length=3, description="Default currency.")
     timezone: str = Field("Europe/London", description="IANA zone of naive timestamps in the firm database.")
-    entities: dict[Literal["clients", "payers", "matters", "statements"], EntityMapping]
+    entities: dict[EntityName, EntityMapping]
     postings: Postings | None = Field(None, description="How payments are written back (see mappings/README.md).")
     requests: RequestTable | None = Field(None, description="Optional request table the matter software writes.")
 
     @model_validator(mode="after")
-    def _complete(self) -> Mapping:
+    def _complete(self) -> MappingFile:
         missing = {"matters", "statements"} - set(self.entities)
         if missing:
             raise ValueError(f"entities must include {', '.join(sorted(missing))}")
@@ -218,7 +219,7 @@ class Mapping(_Strict):
 
 
 def json_schema() -> dict[str, Any]:
-    schema = Mapping.model_json_schema()
+    schema = MappingFile.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Ledgerlink mapping file"
     return schema
@@ -332,7 +333,7 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
                               list("tTfF"))
 
 
-def parse_mapping(text: str, path: Path) -> Mapping:
+def parse_mapping(text: str, path: Path) -> MappingFile:
     """Validate mapping text; raise MappingErrors listing every problem with its line."""
     try:
         node = yaml.compose(text, Loader=_Loader)
@@ -352,7 +353,7 @@ def parse_mapping(text: str, path: Path) -> Mapping:
         )
     problems = [(_line_for(loc, lines), _dotted(loc), msg) for loc, msg in _semantic_problems(data)]
     try:
-        mapping = Mapping.model_validate(data)
+        mapping = MappingFile.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if p not in ("sql", "procedure", "file"))
@@ -362,7 +363,7 @@ def parse_mapping(text: str, path: Path) -> Mapping:
     return mapping
 
 
-def load_mapping(path: str | Path) -> Mapping:
+def load_mapping(path: str | Path) -> MappingFile:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

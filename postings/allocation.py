@@ -64,72 +64,97 @@ def available_balances(conn: Connection, keys: list[str]) -> dict[str, Decimal]:
     return {k: max(v, Decimal(0)) for k, v in owed.items()}
 
 
-def allocate(conn: Connection, payment: Mapping[str, Any]) -> list[Share]:
-    """Split ``payment`` (a payments row) into per-statement shares plus at most one unallocated share."""
-    amount: Decimal = payment["amount"]
+def _earmarks(conn: Connection, payment: Mapping[str, Any]
+              ) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]] | Share:
+    """The link (or Direct Debit collection) the payment came through and the statements it was for."""
     if payment["link_id"] is None:
         collection = conn.execute(select(collections).where(
             collections.c.account == payment["account"], collections.c.provider_ref == payment["payment_ref"]
         )).mappings().first()
         if collection is None:
-            return [Share(None, None, amount, "the payment did not come through a payment link")]
+            return Share(None, None, payment["amount"], "the payment did not come through a payment link")
         # A Direct Debit collection is for one statement: like a link earmarking the whole payment for it.
-        link: Mapping[str, Any] = {"id": collection["id"], "matter_key": collection["matter_key"]}
-        items: Sequence[Mapping[str, Any]] = [
-            {"statement_key": collection["statement_key"], "amount": amount, "explicit": True}]
-    else:
-        link = conn.execute(select(links).where(links.c.id == payment["link_id"])).mappings().one()
-        items = conn.execute(select(link_items).where(link_items.c.link_id == link["id"])).mappings().all()
+        return ({"id": collection["id"], "matter_key": collection["matter_key"]},
+                [{"statement_key": collection["statement_key"], "amount": payment["amount"], "explicit": True}])
+    link = conn.execute(select(links).where(links.c.id == payment["link_id"])).mappings().one()
+    return link, conn.execute(select(link_items).where(link_items.c.link_id == link["id"])).mappings().all()
+
+
+class _Placer:
+    """Places a payment's money on statements, never more than each still owes, and keeps the reasons why not."""
+
+    def __init__(self, amount: Decimal, currency: str, statements: Mapping[str, Mapping[str, Any]],
+                 available: dict[str, Decimal]) -> None:
+        self.remaining = amount
+        self.currency = currency
+        self.statements = statements
+        self.available = available
+        self.shares: dict[str, Decimal] = {}
+        self.reasons: list[str] = []
+
+    def place(self, key: str, wanted: Decimal) -> Decimal:
+        """Put up to ``wanted`` on statement ``key``; returns what could not be placed there."""
+        take = min(wanted, self.remaining, self.available.get(key, Decimal(0)))
+        if take > 0:
+            self.shares[key] = self.shares.get(key, Decimal(0)) + take
+            self.available[key] -= take
+            self.remaining -= take
+        return wanted - take
+
+    def order(self, item: Mapping[str, Any]) -> tuple[dt.date, str]:
+        st = self.statements.get(item["statement_key"])
+        return (st["issue_date"] or dt.date.min, st["number"]) if st else (dt.date.max, item["statement_key"])
+
+    def unusable(self, key: str) -> str | None:
+        return unusable(self.statements.get(key), key, self.currency)
+
+    def explicit(self, items: Sequence[Mapping[str, Any]]) -> Decimal:
+        """The amounts the clerk earmarked per statement, oldest first; returns how much was earmarked."""
+        earmarked = Decimal(0)
+        for item in sorted(items, key=self.order):
+            key = item["statement_key"]
+            wanted = min(item["amount"], self.remaining)
+            earmarked += wanted
+            reason = self.unusable(key)
+            if reason:
+                self.reasons.append(f"{wanted} earmarked for it but {reason}")
+                continue
+            short = self.place(key, wanted)
+            if short > 0:
+                self.reasons.append(f"{short} earmarked for statement {self.statements[key]['number']} is more "
+                                    "than it owes")
+        return earmarked
+
+    def oldest_first(self, items: Sequence[Mapping[str, Any]], free: Decimal) -> Decimal:
+        """The unearmarked rest over the other statements, oldest first; returns what is left over."""
+        for item in sorted(items, key=self.order):
+            reason = self.unusable(item["statement_key"])
+            if reason:
+                self.reasons.append(reason)
+                continue
+            free = self.place(item["statement_key"], free) if free > 0 else free
+        return free
+
+
+def allocate(conn: Connection, payment: Mapping[str, Any]) -> list[Share]:
+    """Split ``payment`` (a payments row) into per-statement shares plus at most one unallocated share."""
+    amount: Decimal = payment["amount"]
+    earmarks = _earmarks(conn, payment)
+    if isinstance(earmarks, Share):
+        return [earmarks]
+    link, items = earmarks
     if not items:
         return [Share(None, link["matter_key"], amount, f"link {link['id']} is a quick link with no statements")]
     keys = [i["statement_key"] for i in items]
     statements = {r["key"]: r for r in conn.execute(select(firm_statements)
                                                       .where(firm_statements.c.key.in_(keys))).mappings()}
-    available = available_balances(conn, keys)
-    shares: dict[str, Decimal] = {}
-    reasons: list[str] = []
-    remaining = amount
-
-    def place(key: str, wanted: Decimal) -> Decimal:
-        """Put up to ``wanted`` on statement ``key``; returns what could not be placed there."""
-        nonlocal remaining
-        take = min(wanted, remaining, available.get(key, Decimal(0)))
-        if take > 0:
-            shares[key] = shares.get(key, Decimal(0)) + take
-            available[key] -= take
-            remaining -= take
-        return wanted - take
-
-    def order(item: Mapping[str, Any]) -> tuple[dt.date, str]:
-        st = statements.get(item["statement_key"])
-        return (st["issue_date"] or dt.date.min, st["number"]) if st else (dt.date.max, item["statement_key"])
-
-    explicit = sorted((i for i in items if i["explicit"]), key=order)
-    earmarked = Decimal(0)
-    for item in explicit:
-        key = item["statement_key"]
-        wanted = min(item["amount"], remaining)
-        earmarked += wanted
-        reason = unusable(statements.get(key), key, payment["currency"])
-        if reason:
-            reasons.append(f"{wanted} earmarked for it but {reason}")
-            continue
-        short = place(key, wanted)
-        if short > 0:
-            reasons.append(f"{short} earmarked for statement {statements[key]['number']} is more than it owes")
+    placer = _Placer(amount, payment["currency"], statements, available_balances(conn, keys))
+    earmarked = placer.explicit([i for i in items if i["explicit"]])
     # Earmarked money that could not be placed stays unallocated; only the payer's unearmarked rest flows on.
-    free = amount - earmarked
-    for item in sorted((i for i in items if not i["explicit"]), key=order):
-        key = item["statement_key"]
-        reason = unusable(statements.get(key), key, payment["currency"])
-        if reason:
-            reasons.append(reason)
-            continue
-        free = place(key, free) if free > 0 else free
-    out = [Share(k, statements[k]["matter_key"], v) for k, v in shares.items()]
-    if remaining > 0:
+    free = placer.oldest_first([i for i in items if not i["explicit"]], amount - earmarked)
+    out = [Share(k, statements[k]["matter_key"], v) for k, v in placer.shares.items()]
+    if placer.remaining > 0:
         if free > 0:
-            reasons.append(f"overpayment: {free} {payment['currency']} more than the link's statements owe")
-        out.append(Share(None, link["matter_key"], remaining, "; ".join(reasons)))
+            placer.reasons.append(f"overpayment: {free} {payment['currency']} more than the link's statements owe")
+        out.append(Share(None, link["matter_key"], placer.remaining, "; ".join(placer.reasons)))
     return out
-

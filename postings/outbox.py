@@ -34,8 +34,7 @@ from agent.state import StateStore
 from agent.state.schema import firm_matters, firm_statements, links, payments, postings
 from agent.state.store import utcnow
 from connectors.database.contract import Connector
-from mappings.format import FilePostings
-from mappings.format import Mapping as MappingFile
+from mappings.format import FilePostings, MappingFile
 from postings.allocation import allocate, unusable
 from postings.filedrop import FileDrop
 

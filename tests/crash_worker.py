@@ -35,8 +35,7 @@ from agent.state import StateStore
 from agent.state.schema import firm_matters, firm_statements, link_items, links, payments, postings
 from agent.state.store import utcnow
 from connectors.database.sql import SQLAlchemyConnector
-from mappings.format import Mapping as MappingFile
-from mappings.format import parse_mapping
+from mappings.format import MappingFile, parse_mapping
 from postings.outbox import enqueue_payment
 
 CRASH_ENV = "LEDGERLINK_CRASH_AFTER_TARGET_COMMIT"

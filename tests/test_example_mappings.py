@@ -18,7 +18,7 @@ from agent.state.schema import firm_matters, firm_statements
 from connectors.database.odbc import ODBCConnector
 from connectors.database.sql import SQLAlchemyConnector
 from connectors.testkit.databases import TempDatabase, odbc_unavailable
-from mappings.format import Mapping, json_schema, load_mapping
+from mappings.format import MappingFile, json_schema, load_mapping
 
 MAPPINGS = Path(__file__).parents[1] / "mappings"
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
@@ -34,7 +34,7 @@ def test_committed_schema_is_current() -> None:
     assert json.loads((MAPPINGS / "schema.json").read_text()) == json_schema()
 
 
-def pointed(name: str, **source: str) -> Mapping:
+def pointed(name: str, **source: str) -> MappingFile:
     mapping = load_mapping(MAPPINGS / name)
     moved = mapping.source.model_copy(update={**source, "password_secret": None})
     return mapping.model_copy(update={"source": moved})

@@ -22,7 +22,7 @@ from agent.core.errors import RuleError
 from agent.state import StateStore
 from agent.state.schema import postings
 from connectors.database.sql import SQLAlchemyConnector
-from mappings.format import Mapping as MappingFile
+from mappings.format import MappingFile
 from postings.outbox import Outbox, backoff, enqueue_reversal
 
 D = Decimal

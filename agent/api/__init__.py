@@ -1,1 +1,1 @@
-"""TODO"""
+"""The local HTTP API (routers over the engines) and the staff web console served beside it."""

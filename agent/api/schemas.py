@@ -108,7 +108,7 @@ class MatterDetailOut(Out):
     currency: str
     payer_name: str | None
     payer_email: str | None
-    existing_link: LinkOut | None
+    existing_link: LinkOut | None  # type: ignore[valid-type]  # made at import time from Link
     link_sent: bool
 
 
@@ -265,6 +265,6 @@ class BulkIn(BaseModel):
     send: bool = Field(description="True: Send All (create and email); false: Generate Links for Download.")
 
 
-class LinkRow(LinkOut):
+class LinkRow(LinkOut):  # type: ignore[valid-type,misc]  # made at import time from Link
     matter_number: str | None = None
     closed_at: dt.datetime | None = None

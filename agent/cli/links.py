@@ -10,6 +10,7 @@ from typing import Any
 from agent.cli.output import Commands, emit
 from agent.core.model import to_decimal
 from agent.engine.links import Link, LinkRequest
+from agent.engine.payments import EventPoller
 from agent.runtime import Runtime
 from connectors.providers.contract import LinkStatus
 
@@ -141,8 +142,6 @@ def cmd_recreate(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_poll(args: argparse.Namespace, rt: Runtime) -> int:
-    from agent.engine.payments import EventPoller
-
     since = None
     if getattr(args, "since", None):
         since = dt.datetime.combine(args.since, dt.time(), tzinfo=rt.settings.zone)

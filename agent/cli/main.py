@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.cli import api, bulk, directdebit, home, links, mirror, postings, sending, service
-from agent.cli.output import Commands
+from agent.cli.output import Commands, Handler
 from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.core.scrub import scrub
 from agent.home.logs import setup_logging
@@ -42,10 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(verbose=args.verbose)
     rt: Runtime | None = None
     try:
+        handler: Handler = args.handler
         if not args.needs_runtime:
-            return args.handler(args, None)
+            return handler(args, None)
         rt = Runtime.for_home(args.home)
-        return args.handler(args, rt)
+        return handler(args, rt)
     except ConfigurationError as exc:
         print(f"configuration error: {scrub(str(exc))}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ TEMPLATE_HEADER = ["Invoice Number", "Invoice Date", "Due Date", "Recipient Name
                    "Custom Message"]
 FIELDS = ["invoice_number", "invoice_date", "due_date", "recipient_name", "recipient_email", "amount", "message"]
 LABEL = dict(zip(FIELDS, TEMPLATE_HEADER, strict=True))
+REQUIRED = ("invoice_number", "recipient_name", "recipient_email", "invoice_date", "due_date", "amount")
 # header with everything but letters removed, lower case -> field; a few aliases firms' exports use
 ALIASES = {
     "invoicenumber": "invoice_number", "invoiceno": "invoice_number", "invoice": "invoice_number",
@@ -134,6 +135,31 @@ def read_records(path: Path) -> Records:
     return records
 
 
+Problem = tuple[str, str, str]  # field, value, reason
+
+
+def _cell_problems(cells: dict[str, str], currency: str
+                   ) -> tuple[list[Problem], dict[str, dt.date], Decimal | None]:
+    """One row's own problems (missing, bad email, bad dates, bad amount), its dates and its amount."""
+    problems: list[Problem] = [(name, "", "missing") for name in REQUIRED if not cells[name]]
+    email = cells["recipient_email"]
+    if email and not EMAIL.match(email):
+        problems.append(("recipient_email", email, "bad email address"))
+    dates: dict[str, dt.date] = {}
+    for name in ("invoice_date", "due_date"):
+        if cells[name]:
+            try:
+                dates[name] = parse_date(cells[name])
+            except ValueError as exc:
+                problems.append((name, cells[name], str(exc)))
+    if len(dates) == 2 and dates["due_date"] < dates["invoice_date"]:
+        problems.append(("due_date", cells["due_date"], "due date is before the invoice date"))
+    amount, reason = _amount(cells["amount"], currency)
+    if reason:
+        problems.append(("amount", cells["amount"], reason))
+    return problems, dates, amount
+
+
 def check_records(records: Records, *, outstanding_invoices: frozenset[str] | set[str] = frozenset(),
                   currency: str = "GBP", progress: Progress | None = None) -> BulkFile:
     """Check every row; every problem is collected, none stops the checking."""
@@ -141,39 +167,19 @@ def check_records(records: Records, *, outstanding_invoices: frozenset[str] | se
     seen: dict[str, int] = {}
     total = len(records.rows)
     for done, (number, cells) in enumerate(records.rows, start=1):
-        before = len(result.problems)
-
-        def bad(name: str, value: str, reason: str, number: int = number) -> None:
-            result.problems.append(BulkProblem(number, LABEL[name], value, reason))
-
-        for name in ("invoice_number", "recipient_name", "recipient_email", "invoice_date", "due_date", "amount"):
-            if not cells[name]:
-                bad(name, "", "missing")
-        email = cells["recipient_email"]
-        if email and not EMAIL.match(email):
-            bad("recipient_email", email, "bad email address")
-        dates: dict[str, dt.date] = {}
-        for name in ("invoice_date", "due_date"):
-            if cells[name]:
-                try:
-                    dates[name] = parse_date(cells[name])
-                except ValueError as exc:
-                    bad(name, cells[name], str(exc))
-        if len(dates) == 2 and dates["due_date"] < dates["invoice_date"]:
-            bad("due_date", cells["due_date"], "due date is before the invoice date")
-        amount, reason = _amount(cells["amount"], currency)
-        if reason:
-            bad("amount", cells["amount"], reason)
+        problems, dates, amount = _cell_problems(cells, currency)
         invoice = cells["invoice_number"]
         if invoice and invoice in seen:
-            bad("invoice_number", invoice, f"duplicate invoice number (also on row {seen[invoice]})")
+            problems.append(("invoice_number", invoice, f"duplicate invoice number (also on row {seen[invoice]})"))
         elif invoice in outstanding_invoices:
-            bad("invoice_number", invoice, "already on an outstanding link")
+            problems.append(("invoice_number", invoice, "already on an outstanding link"))
         seen.setdefault(invoice, number)
-        if len(result.problems) == before and amount is not None:
+        result.problems += [BulkProblem(number, LABEL[name], value, reason) for name, value, reason in problems]
+        if not problems and amount is not None:
             result.rows.append(BulkRow(row=number, invoice_number=invoice, invoice_date=dates["invoice_date"],
                                        due_date=dates["due_date"], recipient_name=cells["recipient_name"],
-                                       recipient_email=email, amount=amount, message=cells["message"]))
+                                       recipient_email=cells["recipient_email"], amount=amount,
+                                       message=cells["message"]))
         if progress and (done % 1000 == 0 or done == total):
             progress(done, total)
     if not records.rows and not result.problems:

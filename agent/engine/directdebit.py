@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -35,7 +35,7 @@ from agent.core.retry import call
 from agent.home.settings import Settings
 from agent.state import StateStore
 from agent.state.mirror import get_matter, get_payer, get_statement
-from agent.state.schema import collections, firm_matters, firm_statements, mandates
+from agent.state.schema import Row, collections, firm_matters, firm_statements, mandates
 from agent.state.statuses import (
     COLLECTION_CANCELLABLE,
     COLLECTION_CREATING,
@@ -83,7 +83,7 @@ class MandateView:
     existing: bool = False
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], existing: bool = False) -> MandateView:
+    def from_row(cls, row: Row, existing: bool = False) -> MandateView:
         return cls(**{n: row[n] for n in cls.__dataclass_fields__ if n != "existing"}, existing=existing)
 
 
@@ -105,7 +105,7 @@ class CollectionView:
     created_at: dt.datetime
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> CollectionView:
+    def from_row(cls, row: Row) -> CollectionView:
         names = cls.__dataclass_fields__.keys() - {"current"}
         return cls(**{n: row[n] for n in names}, current=row["current_key"] is not None)
 
@@ -207,7 +207,7 @@ class DirectDebit:
 
     # ------------------------------------------------------------------------------------------- events
 
-    def _create(self, mandate: Mapping[str, Any], st: Statement, amount: Decimal, kind: str,
+    def _create(self, mandate: Row, st: Statement, amount: Decimal, kind: str,
                 charge_date: dt.date | None, note: str | None = None) -> str | None:
         """Reserve the statement's current collection, then create it at the provider. None: someone else has it."""
         collection_id = new_id("col")
@@ -251,7 +251,7 @@ class DirectDebit:
                          .values(provider_ref=made.ref, status=made.status.value, charge_date=made.charge_date,
                                  updated_at=utcnow()))
 
-    def _cancel_at_provider(self, row: Mapping[str, Any]) -> None:
+    def _cancel_at_provider(self, row: Row) -> None:
         """CollectionCancelRefused when it went to the bank meanwhile; the row is then brought up to date."""
         if row["status"] in (COLLECTION_CREATING, COLLECTION_REFUSED) and row["provider_ref"] is None:
             if row["status"] == COLLECTION_CREATING:
@@ -291,7 +291,7 @@ class DirectDebit:
             self._schedule_payer(mandate, today, result)
         return result
 
-    def _schedule_payer(self, mandate: Mapping[str, Any], today: dt.date, result: ScheduleResult) -> None:
+    def _schedule_payer(self, mandate: Row, today: dt.date, result: ScheduleResult) -> None:
         with self.store.read() as conn:
             planned = plan(conn, mandate["payer_key"], today)
             open_keys = {p.statement.key for p, _ in planned} | {st.key for st in _payer_statements(
@@ -300,16 +300,16 @@ class DirectDebit:
                     if k not in open_keys and _recomputable(r, None, today)]
         for row in gone:  # statement paid elsewhere, void or deleted: nothing left to collect
             self._recompute(mandate, row, None, Decimal(0), result)
-        for payable, row in planned:
-            if row is None:
+        for payable, current in planned:
+            if current is None:
                 if payable.auto > 0:
                     made = self._create(mandate, payable.statement, payable.auto, "auto", payable.statement.due_date)
                     if made:
                         result.created.append(made)
-            elif row["amount"] != payable.auto:
-                self._recompute(mandate, row, payable.statement, payable.auto, result)
+            elif current["amount"] != payable.auto:
+                self._recompute(mandate, current, payable.statement, payable.auto, result)
 
-    def _recompute(self, mandate: Mapping[str, Any], row: Mapping[str, Any], st: Statement | None,
+    def _recompute(self, mandate: Row, row: Row, st: Statement | None,
                    amount: Decimal, result: ScheduleResult) -> None:
         try:
             self._cancel_at_provider(row)
@@ -374,7 +374,7 @@ class DirectDebit:
         self._close(collection_id, "cancelled by staff", keep_current=True)
         return self.get_collection(collection_id)
 
-    def _get(self, collection_id: str) -> Mapping[str, Any]:
+    def _get(self, collection_id: str) -> Row:
         with self.store.read() as conn:
             row = conn.execute(select(collections).where(collections.c.id == collection_id)).mappings().first()
         if row is None:
@@ -431,18 +431,18 @@ def _payer_statements(conn: Connection, payer_key: str) -> list[Statement]:
     return [Statement(**{k: r[k] for k in Statement.model_fields}) for r in rows]
 
 
-def _currents(conn: Connection, payer_key: str) -> dict[str, Mapping[str, Any]]:
+def _currents(conn: Connection, payer_key: str) -> dict[str, Row]:
     rows = conn.execute(select(collections).where(
         collections.c.payer_key == payer_key, collections.c.current_key.is_not(None))).mappings()
     return {r["statement_key"]: r for r in rows}
 
 
-def _recomputable(row: Mapping[str, Any], st: Statement | None, today: dt.date) -> bool:
+def _recomputable(row: Row, st: Statement | None, today: dt.date) -> bool:
     due = st.due_date if st else row["charge_date"]
     return row["kind"] == "auto" and row["status"] in COLLECTION_CANCELLABLE and due is not None and due > today
 
 
-def plan(conn: Connection, payer_key: str, today: dt.date) -> list[tuple[Payable, Mapping[str, Any] | None]]:
+def plan(conn: Connection, payer_key: str, today: dt.date) -> list[tuple[Payable, Row | None]]:
     """What each statement of the payer should have collected automatically, with its current collection.
 
     Only statements that are not yet due (or whose automatic collection may still change) are planned; the rest,
@@ -460,7 +460,7 @@ def plan(conn: Connection, payer_key: str, today: dt.date) -> list[tuple[Payable
     # Statements still to plan count as collected in full until their turn, so a credit is used once, by the
     # oldest invoice, and a newer invoice never lowers an older one's collection.
     on_the_way = fixed + sum((max(st.balance, Decimal(0)) for st, _ in todo), Decimal(0))
-    out: list[tuple[Payable, Mapping[str, Any] | None]] = []
+    out: list[tuple[Payable, Row | None]] = []
     for st, row in todo:
         on_the_way -= max(st.balance, Decimal(0))
         brought_forward = total - st.balance - on_the_way
@@ -484,7 +484,7 @@ def payable_for(conn: Connection, statement: Statement) -> Payable:
                    max(Decimal(0), min(statement.balance, payable)))
 
 
-def _active_mandate(conn: Connection, payer_key: str | None) -> Mapping[str, Any] | None:
+def _active_mandate(conn: Connection, payer_key: str | None) -> Row | None:
     if payer_key is None:
         return None
     return conn.execute(select(mandates).where(

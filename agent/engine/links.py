@@ -32,7 +32,7 @@ from agent.core.retry import call
 from agent.home.settings import Settings
 from agent.state import StateStore
 from agent.state.mirror import get_matter, get_payer, get_statement, open_statements
-from agent.state.schema import collections, firm_clients, link_items, links, payments, postings
+from agent.state.schema import Row, collections, firm_clients, link_items, links, payments, postings
 from agent.state.statuses import COLLECTION_PENDING, LINK_CREATING, LINK_OPEN, PAYMENT_UNPOSTED
 from agent.state.store import utcnow
 from connectors.providers.contract import CancelRefused, LinkSpec, LinkStatus, Provider, ProviderLink
@@ -84,7 +84,7 @@ class Link:
     warnings: tuple[str, ...] = ()
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], **extra: Any) -> Link:
+    def from_row(cls, row: Row, **extra: Any) -> Link:
         names = cls.__dataclass_fields__.keys() - {"existing", "warnings"}
         return cls(**{n: row[n] for n in names}, **extra)
 
@@ -129,14 +129,14 @@ def unposted_payments(conn: Connection, matter_key: str) -> Decimal:
     return total
 
 
-def _get(conn: Connection, link_id: str) -> Mapping[str, Any]:
+def _get(conn: Connection, link_id: str) -> Row:
     row = conn.execute(select(links).where(links.c.id == link_id)).mappings().first()
     if row is None:
         raise DataError(f"unknown link {link_id!r}")
     return row
 
 
-def _open_for(conn: Connection, debt: str) -> Mapping[str, Any] | None:
+def _open_for(conn: Connection, debt: str) -> Row | None:
     return conn.execute(select(links).where(links.c.outstanding_key == debt)).mappings().first()
 
 
@@ -310,7 +310,7 @@ class LinkEngine:
     def _reserve(self, *, debt: str | None, account: MerchantAccount, amount: Decimal, description: str,
                  matter_key: str | None, client_key: str | None, payer_name: str | None, payer_email: str | None,
                  invoice: str | None, due_date: dt.date | None, items: dict[str, Decimal],
-                 explicit: bool, replaces: str | None = None) -> Mapping[str, Any]:
+                 explicit: bool, replaces: str | None = None) -> Row:
         """Insert the link row as ``creating``; if the debt already has one (a concurrent request), return it."""
         provider = self.providers(account.name)
         now = utcnow()
@@ -341,7 +341,7 @@ class LinkEngine:
                 raise
             return existing
 
-    def _finish(self, row: Mapping[str, Any], warnings: list[str]) -> Link:
+    def _finish(self, row: Row, warnings: list[str]) -> Link:
         """Create the reserved link at the provider (idempotent by the row's key) and record the result."""
         provider = self.providers(row["account"])
         spec = LinkSpec(
@@ -472,7 +472,7 @@ class LinkEngine:
             done.append(link_id)
         return done
 
-    def _stale_reason(self, conn: Connection, row: Mapping[str, Any]) -> str | None:
+    def _stale_reason(self, conn: Connection, row: Row) -> str | None:
         items = conn.execute(select(link_items).where(link_items.c.link_id == row["id"])).mappings().all()
         for item in items:
             st = get_statement(conn, item["statement_key"])

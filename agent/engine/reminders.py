@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -34,7 +32,7 @@ from agent.core.model import MerchantAccount
 from agent.engine.sending import Sender
 from agent.home.settings import Settings
 from agent.state import StateStore
-from agent.state.schema import links, reminders, sends
+from agent.state.schema import Row, links, reminders, sends
 from agent.state.statuses import REMINDER_DONE
 from agent.state.store import utcnow
 from connectors.providers.contract import LinkStatus
@@ -65,7 +63,7 @@ class Reminders:
         self.store = store
         self.sender = sender
 
-    def _candidates(self, now: dt.datetime) -> list[Mapping[str, Any]]:
+    def _candidates(self, now: dt.datetime) -> list[Row]:
         first_send = (select(sends.c.link_id, func.min(sends.c.sent_at).label("sent_at"))
                       .where(sends.c.ok.is_(True), sends.c.purpose == "link", sends.c.channel == "email")
                       .group_by(sends.c.link_id).subquery())

@@ -289,9 +289,10 @@ class Sender:
         with self.store.begin() as conn:
             send_id = conn.execute(sends.insert().values(
                 link_id=link_id, channel=channel, recipient=recipient, purpose=purpose, sent_at=sent_at, ok=ok,
-                result=result, provider_message_id=message_id)).inserted_primary_key[0]
+                result=result, provider_message_id=message_id)).inserted_primary_key
+        assert send_id is not None  # an autoincrement key is always returned by an INSERT
         (log.info if ok else log.warning)("link %s %s by %s to %s: %s", link_id, purpose, channel, recipient, result)
-        return SendRecord(id=int(send_id), link_id=link_id, channel=channel, recipient=recipient, purpose=purpose,
+        return SendRecord(id=int(send_id[0]), link_id=link_id, channel=channel, recipient=recipient, purpose=purpose,
                           sent_at=sent_at, ok=ok, result=result, provider_message_id=message_id, definite=definite)
 
     def history(self, link_id: str) -> list[SendRecord]:

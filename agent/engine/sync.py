@@ -25,9 +25,10 @@ from agent.state.schema import FIRM_TABLES, KEY, checkpoints
 from agent.state.store import dumps_watermark, loads_watermark, utcnow
 from agent.state.types import DecimalText
 from connectors.database.contract import Batch, Connector, Position
+from mappings.format import EntityName
 
 log = logging.getLogger("ledgerlink.sync")
-ORDER = ("clients", "payers", "matters", "statements")
+ORDER: tuple[EntityName, ...] = ("clients", "payers", "matters", "statements")
 Progress = Callable[[str, int], None]
 
 
@@ -105,7 +106,7 @@ class Syncer:
         self.connector = connector
         self.batch_size = batch_size
 
-    def entities(self) -> list[str]:
+    def entities(self) -> list[EntityName]:
         return [e for e in ORDER if e in self.connector.mapping.entities]
 
     def position(self, entity: str) -> Position | None:
@@ -138,7 +139,7 @@ class Syncer:
             if done.rowcount == 0:
                 conn.execute(checkpoints.insert().values(entity=batch.entity, rows_synced=len(batch.rows), **values))
 
-    def sync_entity(self, entity: str, progress: Progress | None = None) -> int:
+    def sync_entity(self, entity: EntityName, progress: Progress | None = None) -> int:
         """One incremental pass; the whole pass is retried from its last stored batch on a transient error."""
         count = 0
 
@@ -155,7 +156,7 @@ class Syncer:
         call(attempt, attempts=5)
         return count
 
-    def sync(self, entities: Iterable[str] | None = None, progress: Progress | None = None) -> SyncResult:
+    def sync(self, entities: Iterable[EntityName] | None = None, progress: Progress | None = None) -> SyncResult:
         result = SyncResult()
         started = time.perf_counter()
         for entity in entities or self.entities():

@@ -1,1 +1,1 @@
-"""TODO"""
+"""An agent home: its settings file, secrets, logs, per-account settings writer and the demo firm."""

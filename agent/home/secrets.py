@@ -42,8 +42,9 @@ def _file_keyring(home: Path) -> keyring.backend.KeyringBackend:
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     backend = PlaintextKeyring()
-    backend.file_path = str(folder / "keyring.cfg")  # type: ignore[misc]
-    return backend
+    backend.file_path = str(folder / "keyring.cfg")
+    result: keyring.backend.KeyringBackend = backend
+    return result
 
 
 def _usable_os_keyring() -> keyring.backend.KeyringBackend | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from agent.core.errors import ConfigurationError
@@ -51,7 +52,7 @@ class ConfigWatcher:
         self._pending_since: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._observer: Observer | PollingObserver | None = None
+        self._observer: BaseObserver | None = None
         self._timer = threading.Thread(target=self._debounce_loop, name="reload-debounce", daemon=True)
 
     def watched(self) -> set[Path]:

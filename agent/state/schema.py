@@ -5,6 +5,9 @@ The firm_* tables mirror the firm database (read-only for us); everything else i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     Column,
@@ -23,6 +26,7 @@ from agent.state.types import DecimalText, UTCDateTime
 
 metadata = MetaData()
 
+Row = Mapping[Any, Any]  # a result row by column name (SQLAlchemy's RowMapping) or a plain dict of one
 KEY = String(191)  # fits a MySQL utf8mb4 index, and any firm key we have seen
 
 firm_clients = Table(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -152,10 +152,11 @@ def loads_watermark(text: str | None) -> Any:
         return None
     data = json.loads(text)
     kind, value = data["type"], data["value"]
-    return {
+    parsers: dict[str, Callable[[Any], Any]] = {
         "datetime": dt.datetime.fromisoformat,
         "date": dt.date.fromisoformat,
         "int": int,
         "bytes": bytes.fromhex,
         "str": str,
-    }[kind](value)
+    }
+    return parsers[kind](value)

@@ -39,11 +39,11 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return None
         if value.tzinfo is None:
             raise TypeError(f"naive datetime {value!r}: pass an aware datetime")
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
+        aware: dt.datetime = value
+        return aware.astimezone(dt.UTC).replace(tzinfo=None)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):
-            value = dt.datetime.fromisoformat(value)
-        return value.replace(tzinfo=dt.UTC)
+        stored: dt.datetime = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+        return stored.replace(tzinfo=dt.UTC)

@@ -1,1 +1,1 @@
-"""TODO"""
+"""Firm-database connectors: the contract (read by keyset, write postings), SQLAlchemy and raw ODBC."""

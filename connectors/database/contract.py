@@ -16,8 +16,7 @@ from zoneinfo import ZoneInfo
 
 from agent.core.errors import ConfigurationError, DataError
 from agent.core.model import check_decimals, exponent, from_minor, to_decimal
-from mappings.format import ENTITY_FIELDS, EntityMapping
-from mappings.format import Mapping as MappingFile
+from mappings.format import ENTITY_FIELDS, EntityMapping, MappingFile
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,7 @@ import pyodbc
 from agent.core.errors import ConfigurationError
 from connectors.database.contract import Connector, EntityInfo, Position, Selection
 from connectors.database.errors import classify
-from mappings.format import Mapping as MappingFile
-from mappings.format import ProcedurePostings, RequestTable, SqlPostings
+from mappings.format import MappingFile, ProcedurePostings, RequestTable, SqlPostings
 from mappings.sqlparams import to_qmark
 
 QUOTES = {'"': ('"', '"'), "`": ("`", "`"), "[": ("[", "]")}

@@ -26,8 +26,7 @@ from sqlalchemy.sql import FromClause
 from agent.core.errors import ConfigurationError
 from connectors.database.contract import Connector, EntityInfo, Position, Selection
 from connectors.database.errors import classify
-from mappings.format import Mapping as MappingFile
-from mappings.format import ProcedurePostings, RequestTable, SqlPostings
+from mappings.format import MappingFile, ProcedurePostings, RequestTable, SqlPostings
 from mappings.sqlparams import param_names
 
 

@@ -11,6 +11,7 @@ idempotent write-back.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +26,7 @@ from agent.state import StateStore
 from agent.state.schema import firm_clients, firm_matters, firm_statements
 from connectors.database.contract import Connector
 from connectors.testkit.databases import TempDatabase
-from mappings.format import Mapping, parse_mapping
+from mappings.format import MappingFile, parse_mapping
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -103,7 +104,7 @@ class Firm:
     def money(self, text: str) -> Any:
         return text if self.db.kind == "sqlite" else Decimal(text)
 
-    def mapping(self, **entity_overrides: dict[str, Any]) -> Mapping:
+    def mapping(self, **entity_overrides: dict[str, Any]) -> MappingFile:
         if self.via_odbc:
             source = f"source: {{connector: odbc, connection_string: '{self.db.odbc.replace(';Pwd=;', ';')}'}}"
         else:
@@ -125,8 +126,6 @@ class Firm:
         }
         for name, override in entity_overrides.items():
             entities[name] = {**entities[name], **override}
-        import json
-
         text = (f"version: 1\n{source}\ntimezone: UTC\nentities: {json.dumps(entities)}\n"
                 "postings:\n  kind: sql\n  exists: SELECT 1 FROM receipts WHERE reference = :reference\n"
                 "  statements:\n"

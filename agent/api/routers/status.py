@@ -25,7 +25,8 @@ def health() -> HealthOut:
 def status(rt: RuntimeDep) -> StatusOut:
     parts = rt.store.component_status()
     with rt.store.read() as conn:
-        backlog = dict(conn.execute(select(postings.c.state, func.count()).group_by(postings.c.state)).all())
+        counts = conn.execute(select(postings.c.state, func.count()).group_by(postings.c.state)).all()
+    backlog: dict[str, int] = {state: count for state, count in counts}
     now = utcnow()
     last_sync = parts.get("sync", {}).get("last_ok_at")
     return StatusOut(

@@ -1,0 +1,107 @@
+"""The shape of the code, checked by machine: layers, no import cycles, no imports hidden in functions, short
+functions, and the linters (ruff with complexity, mypy) clean. A newcomer can trust the tree to mean what it says."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grimp
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("agent", "connectors", "postings", "mappings")
+CODE = ("agent", "connectors", "postings")  # where the function-length rule applies
+MAX_FUNCTION_LINES = 60
+# Imports that may stay inside a function, and why: each is a platform-only or heavy optional module.
+DEFERRED_OK = {
+    "msvcrt": "Windows only",
+    "fcntl": "POSIX only",
+    "pwd": "POSIX only",
+    "grp": "POSIX only",
+    "keyrings.alt.file": "only the headless file backend needs it",
+    "psycopg": "only a PostgreSQL server check needs it",
+}
+
+
+def _tool(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def _sources(*folders: str) -> Iterator[Path]:
+    for folder in folders:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "migrations" not in path.parts:
+                yield path
+
+
+def test_layers_contract_is_kept() -> None:
+    """pyproject.toml's [tool.importlinter] layers contract, run by import-linter itself."""
+    run = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+
+
+def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """Groups of modules that import each other, directly or round a loop (strongly connected components)."""
+    imports = {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
+    reaches: dict[str, set[str]] = {}
+
+    def reachable(start: str) -> set[str]:
+        if start not in reaches:
+            seen: set[str] = set()
+            todo = list(imports[start])
+            while todo:
+                module = todo.pop()
+                if module not in seen:
+                    seen.add(module)
+                    todo.extend(imports.get(module, ()))
+            reaches[start] = seen
+        return reaches[start]
+
+    groups = {frozenset({m, *(o for o in reachable(m) if m in reachable(o))}) for m in imports if m in reachable(m)}
+    return sorted(sorted(g) for g in groups)
+
+
+def test_no_import_cycles() -> None:
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    # a package's __init__ re-exporting its own submodule is not a cycle between stages
+    for module in list(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported.startswith(module + ".") or module.startswith(imported + "."):
+                graph.remove_import(importer=module, imported=imported)
+    assert _cycles(graph) == []
+
+
+def _deferred_imports(path: Path) -> Iterator[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    yield from ((inner.lineno, alias.name) for alias in inner.names)
+                elif isinstance(inner, ast.ImportFrom):
+                    yield inner.lineno, inner.module or ""
+
+
+def test_no_import_is_deferred_to_dodge_a_cycle() -> None:
+    hidden = [f"{path.relative_to(ROOT)}:{line} imports {name}"
+              for path in _sources(*PACKAGES) for line, name in _deferred_imports(path) if name not in DEFERRED_OK]
+    assert hidden == []
+
+
+def test_functions_are_short() -> None:
+    long = []
+    for path in _sources(*CODE):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                size = (node.end_lineno or node.lineno) - node.lineno + 1
+                if size > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} has {size} lines")
+    assert long == []
+
+
+def test_ruff_is_clean_with_the_complexity_rule() -> None:
+    run = subprocess.run([_tool("ruff"), "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-4000:]
