@@ -31,7 +31,7 @@ from agent.core.model import MatterStatus, MerchantAccount, Statement, check_dec
 from agent.core.retry import call
 from agent.home.settings import Settings
 from agent.state import StateStore
-from agent.state.mirror import get_matter, get_payer, get_statement, open_statements
+from agent.state.mirror import get_matter, get_payer, get_statement, mirror_as_of, open_statements
 from agent.state.schema import Row, collections, firm_clients, link_items, links, payments, postings
 from agent.state.statuses import COLLECTION_PENDING, LINK_CREATING, LINK_OPEN, PAYMENT_UNPOSTED
 from agent.state.store import utcnow
@@ -116,16 +116,24 @@ def pending_collections(conn: Connection, matter_key: str) -> Decimal:
 
 
 def unposted_payments(conn: Connection, matter_key: str) -> Decimal:
-    """Payments taken on this matter's links that the firm database does not show yet."""
+    """Payments taken on this matter's links that the mirror's balances do not show yet.
+
+    A posting counts as shown only once the mirror has read the statements as of after it was written: until a
+    statements pass that began after ``posted_at`` has finished, the firm's new balance is not in the mirror, and
+    the paid amount must keep counting against the stale one, or the debt would be offered again.
+    """
+    as_of = mirror_as_of(conn, "statements")
     paid = select(payments.c.id, payments.c.amount).join(links, links.c.id == payments.c.link_id).where(
         links.c.matter_key == matter_key, payments.c.status.in_(PAYMENT_UNPOSTED)
     )
     total = Decimal(0)
     for payment_id, amount in conn.execute(paid):
-        posted = conn.execute(
-            select(postings.c.amount).where(postings.c.payment_id == payment_id, postings.c.state == "posted")
-        ).scalars()
-        total += amount - sum(posted, Decimal(0))
+        shown = Decimal(0)
+        if as_of is not None:
+            shown = sum(conn.execute(select(postings.c.amount).where(
+                postings.c.payment_id == payment_id, postings.c.state == "posted", postings.c.posted_at < as_of
+            )).scalars(), Decimal(0))
+        total += amount - shown
     return total
 
 

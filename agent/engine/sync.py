@@ -21,6 +21,7 @@ from sqlalchemy import Column, Connection, Date, MetaData, Table, select, update
 
 from agent.core.retry import call
 from agent.state import StateStore
+from agent.state.mirror import mirror_component
 from agent.state.schema import FIRM_TABLES, KEY, checkpoints
 from agent.state.store import dumps_watermark, loads_watermark, utcnow
 from agent.state.types import DecimalText
@@ -153,7 +154,10 @@ class Syncer:
                 if progress:
                     progress(entity, len(batch.rows))
 
+        started = utcnow()
         call(attempt, attempts=5)
+        # The mirror now holds every row of this entity as the firm database had it at ``started`` or later.
+        self.store.record_ok(mirror_component(entity), at=started)
         return count
 
     def sync(self, entities: Iterable[EntityName] | None = None, progress: Progress | None = None) -> SyncResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -10,7 +11,7 @@ from sqlalchemy import Connection, func, or_, select
 
 from agent.core.errors import DataError
 from agent.core.model import Matter, Payer, Statement
-from agent.state.schema import firm_clients, firm_matters, firm_payers, firm_statements
+from agent.state.schema import component_status, firm_clients, firm_matters, firm_payers, firm_statements
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,15 @@ def open_balance(statements: list[Statement]) -> dict[str, Decimal]:
     for st in statements:
         out[st.currency] = out.get(st.currency, Decimal(0)) + st.balance
     return out
+
+
+def mirror_component(entity: str) -> str:
+    """The component-status name under which the sync records how fresh the mirror of ``entity`` is."""
+    return f"mirror.{entity}"
+
+
+def mirror_as_of(conn: Connection, entity: str) -> dt.datetime | None:
+    """When the last finished sync pass of ``entity`` began: the mirror shows the firm's rows as of then or later."""
+    value: dt.datetime | None = conn.execute(select(component_status.c.last_ok_at).where(
+        component_status.c.component == mirror_component(entity))).scalar()
+    return value

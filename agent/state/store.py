@@ -93,8 +93,8 @@ class StateStore:
 
     # ------------------------------------------------------------------ small shared helpers
 
-    def record_ok(self, component: str) -> None:
-        self._status(component, {"last_ok_at": utcnow()})
+    def record_ok(self, component: str, at: dt.datetime | None = None) -> None:
+        self._status(component, {"last_ok_at": at or utcnow()})
 
     def record_error(self, component: str, error: str) -> None:
         self._status(component, {"last_error_at": utcnow(), "last_error": error})

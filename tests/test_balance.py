@@ -1,0 +1,63 @@
+"""What is owed, as the popup and ``links defaults`` offer it: a paid debt is never offered again, not even in the
+moment between the write-back and the next sync (issue 13, item 1: reproduced on the demo)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent.core.errors import RuleError
+from agent.engine.links import LinkRequest
+from agent.engine.payments import EventPoller
+from agent.home.demo import init_home
+from agent.runtime import Runtime
+from connectors.providers import sandbox
+
+MATTER = "M-2026-0010"  # Okafor probate: INV-1001 (644.30) + INV-1002 (1443.75)
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Runtime:
+    home = tmp_path / "home"
+    init_home(home)
+    runtime = Runtime.for_home(home)
+    runtime.links.retry_initial = 0.01
+    runtime.syncer.sync()
+    yield runtime
+    runtime.close()
+
+
+def test_defaults_are_zero_the_moment_the_postings_are_posted(rt: Runtime) -> None:
+    link = rt.links.create(LinkRequest(matter=MATTER))
+    assert link.amount == Decimal("2088.05")
+    sandbox.pay(rt.settings.home, link.provider_ref)
+    EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
+    assert rt.outbox.run_once().get("posted") == 2
+    # The firm's rows now say 0.00, but the mirror has not read them again: the paid money still counts.
+    assert rt.links.defaults(MATTER).open_balance == Decimal("2088.05")
+    assert rt.links.defaults(MATTER).amount == Decimal("0.00")
+    with pytest.raises(RuleError):
+        rt.links.create(LinkRequest(matter=MATTER))  # nothing owed: no new link for a paid debt
+    rt.syncer.sync()  # a pass that began after the postings: the mirror shows the paid statements
+    after = rt.links.defaults(MATTER)
+    assert (after.open_balance, after.unposted_payments, after.amount) == (Decimal(0), Decimal(0), Decimal(0))
+
+
+def test_a_sync_pass_begun_before_the_posting_does_not_count_as_seeing_it(rt: Runtime) -> None:
+    """A pass that read the statements before the write-back must not make the paid amount vanish."""
+    link = rt.links.create(LinkRequest(matter=MATTER))
+    sandbox.pay(rt.settings.home, link.provider_ref)
+    EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
+    real_read = rt.connector.read
+
+    def read_then_post(*args: object, **kwargs: object) -> object:
+        batches = list(real_read(*args, **kwargs))  # read as the firm has it now: unpaid
+        rt.outbox.run_once()  # ... and the write-back lands while this pass is still storing
+        return iter(batches)
+
+    rt.connector.read = read_then_post  # type: ignore[method-assign]
+    rt.syncer.sync(["statements"])
+    rt.connector.read = real_read  # type: ignore[method-assign]
+    assert rt.links.defaults(MATTER).amount == Decimal("0.00")
