@@ -105,3 +105,9 @@ def test_functions_are_short() -> None:
 def test_ruff_is_clean_with_the_complexity_rule() -> None:
     run = subprocess.run([_tool("ruff"), "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-4000:]
+
+
+def test_every_module_says_why_it_exists() -> None:
+    silent = [str(path.relative_to(ROOT)) for path in _sources(*PACKAGES)
+              if not ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))]
+    assert silent == []

@@ -1,0 +1,1 @@
+"""Alembic migrations of the state store (env.py and versions/), applied by StateStore on open."""
