@@ -190,7 +190,8 @@ def test_create_link_errors_map_to_status_codes(env: Env, monkeypatch: pytest.Mo
     unknown = env.client.post("/links", json={"matter": "M-0000-NONE"})
     assert unknown.status_code == 422 and "unknown matter" in unknown.json()["error"]
     bad_account = create(env, account="nope")
-    assert bad_account.status_code == 500 and "unknown merchant account 'nope'" in bad_account.json()["error"]
+    # the client named an account that does not exist: its mistake, a 4xx naming the field (issue 14 item 4)
+    assert bad_account.status_code == 422 and "account: unknown merchant account 'nope'" in bad_account.json()["error"]
 
     def outage(_request: Any) -> None:
         raise TransientError("provider rate limit", retry_after=7.2)

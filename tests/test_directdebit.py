@@ -437,7 +437,7 @@ def test_collections_in_the_local_api(rt: Runtime, home: Path) -> None:
 
     invoice = add_bill(home, "INV-API", 4000, DUE)
     schedule(rt)
-    client = TestClient(create_app(rt))
+    client = TestClient(create_app(rt), base_url="http://127.0.0.1")
     auth = {"Authorization": f"Bearer {ensure_token(rt.secrets)}"}
     assert client.get("/collections").status_code == 401
     listed = client.get("/collections", params={"pending": True}, headers=auth).json()

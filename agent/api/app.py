@@ -17,9 +17,11 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from agent import __version__
 from agent.api import console
-from agent.api.auth import ADMIN_TOKEN, TOKEN, ensure_token, require_admin, require_token
+from agent.api.auth import ADMIN_TOKEN, TOKEN, Tokens, ensure_token, require_admin, require_token
 from agent.api.console.router import router as console_router
+from agent.api.docs import mount_docs
 from agent.api.errors import install_error_handlers
+from agent.api.guard import Guard
 from agent.api.routers import collections, links, matters, postings, settings, status
 from agent.api.routers.common import ERRORS
 from agent.api.schemas import ErrorOut
@@ -32,11 +34,19 @@ log = logging.getLogger("ledgerlink.api")
 STAFF_ROUTERS = (status.router, matters.router, links.router, postings.router, collections.router, console_router)
 
 
+def allowed_hosts(rt: Runtime) -> set[str]:
+    """The names a browser on this computer uses for the agent; any other Host is a rebinding attempt."""
+    return {"127.0.0.1", "localhost", "::1", rt.settings.api_host}
+
+
 def create_app(rt: Runtime) -> FastAPI:
     """The API over one runtime. Tokens are read on the first request, so building the app needs no secrets."""
     app = FastAPI(title="Ledgerlink local API", version=__version__,
-                  description=(__doc__ or "").strip(), separate_input_output_schemas=True)
+                  description=(__doc__ or "").strip(), separate_input_output_schemas=True,
+                  docs_url=None, redoc_url=None)
     app.state.rt = rt
+    app.state.tokens = tokens = Tokens(rt)
+    app.add_middleware(Guard, hosts=lambda: allowed_hosts(rt), authorised=tokens.authorised)
     install_error_handlers(app)
     app.include_router(status.public)
     staff = APIRouter(dependencies=[Depends(require_token)], responses=ERRORS)
@@ -45,6 +55,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.include_router(staff)
     app.include_router(settings.router, dependencies=[Depends(require_admin)],
                        responses={**ERRORS, 403: {"model": ErrorOut}})
+    mount_docs(app)
     console.mount(app)  # the staff console: static pages calling these same endpoints with the same token
     return app
 

@@ -45,24 +45,37 @@ def runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
-def _tokens(request: Request, rt: Runtime) -> tuple[str, str]:
-    """Read once per app: the tokens do not change while the agent runs."""
-    cached: tuple[str, str] | None = getattr(request.app.state, "tokens", None)
-    if cached is None:
-        cached = ensure_token(rt.secrets, TOKEN), ensure_token(rt.secrets, ADMIN_TOKEN)
-        request.app.state.tokens = cached
-    return cached
+class Tokens:
+    """The two tokens of one runtime, read on first use: building the app needs no secrets."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._pair: tuple[str, str] | None = None
+
+    def role(self, given: str) -> str | None:
+        """``admin``, ``user`` or None for the bearer token ``given``."""
+        if self._pair is None:
+            self._pair = ensure_token(self.rt.secrets, TOKEN), ensure_token(self.rt.secrets, ADMIN_TOKEN)
+        user, admin = self._pair
+        if given and pysecrets.compare_digest(given, admin):
+            return "admin"
+        if given and pysecrets.compare_digest(given, user):
+            return "user"
+        return None
+
+    def authorised(self, header: str) -> bool:
+        """For an ``Authorization`` header as sent: is it a right bearer token?"""
+        scheme, _, given = header.partition(" ")
+        return scheme.lower() == "bearer" and self.role(given.strip()) is not None
 
 
-def require_token(request: Request, rt: RuntimeDep,
+def require_token(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
     """``user`` or ``admin`` for a right token; 401 otherwise."""
-    given = credentials.credentials if credentials else ""
-    user, admin = _tokens(request, rt)
-    if given and pysecrets.compare_digest(given, admin):
-        return "admin"
-    if given and pysecrets.compare_digest(given, user):
-        return "user"
+    tokens: Tokens = request.app.state.tokens
+    role = tokens.role(credentials.credentials if credentials else "")
+    if role is not None:
+        return role
     raise HTTPException(401, "missing or wrong bearer token; 'ledgerlink api token' prints it",
                         headers={"WWW-Authenticate": "Bearer"})
 

@@ -7,9 +7,11 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any, Literal, get_type_hints
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
+from fastapi import Path as FastPath
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, create_model
 
-from agent.core.errors import DataError
+from agent.core.addresses import check_email
+from agent.core.errors import DataError, RuleError
 from agent.core.model import to_decimal
 from agent.engine.links import Link
 
@@ -25,6 +27,10 @@ def _money_in(value: Any) -> Decimal:
 
 MoneyIn = Annotated[Decimal, BeforeValidator(_money_in),
                     WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?$", "examples": ["250.00"]})]
+
+
+# A posting id as the state store holds it (a 64-bit integer): anything larger is simply not a posting.
+PostingId = Annotated[int, FastPath(ge=1, le=2**63 - 1, description="A posting's id")]
 
 
 class Out(BaseModel):
@@ -122,11 +128,21 @@ class LinkCreate(BaseModel):
     account: str | None = Field(None, description="Merchant account; the default account when absent.")
 
 
+def _email_in(value: str) -> str:
+    try:
+        return check_email(value)
+    except RuleError as exc:
+        raise ValueError(str(exc).removeprefix("email: ")) from None
+
+
+EmailIn = Annotated[str, AfterValidator(_email_in)]
+
+
 class QuickLinkCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    email: str
+    email: EmailIn
     amount: MoneyIn
     invoice: str | None = None
     due_date: dt.date | None = None
@@ -249,7 +265,7 @@ class RemoveIn(BaseModel):
 
 class BulkRow(BaseModel):
     name: str
-    email: str
+    email: EmailIn
     amount: MoneyIn
     invoice: str | None = None
     invoice_date: dt.date | None = None

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from agent.core.errors import DataError
+from agent.core.addresses import check_email
+from agent.core.errors import DataError, RuleError
 from agent.core.model import check_decimals, to_decimal
 from agent.engine.links import LinkRequest
 
@@ -36,7 +37,6 @@ ALIASES = {
     "amount": "amount", "amountdue": "amount", "total": "amount",
     "custommessage": "message", "message": "message",
 }
-EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[A-Za-z]{2,}$")
 Progress = Callable[[int, int], None]  # (rows done, rows in the file)
 
 
@@ -143,8 +143,11 @@ def _cell_problems(cells: dict[str, str], currency: str
     """One row's own problems (missing, bad email, bad dates, bad amount), its dates and its amount."""
     problems: list[Problem] = [(name, "", "missing") for name in REQUIRED if not cells[name]]
     email = cells["recipient_email"]
-    if email and not EMAIL.match(email):
-        problems.append(("recipient_email", email, "bad email address"))
+    if email:
+        try:
+            check_email(email)
+        except RuleError:
+            problems.append(("recipient_email", email, "bad email address"))
     dates: dict[str, dt.date] = {}
     for name in ("invoice_date", "due_date"):
         if cells[name]:

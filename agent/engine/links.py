@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from agent.core.addresses import check_email
 from agent.core.errors import DataError, RuleError
 from agent.core.model import MatterStatus, MerchantAccount, Statement, check_decimals, to_decimal
 from agent.core.retry import call
@@ -298,8 +299,9 @@ class LinkEngine:
 
     def _create_quick(self, request: LinkRequest) -> Link:
         account = self.settings.account(request.account)
-        if not request.email or "@" not in request.email:
+        if not request.email:
             raise RuleError("a quick link needs the recipient's email address")
+        check_email(request.email)
         if not request.name:
             raise RuleError("a quick link needs the recipient's name")
         if request.amount is None:

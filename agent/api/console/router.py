@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import tempfile
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -20,11 +21,13 @@ from sqlalchemy import or_, select
 
 from agent.api.auth import RuntimeDep
 from agent.api.errors import plain
+from agent.api.routers.links import known_account
 from agent.api.schemas import (
     AccountOut,
     BulkIn,
     LinkRow,
     ManagedPostingOut,
+    PostingId,
     PostingOut,
     ReallocateIn,
     RemoveIn,
@@ -39,6 +42,7 @@ from agent.state.schema import firm_statements, postings
 from postings.outbox import POSTING_DETAILS
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+UPLOAD_NAME = re.compile(r"[^/\\:*?\"<>|\x00-\x1f]{1,200}\.(?:csv|txt)", re.IGNORECASE)
 router = APIRouter(tags=["console"])
 
 
@@ -60,7 +64,7 @@ def manage_postings(rt: RuntimeDep, status: Annotated[list[str] | None, Query()]
 
 
 @router.post("/postings/{posting_id}/reallocate", response_model=list[int])
-def reallocate(rt: RuntimeDep, posting_id: int, body: ReallocateIn) -> list[int]:
+def reallocate(rt: RuntimeDep, posting_id: PostingId, body: ReallocateIn) -> list[int]:
     """Split an incomplete posting over statements (by number or key); returns the new postings' ids."""
     with rt.store.read() as conn:
         keys: dict[str, Decimal] = {}
@@ -74,7 +78,7 @@ def reallocate(rt: RuntimeDep, posting_id: int, body: ReallocateIn) -> list[int]
 
 
 @router.post("/postings/{posting_id}/remove", response_model=PostingOut)
-def remove(rt: RuntimeDep, posting_id: int, body: RemoveIn) -> PostingOut:
+def remove(rt: RuntimeDep, posting_id: PostingId, body: RemoveIn) -> PostingOut:
     rt.outbox.remove(posting_id, body.reason)
     with rt.store.read() as conn:
         return PostingOut.model_validate(dict(conn.execute(
@@ -112,10 +116,15 @@ def bulk_template() -> Response:
 
 @router.post("/bulk/review")
 async def bulk_review(request: Request, filename: str = "upload.csv") -> dict[str, Any]:
-    """Read an uploaded file (the raw body) with agent.engine.bulk: its rows and its row-by-row problems."""
+    """Read an uploaded file (the raw body, streamed to disk) with agent.engine.bulk: its rows and problems."""
+    name = PureWindowsPath(filename).name  # the last part, whether the browser sent slashes or backslashes
+    if not UPLOAD_NAME.fullmatch(name):
+        raise RuleError(f"filename: {filename!r} is not a .csv or .txt file name")
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / Path(filename).name
-        path.write_bytes(await request.body())
+        path = Path(folder) / name
+        with path.open("wb") as out:
+            async for chunk in request.stream():  # the guard stops the stream at the upload cap
+                out.write(chunk)
         read = read_bulk(path)
     return {"ok": read.ok, "rows": plain(read.rows), "problems": plain(read.problems)}
 
@@ -123,6 +132,7 @@ async def bulk_review(request: Request, filename: str = "upload.csv") -> dict[st
 @router.post("/bulk/links")
 def bulk_links(rt: RuntimeDep, body: BulkIn) -> dict[str, Any]:
     """Send All (send=true) or Generate Links for Download: one quick link per reviewed row, each on its own."""
+    known_account(rt, body.account)
     requests = [(str(i), LinkRequest(name=row.name, email=row.email, amount=row.amount, invoice=row.invoice or None,
                                      due_date=row.due_date, description=row.message or None, account=body.account))
                 for i, row in enumerate(body.rows)]

@@ -26,6 +26,13 @@ def _send(rt: Runtime, link_id: str, channel: str) -> Any:
 send_link: Callable[[Runtime, str, str], Any] | None = _send  # a build without delivery sets None (501)
 
 
+def known_account(rt: Runtime, name: str | None) -> None:
+    """A request naming an account this agent does not have is the caller's mistake: 422, naming the field."""
+    if name is not None and name not in rt.settings.accounts:
+        raise HTTPException(422, f"account: unknown merchant account {name!r}; configured: "
+                                 f"{', '.join(sorted(rt.settings.accounts))}")
+
+
 def _created(link: Link, response: Response) -> Any:
     response.status_code = 200 if link.existing else 201
     return link_out(link)
@@ -35,6 +42,7 @@ def _created(link: Link, response: Response) -> Any:
              responses={200: {"model": LinkOut, "description": "The debt's existing outstanding link"}})
 def create_link(rt: RuntimeDep, body: LinkCreate, response: Response) -> Any:
     """201 with a new link, or 200 with ``existing: true`` when the debt already has an outstanding one."""
+    known_account(rt, body.account)
     return _created(rt.links.create(LinkRequest(**body.model_dump())), response)
 
 
@@ -42,6 +50,7 @@ def create_link(rt: RuntimeDep, body: LinkCreate, response: Response) -> Any:
              responses={200: {"model": LinkOut, "description": "The invoice's existing outstanding link"}})
 def create_quick_link(rt: RuntimeDep, body: QuickLinkCreate, response: Response) -> Any:
     """A link for someone without a matter (name, email, amount, optional invoice)."""
+    known_account(rt, body.account)
     return _created(rt.links.create(LinkRequest(**body.model_dump())), response)
 
 
@@ -71,6 +80,7 @@ def recreate_link(rt: RuntimeDep, link_id: str, body: Recreate | None = None) ->
         old = rt.links.get(link_id)
     request = None
     if body is not None:
+        known_account(rt, body.account)
         fields = body.model_dump()
         if old.matter_key is None:
             request = LinkRequest(description=body.description)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
 from agent.api.auth import RuntimeDep
-from agent.api.schemas import PaymentOut, PostingDetailOut, PostingOut, RetriedOut
+from agent.api.schemas import PaymentOut, PostingDetailOut, PostingId, PostingOut, RetriedOut
 from agent.runtime import Runtime
 from agent.state.schema import payments, postings
 
@@ -36,7 +36,7 @@ def posting_row(rt: Runtime, posting_id: int) -> dict[str, Any]:
 
 
 @router.get("/postings/{posting_id}", response_model=PostingDetailOut, responses=MISSING)
-def get_posting(rt: RuntimeDep, posting_id: int) -> PostingDetailOut:
+def get_posting(rt: RuntimeDep, posting_id: PostingId) -> PostingDetailOut:
     row = posting_row(rt, posting_id)
     with rt.store.read() as conn:
         payment = conn.execute(select(payments).where(payments.c.id == row["payment_id"])).mappings().one()
@@ -53,7 +53,7 @@ def retry_failed(rt: RuntimeDep) -> RetriedOut:
 
 
 @router.post("/postings/{posting_id}/retry", response_model=PostingOut, responses=MISSING)
-def retry_posting(rt: RuntimeDep, posting_id: int) -> PostingOut:
+def retry_posting(rt: RuntimeDep, posting_id: PostingId) -> PostingOut:
     posting_row(rt, posting_id)
     rt.outbox.retry(posting_id)
     return PostingOut.model_validate(posting_row(rt, posting_id))
