@@ -245,8 +245,9 @@ def test_cancel_and_create_new(env: Env) -> None:
         old["id"], "250.00", "Revised", False)
     assert new["id"] != old["id"] and new["provider_ref"] != old["provider_ref"]
     assert env.client.get(f"/links/{old['id']}").json()["status"] == "cancelled"
-    plain = env.client.post(f"/links/{new['id']}/recreate")  # no body: the current default amount
-    assert plain.status_code == 201 and plain.json()["amount"] == "2088.05"
+    # no body: the clerk's amount and description again (issue 13 item 8; it used to fall back to the balance)
+    plain = env.client.post(f"/links/{new['id']}/recreate")
+    assert plain.status_code == 201 and (plain.json()["amount"], plain.json()["description"]) == ("250.00", "Revised")
     assert env.client.post("/links/lnk_unknown/recreate").status_code == 404
 
 

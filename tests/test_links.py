@@ -262,3 +262,25 @@ def test_currency_must_match_the_account(home: Path) -> None:
         rt.links.create(LinkRequest(matter=MATTER, account="euro"))
     assert provider_links(home) == 0
     rt.close()
+
+
+def test_cancel_and_create_new_keeps_what_the_clerk_asked_for(rt: Runtime, home: Path) -> None:
+    """Seed 000: the fresh link has "the current amount and description" (issue 13 item 8)."""
+    old = rt.links.create(LinkRequest(matter=MATTER, statements={"INV-1001": Decimal("100.00")},
+                                      description="Probate: first instalment"))
+    new = rt.links.recreate(old.id)
+    assert (new.amount, new.description, new.replaces) == (Decimal("100.00"), "Probate: first instalment", old.id)
+    changed = rt.links.recreate(new.id, LinkRequest(amount=Decimal("250.00")))
+    assert (changed.amount, changed.description) == (Decimal("250.00"), "Probate: first instalment")
+    with pytest.raises(RuleError, match="more than"):
+        rt.links.recreate(changed.id, LinkRequest(statements={"INV-1001": Decimal("700.00")}))  # owes 644.30
+    assert rt.links.get(changed.id).status == "outstanding"  # refused before anything was cancelled
+
+
+def test_recreate_on_the_command_line_takes_the_changes(rt: Runtime, home: Path) -> None:
+    from agent.cli.main import main
+
+    old = rt.links.create(LinkRequest(matter=MATTER, amount=Decimal("300.00"), description="Costs on account"))
+    assert main(["--home", str(home), "links", "recreate", old.id, "--description", "Costs, part 2", "--json"]) == 0
+    new = rt.links.find(["outstanding"])[0]
+    assert (new.amount, new.description, new.replaces) == (Decimal("300.00"), "Costs, part 2", old.id)

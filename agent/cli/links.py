@@ -136,7 +136,8 @@ def cmd_cancel(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_recreate(args: argparse.Namespace, rt: Runtime) -> int:
-    link = rt.links.recreate(args.id)
+    changes = LinkRequest(statements=dict(args.statement or []), amount=args.amount, description=args.description)
+    link = rt.links.recreate(args.id, changes)
     emit(args, _data(link), lambda: describe(link))
     return 0
 
@@ -161,40 +162,43 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+LINK_ID = "the link's id (lnk_...), as 'links list' shows it"
+
+
+def _amounts(p: argparse.ArgumentParser, amount_help: str) -> None:
+    p.add_argument("--statement", type=_statement_amount, action="append", metavar="STATEMENT=AMOUNT",
+                   help="an amount for one statement (number or key), e.g. INV-1001=250.00; repeat for several")
+    p.add_argument("--amount", type=_amount, help=amount_help)
+    p.add_argument("--description", help="what the payer sees on the pay page (default: the firm's name and date)")
+
+
 def register(commands: Commands) -> None:
     p = commands.add("create", cmd_create, "create (or find) the link for a matter", group="links", json=True)
     p.add_argument("--matter", required=True, help="matter number or key")
-    p.add_argument(
-        "--statement",
-        type=_statement_amount,
-        action="append",
-        help="STATEMENT=AMOUNT, repeatable: amounts across specific statements",
-    )
-    p.add_argument("--amount", type=_amount, help="override the default (remaining balance)")
-    p.add_argument("--description")
-    p.add_argument("--account", help="merchant account name")
+    _amounts(p, "the amount to ask for (default: the balance after pending money), e.g. 250.00")
+    p.add_argument("--account", help="merchant account name (default: the default account)")
     p = commands.add("quick", cmd_quick, "a quick link: no matter needed", group="links", json=True)
-    p.add_argument("--amount", type=_amount, required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--email", required=True)
-    p.add_argument("--invoice")
-    p.add_argument("--due", type=_date)
-    p.add_argument("--description")
-    p.add_argument("--account")
-    commands.add(
-        "defaults", cmd_defaults, "what a new link for a matter would be", group="links", json=True
-    ).add_argument("--matter", required=True)
-    commands.add("show", cmd_show, "a link: URL to copy, status badge, expiry", group="links", json=True).add_argument(
-        "id"
-    )
+    p.add_argument("--amount", type=_amount, required=True, help="the amount to ask for, e.g. 120.00")
+    p.add_argument("--name", required=True, help="the payer's name, as the pay page shows it")
+    p.add_argument("--email", required=True, help="the payer's email address")
+    p.add_argument("--invoice", help="the firm's invoice number, shown to the payer and used to find the link")
+    p.add_argument("--due", type=_date, help="the invoice's due date, YYYY-MM-DD")
+    p.add_argument("--description", help="what the payer sees on the pay page")
+    p.add_argument("--account", help="merchant account name (default: the default account)")
+    commands.add("defaults", cmd_defaults, "what a new link for a matter would be", group="links",
+                 json=True).add_argument("--matter", required=True, help="matter number or key")
+    commands.add("show", cmd_show, "a link: URL to copy, status badge, expiry", group="links",
+                 json=True).add_argument("id", help=LINK_ID)
     p = commands.add("list", cmd_list, "links, newest first", group="links", json=True)
-    p.add_argument("--status", action="append", choices=[s.value for s in LinkStatus])
-    p.add_argument("--matter")
-    commands.add(
-        "cancel", cmd_cancel, "cancel an outstanding link (at the provider first)", group="links", json=True
-    ).add_argument("id")
-    commands.add("recreate", cmd_recreate, "Cancel & Create New", group="links", json=True).add_argument("id")
+    p.add_argument("--status", action="append", choices=[s.value for s in LinkStatus],
+                   help="only links in this state; repeat for several")
+    p.add_argument("--matter", help="only this matter's links (number or key)")
+    commands.add("cancel", cmd_cancel, "cancel an outstanding link (at the provider first)", group="links",
+                 json=True).add_argument("id", help=LINK_ID)
+    p = commands.add("recreate", cmd_recreate, "Cancel & Create New: the same amount and description unless "
+                     "changed here", group="links", json=True)
+    p.add_argument("id", help=LINK_ID)
+    _amounts(p, "a new amount (default: the old link's, if still owed)")
     commands.add("poll", cmd_poll, "read new provider events now", group="payments", json=True)
-    commands.add(
-        "reconcile", cmd_poll, "re-read the providers' history and fill any gap", group="payments", json=True
-    ).add_argument("--since", type=_date, required=True, help="YYYY-MM-DD")
+    commands.add("reconcile", cmd_poll, "re-read the providers' history and fill any gap", group="payments",
+                 json=True).add_argument("--since", type=_date, required=True, help="from this day, YYYY-MM-DD")

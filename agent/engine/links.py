@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.core.addresses import check_email
 from agent.core.errors import DataError, RuleError
-from agent.core.model import MatterStatus, MerchantAccount, Statement, check_decimals, to_decimal
+from agent.core.model import Matter, MatterStatus, MerchantAccount, Statement, check_decimals, to_decimal
 from agent.core.retry import call
 from agent.home.settings import Settings
 from agent.state import StateStore
@@ -105,6 +105,18 @@ class Defaults:
     payer_name: str | None
     payer_email: str | None
     existing: Link | None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A matter link that passed every rule, ready to be reserved."""
+
+    account: MerchantAccount
+    defaults: Defaults
+    items: dict[str, Decimal]
+    amount: Decimal
+    description: str
+    warnings: list[str]
 
 
 def pending_collections(conn: Connection, matter_key: str) -> Decimal:
@@ -207,16 +219,29 @@ class LinkEngine:
         """Validate, reserve (or find) the debt's link, then create it at the provider."""
         if request.matter is None:
             return self._create_quick(request)
-        account = self.settings.account(request.account)
-        warnings: list[str] = []
         with self.store.read() as conn:
             matter = get_matter(conn, request.matter)
-            if matter.status != MatterStatus.OPEN:
-                raise RuleError(f"matter {matter.number} is {matter.status}; links are only for open matters")
-            debt = f"matter:{matter.key}"
-            existing = _open_for(conn, debt)
-            if existing is not None and existing["status"] != LINK_CREATING:
-                return Link.from_row(existing, existing=True)
+            existing = _open_for(conn, f"matter:{matter.key}")
+        if existing is not None and existing["status"] != LINK_CREATING:
+            return Link.from_row(existing, existing=True)
+        plan = self._plan(request, matter)
+        row = self._reserve(
+            debt=f"matter:{matter.key}", account=plan.account, amount=plan.amount, description=plan.description,
+            matter_key=matter.key, client_key=matter.client_key, payer_name=plan.defaults.payer_name,
+            payer_email=plan.defaults.payer_email, invoice=None, due_date=None, items=plan.items,
+            explicit=bool(request.statements),
+        )
+        if row["status"] != LINK_CREATING:  # a concurrent request created it a moment ago
+            return Link.from_row(row, existing=True)
+        # A 'creating' row that is not ours was cut off (or is being created right now): finishing it with its
+        # own idempotency key yields the provider's one link either way.
+        return self._finish(row, plan.warnings)
+
+    def _plan(self, request: LinkRequest, matter: Matter) -> _Plan:
+        """Every rule a matter link must pass, checked against the current balances; nothing is written."""
+        if matter.status != MatterStatus.OPEN:
+            raise RuleError(f"matter {matter.number} is {matter.status}; links are only for open matters")
+        account = self.settings.account(request.account)
         defaults = self.defaults(matter.key)
         if not defaults.payer_email:
             who = f"payer {defaults.payer_name!r}" if defaults.payer_name else "no payer"
@@ -230,6 +255,7 @@ class LinkEngine:
         else:
             amount = defaults.amount if request.amount is None else request.amount
         amount = self._check_amount(amount, account.currency, field="amount")
+        warnings: list[str] = []
         if amount > defaults.amount:
             message = (f"{amount} is more than the {defaults.amount} {defaults.currency} owing on {matter.number} "
                        f"after pending collections and unposted payments")
@@ -238,17 +264,7 @@ class LinkEngine:
             warnings.append(message)
         if not request.statements:
             items = self._oldest_first(defaults.statements, amount)
-        row = self._reserve(
-            debt=debt, account=account, amount=amount, description=request.description or defaults.description,
-            matter_key=matter.key, client_key=matter.client_key, payer_name=defaults.payer_name,
-            payer_email=defaults.payer_email, invoice=None, due_date=None, items=items,
-            explicit=bool(request.statements),
-        )
-        if row["status"] != LINK_CREATING:  # a concurrent request created it a moment ago
-            return Link.from_row(row, existing=True)
-        # A 'creating' row that is not ours was cut off (or is being created right now): finishing it with its
-        # own idempotency key yields the provider's one link either way.
-        return self._finish(row, warnings)
+        return _Plan(account, defaults, items, amount, request.description or defaults.description, warnings)
 
     def _check_amount(self, amount: Decimal, currency: str, field: str) -> Decimal:
         amount = to_decimal(amount, field=field)
@@ -417,19 +433,37 @@ class LinkEngine:
             return Link.from_row(_get(conn, link_id))
 
     def recreate(self, link_id: str, request: LinkRequest | None = None) -> Link:
-        """Cancel & Create New: cancel confirmed first, then a fresh link with the current amount/description."""
+        """Cancel & Create New: cancel confirmed first, then a fresh link with the old link's amount (or statement
+        split) and description, unless ``request`` changes them; both are checked again against the balances."""
         old = self.get(link_id)
+        fresh = self._replacement(old, request or LinkRequest())
+        if fresh.matter is not None:
+            with self.store.read() as conn:
+                self._plan(fresh, get_matter(conn, fresh.matter))  # refused here, the old link still stands
         self.cancel(link_id, reason="replaced (Cancel & Create New)")
-        if old.matter_key is None:
-            fresh = LinkRequest(amount=old.amount, name=old.payer_name, email=old.payer_email,
-                                invoice=old.invoice_number, account=old.account,
-                                description=request.description if request else None)
-        else:
-            fresh = request or LinkRequest(matter=old.matter_key, account=old.account)
         link = self.create(fresh)
         with self.store.begin() as conn:
             conn.execute(update(links).where(links.c.id == link.id).values(replaces=link_id))
         return self.get(link.id)
+
+    def _replacement(self, old: Link, changes: LinkRequest) -> LinkRequest:
+        """What the clerk asked for last time, with what they change now (seed 000: "the current amount and
+        description"). An amount the debt no longer owes is brought down to what it does owe."""
+        description = changes.description or old.description
+        account = changes.account or old.account
+        if old.matter_key is None:
+            return LinkRequest(amount=changes.amount or old.amount, name=old.payer_name, email=old.payer_email,
+                               invoice=old.invoice_number, account=account, description=description)
+        statements = dict(changes.statements)
+        if not statements and changes.amount is None:
+            with self.store.read() as conn:
+                statements = {r.statement_key: r.amount for r in conn.execute(select(link_items).where(
+                    link_items.c.link_id == old.id, link_items.c.explicit.is_(True)))}
+        amount = changes.amount
+        if amount is None and not statements:
+            amount = min(old.amount, self.defaults(old.matter_key).amount)
+        return LinkRequest(matter=old.matter_key, statements=statements, amount=amount, description=description,
+                           account=account)
 
     def create_remainder(self, link_id: str) -> Link | None:
         """After a partial payment (single-use link closed): a fresh link for what is still owing."""
