@@ -110,3 +110,22 @@ def test_mapping_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
     demo = Path(__file__).parents[1] / "mappings" / "demo.yaml"
     assert main(["mapping", "check", str(demo)]) == 0
     assert "ok (clients, payers, matters, statements; postings: sql)" in capsys.readouterr().out
+
+
+def test_every_option_has_help() -> None:
+    """Issue 15 item 12: ``--help`` on any command explains every option and argument."""
+    import argparse
+
+    from agent.cli.main import build_parser
+
+    def silent(parser: argparse.ArgumentParser, path: list[str]) -> list[str]:
+        found = []
+        for action in parser._actions:  # argparse keeps them here; reading them is the only way to walk it
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += silent(sub, [*path, name])
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                found.append(f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}")
+        return found
+
+    assert silent(build_parser(), ["ledgerlink"]) == []

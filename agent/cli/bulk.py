@@ -22,9 +22,7 @@ def outstanding_invoices(rt: Runtime) -> set[str]:
     with rt.store.read() as conn:
         return set(
             conn.execute(
-                select(links.c.invoice_number).where(
-                    links.c.status.in_(LINK_OPEN), links.c.invoice_number.is_not(None)
-                )
+                select(links.c.invoice_number).where(links.c.status.in_(LINK_OPEN), links.c.invoice_number.is_not(None))
             ).scalars()
         )
 
@@ -154,17 +152,17 @@ def cmd_links(args: argparse.Namespace, rt: Runtime) -> int:
 
 def register(commands: Commands) -> None:
     commands.add("template", cmd_template, "write the upload template", group="bulk").add_argument(
-        "-o", "--output", default="bulk-upload-template.csv"
+        "-o", "--output", default="bulk-upload-template.csv", help="where to write the template"
     )
     p = commands.add(
         "check", cmd_check, "list every problem in a file; exit 1 if there is any", group="bulk", json=True
     )
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="the bulk file (CSV, or TXT with tabs or semicolons)")
     p.add_argument("--account", help="merchant account (its currency decides the decimals allowed)")
     p = commands.add(
         "review", cmd_review, "show the parsed rows, drop or add rows, write the edited file", group="bulk"
     )
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="the bulk file (CSV, or TXT with tabs or semicolons)")
     p.add_argument(
         "--drop",
         type=int,
@@ -180,12 +178,12 @@ def register(commands: Commands) -> None:
         metavar="CSV",
         help='a row to add: "invoice,date,due,name,email,amount,message"',
     )
-    p.add_argument("-o", "--output", required=True, type=Path)
-    p.add_argument("--account")
+    p.add_argument("-o", "--output", required=True, type=Path, help="where to write the edited file")
+    p.add_argument("--account", help="merchant account (its currency decides the decimals allowed)")
     p = commands.add("send", cmd_send, "create every link and email it (nothing if any row is bad)", group="bulk")
-    p.add_argument("file", type=Path)
-    p.add_argument("--account", required=True)
+    p.add_argument("file", type=Path, help="the bulk file (CSV, or TXT with tabs or semicolons)")
+    p.add_argument("--account", required=True, help="the merchant account the links are paid into")
     p = commands.add("links", cmd_links, "create the links for download (nothing is sent)", group="bulk")
-    p.add_argument("file", type=Path)
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--account")
+    p.add_argument("file", type=Path, help="the bulk file (CSV, or TXT with tabs or semicolons)")
+    p.add_argument("-o", "--output", required=True, help="the CSV of links to write")
+    p.add_argument("--account", help="merchant account (default: the default account)")

@@ -130,10 +130,12 @@ def register(commands: Commands) -> None:
     p = commands.add("list", cmd_list, "collections, newest first", group="collections", json=True)
     p.add_argument("--matter", help="matter number or key")
     p.add_argument("--pending", action="store_true", help="only those submitted and not yet paid")
-    commands.add("show", cmd_show, "one collection", group="collections", json=True).add_argument("id")
+    commands.add("show", cmd_show, "one collection", group="collections", json=True).add_argument(
+        "id", help="the collection's id (col_...)"
+    )
     commands.add(
         "cancel", cmd_cancel, "cancel a collection while the provider allows it", group="collections", json=True
-    ).add_argument("id")
+    ).add_argument("id", help="the collection's id (col_...)")
     commands.add(
         "schedule", cmd_schedule, "schedule and re-compute automatic collections now", group="collections", json=True
     )
@@ -145,4 +147,9 @@ def register(commands: Commands) -> None:
         json=True,
     )
     p.add_argument("--statement", required=True, help="statement number or key")
-    p.add_argument("--amount", required=True, type=lambda text: to_decimal(text, field="amount"))
+    p.add_argument(
+        "--amount",
+        required=True,
+        type=lambda text: to_decimal(text, field="amount"),
+        help="the payer's amount, e.g. 60.00: at most what is payable",
+    )

@@ -166,8 +166,13 @@ LINK_ID = "the link's id (lnk_...), as 'links list' shows it"
 
 
 def _amounts(p: argparse.ArgumentParser, amount_help: str) -> None:
-    p.add_argument("--statement", type=_statement_amount, action="append", metavar="STATEMENT=AMOUNT",
-                   help="an amount for one statement (number or key), e.g. INV-1001=250.00; repeat for several")
+    p.add_argument(
+        "--statement",
+        type=_statement_amount,
+        action="append",
+        metavar="STATEMENT=AMOUNT",
+        help="an amount for one statement (number or key), e.g. INV-1001=250.00; repeat for several",
+    )
     p.add_argument("--amount", type=_amount, help=amount_help)
     p.add_argument("--description", help="what the payer sees on the pay page (default: the firm's name and date)")
 
@@ -185,20 +190,33 @@ def register(commands: Commands) -> None:
     p.add_argument("--due", type=_date, help="the invoice's due date, YYYY-MM-DD")
     p.add_argument("--description", help="what the payer sees on the pay page")
     p.add_argument("--account", help="merchant account name (default: the default account)")
-    commands.add("defaults", cmd_defaults, "what a new link for a matter would be", group="links",
-                 json=True).add_argument("--matter", required=True, help="matter number or key")
-    commands.add("show", cmd_show, "a link: URL to copy, status badge, expiry", group="links",
-                 json=True).add_argument("id", help=LINK_ID)
+    commands.add(
+        "defaults", cmd_defaults, "what a new link for a matter would be", group="links", json=True
+    ).add_argument("--matter", required=True, help="matter number or key")
+    commands.add("show", cmd_show, "a link: URL to copy, status badge, expiry", group="links", json=True).add_argument(
+        "id", help=LINK_ID
+    )
     p = commands.add("list", cmd_list, "links, newest first", group="links", json=True)
-    p.add_argument("--status", action="append", choices=[s.value for s in LinkStatus],
-                   help="only links in this state; repeat for several")
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=[s.value for s in LinkStatus],
+        help="only links in this state; repeat for several",
+    )
     p.add_argument("--matter", help="only this matter's links (number or key)")
-    commands.add("cancel", cmd_cancel, "cancel an outstanding link (at the provider first)", group="links",
-                 json=True).add_argument("id", help=LINK_ID)
-    p = commands.add("recreate", cmd_recreate, "Cancel & Create New: the same amount and description unless "
-                     "changed here", group="links", json=True)
+    commands.add(
+        "cancel", cmd_cancel, "cancel an outstanding link (at the provider first)", group="links", json=True
+    ).add_argument("id", help=LINK_ID)
+    p = commands.add(
+        "recreate",
+        cmd_recreate,
+        "Cancel & Create New: the same amount and description unless changed here",
+        group="links",
+        json=True,
+    )
     p.add_argument("id", help=LINK_ID)
     _amounts(p, "a new amount (default: the old link's, if still owed)")
     commands.add("poll", cmd_poll, "read new provider events now", group="payments", json=True)
-    commands.add("reconcile", cmd_poll, "re-read the providers' history and fill any gap", group="payments",
-                 json=True).add_argument("--since", type=_date, required=True, help="from this day, YYYY-MM-DD")
+    commands.add(
+        "reconcile", cmd_poll, "re-read the providers' history and fill any gap", group="payments", json=True
+    ).add_argument("--since", type=_date, required=True, help="from this day, YYYY-MM-DD")

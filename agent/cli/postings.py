@@ -157,12 +157,12 @@ def register(commands: Commands) -> None:
     )
     commands.add(
         "show", cmd_show, "one posting with its payment, allocations, attempts and errors", group="postings", json=True
-    ).add_argument("id", type=int)
+    ).add_argument("id", type=int, help="the posting's id, as 'postings list' shows it")
     p = commands.add("retry", cmd_retry, "retry a failed posting after fixing the cause", group="postings")
-    p.add_argument("id", type=int, nargs="?")
+    p.add_argument("id", type=int, nargs="?", help="the posting's id, as 'postings list' shows it")
     p.add_argument("--failed", action="store_true", help="retry every failed posting")
     p = commands.add("reallocate", cmd_reallocate, "split an incomplete posting over statements", group="postings")
-    p.add_argument("id", type=int)
+    p.add_argument("id", type=int, help="the posting's id, as 'postings list' shows it")
     p.add_argument(
         "--statement",
         action="append",
@@ -173,6 +173,6 @@ def register(commands: Commands) -> None:
     p = commands.add(
         "remove", cmd_remove, "take a posting out: it is handled by hand in the matter system", group="postings"
     )
-    p.add_argument("id", type=int)
-    p.add_argument("--reason", required=True)
+    p.add_argument("id", type=int, help="the posting's id, as 'postings list' shows it")
+    p.add_argument("--reason", required=True, help="why, for the record: e.g. posted by hand as receipt R-77")
     commands.add("list", cmd_payments_list, "payments and their status", group="payments", json=True)

@@ -146,23 +146,23 @@ def register(commands: Commands) -> None:
     p = commands.add(
         "send", cmd_send, "send an outstanding link to the payer by email or SMS (recorded)", group="links", json=True
     )
-    p.add_argument("id")
+    p.add_argument("id", help="the link's id (lnk_...)")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--email", action="store_true", help="by email, to the payer's address")
     how.add_argument("--sms", action="store_true", help="by text, to the payer's phone in the matter system")
     p.add_argument("--to", help="another email address or phone number")
     commands.add(
         "sends", cmd_sends, "every send of a link: when, to whom, channel, result", group="links", json=True
-    ).add_argument("id")
+    ).add_argument("id", help="the link's id (lnk_...)")
     p = commands.add("export", cmd_links_export, "Sent Pages to Excel (.xlsx) or CSV", group="links")
     p.add_argument("--status", action="append", choices=[s.value for s in LinkStatus], help="repeat for several")
     p.add_argument("--columns", type=_columns, help="columns in order, e.g. invoice_number,amount,status")
-    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .xlsx or .csv file to write")
 
     p = commands.add("export", cmd_postings_export, "postings to Excel (.xlsx) or CSV", group="postings")
     p.add_argument("--status", action="append", choices=POSTING_STATES, help="repeat for several")
     p.add_argument("--columns", type=_columns, help="columns in order, e.g. reference,amount,state")
-    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .xlsx or .csv file to write")
 
     commands.add(
         "list",
@@ -174,7 +174,7 @@ def register(commands: Commands) -> None:
     p = commands.add(
         "set", cmd_accounts_set, "change an account's settings in ledgerlink.toml (admin)", group="accounts"
     )
-    p.add_argument("name")
+    p.add_argument("name", help="the account's name, as 'accounts list' shows it")
     p.add_argument(
         "--default-message",
         help="email text; {amount} {description} {name} {invoice} {url} {service} {expires} are filled in",
@@ -182,7 +182,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--disclaimer", help="footer of every email (and the pay page)")
     p.add_argument("--reminders", type=_days, help="days after sending, e.g. 3,7,14 ('' for none)")
     p.add_argument("--remind-before-expiry", type=int, metavar="DAYS", help="one reminder DAYS before expiry; 0: off")
-    p.add_argument("--expiry-days", type=int)
+    p.add_argument("--expiry-days", type=int, help="days before a new link expires")
 
     commands.add(
         "run",
