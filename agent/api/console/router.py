@@ -243,6 +243,8 @@ def links_workbook(rows: list[LinkRow], columns: list[str]) -> bytes:
     """An .xlsx of the links; dates without time zone (Excel has none), money exact via Decimal."""
     from openpyxl import Workbook
 
+    from agent.engine.export import set_text_cell
+
     book = Workbook()
     sheet = book.active
     sheet.title = "Sent Pages"
@@ -255,6 +257,9 @@ def links_workbook(rows: list[LinkRow], columns: list[str]) -> bytes:
                 value = value.astimezone(dt.UTC).replace(tzinfo=None)
             values.append(value)
         sheet.append(values)
+        for cell in sheet[sheet.max_row]:
+            if isinstance(cell.value, str):
+                set_text_cell(cell, cell.value)  # a payer named =HYPERLINK(...) stays text
     for index, column in enumerate(columns, start=1):
         letter = sheet.cell(row=1, column=index).column_letter
         sheet.column_dimensions[letter].width = 40 if column in ("url", "description") else 18
