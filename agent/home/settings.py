@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -186,5 +188,20 @@ def load_settings(home: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigurationError(
             f"invalid settings ({_TOML_PATH} or LEDGERLINK_* environment):\n" + "\n".join(lines)
         ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(_toml_problem(_TOML_PATH, exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{_TOML_PATH}: not UTF-8 text; save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read settings {_TOML_PATH}: {exc.strerror}") from None
     finally:
         _TOML_PATH = None
+
+
+def _toml_problem(path: Path | None, exc: tomllib.TOMLDecodeError) -> str:
+    """'file, line N, column M: message' from tomllib's 'message (at line N, column M)', so the admin knows where
+    to look."""
+    text = str(exc)
+    found = re.fullmatch(r"(.*?)\s*\(at (line \d+, column \d+|end of document)\)", text)
+    message, where = (found.group(1), found.group(2)) if found else (text, "")
+    return f"{path}{', ' + where if where else ''}: not valid TOML: {message}; fix the file and save it again"
