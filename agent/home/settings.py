@@ -135,6 +135,19 @@ class Settings(BaseSettings):
             raise ValueError(f"default_account {self.default_account!r} is not one of {sorted(self.accounts)}")
         return self
 
+    @model_validator(mode="after")
+    def _sandbox_links_follow_the_port(self) -> Settings:
+        """Sandbox links point at the pay page this agent serves on ``sandbox_port``, unless an account sets its
+        own api_base; with port 0 (any free port) the address is unknown until it listens, so the default stays."""
+        if self.sandbox_port:
+            base = f"http://127.0.0.1:{self.sandbox_port}"
+            self.accounts = {
+                name: account.model_copy(update={"api_base": base})
+                if account.provider == "sandbox" and account.api_base is None else account
+                for name, account in self.accounts.items()
+            }
+        return self
+
     @property
     def config_path(self) -> Path:
         return self.home / CONFIG_NAME

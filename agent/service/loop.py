@@ -23,7 +23,7 @@ from typing import IO, Any
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
-from agent.core.errors import LedgerlinkError
+from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.core.scrub import scrub
 from agent.engine.payments import EventPoller
 from agent.runtime import Runtime
@@ -257,8 +257,14 @@ def start_pay_page(rt: Runtime) -> object | None:
         return None
     from connectors.providers.sandbox import SandboxPayServer
 
-    server = SandboxPayServer(rt.settings.home, port=rt.settings.sandbox_port,
-                              disclaimer_for=lambda name: rt.settings.account(name).disclaimer)
+    try:
+        server = SandboxPayServer(rt.settings.home, port=rt.settings.sandbox_port,
+                                  disclaimer_for=lambda name: rt.settings.account(name).disclaimer)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the sandbox pay page cannot listen on 127.0.0.1:{rt.settings.sandbox_port} ({exc.strerror}); set "
+            "sandbox_port in ledgerlink.toml (or LEDGERLINK_SANDBOX_PORT) to a free port, or stop the program "
+            "using it") from None
     server.start()
     log.info("sandbox pay page on %s/pay/<link>", server.url)
     return server
