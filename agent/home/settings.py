@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -187,31 +188,36 @@ class Settings(BaseSettings):
 
 
 _TOML_PATH: Path | None = None
+# The reload watcher reads settings on its own thread: one reader at a time, or one could see no TOML file at all.
+_TOML_LOCK = threading.Lock()
 
 
 def load_settings(home: Path | None = None, **overrides: Any) -> Settings:
-    """Read settings for ``home`` (or LEDGERLINK_HOME); a ConfigurationError lists every bad key."""
+    """Read settings for ``home`` (or LEDGERLINK_HOME); a ConfigurationError lists every bad key, or the file and
+    line of a TOML syntax error."""
     global _TOML_PATH
     home = (home or default_home()).resolve()
-    _TOML_PATH = home / CONFIG_NAME
-    try:
-        return Settings(home=home, **overrides)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigurationError(
-            f"invalid settings ({_TOML_PATH} or LEDGERLINK_* environment):\n" + "\n".join(lines)
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(_toml_problem(_TOML_PATH, exc)) from None
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"{_TOML_PATH}: not UTF-8 text; save the file as UTF-8") from None
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read settings {_TOML_PATH}: {exc.strerror}") from None
-    finally:
-        _TOML_PATH = None
+    path = home / CONFIG_NAME
+    with _TOML_LOCK:
+        _TOML_PATH = path
+        try:
+            return Settings(home=home, **overrides)
+        except ValidationError as exc:
+            lines = [f"  {'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()]
+            raise ConfigurationError(
+                f"invalid settings ({path} or LEDGERLINK_* environment):\n" + "\n".join(lines)
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(_toml_problem(path, exc)) from None
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read settings {path}: {exc.strerror}") from None
+        finally:
+            _TOML_PATH = None
 
 
-def _toml_problem(path: Path | None, exc: tomllib.TOMLDecodeError) -> str:
+def _toml_problem(path: Path, exc: tomllib.TOMLDecodeError) -> str:
     """'file, line N, column M: message' from tomllib's 'message (at line N, column M)', so the admin knows where
     to look."""
     text = str(exc)

@@ -126,14 +126,14 @@ class ConfigWatcher:
             log.exception("reading the changed configuration failed")
             return self._refused(f"{type(exc).__name__}: {exc}")
         self.rt.apply(settings, mapping)
-        self.reloads += 1
         log.info("configuration reloaded (%s)", ", ".join(sorted(str(p) for p in self.watched())))
         self.rt.store.record_ok(COMPONENT)
+        self.reloads += 1  # counted once recorded, so whoever waits on the count also sees the status
         return True
 
     def _refused(self, message: str) -> bool:
-        self.refusals += 1
         text = scrub(message)
         log.error("configuration change refused, the running configuration is kept:\n%s", text)
         self.rt.store.record_error(COMPONENT, f"configuration change refused, the running one is kept: {text}")
+        self.refusals += 1
         return False
