@@ -54,6 +54,13 @@ def test_a_bad_argument_value_names_the_option_and_the_reason(home: Path, capsys
     assert "argument --amount" in line and "decimal comma" in line and "--help" in line
 
 
+def test_a_number_past_any_column_is_an_argument_error(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--home", str(home), "postings", "show", "99999999999999999999"])
+    assert exited.value.code == 2
+    assert "argument id: 99999999999999999999 is too large" in one_line(capsys.readouterr().err)
+
+
 def test_a_missing_file_is_one_line_and_exit_2(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nowhere" / "upload.csv"
     assert main(["--home", str(home), "bulk", "check", str(missing)]) == 2

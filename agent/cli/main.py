@@ -41,9 +41,13 @@ class _Parser(argparse.ArgumentParser):
 
     def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
         try:
-            return super()._get_value(action, arg_string)
+            value = super()._get_value(action, arg_string)
         except LedgerlinkError as exc:
             raise argparse.ArgumentError(action, scrub(str(exc))) from None
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            # an id or a count past what any database column holds: say so here, not as an overflow later
+            raise argparse.ArgumentError(action, f"{arg_string} is too large")
+        return value
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
