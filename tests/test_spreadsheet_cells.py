@@ -7,19 +7,31 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from openpyxl import load_workbook
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from openpyxl import Workbook, load_workbook
 
 from agent.api import app as api
 from agent.cli.main import main
 from agent.engine.bulk import TEMPLATE_HEADER
-from agent.engine.export import export_links, neutralise
+from agent.engine.export import (
+    FORMULA_STARTS,
+    ColumnSpec,
+    cell_text,
+    export_links,
+    neutralise,
+    set_text_cell,
+    write_csv,
+)
 from agent.engine.intake import InboxIntake, process_request_table
 from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
@@ -148,3 +160,36 @@ def test_request_row_naming_an_unknown_account_is_refused_in_its_row(rt: Runtime
         rows = db.execute("SELECT status, error FROM pay_requests ORDER BY id").fetchall()
     assert rows[0][0] == "FAILED" and "unknown merchant account 'nope'" in rows[0][1]
     assert rows[1] == ("LINKED", None)
+
+
+# ------------------------------------------------------------------------------------------- properties
+
+TEXT = st.text(max_size=40) | st.builds(lambda c, t: c + t, st.sampled_from(FORMULA_STARTS), st.text(max_size=20))
+
+
+@settings(max_examples=200, deadline=None)
+@given(TEXT)
+def test_property_any_text_reads_back_from_csv_as_itself_or_quoted_never_as_a_formula(text: str) -> None:
+    out = io.StringIO()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "cells.csv"
+        write_csv(path, [{"payer_name": text}], [ColumnSpec("payer_name", "Recipient Name")], ZoneInfo("UTC"))
+        out.write(path.read_bytes().decode("utf-8-sig"))
+    [header, [cell]] = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
+    assert header == ["Recipient Name"]
+    assert cell == (("'" + text) if text.startswith(FORMULA_STARTS) else text)
+    assert not cell.startswith(FORMULA_STARTS)
+
+
+@settings(max_examples=100, deadline=None)
+@given(TEXT)
+def test_property_any_text_is_a_string_cell_in_a_workbook(text: str) -> None:
+    book = Workbook()
+    cell = book.active.cell(row=1, column=1)
+    set_text_cell(cell, text)  # a control character must not make the whole export fail
+    buffer = io.BytesIO()
+    book.save(buffer)
+    back = load_workbook(io.BytesIO(buffer.getvalue())).active.cell(row=1, column=1)
+    assert back.data_type in ("s", "inlineStr")  # text, never "f" (a formula)
+    assert (back.value or "") == cell_text(text).replace("\r\n", "\n").replace("\r", "\n")
+    assert back.quotePrefix == text.startswith(FORMULA_STARTS)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
-from openpyxl.cell.cell import Cell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from sqlalchemy import func, select
@@ -152,10 +152,16 @@ def neutralise(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
+def cell_text(value: Any) -> str:
+    """``value`` as text a worksheet can hold: control characters XML 1.0 forbids (a stray one in a payer's name
+    made openpyxl refuse the whole export) become U+FFFD, visibly."""
+    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value))
+
+
 def set_text_cell(cell: Cell, value: Any) -> None:
     """Store ``value`` as a string cell whatever it begins with (openpyxl alone makes '=...' a formula); formula-like
     text also gets Excel's quote prefix, so editing the cell later does not turn it into a formula either."""
-    text = str(value)
+    text = cell_text(value)
     cell.value = text
     cell.data_type = "s"
     if text.startswith(FORMULA_STARTS):

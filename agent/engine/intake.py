@@ -129,14 +129,14 @@ class InboxIntake:
             target.with_name(target.name + ".errors.txt").write_text("\n".join(report) + "\n", encoding="utf-8")
             log.warning("inbox file %s refused with %d problem(s)", path.name, len(bulk.problems))
             return target
-        report = io.StringIO()
-        writer = csv.writer(report, lineterminator="\n")
+        links_report = io.StringIO()
+        writer = csv.writer(links_report, lineterminator="\n")
         writer.writerow(["invoice_number", "link_id", "status", "url", "existing"])
         for row in bulk.rows:
             link = self.rt.links.create(row.to_request(None))
             writer.writerow([neutralise(row.invoice), link.id, link.status, link.url, str(link.existing).lower()])
         target = self._move(path, "done", stamp)
-        target.with_name(target.name + ".links.csv").write_text(report.getvalue(), encoding="utf-8", newline="")
+        target.with_name(target.name + ".links.csv").write_text(links_report.getvalue(), encoding="utf-8", newline="")
         log.info("inbox file %s: %d link(s)", path.name, len(bulk.rows))
         return target
 

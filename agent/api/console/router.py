@@ -243,7 +243,7 @@ def links_workbook(rows: list[LinkRow], columns: list[str]) -> bytes:
     """An .xlsx of the links; dates without time zone (Excel has none), money exact via Decimal."""
     from openpyxl import Workbook
 
-    from agent.engine.export import set_text_cell
+    from agent.engine.export import cell_text, set_text_cell
 
     book = Workbook()
     sheet = book.active
@@ -255,7 +255,7 @@ def links_workbook(rows: list[LinkRow], columns: list[str]) -> bytes:
             value = getattr(row, column)
             if isinstance(value, dt.datetime):
                 value = value.astimezone(dt.UTC).replace(tzinfo=None)
-            values.append(value)
+            values.append(cell_text(value) if isinstance(value, str) else value)
         sheet.append(values)
         for cell in sheet[sheet.max_row]:
             if isinstance(cell.value, str):
