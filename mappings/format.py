@@ -333,10 +333,53 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|Tr
                               list("tTfF"))
 
 
+# A real mapping is a few kilobytes with a handful of anchors; these caps refuse a "billion laughs" file (a few
+# hundred bytes of nested aliases expanding to gigabytes) before anything expands it.
+MAX_MAPPING_BYTES = 1_000_000
+MAX_ALIASES = 100
+MAX_DEPTH = 50
+MAX_NODES = 100_000
+
+
+def _check_shape(text: str, path: Path) -> None:
+    """Count aliases and nesting on the event stream, which never expands an alias; refuse past the budget."""
+    aliases = depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        line = event.start_mark.line + 1 if event.start_mark else 1
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise MappingErrors(path, [(line, "(yaml)", f"more than {MAX_ALIASES} aliases (*name); a mapping "
+                                            "needs few, so this file is refused rather than expanded")])
+        elif isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise MappingErrors(path, [(line, "(yaml)", f"nested more than {MAX_DEPTH} levels deep")])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes the document has once every alias is expanded, counted in linear time (each node once)."""
+    if id(node) not in sizes:
+        sizes[id(node)] = 0  # a recursive alias counts as nothing more; the loader itself refuses it
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        sizes[id(node)] = min(1 + sum(_expanded_size(child, sizes) for child in children), MAX_NODES + 1)
+    return sizes[id(node)]
+
+
 def parse_mapping(text: str, path: Path) -> MappingFile:
     """Validate mapping text; raise MappingErrors listing every problem with its line."""
     try:
+        _check_shape(text, path)
         node = yaml.compose(text, Loader=_Loader)
+        if node is not None and _expanded_size(node, {}) > MAX_NODES:
+            raise MappingErrors(path, [(1, "(yaml)", f"more than {MAX_NODES} values once its aliases are expanded; "
+                                        "write the values out instead of nesting aliases")])
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -364,9 +407,19 @@ def parse_mapping(text: str, path: Path) -> MappingFile:
 
 
 def load_mapping(path: str | Path) -> MappingFile:
+    """Read and validate a mapping file; a file over MAX_MAPPING_BYTES is refused unread."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_MAPPING_BYTES + 1)
     except OSError as exc:
         raise ConfigurationError(f"cannot read mapping {path}: {exc.strerror}") from None
+    if len(raw) > MAX_MAPPING_BYTES:
+        raise MappingErrors(path, [(1, "(file)", f"larger than {MAX_MAPPING_BYTES:,} bytes; a mapping file is a few "
+                                    "kilobytes, so this is not one")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise MappingErrors(path, [(line, "(file)", "not UTF-8 text; save the file as UTF-8")]) from None
     return parse_mapping(text, path)

@@ -75,6 +75,7 @@ def test_a_foreign_host_header_gets_no_answer(served: tuple[Runtime, ApiServer, 
 
 @pytest.mark.parametrize(("method", "path", "body", "field"), [
     ("POST", "/links", {"matter": MATTER, "account": "nope"}, "account"),
+    ("POST", "/links", {"matter": MATTER, "amount": "1" * 29}, "amount"),
     ("POST", "/links/quick", {"name": "A", "email": "a@example.com\r\nBcc: x@evil.example", "amount": "10.00"},
      "email"),
     ("POST", "/links/quick", {"name": "A", "email": "not-an-address", "amount": "10.00"}, "email"),

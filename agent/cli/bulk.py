@@ -13,6 +13,7 @@ from sqlalchemy import select
 from agent.cli.output import Commands, emit
 from agent.core.errors import RuleError
 from agent.engine.bulk import FIELDS, BulkFile, Records, check_records, read_records, write_records, write_template
+from agent.engine.export import neutralise
 from agent.runtime import Runtime
 from agent.state.schema import links
 from agent.state.statuses import LINK_OPEN
@@ -143,9 +144,8 @@ def cmd_links(args: argparse.Namespace, rt: Runtime) -> int:
         writer.writerow(["Invoice Number", "Recipient Name", "Recipient Email", "Amount", "Link", "Status"])
         for row in bulk.rows:
             link = rt.links.create(row.to_request(args.account))
-            writer.writerow(
-                [row.invoice_number, row.recipient_name, row.recipient_email, row.amount, link.url, link.status]
-            )
+            writer.writerow([neutralise(str(v)) for v in (row.invoice_number, row.recipient_name, row.recipient_email)]
+                            + [row.amount, link.url, link.status])
     print(f"wrote {len(bulk.rows)} link(s) to {args.output}", file=sys.stderr)
     return 0
 

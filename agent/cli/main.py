@@ -1,4 +1,5 @@
-"""The ``ledgerlink`` command. Exit codes: 0 ok, 2 configuration error, 1 anything else. ``--json`` on listings.
+"""The ``ledgerlink`` command. Exit codes: 0 ok, 2 a mistake a person can fix (configuration, a bad argument,
+a file that cannot be read), 1 anything else. ``--json`` on listings; ``--debug`` shows the traceback of any error.
 
 Each command group lives in its own module and adds its commands to the table in agent.cli.output; this module
 only builds the parser from them, in a fixed order, and runs the chosen handler with a Runtime.
@@ -8,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tomllib
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from agent import __version__
 from agent.cli import api, bulk, directdebit, home, links, mirror, postings, sending, service
@@ -25,11 +30,35 @@ log = logging.getLogger("ledgerlink.cli")
 MODULES = (home, mirror, links, sending, postings, bulk, directdebit, api, service)
 
 
+# Whatever starts the agent (a shell with umask 022, a service manager), the state database, logs, sandbox
+# database and reports it writes are readable by its own user only.
+UMASK = 0o077
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with our own errors from an argument type (``--amount 10,50``) reported as argparse's own, and
+    every argument error as one line: what is wrong, where the help is, exit 2; never a traceback."""
+
+    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+        try:
+            value = super()._get_value(action, arg_string)
+        except LedgerlinkError as exc:
+            raise argparse.ArgumentError(action, scrub(str(exc))) from None
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            # an id or a count past what any database column holds: say so here, not as an overflow later
+            raise argparse.ArgumentError(action, f"{arg_string} is too large")
+        return value
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ledgerlink", description="Ledgerlink payment-link sync agent")
+    parser = _Parser(prog="ledgerlink", description="Ledgerlink payment-link sync agent")
     parser.add_argument("--version", action="version", version=f"ledgerlink {__version__}")
     parser.add_argument("--home", type=Path, help=f"agent folder (default $LEDGERLINK_HOME or {default_home()})")
     parser.add_argument("-v", "--verbose", action="store_true", help="also print log messages")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     commands = Commands(parser)
     for module in MODULES:
         module.register(commands)
@@ -37,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = os.umask(UMASK)
+    try:
+        return _main(argv)
+    finally:
+        os.umask(previous)  # main() also runs inside other programs (tests, scripts): leave theirs as it was
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(verbose=args.verbose)
@@ -47,17 +84,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             return handler(args, None)
         rt = Runtime.for_home(args.home)
         return handler(args, rt)
-    except ConfigurationError as exc:
-        print(f"configuration error: {scrub(str(exc))}", file=sys.stderr)
-        return 2
-    except LedgerlinkError as exc:
-        print(f"error: {scrub(str(exc))}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        code, message = _explain(exc)
+        if args.debug:
+            traceback.print_exc()
+        elif code == 1 and not isinstance(exc, LedgerlinkError):
+            log.debug("unexpected error", exc_info=True)
+            message += " (run again with --debug to see where)"
+        print(scrub(message), file=sys.stderr)
+        return code
     finally:
         if rt is not None:
             rt.close()
+
+
+def _explain(exc: Exception) -> tuple[int, str]:
+    """Exit code and one message for an error: 2 with the fix when a person made a mistake, 1 otherwise."""
+    if isinstance(exc, ConfigurationError):
+        return 2, f"configuration error: {exc}"
+    if isinstance(exc, LedgerlinkError):
+        return 1, f"error: {exc}"
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return 2, f"configuration error: a settings file is not valid TOML: {exc}; fix it and save it again"
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+        name = exc.filename or "a file"
+        return 2, f"error: cannot use {name}: {exc.strerror}; check the path and that this user may read it"
+    if isinstance(exc, UnicodeDecodeError):
+        return 2, f"error: a file is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+    return 1, f"internal error: {type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ number turned into money silently loses pennies.
 from __future__ import annotations
 
 import datetime as dt
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+import re
+from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -24,11 +25,44 @@ def exponent(currency: str) -> int:
     return CURRENCY_EXPONENTS.get(currency.upper(), 2)
 
 
+# The state store keeps money as exact text in a String(40) column (agent/state/types.py DecimalText); the sandbox
+# and the providers take integer minor units, which must fit a signed 64-bit integer even with three decimals.
+AMOUNT_TEXT_LENGTH = 40
+MAX_INTEGER_DIGITS = 15
+
+# Plain digits (ASCII only: Decimal would take Arabic-Indic digits and underscores), commas only between groups of
+# three in the integer part, at most one decimal point.
+_AMOUNT_TEXT = re.compile(r"[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]*)?|[+-]?\.[0-9]+", re.ASCII)
+# "10,50", "1.050,00", "-3,5": a comma followed by other than three digits at the end reads as a decimal comma.
+_DECIMAL_COMMA = re.compile(r"[+-]?[0-9.]*[0-9],(?:[0-9]{1,2}|[0-9]{4,})", re.ASCII)
+
+
+def _parse_amount_text(value: str, field: str) -> Decimal:
+    """Text to Decimal by the strict rules: a point for decimals, commas only as thousands separators."""
+    text = value.strip()
+    if not text:
+        raise DataError(f"{field}: no amount given")
+    if _AMOUNT_TEXT.fullmatch(text):
+        return Decimal(text.replace(",", ""))
+    if "e" in text.lower() and re.fullmatch(r"[+-]?[0-9.,]*[eE][+-]?[0-9]+", text):
+        raise DataError(f"{field}: {value!r} is written with an exponent; write the amount out in full, e.g. 1000.00")
+    if _DECIMAL_COMMA.fullmatch(text):
+        raise DataError(f"{field}: {value!r} uses a decimal comma; write the decimals after a point, e.g. 10.50 "
+                        "(a comma is only accepted between thousands, as in 1,050.00)")
+    if "," in text and re.fullmatch(r"[+-]?[0-9,]+(?:\.[0-9]*)?", text, re.ASCII):
+        raise DataError(f"{field}: {value!r} has a comma out of place; commas may only separate thousands, "
+                        "as in 1,050.00")
+    raise DataError(f"{field}: {value!r} is not a number")
+
+
 def to_decimal(value: Any, *, field: str = "amount") -> Decimal:
     """Convert a database or user value to Decimal exactly, refusing anything that would lose precision.
 
     A float is accepted only when its shortest repr is an exact decimal (how SQLite stores NUMERIC columns);
-    the caller still checks the currency's decimals, so 0.30000000000000004 is rejected, never rounded.
+    the caller still checks the currency's decimals, so 0.30000000000000004 is rejected, never rounded. Text is
+    parsed strictly (see ``_parse_amount_text``): "10,50" is refused, never read as 1050. An amount too large
+    for the state store column or for integer minor units is refused here, so it is a row or request error and
+    never an overflow deeper down.
     """
     if isinstance(value, Decimal):
         result = value
@@ -39,15 +73,25 @@ def to_decimal(value: Any, *, field: str = "amount") -> Decimal:
     elif isinstance(value, float):
         result = Decimal(repr(value))
     elif isinstance(value, str):
-        try:
-            result = Decimal(value.strip().replace(",", ""))
-        except InvalidOperation:
-            raise DataError(f"{field}: {value!r} is not a number") from None
+        result = _parse_amount_text(value, field)
     else:
         raise DataError(f"{field}: {value!r} ({type(value).__name__}) is not an amount")
     if not result.is_finite():
         raise DataError(f"{field}: {value!r} is not a finite amount")
+    if result and result.adjusted() >= MAX_INTEGER_DIGITS:
+        raise DataError(f"{field}: {_short(value)} is too large; an amount has at most {MAX_INTEGER_DIGITS} digits "
+                        "before the decimal point")
+    exp = result.as_tuple().exponent
+    if (isinstance(exp, int) and exp < -AMOUNT_TEXT_LENGTH) or len(format(result, "f")) > AMOUNT_TEXT_LENGTH:
+        raise DataError(f"{field}: {_short(value)} has too many digits; an amount is at most "
+                        f"{AMOUNT_TEXT_LENGTH} characters long")
     return result
+
+
+def _short(value: Any) -> str:
+    """The value for an error message, cut so a 400-digit input does not become a 400-digit log line."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def check_decimals(amount: Decimal, currency: str, *, field: str = "amount") -> Decimal:

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, Literal
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell
 from openpyxl.styles import Font
 from openpyxl.utils import get_column_letter
 from sqlalchemy import Connection, func, select
@@ -130,12 +131,38 @@ def write_xlsx(path: Path | BinaryIO, rows: Iterable[Mapping[str, Any]], columns
                 cell.value = value
                 cell.number_format = DATE_FORMAT
             else:
-                cell.value = str(value)
+                set_text_cell(cell, value)
     for i, col in enumerate(columns, start=1):
         ws.column_dimensions[get_column_letter(i)].width = max(12, len(col.header) + 2)
     if isinstance(path, Path):
         path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
+
+
+# A cell beginning with one of these is run as a formula by Excel, LibreOffice and Google Sheets (OWASP, CSV
+# Injection): a payer named =HYPERLINK(...) must reach the spreadsheet as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(text: str) -> str:
+    """Text for a CSV cell, by OWASP's rule: a leading single quote on anything that begins like a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def cell_text(value: Any) -> str:
+    """``value`` as text a worksheet can hold: control characters XML 1.0 forbids (a stray one in a payer's name
+    made openpyxl refuse the whole export) become U+FFFD, visibly."""
+    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value))
+
+
+def set_text_cell(cell: Cell, value: Any) -> None:
+    """Store ``value`` as a string cell whatever it begins with (openpyxl alone makes '=...' a formula); formula-like
+    text also gets Excel's quote prefix, so editing the cell later does not turn it into a formula either."""
+    text = cell_text(value)
+    cell.value = text
+    cell.data_type = "s"
+    if text.startswith(FORMULA_STARTS):
+        cell.quotePrefix = True
 
 
 def _csv_value(value: Any, col: ColumnSpec, zone: ZoneInfo) -> str:
@@ -144,14 +171,14 @@ def _csv_value(value: Any, col: ColumnSpec, zone: ZoneInfo) -> str:
     if col.kind == "datetime":
         return _local(value, zone).isoformat(sep=" ", timespec="minutes")
     if isinstance(value, Decimal):
-        return format(value, "f")
-    return value.isoformat() if isinstance(value, dt.date) else str(value)
+        return format(value, "f")  # money: a negative amount is a number, not a formula
+    return value.isoformat() if isinstance(value, dt.date) else neutralise(str(value))
 
 
 def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[ColumnSpec], zone: ZoneInfo) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8-sig") as out:  # the BOM makes Excel read UTF-8 names right
-        writer = csv.writer(out)
+        writer = csv.writer(out, quoting=csv.QUOTE_ALL)  # OWASP: every field quoted, so no cell splits in two
         writer.writerow([c.header for c in columns])
         writer.writerows([_csv_value(row.get(c.key), c, zone) for c in columns] for row in rows)
 

@@ -6,7 +6,9 @@ link it already has (a matter's outstanding link; a quick link by invoice number
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import logging
 import shutil
 import time
@@ -14,9 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.core.errors import DataError, RuleError, TransientError
+from agent.core.errors import ConfigurationError, DataError, RuleError, TransientError
 from agent.core.model import to_decimal
+from agent.core.scrub import scrub
 from agent.engine.bulk import read_bulk
+from agent.engine.export import neutralise
 from agent.engine.links import LinkEngine, LinkRequest
 from connectors.database.contract import Connector
 from mappings.format import RequestTable
@@ -34,19 +38,38 @@ def process_request_table(connector: Connector, spec: RequestTable | None, links
     for req in connector.pending_requests(limit):
         try:
             amount = to_decimal(req["amount"], field="amount") if req.get("amount") not in (None, "") else None
+            account = req.get("account") or None
+            if account is not None and account not in links.settings.accounts:
+                raise DataError(f"account: unknown merchant account {account!r}; configured: "
+                                f"{sorted(links.settings.accounts)}")
             link = links.create(LinkRequest(
                 matter=str(req["matter"]), amount=amount, description=req.get("description") or None,
-                account=req.get("account") or None))
-        except TransientError:
-            raise  # the row stays NEW and is retried on the next pass
+                account=account))
+        except (TransientError, ConfigurationError):
+            raise  # the row stays NEW and is retried on the next pass, once the outage or the setup is fixed
         except (RuleError, DataError) as exc:
-            connector.write_request_result(req["key"], spec.failed_value, {"error": str(exc)})
+            connector.write_request_result(req["key"], spec.failed_value, {"error": _row_error(str(exc))})
             log.warning("request %s refused: %s", req["key"], exc)
+            continue
+        except Exception as exc:  # a row nobody foresaw must not block every row behind it, pass after pass
+            log.exception("request %s could not be processed", req["key"])
+            connector.write_request_result(req["key"], spec.failed_value, {
+                "error": _row_error(f"could not be processed ({type(exc).__name__}: {exc}); fix the row and "
+                                    f"set its status back to {spec.pending_value} to retry")})
             continue
         connector.write_request_result(req["key"], spec.done_value, {
             "url": link.url, "link_id": link.id, "link_status": link.status, "error": None})
         done += 1
     return done
+
+
+ROW_ERROR_LENGTH = 500
+
+
+def _row_error(message: str) -> str:
+    """An error for the row's own column: scrubbed of secrets and short enough for a typical varchar column."""
+    text = scrub(message)
+    return text if len(text) <= ROW_ERROR_LENGTH else text[: ROW_ERROR_LENGTH - 3] + "..."
 
 
 @dataclass
@@ -105,12 +128,14 @@ class InboxIntake:
             target.with_name(target.name + ".errors.txt").write_text("\n".join(report) + "\n", encoding="utf-8")
             log.warning("inbox file %s refused with %d problem(s)", path.name, len(bulk.problems))
             return target
-        lines = ["invoice_number,link_id,status,url,existing"]
+        links_report = io.StringIO()
+        writer = csv.writer(links_report, lineterminator="\n")
+        writer.writerow(["invoice_number", "link_id", "status", "url", "existing"])
         for row in bulk.rows:
             link = self.links.create(row.to_request(None))
-            lines.append(f"{row.invoice},{link.id},{link.status},{link.url},{str(link.existing).lower()}")
+            writer.writerow([neutralise(row.invoice), link.id, link.status, link.url, str(link.existing).lower()])
         target = self._move(path, "done", stamp)
-        target.with_name(target.name + ".links.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        target.with_name(target.name + ".links.csv").write_text(links_report.getvalue(), encoding="utf-8", newline="")
         log.info("inbox file %s: %d link(s)", path.name, len(bulk.rows))
         return target
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import threading
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -133,6 +136,19 @@ class Settings(BaseSettings):
             raise ValueError(f"default_account {self.default_account!r} is not one of {sorted(self.accounts)}")
         return self
 
+    @model_validator(mode="after")
+    def _sandbox_links_follow_the_port(self) -> Settings:
+        """Sandbox links point at the pay page this agent serves on ``sandbox_port``, unless an account sets its
+        own api_base; with port 0 (any free port) the address is unknown until it listens, so the default stays."""
+        if self.sandbox_port:
+            base = f"http://127.0.0.1:{self.sandbox_port}"
+            self.accounts = {
+                name: account.model_copy(update={"api_base": base})
+                if account.provider == "sandbox" and account.api_base is None else account
+                for name, account in self.accounts.items()
+            }
+        return self
+
     @property
     def config_path(self) -> Path:
         return self.home / CONFIG_NAME
@@ -172,19 +188,39 @@ class Settings(BaseSettings):
 
 
 _TOML_PATH: Path | None = None
+# The reload watcher reads settings on its own thread: one reader at a time, or one could see no TOML file at all.
+_TOML_LOCK = threading.Lock()
 
 
 def load_settings(home: Path | None = None, **overrides: Any) -> Settings:
-    """Read settings for ``home`` (or LEDGERLINK_HOME); a ConfigurationError lists every bad key."""
+    """Read settings for ``home`` (or LEDGERLINK_HOME); a ConfigurationError lists every bad key, or the file and
+    line of a TOML syntax error."""
     global _TOML_PATH
     home = (home or default_home()).resolve()
-    _TOML_PATH = home / CONFIG_NAME
-    try:
-        return Settings(home=home, **overrides)
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigurationError(
-            f"invalid settings ({_TOML_PATH} or LEDGERLINK_* environment):\n" + "\n".join(lines)
-        ) from None
-    finally:
-        _TOML_PATH = None
+    path = home / CONFIG_NAME
+    with _TOML_LOCK:
+        _TOML_PATH = path
+        try:
+            return Settings(home=home, **overrides)
+        except ValidationError as exc:
+            lines = [f"  {'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()]
+            raise ConfigurationError(
+                f"invalid settings ({path} or LEDGERLINK_* environment):\n" + "\n".join(lines)
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(_toml_problem(path, exc)) from None
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read settings {path}: {exc.strerror}") from None
+        finally:
+            _TOML_PATH = None
+
+
+def _toml_problem(path: Path, exc: tomllib.TOMLDecodeError) -> str:
+    """'file, line N, column M: message' from tomllib's 'message (at line N, column M)', so the admin knows where
+    to look."""
+    text = str(exc)
+    found = re.fullmatch(r"(.*?)\s*\(at (line \d+, column \d+|end of document)\)", text)
+    message, where = (found.group(1), found.group(2)) if found else (text, "")
+    return f"{path}{', ' + where if where else ''}: not valid TOML: {message}; fix the file and save it again"

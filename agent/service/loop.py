@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from agent.api.app import ensure_token, serve_api
 from agent.api.console import login_url
-from agent.core.errors import LedgerlinkError
+from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.core.scrub import scrub
 from agent.engine.intake import InboxIntake, process_request_table
 from agent.engine.payments import EventPoller
@@ -232,8 +232,14 @@ def start_pay_page(rt: Runtime) -> object | None:
     """The sandbox's hosted pay page, when any account uses the sandbox provider."""
     if not any(a.provider == "sandbox" for a in rt.settings.accounts.values()):
         return None
-    server = SandboxPayServer(rt.settings.home, port=rt.settings.sandbox_port,
-                              disclaimer_for=lambda name: rt.settings.account(name).disclaimer)
+    try:
+        server = SandboxPayServer(rt.settings.home, port=rt.settings.sandbox_port,
+                                  disclaimer_for=lambda name: rt.settings.account(name).disclaimer)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"the sandbox pay page cannot listen on 127.0.0.1:{rt.settings.sandbox_port} ({exc.strerror}); set "
+            "sandbox_port in ledgerlink.toml (or LEDGERLINK_SANDBOX_PORT) to a free port, or stop the program "
+            "using it") from None
     server.start()
     log.info("sandbox pay page on %s/pay/<link>", server.url)
     return server

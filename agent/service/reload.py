@@ -2,7 +2,9 @@
 one takes effect without a restart, an invalid one is refused with its errors logged and the old one kept.
 
 Bursts of events (editors write, rename and chmod) are debounced; a polling observer serves network shares,
-where inotify sees nothing; a watcher thread that dies is noticed by ``ensure_alive`` and started again.
+where inotify sees nothing; a watcher thread that dies is noticed by ``ensure_alive`` and started again. Whatever
+goes wrong with an edit (a TOML syntax error, an unreadable file, a bug), the watcher keeps running, the error is
+recorded as the ``reload`` component's status (shown by /status) and the next good edit is applied.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from agent.runtime import Runtime, resolve_relative
 from mappings.format import load_mapping
 
 log = logging.getLogger("ledgerlink.reload")
+COMPONENT = "reload"
 
 
 class _Handler(FileSystemEventHandler):
@@ -53,7 +56,7 @@ class ConfigWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._observer: BaseObserver | None = None
-        self._timer = threading.Thread(target=self._debounce_loop, name="reload-debounce", daemon=True)
+        self._timer = self._new_timer()
 
     def watched(self) -> set[Path]:
         return {self.rt.settings.config_path.resolve(), self.rt.settings.mapping_path.resolve()}
@@ -71,13 +74,24 @@ class ConfigWatcher:
         observer.start()
         self._observer = observer
 
+    def _new_timer(self) -> threading.Thread:
+        return threading.Thread(target=self._debounce_loop, name="reload-debounce", daemon=True)
+
     def ensure_alive(self) -> bool:
-        """Restart the observer if its thread died; True when it had to."""
-        if self._observer is not None and not self._observer.is_alive() and not self._stop.is_set():
+        """Restart the observer or the debounce thread if one died; True when it had to."""
+        if self._stop.is_set():
+            return False
+        restarted = False
+        if self._observer is not None and not self._observer.is_alive():
             log.warning("the file watcher stopped; starting it again")
             self._start_observer()
-            return True
-        return False
+            restarted = True
+        if self._timer.ident is not None and not self._timer.is_alive():
+            log.warning("the reload thread stopped; starting it again")
+            self._timer = self._new_timer()
+            self._timer.start()
+            restarted = True
+        return restarted
 
     def stop(self) -> None:
         self._stop.set()
@@ -96,19 +110,31 @@ class ConfigWatcher:
                 if due:
                     self._pending_since = None
             if due:
-                self.reload()
+                try:
+                    self.reload()
+                except Exception:  # reload reports its own errors; this thread must outlive even a failed report
+                    log.exception("reloading the configuration failed")
 
     def reload(self) -> bool:
-        """Validate both files; apply them together or not at all."""
+        """Validate both files; apply them together or not at all. Never raises for a bad edit."""
         try:
             settings = load_settings(self.rt.settings.home)
             path = settings.mapping_path
             mapping = resolve_relative(load_mapping(path), path.parent)
         except ConfigurationError as exc:
-            self.refusals += 1
-            log.error("configuration change refused, the running configuration is kept:\n%s", scrub(str(exc)))
-            return False
+            return self._refused(str(exc))
+        except Exception as exc:  # an error nobody foresaw in reading the files still only refuses this edit
+            log.exception("reading the changed configuration failed")
+            return self._refused(f"{type(exc).__name__}: {exc}")
         self.rt.apply(settings, mapping)
-        self.reloads += 1
         log.info("configuration reloaded (%s)", ", ".join(sorted(str(p) for p in self.watched())))
+        self.rt.store.record_ok(COMPONENT)
+        self.reloads += 1  # counted once recorded, so whoever waits on the count also sees the status
         return True
+
+    def _refused(self, message: str) -> bool:
+        text = scrub(message)
+        log.error("configuration change refused, the running configuration is kept:\n%s", text)
+        self.rt.store.record_error(COMPONENT, f"configuration change refused, the running one is kept: {text}")
+        self.refusals += 1
+        return False
