@@ -212,6 +212,42 @@ class RowConverter:
         return record
 
 
+def readable(sql: str) -> str:
+    """A query whole, on one line: error messages show exactly what ran, never a cut-off prefix."""
+    return " ".join(sql.split())
+
+
+def source_context(entity: str, selection: Selection) -> str:
+    """What an entity read says in an error: the table, or the whole query."""
+    return f"reading {entity} from {'query ' + readable(selection.source) if selection.is_query else selection.source}"
+
+
+def posting_context(params: Mapping[str, Any]) -> str:
+    """What a posting says in an error: our reference and the firm's own bill number, which staff search by."""
+    number = params.get("statement_number")
+    key = params.get("statement_key")
+    where = f" (statement {number}, key {key})" if number and number != key else (f" (statement {key})" if key else "")
+    return f"posting {params.get('reference')}{where}"
+
+
+def not_ready_reason(row: Any) -> str | None:
+    """The verdict of a ``postings.ready`` row: None when the firm database can take the write now, else why not.
+
+    The first column is the verdict (true, non-zero, 'y'/'yes'/'true'/'1'); an optional second one the reason.
+    """
+    if row is None:
+        return "the mapping's ready query returned no row"
+    value = row[0]
+    if isinstance(value, str):
+        ok = value.strip().lower() in ("1", "t", "true", "y", "yes")
+    else:
+        ok = value is not None and bool(value)
+    if ok:
+        return None
+    reason = row[1] if len(row) > 1 and row[1] not in (None, "") else None
+    return str(reason).strip() if reason is not None else "the mapping's ready query says not now"
+
+
 def step_back(value: Any, seconds: int) -> Any:
     """The lookback start: re-read rows that committed late with an older timestamp. Only time moves back."""
     if seconds <= 0 or value is None:
