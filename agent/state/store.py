@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from agent.core.errors import ConfigurationError
 from agent.state import schema
+from agent.state.lock import StoreLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -87,6 +88,10 @@ class StateStore:
         """A read-only snapshot that never waits for writers (WAL)."""
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    def instance_lock(self) -> StoreLock:
+        """The store's single-instance lock (not yet taken): whatever home an agent runs from, one per store."""
+        return StoreLock(self)
 
     def close(self) -> None:
         self.engine.dispose()
