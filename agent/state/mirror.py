@@ -10,7 +10,7 @@ from sqlalchemy import Connection, func, or_, select
 
 from agent.core.errors import DataError
 from agent.core.model import Matter, Payer, Statement
-from agent.state.schema import firm_clients, firm_matters, firm_payers, firm_statements
+from agent.state.schema import firm_clients, firm_matters, firm_payers, firm_statements, quarantine
 
 
 @dataclass(frozen=True)
@@ -87,3 +87,11 @@ def open_balance(statements: list[Statement]) -> dict[str, Decimal]:
     for st in statements:
         out[st.currency] = out.get(st.currency, Decimal(0)) + st.balance
     return out
+
+
+def quarantined_rows(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
+    """Source rows the sync set aside (entity, key, the firm's number, field, reason, when), for check and /status."""
+    q = quarantine.c
+    query = (select(q.entity, q.key, q.number, q.field, q.reason, q.first_seen, q.last_seen)
+             .order_by(q.entity, q.key).limit(limit))
+    return [dict(r) for r in conn.execute(query).mappings()]

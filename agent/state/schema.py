@@ -85,6 +85,19 @@ checkpoints = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+quarantine = Table(
+    "sync_quarantine", metadata,
+    Column("entity", String(32), primary_key=True),
+    Column("key", KEY, primary_key=True),
+    Column("raw_key", Text, comment="JSON {type, value}: the key as the firm database types it, to re-read it"),
+    Column("number", Text, comment="the firm's own number (bill, matter), when the row had one"),
+    Column("field", String(32)),
+    Column("reason", Text, nullable=False),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    comment="source rows the sync could not use; the rest of their batch was stored, these are re-read each pass",
+)
+
 component_status = Table(
     "component_status", metadata,
     Column("component", String(64), primary_key=True),

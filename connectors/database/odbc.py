@@ -173,6 +173,15 @@ class ODBCConnector(Connector):
             order = key
         return self._fetch(f"reading {entity}", self._page(cols, self._source(sel), where, order, limit), params)
 
+    def read_keys(self, entity: str, keys: list[Any]) -> list[tuple[Any, ...]] | None:
+        if not keys:
+            return []
+        sel = self.converters[entity].selection
+        cols = ", ".join(self.q(c) for c in sel.columns)
+        marks = ", ".join("?" for _ in keys)
+        sql = f"SELECT {cols} FROM {self._source(sel)} WHERE {self.q(sel.key)} IN ({marks})"
+        return self._fetch(f"re-reading quarantined {entity}", sql, list(keys))
+
     def keys(self, entity: str, batch_size: int) -> Iterator[list[str]]:
         sel = self.converters[entity].selection
         key = self.q(sel.key)

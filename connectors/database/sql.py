@@ -143,6 +143,17 @@ class SQLAlchemyConnector(Connector):
 
         return self._run(f"reading {entity}", fetch)
 
+    def read_keys(self, entity: str, keys: list[Any]) -> list[tuple[Any, ...]] | None:
+        src = self.froms[entity]
+        sel = self.converters[entity].selection
+        query = select(*[src.c[c] for c in sel.columns]).where(src.c[sel.key].in_(keys))
+
+        def fetch() -> list[tuple[Any, ...]]:
+            with self.engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(query)]
+
+        return self._run(f"re-reading quarantined {entity}", fetch) if keys else []
+
     def keys(self, entity: str, batch_size: int) -> Iterator[list[str]]:
         src = self.froms[entity]
         key = src.c[self.converters[entity].selection.key]

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from agent.core.errors import ConfigurationError, TransientError
 from agent.engine.sync import Syncer
 from agent.state import StateStore
-from agent.state.schema import firm_clients, firm_matters, firm_statements
+from agent.state.schema import firm_clients, firm_matters, firm_statements, quarantine
 from connectors.database.contract import Connector
 from connectors.database.errors import NotReady
 from connectors.testkit.databases import TempDatabase
@@ -400,3 +400,21 @@ class ConnectorContract:
             engine.dispose()
         else:
             connector.connection_string = connector.connection_string.replace("Timeout=30000", "Timeout=200")
+
+    def test_a_bad_row_is_quarantined_the_rest_synced_and_it_is_retried_by_key(self, firm: Firm,
+                                                                              store: StateStore) -> None:
+        seed(firm)
+        firm.execute("UPDATE statements SET currency = 'JPY' WHERE id = 103")  # 644.30 is not whole yen
+        syncer = self.syncer(firm, store)
+        result = syncer.sync()
+        assert result.rows["statements"] == 3 and result.quarantined["statements"] == 1
+        assert set(mirror(store, firm_statements)) == {"101", "102", "104"}
+        with store.read() as conn:
+            held = conn.execute(sa.select(quarantine)).mappings().one()
+        assert (held["entity"], held["key"], held["number"], held["field"]) == ("statements", "103", "B-103", "amount")
+        assert "644.3" in held["reason"] and "JPY" in held["reason"]
+        assert syncer.sync().quarantined["statements"] == 1  # still bad: still held, first_seen kept
+        firm.execute("UPDATE statements SET currency = 'GBP' WHERE id = 103")  # fixed, watermark untouched
+        result = syncer.sync()
+        assert result.quarantined["statements"] == 0 and result.rows["statements"] == 1
+        assert mirror(store, firm_statements)["103"]["amount"] == Decimal("644.30")
