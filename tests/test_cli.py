@@ -110,3 +110,17 @@ def test_mapping_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
     demo = Path(__file__).parents[1] / "mappings" / "demo.yaml"
     assert main(["mapping", "check", str(demo)]) == 0
     assert "ok (clients, payers, matters, statements; postings: sql)" in capsys.readouterr().out
+
+
+def test_check_rehearses_postings_and_refuses_a_missing_column(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(home, capsys, "check", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"] and {r["verdict"] for r in report["rehearsal"]} == {"ok"}
+    assert "postings.statements.0" in [r["what"] for r in report["rehearsal"]]
+    mapping = home / "mapping.yaml"
+    mapping.write_text(mapping.read_text().replace("received_at, method)", "received_at, methd)"))
+    code, out, _ = run(home, capsys, "check")
+    assert code == 2
+    assert "refused: postings.statements.0: rehearsing INSERT INTO receipts" in out and "methd" in out
+    firm = sqlite3.connect(home / "demo-firm.db")
+    assert firm.execute("SELECT count(*) FROM receipts").fetchone() == (0,)  # nothing was written

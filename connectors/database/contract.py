@@ -12,12 +12,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
-from agent.core.errors import ConfigurationError, DataError
+from agent.core.errors import ConfigurationError, DataError, LedgerlinkError
 from agent.core.model import check_decimals, exponent, from_minor, to_decimal
-from mappings.format import ENTITY_FIELDS, EntityMapping
+from mappings.format import ENTITY_FIELDS, POSTING_PARAMS, EntityMapping, ProcedurePostings, SqlPostings
 from mappings.format import Mapping as MappingFile
 
 
@@ -303,6 +303,52 @@ def not_ready_reason(row: Any) -> str | None:
     return str(reason).strip() if reason is not None else "the mapping's ready query says not now"
 
 
+@dataclass(frozen=True)
+class Rehearsal:
+    """One mapped query or postings statement tried against the firm database without changing it.
+
+    ``refused``: the database says the mapping is wrong (a missing column or table, bad syntax); ``unchecked``:
+    it could not be tried (the database is unreachable, or a procedure that might commit); ``ok`` may carry a
+    note, e.g. that the made-up sample values broke a constraint, which says nothing against the mapping.
+    """
+
+    what: str
+    sql: str | None
+    verdict: Literal["ok", "refused", "unchecked"]
+    message: str | None = None
+
+
+def rehearse(what: str, sql: str | None, attempt: Callable[[], object]) -> Rehearsal:
+    try:
+        attempt()
+    except ConfigurationError as exc:
+        return Rehearsal(what, sql, "refused", str(exc))
+    except DataError as exc:
+        return Rehearsal(what, sql, "ok", f"the sample values were rejected, as made-up values may be: {exc}")
+    except LedgerlinkError as exc:
+        return Rehearsal(what, sql, "unchecked", str(exc))
+    return Rehearsal(what, sql, "ok")
+
+
+def sample_params(mapping: MappingFile) -> dict[str, Any]:
+    """Made-up values of the right types for every posting parameter, to rehearse statements with."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
+    values: dict[str, Any] = {
+        "reference": "ledgerlink-dry-run", "payment_id": "ledgerlink-dry-run", "provider": "sandbox",
+        "kind": "payment", "amount": Decimal("0.01"), "amount_abs": Decimal("0.01"), "amount_minor": 1,
+        "amount_text": "0.01", "currency": mapping.currency, "statement_key": "0", "statement_number": "0",
+        "matter_key": "0", "matter_number": "0", "client_key": None, "paid_at": now, "paid_on": now.date(),
+        "paid_at_local": now, "paid_on_local": now.date(), "posting_uuid": "00000000-0000-0000-0000-000000000000",
+        "posting_uuid_hex": "0" * 32, "method": "bank", "description": "ledgerlink dry run", "link_id": "dry-run",
+    }
+    assert set(values) == set(POSTING_PARAMS), "every posting parameter needs a sample value"
+    return {**mapping.params, **values}
+
+
+def is_select(sql: str) -> bool:
+    return sql.lstrip().lower().startswith(("select", "with"))
+
+
 def step_back(value: Any, seconds: int) -> Any:
     """The lookback start: re-read rows that committed late with an older timestamp. Only time moves back."""
     if seconds <= 0 or value is None:
@@ -371,6 +417,34 @@ class Connector(ABC):
             return None
         rows, rejected = convert_rows(self.converters[entity], raw)
         return Batch(entity, rows, None, rejected)
+
+    def probe(self, entity: str) -> None:
+        """Run the entity's read once (one row); the database's error if a mapped table or column is missing."""
+        self.read_raw(entity, None, None, 1)
+
+    def explain(self, sql: str, params: Mapping[str, Any]) -> None:
+        """Have the database check one postings statement without changing anything (EXPLAIN, or a transaction
+        that is rolled back). Connectors that cannot raise ConfigurationError."""
+        raise ConfigurationError(f"the {self.name} connector cannot rehearse postings statements")
+
+    def dry_run(self) -> list[Rehearsal]:
+        """Every mapped read and every postings statement, tried without a change: ``check`` and hot reload run
+        this so a mapping naming a missing column is caught before a payment is."""
+        out = [rehearse(f"entities.{e}", c.selection.source if c.selection.is_query else None,
+                        lambda e=e: self.probe(e)) for e, c in self.converters.items()]
+        postings = self.mapping.postings
+        if not isinstance(postings, SqlPostings | ProcedurePostings):
+            return out
+        params = sample_params(self.mapping)
+        sqls = [("postings.ready", postings.ready)] if postings.ready else []
+        sqls.append(("postings.exists", postings.exists))
+        if isinstance(postings, SqlPostings):
+            sqls += [(f"postings.statements.{i}", sql) for i, sql in enumerate(postings.statements)]
+        out += [rehearse(what, sql, lambda sql=sql: self.explain(sql, params)) for what, sql in sqls]
+        if isinstance(postings, ProcedurePostings):
+            out.append(Rehearsal("postings.call", postings.call, "unchecked",
+                                 "a stored procedure is not rehearsed: it could commit on its own"))
+        return out
 
     def pending_requests(self, limit: int) -> list[dict[str, Any]]:
         """Rows of the mapping's request table waiting for a link: {'key', 'matter', 'amount', ...}."""

@@ -19,6 +19,7 @@ from connectors.database.contract import (
     EntityInfo,
     Position,
     Selection,
+    is_select,
     not_ready_reason,
     posting_context,
     readable,
@@ -152,6 +153,29 @@ class ODBCConnector(Connector):
                 newest, nulls = None, 0
             out[entity] = EntityInfo(entity, int(count), newest, int(nulls))
         return out
+
+    def probe(self, entity: str) -> None:
+        sel = self.converters[entity].selection
+        cols = ", ".join(self.q(c) for c in dict.fromkeys(sel.columns))
+        self._fetch(source_context(entity, sel), self._page(cols, self._source(sel), "", self.q(sel.key), 1), [])
+
+    def explain(self, sql: str, params: Mapping[str, Any]) -> None:
+        """SELECTs run as they are; writes are EXPLAINed on PostgreSQL, MariaDB/MySQL and SQLite (checked, never
+        executed), else run in a transaction that is rolled back."""
+        driver = self.connection_string.lower()
+        explain = not is_select(sql) and any(k in driver for k in ("postgres", "psql", "mariadb", "mysql", "sqlite"))
+        query, values = to_qmark(("EXPLAIN " if explain else "") + sql, params)
+        conn = self._connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(query, values)
+            if cur.description is not None:
+                cur.fetchall()
+            cur.close()
+            conn.rollback()
+        except pyodbc.Error as exc:
+            self._drop()
+            raise classify(exc, f"rehearsing {readable(sql)}") from None
 
     def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
         sel = self.converters[entity].selection

@@ -30,6 +30,7 @@ from connectors.database.contract import (
     EntityInfo,
     Position,
     Selection,
+    is_select,
     not_ready_reason,
     posting_context,
     readable,
@@ -117,6 +118,35 @@ class SQLAlchemyConnector(Connector):
             count, newest, nulls = self._run(source_context(entity, sel), info)
             out[entity] = EntityInfo(entity, count, newest, nulls)
         return out
+
+    def probe(self, entity: str) -> None:
+        src = self.froms[entity]
+        sel = self.converters[entity].selection
+
+        def once() -> None:
+            with self.engine.connect() as conn:
+                conn.execute(select(*[src.c[c] for c in sel.columns]).limit(1)).fetchall()
+
+        self._run(source_context(entity, sel), once)
+
+    def explain(self, sql: str, params: Mapping[str, Any]) -> None:
+        """SELECTs run as they are; writes are EXPLAINed where the dialect can (PostgreSQL, MariaDB/MySQL, SQLite:
+        checked and planned, never executed, so no sequence or identity number is used up), else run in a
+        transaction that is rolled back."""
+        dialect = self.engine.dialect.name
+        explain = not is_select(sql) and dialect in ("postgresql", "mysql", "mariadb", "sqlite")
+
+        def attempt() -> None:
+            with self.engine.connect() as conn:
+                trans = conn.begin()
+                try:
+                    result = conn.execute(text(("EXPLAIN " if explain else "") + sql), bound(sql, params))
+                    if result.returns_rows:
+                        result.fetchall()
+                finally:
+                    trans.rollback()
+
+        self._run(f"rehearsing {readable(sql)}", attempt)
 
     def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
         src = self.froms[entity]

@@ -418,3 +418,31 @@ class ConnectorContract:
         result = syncer.sync()
         assert result.quarantined["statements"] == 0 and result.rows["statements"] == 1
         assert mirror(store, firm_statements)["103"]["amount"] == Decimal("644.30")
+
+    def test_dry_run_finds_a_missing_column_and_changes_nothing(self, firm: Firm) -> None:
+        seed(firm)
+        good = ("postings:\n  kind: sql\n  ready: SELECT 1\n"
+                "  exists: SELECT 1 FROM receipts WHERE reference = :reference\n  statements:\n"
+                "    - INSERT INTO receipts (reference, statement_id, amount_pence) "
+                "VALUES (:reference, :statement_key, :amount_minor)\n"
+                "    - UPDATE statements SET bill_no = bill_no WHERE id = :statement_key\n")
+        connector = firm.connector(good)
+        report = connector.dry_run()
+        assert [r.what for r in report] == ["entities.clients", "entities.matters", "entities.statements",
+                                            "postings.ready", "postings.exists", "postings.statements.0",
+                                            "postings.statements.1"]
+        assert all(r.verdict == "ok" for r in report), report
+        connector.close()
+        firm.execute("INSERT INTO receipts (reference, statement_id, amount_pence) VALUES ('real', 101, 1)")
+        assert firm.scalar("SELECT COUNT(*) FROM receipts") == 1
+        assert firm.scalar("SELECT id FROM receipts") == 1  # the rehearsal used no identity number
+
+        bad = firm.connector(good.replace("amount_pence)", "amount_pense)"),
+                             statements={"columns": {"number": "bill_number", "matter_key": "matter_id",
+                                                     "amount": "amount", "balance": "balance"}})
+        refused = {r.what: r.message for r in bad.dry_run() if r.verdict == "refused"}
+        assert set(refused) == {"entities.statements", "postings.statements.0"}
+        assert "bill_number" in refused["entities.statements"]
+        assert "amount_pense" in refused["postings.statements.0"]
+        assert "INSERT INTO receipts (reference, statement_id, amount_pense) VALUES" in refused["postings.statements.0"]
+        bad.close()
