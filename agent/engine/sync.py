@@ -12,6 +12,7 @@ it is re-read by key on every pass until it converts or is gone from the source.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -166,17 +167,21 @@ class Syncer:
                 conn.execute(quarantine.insert().values(entity=batch.entity, key=key, first_seen=now, **values))
             log.warning("quarantined %s", bad)
 
-    def quarantined_keys(self, entity: str) -> dict[str, Any]:
-        """Our key -> the key as the firm database types it."""
+    def quarantined_keys(self, entity: str, before: dt.datetime | None = None) -> dict[str, Any]:
+        """Our key -> the key as the firm database types it (only rows last seen before ``before``, if given)."""
         q = quarantine.c
+        query = select(q.key, q.raw_key).where(q.entity == entity).order_by(q.key)
+        if before is not None:
+            query = query.where(q.last_seen < before)
         with self.store.read() as conn:
-            rows = conn.execute(select(q.key, q.raw_key).where(q.entity == entity).order_by(q.key)).all()
+            rows = conn.execute(query).all()
         return {key: loads_watermark(raw) if raw is not None else key for key, raw in rows}
 
-    def retry_quarantined(self, entity: str) -> int:
-        """Re-read quarantined rows by key: a fixed row is stored and released, a vanished one released."""
+    def retry_quarantined(self, entity: str, before: dt.datetime | None = None) -> int:
+        """Re-read quarantined rows by key (those this pass has not read already): a fixed row is stored and
+        released, a vanished one released."""
         stored = 0
-        keys = list(self.quarantined_keys(entity).items())
+        keys = list(self.quarantined_keys(entity, before).items())
         for start in range(0, len(keys), 500):
             part = dict(keys[start:start + 500])
             batch = self.connector.read_rows(entity, list(part.values()))
@@ -198,6 +203,7 @@ class Syncer:
         """One incremental pass, then the quarantined rows re-read by key; the whole pass is retried from its last
         stored batch on a transient error."""
         count = 0
+        started = utcnow()
 
         def attempt() -> None:
             nonlocal count
@@ -210,7 +216,7 @@ class Syncer:
                     progress(entity, len(batch.rows))
 
         call(attempt, attempts=5)
-        return count + call(lambda: self.retry_quarantined(entity), attempts=5)
+        return count + call(lambda: self.retry_quarantined(entity, started), attempts=5)
 
     def sync(self, entities: Iterable[str] | None = None, progress: Progress | None = None) -> SyncResult:
         result = SyncResult()
