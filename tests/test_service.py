@@ -186,3 +186,18 @@ def test_logs_are_json_lines_scrubbed_on_every_handler(home: Path, capsys: pytes
         assert "RuntimeError: auth ***" in entries[1]["exception"]
         assert secret not in json.dumps(entries)
     rt.close()
+
+
+def test_the_reconciliation_sweep_is_scheduled_from_the_last_one_the_store_recorded(home: Path) -> None:
+    from agent.service.loop import default_jobs, reconcile_due
+
+    rt = Runtime.for_home(home)
+    try:
+        day = rt.settings.intervals.reconcile
+        assert day == 86400.0  # nightly by default
+        assert reconcile_due(rt, day) - time.monotonic() <= 60.0  # a new store: soon
+        rt.store.record_ok("reconcile")
+        assert reconcile_due(rt, day) - time.monotonic() > day - 60  # just ran: a day from now, restart or not
+        assert "reconcile" in [job.name for job in default_jobs(rt)]
+    finally:
+        rt.close()

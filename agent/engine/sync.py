@@ -13,6 +13,7 @@ it is re-read by key on every pass until it converts or is gone from the source.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -107,6 +108,14 @@ def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(keys), 500):
         conn.execute(table.delete().where(table.c.key.in_(keys[start : start + 500])))
     conn.execute(table.insert(), rows)
+
+
+def _digest(row: Iterable[Any]) -> str:
+    """A content hash of one mirror row (columns in table order): equal values, equal digest, whatever the driver
+    returned them as (money as exact text, dates as ISO text)."""
+    parts = [format(v, "f") if type(v) is Decimal else v.isoformat() if hasattr(v, "isoformat") else repr(v)
+             for v in row]
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
 class Syncer:
@@ -226,6 +235,38 @@ class Syncer:
             result.quarantined[entity] = self.quarantine_count(entity)
         result.seconds = time.perf_counter() - started
         return result
+
+    def reconcile(self) -> SyncResult:
+        """The full reconciliation sweep the service runs on its own (nightly by default): every source row is read
+        and compared with the mirror by key and content, and only rows that differ are written; rows gone from
+        the source are marked deleted. It catches what an incremental sync cannot see: changes in a table with no
+        watermark, a watermark a program forgot to bump, hard deletes. A clean pass costs a read, not a rewrite."""
+        result = SyncResult()
+        started = time.perf_counter()
+        for entity in self.entities():
+            result.rows[entity] = call(lambda e=entity: self._reconcile_entity(e), attempts=5)
+            result.deleted[entity] = self.sweep_deletes(entity)
+            result.quarantined[entity] = self.quarantine_count(entity)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _reconcile_entity(self, entity: str) -> int:
+        table = FIRM_TABLES[entity]
+        names = [c.name for c in table.columns]
+        held = set(self.quarantined_keys(entity))
+        changed = 0
+        for batch in self.connector.read(entity, None, self.batch_size):
+            keys = [r["key"] for r in batch.rows]
+            with self.store.read() as conn:
+                have = {r[0]: _digest(r) for r in conn.execute(select(*table.columns).where(table.c.key.in_(keys)))}
+            differ = [r for r in batch.rows if have.get(r["key"]) != _digest(tuple(r[n] for n in names))]
+            if differ or batch.rejected:
+                self._store(Batch(entity, differ, None, batch.rejected), checkpoint=False)
+            elif held.intersection(keys):  # read well again: out of quarantine, even if the mirror had them
+                with self.store.begin() as conn:
+                    conn.execute(quarantine.delete().where(quarantine.c.entity == entity, quarantine.c.key.in_(keys)))
+            changed += len(differ)
+        return changed
 
     def sweep_deletes(self, entity: str) -> int:
         """Mark rows deleted in the mirror when their key is no longer in the source."""

@@ -36,6 +36,8 @@ class Intervals(BaseModel):
     postings: float = Field(1.0, gt=0)
     expiry: float = Field(60.0, gt=0)
     intake: float = Field(5.0, gt=0, description="Request table and inbox folder.")
+    reconcile: float = Field(86400.0, gt=0, description="Full reconciliation sweep (every row compared by content, "
+                             "deletes noticed); nightly by default.")
 
 
 # --- delivery: email (SMTP) and SMS gateway settings (agent/delivery.py) ---

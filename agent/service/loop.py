@@ -21,6 +21,7 @@ from agent.core.scrub import scrub
 from agent.engine.payments import EventPoller
 from agent.runtime import Runtime
 from agent.state.lock import AlreadyRunning
+from agent.state.store import utcnow
 
 log = logging.getLogger("ledgerlink.service")
 
@@ -112,6 +113,22 @@ class _Parts:
         self._refresh()
         return self.outbox.run_once()
 
+    def reconcile(self) -> object:
+        self._refresh()
+        result = self.syncer.reconcile()
+        log.info("reconciliation sweep: %s", result.summary())
+        return result
+
+
+def reconcile_due(rt: Runtime, interval: float) -> float:
+    """When the first reconciliation sweep is due: one interval after the last one the store recorded, so a
+    restart neither repeats a full read nor, restarting daily, postpones it for ever; soon on a new store."""
+    last = rt.store.component_status().get("reconcile", {}).get("last_ok_at")
+    if last is None:
+        return time.monotonic() + min(interval, 60.0)
+    elapsed = (utcnow() - last).total_seconds()
+    return time.monotonic() + max(0.0, interval - elapsed)
+
 
 def default_jobs(rt: Runtime) -> list[Job]:
     from agent.engine.directdebit import schedule_collections
@@ -123,6 +140,7 @@ def default_jobs(rt: Runtime) -> list[Job]:
     intervals = rt.settings.intervals
     jobs = [
         Job("sync", intervals.sync, parts.sync),
+        Job("reconcile", intervals.reconcile, parts.reconcile, due=reconcile_due(rt, intervals.reconcile)),
         Job("payments", intervals.payments, lambda: poll_payments(rt)),
         Job("postings", intervals.postings, parts.post),
         Job("expiry", intervals.expiry, lambda: rt.links.expire_due()),

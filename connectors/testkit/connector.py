@@ -446,3 +446,28 @@ class ConnectorContract:
         assert "amount_pense" in refused["postings.statements.0"]
         assert "INSERT INTO receipts (reference, statement_id, amount_pense) VALUES" in refused["postings.statements.0"]
         bad.close()
+
+    def test_reconciliation_sweep_finds_changes_without_a_watermark_and_rewrites_nothing_else(
+            self, firm: Firm, store: StateStore) -> None:
+        seed(firm)
+        syncer = self.syncer(firm, store)
+        syncer.sync()
+        firm.execute("UPDATE statements SET balance = :b WHERE id = 103", b=firm.money("1.23"))  # no watermark bump
+        firm.execute("DELETE FROM statements WHERE id = 104")
+        assert syncer.sync().rows["statements"] == 0  # the incremental sync cannot see either
+        stored: list[int] = []
+        real_store = syncer._store
+
+        def counting(batch: Any, checkpoint: bool = True) -> None:
+            stored.append(len(batch.rows))
+            real_store(batch, checkpoint)
+
+        syncer._store = counting  # type: ignore[method-assign]
+        result = syncer.reconcile()
+        assert result.rows == {"clients": 0, "matters": 0, "statements": 1}
+        assert result.deleted["statements"] == 1
+        st = mirror(store, firm_statements)
+        assert st["103"]["balance"] == Decimal("1.23") and st["104"]["deleted"]
+        stored.clear()
+        assert syncer.reconcile().rows == {"clients": 0, "matters": 0, "statements": 0}
+        assert stored == []  # a clean sweep is a read: not one mirror row rewritten
