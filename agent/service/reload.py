@@ -121,8 +121,8 @@ class ConfigWatcher:
             mapping = resolve_relative(load_mapping(path), path.parent)
             rehearse_mapping(mapping, self.rt)
         except ConfigurationError as exc:
-            self.refusals += 1
             log.error("configuration change refused, the running configuration is kept:\n%s", scrub(str(exc)))
+            self.refusals += 1  # after the log line: whoever waits on the count then finds the reason logged
             return False
         self.rt.apply(settings, mapping)
         self.reloads += 1
