@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     stale_link: Literal["cancel", "flag"] = "cancel"
     sandbox_port: int = Field(8765, ge=0, le=65535, description="Port of the sandbox pay page on 127.0.0.1.")
     log_json: bool = False
+    standby: bool = Field(False, description="With a PostgreSQL state store: wait as the hot standby while another "
+                          "agent is active, and take over when its lease runs out (else refuse to start).")
     intervals: Intervals = Field(default_factory=Intervals)
     watch_polling: bool = Field(False, description="Poll config/mapping files (network shares) instead of inotify.")
 

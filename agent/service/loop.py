@@ -20,7 +20,7 @@ from agent.core.errors import LedgerlinkError
 from agent.core.scrub import scrub
 from agent.engine.payments import EventPoller
 from agent.runtime import Runtime
-from agent.state.lock import AlreadyRunning
+from agent.state.lock import AlreadyRunning, Fenced, StoreLock
 from agent.state.store import utcnow
 
 log = logging.getLogger("ledgerlink.service")
@@ -53,6 +53,8 @@ class Service:
             if job.failed or now - job.ok_written >= OK_EVERY:
                 self.rt.store.record_ok(job.name)
                 job.ok_written, job.failed = now, False
+        except Fenced:
+            self.stopping.set()  # another agent is active now: nothing more may be written, not even this error
         except LedgerlinkError as exc:
             job.failed = True
             log.error("%s failed: %s", job.name, scrub(str(exc)))
@@ -168,7 +170,9 @@ def start_pay_page(rt: Runtime) -> object | None:
 
 
 def run_service(rt: Runtime, once: bool = False) -> int:
-    """Run until SIGTERM/SIGINT (or one pass with ``once``); 2 when another agent has this state store."""
+    """Run until SIGTERM/SIGINT (or one pass with ``once``); 2 when another agent has this state store, unless
+    this one is a standby (``standby = true`` on a PostgreSQL store): then it waits and takes over. 3 when the
+    lease was lost to another agent while running, so a supervisor starts this one again as the standby."""
     from agent.home.logs import setup_logging
 
     setup_logging(settings=rt.settings)
@@ -176,16 +180,32 @@ def run_service(rt: Runtime, once: bool = False) -> int:
     try:
         lock.acquire()
     except AlreadyRunning as exc:
-        log.error("%s", exc)
-        return 2
+        if not (rt.settings.standby and lock.can_stand_by and not once):
+            log.error("%s", exc)
+            return 2
+        if not _stand_by(lock):
+            return 0
     try:
-        return _run_locked(rt, once)
+        code = _run_locked(rt, once, lock)
     finally:
         lock.release()
+    return 3 if lock.lost.is_set() else code
 
 
-def _run_locked(rt: Runtime, once: bool) -> int:
+def _stand_by(lock: StoreLock) -> bool:
+    """Wait as the hot standby until the active agent's lease is free; False when stopped meanwhile."""
+    stopping = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return lock.wait(stopping)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_locked(rt: Runtime, once: bool, lock: StoreLock) -> int:
     service = Service(rt, default_jobs(rt))
+    lock.on_lost = service.stopping.set  # fenced out by a takeover: stop at once, write nothing more
 
     def stop(signum: int, _frame: object) -> None:
         log.info("received %s, finishing the job in flight", signal.Signals(signum).name)

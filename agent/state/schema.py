@@ -6,6 +6,7 @@ The firm_* tables mirror the firm database (read-only for us); everything else i
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -96,6 +97,15 @@ quarantine = Table(
     Column("first_seen", UTCDateTime, nullable=False),
     Column("last_seen", UTCDateTime, nullable=False),
     comment="source rows the sync could not use; the rest of their batch was stored, these are re-read each pass",
+)
+
+lease = Table(
+    "agent_lease", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", Text, comment="who is active: 'pid N on host'; NULL once released"),
+    Column("token", BigInteger, nullable=False, comment="fencing token: +1 on every takeover"),
+    Column("acquired_at", UTCDateTime),
+    Column("expires_at", UTCDateTime, comment="by the database's clock; renewed by the active agent"),
 )
 
 component_status = Table(

@@ -1,4 +1,5 @@
-"""Sync quarantine: source rows that could not be used (a bad amount), kept aside while the rest syncs.
+"""Sync quarantine: source rows that could not be used (a bad amount), kept aside while the rest syncs; and the
+instance lease (holder, fencing token, expiry) that an active/standby pair on a PostgreSQL store takes turns on.
 
 Revision ID: 0007
 Revises: 0004
@@ -27,5 +28,16 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "agent_lease",
+        sa.Column("name", sa.String(32), primary_key=True),
+        sa.Column("holder", sa.Text),
+        sa.Column("token", sa.BigInteger, nullable=False),
+        sa.Column("acquired_at", lt.UTCDateTime),
+        sa.Column("expires_at", lt.UTCDateTime),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("agent_lease")
     op.drop_table("sync_quarantine")
