@@ -48,12 +48,17 @@ POSTING_PARAMS: dict[str, str] = {
     "matter_number": "the matter's number",
     "client_key": "the client's key (may be NULL)",
     "paid_at": "timestamp the provider confirmed the payment (UTC, naive)",
-    "paid_on": "date the provider confirmed the payment",
+    "paid_on": "date the provider confirmed the payment (UTC)",
+    "paid_at_local": "the same moment in the mapping's timezone (naive), as the firm's books date it",
+    "paid_on_local": "the payment's date in the mapping's timezone",
+    "posting_uuid": "a UUID for this posting, dashed (the same in every statement of its transaction)",
+    "posting_uuid_hex": "the same UUID as 32 hex digits, for a CHAR(32) or BINARY(16) id",
     "method": "bank, card or direct_debit",
     "description": "the link's description",
     "link_id": "Ledgerlink's link id",
 }
 
+_PARAM_NAME = re.compile(r"^[A-Za-z_]\w*$")
 _IDENT = re.compile(r"^[A-Za-z_][\w$#]*(\.[A-Za-z_][\w$#]*){0,2}$")
 _INLINE_PASSWORD = re.compile(r"://[^/@:]+:[^/@]+@|(?i:(?:^|;)\s*(?:pwd|password)\s*=)")
 
@@ -129,20 +134,45 @@ class EntityMapping(_Strict):
         return self
 
 
+READY_DESCRIPTION = (
+    "Optional SELECT run first in the posting's transaction: its first column true (or non-zero) means the firm "
+    "database can take the write now; false or no row means not now (an optional second column says why). "
+    "The posting then waits as 'retrying' with that reason, without using up its attempts."
+)
+
+
+def _single_select(sql: str | None, what: str) -> str | None:
+    if sql is not None and not re.match(r"^\s*(select|with)\b", sql, re.I):
+        raise ValueError(f"{what} must be a single SELECT (or WITH ... SELECT)")
+    return sql
+
+
 class SqlPostings(_Strict):
     """Ordered SQL statements, run in one transaction after the existence check finds no row."""
 
     kind: Literal["sql"]
+    ready: str | None = Field(None, description=READY_DESCRIPTION)
     exists: str = Field(description="SELECT that returns a row when :reference is already posted.")
     statements: list[str] = Field(min_length=1, description="INSERT/UPDATE statements with :params.")
+
+    @field_validator("ready")
+    @classmethod
+    def _ready_select(cls, sql: str | None) -> str | None:
+        return _single_select(sql, "ready")
 
 
 class ProcedurePostings(_Strict):
     """A stored procedure that posts one payment; the existence check still runs first in the same transaction."""
 
     kind: Literal["procedure"]
+    ready: str | None = Field(None, description=READY_DESCRIPTION)
     exists: str
     call: str = Field(description="e.g. '{CALL post_payment(:reference, :statement_key, :amount)}'.")
+
+    @field_validator("ready")
+    @classmethod
+    def _ready_select(cls, sql: str | None) -> str | None:
+        return _single_select(sql, "ready")
 
 
 class FileColumn(_Strict):
@@ -209,6 +239,10 @@ class MappingFile(_Strict):
     entities: dict[EntityName, EntityMapping]
     postings: Postings | None = Field(None, description="How payments are written back (see mappings/README.md).")
     requests: RequestTable | None = Field(None, description="Optional request table the matter software writes.")
+    params: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict,
+        description="Named constants the postings statements bind as :name, e.g. {bank_account_id: 7}.",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> MappingFile:
@@ -300,22 +334,30 @@ def _semantic_problems(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]
                 valid = ", ".join(sorted(statuses)) or "none (this entity has no status)"
                 problems.append((("entities", entity, "status_values", status),
                                  f"unknown status {status!r}; valid: {valid}"))
+    constants = data.get("params") if isinstance(data.get("params"), dict) else {}
+    for name in constants:
+        if not isinstance(name, str) or not _PARAM_NAME.match(name):
+            problems.append((("params", name), f"{name!r} is not a parameter name (letters, digits, _)"))
+        elif name in POSTING_PARAMS:
+            problems.append((("params", name), f":{name} is one of Ledgerlink's own parameters; choose another name"))
     postings = data.get("postings")
     if isinstance(postings, dict):
-        valid = ", ".join(f":{p}" for p in POSTING_PARAMS)
-        sqls: list[tuple[tuple[Any, ...], Any]] = [(("postings", "exists"), postings.get("exists"))]
+        known = list(dict.fromkeys([*POSTING_PARAMS, *(n for n in constants if isinstance(n, str))]))
+        valid = ", ".join(f":{p}" for p in known)
+        sqls: list[tuple[tuple[Any, ...], Any]] = [(("postings", "exists"), postings.get("exists")),
+                                                   (("postings", "ready"), postings.get("ready"))]
         sqls += [(("postings", "statements", i), sql) for i, sql in enumerate(postings.get("statements") or [])]
         sqls.append((("postings", "call"), postings.get("call")))
         for loc, sql in sqls:
             for name in param_names(sql) if isinstance(sql, str) else []:
-                if name not in POSTING_PARAMS:
+                if name not in known:
                     problems.append((loc, f"unknown parameter :{name}; valid: {valid}"))
         exists = postings.get("exists")
         if isinstance(exists, str) and "reference" not in param_names(exists):
             problems.append((("postings", "exists"),
                              "the existence check must bind :reference (that is what makes it idempotent)"))
         for i, col in enumerate(postings.get("columns") or []):
-            if isinstance(col, dict) and col.get("param") not in POSTING_PARAMS:
+            if isinstance(col, dict) and col.get("param") not in known:
                 problems.append((("postings", "columns", i, "param"),
                                  f"unknown parameter {col.get('param')!r}; valid: {valid}"))
     return problems

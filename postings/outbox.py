@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 from tenacity import RetryCallState, wait_random_exponential
@@ -34,6 +35,7 @@ from agent.state import StateStore
 from agent.state.schema import firm_matters, firm_statements, links, payments, postings
 from agent.state.store import utcnow
 from connectors.database.contract import Connector
+from connectors.database.errors import NotReady
 from mappings.format import FilePostings, MappingFile
 from postings.allocation import allocate, unusable
 from postings.filedrop import FileDrop
@@ -117,12 +119,24 @@ POSTING_DETAILS = (
 )
 
 
-def posting_params(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The values a mapping may bind (mappings.format.POSTING_PARAMS) for a posting row joined with POSTING_DETAILS."""
+POSTING_UUIDS = uuid.uuid5(uuid.NAMESPACE_OID, "ledgerlink.postings")
+
+
+def posting_uuid(reference: str) -> uuid.UUID:
+    """One UUID per posting, derived from its reference: every statement of its transaction (and every retry)
+    binds the same value, so a later statement can find the row an earlier one inserted."""
+    return uuid.uuid5(POSTING_UUIDS, reference)
+
+
+def posting_params(row: Mapping[str, Any], mapping: MappingFile | None = None) -> dict[str, Any]:
+    """The values a mapping may bind (mappings.format.POSTING_PARAMS) for a posting row joined with POSTING_DETAILS,
+    plus the mapping's own ``params`` constants; local times are in the mapping's timezone (UTC without one)."""
     amount: Decimal = row["amount"]
     when: dt.datetime = (row["confirmed_at"] if row["kind"] == "payment" else None) or row["status_at"]
     paid_at = when.astimezone(dt.UTC).replace(tzinfo=None)
-    return {
+    local = when.astimezone(ZoneInfo(mapping.timezone) if mapping else dt.UTC).replace(tzinfo=None)
+    uid = posting_uuid(row["reference"])
+    return {**(mapping.params if mapping else {}),
         "reference": row["reference"], "payment_id": row["payment_ref"], "provider": row["provider"],
         "kind": row["kind"], "amount": amount, "amount_abs": abs(amount),
         "amount_minor": to_minor(amount, row["currency"]), "amount_text": format(amount, "f"),
@@ -131,6 +145,7 @@ def posting_params(row: Mapping[str, Any]) -> dict[str, Any]:
         "matter_number": row["matter_number"], "client_key": row["client_key"] or row["link_client"],
         "paid_at": paid_at, "paid_on": paid_at.date(), "method": row["method"],
         "description": row["description"], "link_id": row["link_id"],
+        "paid_at_local": local, "paid_on_local": local.date(), "posting_uuid": str(uid), "posting_uuid_hex": uid.hex,
     }
 
 
@@ -155,7 +170,7 @@ class Outbox:
 
     def __init__(self, store: StateStore, connector: Connector | None, mapping: MappingFile, *,
                  batch_size: int = 100, attempts: int = 20, clock: Clock = utcnow, backoff_initial: float = 1.0,
-                 reversal_wait: float = 1.0) -> None:
+                 reversal_wait: float = 1.0, ready_wait: float = 15.0) -> None:
         if mapping.postings is None:
             raise RuleError("the mapping has no postings section, so payments cannot be written back")
         self.store = store
@@ -166,6 +181,8 @@ class Outbox:
         self.backoff_initial = backoff_initial
         self.reversal_wait = dt.timedelta(seconds=reversal_wait)
         self.files = FileDrop(mapping.postings) if isinstance(mapping.postings, FilePostings) else None
+        self.mapping = mapping
+        self.ready_wait = ready_wait
         self.started = clock()
 
     # ------------------------------------------------------------------ one pass
@@ -189,8 +206,15 @@ class Outbox:
                 self._drop(ready, counts)
                 unfinished.clear()
             else:
-                for row in ready:
-                    outcome = self._post(row, counts)
+                for i, row in enumerate(ready):
+                    try:
+                        outcome = self._post(row, counts)
+                    except NotReady as exc:
+                        waiting = ready[i:]
+                        self._not_ready(waiting, exc, counts)
+                        for r in waiting:
+                            unfinished.pop(r["id"])
+                        break
                     unfinished.pop(row["id"])
                     if outcome:
                         written.append((row["id"], outcome))
@@ -275,7 +299,9 @@ class Outbox:
         try:
             if row["recovering"] and self.connector.posting_exists(reference):
                 return "already"
-            return "posted" if self.connector.write_posting(posting_params(row)) else "already"
+            return "posted" if self.connector.write_posting(posting_params(row, self.mapping)) else "already"
+        except NotReady:
+            raise  # the whole batch waits: run_once hands it back as retrying
         except TransientError as exc:
             self._transient(row, exc, counts)
         except LedgerlinkError as exc:
@@ -303,7 +329,7 @@ class Outbox:
             if row["reference"] in done:
                 continue
             try:
-                lines.append(self.files.render_row(posting_params(row)))
+                lines.append(self.files.render_row(posting_params(row, self.mapping)))
                 batch_rows.append(row)
             except LedgerlinkError as exc:
                 self._failed(row, str(exc), counts)
@@ -346,6 +372,18 @@ class Outbox:
         self._set(row["id"], state="retrying", attempts=attempts, last_error=str(exc),
                   next_attempt_at=self.clock() + dt.timedelta(seconds=wait))
         counts["retrying"] += 1
+
+    def _not_ready(self, rows: list[dict[str, Any]], exc: NotReady, counts: Counter[str]) -> None:
+        """The firm database said "not now": every posting left in the batch waits as retrying with the reason.
+        Its attempts are not used up: a book can be open for hours without anything being wrong."""
+        wake = self.clock() + dt.timedelta(seconds=self.ready_wait)
+        reason = str(exc)
+        log.info("%d posting(s) wait: %s", len(rows), reason)
+        with self.store.begin() as conn:
+            conn.execute(update(postings).where(postings.c.id.in_([r["id"] for r in rows]),
+                                                postings.c.state == "posting")
+                         .values(state="retrying", last_error=reason, next_attempt_at=wake, updated_at=self.clock()))
+        counts["waiting"] += len(rows)
 
     def _failed(self, row: Mapping[str, Any], error: str, counts: Counter[str]) -> None:
         log.error("posting %s failed: %s", row["reference"], error)

@@ -129,3 +129,36 @@ def test_every_option_has_help() -> None:
         return found
 
     assert silent(build_parser(), ["ledgerlink"]) == []
+
+
+def test_check_rehearses_postings_and_refuses_a_missing_column(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(home, capsys, "check", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"] and {r["verdict"] for r in report["rehearsal"]} == {"ok"}
+    assert "postings.statements.0" in [r["what"] for r in report["rehearsal"]]
+    mapping = home / "mapping.yaml"
+    mapping.write_text(mapping.read_text().replace("received_at, method)", "received_at, methd)"))
+    code, out, _ = run(home, capsys, "check")
+    assert code == 2
+    assert "refused: postings.statements.0: rehearsing INSERT INTO receipts" in out and "methd" in out
+    firm = sqlite3.connect(home / "demo-firm.db")
+    assert firm.execute("SELECT count(*) FROM receipts").fetchone() == (0,)  # nothing was written
+
+
+def test_one_bad_bill_is_quarantined_shown_by_check_and_the_rest_synced(home: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    firm = sqlite3.connect(home / "demo-firm.db")
+    with firm:
+        firm.execute("UPDATE bills SET balance_pence = 1234.5 WHERE bill_no = 'INV-1001'")
+    total = firm.execute("SELECT count(*) FROM bills").fetchone()[0]
+    code, out, _ = run(home, capsys, "sync")
+    assert code == 0 and f"statements {total - 1}, " in out and "statements 1 quarantined" in out
+    code, out, _ = run(home, capsys, "check")
+    assert code == 0
+    assert "warning: quarantined statements" in out and "(INV-1001) balance: 1234.5 is not whole minor units" in out
+    with firm:
+        firm.execute("UPDATE bills SET balance_pence = 1234 WHERE bill_no = 'INV-1001'")
+    code, out, _ = run(home, capsys, "sync")
+    assert code == 0 and "quarantined" not in out
+    code, out, _ = run(home, capsys, "check")
+    assert "quarantined" not in out

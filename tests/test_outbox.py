@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -18,12 +19,12 @@ from sqlalchemy import select
 
 from agent.cli import postings as cli
 from agent.cli.output import Commands
-from agent.core.errors import RuleError
+from agent.core.errors import ConfigurationError, RuleError
 from agent.state import StateStore
-from agent.state.schema import postings
+from agent.state.schema import payments, postings
 from connectors.database.sql import SQLAlchemyConnector
 from mappings.format import MappingFile
-from postings.outbox import Outbox, backoff, enqueue_reversal
+from postings.outbox import Outbox, backoff, enqueue_reversal, posting_uuid
 
 D = Decimal
 T0 = dt.datetime(2026, 5, 1, 9, 0, tzinfo=dt.UTC)
@@ -302,3 +303,86 @@ def test_manage_postings_cli(env: Env, capsys: pytest.CaptureFixture[str]) -> No
         run_cli(env, ["postings", "retry", "1", "--failed"])
     run_cli(env, ["postings", "list"])
     assert "posted" in capsys.readouterr().out
+
+
+def test_a_missing_column_fails_at_once_naming_the_statement_and_the_column(tmp_path: Path) -> None:
+    env = Env(tmp_path, POSTINGS_SQL.replace("received_at, method)", "received_at, methd)"))
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    assert env.outbox().run_once() == {"failed": 1}  # not ~10 minutes of retrying
+    row = env.posting("p1:S1")
+    assert row["state"] == "failed" and row["attempts"] == 1 and row["next_attempt_at"] is None
+    assert "table receipts has no column named methd" in row["last_error"]
+    assert "posting p1:S1 (statement S1)" in row["last_error"]
+    assert "INSERT INTO receipts (reference, statement_id, amount_pence, received_at, methd) VALUES" in \
+        row["last_error"]
+    env.connector.close()
+
+
+READY_SQL = POSTINGS_SQL.replace(
+    "  exists:", "  ready: SELECT COUNT(*) = 0, MAX(who) FROM book_open WHERE book = 'sales'\n  exists:")
+
+
+def test_not_ready_waits_as_retrying_with_its_reason_and_posts_when_ready(tmp_path: Path) -> None:
+    env = Env(tmp_path, READY_SQL)
+    with sqlite3.connect(env.firm_path) as firm:
+        firm.execute("CREATE TABLE book_open (book TEXT, who TEXT)")
+        firm.execute("INSERT INTO book_open VALUES ('sales', 'sales ledger open on PC-7 (J. Smith)')")
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    env.pay("p2", "20.00", [("S2", "20.00", True)])
+    outbox = env.outbox(attempts=3, ready_wait=10)
+    for _ in range(5):  # far more passes than attempts: "not now" is not a failure
+        assert outbox.run_once() == {"waiting": 2}
+        assert outbox.run_once() == {}  # not due again yet
+        env.clock.advance(10)
+    for ref in ("p1:S1", "p2:S2"):
+        row = env.posting(ref)
+        assert (row["state"], row["attempts"]) == ("retrying", 0)
+        assert row["last_error"] == "the firm database is not ready: sales ledger open on PC-7 (J. Smith)"
+    assert read_firm(env.firm_url).receipts == {}
+    with sqlite3.connect(env.firm_path) as firm:
+        firm.execute("DELETE FROM book_open")
+    assert outbox.run_once() == {"posted": 2}
+    assert read_firm(env.firm_url).receipts == {"p1:S1": 3000, "p2:S2": 2000}
+    env.connector.close()
+
+
+PARAMS_SQL = """\
+params: {bank_account: 1200, source_tag: ledgerlink}
+postings:
+  kind: sql
+  exists: SELECT 1 FROM receipts WHERE reference = :reference
+  statements:
+    - >-
+      INSERT INTO receipts (reference, statement_id, amount_pence, received_at, method)
+      VALUES (:reference, :statement_key, :amount_minor, :paid_at_local, :source_tag)
+    - INSERT INTO journal (id, hex, account, reference, day) VALUES (:posting_uuid, :posting_uuid_hex, :bank_account,
+      :reference, :paid_on_local)
+    - UPDATE journal SET account = account + 1 WHERE id = :posting_uuid
+"""
+
+
+def test_params_posting_uuid_and_local_payment_time(tmp_path: Path) -> None:
+    env = Env(tmp_path, PARAMS_SQL)
+    env.mapping = env.mapping.model_copy(update={"timezone": "America/Los_Angeles"})
+    with sqlite3.connect(env.firm_path) as firm:
+        firm.execute("CREATE TABLE journal (id TEXT, hex TEXT, account INTEGER, reference TEXT, day TEXT)")
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    late = dt.datetime(2026, 5, 2, 5, 48, tzinfo=dt.UTC)  # 22:48 on 1 May in Los Angeles
+    with env.store.begin() as conn:
+        conn.execute(payments.update().values(confirmed_at=late, status_at=late))
+    assert env.outbox().run_once() == {"posted": 1}
+    with sqlite3.connect(env.firm_path) as firm:
+        received, method = firm.execute("SELECT received_at, method FROM receipts").fetchone()
+        uid, hexed, account, reference, day = firm.execute("SELECT * FROM journal").fetchone()
+    assert received.startswith("2026-05-01 22:48") and method == "ledgerlink"
+    assert day == "2026-05-01" and account == 1201 and reference == "p1:S1"
+    assert uid == str(uuid.UUID(hexed)) and uid == str(posting_uuid("p1:S1"))
+    env.connector.close()
+
+
+def test_params_must_not_shadow_ours_and_unknown_ones_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        Env(tmp_path, PARAMS_SQL.replace("source_tag: ledgerlink", "reference: x").replace(":bank_account,", ":bank,"))
+    text = str(err.value)
+    assert "params.reference: :reference is one of Ledgerlink's own parameters" in text
+    assert "unknown parameter :bank;" in text and ":bank_account" in text

@@ -80,3 +80,19 @@ def test_dead_watcher_is_restarted(rt: Runtime) -> None:
         assert wait_for(lambda: rt.settings.service_name == "After Restart")
     finally:
         watcher.stop()
+
+
+def test_a_mapping_naming_a_missing_column_is_refused_on_reload(rt: Runtime,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Valid YAML, valid schema, but the firm database has no such column: refused, the old mapping kept."""
+    mapping_file = rt.settings.mapping_path
+    original = rt.mapping
+    watcher = ConfigWatcher(rt, debounce=0.3)
+    mapping_file.write_text(mapping_file.read_text().replace("amount_pence, received_at", "amount_pense, received_at"))
+    with caplog.at_level(logging.ERROR, logger="ledgerlink.reload"):
+        assert watcher.reload() is False
+    assert rt.mapping is original and watcher.refusals == 1
+    assert "postings.statements.0" in caplog.text and "amount_pense" in caplog.text
+    mapping_file.write_text(mapping_file.read_text().replace("amount_pense", "amount_pence")
+                            .replace("name: Demo firm", "name: Fixed firm"))
+    assert watcher.reload() is True and rt.mapping.name == "Fixed firm"

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from agent.home.demo import init_home
 from agent.home.logs import setup_logging
 from agent.home.secrets import Secrets
 from agent.runtime import Runtime
-from agent.service.loop import AlreadyRunning, InstanceLock
+from agent.state.lock import AlreadyRunning
 from connectors.providers import sandbox
 from connectors.testkit.databases import TempDatabase
 
@@ -38,12 +39,13 @@ def home(tmp_path: Path) -> Path:
 
 
 def test_second_lock_on_the_same_home_is_refused_while_the_first_holds_it(home: Path) -> None:
-    first, second = InstanceLock(Runtime.for_home(home)), InstanceLock(Runtime.for_home(home))
+    first, second = Runtime.for_home(home).store.instance_lock(), Runtime.for_home(home).store.instance_lock()
     first.acquire()
     try:
-        assert (home / "agent.lock").read_text().strip() == str(os.getpid())
+        assert (home / "state.db.lock").read_text().strip() == f"pid {os.getpid()} on {socket.gethostname()}"
         with pytest.raises(AlreadyRunning, match=re.escape(
-                f"another ledgerlink is already running for {home} (pid {os.getpid()})")):
+                f"another ledgerlink is already running on the state store sqlite:///{home / 'state.db'} "
+                f"(pid {os.getpid()} on ")):
             second.acquire()
     finally:
         first.release()
@@ -51,14 +53,33 @@ def test_second_lock_on_the_same_home_is_refused_while_the_first_holds_it(home: 
     second.release()
 
 
+def test_an_agent_from_another_home_on_the_same_sqlite_store_is_refused(home: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock belongs to the store: a second home pointed at the first one's state.db must not run too."""
+    first = Runtime.for_home(home)
+    other = tmp_path / "other-home"
+    init_home(other)
+    monkeypatch.setenv("LEDGERLINK_STATE_URL", f"sqlite:///{home / 'state.db'}")
+    second = Runtime.for_home(other)
+    lock_one, lock_two = first.store.instance_lock(), second.store.instance_lock()
+    lock_one.acquire()
+    try:
+        with pytest.raises(AlreadyRunning, match="already running on the state store"):
+            lock_two.acquire()
+    finally:
+        lock_one.release()
+        first.close()
+        second.close()
+
+
 def test_postgres_state_store_uses_an_advisory_lock(home: Path, pg_db: TempDatabase,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEDGERLINK_STATE_URL", pg_db.url.render_as_string(hide_password=False))
     rt_one, rt_two = Runtime.for_home(home), Runtime.for_home(home)
-    first, second = InstanceLock(rt_one), InstanceLock(rt_two)
+    first, second = rt_one.store.instance_lock(), rt_two.store.instance_lock()
     try:
         first.acquire()
-        with pytest.raises(AlreadyRunning, match=rf"already running for .* \(pid {os.getpid()} on "):
+        with pytest.raises(AlreadyRunning, match=rf"already running on the state store .* \(pid {os.getpid()} on "):
             second.acquire()
         with rt_two.store.engine.connect() as conn:  # the refusal left no transaction open
             assert conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in%' "
@@ -66,7 +87,7 @@ def test_postgres_state_store_uses_an_advisory_lock(home: Path, pg_db: TempDatab
         first.release()
         second.acquire()
         second.release()
-        assert not (home / "agent.lock").exists()
+        assert not list(home.glob("*.lock"))
     finally:
         rt_one.close()
         rt_two.close()
@@ -107,7 +128,8 @@ def test_run_serves_the_api_refuses_a_second_instance_and_stops_cleanly_on_sigte
 
     second = subprocess.run([str(LEDGERLINK), "run"], capture_output=True, timeout=30)
     assert second.returncode == 2
-    assert f"another ledgerlink is already running for {home} (pid {agent.pid})" in second.stderr.decode()
+    assert f"(pid {agent.pid} on {socket.gethostname()})" in second.stderr.decode()
+    assert "another ledgerlink is already running on the state store" in second.stderr.decode()
 
     link = client.post("/links", json={"matter": "M-2026-0010", "amount": "300.00"})
     assert link.status_code == 201
@@ -128,7 +150,7 @@ def test_run_serves_the_api_refuses_a_second_instance_and_stops_cleanly_on_sigte
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert conn.execute("SELECT count(*) FROM links WHERE status = 'creating'").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM postings WHERE state <> 'posted'").fetchone() == (0,)
-    lock = InstanceLock(Runtime.for_home(home))
+    lock = Runtime.for_home(home).store.instance_lock()
     lock.acquire()  # the lock went with the process
     lock.release()
 
@@ -164,3 +186,18 @@ def test_logs_are_json_lines_scrubbed_on_every_handler(home: Path, capsys: pytes
         assert "RuntimeError: auth ***" in entries[1]["exception"]
         assert secret not in json.dumps(entries)
     rt.close()
+
+
+def test_the_reconciliation_sweep_is_scheduled_from_the_last_one_the_store_recorded(home: Path) -> None:
+    from agent.service.loop import default_jobs, reconcile_due
+
+    rt = Runtime.for_home(home)
+    try:
+        day = rt.settings.intervals.reconcile
+        assert day == 86400.0  # nightly by default
+        assert reconcile_due(rt, day) - time.monotonic() <= 60.0  # a new store: soon
+        rt.store.record_ok("reconcile")
+        assert reconcile_due(rt, day) - time.monotonic() > day - 60  # just ran: a day from now, restart or not
+        assert "reconcile" in [job.name for job in default_jobs(rt)]
+    finally:
+        rt.close()

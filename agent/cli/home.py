@@ -14,6 +14,7 @@ from agent.core.errors import ConfigurationError
 from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.service.loop import run_service
+from agent.state.mirror import quarantined_rows
 from mappings.format import json_schema, load_mapping
 
 
@@ -43,19 +44,31 @@ def cmd_check(args: argparse.Namespace, rt: Runtime) -> int:
         for e, i in entities.items()
         if i.null_watermarks
     ]
+    # Every mapped read and postings statement tried against the firm database, nothing changed.
+    rehearsals = rt.connector.dry_run()
+    report["rehearsal"] = [{"what": r.what, "verdict": r.verdict, "message": r.message} for r in rehearsals]
+    refused = [r for r in rehearsals if r.verdict == "refused"]
+    problems += [f"{r.what} not checked: {r.message}" for r in rehearsals if r.verdict == "unchecked"]
+    with rt.store.read() as conn:
+        report["quarantined"] = quarantined_rows(conn)
+    problems += [f"quarantined {q['entity']} {q['key']}" + (f" ({q['number']})" if q["number"] else "")
+                 + f" {q['field'] or ''}: {q['reason']}" for q in report["quarantined"]]
     report["warnings"] = problems
+    report["ok"] = not refused
+    skip = ("entities", "warnings", "rehearsal", "quarantined", "ok")
 
     def text() -> str:
-        lines = [f"{k}: {v}" for k, v in report.items() if k not in ("entities", "warnings")]
+        lines = [f"{k}: {v}" for k, v in report.items() if k not in skip]
         lines.append("entities:")
         for e, i in report["entities"].items():
             lines.append(f"  {e:<11} {i['count']:>9} rows   newest watermark {i['newest_watermark']}")
         lines += [f"warning: {p}" for p in problems]
-        lines.append("ok")
+        lines += [f"refused: {r.what}: {r.message}" for r in refused]
+        lines.append("ok" if not refused else f"{len(refused)} mapped statement(s) refused by the firm database")
         return "\n".join(lines)
 
     emit(args, report, text)
-    return 0
+    return 2 if refused else 0
 
 
 def cmd_mapping_check(args: argparse.Namespace, rt: Runtime | None) -> int:

@@ -4,10 +4,16 @@ Each batch and the checkpoint after it are written in one state-store transactio
 resumes exactly where the last stored batch ended. Rows are upserted, so the lookback re-read is harmless.
 Hard deletes are noticed by a key sweep: every source key goes into a temporary table and rows missing from it
 are marked deleted (memory stays bounded however many rows there are).
+
+One bad row (an amount that is not whole minor units) never stops a sync: it is quarantined with its entity, key,
+the firm's number, field and reason (visible in ``check`` and ``/status``), the rest of its batch is stored, and
+it is re-read by key on every pass until it converts or is gone from the source.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -22,7 +28,7 @@ from sqlalchemy import Column, Connection, Date, MetaData, Table, select, update
 from agent.core.retry import call
 from agent.state import StateStore
 from agent.state.mirror import mirror_component
-from agent.state.schema import FIRM_TABLES, KEY, checkpoints
+from agent.state.schema import FIRM_TABLES, KEY, checkpoints, quarantine
 from agent.state.store import dumps_watermark, loads_watermark, utcnow
 from agent.state.types import DecimalText
 from connectors.database.contract import Batch, Connector, Position
@@ -37,6 +43,7 @@ Progress = Callable[[str, int], None]
 class SyncResult:
     rows: dict[str, int] = field(default_factory=dict)
     deleted: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -46,7 +53,9 @@ class SyncResult:
     def summary(self) -> str:
         parts = [f"{e} {n}" for e, n in self.rows.items()]
         gone = [f"{e} {n} deleted" for e, n in self.deleted.items() if n]
-        return f"synced {self.total} rows in {self.seconds:.2f}s ({', '.join(parts + gone) or 'nothing mapped'})"
+        held = [f"{e} {n} quarantined" for e, n in self.quarantined.items() if n]
+        return (f"synced {self.total} rows in {self.seconds:.2f}s "
+                f"({', '.join(parts + gone + held) or 'nothing mapped'})")
 
 
 def _money_text(value: Any) -> str:
@@ -86,6 +95,8 @@ def _iso_or_none(value: Any) -> str | None:
 
 
 def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
         sql, pick, convert = _bulk_upsert(table, dialect)
@@ -99,6 +110,14 @@ def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     for start in range(0, len(keys), 500):
         conn.execute(table.delete().where(table.c.key.in_(keys[start : start + 500])))
     conn.execute(table.insert(), rows)
+
+
+def _digest(row: Iterable[Any]) -> str:
+    """A content hash of one mirror row (columns in table order): equal values, equal digest, whatever the driver
+    returned them as (money as exact text, dates as ISO text)."""
+    parts = [format(v, "f") if type(v) is Decimal else v.isoformat() if hasattr(v, "isoformat") else repr(v)
+             for v in row]
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
 class Syncer:
@@ -122,7 +141,7 @@ class Syncer:
             stmt = checkpoints.delete()
             conn.execute(stmt if entity is None else stmt.where(checkpoints.c.entity == entity))
 
-    def _store(self, batch: Batch) -> None:
+    def _store(self, batch: Batch, checkpoint: bool = True) -> None:
         table = FIRM_TABLES[batch.entity]
         pos = batch.position
         values = {
@@ -132,6 +151,9 @@ class Syncer:
         }
         with self.store.begin() as conn:
             _upsert(conn, table, batch.rows)
+            self._quarantine(conn, batch)
+            if not checkpoint:
+                return
             done = conn.execute(
                 update(checkpoints)
                 .where(checkpoints.c.entity == batch.entity)
@@ -140,9 +162,59 @@ class Syncer:
             if done.rowcount == 0:
                 conn.execute(checkpoints.insert().values(entity=batch.entity, rows_synced=len(batch.rows), **values))
 
+    def _quarantine(self, conn: Connection, batch: Batch) -> None:
+        """Set the batch's bad rows aside (keeping when each was first seen) and release the good ones."""
+        q = quarantine.c
+        good = [r["key"] for r in batch.rows]
+        for start in range(0, len(good), 500):
+            conn.execute(quarantine.delete().where(q.entity == batch.entity, q.key.in_(good[start:start + 500])))
+        now = utcnow()
+        for bad in batch.rejected:
+            key = bad.key if bad.key is not None else "(NULL key)"
+            values = {"number": bad.number, "field": bad.field, "reason": bad.reason, "last_seen": now,
+                      "raw_key": dumps_watermark(bad.raw_key)}
+            if not conn.execute(quarantine.update().where(q.entity == batch.entity, q.key == key)
+                                .values(**values)).rowcount:
+                conn.execute(quarantine.insert().values(entity=batch.entity, key=key, first_seen=now, **values))
+            log.warning("quarantined %s", bad)
+
+    def quarantined_keys(self, entity: str, before: dt.datetime | None = None) -> dict[str, Any]:
+        """Our key -> the key as the firm database types it (only rows last seen before ``before``, if given)."""
+        q = quarantine.c
+        query = select(q.key, q.raw_key).where(q.entity == entity).order_by(q.key)
+        if before is not None:
+            query = query.where(q.last_seen < before)
+        with self.store.read() as conn:
+            rows = conn.execute(query).all()
+        return {key: loads_watermark(raw) if raw is not None else key for key, raw in rows}
+
+    def retry_quarantined(self, entity: str, before: dt.datetime | None = None) -> int:
+        """Re-read quarantined rows by key (those this pass has not read already): a fixed row is stored and
+        released, a vanished one released."""
+        stored = 0
+        keys = list(self.quarantined_keys(entity, before).items())
+        for start in range(0, len(keys), 500):
+            part = dict(keys[start:start + 500])
+            batch = self.connector.read_rows(entity, list(part.values()))
+            if batch is None:
+                return stored  # the connector cannot read by key: the row is retried when it next changes
+            seen = {r["key"] for r in batch.rows} | {b.key for b in batch.rejected}
+            with self.store.begin() as conn:
+                gone = [k for k in part if k not in seen]
+                if gone:
+                    conn.execute(quarantine.delete().where(quarantine.c.entity == entity, quarantine.c.key.in_(gone)))
+            self._store(batch, checkpoint=False)
+            stored += len(batch.rows)
+        return stored
+
+    def quarantine_count(self, entity: str) -> int:
+        return len(self.quarantined_keys(entity))
+
     def sync_entity(self, entity: EntityName, progress: Progress | None = None) -> int:
-        """One incremental pass; the whole pass is retried from its last stored batch on a transient error."""
+        """One incremental pass, then the quarantined rows re-read by key; the whole pass is retried from its last
+        stored batch on a transient error."""
         count = 0
+        started = utcnow()
 
         def attempt() -> None:
             nonlocal count
@@ -156,17 +228,51 @@ class Syncer:
 
         started = utcnow()
         call(attempt, attempts=5)
+        quarantined = call(lambda: self.retry_quarantined(entity, started), attempts=5)
         # The mirror now holds every row of this entity as the firm database had it at ``started`` or later.
         self.store.record_ok(mirror_component(entity), at=started)
-        return count
+        return count + quarantined
 
     def sync(self, entities: Iterable[EntityName] | None = None, progress: Progress | None = None) -> SyncResult:
         result = SyncResult()
         started = time.perf_counter()
         for entity in entities or self.entities():
             result.rows[entity] = self.sync_entity(entity, progress)
+            result.quarantined[entity] = self.quarantine_count(entity)
         result.seconds = time.perf_counter() - started
         return result
+
+    def reconcile(self) -> SyncResult:
+        """The full reconciliation sweep the service runs on its own (nightly by default): every source row is read
+        and compared with the mirror by key and content, and only rows that differ are written; rows gone from
+        the source are marked deleted. It catches what an incremental sync cannot see: changes in a table with no
+        watermark, a watermark a program forgot to bump, hard deletes. A clean pass costs a read, not a rewrite."""
+        result = SyncResult()
+        started = time.perf_counter()
+        for entity in self.entities():
+            result.rows[entity] = call(lambda e=entity: self._reconcile_entity(e), attempts=5)
+            result.deleted[entity] = self.sweep_deletes(entity)
+            result.quarantined[entity] = self.quarantine_count(entity)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _reconcile_entity(self, entity: str) -> int:
+        table = FIRM_TABLES[entity]
+        names = [c.name for c in table.columns]
+        held = set(self.quarantined_keys(entity))
+        changed = 0
+        for batch in self.connector.read(entity, None, self.batch_size):
+            keys = [r["key"] for r in batch.rows]
+            with self.store.read() as conn:
+                have = {r[0]: _digest(r) for r in conn.execute(select(*table.columns).where(table.c.key.in_(keys)))}
+            differ = [r for r in batch.rows if have.get(r["key"]) != _digest(tuple(r[n] for n in names))]
+            if differ or batch.rejected:
+                self._store(Batch(entity, differ, None, batch.rejected), checkpoint=False)
+            elif held.intersection(keys):  # read well again: out of quarantine, even if the mirror had them
+                with self.store.begin() as conn:
+                    conn.execute(quarantine.delete().where(quarantine.c.entity == entity, quarantine.c.key.in_(keys)))
+            changed += len(differ)
+        return changed
 
     def sweep_deletes(self, entity: str) -> int:
         """Mark rows deleted in the mirror when their key is no longer in the source."""

@@ -39,6 +39,8 @@ class Intervals(BaseModel):
     postings: float = Field(1.0, gt=0)
     expiry: float = Field(60.0, gt=0)
     intake: float = Field(5.0, gt=0, description="Request table and inbox folder.")
+    reconcile: float = Field(86400.0, gt=0, description="Full reconciliation sweep (every row compared by content, "
+                             "deletes noticed); nightly by default.")
 
 
 # --- delivery: email (SMTP) and SMS gateway settings (agent/delivery.py) ---
@@ -99,6 +101,8 @@ class Settings(BaseSettings):
     stale_link: Literal["cancel", "flag"] = "cancel"
     sandbox_port: int = Field(8765, ge=0, le=65535, description="Port of the sandbox pay page on 127.0.0.1.")
     log_json: bool = False
+    standby: bool = Field(False, description="With a PostgreSQL state store: wait as the hot standby while another "
+                          "agent is active, and take over when its lease runs out (else refuse to start).")
     intervals: Intervals = Field(default_factory=Intervals)
     watch_polling: bool = Field(False, description="Poll config/mapping files (network shares) instead of inotify.")
 

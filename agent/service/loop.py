@@ -1,27 +1,20 @@
 """``ledgerlink run``: the long-running loop, the local API and the sandbox pay page, one instance per state store.
 
 Each job has its own interval and is isolated, so one failing plugin never stops the others; SIGTERM/SIGINT
-finish the job in flight and exit cleanly. A second agent on the same state store is refused (exit code 2): two
-outboxes would each take the other's ``posting`` rows for a crashed predecessor's.
+finish the job in flight and exit cleanly. A second agent on the same state store, from any home, is refused
+(exit code 2) by the store's own lock (agent.state.lock): two outboxes would each take the other's ``posting``
+rows for a crashed predecessor's.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
-import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
-
-from sqlalchemy import Connection, text
-from sqlalchemy.engine import make_url
+from typing import Any
 
 from agent.api.app import ensure_token, serve_api
 from agent.api.console import login_url
@@ -32,118 +25,11 @@ from agent.engine.payments import EventPoller
 from agent.home.logs import setup_logging
 from agent.runtime import Runtime
 from agent.service.reload import ConfigWatcher
+from agent.state.lock import AlreadyRunning, Fenced, StoreLock
+from agent.state.store import utcnow
 from connectors.providers.sandbox import SandboxPayServer
 
 log = logging.getLogger("ledgerlink.service")
-
-LOCK_NAME = "agent.lock"
-WINDOWS_LOCK_OFFSET = 1 << 20  # Windows cannot read a locked byte: lock one far past the pid written at the start
-PG_LOCK_KEYS = (0x4C4C4E4B, zlib.crc32(b"ledgerlink-agent") & 0x7FFFFFFF)  # "LLNK", any stable pair will do
-
-
-class AlreadyRunning(LedgerlinkError):
-    """Another agent holds this state store."""
-
-
-class InstanceLock:
-    """One agent per state store: a file lock beside SQLite state, an advisory lock in PostgreSQL.
-
-    Both are released by the operating system or the database when the process dies, so a crash never leaves a
-    stale lock behind.
-    """
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self.home = rt.settings.home
-        self._file: IO[str] | None = None
-        self._conn: Connection | None = None
-
-    def lock_path(self) -> Path:
-        """``<home>/agent.lock`` for the usual state.db; beside the file for a SQLite store kept elsewhere."""
-        database = Path(make_url(self.rt.settings.state_database_url).database or "")
-        if database.parent.resolve() == self.home.resolve():
-            return self.home / LOCK_NAME
-        return database.with_name(database.name + ".lock")
-
-    def acquire(self) -> None:
-        dialect = make_url(self.rt.settings.state_database_url).get_backend_name()
-        if dialect == "sqlite":
-            self._lock_file()
-        elif dialect == "postgresql":
-            self._lock_postgres()
-        else:
-            log.warning("no single-instance lock for a %s state store; run one agent per store", dialect)
-
-    def _refuse(self, pid: str) -> AlreadyRunning:
-        return AlreadyRunning(f"another ledgerlink is already running for {self.home} (pid {pid or 'unknown'})")
-
-    def _lock_file(self) -> None:
-        path = self.lock_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+", encoding="ascii")  # noqa: SIM115 - held open for the life of the agent
-        try:
-            _try_lock(handle)
-        except OSError:
-            handle.seek(0)
-            pid = handle.read(32).strip()
-            handle.close()
-            raise self._refuse(pid) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._file = handle
-
-    def _lock_postgres(self) -> None:
-        conn = self.rt.store.engine.connect()
-        conn.execute(text("SELECT set_config('application_name', :name, false)"),
-                     {"name": f"ledgerlink pid {os.getpid()} on {socket.gethostname()}"[:63]})
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"),
-                           {"a": PG_LOCK_KEYS[0], "b": PG_LOCK_KEYS[1]}).scalar_one()
-        holder = None if got else conn.execute(text(
-            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :a AND l.objid = :b"),
-            {"a": PG_LOCK_KEYS[0], "b": PG_LOCK_KEYS[1]}).scalar()
-        conn.commit()  # the lock is held by the session, not a transaction: leave no transaction open
-        if not got:
-            conn.close()
-            raise self._refuse(str(holder or "").removeprefix("ledgerlink pid "))
-        self._conn = conn
-
-    def release(self) -> None:
-        if self._file is not None:
-            _unlock(self._file)
-            self._file.close()
-            self._file = None
-        if self._conn is not None:
-            try:
-                self._conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"),
-                                   {"a": PG_LOCK_KEYS[0], "b": PG_LOCK_KEYS[1]})
-                self._conn.commit()
-            finally:
-                self._conn.close()
-                self._conn = None
-
-
-if sys.platform == "win32":
-    import msvcrt
-
-    def _try_lock(handle: IO[str]) -> None:
-        handle.seek(WINDOWS_LOCK_OFFSET)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-
-    def _unlock(handle: IO[str]) -> None:
-        handle.seek(WINDOWS_LOCK_OFFSET)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-else:
-    import fcntl
-
-    def _try_lock(handle: IO[str]) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def _unlock(handle: IO[str]) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
 
 OK_EVERY = 30.0
 
@@ -173,6 +59,8 @@ class Service:
             if job.failed or now - job.ok_written >= OK_EVERY:
                 self.rt.store.record_ok(job.name)
                 job.ok_written, job.failed = now, False
+        except Fenced:
+            self.stopping.set()  # another agent is active now: nothing more may be written, not even this error
         except LedgerlinkError as exc:
             job.failed = True
             log.error("%s failed: %s", job.name, scrub(str(exc)))
@@ -208,12 +96,30 @@ def poll_payments(rt: Runtime) -> int:
     return new
 
 
+def reconcile(rt: Runtime) -> object:
+    """The nightly reconciliation sweep: every source row compared with the mirror by key and content hash."""
+    result = rt.syncer.reconcile()
+    log.info("reconciliation sweep: %s", result.summary())
+    return result
+
+
+def reconcile_due(rt: Runtime, interval: float) -> float:
+    """When the first reconciliation sweep is due: one interval after the last one the store recorded, so a
+    restart neither repeats a full read nor, restarting daily, postpones it for ever; soon on a new store."""
+    last = rt.store.component_status().get("reconcile", {}).get("last_ok_at")
+    if last is None:
+        return time.monotonic() + min(interval, 60.0)
+    elapsed = (utcnow() - last).total_seconds()
+    return time.monotonic() + max(0.0, interval - elapsed)
+
+
 def default_jobs(rt: Runtime) -> list[Job]:
     """The service's jobs; each reads its engine from the runtime at every run, so a hot reload takes effect."""
     inbox = InboxIntake(rt.links, rt.settings.home / "inbox")
     intervals = rt.settings.intervals
     jobs = [
         Job("sync", intervals.sync, lambda: rt.syncer.sync()),
+        Job("reconcile", intervals.reconcile, lambda: reconcile(rt), due=reconcile_due(rt, intervals.reconcile)),
         Job("payments", intervals.payments, lambda: poll_payments(rt)),
         Job("postings", intervals.postings, lambda: rt.outbox.run_once()),
         Job("expiry", intervals.expiry, lambda: rt.links.expire_due()),
@@ -246,22 +152,40 @@ def start_pay_page(rt: Runtime) -> object | None:
 
 
 def run_service(rt: Runtime, once: bool = False) -> int:
-    """Run until SIGTERM/SIGINT (or one pass with ``once``); 2 when another agent has this state store."""
+    """Run until SIGTERM/SIGINT (or one pass with ``once``); 2 when another agent has this state store, unless
+    this one is a standby (``standby = true`` on a PostgreSQL store): then it waits and takes over. 3 when the
+    lease was lost to another agent while running, so a supervisor starts this one again as the standby."""
     setup_logging(settings=rt.settings)
-    lock = InstanceLock(rt)
+    lock = rt.store.instance_lock()  # before any job runs
     try:
         lock.acquire()
     except AlreadyRunning as exc:
-        log.error("%s", exc)
-        return 2
+        if not (rt.settings.standby and lock.can_stand_by and not once):
+            log.error("%s", exc)
+            return 2
+        if not _stand_by(lock):
+            return 0
     try:
-        return _run_locked(rt, once)
+        code = _run_locked(rt, once, lock)
     finally:
         lock.release()
+    return 3 if lock.lost.is_set() else code
 
 
-def _run_locked(rt: Runtime, once: bool) -> int:
+def _stand_by(lock: StoreLock) -> bool:
+    """Wait as the hot standby until the active agent's lease is free; False when stopped meanwhile."""
+    stopping = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return lock.wait(stopping)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_locked(rt: Runtime, once: bool, lock: StoreLock) -> int:
     service = Service(rt, default_jobs(rt))
+    lock.on_lost = service.stopping.set  # fenced out by a takeover: stop at once, write nothing more
 
     def stop(signum: int, _frame: object) -> None:
         log.info("received %s, finishing the job in flight", signal.Signals(signum).name)

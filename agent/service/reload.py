@@ -22,11 +22,27 @@ from watchdog.observers.polling import PollingObserver
 from agent.core.errors import ConfigurationError
 from agent.core.scrub import scrub
 from agent.home.settings import load_settings
-from agent.runtime import Runtime, resolve_relative
-from mappings.format import load_mapping
+from agent.runtime import Runtime, open_connector, resolve_relative
+from mappings.format import MappingFile, load_mapping
 
 log = logging.getLogger("ledgerlink.reload")
 COMPONENT = "reload"
+
+
+def rehearse_mapping(mapping: MappingFile, rt: Runtime) -> None:
+    """Try a changed mapping's reads and postings statements against the firm database (nothing is changed);
+    raise ConfigurationError when the database refuses any, so a missing column is caught before a payment is.
+    An unreachable database refuses nothing: the mapping may well be right."""
+    if mapping == rt.mapping:
+        return
+    connector = open_connector(mapping, rt.secrets)
+    try:
+        refused = [r for r in connector.dry_run() if r.verdict == "refused"]
+    finally:
+        connector.close()
+    if refused:
+        raise ConfigurationError("the firm database refused the new mapping:\n"
+                                 + "\n".join(f"{r.what}: {r.message}" for r in refused))
 
 
 class _Handler(FileSystemEventHandler):
@@ -121,6 +137,7 @@ class ConfigWatcher:
             settings = load_settings(self.rt.settings.home)
             path = settings.mapping_path
             mapping = resolve_relative(load_mapping(path), path.parent)
+            rehearse_mapping(mapping, self.rt)
         except ConfigurationError as exc:
             return self._refused(str(exc))
         except Exception as exc:  # an error nobody foresaw in reading the files still only refuses this edit
@@ -136,5 +153,5 @@ class ConfigWatcher:
         text = scrub(message)
         log.error("configuration change refused, the running configuration is kept:\n%s", text)
         self.rt.store.record_error(COMPONENT, f"configuration change refused, the running one is kept: {text}")
-        self.refusals += 1
+        self.refusals += 1  # after the log line and the status: whoever waits on the count finds both
         return False

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, or_, select
 
 from agent.core.errors import DataError
 from agent.core.model import Matter, Payer, Statement
-from agent.state.schema import component_status, firm_clients, firm_matters, firm_payers, firm_statements
+from agent.state.schema import component_status, firm_clients, firm_matters, firm_payers, firm_statements, quarantine
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,11 @@ def mirror_as_of(conn: Connection, entity: str) -> dt.datetime | None:
     value: dt.datetime | None = conn.execute(select(component_status.c.last_ok_at).where(
         component_status.c.component == mirror_component(entity))).scalar()
     return value
+
+
+def quarantined_rows(conn: Connection, limit: int = 200) -> list[dict[str, Any]]:
+    """Source rows the sync set aside (entity, key, the firm's number, field, reason, when), for check and /status."""
+    q = quarantine.c
+    query = (select(q.entity, q.key, q.number, q.field, q.reason, q.first_seen, q.last_seen)
+             .order_by(q.entity, q.key).limit(limit))
+    return [dict(r) for r in conn.execute(query).mappings()]

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -87,6 +88,28 @@ checkpoints = Table(
     Column("last_key", Text),
     Column("rows_synced", Integer, nullable=False, default=0),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+quarantine = Table(
+    "sync_quarantine", metadata,
+    Column("entity", String(32), primary_key=True),
+    Column("key", KEY, primary_key=True),
+    Column("raw_key", Text, comment="JSON {type, value}: the key as the firm database types it, to re-read it"),
+    Column("number", Text, comment="the firm's own number (bill, matter), when the row had one"),
+    Column("field", String(32)),
+    Column("reason", Text, nullable=False),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    comment="source rows the sync could not use; the rest of their batch was stored, these are re-read each pass",
+)
+
+lease = Table(
+    "agent_lease", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", Text, comment="who is active: 'pid N on host'; NULL once released"),
+    Column("token", BigInteger, nullable=False, comment="fencing token: +1 on every takeover"),
+    Column("acquired_at", UTCDateTime),
+    Column("expires_at", UTCDateTime, comment="by the database's clock; renewed by the active agent"),
 )
 
 component_status = Table(

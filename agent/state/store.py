@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from agent.core.errors import ConfigurationError
 from agent.state import schema
+from agent.state.lock import StoreLock
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -46,6 +47,9 @@ class StateStore:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url, pool_pre_ping=True, pool_recycle=1800)
+        # Set by the instance lease while this agent is the active one: checks the fencing token first thing in
+        # every write transaction (agent.state.lock).
+        self.fence: Callable[[Connection], None] | None = None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -80,6 +84,8 @@ class StateStore:
         with self.engine.connect() as conn:
             conn.execution_options(sqlite_immediate=True)
             with conn.begin():
+                if self.fence is not None:
+                    self.fence(conn)
                 yield conn
 
     @contextmanager
@@ -87,6 +93,10 @@ class StateStore:
         """A read-only snapshot that never waits for writers (WAL)."""
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    def instance_lock(self) -> StoreLock:
+        """The store's single-instance lock (not yet taken): whatever home an agent runs from, one per store."""
+        return StoreLock(self)
 
     def close(self) -> None:
         self.engine.dispose()

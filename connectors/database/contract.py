@@ -6,17 +6,18 @@ to exact Decimal, statuses mapped, naive timestamps given the firm's zone) happe
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
-from agent.core.errors import ConfigurationError, DataError
+from agent.core.errors import ConfigurationError, DataError, LedgerlinkError
 from agent.core.model import check_decimals, exponent, from_minor, to_decimal
-from mappings.format import ENTITY_FIELDS, EntityMapping, MappingFile
+from mappings.format import ENTITY_FIELDS, POSTING_PARAMS, EntityMapping, MappingFile, ProcedurePostings, SqlPostings
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,27 @@ class Position:
     key: Any
 
 
+class RowError(DataError):
+    """One source row that cannot be used as it stands: quarantined by the sync while the rest of it goes on."""
+
+    def __init__(self, entity: str, key: str | None, number: str | None, field: str | None, reason: str,
+                 raw_key: Any = None) -> None:
+        self.entity, self.key, self.number, self.field, self.reason = entity, key, number, field, reason
+        self.raw_key = raw_key  # as the database typed it, to read the row again by key
+        named = f" (number {number})" if number and number != key else ""
+        super().__init__(f"{entity} {key if key is not None else '(NULL key)'}{named}"
+                         f"{' ' + field if field else ''}: {reason}")
+
+
 @dataclass(frozen=True)
 class Batch:
-    """Converted rows plus the position after the last one; stored together so a resume never skips rows."""
+    """Converted rows plus the position after the last one; stored together so a resume never skips rows.
+    ``rejected`` are the rows in the page that could not be converted (the position still moves past them)."""
 
     entity: str
     rows: list[dict[str, Any]]
     position: Position | None
+    rejected: list[RowError] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -174,7 +189,7 @@ class RowConverter:
             return _memo(lambda v: (str(v).strip().upper() if v else self.fixed_currency))
         return _text
 
-    def _money(self, raw: Any, currency: str, key: str, field: str) -> Decimal:
+    def _money(self, raw: Any, currency: str, key: str, number: str | None, name: str) -> Decimal:
         """Exact money from a database value; the common types take a fast path (this runs twice per row)."""
         quantum = self._quanta.get(currency)
         if quantum is None:
@@ -183,32 +198,154 @@ class RowConverter:
             return Decimal(raw) * quantum
         if not self.minor_units and type(raw) is Decimal and raw.is_finite() and raw == raw.quantize(quantum):
             return raw.quantize(quantum)
-        where = f"statements {key} {field}"
         if raw is None:
-            raise DataError(f"{where} is NULL")
-        if self.minor_units:
-            if isinstance(raw, float) and not raw.is_integer():
-                raise DataError(f"{where}: {raw!r} is not whole minor units")
-            return from_minor(int(to_decimal(raw, field=where)), currency)
-        return check_decimals(to_decimal(raw, field=where), currency, field=where)
+            raise RowError("statements", key, number, name, "is NULL")
+        try:
+            if self.minor_units:
+                if isinstance(raw, float) and not raw.is_integer():
+                    raise DataError(f"{raw!r} is not whole minor units")
+                return from_minor(int(to_decimal(raw, field=name)), currency)
+            return check_decimals(to_decimal(raw, field=name), currency, field=name)
+        except (DataError, ValueError, ArithmeticError) as exc:
+            raise RowError("statements", key, number, name, str(exc).removeprefix(f"{name}: ")) from None
+
+    def _field_error(self, key: str, values: tuple[Any, ...] | list[Any], raw_key: Any) -> RowError:
+        """The slow path after a conversion failed: which field, and the row's own number if it converts."""
+        number = None
+        if "number" in self.names:
+            with contextlib.suppress(DataError):
+                number = _key(values[self.names.index("number")])
+        for name, fn, value in zip(self.names, self.fns, values):  # noqa: B905 - lengths checked by convert
+            try:
+                fn(value)
+            except DataError as exc:
+                return RowError(self.entity, key, number, name, str(exc).removeprefix(f"{name}: "), raw_key)
+        return RowError(self.entity, key, number, None, "a value could not be converted", raw_key)
 
     def convert(self, row: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
+        """One record, or RowError naming the row (key and the firm's number) and the field that is wrong."""
         key = _key(row[0])
         if key is None:
-            raise DataError(f"{self.entity}: a row has a NULL key ({self.selection.key})")
+            raise RowError(self.entity, None, None, self.selection.key, "the key is NULL")
         record: dict[str, Any] = {"key": key, **self.defaults}
         record["deleted"] = bool(row[self.offset - 1]) if self.selection.deleted else False
         values = row[self.offset:]
         if len(values) != len(self.fns):
             raise DataError(f"{self.entity}: a row has {len(values)} mapped values, expected {len(self.fns)}")
-        record.update(zip(self.names, [fn(v) for fn, v in zip(self.fns, values)]))  # noqa: B905 - checked above
+        try:
+            record.update(zip(self.names, [fn(v) for fn, v in zip(self.fns, values)]))  # noqa: B905 - checked
+        except DataError:
+            raise self._field_error(key, values, row[0]) from None
         if self.entity == "statements":
             currency = record["currency"]
-            record["amount"] = self._money(record["amount"], currency, key, "amount")
-            record["balance"] = self._money(record["balance"], currency, key, "balance")
+            number = record.get("number")
+            try:
+                record["amount"] = self._money(record["amount"], currency, key, number, "amount")
+                record["balance"] = self._money(record["balance"], currency, key, number, "balance")
+            except RowError as exc:
+                exc.raw_key = row[0]
+                raise
         elif record.get("name") is None and self.entity in ("clients", "payers"):
             record["name"] = ""
         return record
+
+
+def convert_rows(converter: RowConverter, raw: list[tuple[Any, ...]]) -> tuple[list[dict[str, Any]], list[RowError]]:
+    """Convert a page; a row that cannot be used is set aside (quarantined), never allowed to stop the page."""
+    try:
+        return [converter.convert(r) for r in raw], []  # the common case: one comprehension, no per-row try
+    except RowError:
+        pass
+    rows: list[dict[str, Any]] = []
+    rejected: list[RowError] = []
+    for r in raw:
+        try:
+            rows.append(converter.convert(r))
+        except RowError as exc:
+            rejected.append(exc)
+    return rows, rejected
+
+
+def readable(sql: str) -> str:
+    """A query whole, on one line: error messages show exactly what ran, never a cut-off prefix."""
+    return " ".join(sql.split())
+
+
+def source_context(entity: str, selection: Selection) -> str:
+    """What an entity read says in an error: the table, or the whole query."""
+    return f"reading {entity} from {'query ' + readable(selection.source) if selection.is_query else selection.source}"
+
+
+def posting_context(params: Mapping[str, Any]) -> str:
+    """What a posting says in an error: our reference and the firm's own bill number, which staff search by."""
+    number = params.get("statement_number")
+    key = params.get("statement_key")
+    where = f" (statement {number}, key {key})" if number and number != key else (f" (statement {key})" if key else "")
+    return f"posting {params.get('reference')}{where}"
+
+
+def not_ready_reason(row: Any) -> str | None:
+    """The verdict of a ``postings.ready`` row: None when the firm database can take the write now, else why not.
+
+    The first column is the verdict (true, non-zero, 'y'/'yes'/'true'/'1'); an optional second one the reason.
+    """
+    if row is None:
+        return "the mapping's ready query returned no row"
+    value = row[0]
+    if isinstance(value, str):
+        ok = value.strip().lower() in ("1", "t", "true", "y", "yes")
+    else:
+        ok = value is not None and bool(value)
+    if ok:
+        return None
+    reason = row[1] if len(row) > 1 and row[1] not in (None, "") else None
+    return str(reason).strip() if reason is not None else "the mapping's ready query says not now"
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """One mapped query or postings statement tried against the firm database without changing it.
+
+    ``refused``: the database says the mapping is wrong (a missing column or table, bad syntax); ``unchecked``:
+    it could not be tried (the database is unreachable, or a procedure that might commit); ``ok`` may carry a
+    note, e.g. that the made-up sample values broke a constraint, which says nothing against the mapping.
+    """
+
+    what: str
+    sql: str | None
+    verdict: Literal["ok", "refused", "unchecked"]
+    message: str | None = None
+
+
+def rehearse(what: str, sql: str | None, attempt: Callable[[], object]) -> Rehearsal:
+    try:
+        attempt()
+    except ConfigurationError as exc:
+        return Rehearsal(what, sql, "refused", str(exc))
+    except DataError as exc:
+        return Rehearsal(what, sql, "ok", f"the sample values were rejected, as made-up values may be: {exc}")
+    except LedgerlinkError as exc:
+        return Rehearsal(what, sql, "unchecked", str(exc))
+    return Rehearsal(what, sql, "ok")
+
+
+def sample_params(mapping: MappingFile) -> dict[str, Any]:
+    """Made-up values of the right types for every posting parameter, to rehearse statements with."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
+    values: dict[str, Any] = {
+        "reference": "ledgerlink-dry-run", "payment_id": "ledgerlink-dry-run", "provider": "sandbox",
+        "kind": "payment", "amount": Decimal("0.01"), "amount_abs": Decimal("0.01"), "amount_minor": 1,
+        "amount_text": "0.01", "currency": mapping.currency, "statement_key": "0", "statement_number": "0",
+        "matter_key": "0", "matter_number": "0", "client_key": None, "paid_at": now, "paid_on": now.date(),
+        "paid_at_local": now, "paid_on_local": now.date(), "posting_uuid": "00000000-0000-0000-0000-000000000000",
+        "posting_uuid_hex": "0" * 32, "method": "bank", "description": "ledgerlink dry run", "link_id": "dry-run",
+    }
+    assert set(values) == set(POSTING_PARAMS), "every posting parameter needs a sample value"
+    return {**mapping.params, **values}
+
+
+def is_select(sql: str) -> bool:
+    return sql.lstrip().lower().startswith(("select", "with"))
 
 
 def step_back(value: Any, seconds: int) -> Any:
@@ -267,6 +404,47 @@ class Connector(ABC):
         """In ONE transaction: the existence check on params['reference'], then the mapping's statements (or
         procedure). Returns False when the reference was already there (nothing written)."""
 
+    def read_keys(self, entity: str, keys: list[Any]) -> list[tuple[Any, ...]] | None:
+        """Raw rows (``Selection.columns`` order) for these keys as the database types them, to retry quarantined
+        rows on every pass. None: this connector cannot, so such a row is retried when it changes."""
+        return None
+
+    def read_rows(self, entity: str, keys: list[Any]) -> Batch | None:
+        """Converted rows for these keys (position None: a re-read moves no checkpoint)."""
+        raw = self.read_keys(entity, keys)
+        if raw is None:
+            return None
+        rows, rejected = convert_rows(self.converters[entity], raw)
+        return Batch(entity, rows, None, rejected)
+
+    def probe(self, entity: str) -> None:
+        """Run the entity's read once (one row); the database's error if a mapped table or column is missing."""
+        self.read_raw(entity, None, None, 1)
+
+    def explain(self, sql: str, params: Mapping[str, Any]) -> None:
+        """Have the database check one postings statement without changing anything (EXPLAIN, or a transaction
+        that is rolled back). Connectors that cannot raise ConfigurationError."""
+        raise ConfigurationError(f"the {self.name} connector cannot rehearse postings statements")
+
+    def dry_run(self) -> list[Rehearsal]:
+        """Every mapped read and every postings statement, tried without a change: ``check`` and hot reload run
+        this so a mapping naming a missing column is caught before a payment is."""
+        out = [rehearse(f"entities.{e}", c.selection.source if c.selection.is_query else None,
+                        lambda e=e: self.probe(e)) for e, c in self.converters.items()]
+        postings = self.mapping.postings
+        if not isinstance(postings, SqlPostings | ProcedurePostings):
+            return out
+        params = sample_params(self.mapping)
+        sqls = [("postings.ready", postings.ready)] if postings.ready else []
+        sqls.append(("postings.exists", postings.exists))
+        if isinstance(postings, SqlPostings):
+            sqls += [(f"postings.statements.{i}", sql) for i, sql in enumerate(postings.statements)]
+        out += [rehearse(what, sql, lambda sql=sql: self.explain(sql, params)) for what, sql in sqls]
+        if isinstance(postings, ProcedurePostings):
+            out.append(Rehearsal("postings.call", postings.call, "unchecked",
+                                 "a stored procedure is not rehearsed: it could commit on its own"))
+        return out
+
     def pending_requests(self, limit: int) -> list[dict[str, Any]]:
         """Rows of the mapping's request table waiting for a link: {'key', 'matter', 'amount', ...}."""
         raise ConfigurationError(f"the {self.name} connector cannot read request tables")
@@ -295,9 +473,9 @@ class Connector(ABC):
             raw = self.read_raw(entity, after, since if after is None else None, batch_size)
             if not raw:
                 return
-            rows = [converter.convert(r) for r in raw]
+            rows, rejected = convert_rows(converter, raw)
             last = raw[-1]
             after = Position(last[1], last[0]) if has_wm else Position(None, last[0])
-            yield Batch(entity, rows, after)
+            yield Batch(entity, rows, after, rejected)
             if len(raw) < batch_size:
                 return

@@ -14,8 +14,18 @@ from typing import Any
 import pyodbc
 
 from agent.core.errors import ConfigurationError
-from connectors.database.contract import Connector, EntityInfo, Position, Selection
-from connectors.database.errors import classify
+from connectors.database.contract import (
+    Connector,
+    EntityInfo,
+    Position,
+    Selection,
+    is_select,
+    not_ready_reason,
+    posting_context,
+    readable,
+    source_context,
+)
+from connectors.database.errors import NotReady, classify
 from mappings.format import MappingFile, ProcedurePostings, RequestTable, SqlPostings
 from mappings.sqlparams import to_qmark
 
@@ -48,29 +58,51 @@ class ODBCConnector(Connector):
         # MariaDB Connector/ODBC 3.1 hands wide-character columns over as UTF-8 bytes; decoding them as UTF-16
         # silently drops the last character of non-ASCII names. Measured on 3.1.15 (Debian 12).
         self.wchar_encoding = options.get("wchar_encoding", "utf-8" if "mariadb" in driver else None)
+        self.sqlite = "sqlite" in driver
         self._conn: pyodbc.Connection | None = None
+        self._writer: pyodbc.Connection | None = None
 
     # ------------------------------------------------------------------------------------------ plumbing
 
+    def _open(self, autocommit: bool = False) -> pyodbc.Connection:
+        try:
+            conn = pyodbc.connect(self.connection_string, autocommit=autocommit, timeout=10)
+        except pyodbc.Error as exc:
+            raise classify(exc, "connecting through ODBC") from None
+        # pyodbc's timeout= is only the login timeout; a query timeout needs the attribute, which some
+        # drivers (psqlODBC) do not support: then the server's own statement timeout is what applies.
+        with contextlib.suppress(pyodbc.Error):
+            conn.timeout = self.query_timeout
+        if self.wchar_encoding:
+            conn.setdecoding(pyodbc.SQL_WCHAR, encoding=self.wchar_encoding)
+        return conn
+
     def _connection(self) -> pyodbc.Connection:
         if self._conn is None:
-            try:
-                self._conn = pyodbc.connect(self.connection_string, autocommit=False, timeout=10)
-            except pyodbc.Error as exc:
-                raise classify(exc, "connecting through ODBC") from None
-            # pyodbc's timeout= is only the login timeout; a query timeout needs the attribute, which some
-            # drivers (psqlODBC) do not support: then the server's own statement timeout is what applies.
-            with contextlib.suppress(pyodbc.Error):
-                self._conn.timeout = self.query_timeout
-            if self.wchar_encoding:
-                self._conn.setdecoding(pyodbc.SQL_WCHAR, encoding=self.wchar_encoding)
+            self._conn = self._open()
         return self._conn
 
+    def _writer_connection(self) -> pyodbc.Connection:
+        """The write-back's own connection. SQLite's driver would BEGIN a deferred transaction, so the writer
+        runs in autocommit and issues BEGIN IMMEDIATE itself (the write lock from the start); on servers it is
+        SERIALIZABLE, so the existence check and the writes see and lock the same rows."""
+        if self._writer is None:
+            conn = self._open(autocommit=self.sqlite)
+            if not self.sqlite:
+                try:
+                    conn.set_attr(pyodbc.SQL_ATTR_TXN_ISOLATION, pyodbc.SQL_TXN_SERIALIZABLE)
+                except pyodbc.Error as exc:
+                    conn.close()
+                    raise classify(exc, "setting SERIALIZABLE isolation for the write-back") from None
+            self._writer = conn
+        return self._writer
+
     def _drop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(pyodbc.Error):
-                self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._writer):
+            if conn is not None:
+                with contextlib.suppress(pyodbc.Error):
+                    conn.close()
+        self._conn = self._writer = None
 
     def _fetch(self, context: str, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
         conn = self._connection()
@@ -109,7 +141,7 @@ class ODBCConnector(Connector):
         for entity, conv in self.converters.items():
             sel = conv.selection
             cols = ", ".join(self.q(c) for c in dict.fromkeys(sel.columns))
-            context = f"reading {entity} ({sel.source[:60]})"
+            context = source_context(entity, sel)
             self._fetch(context, self._page(cols, self._source(sel), "", self.q(sel.key), 1), [])
             if sel.watermark:
                 wm = self.q(sel.watermark)
@@ -120,6 +152,29 @@ class ODBCConnector(Connector):
                 newest, nulls = None, 0
             out[entity] = EntityInfo(entity, int(count), newest, int(nulls))
         return out
+
+    def probe(self, entity: str) -> None:
+        sel = self.converters[entity].selection
+        cols = ", ".join(self.q(c) for c in dict.fromkeys(sel.columns))
+        self._fetch(source_context(entity, sel), self._page(cols, self._source(sel), "", self.q(sel.key), 1), [])
+
+    def explain(self, sql: str, params: Mapping[str, Any]) -> None:
+        """SELECTs run as they are; writes are EXPLAINed on PostgreSQL, MariaDB/MySQL and SQLite (checked, never
+        executed), else run in a transaction that is rolled back."""
+        driver = self.connection_string.lower()
+        explain = not is_select(sql) and any(k in driver for k in ("postgres", "psql", "mariadb", "mysql", "sqlite"))
+        query, values = to_qmark(("EXPLAIN " if explain else "") + sql, params)
+        conn = self._connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(query, values)
+            if cur.description is not None:
+                cur.fetchall()
+            cur.close()
+            conn.rollback()
+        except pyodbc.Error as exc:
+            self._drop()
+            raise classify(exc, f"rehearsing {readable(sql)}") from None
 
     def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
         sel = self.converters[entity].selection
@@ -140,6 +195,15 @@ class ODBCConnector(Connector):
                 where, params = f" WHERE {key} > ?", [after.key]
             order = key
         return self._fetch(f"reading {entity}", self._page(cols, self._source(sel), where, order, limit), params)
+
+    def read_keys(self, entity: str, keys: list[Any]) -> list[tuple[Any, ...]] | None:
+        if not keys:
+            return []
+        sel = self.converters[entity].selection
+        cols = ", ".join(self.q(c) for c in sel.columns)
+        marks = ", ".join("?" for _ in keys)
+        sql = f"SELECT {cols} FROM {self._source(sel)} WHERE {self.q(sel.key)} IN ({marks})"
+        return self._fetch(f"re-reading quarantined {entity}", sql, list(keys))
 
     def keys(self, entity: str, batch_size: int) -> Iterator[list[str]]:
         sel = self.converters[entity].selection
@@ -168,26 +232,47 @@ class ODBCConnector(Connector):
         sql, params = to_qmark(self._postings().exists, {"reference": reference})
         return bool(self._fetch("postings existence check", sql, params))
 
+    def _end(self, conn: pyodbc.Connection, commit: bool) -> None:
+        if self.sqlite:
+            conn.execute("COMMIT" if commit else "ROLLBACK")
+        elif commit:
+            conn.commit()
+        else:
+            conn.rollback()
+
     def write_posting(self, params: Mapping[str, Any]) -> bool:
+        """ready (if mapped), the existence check and the writes in one transaction."""
         postings = self._postings()
         statements = postings.statements if isinstance(postings, SqlPostings) else [postings.call]
-        conn = self._connection()
+        conn = self._writer_connection()
+        context = posting_context(params)
+        where = context
         try:
             cur = conn.cursor()
+            if self.sqlite:
+                cur.execute("BEGIN IMMEDIATE")
+            if postings.ready is not None:
+                sql, values = to_qmark(postings.ready, params)
+                reason = not_ready_reason(cur.execute(sql, values).fetchone())
+                if reason is not None:
+                    self._end(conn, commit=False)
+                    raise NotReady(f"the firm database is not ready: {reason}")
             sql, values = to_qmark(postings.exists, params)
             if cur.execute(sql, values).fetchone() is not None:
-                conn.rollback()
+                self._end(conn, commit=False)
                 return False
             for statement in statements:
+                where = f"{context}, statement {readable(statement)}"
                 sql, values = to_qmark(statement, params)
                 cur.execute(sql, values)
-            conn.commit()
+            where = context
+            self._end(conn, commit=True)
             return True
         except pyodbc.Error as exc:
             with contextlib.suppress(pyodbc.Error):
-                conn.rollback()
+                self._end(conn, commit=False)
             self._drop()
-            raise classify(exc, f"posting {params.get('reference')}") from None
+            raise classify(exc, where) from None
 
     def _requests(self) -> RequestTable:
         if self.mapping.requests is None:

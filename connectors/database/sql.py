@@ -13,6 +13,7 @@ from sqlalchemy import (
     and_,
     column,
     create_engine,
+    event,
     func,
     or_,
     select,
@@ -23,9 +24,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.sql import FromClause
 
-from agent.core.errors import ConfigurationError
-from connectors.database.contract import Connector, EntityInfo, Position, Selection
-from connectors.database.errors import classify
+from agent.core.errors import ConfigurationError, LedgerlinkError
+from connectors.database.contract import (
+    Connector,
+    EntityInfo,
+    Position,
+    Selection,
+    is_select,
+    not_ready_reason,
+    posting_context,
+    readable,
+    source_context,
+)
+from connectors.database.errors import NotReady, classify
 from mappings.format import MappingFile, ProcedurePostings, RequestTable, SqlPostings
 from mappings.sqlparams import param_names
 
@@ -36,6 +47,14 @@ def _from(selection: Selection) -> FromClause:
         return text(selection.source).columns(*cols).subquery("src")
     schema, _, name = selection.source.rpartition(".")
     return table(name, *cols, schema=schema or None)
+
+
+def _sqlite_autocommit(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # pysqlite would BEGIN only before the first write: let SQLAlchemy BEGIN
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
 
 
 def bound(sql: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,6 +78,9 @@ class SQLAlchemyConnector(Connector):
             self.engine: Engine = create_engine(url, **options)
         except (ArgumentError, NoSuchModuleError, ImportError, TypeError) as exc:
             raise ConfigurationError(f"source.url {source.url!r}: {exc}") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_autocommit)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self.froms = {e: _from(c.selection) for e, c in self.converters.items()}
         self._writer: Connection | None = None
 
@@ -92,9 +114,38 @@ class SQLAlchemyConnector(Connector):
                         return row[0], row[1], row[2]
                     return conn.execute(select(func.count()).select_from(src)).scalar_one(), None, 0
 
-            count, newest, nulls = self._run(f"reading {entity} ({sel.source[:60]})", info)
+            count, newest, nulls = self._run(source_context(entity, sel), info)
             out[entity] = EntityInfo(entity, count, newest, nulls)
         return out
+
+    def probe(self, entity: str) -> None:
+        src = self.froms[entity]
+        sel = self.converters[entity].selection
+
+        def once() -> None:
+            with self.engine.connect() as conn:
+                conn.execute(select(*[src.c[c] for c in sel.columns]).limit(1)).fetchall()
+
+        self._run(source_context(entity, sel), once)
+
+    def explain(self, sql: str, params: Mapping[str, Any]) -> None:
+        """SELECTs run as they are; writes are EXPLAINed where the dialect can (PostgreSQL, MariaDB/MySQL, SQLite:
+        checked and planned, never executed, so no sequence or identity number is used up), else run in a
+        transaction that is rolled back."""
+        dialect = self.engine.dialect.name
+        explain = not is_select(sql) and dialect in ("postgresql", "mysql", "mariadb", "sqlite")
+
+        def attempt() -> None:
+            with self.engine.connect() as conn:
+                trans = conn.begin()
+                try:
+                    result = conn.execute(text(("EXPLAIN " if explain else "") + sql), bound(sql, params))
+                    if result.returns_rows:
+                        result.fetchall()
+                finally:
+                    trans.rollback()
+
+        self._run(f"rehearsing {readable(sql)}", attempt)
 
     def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
         src = self.froms[entity]
@@ -121,6 +172,17 @@ class SQLAlchemyConnector(Connector):
 
         return self._run(f"reading {entity}", fetch)
 
+    def read_keys(self, entity: str, keys: list[Any]) -> list[tuple[Any, ...]] | None:
+        src = self.froms[entity]
+        sel = self.converters[entity].selection
+        query = select(*[src.c[c] for c in sel.columns]).where(src.c[sel.key].in_(keys))
+
+        def fetch() -> list[tuple[Any, ...]]:
+            with self.engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(query)]
+
+        return self._run(f"re-reading quarantined {entity}", fetch) if keys else []
+
     def keys(self, entity: str, batch_size: int) -> Iterator[list[str]]:
         src = self.froms[entity]
         key = src.c[self.converters[entity].selection.key]
@@ -141,25 +203,49 @@ class SQLAlchemyConnector(Connector):
 
         return self._run("postings existence check", probe)
 
+    def _writer_connection(self) -> Connection:
+        """The outbox's own connection, kept between postings: checking a pooled connection out and pinging it
+        for every posting cost more than the posting itself. Its transactions hold the write lock from BEGIN on
+        SQLite (BEGIN IMMEDIATE) and run SERIALIZABLE on servers, so no other writer can slip the same
+        reference in between the existence check and the writes."""
+        if self._writer is None or self._writer.closed or self._writer.invalidated:
+            conn = self.engine.connect()
+            if self.engine.dialect.name == "sqlite":
+                conn.execution_options(sqlite_immediate=True)
+            else:
+                conn.execution_options(isolation_level="SERIALIZABLE")
+            self._writer = conn
+        return self._writer
+
     def write_posting(self, params: Mapping[str, Any]) -> bool:
-        """One transaction per posting on a connection kept for the outbox: checking a pooled connection out and
-        pinging it for every posting cost more than the posting itself. A failed connection is dropped and the
-        next posting opens a fresh one."""
+        """ready (if mapped), the existence check and the writes in one transaction; a failed connection is
+        dropped and the next posting opens a fresh one."""
         postings = self._sql_postings()
         statements = postings.statements if isinstance(postings, SqlPostings) else [postings.call]
-        if self._writer is None or self._writer.closed or self._writer.invalidated:
-            self._writer = self.engine.connect()
-        conn = self._writer
+        conn = self._writer_connection()
+        context = posting_context(params)
         try:
             with conn.begin():
+                if postings.ready is not None:
+                    reason = not_ready_reason(conn.execute(text(postings.ready),
+                                                           bound(postings.ready, params)).first())
+                    if reason is not None:
+                        raise NotReady(f"the firm database is not ready: {reason}")
                 if conn.execute(text(postings.exists), bound(postings.exists, params)).first() is not None:
                     return False
                 for sql in statements:
-                    conn.execute(text(sql), bound(sql, params))
+                    try:
+                        conn.execute(text(sql), bound(sql, params))
+                    except DBAPIError as exc:
+                        raise classify(exc, f"{context}, statement {readable(sql)}") from None
                 return True
         except DBAPIError as exc:
             self._close_writer()
-            raise classify(exc, f"posting {params.get('reference')}") from None
+            raise classify(exc, context) from None
+        except LedgerlinkError as exc:
+            if not isinstance(exc, NotReady):
+                self._close_writer()
+            raise
 
     def _close_writer(self) -> None:
         if self._writer is not None:

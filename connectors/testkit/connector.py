@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
+import threading
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -23,8 +26,9 @@ import sqlalchemy as sa
 from agent.core.errors import ConfigurationError, TransientError
 from agent.engine.sync import Syncer
 from agent.state import StateStore
-from agent.state.schema import firm_clients, firm_matters, firm_statements
+from agent.state.schema import firm_clients, firm_matters, firm_statements, quarantine
 from connectors.database.contract import Connector
+from connectors.database.errors import NotReady
 from connectors.testkit.databases import TempDatabase
 from mappings.format import MappingFile, parse_mapping
 
@@ -104,7 +108,7 @@ class Firm:
     def money(self, text: str) -> Any:
         return text if self.db.kind == "sqlite" else Decimal(text)
 
-    def mapping(self, **entity_overrides: dict[str, Any]) -> MappingFile:
+    def mapping(self, postings: str | None = None, **entity_overrides: dict[str, Any]) -> MappingFile:
         if self.via_odbc:
             source = f"source: {{connector: odbc, connection_string: '{self.db.odbc.replace(';Pwd=;', ';')}'}}"
         else:
@@ -127,14 +131,18 @@ class Firm:
         for name, override in entity_overrides.items():
             entities[name] = {**entities[name], **override}
         text = (f"version: 1\n{source}\ntimezone: UTC\nentities: {json.dumps(entities)}\n"
-                "postings:\n  kind: sql\n  exists: SELECT 1 FROM receipts WHERE reference = :reference\n"
-                "  statements:\n"
-                "    - INSERT INTO receipts (reference, statement_id, amount_pence) "
-                "VALUES (:reference, :statement_key, :amount_minor)\n")
+                + (postings or "postings:\n  kind: sql\n  exists: SELECT 1 FROM receipts WHERE reference = :reference\n"
+                   "  statements:\n"
+                   "    - INSERT INTO receipts (reference, statement_id, amount_pence) "
+                   "VALUES (:reference, :statement_key, :amount_minor)\n"))
         return parse_mapping(text, Path(f"<{self.db.kind} contract mapping>"))
 
-    def connector(self, **entity_overrides: dict[str, Any]) -> Connector:
-        return self.connector_class(self.mapping(**entity_overrides))
+    def connector(self, postings: str | None = None, **entity_overrides: dict[str, Any]) -> Connector:
+        return self.connector_class(self.mapping(postings, **entity_overrides))
+
+    def sleep_sql(self, seconds: float) -> str:
+        """A statement that holds the transaction open (to make two writers overlap)."""
+        return {"postgresql": f"SELECT pg_sleep({seconds})", "mariadb": f"SELECT SLEEP({seconds})"}[self.db.kind]
 
 
 def seed(firm: Firm) -> None:
@@ -293,3 +301,171 @@ class ConnectorContract:
         assert connector.posting_exists("PM1:103")
         assert firm.scalar("SELECT COUNT(*) FROM receipts WHERE reference = 'PM1:103'") == 1
         connector.close()
+
+    def test_write_back_naming_a_missing_column_or_table_fails_as_configuration(self, firm: Firm) -> None:
+        seed(firm)
+        params = {"reference": "PM1:103", "statement_key": "103", "statement_number": "B-103", "amount_minor": 1}
+        for target in ("receipts (reference, no_such_column) VALUES (:reference, :amount_minor)",
+                       "no_such_table (reference) VALUES (:reference)"):
+            connector = firm.connector(
+                "postings:\n  kind: sql\n  exists: SELECT 1 FROM receipts WHERE reference = :reference\n"
+                f"  statements:\n    - INSERT INTO {target}\n")
+            with pytest.raises(ConfigurationError) as err:  # not TransientError: retrying cannot help
+                connector.write_posting(params)
+            text = str(err.value)
+            assert "no_such" in text.lower() and "statement B-103" in text and f"INSERT INTO {target}" in text
+            connector.close()
+        assert firm.scalar("SELECT COUNT(*) FROM receipts") == 0
+
+    def test_ready_query_holds_the_write_until_it_turns_true(self, firm: Firm) -> None:
+        seed(firm)
+        firm.execute("CREATE TABLE book_locks (book VARCHAR(20), holder VARCHAR(40))")
+        firm.execute("INSERT INTO book_locks VALUES ('sales', 'JSMITH has the sales ledger open')")
+        connector = firm.connector(
+            "postings:\n  kind: sql\n"
+            "  ready: SELECT CASE WHEN COUNT(*) = 0 THEN 1 ELSE 0 END, MAX(holder) FROM book_locks\n"
+            "  exists: SELECT 1 FROM receipts WHERE reference = :reference\n  statements:\n"
+            "    - INSERT INTO receipts (reference, statement_id, amount_pence) "
+            "VALUES (:reference, :statement_key, :amount_minor)\n")
+        params = {"reference": "PM1:103", "statement_key": "103", "amount_minor": 64430}
+        with pytest.raises(NotReady, match="JSMITH has the sales ledger open"):
+            connector.write_posting(params)
+        assert firm.scalar("SELECT COUNT(*) FROM receipts") == 0
+        firm.execute("DELETE FROM book_locks")
+        assert connector.write_posting(params) is True
+        assert firm.scalar("SELECT COUNT(*) FROM receipts WHERE reference = 'PM1:103'") == 1
+        connector.close()
+
+    def test_existence_check_runs_inside_the_write_transaction(self, firm: Firm) -> None:
+        """Two agents writing one reference at the same moment into a table with no UNIQUE constraint: the check
+        and the writes are one transaction at the isolation the check needs, so exactly one row lands."""
+        seed(firm)
+        firm.execute("CREATE TABLE plain_receipts (reference VARCHAR(191) NOT NULL, amount_pence INTEGER NOT NULL)")
+        if firm.db.kind == "sqlite":
+            self._sqlite_check_waits_for_the_write_lock(firm)
+            return
+        postings = ("postings:\n  kind: sql\n  exists: SELECT 1 FROM plain_receipts WHERE reference = :reference\n"
+                    "  statements:\n    - INSERT INTO plain_receipts VALUES (:reference, :amount_minor)\n"
+                    f"    - {firm.sleep_sql(0.5)}\n")
+        outcomes: list[str] = []
+
+        def agent(delay: float) -> None:
+            connector = firm.connector(postings)
+            time.sleep(delay)
+            for _ in range(10):
+                try:
+                    outcomes.append("wrote" if connector.write_posting({"reference": "PM1:103",
+                                                                        "amount_minor": 500}) else "already")
+                    break
+                except TransientError:
+                    outcomes.append("retry")
+            connector.close()
+
+        threads = [threading.Thread(target=agent, args=(d,)) for d in (0.0, 0.1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert firm.scalar("SELECT COUNT(*) FROM plain_receipts") == 1
+        assert outcomes.count("wrote") == 1 and outcomes.count("already") == 1, outcomes
+
+    def _sqlite_check_waits_for_the_write_lock(self, firm: Firm) -> None:
+        """On SQLite the check must hold the write lock from BEGIN: a deferred BEGIN (or none) would answer
+        'already there' without waiting for a writer that has the lock."""
+        firm.execute("INSERT INTO receipts (reference, statement_id, amount_pence) VALUES ('PM1:103', 103, 1)")
+        connector = firm.connector(
+            "postings:\n  kind: sql\n  exists: SELECT 1 FROM receipts WHERE reference = :reference\n"
+            "  statements:\n    - INSERT INTO receipts (reference, statement_id, amount_pence) "
+            "VALUES (:reference, :statement_key, :amount_minor)\n",
+        ) if not firm.via_odbc else firm.connector()
+        holder = sqlite3.connect(firm.db.url.database, isolation_level=None, timeout=0)
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        try:
+            self._with_short_busy_timeout(connector)
+            with pytest.raises(TransientError, match="locked"):
+                connector.write_posting({"reference": "PM1:103", "statement_key": "103", "amount_minor": 1})
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert connector.write_posting({"reference": "PM1:103", "statement_key": "103", "amount_minor": 1}) is False
+        connector.close()
+
+    @staticmethod
+    def _with_short_busy_timeout(connector: Connector) -> None:
+        engine = getattr(connector, "engine", None)
+        if engine is not None:
+            sa.event.listen(engine, "connect", lambda dbapi, _rec: dbapi.execute("PRAGMA busy_timeout=200"))
+            engine.dispose()
+        else:
+            connector.connection_string = connector.connection_string.replace("Timeout=30000", "Timeout=200")
+
+    def test_a_bad_row_is_quarantined_the_rest_synced_and_it_is_retried_by_key(self, firm: Firm,
+                                                                              store: StateStore) -> None:
+        seed(firm)
+        firm.execute("UPDATE statements SET currency = 'JPY' WHERE id = 103")  # 644.30 is not whole yen
+        syncer = self.syncer(firm, store)
+        result = syncer.sync()
+        assert result.rows["statements"] == 3 and result.quarantined["statements"] == 1
+        assert set(mirror(store, firm_statements)) == {"101", "102", "104"}
+        with store.read() as conn:
+            held = conn.execute(sa.select(quarantine)).mappings().one()
+        assert (held["entity"], held["key"], held["number"], held["field"]) == ("statements", "103", "B-103", "amount")
+        assert "644.3" in held["reason"] and "JPY" in held["reason"]
+        assert syncer.sync().quarantined["statements"] == 1  # still bad: still held, first_seen kept
+        firm.execute("UPDATE statements SET currency = 'GBP' WHERE id = 103")  # fixed, watermark untouched
+        result = syncer.sync()
+        assert result.quarantined["statements"] == 0 and result.rows["statements"] == 1
+        assert mirror(store, firm_statements)["103"]["amount"] == Decimal("644.30")
+
+    def test_dry_run_finds_a_missing_column_and_changes_nothing(self, firm: Firm) -> None:
+        seed(firm)
+        good = ("postings:\n  kind: sql\n  ready: SELECT 1\n"
+                "  exists: SELECT 1 FROM receipts WHERE reference = :reference\n  statements:\n"
+                "    - INSERT INTO receipts (reference, statement_id, amount_pence) "
+                "VALUES (:reference, :statement_key, :amount_minor)\n"
+                "    - UPDATE statements SET bill_no = bill_no WHERE id = :statement_key\n")
+        connector = firm.connector(good)
+        report = connector.dry_run()
+        assert [r.what for r in report] == ["entities.clients", "entities.matters", "entities.statements",
+                                            "postings.ready", "postings.exists", "postings.statements.0",
+                                            "postings.statements.1"]
+        assert all(r.verdict == "ok" for r in report), report
+        connector.close()
+        firm.execute("INSERT INTO receipts (reference, statement_id, amount_pence) VALUES ('real', 101, 1)")
+        assert firm.scalar("SELECT COUNT(*) FROM receipts") == 1
+        assert firm.scalar("SELECT id FROM receipts") == 1  # the rehearsal used no identity number
+
+        bad = firm.connector(good.replace("amount_pence)", "amount_pense)"),
+                             statements={"columns": {"number": "bill_number", "matter_key": "matter_id",
+                                                     "amount": "amount", "balance": "balance"}})
+        refused = {r.what: r.message for r in bad.dry_run() if r.verdict == "refused"}
+        assert set(refused) == {"entities.statements", "postings.statements.0"}
+        assert "bill_number" in refused["entities.statements"]
+        assert "amount_pense" in refused["postings.statements.0"]
+        assert "INSERT INTO receipts (reference, statement_id, amount_pense) VALUES" in refused["postings.statements.0"]
+        bad.close()
+
+    def test_reconciliation_sweep_finds_changes_without_a_watermark_and_rewrites_nothing_else(
+            self, firm: Firm, store: StateStore) -> None:
+        seed(firm)
+        syncer = self.syncer(firm, store)
+        syncer.sync()
+        firm.execute("UPDATE statements SET balance = :b WHERE id = 103", b=firm.money("1.23"))  # no watermark bump
+        firm.execute("DELETE FROM statements WHERE id = 104")
+        assert syncer.sync().rows["statements"] == 0  # the incremental sync cannot see either
+        stored: list[int] = []
+        real_store = syncer._store
+
+        def counting(batch: Any, checkpoint: bool = True) -> None:
+            stored.append(len(batch.rows))
+            real_store(batch, checkpoint)
+
+        syncer._store = counting  # type: ignore[method-assign]
+        result = syncer.reconcile()
+        assert result.rows == {"clients": 0, "matters": 0, "statements": 1}
+        assert result.deleted["statements"] == 1
+        st = mirror(store, firm_statements)
+        assert st["103"]["balance"] == Decimal("1.23") and st["104"]["deleted"]
+        stored.clear()
+        assert syncer.reconcile().rows == {"clients": 0, "matters": 0, "statements": 0}
+        assert stored == []  # a clean sweep is a read: not one mirror row rewritten
