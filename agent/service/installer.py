@@ -67,12 +67,14 @@ def templates() -> Traversable:
     try:
         return resources.files(TEMPLATES_PACKAGE)
     except ModuleNotFoundError:
-        return resources.files("agent").joinpath("..", "installer")
+        return resources.files("agent") / ".." / "installer"
 
 
 def render(template: str, **values: str) -> str:
     """Fill ``installer/<template>``; a placeholder left unfilled is a bug, so substitute strictly."""
-    source = templates().joinpath(*template.split("/"))
+    source = templates()
+    for part in template.split("/"):  # one step at a time: a namespace package's joinpath takes one name on 3.11
+        source = source / part
     if not source.is_file():
         raise ConfigurationError(f"the service template {template} is missing from this installation "
                                  f"({source}); reinstall Ledgerlink")
