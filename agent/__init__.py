@@ -7,4 +7,4 @@ Data flow (one line per hop; each hop is one module):
     provider events -> agent.engine.payments    -> postings.outbox   -> connectors (mapping postings) -> firm DB
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

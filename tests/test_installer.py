@@ -184,3 +184,27 @@ def test_a_foreign_platform_is_only_ever_a_dry_run(tmp_path: Path, capsys: pytes
     assert code == 2
     assert "only --dry-run is possible" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("platform", "manager", "script"), [("linux", "systemd", "ledgerlink"),
+                                                              ("darwin", "launchd", "ledgerlink"),
+                                                              ("win32", "windows", "ledgerlink.exe")])
+def test_each_os_gets_its_own_service_manager_and_console_script(monkeypatch: pytest.MonkeyPatch, platform: str,
+                                                                 manager: str, script: str) -> None:
+    from agent.service import installer
+
+    monkeypatch.setattr(sys, "platform", platform)
+    assert installer.current_platform() == manager
+    assert installer.installed_script().name == script
+
+
+def test_templates_are_package_data_not_a_top_level_package() -> None:
+    """Read through importlib.resources: installed, they are agent.service.templates; in a checkout, installer/."""
+    from importlib.util import find_spec
+
+    from agent.service.installer import templates
+
+    names = {p.name for p in templates().iterdir()}
+    assert {"systemd", "launchd", "windows"} <= names
+    spec = find_spec("installer")
+    assert spec is None or spec.origin is None  # at most the implicit namespace of a folder, never installer/__init__

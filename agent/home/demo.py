@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import shutil
 import sqlite3
 from importlib import resources
 from pathlib import Path
@@ -134,8 +133,7 @@ def init_home(home: Path, *, force: bool = False) -> list[Path]:
         written.append(config)
     mapping = home / "mapping.yaml"
     if force or not mapping.exists():
-        with resources.as_file(resources.files("mappings") / "demo.yaml") as src:
-            shutil.copyfile(src, mapping)
+        mapping.write_bytes(resources.files("mappings").joinpath("demo.yaml").read_bytes())  # package data
         written.append(mapping)
     firm = home / "demo-firm.db"
     if not firm.exists():

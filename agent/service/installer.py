@@ -1,6 +1,7 @@
 """``ledgerlink service install|uninstall|start|stop|status``: the agent as a systemd, launchd or WinSW service.
 
-The files come from the templates in ``installer/`` (see installer/README.md). Every action is first built as a
+The files come from the templates in ``installer/`` (see installer/README.md), which the wheel ships as the
+package data ``agent.service.templates``. Every action is first built as a
 plan (files to write, commands to run), so ``--dry-run`` prints exactly what a real run would do, and a real run
 does only that. Installing twice is harmless: an unchanged file is left alone, a changed one is rewritten.
 """
@@ -15,13 +16,15 @@ import sys
 import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from string import Template
 from xml.sax.saxutils import escape
 
 from agent.core.errors import ConfigurationError
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "installer"
+TEMPLATES_PACKAGE = "agent.service.templates"
 PLATFORMS = ("systemd", "launchd", "windows")
 ACTIONS = ("install", "uninstall", "start", "stop", "status")
 UNIT_NAME = "ledgerlink.service"
@@ -53,12 +56,29 @@ def installed_script() -> Path:
     return Path(sysconfig.get_path("scripts")) / name
 
 
+def templates() -> Traversable:
+    """The folder of service templates, as installed.
+
+    A wheel has them as package data (pyproject maps installer/ to ``agent.service.templates``). A source checkout,
+    editable install included, has no such package: setuptools' editable finder cannot map a folder without an
+    ``__init__.py`` into a sub-package, and installer/ must not become an importable package of its own. There the
+    templates are the checkout's installer/, found beside the ``agent`` package as a resource, not via __file__.
+    """
+    try:
+        return resources.files(TEMPLATES_PACKAGE)
+    except ModuleNotFoundError:
+        return resources.files("agent") / ".." / "installer"
+
+
 def render(template: str, **values: str) -> str:
     """Fill ``installer/<template>``; a placeholder left unfilled is a bug, so substitute strictly."""
-    path = TEMPLATES / template
-    if not path.exists():
-        raise ConfigurationError(f"installer template {path} is missing; reinstall Ledgerlink from its source tree")
-    return Template(path.read_text(encoding="utf-8")).substitute(values)
+    source = templates()
+    for part in template.split("/"):  # one step at a time: a namespace package's joinpath takes one name on 3.11
+        source = source / part
+    if not source.is_file():
+        raise ConfigurationError(f"the service template {template} is missing from this installation "
+                                 f"({source}); reinstall Ledgerlink")
+    return Template(source.read_text(encoding="utf-8")).substitute(values)
 
 
 def systemd_quote(value: str) -> str:

@@ -25,7 +25,8 @@ from agent.core.errors import ConfigurationError
 from agent.state import schema
 from agent.state.lock import StoreLock
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+# Alembic's package:resource form: it finds the scripts through importlib.resources, wherever the package lives.
+MIGRATIONS = "agent.state:migrations"
 
 
 def utcnow() -> dt.datetime:
@@ -34,7 +35,7 @@ def utcnow() -> dt.datetime:
 
 def _alembic_config(connection: Connection) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("script_location", MIGRATIONS)
     cfg.attributes["connection"] = connection
     return cfg
 
@@ -75,7 +76,7 @@ class StateStore:
     @cache
     def head() -> str | None:
         cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.set_main_option("script_location", MIGRATIONS)
         return ScriptDirectory.from_config(cfg).get_current_head()
 
     @contextmanager

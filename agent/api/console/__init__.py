@@ -9,6 +9,7 @@ console holds no business rule of its own - every number it shows comes from the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,8 +17,20 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-STATIC = Path(__file__).parent / "static"
+from agent.core.errors import ConfigurationError
+
 PREFIX = "/console"
+
+
+def static_dir() -> Path:
+    """The console's files, package data of this package. Starlette serves a directory on disk, so an install
+    whose packages are not plain files (a zip) cannot serve the console, and says so at start."""
+    static = resources.files("agent.api.console") / "static"
+    if not isinstance(static, Path) or not (static / "index.html").is_file():
+        raise ConfigurationError(f"the console's files are missing from this installation ({static}); "
+                                 "reinstall Ledgerlink")
+    return static
+
 
 # Everything the console needs comes from this origin; inline script is refused, so injected markup cannot run.
 SECURITY_HEADERS = {
@@ -39,6 +52,7 @@ def login_url(base: str, token: str) -> str:
 
 def mount(app: FastAPI) -> None:
     """Serve the console's static pages under /console on ``app`` (its endpoints are in console.router)."""
+    static = static_dir()
 
     @app.get(PREFIX, include_in_schema=False)
     def console_root() -> RedirectResponse:
@@ -46,13 +60,13 @@ def mount(app: FastAPI) -> None:
 
     @app.get(f"{PREFIX}/", include_in_schema=False)
     def console_index() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+        return FileResponse(static / "index.html")
 
     @app.get(f"{PREFIX}/login", include_in_schema=False)
     def console_login() -> FileResponse:
-        return FileResponse(STATIC / "login.html")
+        return FileResponse(static / "login.html")
 
-    app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=static), name="console-static")
 
     @app.middleware("http")
     async def console_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
