@@ -15,7 +15,7 @@ import secrets as pysecrets
 import tempfile
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
@@ -27,8 +27,9 @@ from agent.api.app import TOKEN, LinkOut, MoneyIn, PostingOut, ensure_token
 from agent.core.errors import LedgerlinkError, RuleError
 from agent.core.scrub import scrub
 from agent.engine.links import Link, LinkRequest
+from agent.home.settings import Settings
 from agent.runtime import Runtime
-from agent.state.schema import firm_statements, postings
+from agent.state.schema import firm_matters, firm_statements, links, postings, sends
 from postings.outbox import POSTING_DETAILS, Outbox
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -92,6 +93,41 @@ class BulkIn(BaseModel):
     send: bool = Field(description="True: Send All (create and email); false: Generate Links for Download.")
 
 
+class ChannelOut(BaseModel):
+    """Whether the agent can send by this channel, and what an administrator must set first if not."""
+
+    ready: bool
+    missing: list[str] = Field(description="Settings still to set in ledgerlink.toml, e.g. '[smtp] from_address'.")
+
+
+class ConsoleInfoOut(BaseModel):
+    """What the console needs before the first screen: who is signed in, how to format, what can be sent."""
+
+    role: Literal["admin", "user"]
+    firm_name: str
+    locale: str = Field(description="BCP 47 locale for money and dates (firm_locale).")
+    time_zone: str = Field(description="IANA time zone for dates and times (firm_timezone).")
+    email: ChannelOut
+    sms: ChannelOut
+
+
+class SendOut(BaseModel):
+    channel: str
+    recipient: str
+    sent_at: dt.datetime
+    ok: bool
+    result: str = Field(description="'ok' or why the send failed.")
+
+
+class DeliveryOut(BaseModel):
+    """A matter's outstanding link and every send of it, oldest first: what the debt row says happened."""
+
+    matter_number: str
+    link_id: str
+    created_at: dt.datetime
+    sends: list[SendOut]
+
+
 class LinkRow(LinkOut):
     matter_number: str | None = None
     closed_at: dt.datetime | None = None
@@ -101,16 +137,42 @@ def build_router(rt: Runtime) -> APIRouter:
     """The console's extra endpoints over ``rt``, guarded by the same staff token as the API."""
     bearer = HTTPBearer(auto_error=False)
 
-    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                      ) -> Literal["admin", "user"]:
         from agent.api.app import ADMIN_TOKEN
 
         given = credentials.credentials if credentials else ""
-        if not given or not any(pysecrets.compare_digest(given, ensure_token(rt.secrets, name))
-                                for name in (TOKEN, ADMIN_TOKEN)):
-            raise HTTPException(401, "missing or wrong bearer token; 'ledgerlink api token' prints it",
-                                headers={"WWW-Authenticate": "Bearer"})
+        for name, role in ((ADMIN_TOKEN, "admin"), (TOKEN, "user")):
+            if given and pysecrets.compare_digest(given, ensure_token(rt.secrets, name)):
+                return role  # type: ignore[return-value]
+        raise HTTPException(401, "missing or wrong bearer token; 'ledgerlink api token' prints it",
+                            headers={"WWW-Authenticate": "Bearer"})
 
     router = APIRouter(dependencies=[Depends(require_token)], tags=["console"])
+
+    @router.get("/console-info", response_model=ConsoleInfoOut)
+    def console_info(role: Annotated[Literal["admin", "user"], Depends(require_token)]) -> ConsoleInfoOut:
+        """Read-only: lets the console say "email is not set up" before a Send is pressed, and format in the
+        firm's locale and time zone rather than the browser's."""
+        email, sms = channels(rt.settings)
+        return ConsoleInfoOut(role=role, firm_name=rt.settings.service_name, locale=rt.settings.firm_locale,
+                              time_zone=rt.settings.firm_timezone, email=email, sms=sms)
+
+    @router.get("/link-delivery", response_model=list[DeliveryOut])
+    def link_delivery(matter: Annotated[list[str], Query(description="Matter numbers or keys")]) -> list[DeliveryOut]:
+        """Each given matter's outstanding link with its sends, so a debt row says created / emailed / failed."""
+        with rt.store.read() as conn:
+            found = conn.execute(
+                select(firm_matters.c.number, links.c.id, links.c.created_at)
+                .join(links, links.c.matter_key == firm_matters.c.key)
+                .where(or_(firm_matters.c.number.in_(matter), firm_matters.c.key.in_(matter)),
+                       links.c.status == "outstanding")).all()
+            history: dict[str, list[SendOut]] = {}
+            for row in conn.execute(select(sends).where(sends.c.link_id.in_([f.id for f in found]))
+                                    .order_by(sends.c.id)).mappings():
+                history.setdefault(row["link_id"], []).append(SendOut.model_validate(dict(row)))
+        return [DeliveryOut(matter_number=number, link_id=link_id, created_at=created,
+                            sends=history.get(link_id, [])) for number, link_id, created in found]
 
     @router.get("/accounts", response_model=list[AccountOut])
     def accounts() -> list[AccountOut]:
@@ -151,8 +213,6 @@ def build_router(rt: Runtime) -> APIRouter:
                 select(postings).where(postings.c.id == posting_id)).mappings().one()))
 
     def link_rows(status: list[str] | None, ids: list[str] | None = None) -> list[LinkRow]:
-        from agent.state.schema import firm_matters, links
-
         found = [lk for lk in rt.links.list(status) if ids is None or lk.id in ids]
         with rt.store.read() as conn:
             numbers = dict(conn.execute(select(firm_matters.c.key, firm_matters.c.number).where(
@@ -211,15 +271,31 @@ def build_router(rt: Runtime) -> APIRouter:
                 continue
             result: dict[str, Any] = {"link": LinkOut(**_fields(link)).model_dump(mode="json")}
             if body.send:
-                from agent.api.app import send_link
-
-                result["sent"] = "emailed" if send_link else "not emailed: sending is not installed in this build"
-                if send_link:
-                    send_link(rt, link.id, "email")
+                result["send"] = send_row(link.id)
             results.append(result)
         return {"results": results}
 
+    def send_row(link_id: str) -> dict[str, Any]:
+        """Email one bulk link; what happened as a send record, so the review row says emailed or why not."""
+        from agent.api.app import NO_DELIVERY, send_link
+
+        if send_link is None:
+            return {"ok": False, "result": NO_DELIVERY, "channel": "email"}
+        try:
+            return _plain(send_link(rt, link_id, "email"))
+        except LedgerlinkError as exc:  # email not set up, no address: the link stands, unsent
+            return {"ok": False, "result": scrub(str(exc)), "channel": "email"}
+
     return router
+
+
+def channels(settings: Settings) -> tuple[ChannelOut, ChannelOut]:
+    """Email and SMS readiness by the same tests agent.engine.sending applies before it sends."""
+    smtp, sms = settings.smtp, settings.sms
+    email_missing = [] if smtp.from_address else ["[smtp] from_address"]
+    sms_missing = [f"[sms] {name}" for name in ("account", "from_number", "token_secret") if not getattr(sms, name)]
+    return ChannelOut(ready=not email_missing, missing=email_missing), ChannelOut(ready=not sms_missing,
+                                                                                 missing=sms_missing)
 
 
 def bulk() -> Any:

@@ -1,5 +1,6 @@
 // Sent Pages: links by status, a column configurator (tick and order, kept in this browser), Export to Excel, cancel.
-import { $, api, badge, download, el, money, say, when } from "./api.js";
+import { $, api, badge, download, el, say } from "./api.js";
+import { money, when } from "./format.js";
 
 const COLUMNS = {
   created_at: "Created", status: "Status", matter_number: "Matter", payer_name: "Payer", payer_email: "Email",
@@ -27,7 +28,8 @@ function cell(link, column) {
   const value = link[column];
   if (column === "status") return el("td", {}, badge(value));
   if (column === "amount") return el("td", { class: "num" }, money(value, link.currency));
-  if (column.endsWith("_at")) return el("td", {}, when(value));
+  if (column.endsWith("_at")) return el("td", { class: "nowrap" }, when(value));
+  if (column === "matter_number" || column === "invoice_number" || column === "id") return el("td", { class: "nowrap" }, value ?? "");
   if (column === "url") return el("td", {}, value ? el("a", { href: value, target: "_blank", rel: "noopener" }, "Open") : "");
   return el("td", {}, value ?? "");
 }
