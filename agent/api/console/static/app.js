@@ -46,6 +46,8 @@ async function start() {
     say(notice, `The agent did not answer: ${exc.message}`, "error");
   }
   $("#sign-out").addEventListener("click", () => { token.clear(); location.replace("/console/login"); });
+  // The skip link moves focus only: the #hash is the router's, so following it would switch screens.
+  $(".skip").addEventListener("click", (event) => { event.preventDefault(); $("#main").focus(); });
   for (const dialog of document.querySelectorAll("dialog")) {
     dialog.addEventListener("click", (event) => { if (event.target.closest("[data-close]")) dialog.close(); });
   }
@@ -69,6 +71,13 @@ async function deliveries(numbers) {
   if (!numbers.length) return new Map();
   const found = await api("GET", `/link-delivery?${numbers.map((n) => `matter=${encodeURIComponent(n)}`).join("&")}`);
   return new Map(found.map((d) => [d.matter_number, d]));
+}
+
+// The debt row's one line: the latest thing that happened to its link, a failure marked as one.
+function lastWords(delivery) {
+  const last = delivery.sends.at(-1);
+  return el("span", { class: last && !last.ok ? "marker failed" : "marker" },
+    deliveryWords(delivery.created_at, delivery.sends).at(-1));
 }
 
 // The API's matter detail, flattened for the screens.
@@ -103,13 +112,11 @@ async function search(text) {
     el("thead", {}, el("tr", {}, el("th", {}, "Matter"), el("th", {}, "Matter name"), el("th", {}, "Client"),
       el("th", {}, "Status"), el("th", {}, "Payment link"), el("th", {}, el("span", { class: "muted" }, "Action")))),
     el("tbody", {}, rows.map((m) => el("tr", { "data-matter": m.number },
-      el("td", {}, m.number),
+      el("td", { class: "nowrap" }, m.number),
       el("td", {}, m.name),
       el("td", {}, m.client_name || m.client || ""),
       el("td", {}, m.status === "open" ? "Open" : "Closed"),
-      el("td", { class: "delivery-cell" }, delivered.has(m.number)
-        ? el("span", { class: "marker" }, deliveryWords(delivered.get(m.number).created_at, delivered.get(m.number).sends).at(-1))
-        : ""),
+      el("td", { class: "delivery-cell" }, delivered.has(m.number) ? lastWords(delivered.get(m.number)) : ""),
       el("td", {}, el("button", { type: "button", class: "small", "aria-label": `Open ${m.number}`, onclick: () => openMatter(m.number) }, "Open")))))));
   if (rows.length === 1) await openMatter(rows[0].number);
 }

@@ -17,6 +17,9 @@ export function notReady(channel) {
     "reload its configuration.";
 }
 
+// A sentence from words that may already end in a full stop (a gateway's own message).
+export const sentence = (words) => (/[.!?]$/.test(words) ? words : `${words}.`);
+
 // One send record (agent.engine.sending's SendRecord, as the API returns it) in words.
 export function sendWords(send) {
   if (send.ok) return `${send.channel === "sms" ? "Texted" : "Emailed"} to ${send.recipient} at ${when(send.sent_at)}`;
@@ -68,7 +71,7 @@ function openSend(link, channel, onSent) {
     send.disabled = true;
     try {
       const record = await api("POST", `/links/${encodeURIComponent(link.id)}/send`, { channel });
-      say(status, `${sendWords(record)}.`, record.ok ? "ok" : "error");
+      say(status, sentence(sendWords(record)), record.ok ? "ok" : "error");
       onSent(record);
       if (!record.ok) send.disabled = false;
     } catch (exc) {
@@ -82,14 +85,15 @@ function openSend(link, channel, onSent) {
   send.focus();
 }
 
-// A Send via … button that says before it is pressed when its channel is not set up.
-function sendButton(link, channel, onSent) {
+// A Send via … button that says before it is pressed when its channel is not set up; ``why`` collects the
+// explanations, shown once under the buttons.
+function sendButton(link, channel, onSent, why) {
   const label = channel === "email" ? "Send via email" : "Send via text";
-  const why = notReady(channel);
-  if (!why) return [el("button", { type: "button", onclick: () => openSend(link, channel, onSent) }, label)];
+  const reason = notReady(channel);
+  if (!reason) return el("button", { type: "button", onclick: () => openSend(link, channel, onSent) }, label);
   const id = `why-${channel}-${link.id}`;
-  return [el("button", { type: "button", disabled: true, "aria-describedby": id, "data-channel": channel },
-    `${label}: not set up`), el("span", { class: "help not-ready", id }, why)];
+  why.push(el("li", { id }, reason));
+  return el("button", { type: "button", disabled: true, "aria-describedby": id }, `${label}: not set up`);
 }
 
 // onRecreate: when given, a Cancel & Create New button calls it (the popup passes the current amount/description).
@@ -103,6 +107,8 @@ export function linkView(link, { onRecreate = null, note = "", sends = [] } = {}
   tell();
   const onSent = (record) => { history.push(record); tell(); };
   const outstanding = link.status === "outstanding";
+  const why = [];
+  const buttons = outstanding ? [sendButton(link, "email", onSent, why), sendButton(link, "sms", onSent, why)] : [];
   const view = el("div", { class: "link-view card", "data-link-id": link.id },
     el("h3", {}, link.existing ? "This debt already has a payment link" : "Payment link created", " ", badge(link.status)),
     note ? el("p", { class: "notice" }, note) : null,
@@ -119,11 +125,10 @@ export function linkView(link, { onRecreate = null, note = "", sends = [] } = {}
       el("dt", {}, "Payer"), el("dd", {}, [link.payer_name, link.payer_email].filter(Boolean).join(" · ")),
       el("dt", {}, "Account"), el("dd", {}, link.account),
       el("dt", {}, "Expires"), el("dd", {}, when(link.expires_at))),
-    el("p", { class: "actions" },
-      outstanding ? sendButton(link, "email", onSent) : null,
-      outstanding ? sendButton(link, "sms", onSent) : null,
+    el("p", { class: "actions" }, buttons,
       onRecreate && outstanding
         ? el("button", { type: "button", class: "danger", onclick: onRecreate }, "Cancel & Create New") : null),
+    why.length ? el("ul", { class: "not-ready" }, why) : null,
   );
   return view;
 }

@@ -1,6 +1,6 @@
 // Quick link: a one-off link without a matter; emailed at once or generated to copy.
 import { $, api, el, say } from "./api.js";
-import { linkView, notReady, sendWords } from "./linkview.js";
+import { linkView, notReady, sendWords, sentence } from "./linkview.js";
 
 const form = $("#quick-form");
 const error = $("#quick-error");
@@ -28,7 +28,8 @@ form.addEventListener("submit", async (event) => {
       try {
         const record = await api("POST", `/links/${encodeURIComponent(link.id)}/send`, { channel: "email" });
         sends.push(record);
-        note = record.ok ? `${sendWords(record)}.` : `The link was created but not emailed. ${sendWords(record)}. Copy it and send it yourself.`;
+        note = record.ok ? sentence(sendWords(record))
+          : `The link was created but not emailed. ${sentence(sendWords(record))} Copy it and send it yourself.`;
       } catch (exc) {
         note = `The link was created but not emailed: ${exc.message}. Copy it and send it yourself.`;
       }
