@@ -148,13 +148,14 @@ def go(page: Any, agent: Agent, screen: str) -> None:
 
 
 def search(page: Any, text: str) -> None:
-    """Keyboard only: Tab to the search box, type, Enter."""
+    """Keyboard only: Tab to the search box, replace what it holds, Enter."""
     for _ in range(20):
         if page.evaluate("document.activeElement && document.activeElement.id") == "search":
             break
         page.keyboard.press("Tab")
     else:
         pytest.fail("Tab never reached the search box")
+    page.keyboard.press("Control+A")
     page.keyboard.type(text)
     page.keyboard.press("Enter")
 

@@ -357,10 +357,16 @@ def test_money_and_dates_in_the_firms_locale_and_time_zone(browser: Any, agent: 
         issued, due, billed, balance = row.locator("td").all_inner_texts()[1:]
         assert re.match(DATE, issued) and re.match(DATE, due), (issued, due)
         assert re.match(MONEY, billed) and re.match(MONEY, balance), (billed, balance)
+    expect(page.locator("#agent-status")).to_contain_text(re.compile("synced " + MOMENT.lstrip("^")))
     go(page, agent, "sent")
     page.get_by_label("All").check()
+    expect(page.locator("#links-table caption")).to_contain_text("All:")
     created = page.locator("#links-table tbody tr td:first-child").all_inner_texts()
-    assert created and all(re.match(MOMENT, t) for t in created), created
+    assert created and all(re.match(DATE, t) for t in created), created
+    go(page, agent, "postings")
+    for row in page.locator("#postings-list tbody tr").all():
+        assert re.match(MONEY, row.locator("td.num").inner_text())
+        assert re.match(MOMENT, row.locator("td:nth-child(3)").inner_text().splitlines()[0])
     page.context.close()
 
     settings = agent.rt.settings
@@ -369,14 +375,13 @@ def test_money_and_dates_in_the_firms_locale_and_time_zone(browser: Any, agent: 
     try:
         page = new_page(browser)
         sign_in(page, agent)
-        search(page, MATTER)
-        expect(page.locator("#open-balance")).to_have_text("0,00\u00a0£")
-        go(page, agent, "sent")
-        page.get_by_label("All").check()
-        link = agent.rt.links.list(None)[0]
-        cell = page.locator(f'#links-table tr[data-link="{link.id}"] td').first
+        search(page, THREE)
+        expect(page.locator("#open-balance")).to_have_text("5.286,83\u00a0£")
+        link = agent.rt.links.create(LinkRequest(matter="M-2026-0090"))
+        search(page, "M-2026-0090")
         local = link.created_at.astimezone(ZoneInfo("America/New_York"))
-        expect(cell).to_have_text(f"{local.day:02d}.{local.month:02d}.{local.year}, {local:%H:%M}")
+        expect(page.locator("#link-sent-marker li").first).to_have_text(
+            f"Link created at {local:%d.%m.%Y, %H:%M}")
         shot(page, "18-locale-de")
         page.context.close()
     finally:
@@ -416,9 +421,11 @@ def test_layout_spacing_no_wrapping_choose_statements_and_clerk_settings(browser
 
     go(page, agent, "sent")
     page.get_by_label("All").check()
+    expect(page.locator("#links-table caption")).to_contain_text("All:")
     for column in (1, 3):  # Created, Matter
         for cell in page.locator(f"#links-table tbody td:nth-child({column})").all():
             assert one_line(cell), cell.inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")  # wide tables scroll in place
     shot(page, "20-sent-pages-860")
 
     go(page, agent, "settings")
@@ -464,7 +471,7 @@ def test_console_info_and_link_delivery_endpoints(agent: Agent) -> None:
         assert clerk["email"] == {"ready": False, "missing": ["[smtp] from_address"]}
         assert clerk["sms"]["ready"] is False and "[sms] account" in clerk["sms"]["missing"]
         link = agent.rt.links.create(LinkRequest(matter="M-2026-0080"))
-        found = client.get("/link-delivery", params={"matter": ["M-2026-0080", "M-2026-0090"]},
+        found = client.get("/link-delivery", params={"matter": ["M-2026-0080", "M-2026-0100"]},
                            headers={"Authorization": f"Bearer {agent.token}"}).json()
         assert [(d["matter_number"], d["link_id"], d["sends"]) for d in found] == [("M-2026-0080", link.id, [])]
         assert client.get("/link-delivery", params={"matter": "M-2026-0080"}).status_code == 401

@@ -46,20 +46,20 @@ function renderReview(results = {}) {
   review.replaceChildren(el("div", { class: "card" },
     el("h2", {}, `Review: ${rows.length} row${rows.length === 1 ? "" : "s"}`),
     el("table", { id: "bulk-rows" }, el("thead", {}, el("tr", {}, FIELDS.map(([, label]) => el("th", {}, label)), el("th", {}, "Result"), el("th", {}, "Action"))), body),
-    addForm(),
     el("p", { class: "actions" },
       notReady("email")
-        ? [el("button", { type: "button", class: "primary", disabled: true, "aria-describedby": "bulk-why" }, "Send All: email not set up"),
-          el("span", { class: "help not-ready", id: "bulk-why" }, notReady("email"))]
+        ? el("button", { type: "button", class: "primary", disabled: true, "aria-describedby": "bulk-why" }, "Send All: email not set up")
         : el("button", { type: "button", class: "primary", onclick: () => create(true) }, "Send All"),
-      el("button", { type: "button", onclick: () => create(false) }, "Generate Links for Download"))));
+      el("button", { type: "button", onclick: () => create(false) }, "Generate Links for Download")),
+    notReady("email") ? el("p", { class: "not-ready", id: "bulk-why" }, notReady("email")) : null,
+    addForm()));
 }
 
 function addForm() {
   const inputs = FIELDS.map(([key, label]) => el("p", {}, el("label", { for: `bulk-add-${key}` }, label),
     el("input", { id: `bulk-add-${key}`, name: key, type: key.endsWith("date") ? "date" : key === "email" ? "email" : "text", autocomplete: "off" })));
-  const added = el("form", { class: "stack", id: "bulk-add" }, el("fieldset", {}, el("legend", {}, "Add a row"), inputs,
-    el("button", { type: "submit" }, "Add")));
+  const added = el("form", { class: "stack", id: "bulk-add" }, el("fieldset", {}, el("legend", {}, "Add a row"),
+    el("div", { class: "field-grid" }, inputs), el("button", { type: "submit" }, "Add")));
   added.addEventListener("submit", (event) => {
     event.preventDefault();
     rows.push(Object.fromEntries([...new FormData(added)].map(([k, v]) => [k, String(v).trim()]).filter(([, v]) => v)));

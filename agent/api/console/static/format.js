@@ -1,5 +1,5 @@
 // Money and dates in one style on every screen: the firm's locale and time zone (from /console-info), through the
-// browser's Intl API. Every page formats through these three functions and nothing else.
+// browser's Intl API. Every page formats through these functions and nothing else.
 const firm = { locale: "en-GB", timeZone: "Europe/London" };
 const cache = new Map();
 
@@ -30,6 +30,14 @@ function calendarDate(text) {
   const date = new Date(`${text}T00:00:00Z`);
   if (Number.isNaN(date.getTime())) return text;
   return formatter("date", () => new Intl.DateTimeFormat(firm.locale, { dateStyle: "medium", timeZone: "UTC" })).format(date);
+}
+
+// The firm's calendar day of a moment, for listings where the time would crowd the table (Sent Pages).
+export function day(value) {
+  if (!value) return "";
+  const date = new Date(String(value));
+  if (Number.isNaN(date.getTime())) return String(value);
+  return formatter("day", () => new Intl.DateTimeFormat(firm.locale, { dateStyle: "medium", timeZone: firm.timeZone })).format(date);
 }
 
 // A moment (ISO with time) in the firm's time zone; a bare date goes to calendarDate.

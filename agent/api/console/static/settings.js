@@ -44,7 +44,7 @@ function accountForm(name, current) {
 
 // Email and SMS: set up or not, and (for an admin) what is still to set; read-only, both roles see it.
 function delivery() {
-  const line = (channel, name) => el("li", {}, `${name}: `, notReady(channel) || "set up");
+  const line = (channel, name) => el("li", {}, notReady(channel) || `${name}: set up.`);
   return el("div", { class: "card", id: "delivery-setup" }, el("h2", {}, "Sending links"),
     el("ul", {}, line("email", "Email"), line("sms", "Text messages")));
 }
