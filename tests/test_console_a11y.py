@@ -126,6 +126,7 @@ def test_a_clerk_makes_a_link_by_keyboard_alone(page: Any, agent: Agent) -> None
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     expect(page.locator("#link-sent-marker")).to_contain_text("Link created at")
+    expect(page.get_by_role("button", name="Instant Bank Pay")).to_be_focused()  # back where the clerk was
 
     # The screens by keyboard: Tab to a nav link, Enter; focus is visibly marked.
     tab_to(page, "Sent Pages", limit=60)

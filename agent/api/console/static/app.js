@@ -157,7 +157,10 @@ const payDialog = $("#pay-dialog");
 const payBody = $("#pay-body");
 let payMatter = null;
 
-payDialog.addEventListener("close", () => { if (payMatter) openMatter(payMatter).catch(() => {}); });
+// Closing redraws the matter (its link words may have changed); keyboard focus goes back to where it was.
+payDialog.addEventListener("close", () => {
+  if (payMatter) openMatter(payMatter).then(() => $("#instant-bank-pay")?.focus()).catch(() => {});
+});
 
 async function openPay(ref) {
   payMatter = ref;
