@@ -346,8 +346,29 @@ def test_email_not_set_up_says_so_before_send_is_pressed(browser: Any, agent: Ag
         page.context.close()
 
 
+def test_a_clerk_never_sees_the_config_file_when_email_goes_away(browser: Any, agent: Agent) -> None:
+    """Item 4 when the setting vanishes after the page loaded: the API's 500 reaches the clerk as plain words."""
+    agent.rt.links.create(LinkRequest(matter="M-2026-0071"))
+    smtp = agent.rt.settings.smtp
+    page = new_page(browser)
+    smtp.from_address = "billing@demo.example"
+    try:
+        sign_in(page, agent)  # the console reads "email is set up"
+    finally:
+        smtp.from_address = None  # and then it is not
+    search(page, "M-2026-0071")
+    page.get_by_role("button", name="Instant Bank Pay").click()
+    page.locator("#pay-dialog").get_by_role("button", name="Send via email").click()
+    sender = page.locator("#send-dialog")
+    sender.get_by_role("button", name="Send email").click()
+    expect(sender.get_by_role("status")).to_have_text("Email is not set up for this firm yet; ask your administrator.")
+    assert not page.errors
+    page.context.close()
+
+
 def test_money_and_dates_in_the_firms_locale_and_time_zone(browser: Any, agent: Agent) -> None:
     """Item 5: one style on every table (format.js); another firm locale and zone change every screen alike."""
+    link = agent.rt.links.create(LinkRequest(matter="M-2026-0090"))
     page = new_page(browser)
     sign_in(page, agent)
     search(page, THREE)
@@ -358,6 +379,11 @@ def test_money_and_dates_in_the_firms_locale_and_time_zone(browser: Any, agent: 
         assert re.match(DATE, issued) and re.match(DATE, due), (issued, due)
         assert re.match(MONEY, billed) and re.match(MONEY, balance), (billed, balance)
     expect(page.locator("#agent-status")).to_contain_text(re.compile("synced " + MOMENT.lstrip("^")))
+    exact = page.evaluate("""async () => { const f = await import("/console/static/format.js");
+        return [f.money("12345678901234567.89", "GBP"), f.money("12.345", "GBP"), f.money("-5", "GBP"),
+                f.when("2026-06-29"), f.when("2026-06-29T23:30:00Z")]; }""")
+    # never through a float, never rounded; a calendar date never moved by a zone; a moment in London time (BST)
+    assert exact == ["£12,345,678,901,234,567.89", "£12.345", "-£5.00", "29 Jun 2026", "30 Jun 2026, 00:30"], exact
     go(page, agent, "sent")
     page.get_by_label("All").check()
     expect(page.locator("#links-table caption")).to_contain_text("All:")
@@ -377,7 +403,6 @@ def test_money_and_dates_in_the_firms_locale_and_time_zone(browser: Any, agent: 
         sign_in(page, agent)
         search(page, THREE)
         expect(page.locator("#open-balance")).to_have_text("5.286,83\u00a0£")
-        link = agent.rt.links.create(LinkRequest(matter="M-2026-0090"))
         search(page, "M-2026-0090")
         local = link.created_at.astimezone(ZoneInfo("America/New_York"))
         expect(page.locator("#link-sent-marker li").first).to_have_text(

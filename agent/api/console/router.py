@@ -142,9 +142,10 @@ def build_router(rt: Runtime) -> APIRouter:
         from agent.api.app import ADMIN_TOKEN
 
         given = credentials.credentials if credentials else ""
-        for name, role in ((ADMIN_TOKEN, "admin"), (TOKEN, "user")):
+        roles: tuple[tuple[str, Literal["admin", "user"]], ...] = ((ADMIN_TOKEN, "admin"), (TOKEN, "user"))
+        for name, role in roles:
             if given and pysecrets.compare_digest(given, ensure_token(rt.secrets, name)):
-                return role  # type: ignore[return-value]
+                return role
         raise HTTPException(401, "missing or wrong bearer token; 'ledgerlink api token' prints it",
                             headers={"WWW-Authenticate": "Bearer"})
 

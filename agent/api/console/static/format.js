@@ -15,12 +15,13 @@ function formatter(key, make) {
   return cache.get(key);
 }
 
-// Money arrives as decimal strings; Intl formats a string exactly (no float), always with the currency's decimals.
+// Money arrives as decimal strings; Intl formats a string exactly (no float), with at least the currency's
+// decimals and never rounding away more (a typed 12.345 shows as such, so the clerk sees what will be refused).
 export function money(amount, currency = "") {
   if (amount === null || amount === undefined || amount === "") return "";
   const text = String(amount);
   const style = currency
-    ? formatter(`money:${currency}`, () => new Intl.NumberFormat(firm.locale, { style: "currency", currency }))
+    ? formatter(`money:${currency}`, () => new Intl.NumberFormat(firm.locale, { style: "currency", currency, maximumFractionDigits: 20 }))
     : formatter("number", () => new Intl.NumberFormat(firm.locale, { minimumFractionDigits: 2, maximumFractionDigits: 20 }));
   return /^-?\d+(\.\d+)?$/.test(text) ? style.format(text) : text;
 }
