@@ -348,6 +348,7 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
         "/accounts": {"get"}, "/manage-postings": {"get"}, "/postings/{posting_id}/reallocate": {"post"},
         "/postings/{posting_id}/remove": {"post"}, "/sent-pages": {"get"}, "/sent-pages/export": {"get"},
         "/bulk/template": {"get"}, "/bulk/review": {"post"}, "/bulk/links": {"post"},
+        "/console-info": {"get"}, "/link-delivery": {"get"},
         "/collections": {"get"}, "/collections/{collection_id}": {"get"},
         "/collections/{collection_id}/cancel": {"post"},
     }

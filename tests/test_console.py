@@ -1,199 +1,112 @@
-"""The staff console end to end: headless Chromium (Debian's, never downloaded) against a real agent, the demo
-firm and the sandbox pay page. Screenshots of each screen go to test-artifacts/console/."""
+"""The staff console end to end: headless Chromium against a real agent, the demo firm and the sandbox pay page.
+Screenshots of each screen go to test-artifacts/console/ (tests/console_support.py has the harness)."""
 
 from __future__ import annotations
 
-import dataclasses
+import re
 import shutil
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
-import uvicorn
+from console_support import (
+    ARTIFACTS,
+    Agent,
+    agent_fixture,  # noqa: F401  (pytest fixture "agent")
+    browser_fixture,  # noqa: F401  (pytest fixture "browser")
+    delivery_set_up,
+    expect,
+    go,
+    new_page,
+    page_fixture,  # noqa: F401  (pytest fixture "page")
+    search,
+    shot,
+    sign_in,
+)
 from openpyxl import load_workbook
-from tests_support import require
 
-from agent.api.app import ADMIN_TOKEN, create_app, ensure_token
-from agent.api.console import login_url, mount
 from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
-from agent.home.demo import init_home
-from agent.runtime import Runtime
 from agent.service.loop import poll_payments
-from connectors.providers.sandbox import SandboxPayServer
 from postings.outbox import Outbox
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
 MATTER = "M-2026-0010"  # Okafor: INV-1001 644.30 + INV-1002 1443.75, payer has an email
 NO_EMAIL = "M-2026-0040"  # Ó Súilleabháin: payer without an email
+SENDS = "M-2026-0030"  # Nakamura: one statement, email and phone (+44 7700 900003)
+THREE = "M-2026-0050"  # Fernández: three open statements
+MONEY = r"^-?£\d{1,3}(,\d{3})*\.\d{2}$"
+DATE = r"^\d{1,2} [A-Z][a-z]{2} \d{4}$"
+MOMENT = r"^\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2}$"
 
 
-@dataclasses.dataclass
-class Agent:
-    home: Path
-    rt: Runtime
-    url: str
-    token: str
-    admin_token: str
-    pay: SandboxPayServer
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_artifacts() -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
 
 
-def _serve(rt: Runtime) -> tuple[uvicorn.Server, threading.Thread]:
-    """The API with the console mounted, as the service serves it, on a free port of 127.0.0.1."""
-    app = create_app(rt)
-    mount(app)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.01)
-    return server, thread
-
-
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    home = tmp_path_factory.mktemp("console") / "home"
-    init_home(home)
-    pay = SandboxPayServer(home).start()
-    config = home / "ledgerlink.toml"
-    text = config.read_text(encoding="utf-8")
-    text = text.replace('provider = "sandbox"', f'provider = "sandbox"\napi_base = "{pay.url}"')
-    config.write_text('secrets_backend = "file"\n' + text, encoding="utf-8")
-    rt = Runtime.for_home(home)
-    rt.links.retry_initial = 0.01
-    Syncer(rt.store, rt.connector).sync()
-    rt.store.record_ok("sync")  # what the service's sync job records
-    server, thread = _serve(rt)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield Agent(home, rt, f"http://127.0.0.1:{port}", ensure_token(rt.secrets),
-                    ensure_token(rt.secrets, ADMIN_TOKEN), pay)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        pay.stop()
-        rt.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        require(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    with playwright_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: object, agent: Agent) -> Iterator[object]:
-    context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
-    context.set_default_timeout(8000)
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors in the console: {errors}"
-
-
-def shot(page: object, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
-
-
-def sign_in(page: object, agent: Agent, token: str | None = None) -> None:
-    page.goto(login_url(agent.url, token or agent.token))  # type: ignore[attr-defined]
-    page.wait_for_url("**/console/#debts")  # type: ignore[attr-defined]
-
-
-def search(page: object, text: str) -> None:
-    """Keyboard only: Tab to the search box, type, Enter."""
-    for _ in range(20):
-        if page.evaluate("document.activeElement && document.activeElement.id") == "search":  # type: ignore[attr-defined]
-            break
-        page.keyboard.press("Tab")  # type: ignore[attr-defined]
-    else:
-        pytest.fail("Tab never reached the search box")
-    page.keyboard.type(text)  # type: ignore[attr-defined]
-    page.keyboard.press("Enter")  # type: ignore[attr-defined]
-
-
-def expect(locator: object) -> object:
-    return playwright_api.expect(locator)
-
-
-# ------------------------------------------------------------------------------------------- tests
-
-
-def test_login_page_refuses_a_wrong_token_and_accepts_the_right_one(page: object, agent: Agent) -> None:
-    page.goto(f"{agent.url}/console/")  # type: ignore[attr-defined]
-    page.wait_for_url("**/console/login")  # type: ignore[attr-defined]
-    page.get_by_label("Access token").fill("not-the-token")  # type: ignore[attr-defined]
-    page.keyboard.press("Enter")  # type: ignore[attr-defined]
-    expect(page.get_by_role("alert")).to_contain_text("not accepted")  # type: ignore[attr-defined]
+def test_login_page_refuses_a_wrong_token_and_accepts_the_right_one(page: Any, agent: Agent) -> None:
+    page.goto(f"{agent.url}/console/")
+    page.wait_for_url("**/console/login")
+    page.get_by_label("Access token").fill("not-the-token")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("not accepted")
     shot(page, "01-login")
-    page.get_by_label("Access token").fill(agent.token)  # type: ignore[attr-defined]
-    page.keyboard.press("Enter")  # type: ignore[attr-defined]
-    page.wait_for_url("**/console/#debts")  # type: ignore[attr-defined]
-    assert "token" not in page.url  # type: ignore[attr-defined]
+    page.get_by_label("Access token").fill(agent.token)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/console/#debts")
+    assert "token" not in page.url
 
 
-def test_instant_bank_pay_from_search_to_posting(page: object, agent: Agent) -> None:
+def test_instant_bank_pay_from_search_to_posting(page: Any, agent: Agent) -> None:
     sign_in(page, agent)
-    assert "token=" not in page.url  # type: ignore[attr-defined]
+    assert "token=" not in page.url
     search(page, "okafor")
-    results = page.locator("#matters-table tbody tr")  # type: ignore[attr-defined]
+    results = page.locator("#matters-table tbody tr")
     expect(results).to_have_count(2)
-    page.get_by_role("button", name=f"Open {MATTER}").click()  # type: ignore[attr-defined]
-    expect(page.locator("#statements-table")).to_contain_text("INV-1002")  # type: ignore[attr-defined]
-    expect(page.locator("#open-balance")).to_have_text("GBP 2,088.05")  # type: ignore[attr-defined]
+    page.get_by_role("button", name=f"Open {MATTER}").click()
+    expect(page.locator("#statements-table")).to_contain_text("INV-1002")
+    expect(page.locator("#open-balance")).to_have_text("£2,088.05")
     shot(page, "02-debts")
 
-    page.get_by_role("button", name="Instant Bank Pay").click()  # type: ignore[attr-defined]
-    dialog = page.locator("#pay-dialog")  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Instant Bank Pay").click()
+    dialog = page.locator("#pay-dialog")
     expect(dialog.get_by_label("Amount (GBP)")).to_have_value("2088.05")
     expect(dialog.get_by_label("Description")).to_have_value(agent.rt.links.description())
     shot(page, "03-popup")
     dialog.get_by_label("Description").fill("Probate fees to date")
     dialog.get_by_label("Description").press("Enter")  # Enter submits the form
-    expect(dialog.locator(".link-view h3")).to_contain_text("Payment link ready")
+    expect(dialog.locator(".link-view h3")).to_contain_text("Payment link created")
     expect(dialog.locator(".badge")).to_have_text("Outstanding")
+    expect(dialog.locator(".delivery")).to_contain_text("Not sent to the payer yet")
     url = dialog.get_by_label("Payment link").input_value()
     assert url.startswith(f"{agent.pay.url}/pay/")
-    for name in ("Copy", "Open", "Send via email", "Send via text", "Cancel & Create New"):
+    for name in ("Copy", "Open", "Cancel & Create New"):
         expect(dialog.get_by_role("button", name=name, exact=True)).to_be_visible()
     shot(page, "04-link-ready")
 
-    page.keyboard.press("Escape")  # type: ignore[attr-defined]
+    page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
-    expect(page.locator("#link-sent-marker")).to_contain_text("Payment link sent")  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Instant Bank Pay").click()  # type: ignore[attr-defined]
+    banner = page.locator("#link-sent-marker")
+    expect(banner).to_contain_text("Link created at")
+    expect(banner).not_to_contain_text("sent")  # created is not sent: nothing was emailed or texted
+    page.get_by_role("button", name="Instant Bank Pay").click()
     expect(dialog.locator(".link-view h3")).to_contain_text("already has a payment link")
     assert dialog.get_by_label("Payment link").input_value() == url  # the SAME link, not a second one
     shot(page, "05-existing-link")
-    page.keyboard.press("Escape")  # type: ignore[attr-defined]
+    page.keyboard.press("Escape")
 
-    payer = page.context.new_page()  # type: ignore[attr-defined]
+    payer = page.context.new_page()
     payer.goto(url)
-    expect(payer.locator("#amount")).to_have_text("GBP 2088.05")
+    expect(payer.locator("#amount")).to_contain_text("2088.05")
     payer.get_by_role("button", name="Pay by bank").click()
     expect(payer.get_by_role("status")).to_contain_text("payment was received")
     payer.close()
 
     assert poll_payments(agent.rt) >= 1
     assert Outbox(agent.rt.store, agent.rt.connector, agent.rt.mapping).run_once().get("posted") == 2
-    page.goto(f"{agent.url}/console/#postings")  # type: ignore[attr-defined]
-    rows = page.locator("#postings-list tbody tr")  # type: ignore[attr-defined]
+    go(page, agent, "postings")
+    rows = page.locator("#postings-list tbody tr")
     expect(rows).to_have_count(2)
     expect(rows.first.locator(".badge")).to_have_text("Posted")
     expect(rows.first).to_contain_text("Written into the matter system")
@@ -201,47 +114,47 @@ def test_instant_bank_pay_from_search_to_posting(page: object, agent: Agent) -> 
     shot(page, "06-postings")
 
     Syncer(agent.rt.store, agent.rt.connector).sync()
-    page.goto(f"{agent.url}/console/#debts")  # type: ignore[attr-defined]
+    go(page, agent, "debts")
     search(page, MATTER)
-    expect(page.locator("#open-balance")).to_have_text("GBP 0")  # type: ignore[attr-defined]
-    expect(page.locator("#matter")).to_contain_text("No open statements")  # type: ignore[attr-defined]
+    expect(page.locator("#open-balance")).to_have_text("£0.00")  # "GBP 0" beside "GBP 0.00" no more
+    expect(page.locator("#matter")).to_contain_text("No open statements")
 
-    page.goto(f"{agent.url}/console/#sent")  # type: ignore[attr-defined]
-    page.get_by_label("Payment Received").check()  # type: ignore[attr-defined]
-    expect(page.locator("#links-table tbody tr")).to_have_count(1)  # type: ignore[attr-defined]
-    expect(page.locator("#links-table .badge")).to_have_text("Payment received")  # type: ignore[attr-defined]
+    go(page, agent, "sent")
+    page.get_by_label("Payment Received").check()
+    expect(page.locator("#links-table tbody tr")).to_have_count(1)
+    expect(page.locator("#links-table .badge")).to_have_text("Payment received")
     shot(page, "07-sent-pages")
 
 
-def test_email_required_when_the_payer_has_none(page: object, agent: Agent) -> None:
+def test_email_required_when_the_payer_has_none(page: Any, agent: Agent) -> None:
     sign_in(page, agent)
     search(page, NO_EMAIL)
-    page.get_by_role("button", name="Instant Bank Pay").click()  # type: ignore[attr-defined]
-    dialog = page.locator("#pay-dialog")  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Instant Bank Pay").click()
+    dialog = page.locator("#pay-dialog")
     expect(dialog.locator("#email-required")).to_contain_text("no email address")
     expect(dialog.get_by_role("button", name="Create link")).to_be_disabled()
     shot(page, "08-email-required")
-    page.keyboard.press("Escape")  # type: ignore[attr-defined]
+    page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 
 
-def test_sent_pages_columns_export_and_cancel(page: object, agent: Agent) -> None:
+def test_sent_pages_columns_export_and_cancel(page: Any, agent: Agent) -> None:
     link = agent.rt.links.create(LinkRequest(matter="M-2026-0011"))
     sign_in(page, agent)
-    page.goto(f"{agent.url}/console/#sent")  # type: ignore[attr-defined]
-    row = page.locator(f'#links-table tr[data-link="{link.id}"]')  # type: ignore[attr-defined]
+    go(page, agent, "sent")
+    row = page.locator(f'#links-table tr[data-link="{link.id}"]')
     expect(row).to_contain_text("M-2026-0011")
 
-    page.get_by_role("button", name="Columns…").click()  # type: ignore[attr-defined]
-    page.get_by_role("checkbox", name="Link ID").check()  # type: ignore[attr-defined]
-    page.get_by_role("button", name="Move Link ID up").click()  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Columns…").click()
+    page.get_by_role("checkbox", name="Link ID").check()
+    page.get_by_role("button", name="Move Link ID up").click()
     shot(page, "09-columns")
-    page.keyboard.press("Escape")  # type: ignore[attr-defined]
-    headings = page.locator("#links-table thead th").all_inner_texts()  # type: ignore[attr-defined]
+    page.keyboard.press("Escape")
+    headings = page.locator("#links-table thead th").all_inner_texts()
     assert "Link ID" in headings
 
-    with page.expect_download() as download:  # type: ignore[attr-defined]
-        page.get_by_role("button", name="Export to Excel").click()  # type: ignore[attr-defined]
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export to Excel").click()
     saved = ARTIFACTS / "sent-pages.xlsx"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     download.value.save_as(saved)
@@ -250,40 +163,304 @@ def test_sent_pages_columns_export_and_cancel(page: object, agent: Agent) -> Non
     assert header[: len(headings) - 1] == headings[:-1]
     assert any(link.id in [c.value for c in r] for r in sheet.iter_rows(min_row=2))
 
-    page.once("dialog", lambda confirm: confirm.accept())  # type: ignore[attr-defined]
+    page.once("dialog", lambda confirm: confirm.accept())
     row.get_by_role("button", name=f"Cancel link {link.id}").click()
-    expect(page.locator("#notice")).to_contain_text("cancelled")  # type: ignore[attr-defined]
+    expect(page.locator("#notice")).to_contain_text("cancelled")
     assert agent.rt.links.get(link.id).status == "cancelled"
 
 
-def test_other_screens_and_admin_settings(page: object, agent: Agent) -> None:
+def test_quick_link_and_admin_settings(page: Any, agent: Agent) -> None:
     sign_in(page, agent)
-    page.goto(f"{agent.url}/console/#quick")  # type: ignore[attr-defined]
-    quick = page.locator("#screen-quick")  # type: ignore[attr-defined]
+    go(page, agent, "quick")
+    quick = page.locator("#screen-quick")
     quick.get_by_label("No, I will copy the link myself").check()
     quick.get_by_label("Amount due").fill("120.00")
     quick.get_by_label("Name", exact=True).fill("Dana Reed")
     quick.get_by_label("Email", exact=True).fill("dana@example.com")
     quick.get_by_label("Invoice number").fill("OLD-77")
     quick.get_by_role("button", name="Generate Link").click()
-    expect(page.locator("#quick-result .badge")).to_have_text("Outstanding")  # type: ignore[attr-defined]
+    expect(page.locator("#quick-result .badge")).to_have_text("Outstanding")
+    expect(page.locator("#quick-result .link-amount")).to_have_text("£120.00")
     shot(page, "10-quick-link")
 
-    page.goto(f"{agent.url}/console/#settings")  # type: ignore[attr-defined]
-    expect(page.locator("#admin-only")).to_contain_text("administrators")  # type: ignore[attr-defined]
     sign_in(page, agent, agent.admin_token)
-    page.goto(f"{agent.url}/console/#settings")  # type: ignore[attr-defined]
-    form = page.locator('form[data-account="trust"]')  # type: ignore[attr-defined]
+    go(page, agent, "settings")
+    form = page.locator('form[data-account="trust"]')
     form.get_by_label("Disclaimer on the payment page").fill("Client account (trust).")
     form.get_by_role("button", name="Save trust").click()
     expect(form.get_by_role("status")).to_contain_text("Saved")
     assert "Client account (trust)." in (agent.home / "ledgerlink.toml").read_text(encoding="utf-8")
-    shot(page, "11-settings")
+    shot(page, "11-settings-admin")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fresh_artifacts() -> None:
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+# ------------------------------------------------------------------------------ issue 15, item by item
+
+
+def test_demo_run_loads_the_demo_settings_it_just_wrote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 1: `run --demo` on an empty home serves the demo's own accounts and firm name, not the defaults."""
+    from agent.cli import home as home_cli
+    from agent.cli.main import main
+
+    seen: dict[str, Any] = {}
+
+    def run_service(rt: Any, once: bool = False) -> int:
+        seen["accounts"], seen["service"] = sorted(rt.settings.accounts), rt.settings.service_name
+        seen["description"] = rt.links.description()
+        return 0
+
+    monkeypatch.setattr(home_cli, "run_service", run_service)
+    monkeypatch.delenv("LEDGERLINK_HOME", raising=False)
+    assert main(["--home", str(tmp_path / "fresh"), "run", "--demo", "--once"]) == 0
+    assert seen["accounts"] == ["operating", "trust"]
+    assert seen["service"] == "Demo Legal LLP" and seen["description"].startswith("Demo Legal LLP")
+
+
+def bulk_upload(page: Any, path: Path) -> None:
+    page.get_by_label("Spreadsheet (CSV or TXT)").set_input_files(str(path))
+    page.locator("#bulk-form").get_by_role("button", name="Upload").click()
+
+
+def test_bulk_problems_show_row_field_and_reason(page: Any, agent: Agent, tmp_path: Path) -> None:
+    """Item 2: each problem is a row: the spreadsheet row, the column and the reason (never [object Object])."""
+    header = "Invoice number,Invoice date,Due date,Recipient name,Recipient email,Amount,Custom message\n"
+    bad = tmp_path / "bad.csv"
+    bad.write_text(header + "B-1,2026-11-01,2026-12-01,Ann Lee,ann@example.com,12.345,\n"
+                   "B-2,31/31/2026,2026-12-01,Bo Park,not-an-email,40.00,\n", encoding="utf-8")
+    sign_in(page, agent)
+    go(page, agent, "bulk")
+    bulk_upload(page, bad)
+    problems = page.locator("#bulk-problems tbody tr")
+    expect(problems.first).to_be_visible()
+    texts = problems.all_inner_texts()
+    assert texts and not any("[object Object]" in t for t in texts), texts
+    cells = [r.split("\t") for r in texts]
+    assert {c[0] for c in cells} == {"2", "3"}  # rows as the spreadsheet numbers them (header is row 1)
+    assert all(len(c) == 4 and c[1] and c[3] for c in cells), cells  # every problem names a column and a reason
+    amount = next(c for c in cells if c[0] == "2")
+    assert amount[1] == "Amount" and amount[2] == "12.345" and "decimal" in amount[3]
+    expect(page.locator("#bulk-review")).to_be_empty()
+    shot(page, "12-bulk-problems")
+
+    good = tmp_path / "good.csv"
+    good.write_text(header + "B-10,2026-11-01,2026-12-01,Ann Lee,ann@example.com,1250.5,Fees\n", encoding="utf-8")
+    bulk_upload(page, good)
+    expect(page.locator("#bulk-problems")).to_have_count(0)
+    row = page.locator("#bulk-rows tbody tr").first
+    expect(row).to_contain_text("Ann Lee")
+    expect(row).to_contain_text("£1,250.50")
+    expect(row).to_contain_text("1 Nov 2026")
+    send_all = page.get_by_role("button", name="Send All: email not set up")
+    expect(send_all).to_be_disabled()
+    expect(page.locator("#bulk-why")).to_have_text("Email is not set up for this firm yet; ask your administrator.")
+    with page.expect_download():
+        page.get_by_role("button", name="Generate Links for Download").click()
+    expect(row).to_contain_text("Link created, not sent")
+    shot(page, "13-bulk-review")
+
+
+def test_bulk_send_all_says_emailed_to_whom(page: Any, agent: Agent, tmp_path: Path) -> None:
+    """Item 3 for Send All: each row says what its send did, from the send record."""
+    header = "Invoice number,Invoice date,Due date,Recipient name,Recipient email,Amount,Custom message\n"
+    file = tmp_path / "send.csv"
+    file.write_text(header + "B-20,2026-11-01,2026-12-01,Cy Moss,cy@example.com,80.00,\n", encoding="utf-8")
+    with delivery_set_up(agent):
+        sign_in(page, agent)
+        go(page, agent, "bulk")
+        bulk_upload(page, file)
+        page.get_by_role("button", name="Send All", exact=True).click()
+        expect(page.locator("#bulk-rows tbody tr").first).to_contain_text("Emailed to cy@example.com at ")
+
+
+def test_debt_row_and_banner_say_exactly_what_happened(page: Any, agent: Agent) -> None:
+    """Item 3: created; emailed to X at T; texted to Y at T; sending failed (why), on the popup, the matter's
+    banner and the search result row."""
+    with delivery_set_up(agent) as gateway:
+        sign_in(page, agent)
+        search(page, SENDS)
+        page.get_by_role("button", name="Instant Bank Pay").click()
+        dialog = page.locator("#pay-dialog")
+        dialog.get_by_role("button", name="Create link").click()
+        story = dialog.locator(".delivery")
+        expect(story).to_contain_text("Link created at")
+        expect(story).to_contain_text("Not sent to the payer yet")
+
+        sender = page.locator("#send-dialog")
+        dialog.get_by_role("button", name="Send via email").click()
+        sender.get_by_role("button", name="Send email").click()
+        expect(sender.get_by_role("status")).to_have_text(
+            re.compile(r"^Emailed to nakamura@example\.com at \d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2}\.$"))
+        sender.locator(".actions").get_by_role("button", name="Close").click()
+        dialog.get_by_role("button", name="Send via text").click()
+        sender.get_by_role("button", name="Send text").click()
+        expect(sender.get_by_role("status")).to_contain_text("Texted to +447700900003 at ")
+        sender.locator(".actions").get_by_role("button", name="Close").click()
+        gateway.bad_numbers.add("+447700900003")
+        dialog.get_by_role("button", name="Send via text").click()
+        sender.get_by_role("button", name="Send text").click()
+        failed = sender.get_by_role("status")
+        expect(failed).to_contain_text("Sending by text to +447700900003 failed at ")
+        expect(failed).to_contain_text("not a valid phone number")
+        shot(page, "14-send-failed")
+        sender.locator(".actions").get_by_role("button", name="Close").click()
+        expect(story.locator("li")).to_have_count(4)
+        page.keyboard.press("Escape")
+
+    banner = page.locator("#link-sent-marker li")
+    expect(banner).to_have_count(4)
+    words = banner.all_inner_texts()
+    assert words[0].startswith("Link created at ")
+    assert words[1].startswith("Emailed to nakamura@example.com at ")
+    assert words[2].startswith("Texted to +447700900003 at ")
+    assert words[3].startswith("Sending by text to +447700900003 failed at ") and "(code 21211)" in words[3]
+    search(page, "Nakamura")
+    expect(page.locator(f'#matters-table tr[data-matter="{SENDS}"] .delivery-cell')).to_contain_text(
+        "Sending by text to +447700900003 failed")
+    shot(page, "15-debt-delivery")
+
+
+def test_email_not_set_up_says_so_before_send_is_pressed(browser: Any, agent: Agent) -> None:
+    """Item 4: the clerk is told to ask the administrator; the admin is told what to set."""
+    link = agent.rt.links.create(LinkRequest(matter="M-2026-0060"))
+    clerk = "Email is not set up for this firm yet; ask your administrator."
+    admin = "Email is not set up: set [smtp] from_address in ledgerlink.toml"
+    for token, expected, name in ((agent.token, clerk, "16-clerk-no-email"),
+                                  (agent.admin_token, admin, "17-admin-no-email")):
+        page = new_page(browser)
+        sign_in(page, agent, token)
+        search(page, "M-2026-0060")
+        page.get_by_role("button", name="Instant Bank Pay").click()
+        dialog = page.locator("#pay-dialog")
+        send = dialog.get_by_role("button", name="Send via email: not set up")
+        expect(send).to_be_disabled()
+        expect(dialog.locator(f"#why-email-{link.id}")).to_contain_text(expected)
+        assert send.get_attribute("aria-describedby") == f"why-email-{link.id}"
+        expect(dialog.get_by_role("button", name="Send via text: not set up")).to_be_disabled()
+        shot(page, name)
+        page.keyboard.press("Escape")
+        go(page, agent, "quick")
+        expect(page.get_by_label("Yes, email it to the recipient")).to_be_disabled()
+        expect(page.get_by_label("No, I will copy the link myself")).to_be_checked()
+        expect(page.locator("#quick-send-why")).to_contain_text(expected)
+        expect(page.locator("#quick-submit")).to_have_text("Generate Link")
+        assert not page.errors
+        page.context.close()
+
+
+def test_a_clerk_never_sees_the_config_file_when_email_goes_away(browser: Any, agent: Agent) -> None:
+    """Item 4 when the setting vanishes after the page loaded: the API's 500 reaches the clerk as plain words."""
+    agent.rt.links.create(LinkRequest(matter="M-2026-0071"))
+    smtp = agent.rt.settings.smtp
+    page = new_page(browser)
+    smtp.from_address = "billing@demo.example"
+    try:
+        sign_in(page, agent)  # the console reads "email is set up"
+    finally:
+        smtp.from_address = None  # and then it is not
+    search(page, "M-2026-0071")
+    page.get_by_role("button", name="Instant Bank Pay").click()
+    page.locator("#pay-dialog").get_by_role("button", name="Send via email").click()
+    sender = page.locator("#send-dialog")
+    sender.get_by_role("button", name="Send email").click()
+    expect(sender.get_by_role("status")).to_have_text("Email is not set up for this firm yet; ask your administrator.")
+    assert not page.errors
+    page.context.close()
+
+
+def test_money_and_dates_in_the_firms_locale_and_time_zone(browser: Any, agent: Agent) -> None:
+    """Item 5: one style on every table (format.js); another firm locale and zone change every screen alike."""
+    link = agent.rt.links.create(LinkRequest(matter="M-2026-0090"))
+    page = new_page(browser)
+    sign_in(page, agent)
+    search(page, THREE)
+    for text in page.locator("#matter .facts dd").all_inner_texts()[2:]:
+        assert re.match(MONEY, text), text
+    for row in page.locator("#statements-table tbody tr").all():
+        issued, due, billed, balance = row.locator("td").all_inner_texts()[1:]
+        assert re.match(DATE, issued) and re.match(DATE, due), (issued, due)
+        assert re.match(MONEY, billed) and re.match(MONEY, balance), (billed, balance)
+    expect(page.locator("#agent-status")).to_contain_text(re.compile("synced " + MOMENT.lstrip("^")))
+    exact = page.evaluate("""async () => { const f = await import("/console/static/format.js");
+        return [f.money("12345678901234567.89", "GBP"), f.money("12.345", "GBP"), f.money("-5", "GBP"),
+                f.when("2026-06-29"), f.when("2026-06-29T23:30:00Z")]; }""")
+    # never through a float, never rounded; a calendar date never moved by a zone; a moment in London time (BST)
+    assert exact == ["£12,345,678,901,234,567.89", "£12.345", "-£5.00", "29 Jun 2026", "30 Jun 2026, 00:30"], exact
+    go(page, agent, "sent")
+    page.get_by_label("All").check()
+    expect(page.locator("#links-table caption")).to_contain_text("All:")
+    created = page.locator("#links-table tbody tr td:first-child").all_inner_texts()
+    assert created and all(re.match(DATE, t) for t in created), created
+    go(page, agent, "postings")
+    for row in page.locator("#postings-list tbody tr").all():
+        assert re.match(MONEY, row.locator("td.num").inner_text())
+        assert re.match(MOMENT, row.locator("td:nth-child(3)").inner_text().splitlines()[0])
+    page.context.close()
+
+    settings = agent.rt.settings
+    before = settings.firm_locale, settings.firm_timezone
+    settings.firm_locale, settings.firm_timezone = "de-DE", "America/New_York"
+    try:
+        page = new_page(browser)
+        sign_in(page, agent)
+        search(page, THREE)
+        expect(page.locator("#open-balance")).to_have_text("5.286,83\u00a0£")
+        search(page, "M-2026-0090")
+        local = link.created_at.astimezone(ZoneInfo("America/New_York"))
+        expect(page.locator("#link-sent-marker li").first).to_have_text(
+            f"Link created at {local:%d.%m.%Y, %H:%M}")
+        shot(page, "18-locale-de")
+        page.context.close()
+    finally:
+        settings.firm_locale, settings.firm_timezone = before
+
+
+def one_line(locator: Any) -> bool:
+    """The element's text (if any) sits on a single line box: it did not wrap."""
+    return bool(locator.evaluate("e => { const r = document.createRange(); r.selectNodeContents(e); "
+                                 "return new Set([...r.getClientRects()].map((b) => Math.round(b.top))).size <= 1; }"))
+
+
+def test_layout_spacing_no_wrapping_choose_statements_and_clerk_settings(browser: Any, agent: Agent) -> None:
+    """Item 6 at 860 px: the card clear of the table; Sent Pages on one line; choose-statements mode hides the
+    Amount and keeps Create link in view; a clerk's Settings says why and shows no form."""
+    agent.rt.links.create(LinkRequest(matter="M-2026-0070"))
+    page = new_page(browser, 860, 860)
+    sign_in(page, agent)
+    search(page, "Fernández")
+    page.get_by_role("button", name=f"Open {THREE}").click()
+    table = page.locator("#matters-table").bounding_box()
+    card = page.locator("#matter .card").bounding_box()
+    assert card["y"] - (table["y"] + table["height"]) >= 16, (table, card)
+
+    page.get_by_role("button", name="Instant Bank Pay").click()
+    dialog = page.locator("#pay-dialog")
+    dialog.get_by_label("Choose statements and amounts").check()
+    expect(dialog.get_by_label("Amount (GBP)")).to_be_hidden()
+    expect(dialog.locator("#pick-table")).to_be_visible()
+    create = dialog.get_by_role("button", name="Create link")
+    box, frame = create.bounding_box(), dialog.bounding_box()
+    assert frame["y"] <= box["y"] and box["y"] + box["height"] <= min(frame["y"] + frame["height"], 860), (box, frame)
+    shot(page, "19-choose-statements-860")
+    dialog.get_by_label("The remaining balance (oldest statements first)").check()
+    expect(dialog.get_by_label("Amount (GBP)")).to_be_visible()
+    page.keyboard.press("Escape")
+
+    go(page, agent, "sent")
+    page.get_by_label("All").check()
+    expect(page.locator("#links-table caption")).to_contain_text("All:")
+    for column in (1, 3):  # Created, Matter
+        for cell in page.locator(f"#links-table tbody td:nth-child({column})").all():
+            assert one_line(cell), cell.inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")  # wide tables scroll in place
+    shot(page, "20-sent-pages-860")
+
+    go(page, agent, "settings")
+    expect(page.locator("#admin-only")).to_contain_text("Settings are for administrators")
+    expect(page.locator("#admin-only")).to_contain_text("ask your administrator")
+    expect(page.locator("#settings-body form, #settings-body textarea")).to_have_count(0)
+    expect(page.locator("#accounts-summary")).to_contain_text("trust")
+    shot(page, "21-settings-clerk")
+    assert not page.errors
+    page.context.close()
 
 
 def test_extra_endpoints_remove_and_reallocate_postings(agent: Agent) -> None:
@@ -304,3 +481,22 @@ def test_extra_endpoints_remove_and_reallocate_postings(agent: Agent) -> None:
         removed = client.post(f"/postings/{mine[0]['id']}/remove", json={"reason": "recorded by hand"})
         assert removed.json()["state"] == "removed"
         assert [a["default"] for a in client.get("/accounts").json()] == [True, False]
+
+
+def test_console_info_and_link_delivery_endpoints(agent: Agent) -> None:
+    """The read-only fields the console relies on: role, locale, zone, channel readiness; a matter's sends."""
+    import httpx
+
+    with httpx.Client(base_url=agent.url) as client:
+        clerk = client.get("/console-info", headers={"Authorization": f"Bearer {agent.token}"}).json()
+        admin = client.get("/console-info", headers={"Authorization": f"Bearer {agent.admin_token}"}).json()
+        assert clerk == {**admin, "role": "user"} and admin["role"] == "admin"
+        assert clerk["firm_name"] == "Demo Legal LLP" and clerk["locale"] == "en-GB"
+        assert clerk["time_zone"] == "Europe/London"
+        assert clerk["email"] == {"ready": False, "missing": ["[smtp] from_address"]}
+        assert clerk["sms"]["ready"] is False and "[sms] account" in clerk["sms"]["missing"]
+        link = agent.rt.links.create(LinkRequest(matter="M-2026-0080"))
+        found = client.get("/link-delivery", params={"matter": ["M-2026-0080", "M-2026-0100"]},
+                           headers={"Authorization": f"Bearer {agent.token}"}).json()
+        assert [(d["matter_number"], d["link_id"], d["sends"]) for d in found] == [("M-2026-0080", link.id, [])]
+        assert client.get("/link-delivery", params={"matter": "M-2026-0080"}).status_code == 401

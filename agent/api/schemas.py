@@ -284,3 +284,38 @@ class BulkIn(BaseModel):
 class LinkRow(LinkOut):  # type: ignore[valid-type,misc]  # made at import time from Link
     matter_number: str | None = None
     closed_at: dt.datetime | None = None
+
+
+class ChannelOut(BaseModel):
+    """Whether the agent can send by this channel, and what an administrator must set first if not."""
+
+    ready: bool
+    missing: list[str] = Field(description="Settings still to set in ledgerlink.toml, e.g. '[smtp] from_address'.")
+
+
+class ConsoleInfoOut(BaseModel):
+    """What the console needs before the first screen: who is signed in, how to format, what can be sent."""
+
+    role: Literal["admin", "user"]
+    firm_name: str
+    locale: str = Field(description="BCP 47 locale for money and dates (firm_locale).")
+    time_zone: str = Field(description="IANA time zone for dates and times (firm_timezone).")
+    email: ChannelOut
+    sms: ChannelOut
+
+
+class SendOut(BaseModel):
+    channel: str
+    recipient: str
+    sent_at: dt.datetime
+    ok: bool
+    result: str = Field(description="'ok' or why the send failed.")
+
+
+class DeliveryOut(BaseModel):
+    """A matter's outstanding link and every send of it, oldest first: what the debt row says happened."""
+
+    matter_number: str
+    link_id: str
+    created_at: dt.datetime
+    sends: list[SendOut]

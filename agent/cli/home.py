@@ -12,6 +12,7 @@ from typing import Any
 from agent.cli.output import Commands, emit
 from agent.core.errors import ConfigurationError
 from agent.home.demo import init_home
+from agent.home.settings import load_settings
 from agent.runtime import Runtime
 from agent.service.loop import run_service
 from agent.state.mirror import quarantined_rows
@@ -106,8 +107,11 @@ def cmd_secrets_delete(args: argparse.Namespace, rt: Runtime) -> int:
 
 def cmd_run(args: argparse.Namespace, rt: Runtime) -> int:
     if args.demo:
-        for path in init_home(rt.settings.home):
+        written = init_home(rt.settings.home)
+        for path in written:
             print(f"demo: wrote {path}")
+        if written:  # the settings were read before the demo's own ledgerlink.toml existed; nothing is built yet
+            rt.settings = load_settings(rt.settings.home)
     return run_service(rt, once=args.once)
 
 

@@ -301,9 +301,16 @@ class Sender:
             rows = conn.execute(select(sends).where(sends.c.link_id == link_id).order_by(sends.c.id)).mappings().all()
         return [SendRecord(**dict(r)) for r in rows]
 
+    def missing(self, channel: Channel) -> list[str]:
+        """The settings an administrator must still set before anything can go by ``channel``."""
+        if channel == "email":
+            return [] if self.settings.smtp.from_address else ["[smtp] from_address"]
+        sms = self.settings.sms
+        return [f"[sms] {name}" for name in ("account", "from_number", "token_secret") if not getattr(sms, name)]
+
     def require_email(self) -> None:
         """Refuse before any work when email is not set up at all."""
-        if not self.settings.smtp.from_address:
+        if self.missing("email"):
             raise ConfigurationError("email is not set up: set [smtp] from_address (and host, port, security) first")
 
     def send_all(self, requests: Iterable[tuple[str, LinkRequest]]) -> list[BulkSend]:

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     state_url: str | None = Field(None, description="State store URL; SQLite in <home>/state.db when unset.")
     mapping: Path = Field(Path("mapping.yaml"), description="Mapping file, relative to home unless absolute.")
     firm_timezone: str = "Europe/London"
+    firm_locale: str = Field("en-GB", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+                             description="BCP 47 locale the console formats money and dates in, e.g. en-GB.")
     service_name: str = Field("Legal services", description="Used in the default link description.")
     description_template: str = Field(
         "{service} {date:%d %B %Y}", description="Default link description; {service} and {date} are filled in."

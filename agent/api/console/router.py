@@ -15,22 +15,26 @@ from decimal import Decimal
 from pathlib import Path, PureWindowsPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import or_, select
 
-from agent.api.auth import RuntimeDep
+from agent.api.auth import RuntimeDep, require_token
 from agent.api.errors import plain
 from agent.api.routers.links import known_account
 from agent.api.schemas import (
     AccountOut,
     BulkIn,
+    ChannelOut,
+    ConsoleInfoOut,
+    DeliveryOut,
     LinkRow,
     ManagedPostingOut,
     PostingId,
     PostingOut,
     ReallocateIn,
     RemoveIn,
+    SendOut,
     link_out,
 )
 from agent.core.errors import LedgerlinkError, RuleError
@@ -38,12 +42,42 @@ from agent.core.scrub import scrub
 from agent.engine.bulk import TEMPLATE_HEADER, read_bulk
 from agent.engine.export import LINK_COLUMNS, link_rows
 from agent.engine.links import LinkRequest
-from agent.state.schema import firm_statements, postings
+from agent.engine.sending import BulkSend
+from agent.state.schema import firm_matters, firm_statements, links, postings, sends
+from agent.state.statuses import LINK_OUTSTANDING
 from postings.outbox import POSTING_DETAILS
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 UPLOAD_NAME = re.compile(r"[^/\\:*?\"<>|\x00-\x1f]{1,200}\.(?:csv|txt)", re.IGNORECASE)
 router = APIRouter(tags=["console"])
+
+
+@router.get("/console-info", response_model=ConsoleInfoOut)
+def console_info(rt: RuntimeDep, role: Annotated[str, Depends(require_token)]) -> ConsoleInfoOut:
+    """Read-only: lets the console say "email is not set up" before a Send is pressed, and format in the
+    firm's locale and time zone rather than the browser's."""
+    email, sms = (ChannelOut(ready=not gaps, missing=gaps) for gaps in (rt.sender.missing("email"),
+                                                                          rt.sender.missing("sms")))
+    return ConsoleInfoOut(role="admin" if role == "admin" else "user", firm_name=rt.settings.service_name,
+                          locale=rt.settings.firm_locale, time_zone=rt.settings.firm_timezone, email=email, sms=sms)
+
+
+@router.get("/link-delivery", response_model=list[DeliveryOut])
+def link_delivery(rt: RuntimeDep, matter: Annotated[list[str], Query(description="Matter numbers or keys")]
+                  ) -> list[DeliveryOut]:
+    """Each given matter's outstanding link with its sends, so a debt row says created / emailed / failed."""
+    with rt.store.read() as conn:
+        found = conn.execute(
+            select(firm_matters.c.number, links.c.id, links.c.created_at)
+            .join(links, links.c.matter_key == firm_matters.c.key)
+            .where(or_(firm_matters.c.number.in_(matter), firm_matters.c.key.in_(matter)),
+                   links.c.status == LINK_OUTSTANDING)).all()
+        history: dict[str, list[SendOut]] = {}
+        for row in conn.execute(select(sends).where(sends.c.link_id.in_([f.id for f in found]))
+                                .order_by(sends.c.id)).mappings():
+            history.setdefault(row["link_id"], []).append(SendOut.model_validate(dict(row)))
+    return [DeliveryOut(matter_number=number, link_id=link_id, created_at=created, sends=history.get(link_id, []))
+            for number, link_id, created in found]
 
 
 @router.get("/accounts", response_model=list[AccountOut])
@@ -147,14 +181,10 @@ def bulk_links(rt: RuntimeDep, body: BulkIn) -> dict[str, Any]:
     return {"results": results}
 
 
-def _sent(result: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if result.link is not None:
-        out["link"] = link_out(result.link).model_dump(mode="json")
-    if result.sent:
-        out["sent"] = f"emailed to {result.record.recipient}"
-    else:
-        out["error" if result.link is None else "sent"] = f"not emailed: {result.error}"
-    if result.record is not None:
-        out["send"] = plain(dataclasses.asdict(result.record))
-    return out
+def _sent(result: BulkSend) -> dict[str, Any]:
+    """A Send All row as the console reads it: the link and its send record, or why no link was made."""
+    if result.link is None:
+        return {"error": result.error}
+    send = (plain(dataclasses.asdict(result.record)) if result.record is not None
+            else {"ok": False, "result": result.error, "channel": "email"})  # refused before it reached the relay
+    return {"link": link_out(result.link).model_dump(mode="json"), "send": send}

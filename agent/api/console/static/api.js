@@ -41,8 +41,9 @@ export async function api(method, path, body, { raw = false, headers = {} } = {}
   return response.status === 204 ? null : response.json();
 }
 
-// What every screen shares once signed in: the merchant accounts for the account pickers.
-export const session = { accounts: [], defaultAccount: null };
+// What every screen shares once signed in: the merchant accounts for the account pickers, and /console-info
+// (role, firm name, whether email and SMS are set up).
+export const session = { accounts: [], defaultAccount: null, info: null };
 
 // ------------------------------------------------------------------ small DOM helpers shared by every screen
 
@@ -59,25 +60,6 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 export const $ = (selector, root = document) => root.querySelector(selector);
-
-// Money arrives as decimal strings; shown with thousands separators, never turned into a float.
-export function money(amount, currency = "") {
-  if (amount === null || amount === undefined || amount === "") return "";
-  const [whole, fraction] = String(amount).split(".");
-  const sign = whole.startsWith("-") ? "-" : "";
-  const digits = whole.replace("-", "").replace(/\B(?=(\d{3})+(?!\d))/g, ",");
-  const text = `${sign}${digits}${fraction !== undefined ? "." + fraction : ""}`;
-  return currency ? `${currency} ${text}` : text;
-}
-
-export function when(value) {
-  if (!value) return "";
-  const date = new Date(value);
-  if (Number.isNaN(date.getTime())) return String(value);
-  return value.length <= 10
-    ? date.toLocaleDateString("en-GB", { day: "numeric", month: "short", year: "numeric" })
-    : date.toLocaleString("en-GB", { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit" });
-}
 
 const BADGES = {
   outstanding: "Outstanding", creating: "Being created", payment_received: "Payment received",

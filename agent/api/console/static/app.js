@@ -1,6 +1,7 @@
 // The console shell: hash routing between screens, the Debts screen and the Instant Bank Pay popup.
-import { $, api, el, fillAccounts, money, say, session, token, when } from "./api.js";
-import { linkView } from "./linkview.js";
+import { $, api, el, fillAccounts, say, session, token } from "./api.js";
+import { money, useFirmFormat, when } from "./format.js";
+import { deliveryWords, linkView } from "./linkview.js";
 import { showBulk } from "./bulk.js";
 import { showPostings } from "./postings.js";
 import { showQuick } from "./quick.js";
@@ -31,7 +32,11 @@ async function route() {
 
 async function start() {
   try {
-    const [status, accounts] = await Promise.all([api("GET", "/status"), api("GET", "/accounts")]);
+    const [status, accounts, info] = await Promise.all([api("GET", "/status"), api("GET", "/accounts"),
+      api("GET", "/console-info")]);
+    session.info = info;
+    useFirmFormat(info.locale, info.time_zone);
+    document.body.dataset.role = info.role;
     session.accounts = accounts;
     session.defaultAccount = accounts.find((a) => a.default)?.name;
     for (const select of document.querySelectorAll("select.accounts")) fillAccounts(select);
@@ -41,6 +46,8 @@ async function start() {
     say(notice, `The agent did not answer: ${exc.message}`, "error");
   }
   $("#sign-out").addEventListener("click", () => { token.clear(); location.replace("/console/login"); });
+  // The skip link moves focus only: the #hash is the router's, so following it would switch screens.
+  $(".skip").addEventListener("click", (event) => { event.preventDefault(); $("#main").focus(); });
   for (const dialog of document.querySelectorAll("dialog")) {
     dialog.addEventListener("click", (event) => { if (event.target.closest("[data-close]")) dialog.close(); });
   }
@@ -59,14 +66,30 @@ async function showDebts() {
 
 const clientNames = new Map();  // matter number -> client name, from the search (the detail has no client)
 
+// Each matter's outstanding link and its sends (matter number -> delivery), for the words on the debt.
+async function deliveries(numbers) {
+  if (!numbers.length) return new Map();
+  const found = await api("GET", `/link-delivery?${numbers.map((n) => `matter=${encodeURIComponent(n)}`).join("&")}`);
+  return new Map(found.map((d) => [d.matter_number, d]));
+}
+
+// The debt row's one line: the latest thing that happened to its link, a failure marked as one.
+function lastWords(delivery) {
+  const last = delivery.sends.at(-1);
+  return el("span", { class: last && !last.ok ? "marker failed" : "marker" },
+    deliveryWords(delivery.created_at, delivery.sends).at(-1));
+}
+
 // The API's matter detail, flattened for the screens.
 async function loadMatter(ref) {
   const d = await api("GET", `/matters/${encodeURIComponent(ref)}`);
+  const delivery = d.link_sent ? (await deliveries([d.matter.number])).get(d.matter.number) : undefined;
   return {
     ...d.matter, statements: d.statements, currency: d.currency, open_balance: d.open_balance[d.currency] ?? "0",
     pending_collections: d.pending_collections, unposted_payments: d.unposted_payments, amount: d.default_amount,
     description: d.default_description, payer_name: d.payer_name, payer_email: d.payer_email,
     existing: d.existing_link, link_sent: d.link_sent, client_name: clientNames.get(d.matter.number),
+    sends: delivery?.sends || [],
   };
 }
 
@@ -79,6 +102,7 @@ async function search(text) {
   matterPanel.hidden = true;
   const rows = await api("GET", `/matters?q=${encodeURIComponent(text)}`);
   for (const m of rows) clientNames.set(m.number, m.client_name);
+  const delivered = await deliveries(rows.filter((m) => m.link_sent).map((m) => m.number));
   if (!rows.length) {
     results.replaceChildren(el("p", { class: "empty" }, `No matter or client matches “${text}”.`));
     return;
@@ -88,11 +112,11 @@ async function search(text) {
     el("thead", {}, el("tr", {}, el("th", {}, "Matter"), el("th", {}, "Matter name"), el("th", {}, "Client"),
       el("th", {}, "Status"), el("th", {}, "Payment link"), el("th", {}, el("span", { class: "muted" }, "Action")))),
     el("tbody", {}, rows.map((m) => el("tr", { "data-matter": m.number },
-      el("td", {}, m.number),
+      el("td", { class: "nowrap" }, m.number),
       el("td", {}, m.name),
       el("td", {}, m.client_name || m.client || ""),
       el("td", {}, m.status === "open" ? "Open" : "Closed"),
-      el("td", {}, m.link_sent ? el("span", { class: "marker" }, "✉ Payment link sent") : ""),
+      el("td", { class: "delivery-cell" }, delivered.has(m.number) ? lastWords(delivered.get(m.number)) : ""),
       el("td", {}, el("button", { type: "button", class: "small", "aria-label": `Open ${m.number}`, onclick: () => openMatter(m.number) }, "Open")))))));
   if (rows.length === 1) await openMatter(rows[0].number);
 }
@@ -103,7 +127,9 @@ export async function openMatter(ref) {
   matterPanel.replaceChildren(
     el("div", { class: "card" },
       el("h2", { id: "matter-title" }, `${m.number} · ${m.name}`),
-      m.link_sent ? el("p", { class: "notice", id: "link-sent-marker" }, "✉ Payment link sent: this debt has a link waiting to be paid.") : null,
+      m.existing ? el("div", { class: "notice", id: "link-sent-marker" },
+        el("p", {}, "This debt has a payment link waiting to be paid."),
+        el("ul", { class: "delivery" }, deliveryWords(m.existing.created_at, m.sends).map((w) => el("li", {}, w)))) : null,
       el("dl", { class: "facts" },
         el("dt", {}, "Client"), el("dd", {}, m.client_name || "—"),
         el("dt", {}, "Payer"), el("dd", {}, [m.payer_name, m.payer_email || "no email saved"].filter(Boolean).join(" · ")),
@@ -116,7 +142,8 @@ export async function openMatter(ref) {
         el("thead", {}, el("tr", {}, el("th", {}, "Statement"), el("th", {}, "Issued"), el("th", {}, "Due"),
           el("th", { class: "num" }, "Billed"), el("th", { class: "num" }, "Balance"))),
         el("tbody", {}, statements.map((s) => el("tr", {},
-          el("td", {}, s.number), el("td", {}, s.issue_date || ""), el("td", {}, s.due_date || ""),
+          el("td", { class: "nowrap" }, s.number), el("td", { class: "nowrap" }, when(s.issue_date)),
+          el("td", { class: "nowrap" }, when(s.due_date)),
           el("td", { class: "num" }, money(s.amount, s.currency)), el("td", { class: "num" }, money(s.balance, s.currency))))),
       ) : el("p", { class: "empty" }, "No open statements on this matter."),
       el("p", { class: "actions" },
@@ -130,7 +157,10 @@ const payDialog = $("#pay-dialog");
 const payBody = $("#pay-body");
 let payMatter = null;
 
-payDialog.addEventListener("close", () => { if (payMatter) openMatter(payMatter).catch(() => {}); });
+// Closing redraws the matter (its link words may have changed); keyboard focus goes back to where it was.
+payDialog.addEventListener("close", () => {
+  if (payMatter) openMatter(payMatter).then(() => $("#instant-bank-pay")?.focus()).catch(() => {});
+});
 
 async function openPay(ref) {
   payMatter = ref;
@@ -153,7 +183,7 @@ async function openPay(ref) {
 }
 
 function showLink(link, m, note = "") {
-  payBody.replaceChildren(linkView(link, { note, onRecreate: () => {
+  payBody.replaceChildren(linkView(link, { note, sends: link.existing ? m.sends : [], onRecreate: () => {
     payBody.replaceChildren(payForm(m, link));
     $("#pay-amount", payBody)?.focus();
   } }));
@@ -184,10 +214,13 @@ function payForm(m, replacing) {
   const sync = () => {
     const bySome = chooseSome.checked;
     pickTable.hidden = !bySome;
+    amountField.hidden = bySome;  // the chosen statements' amounts are what is collected
     amount.disabled = bySome;
     for (const p of picks) p.amount.disabled = !p.box.checked;
   };
   for (const input of [chooseAll, chooseSome, ...picks.map((p) => p.box)]) input.addEventListener("change", sync);
+  const amountField = el("p", { id: "pay-amount-field" }, el("label", { for: "pay-amount" }, `Amount (${m.currency})`), amount,
+    el("span", { class: "help" }, "The remaining balance after pending collections and payments not yet posted."));
 
   const submit = el("button", { type: "submit", class: "primary", id: "pay-create", disabled: noEmail },
     replacing ? "Cancel old link & create new" : "Create link");
@@ -209,12 +242,11 @@ function payForm(m, replacing) {
         el("span", { class: "choice" }, chooseAll, el("label", { for: chooseAll.id }, "The remaining balance (oldest statements first)")),
         el("span", { class: "choice" }, chooseSome, el("label", { for: chooseSome.id }, "Choose statements and amounts"))),
       pickTable) : null,
-    el("p", {}, el("label", { for: "pay-amount" }, `Amount (${m.currency})`), amount,
-      el("span", { class: "help" }, "The remaining balance after pending collections and payments not yet posted.")),
+    amountField,
     el("p", {}, el("label", { for: "pay-description" }, "Description"), description,
       el("span", { class: "help" }, "The service name and today's date; change it if the payer needs more.")),
     error,
-    el("p", { class: "actions" }, submit, el("button", { type: "button", "data-close": true }, "Close")));
+    el("p", { class: "actions sticky-actions" }, submit, el("button", { type: "button", "data-close": true }, "Close")));
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();

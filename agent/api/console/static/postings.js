@@ -1,5 +1,6 @@
 // Manage Postings: payments written back into the matter system, by state, with retry, reallocate and remove.
-import { $, api, badge, el, money, say, when } from "./api.js";
+import { $, api, badge, el, say } from "./api.js";
+import { money, when } from "./format.js";
 
 const notice = $("#notice");
 const table = $("#postings-table");
@@ -120,7 +121,7 @@ async function load() {
     el("tbody", {}, rows.map((p) => el("tr", { "data-posting": p.id },
       el("td", {}, String(p.id)),
       el("td", {}, badge(p.state), p.kind === "reversal" ? el("div", { class: "help" }, "reversal") : null),
-      el("td", {}, when(p.paid_at), el("div", { class: "help" }, p.payment_ref)),
+      el("td", { class: "nowrap" }, when(p.paid_at), el("div", { class: "help" }, p.payment_ref)),
       el("td", { class: "nowrap" }, p.matter_number || "—"),
       el("td", {}, p.statement_number || "—"),
       el("td", { class: "num" }, money(p.amount, p.currency)),

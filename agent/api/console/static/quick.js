@@ -1,17 +1,17 @@
 // Quick link: a one-off link without a matter; emailed at once or generated to copy.
 import { $, api, el, say } from "./api.js";
-import { linkView } from "./linkview.js";
+import { linkView, notReady, sendWords, sentence } from "./linkview.js";
 
 const form = $("#quick-form");
 const error = $("#quick-error");
 const submit = $("#quick-submit");
 const result = $("#quick-result");
+const sendYes = $("#quick-send-yes");
 
-const sendNow = () => $("#quick-send-yes").checked;
+const sendNow = () => sendYes.checked;
+const label = () => { submit.textContent = sendNow() ? "Send Link" : "Generate Link"; };
 
-for (const radio of form.querySelectorAll('input[name="send"]')) {
-  radio.addEventListener("change", () => { submit.textContent = sendNow() ? "Send Link" : "Generate Link"; });
-}
+for (const radio of form.querySelectorAll('input[name="send"]')) radio.addEventListener("change", label);
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -23,15 +23,18 @@ form.addEventListener("submit", async (event) => {
   try {
     const link = await api("POST", "/links/quick", body);
     let note = link.existing ? "This invoice already had an outstanding link, so it is shown instead of a new one." : "";
+    const sends = [];
     if (sendNow()) {
       try {
-        await api("POST", `/links/${encodeURIComponent(link.id)}/send`, { channel: "email" });
-        note = `Emailed to ${link.payer_email}.`;
+        const record = await api("POST", `/links/${encodeURIComponent(link.id)}/send`, { channel: "email" });
+        sends.push(record);
+        note = record.ok ? sentence(sendWords(record))
+          : `The link was created but not emailed. ${sentence(sendWords(record))} Copy it and send it yourself.`;
       } catch (exc) {
         note = `The link was created but not emailed: ${exc.message}. Copy it and send it yourself.`;
       }
     }
-    result.replaceChildren(linkView(link, { note }));
+    result.replaceChildren(linkView(link, { note, sends }));
     result.querySelector("button")?.focus();
   } catch (exc) {
     say(error, exc.message, "error");
@@ -40,6 +43,13 @@ form.addEventListener("submit", async (event) => {
   }
 });
 
+// Email not set up: the choice says so before anything is pressed, and the link is generated to copy instead.
 export async function showQuick() {
-  // Nothing to load: the account list is filled at start.
+  const why = notReady("email");
+  const note = $("#quick-send-why");
+  sendYes.disabled = Boolean(why);
+  note.textContent = why;
+  note.hidden = !why;
+  if (why) $("#quick-send-no").checked = true;
+  label();
 }

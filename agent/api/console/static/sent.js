@@ -1,5 +1,6 @@
 // Sent Pages: links by status, a column configurator (tick and order, kept in this browser), Export to Excel, cancel.
-import { $, api, badge, download, el, money, say, when } from "./api.js";
+import { $, api, badge, download, el, say } from "./api.js";
+import { day, money, when } from "./format.js";
 
 // The headings are the export's own (agent/engine/export.py LINK_COLUMNS), so the screen and the workbook agree.
 const COLUMNS = {
@@ -28,7 +29,10 @@ function cell(link, column) {
   const value = link[column];
   if (column === "status") return el("td", {}, badge(value));
   if (column === "amount") return el("td", { class: "num" }, money(value, link.currency));
-  if (column.endsWith("_at")) return el("td", {}, when(value));
+  // The day only: the table stays one line a row at 860 px; the link view and the export have the time.
+  if (column.endsWith("_at")) return el("td", { class: "nowrap" }, value ? el("time", { datetime: value, title: when(value) }, day(value)) : "");
+  if (column === "matter_number" || column === "invoice_number" || column === "id") return el("td", { class: "nowrap" }, value ?? "");
+  if (column === "description" || column === "status_reason") return el("td", { class: "text" }, value ?? "");
   if (column === "url") return el("td", {}, value ? el("a", { href: value, target: "_blank", rel: "noopener" }, "Open") : "");
   return el("td", {}, value ?? "");
 }
@@ -52,7 +56,8 @@ async function load() {
     table.replaceChildren(el("p", { class: "empty" }, `No links in “${label}”.`));
     return;
   }
-  table.replaceChildren(el("table", { id: "links-table" },
+  // Wide column choices scroll inside their own region, never the whole page.
+  table.replaceChildren(el("div", { class: "table-scroll", tabindex: 0, role: "region", "aria-label": `${label} links` }, el("table", { id: "links-table" },
     el("caption", {}, `${label}: ${links.length} link${links.length === 1 ? "" : "s"}`),
     el("thead", {}, el("tr", {}, shown.map((c) => el("th", { class: c === "amount" ? "num" : null, scope: "col" }, COLUMNS[c])),
       el("th", { scope: "col" }, el("span", { class: "muted" }, "Action")))),
@@ -60,7 +65,7 @@ async function load() {
       shown.map((c) => cell(link, c)),
       el("td", {}, link.status === "outstanding"
         ? el("button", { type: "button", class: "small danger", "aria-label": `Cancel link ${link.id}`, onclick: () => cancel(link) }, "Cancel")
-        : ""))))));
+        : "")))))));
 }
 
 function renderColumns() {

@@ -1,5 +1,6 @@
 // Settings (admin token only): each merchant account's default message, disclaimer, reminders and expiry.
-import { $, ApiError, api, el, say, session } from "./api.js";
+import { $, api, el, say, session } from "./api.js";
+import { notReady } from "./linkview.js";
 
 const body = $("#settings-body");
 
@@ -41,20 +42,40 @@ function accountForm(name, current) {
   return form;
 }
 
+// Email and SMS: set up or not, and (for an admin) what is still to set; read-only, both roles see it.
+function delivery() {
+  const line = (channel, name) => el("li", {}, notReady(channel) || `${name}: set up.`);
+  return el("div", { class: "card", id: "delivery-setup" }, el("h2", {}, "Sending links"),
+    el("ul", {}, line("email", "Email"), line("sms", "Text messages")));
+}
+
+// A non-admin is told why the screen is not theirs and sees only what they may read, never forms they cannot save.
+function readOnly() {
+  return [
+    el("div", { class: "notice warn", id: "admin-only" },
+      el("p", {}, "Settings are for administrators. They change what every payer sees (the messages, the disclaimer on " +
+        "the payment page, reminders and how long links last), so they need the admin token, and you are signed " +
+        "in with the staff token."),
+      el("p", {}, "To change one, ask your administrator, or sign out and sign in with the admin token.")),
+    el("div", { class: "card", id: "accounts-summary" }, el("h2", {}, "Merchant accounts"),
+      el("table", {},
+        el("thead", {}, el("tr", {}, ["Account", "Provider", "Currency", "Links expire after"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, session.accounts.map((a) => el("tr", {},
+          el("td", {}, a.default ? `${a.name} (default)` : a.name), el("td", {}, a.provider), el("td", {}, a.currency),
+          el("td", {}, `${a.expiry_days} day${a.expiry_days === 1 ? "" : "s"}`)))))),
+    delivery(),
+  ];
+}
+
 export async function showSettings() {
+  if (session.info?.role !== "admin") {
+    body.replaceChildren(...readOnly());
+    return;
+  }
   body.replaceChildren(el("p", { class: "muted" }, "Loading…"));
   const forms = [];
   for (const account of session.accounts) {
-    try {
-      forms.push(accountForm(account.name, await api("GET", `/settings/accounts/${encodeURIComponent(account.name)}`)));
-    } catch (exc) {
-      if (exc instanceof ApiError && exc.status === 403) {
-        body.replaceChildren(el("p", { class: "notice warn", id: "admin-only" },
-          "Settings are for administrators. Sign out and sign in with the admin token to change them."));
-        return;
-      }
-      throw exc;
-    }
+    forms.push(accountForm(account.name, await api("GET", `/settings/accounts/${encodeURIComponent(account.name)}`)));
   }
-  body.replaceChildren(...forms);
+  body.replaceChildren(delivery(), ...forms);
 }
