@@ -143,16 +143,27 @@ def cmd_recreate(args: argparse.Namespace, rt: Runtime) -> int:
 def cmd_poll(args: argparse.Namespace, rt: Runtime) -> int:
     from agent.engine.payments import EventPoller
 
-    since = None
-    if getattr(args, "since", None):
-        since = dt.datetime.combine(args.since, dt.time(), tzinfo=rt.settings.zone)
     totals = {}
     for name in rt.settings.accounts:
-        poller = EventPoller(rt.store, rt.provider(name), name)
-        result = poller.poll(since=since, from_start=since is not None)
+        result = EventPoller(rt.store, rt.provider(name), name).poll()
         totals[name] = {"events": result.events, "new": result.new}
     emit(args, totals, lambda: "\n".join(f"{a}: {t['events']} events read, {t['new']} new" for a, t in totals.items()))
     return 0
+
+
+def cmd_reconcile(args: argparse.Namespace, rt: Runtime) -> int:
+    """List each provider's payments and links of the period and heal what the event feed lost."""
+    from agent.service.loop import reconcile_payments
+
+    since = dt.datetime.combine(args.since, dt.time(), tzinfo=rt.settings.zone)
+    results = reconcile_payments(rt, since)
+    totals = {name: {"checked": r.checked, "applied": r.applied, "unknown_at_provider": r.unknown_at_provider,
+                     "parked_retried": r.retried} for name, r in results.items()}
+    emit(args, totals, lambda: "\n".join(
+        f"{a}: {t['checked']} checked, {t['applied']} missed states applied"
+        + (f", not at the provider: {', '.join(t['unknown_at_provider'])}" if t["unknown_at_provider"] else "")
+        for a, t in totals.items()))
+    return 1 if len(results) < len(rt.settings.accounts) else 0
 
 
 def _date(text: str) -> dt.date:
@@ -197,5 +208,6 @@ def register(commands: Commands) -> None:
     commands.add("recreate", cmd_recreate, "Cancel & Create New", group="links", json=True).add_argument("id")
     commands.add("poll", cmd_poll, "read new provider events now", group="payments", json=True)
     commands.add(
-        "reconcile", cmd_poll, "re-read the providers' history and fill any gap", group="payments", json=True
+        "reconcile", cmd_reconcile, "compare the providers' payments with ours and heal any gap", group="payments",
+        json=True
     ).add_argument("--since", type=_date, required=True, help="YYYY-MM-DD")

@@ -181,12 +181,13 @@ class EventPoller:
     """Reads one account's events from its cursor; the cursor advances only with the stored events."""
 
     def __init__(self, store: StateStore, provider: Provider, account: str, *, page_size: int = 100,
-                 retry_initial: float = 0.5) -> None:
+                 retry_initial: float = 0.5, attempts: int = 5) -> None:
         self.store = store
         self.provider = provider
         self.account = account
         self.page_size = page_size
         self.retry_initial = retry_initial
+        self.attempts = attempts  # the service passes 1: it backs a failing account off itself
 
     def cursor(self) -> str | None:
         with self.store.read() as conn:
@@ -205,7 +206,8 @@ class EventPoller:
         result = PollResult(remainders=[])
         cursor = None if from_start else self.cursor()
         while True:
-            page = call(self.provider.events, cursor, self.page_size, initial=self.retry_initial)
+            page = call(self.provider.events, cursor, self.page_size, attempts=self.attempts,
+                        initial=self.retry_initial)
             with self.store.begin() as conn:
                 for event in page.events:
                     if since and event.occurred_at < since:
@@ -227,7 +229,8 @@ class EventPoller:
         done = []
         for parked in parked_events(self.store, self.account):
             try:
-                event = call(self.provider.event, parked.event_id, initial=self.retry_initial)
+                event = call(self.provider.event, parked.event_id, attempts=self.attempts,
+                             initial=self.retry_initial)
             except ProviderError as exc:
                 event = ProviderEvent(parked.event_id, EventKind.UNREADABLE, parked.occurred_at, None, None, None,
                                       None, raw_status=parked.raw_status, error=f"{type(exc).__name__}: {exc}")
@@ -252,7 +255,7 @@ class EventPoller:
         reported. Parked events are retried first.
         """
         result = ReconcileResult(retried=self.retry_parked())
-        snapshot = call(self.provider.snapshot, since, initial=self.retry_initial)
+        snapshot = call(self.provider.snapshot, since, attempts=self.attempts, initial=self.retry_initial)
         listed = {event.payment_ref for event in snapshot if event.payment_ref}
         with self.store.begin() as conn:
             for event in snapshot:

@@ -13,8 +13,9 @@ stripe-node issue 1944, and /work/shared/notes/provider-apis.md.
   while another with the same key is in flight gets 409 and is not saved (``key_in_flight``).
 * Hosted Checkout Sessions need ``success_url`` (400 parameter_missing otherwise); ``expires_at`` must be 30
   minutes to 24 hours ahead; only open sessions can be expired.
-* Event ``created`` times here are strictly increasing (a second apart at least), so a test's events keep their
-  order; at Stripe several events can share a second, which the adapter's cursor tolerates.
+* Event ``created`` times are whole seconds, so several events share one (the adapter's cursor and the engine's
+  tie-break by status tolerate it); only a dispute's reinstatement is stamped a second later than anything
+  before it, as it comes weeks after the dispute.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ class FakeStripe(FakeAPI):
         return json_response(200, {"object": "list", "url": url, "has_more": has_more, "data": page})
 
     def _created(self) -> int:
-        self._last_created = max(int(time.time()), self._last_created + 1)
+        self._last_created = max(int(time.time()), self._last_created)
         return self._last_created
 
     def _event(self, event_type: str, obj: dict) -> None:
@@ -298,6 +299,7 @@ class FakeStripe(FakeAPI):
         with self.lock:
             dispute = next(d for d in self.disputes.values() if d["payment_intent"] == payment_intent)
             dispute["status"] = "won"
+            self._last_created += 1  # decided weeks after it was opened: never in the dispute's own second
             self._event("charge.dispute.funds_reinstated", dispute)
 
     def delay_events(self) -> None:
