@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -407,3 +408,74 @@ def test_reconcile_applies_a_missed_status_and_reports_what_the_provider_lacks(
     assert result.unknown_at_provider == ["pay_pi_ghost"]
     assert poller.reconcile(since).applied == 0
     assert on_the_books(store, lost) == AMOUNT
+
+
+# --- defect 7: one bad account does not stop the others -----------------------------------------------------------
+
+
+def test_a_failing_account_backs_off_alone_and_shows_its_error(
+    gc: GoCardlessProvider, gc_api: FakeGoCardless, store: StateStore
+) -> None:
+    from agent.service.loop import PaymentPolls
+
+    broken_api = FakeGoCardless().start()
+    try:
+        broken_api.fail_next(401, times=100)
+        broken = GoCardlessProvider(MerchantAccount(name="trust", provider="gocardless", api_base=broken_api.url),
+                                    "sandbox_revoked", timeout=2)
+        providers = {"trust": broken, ACCOUNT: gc}  # the failing account comes first in the config
+        rt = SimpleNamespace(store=store, provider=providers.__getitem__, links=None,
+                             settings=SimpleNamespace(accounts=providers, remainder_link="off"))
+        link = gc.create_link(make_spec(gc))
+        payment_ref = gc_api.pay(link.ref)
+        polls = PaymentPolls(rt, backoff=60)  # type: ignore[arg-type]
+        assert polls() >= 1
+        assert status(store, payment_ref) == "confirmed"
+        parts = store.component_status()
+        assert "401" in parts["payments:trust"]["last_error"]
+        assert parts["payments:operating"]["last_ok_at"] is not None
+        tries = len(broken_api.requests)
+        assert tries == 1  # one attempt, no in-call retries holding up the others
+        polls()
+        assert len(broken_api.requests) == tries  # backing off
+    finally:
+        broken_api.stop()
+
+
+def test_cli_reconcile_heals_a_sandbox_feed_that_lost_its_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import sqlite3
+
+    from agent.cli.main import main
+    from agent.engine.links import LinkRequest
+    from agent.engine.sync import Syncer
+    from agent.runtime import Runtime
+    from connectors.providers import sandbox
+
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "init"]) == 0
+    rt = Runtime.for_home(home)
+    try:
+        Syncer(rt.store, rt.connector).sync()
+        link = rt.links.create(LinkRequest(matter="M-2026-0010", amount=Decimal("500.00")))
+    finally:
+        rt.close()
+    payment_ref = sandbox.pay(home, link.provider_ref)
+    with sqlite3.connect(home / sandbox.DB_NAME) as conn:
+        conn.execute("DELETE FROM events")  # the feed lost the payment
+    capsys.readouterr()
+    assert main(["--home", str(home), "payments", "poll", "--json"]) == 0
+    assert all(t["new"] == 0 for t in json.loads(capsys.readouterr().out).values())
+    since = (dt.date.today() - dt.timedelta(days=1)).isoformat()
+    for _ in range(2):  # a second run finds nothing more to apply
+        assert main(["--home", str(home), "payments", "reconcile", "--since", since, "--json"]) == 0
+        totals = json.loads(capsys.readouterr().out)
+        assert totals["operating"]["unknown_at_provider"] == []
+    assert totals["operating"]["applied"] == 0
+    assert main(["--home", str(home), "payments", "list", "--json"]) == 0
+    (paid,) = [p for p in json.loads(capsys.readouterr().out) if p["payment_ref"] == payment_ref]
+    assert (paid["status"], paid["link_id"]) == ("confirmed", link.id)
+    assert main(["--home", str(home), "payments", "parked", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

@@ -166,6 +166,25 @@ def cmd_reconcile(args: argparse.Namespace, rt: Runtime) -> int:
     return 1 if len(results) < len(rt.settings.accounts) else 0
 
 
+def cmd_parked(args: argparse.Namespace, rt: Runtime) -> int:
+    """Provider events that could not be read: parked, the feed went on; ``retry-parked`` reads them again."""
+    from agent.engine.payments import parked_events
+
+    rows = [p.__dict__ for p in parked_events(rt.store)]
+    emit(args, rows, lambda: "\n".join(
+        f"{p['account']:<16} {p['event_id']:<24} {p['raw_status']:<32} {p['occurred_at']:%Y-%m-%d %H:%M}  {p['error']}"
+        for p in rows) or "no parked events")
+    return 0
+
+
+def cmd_retry_parked(args: argparse.Namespace, rt: Runtime) -> int:
+    from agent.engine.payments import EventPoller
+
+    done = {name: EventPoller(rt.store, rt.provider(name), name).retry_parked() for name in rt.settings.accounts}
+    emit(args, done, lambda: "\n".join(f"{a}: {len(ids)} parked events read" for a, ids in done.items()))
+    return 0
+
+
 def _date(text: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
@@ -207,6 +226,8 @@ def register(commands: Commands) -> None:
     ).add_argument("id")
     commands.add("recreate", cmd_recreate, "Cancel & Create New", group="links", json=True).add_argument("id")
     commands.add("poll", cmd_poll, "read new provider events now", group="payments", json=True)
+    commands.add("parked", cmd_parked, "provider events that could not be read", group="payments", json=True)
+    commands.add("retry-parked", cmd_retry_parked, "read the parked events again", group="payments", json=True)
     commands.add(
         "reconcile", cmd_reconcile, "compare the providers' payments with ours and heal any gap", group="payments",
         json=True

@@ -298,6 +298,36 @@ class ProviderContract:
         assert [e.payment_ref for e in charged] == [payment_ref]
         assert charged[0].amount == AMOUNT
 
+    def test_event_is_read_again_by_id(self, provider: Provider, payer: World) -> None:
+        link = provider.create_link(make_spec(provider))
+        payer.pay(link)
+        events, _ = drain(provider, None)
+        for event in events:
+            again = provider.event(event.event_id)
+            assert again is not None
+            assert (again.event_id, again.kind, again.payment_ref, again.amount) == (
+                event.event_id, event.kind, event.payment_ref, event.amount)
+
+    def test_snapshot_lists_payments_and_closed_links_as_they_are(self, provider: Provider, payer: World) -> None:
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+        paid = provider.create_link(make_spec(provider))
+        payment_ref = payer.pay(paid)
+        pending = provider.create_link(make_spec(provider))
+        pending_ref = payer.pay(pending, confirm=False)
+        closed = provider.create_link(make_spec(provider))
+        provider.cancel_link(closed.ref)
+        snapshot = provider.snapshot(since)
+        by_payment = {e.payment_ref: e for e in snapshot if e.payment_ref}
+        assert by_payment[payment_ref].kind is EventKind.PAYMENT_CONFIRMED
+        assert by_payment[payment_ref].amount == AMOUNT
+        assert by_payment[pending_ref].kind is EventKind.PAYMENT_PENDING
+        assert tied(snapshot)[payment_ref] == paid.ref and tied(snapshot)[pending_ref] == pending.ref
+        closed_kinds = [e.kind for e in snapshot if e.link_ref == closed.ref]
+        assert closed_kinds == [self.cancel_event or EventKind.LINK_CANCELLED]
+        assert len({e.event_id for e in snapshot}) == len(snapshot)
+        # Ids name the state, so a state already reconciled is not applied twice.
+        assert sorted(e.event_id for e in provider.snapshot(since)) == sorted(e.event_id for e in snapshot)
+
     def test_webhook_with_good_signature_is_parsed(
         self, provider: Provider, webhook: WebhookSigner | None
     ) -> None:
