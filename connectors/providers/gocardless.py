@@ -15,6 +15,7 @@ import email.utils
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
@@ -51,6 +52,7 @@ from connectors.providers.contract import (
 from connectors.providers.cursor import Position, pages, read_forward
 
 T = TypeVar("T")
+log = logging.getLogger("ledgerlink.gocardless")
 
 # Billing request statuses are pending, ready_to_fulfil, fulfilling, fulfilled and cancelled: there is no expired
 # or failed (gocardless-dotnet Resources/BillingRequest.cs). Fulfilled means a payment was created, not received:
@@ -395,7 +397,9 @@ class GoCardlessProvider(Provider, DirectDebitProvider):
             amount = from_minor(int(payment["amount"]), payment["currency"])
             base = {"event_id": f"reconcile:{payment['id']}:{payment['status']}", "occurred_at": now,
                     "payment_ref": payment["id"], "amount": amount, "currency": payment["currency"]}
-            if mandate:
+            if payment["status"] not in PAYMENT_STATUS:  # undocumented: reported, not guessed at
+                log.warning("GoCardless payment %s has an undocumented status %r", payment["id"], payment["status"])
+            elif mandate:
                 status = CollectionStatus(payment["status"])
                 out.append(ProviderEvent(kind=COLLECTION_KIND[status], link_ref=None,
                                          method=PaymentMethod.DIRECT_DEBIT, raw_status=status.value,
