@@ -479,3 +479,11 @@ def test_cli_reconcile_heals_a_sandbox_feed_that_lost_its_events(
     assert (paid["status"], paid["link_id"]) == ("confirmed", link.id)
     assert main(["--home", str(home), "payments", "parked", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+    rt = Runtime.for_home(home)
+    try:
+        rt.store.record_error("payments:trust", "ProviderError: GoCardless refused the request (401)")
+    finally:
+        rt.close()
+    assert main(["--home", str(home), "check", "--json"]) == 0
+    assert "payments:trust: ProviderError: GoCardless refused the request (401)" in json.loads(
+        capsys.readouterr().out)["warnings"]

@@ -43,6 +43,7 @@ def cmd_check(args: argparse.Namespace, rt: Runtime) -> int:
         for e, i in entities.items()
         if i.null_watermarks
     ]
+    problems += _provider_problems(rt)
     report["warnings"] = problems
 
     def text() -> str:
@@ -56,6 +57,22 @@ def cmd_check(args: argparse.Namespace, rt: Runtime) -> int:
 
     emit(args, report, text)
     return 0
+
+
+def _provider_problems(rt: Runtime) -> list[str]:
+    """Accounts whose provider failed at the last try (the service polls each on its own), and parked events."""
+    from agent.engine.payments import parked_events
+
+    problems = [
+        f"{name}: {part['last_error']}"
+        for name, part in rt.store.component_status().items()
+        if name.startswith(("payments:", "reconcile:")) and part["last_error_at"]
+        and (part["last_ok_at"] is None or part["last_error_at"] > part["last_ok_at"])
+    ]
+    parked = parked_events(rt.store)
+    if parked:
+        problems.append(f"{len(parked)} provider events could not be read (ledgerlink payments parked)")
+    return problems
 
 
 def cmd_mapping_check(args: argparse.Namespace, rt: Runtime | None) -> int:
