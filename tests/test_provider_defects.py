@@ -331,12 +331,17 @@ def test_a_concurrent_request_with_the_same_key_is_transient(st: StripeProvider,
 def test_a_won_dispute_posts_again(st: StripeProvider, st_api: FakeStripe, store: StateStore) -> None:
     link = st.create_link(make_spec(st))
     intent = st_api.pay(link.ref)
-    st_api.charge_back(intent)
+    st_api.inquire(intent)  # an inquiry takes no money
     poller = EventPoller(store, st, ACCOUNT, retry_initial=0.01)
+    poller.poll()
+    assert (status(store, intent), on_the_books(store, intent)) == ("confirmed", AMOUNT)
+    st_api.charge_back(intent)
     poller.poll()
     assert (status(store, intent), on_the_books(store, intent)) == ("charged_back", 0)
     st_api.win_dispute(intent)
     poller.poll()
+    assert (status(store, intent), on_the_books(store, intent)) == ("confirmed", AMOUNT)
+    assert poller.reconcile(utcnow() - dt.timedelta(hours=1)).unknown_at_provider == []
     assert (status(store, intent), on_the_books(store, intent)) == ("confirmed", AMOUNT)
 
 

@@ -57,8 +57,8 @@ EVENT_TYPES = (
 # back to the session's page, which Stripe shows as complete.
 DEFAULT_SUCCESS_URL = "https://checkout.stripe.com/c/pay/{CHECKOUT_SESSION_ID}"
 SESSION_LIFETIME = dt.timedelta(hours=24)
-# Dispute statuses that mean the money is back with the firm; every other one means it was taken back.
-DISPUTE_WON = ("won", "warning_closed")
+# A dispute's balance_transactions are "zero, one, or two balance transactions that show funds withdrawn and
+# reinstated" (stripe-python _dispute.py): an inquiry (warning_* statuses) moves no money.
 TOLERANCE = 300  # seconds, as Stripe's own libraries
 DEFAULT_TIMEOUT = 20.0
 PAGE = 100  # Stripe's maximum page size
@@ -280,11 +280,13 @@ class StripeProvider(Provider):
                 session["payment_intent"], from_minor(int(session["amount_total"]), currency), currency,
                 PaymentMethod.CARD, raw_status=f"checkout.session:{session['payment_status']}"))
         for dispute in self._disputes(int(since.timestamp())):
-            won = dispute["status"] in DISPUTE_WON
+            moves = len(dispute.get("balance_transactions") or [])
+            if moves == 0:
+                continue  # an inquiry, or not yet withdrawn: the money is where it was
             currency = dispute["currency"].upper()
             out.append(ProviderEvent(
-                f"reconcile:{dispute['id']}:{dispute['status']}",
-                EventKind.PAYMENT_CONFIRMED if won else EventKind.PAYMENT_CHARGED_BACK, now, None,
+                f"reconcile:{dispute['id']}:{moves}",
+                EventKind.PAYMENT_CONFIRMED if moves > 1 else EventKind.PAYMENT_CHARGED_BACK, now, None,
                 dispute["payment_intent"], from_minor(int(dispute["amount"]), currency), currency,
                 PaymentMethod.CARD, raw_status=f"charge.dispute:{dispute['status']}"))
         return out
@@ -297,6 +299,8 @@ class StripeProvider(Provider):
         occurred = dt.datetime.fromtimestamp(raw["created"], dt.UTC)
         kind: EventKind | None
         event_type = raw["type"]
+        if event_type == "charge.dispute.created" and str(obj.get("status", "")).startswith("warning_"):
+            return None  # an inquiry: no funds are withdrawn unless it becomes a dispute
         if event_type in ("charge.dispute.created", "charge.dispute.funds_reinstated"):
             intent = obj.get("payment_intent")
             sessions = (

@@ -290,6 +290,8 @@ class FakeStripe(FakeAPI):
                 "reason": "fraudulent",
                 "status": "needs_response",
                 "created": int(time.time()),
+                # "zero, one, or two balance transactions that show funds withdrawn and reinstated" (_dispute.py)
+                "balance_transactions": [{"id": self._id("txn"), "amount": -session["amount_total"]}],
             }
             self.disputes[dispute["id"]] = dispute
             self._event("charge.dispute.created", dispute)
@@ -297,10 +299,23 @@ class FakeStripe(FakeAPI):
     def win_dispute(self, payment_intent: str) -> None:
         """The firm wins: status won and charge.dispute.funds_reinstated, the money is back."""
         with self.lock:
-            dispute = next(d for d in self.disputes.values() if d["payment_intent"] == payment_intent)
+            dispute = [d for d in self.disputes.values()
+                       if d["payment_intent"] == payment_intent and d["balance_transactions"]][-1]
             dispute["status"] = "won"
+            dispute["balance_transactions"].append({"id": self._id("txn"), "amount": dispute["amount"]})
             self._last_created += 1  # decided weeks after it was opened: never in the dispute's own second
             self._event("charge.dispute.funds_reinstated", dispute)
+
+    def inquire(self, payment_intent: str) -> None:
+        """An inquiry (retrieval request): a dispute in warning_needs_response, no funds withdrawn."""
+        with self.lock:
+            session = self._by_intent(payment_intent)
+            dispute = {"id": self._id("dp"), "object": "dispute", "amount": session["amount_total"],
+                       "currency": session["currency"], "payment_intent": payment_intent, "charge": self._id("ch"),
+                       "reason": "general", "status": "warning_needs_response", "created": int(time.time()),
+                       "balance_transactions": []}
+            self.disputes[dispute["id"]] = dispute
+            self._event("charge.dispute.created", dispute)
 
     def delay_events(self) -> None:
         """Events created from now on exist (with their times) but are not listed until release_events."""
