@@ -155,6 +155,9 @@ class Provider(ABC):
     def snapshot(self, since: dt.datetime) -> list[ProviderEvent]:
         """The current state of every payment and link created since ``since``, as events (for reconciliation).
 
+        List generously before ``since`` (a payment made just before it may have been stored by the agent after
+        it): the reconciliation reports any payment of ours created since ``since`` that the snapshot lacks.
+
         Event ids are ``reconcile:<ref>:<state>``, so a state already reconciled is not applied twice; the
         reconciliation compares these with the payments the agent holds.
         """

@@ -392,7 +392,8 @@ class GoCardlessProvider(Provider, DirectDebitProvider):
             if br.get("payment_request") and br["status"] == "cancelled":
                 out.append(ProviderEvent(f"reconcile:{br['id']}:cancelled", EventKind.LINK_CANCELLED, now,
                                          br["id"], None, None, None, raw_status="billing_requests.cancelled"))
-        for payment in self._list("payments", self._payments, since):
+        # A day before ``since`` too: a payment made just before it may have been learnt (and stored) after it.
+        for payment in self._list("payments", self._payments, since - dt.timedelta(days=1)):
             mandate = (payment.get("links") or {}).get("mandate")
             amount = from_minor(int(payment["amount"]), payment["currency"])
             base = {"event_id": f"reconcile:{payment['id']}:{payment['status']}", "occurred_at": now,

@@ -8,7 +8,10 @@ Fixtures a subclass provides:
 * ``faults`` - a ``Faults`` for injecting 5xx/429/slow responses, or None where the provider has no wire.
 * ``webhook`` - a ``WebhookSigner``, or None where the provider takes no webhooks.
 
-Class attributes say how a provider reports cancellation, because Stripe can only *expire* a Checkout Session.
+Class attributes say how a provider reports cancellation, because Stripe can only *expire* a Checkout Session, and
+whether it reports expiry at all (a GoCardless billing request has no expired status). A payment is tied to its
+link by whichever event names both (``tied``): GoCardless names the billing request only on its fulfilled event.
+The kit also checks ``event`` (one event read again, for parked ones) and ``snapshot`` (reconciliation).
 """
 
 from __future__ import annotations

@@ -209,7 +209,8 @@ class SandboxProvider(Provider, DirectDebitProvider):
                         now, link["ref"], pay_row["payment_ref"], Decimal(pay_row["amount"]), pay_row["currency"],
                         PaymentMethod(pay_row["method"]), raw_status=pay_row["status"]))
             for coll in conn.execute(
-                "SELECT * FROM collections WHERE account = ? AND created_at >= ?", (self.account.name, _iso(since))
+                "SELECT * FROM collections WHERE account = ? AND created_at >= ?",
+                (self.account.name, _iso(since - dt.timedelta(days=1))),
             ):
                 out.append(ProviderEvent(
                     f"reconcile:{coll['ref']}:{coll['status']}", _COLLECTION_KIND[coll["status"]], now, None,
