@@ -492,3 +492,16 @@ def test_cli_reconcile_heals_a_sandbox_feed_that_lost_its_events(
     assert main(["--home", str(home), "check", "--json"]) == 0
     assert "payments:trust: ProviderError: GoCardless refused the request (401)" in json.loads(
         capsys.readouterr().out)["warnings"]
+
+
+def test_an_older_agents_event_id_cursor_is_taken_up(gc: GoCardlessProvider, gc_api: FakeGoCardless) -> None:
+    first = gc.create_link(make_spec(gc))
+    gc_api.pay(first.ref)
+    legacy = gc_api.events[-1]["id"]  # what the agent stored before issue 12: the last event id read
+    later = gc.create_link(make_spec(gc))
+    payment_ref = gc_api.pay(later.ref)
+    events, cursor = drain(gc, legacy)
+    assert payment_ref in {e.payment_ref for e in events}
+    assert legacy not in {e.event_id for e in events}  # the overlap before it is re-read; the store dedupes that
+    assert cursor is not None and cursor.startswith("{")
+    assert drain(gc, cursor)[0] == []
