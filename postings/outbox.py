@@ -43,6 +43,7 @@ from postings.filedrop import FileDrop
 log = logging.getLogger("ledgerlink.postings")
 
 REVERSAL_SUFFIX = ":R"
+WITHDRAWN = "collected after all: reversal withdrawn"
 MARK_GROUP = 50
 Clock = Callable[[], dt.datetime]
 
@@ -74,6 +75,45 @@ def enqueue_payment(conn: Connection, payment_id: str) -> list[int]:
     return ids
 
 
+def is_posted(conn: Connection, payment_id: str) -> bool:
+    """Whether the outbox holds the payment as posted (or to be posted): a live posting not reversed."""
+    rows = conn.execute(select(postings.c.reference, postings.c.kind, postings.c.state)
+                        .where(postings.c.payment_id == payment_id)).all()
+    reversed_refs = {r.reference.removesuffix(REVERSAL_SUFFIX) for r in rows
+                     if r.kind == "reversal" and r.state != "removed"}
+    return any(r.kind == "payment" and r.state != "removed" and r.reference not in reversed_refs for r in rows)
+
+
+def enqueue_repost(conn: Connection, payment_id: str) -> list[int]:
+    """A reversed payment was collected after all (a retried Direct Debit, a dispute won): post it again, once.
+
+    A reversal the outbox has not tried yet is simply withdrawn, so the original posting stands; otherwise the
+    payment is allocated anew under references of a new round (``<ref>:P2``), which its own reversal can follow.
+    """
+    now = utcnow()
+    withdrawn = conn.execute(update(postings).where(
+        postings.c.payment_id == payment_id, postings.c.kind == "reversal", postings.c.state == "pending",
+        postings.c.attempts == 0, postings.c.last_error.is_(None),
+    ).values(state="removed", note=WITHDRAWN, updated_at=now))
+    if withdrawn.rowcount and is_posted(conn, payment_id):
+        return []
+    payment = conn.execute(select(payments).where(payments.c.id == payment_id)).mappings().first()
+    if payment is None:
+        raise DataError(f"payment {payment_id} is not in the state store")
+    refs = conn.execute(select(postings.c.reference).where(postings.c.payment_id == payment_id,
+                                                           postings.c.kind == "payment")).scalars().all()
+    rounds = {ref.rsplit(":P", 1)[1] for ref in refs if ":P" in ref and ref.rsplit(":P", 1)[1].isdigit()}
+    tag = f":P{len(rounds) + 2}"
+    ids = []
+    for share in allocate(conn, payment):
+        suffix = share.statement_key if share.note is None else "unallocated"
+        ids.append(_insert(conn, now, payment_id=payment_id, reference=f"{payment['payment_ref']}:{suffix}{tag}",
+                           kind="payment", statement_key=share.statement_key, matter_key=share.matter_key,
+                           amount=share.amount, currency=payment["currency"],
+                           state="pending" if share.note is None else "incomplete", note=share.note))
+    return ids
+
+
 def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int]:
     """A payment failed or was charged back: undo its postings (inside the caller's transaction), idempotently.
 
@@ -96,7 +136,12 @@ def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int
         elif row["state"] == "removed":
             continue  # handled by hand, so its reversal is too
         reference = row["reference"] + REVERSAL_SUFFIX
-        if conn.execute(select(postings.c.id).where(postings.c.reference == reference)).first():
+        existing = conn.execute(select(postings.c.id, postings.c.note).where(postings.c.reference == reference)).first()
+        if existing is not None:
+            if existing.note == WITHDRAWN:  # failed again after a withdrawn reversal: the reversal stands again
+                conn.execute(update(postings).where(postings.c.id == existing.id).values(
+                    state="pending", note=reason, updated_at=now))
+                created.append(existing.id)
             continue
         created.append(_insert(conn, now, payment_id=payment_id, reference=reference, kind="reversal",
                                statement_key=row["statement_key"], matter_key=row["matter_key"],

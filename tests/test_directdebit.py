@@ -447,3 +447,27 @@ def test_collections_in_the_local_api(rt: Runtime, home: Path) -> None:
     cancelled = client.post(f"/collections/{mine['id']}/cancel", headers=auth)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert at_sandbox(home, mine["provider_ref"])[1] == "cancelled"
+
+
+def test_retried_collection_after_a_failure_is_posted_once(rt: Runtime, home: Path) -> None:
+    """Issue 12, defect 1: failed -> resubmission_requested -> submitted -> confirmed posts the money once."""
+    from postings.outbox import Outbox
+
+    invoice = add_bill(home, "INV-40", 3000, DUE)
+    schedule(rt)
+    ref = current(rt)[invoice].provider_ref
+    outbox = Outbox(rt.store, rt.connector, rt.mapping)
+    for status in ("submitted", "failed"):
+        sandbox.set_collection(home, ref, status)
+    poll(rt)
+    assert rt.directdebit.get_collection(current(rt)[invoice].id).status == "failed"
+    sandbox.resubmit_collection(home, ref)  # staff or Success+ retry it
+    for status in ("submitted", "confirmed"):
+        sandbox.set_collection(home, ref, status)
+    poll(rt)
+    assert rt.directdebit.get_collection(current(rt)[invoice].id).status == "confirmed"
+    assert outbox.run_once().get("posted") == 1
+    assert balance(home, invoice) == 0
+    poll(rt)
+    assert outbox.run_once().get("posted") is None  # nothing doubled
+    assert balance(home, invoice) == 0

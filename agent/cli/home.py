@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.cli.output import Commands, emit
 from agent.core.errors import ConfigurationError
+from agent.engine.payments import parked_events
 from agent.home.demo import init_home
 from agent.home.settings import load_settings
 from agent.runtime import Runtime
@@ -54,6 +55,7 @@ def cmd_check(args: argparse.Namespace, rt: Runtime) -> int:
         report["quarantined"] = quarantined_rows(conn)
     problems += [f"quarantined {q['entity']} {q['key']}" + (f" ({q['number']})" if q["number"] else "")
                  + f" {q['field'] or ''}: {q['reason']}" for q in report["quarantined"]]
+    problems += _provider_problems(rt)
     report["warnings"] = problems
     report["ok"] = not refused
     skip = ("entities", "warnings", "rehearsal", "quarantined", "ok")
@@ -70,6 +72,20 @@ def cmd_check(args: argparse.Namespace, rt: Runtime) -> int:
 
     emit(args, report, text)
     return 2 if refused else 0
+
+
+def _provider_problems(rt: Runtime) -> list[str]:
+    """Accounts whose provider failed at the last try (the service polls each on its own), and parked events."""
+    problems = [
+        f"{name}: {part['last_error']}"
+        for name, part in rt.store.component_status().items()
+        if name.startswith(("payments:", "reconcile:")) and part["last_error_at"]
+        and (part["last_ok_at"] is None or part["last_error_at"] > part["last_ok_at"])
+    ]
+    parked = parked_events(rt.store)
+    if parked:
+        problems.append(f"{len(parked)} provider events could not be read (ledgerlink payments parked)")
+    return problems
 
 
 def cmd_mapping_check(args: argparse.Namespace, rt: Runtime | None) -> int:

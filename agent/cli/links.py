@@ -10,8 +10,9 @@ from typing import Any
 from agent.cli.output import Commands, emit
 from agent.core.model import to_decimal
 from agent.engine.links import Link, LinkRequest
-from agent.engine.payments import EventPoller
+from agent.engine.payments import EventPoller, parked_events
 from agent.runtime import Runtime
+from agent.service.loop import reconcile_payments
 from connectors.providers.contract import LinkStatus
 
 BADGES = {
@@ -143,15 +144,39 @@ def cmd_recreate(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_poll(args: argparse.Namespace, rt: Runtime) -> int:
-    since = None
-    if getattr(args, "since", None):
-        since = dt.datetime.combine(args.since, dt.time(), tzinfo=rt.settings.zone)
     totals = {}
     for name in rt.settings.accounts:
-        poller = EventPoller(rt.store, rt.provider(name), name)
-        result = poller.poll(since=since, from_start=since is not None)
+        result = EventPoller(rt.store, rt.provider(name), name).poll()
         totals[name] = {"events": result.events, "new": result.new}
     emit(args, totals, lambda: "\n".join(f"{a}: {t['events']} events read, {t['new']} new" for a, t in totals.items()))
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace, rt: Runtime) -> int:
+    """List each provider's payments and links of the period and heal what the event feed lost."""
+    since = dt.datetime.combine(args.since, dt.time(), tzinfo=rt.settings.zone)
+    results = reconcile_payments(rt, since)
+    totals = {name: {"checked": r.checked, "applied": r.applied, "unknown_at_provider": r.unknown_at_provider,
+                     "parked_retried": r.retried} for name, r in results.items()}
+    emit(args, totals, lambda: "\n".join(
+        f"{a}: {t['checked']} checked, {t['applied']} missed states applied"
+        + (f", not at the provider: {', '.join(t['unknown_at_provider'])}" if t["unknown_at_provider"] else "")
+        for a, t in totals.items()))
+    return 1 if len(results) < len(rt.settings.accounts) else 0
+
+
+def cmd_parked(args: argparse.Namespace, rt: Runtime) -> int:
+    """Provider events that could not be read: parked, the feed went on; ``retry-parked`` reads them again."""
+    rows = [p.__dict__ for p in parked_events(rt.store)]
+    emit(args, rows, lambda: "\n".join(
+        f"{p['account']:<16} {p['event_id']:<24} {p['raw_status']:<32} {p['occurred_at']:%Y-%m-%d %H:%M}  {p['error']}"
+        for p in rows) or "no parked events")
+    return 0
+
+
+def cmd_retry_parked(args: argparse.Namespace, rt: Runtime) -> int:
+    done = {name: EventPoller(rt.store, rt.provider(name), name).retry_parked() for name in rt.settings.accounts}
+    emit(args, done, lambda: "\n".join(f"{a}: {len(ids)} parked events read" for a, ids in done.items()))
     return 0
 
 
@@ -217,6 +242,9 @@ def register(commands: Commands) -> None:
     p.add_argument("id", help=LINK_ID)
     _amounts(p, "a new amount (default: the old link's, if still owed)")
     commands.add("poll", cmd_poll, "read new provider events now", group="payments", json=True)
+    commands.add("parked", cmd_parked, "provider events that could not be read", group="payments", json=True)
+    commands.add("retry-parked", cmd_retry_parked, "read the parked events again", group="payments", json=True)
     commands.add(
-        "reconcile", cmd_poll, "re-read the providers' history and fill any gap", group="payments", json=True
+        "reconcile", cmd_reconcile, "compare the providers' payments with ours and heal any gap", group="payments",
+        json=True
     ).add_argument("--since", type=_date, required=True, help="from this day, YYYY-MM-DD")

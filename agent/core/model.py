@@ -226,6 +226,11 @@ class MerchantAccount(BaseModel):
     )
     webhook_secret: str | None = Field(default=None, description="Secret reference for webhook signatures.")
     api_base: str | None = Field(default=None, description="Override the provider's API address (tests, sandboxes).")
+    success_url: str | None = Field(
+        default=None,
+        description="Where the payer lands after paying at a hosted page (Stripe Checkout requires one); "
+        "{CHECKOUT_SESSION_ID} is filled in by Stripe. Unset: the provider's default page.",
+    )
     expiry_days: int = Field(default=7, ge=1, le=90)
     default_message: str = "Please use the secure link below to pay {amount} for {description}."
     disclaimer: str = ""

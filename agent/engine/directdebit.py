@@ -35,7 +35,7 @@ from agent.core.retry import call
 from agent.home.settings import Settings
 from agent.state import StateStore
 from agent.state.mirror import get_matter, get_payer, get_statement
-from agent.state.schema import Row, collections, firm_matters, firm_statements, mandates
+from agent.state.schema import Row, collections, firm_matters, firm_statements, mandates, payments
 from agent.state.statuses import (
     COLLECTION_CANCELLABLE,
     COLLECTION_CREATING,
@@ -394,6 +394,25 @@ class DirectDebit:
                 query = query.where(collections.c.matter_key == get_matter(conn, matter).key)
             return [CollectionView.from_row(r) for r in conn.execute(query).mappings()]
 
+
+def _supersedes(conn: Connection, account: str, event: ProviderEvent, current: str) -> bool:
+    """Whether the event's status replaces the collection's: the later by the provider's time wins.
+
+    A retried collection goes failed -> pending_submission (resubmission_requested) -> submitted -> confirmed
+    (gocardless_pro PaymentsService.retry), so no ladder is right in every order. The time of the status we
+    hold is the payment's (agent.engine.payments keeps it, and runs after this); the ladder breaks ties and
+    decides while no time is known.
+    """
+    new = RANK.get(event.raw_status)
+    if new is None:
+        return False
+    held_at = conn.execute(select(payments.c.status_at).where(
+        payments.c.account == account, payments.c.payment_ref == event.payment_ref)).scalar()
+    if held_at is None or current in (COLLECTION_CREATING, COLLECTION_REFUSED):
+        return new > RANK[current]
+    return (event.occurred_at, new) > (held_at, RANK[current])
+
+
 def apply_event(conn: Connection, account: str, event: ProviderEvent) -> bool:
     """Follow a Direct Debit event (inside agent.engine.payments' transaction). True: nothing more to do with it."""
     if event.kind is EventKind.MANDATE_CHANGED:
@@ -411,7 +430,7 @@ def apply_event(conn: Connection, account: str, event: ProviderEvent) -> bool:
         return True
     row = conn.execute(select(collections.c.id, collections.c.status).where(
         collections.c.account == account, collections.c.provider_ref == event.payment_ref)).first()
-    if row is not None and RANK.get(event.raw_status, -1) > RANK[row.status]:
+    if row is not None and _supersedes(conn, account, event, row.status):
         conn.execute(update(collections).where(collections.c.id == row.id).values(
             status=event.raw_status, updated_at=utcnow()))
     return event.kind is EventKind.COLLECTION_CANCELLED

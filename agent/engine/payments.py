@@ -1,26 +1,38 @@
 """Provider events -> payments in the state store, idempotent and order-proof.
 
 Events are read from a stored cursor; each page's events, their effects and the new cursor are written in ONE
-transaction, so a crash re-reads at most one page and duplicates are ignored by (account, event_id). A payment
-only moves up its ladder (pending < confirmed < failed < charged_back), so events arriving out of order are
-harmless. Only a confirmed payment is postable; a failure or chargeback after confirmation is reversed.
+transaction, so a crash re-reads at most one page and duplicates are ignored by (account, event_id).
+
+A payment's status is that of its latest event by the provider's own time (``occurred_at``; the ladder
+pending < confirmed < failed < charged_back only breaks ties), so events arriving in any order settle on the same
+status. Statuses can go round: a GoCardless payment goes failed -> resubmission_requested -> submitted ->
+confirmed when retried, a Stripe dispute that the firm wins is reinstated. A pending event never replaces a
+settled status (it says nothing about the money). What the firm's books hold follows the status: confirmed means
+posted once, failed or charged back means not posted (reversed if it was).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from agent.core.retry import call
 from agent.engine.directdebit import apply_event as apply_direct_debit
 from agent.state import StateStore
-from agent.state.schema import links, payments, provider_cursors, provider_events
+from agent.state.schema import links, payments, postings, provider_cursors, provider_events
 from agent.state.store import utcnow
-from connectors.providers.contract import EventKind, LinkStatus, PaymentMethod, Provider, ProviderEvent
-from postings.outbox import enqueue_payment, enqueue_reversal
+from connectors.providers.contract import (
+    EventKind,
+    LinkStatus,
+    PaymentMethod,
+    Provider,
+    ProviderError,
+    ProviderEvent,
+)
+from postings.outbox import enqueue_payment, enqueue_repost, enqueue_reversal, is_posted
 
 log = logging.getLogger("ledgerlink.payments")
 
@@ -38,6 +50,28 @@ class PollResult:
     events: int = 0
     new: int = 0
     remainders: list[str] | None = None  # link ids with a partial payment whose remainder needs a new link
+    parked: int = 0  # events that could not be read, stored for a retry
+
+
+@dataclass
+class ReconcileResult:
+    """What a reconciliation found: states applied from the provider, and payments it does not know."""
+
+    checked: int = 0  # payments and links the provider listed
+    applied: int = 0  # of which a state we had missed (a new payment or a new status)
+    unknown_at_provider: list[str] = field(default_factory=list)  # our payment ids the provider did not list
+    retried: list[str] = field(default_factory=list)  # parked events now read
+    remainders: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ParkedEvent:
+    account: str
+    event_id: str
+    raw_status: str
+    error: str
+    occurred_at: dt.datetime
+    received_at: dt.datetime
 
 
 def _link_for(conn: Connection, account: str, ref: str | None) -> dict | None:
@@ -56,7 +90,10 @@ def apply_event(conn: Connection, account: str, provider: str, event: ProviderEv
     conn.execute(provider_events.insert().values(
         account=account, event_id=event.event_id, kind=event.kind.value, link_ref=event.link_ref,
         payment_ref=event.payment_ref, amount=event.amount, currency=event.currency, raw_status=event.raw_status,
-        occurred_at=event.occurred_at, received_at=utcnow()))
+        occurred_at=event.occurred_at, received_at=utcnow(), error=event.error))
+    if event.kind is EventKind.UNREADABLE:
+        log.warning("parked provider event %s (%s): %s", event.event_id, event.raw_status, event.error)
+        return True, None  # parked: listed by parked_events, read again by EventPoller.retry_parked
     if event.method is PaymentMethod.DIRECT_DEBIT and apply_direct_debit(conn, account, event):
         return True, None  # a mandate change or a collection cancelled before any money moved
     link = _link_for(conn, account, event.link_ref)
@@ -70,11 +107,21 @@ def apply_event(conn: Connection, account: str, provider: str, event: ProviderEv
     return True, _apply_payment(conn, account, provider, event, link)
 
 
+def _supersedes(status: str, at: dt.datetime, previous: str, previous_at: dt.datetime) -> bool:
+    """Whether an event's status replaces the payment's: the later event by the provider's time wins."""
+    if status == "pending":
+        return False  # pending over pending changes nothing; over a settled status it is only information
+    if previous == "pending":
+        return True
+    return (at, RANK[status]) > (previous_at, RANK[previous])
+
+
 def _apply_payment(conn: Connection, account: str, provider: str, event: ProviderEvent,
                    link: dict | None) -> str | None:
     status = EVENT_STATUS[event.kind]
     row = conn.execute(select(payments).where(payments.c.account == account,
                                               payments.c.payment_ref == event.payment_ref)).mappings().first()
+    relinked = False
     if row is None:
         if event.amount is None or event.currency is None:
             log.warning("event %s for payment %s has no amount; waiting for one that does",
@@ -86,16 +133,21 @@ def _apply_payment(conn: Connection, account: str, provider: str, event: Provide
             link_id=link["id"] if link else None, amount=event.amount, currency=event.currency, status=status,
             method=event.method.value, status_at=event.occurred_at,
             confirmed_at=event.occurred_at if status == "confirmed" else None, created_at=utcnow()))
-        previous = None
     else:
-        payment_id, previous = row["id"], row["status"]
-        if RANK[status] <= RANK[previous]:
-            return None  # a late or repeated event never moves a payment back
-        conn.execute(update(payments).where(payments.c.id == payment_id).values(
-            status=status, status_at=event.occurred_at,
-            **({"confirmed_at": event.occurred_at} if status == "confirmed" else {})))
+        payment_id = row["id"]
+        if link is not None and row["link_id"] is None:
+            # The link is learnt late (GoCardless names a payment's billing request only on the request's
+            # fulfilled event, which can come after the payment's own events): allocate again through the link.
+            conn.execute(update(payments).where(payments.c.id == payment_id).values(link_id=link["id"]))
+            relinked = True
+        if _supersedes(status, event.occurred_at, row["status"], row["status_at"]):
+            conn.execute(update(payments).where(payments.c.id == payment_id).values(
+                status=status, status_at=event.occurred_at,
+                **({"confirmed_at": event.occurred_at} if status == "confirmed" else {})))
+        else:
+            status = row["status"]  # a late or repeated event never moves a payment back
     remainder = None
-    if status in ("pending", "confirmed") and link and link["status"] in ("creating", "outstanding"):
+    if link and link["status"] in ("creating", "outstanding") and status in ("pending", "confirmed"):
         # Single-use: any payment, full or partial, closes the link.
         paid = event.amount if event.amount is not None else link["amount"]
         short = link["amount"] - paid
@@ -104,23 +156,38 @@ def _apply_payment(conn: Connection, account: str, provider: str, event: Provide
             status=LinkStatus.PAYMENT_RECEIVED.value, closed_at=event.occurred_at, outstanding_key=None,
             status_reason=reason))
         remainder = link["id"] if short > 0 and link["matter_key"] else None
-    if status == "confirmed":
-        enqueue_payment(conn, payment_id)
-    elif status in ("failed", "charged_back") and previous == "confirmed":
-        enqueue_reversal(conn, payment_id, f"payment {status.replace('_', ' ')} at the provider")
+    _settle_books(conn, payment_id, status, relinked)
     return remainder
+
+
+def _settle_books(conn: Connection, payment_id: str, status: str, relinked: bool) -> None:
+    """Make the outbox hold what the status says: confirmed posted exactly once, failed or charged back not."""
+    posted = is_posted(conn, payment_id)
+    if status == "confirmed":
+        if posted and relinked:
+            enqueue_reversal(conn, payment_id, "allocated again to the payment's link")
+            posted = is_posted(conn, payment_id)
+        if not posted:
+            enqueue_repost(conn, payment_id) if _has_postings(conn, payment_id) else enqueue_payment(conn, payment_id)
+    elif status in ("failed", "charged_back") and posted:
+        enqueue_reversal(conn, payment_id, f"payment {status.replace('_', ' ')} at the provider")
+
+
+def _has_postings(conn: Connection, payment_id: str) -> bool:
+    return conn.execute(select(postings.c.id).where(postings.c.payment_id == payment_id).limit(1)).first() is not None
 
 
 class EventPoller:
     """Reads one account's events from its cursor; the cursor advances only with the stored events."""
 
     def __init__(self, store: StateStore, provider: Provider, account: str, *, page_size: int = 100,
-                 retry_initial: float = 0.5) -> None:
+                 retry_initial: float = 0.5, attempts: int = 5) -> None:
         self.store = store
         self.provider = provider
         self.account = account
         self.page_size = page_size
         self.retry_initial = retry_initial
+        self.attempts = attempts  # the service passes 1: it backs a failing account off itself
 
     def cursor(self) -> str | None:
         with self.store.read() as conn:
@@ -139,7 +206,8 @@ class EventPoller:
         result = PollResult(remainders=[])
         cursor = None if from_start else self.cursor()
         while True:
-            page = call(self.provider.events, cursor, self.page_size, initial=self.retry_initial)
+            page = call(self.provider.events, cursor, self.page_size, attempts=self.attempts,
+                        initial=self.retry_initial)
             with self.store.begin() as conn:
                 for event in page.events:
                     if since and event.occurred_at < since:
@@ -147,10 +215,69 @@ class EventPoller:
                     new, remainder = apply_event(conn, self.account, self.provider.name, event)
                     result.events += 1
                     result.new += new
+                    result.parked += new and event.kind is EventKind.UNREADABLE
                     if remainder:
                         result.remainders.append(remainder)
                 if not from_start and page.cursor is not None:
                     self._save_cursor(conn, page.cursor)
             cursor = page.cursor if page.cursor is not None else cursor
-            if not page.has_more or not page.events:
+            if not page.has_more:  # a page of events we do not follow is not the end of the feed
                 return result
+
+    def retry_parked(self) -> list[str]:
+        """Read each parked event again; one now readable is applied (and leaves the parked list)."""
+        done = []
+        for parked in parked_events(self.store, self.account):
+            try:
+                event = call(self.provider.event, parked.event_id, attempts=self.attempts,
+                             initial=self.retry_initial)
+            except ProviderError as exc:
+                event = ProviderEvent(parked.event_id, EventKind.UNREADABLE, parked.occurred_at, None, None, None,
+                                      None, raw_status=parked.raw_status, error=f"{type(exc).__name__}: {exc}")
+            with self.store.begin() as conn:
+                if event is not None and event.kind is EventKind.UNREADABLE:
+                    conn.execute(update(provider_events).where(
+                        provider_events.c.account == self.account, provider_events.c.event_id == parked.event_id,
+                    ).values(error=event.error, received_at=utcnow()))
+                    continue
+                conn.execute(delete(provider_events).where(provider_events.c.account == self.account,
+                                                           provider_events.c.event_id == parked.event_id))
+                if event is not None:
+                    apply_event(conn, self.account, self.provider.name, event)
+                done.append(parked.event_id)
+        return done
+
+    def reconcile(self, since: dt.datetime) -> ReconcileResult:
+        """Heal lost events: apply the provider's current state of everything created since ``since``.
+
+        A payment we never heard of is recorded and posted (once: the snapshot's event ids name the state, and the
+        books follow the status); a status we missed is applied; our payments the provider did not list are
+        reported. Parked events are retried first.
+        """
+        result = ReconcileResult(retried=self.retry_parked())
+        snapshot = call(self.provider.snapshot, since, attempts=self.attempts, initial=self.retry_initial)
+        listed = {event.payment_ref for event in snapshot if event.payment_ref}
+        with self.store.begin() as conn:
+            for event in snapshot:
+                new, remainder = apply_event(conn, self.account, self.provider.name, event)
+                result.checked += 1
+                result.applied += new
+                if remainder:
+                    result.remainders.append(remainder)
+            ours = conn.execute(select(payments.c.id, payments.c.payment_ref).where(
+                payments.c.account == self.account, payments.c.created_at >= since)).all()
+        result.unknown_at_provider = [row.id for row in ours if row.payment_ref not in listed]
+        for payment_id in result.unknown_at_provider:
+            log.warning("payment %s is not listed by %s for account %s", payment_id, self.provider.name, self.account)
+        return result
+
+
+def parked_events(store: StateStore, account: str | None = None) -> list[ParkedEvent]:
+    """Events that could not be read (for ``payments`` listings and the console), oldest first."""
+    query = select(provider_events).where(provider_events.c.kind == EventKind.UNREADABLE.value)
+    if account is not None:
+        query = query.where(provider_events.c.account == account)
+    with store.read() as conn:
+        rows = conn.execute(query.order_by(provider_events.c.occurred_at)).mappings().all()
+    return [ParkedEvent(r["account"], r["event_id"], r["raw_status"] or "", r["error"] or "", r["occurred_at"],
+                        r["received_at"]) for r in rows]

@@ -8,6 +8,7 @@ rows for a crashed predecessor's.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import threading
@@ -21,7 +22,7 @@ from agent.api.console import login_url
 from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.core.scrub import scrub
 from agent.engine.intake import InboxIntake, process_request_table
-from agent.engine.payments import EventPoller
+from agent.engine.payments import EventPoller, ReconcileResult
 from agent.home.logs import setup_logging
 from agent.runtime import Runtime
 from agent.service.reload import ConfigWatcher
@@ -84,16 +85,78 @@ class Service:
             self.stopping.wait(max(0.05, wait))
 
 
-def poll_payments(rt: Runtime) -> int:
-    """Read every account's new events; after a partial payment, create the remainder link if so configured."""
-    new = 0
+POLL_BACKOFF_MAX = 300.0  # seconds: the longest a failing account waits before its next try
+
+
+@dataclass
+class _AccountPoll:
+    due: float = 0.0  # monotonic time of the next try
+    failures: int = 0
+
+
+class PaymentPolls:
+    """Each account polls on its own: one whose provider refuses (401) or is down backs off alone, one attempt a
+    try, and shows its error as the ``payments:<account>`` component in /status and check; the others go on."""
+
+    def __init__(self, rt: Runtime, *, backoff: float = 5.0) -> None:
+        self.rt = rt
+        self.backoff = backoff
+        self.accounts: dict[str, _AccountPoll] = {}
+
+    def __call__(self) -> int:
+        rt, new = self.rt, 0
+        for name in rt.settings.accounts:
+            state = self.accounts.setdefault(name, _AccountPoll())
+            if time.monotonic() < state.due:
+                continue
+            component = f"payments:{name}"
+            try:
+                result = EventPoller(rt.store, rt.provider(name), name, attempts=1).poll()
+            except Exception as exc:  # one account's provider, or plugin, must not stop the others
+                state.failures += 1
+                state.due = time.monotonic() + min(POLL_BACKOFF_MAX, self.backoff * 2 ** (state.failures - 1))
+                message = scrub(f"{type(exc).__name__}: {exc}")
+                log.error("payments for %s failed (try %d): %s", name, state.failures, message)
+                rt.store.record_error(component, message)
+                continue
+            if state.failures or state.due == 0.0:
+                rt.store.record_ok(component)
+            state.failures, state.due = 0, time.monotonic()
+            new += result.new
+            if rt.settings.remainder_link == "auto":
+                for link_id in result.remainders or []:
+                    rt.links.create_remainder(link_id)
+        return new
+
+
+RECONCILE_EVERY = 24 * 3600.0  # seconds: the reconciliation job runs daily
+RECONCILE_WINDOW = 3  # days of payments and links it compares with the provider
+
+
+def reconcile_payments(rt: Runtime, since: dt.datetime | None = None) -> dict[str, ReconcileResult]:
+    """Compare each account's payments of the window with what its provider lists, healing lost events; one
+    failing account is recorded (``reconcile:<account>``) and does not stop the others."""
+    since = since or utcnow() - dt.timedelta(days=RECONCILE_WINDOW)
+    results = {}
     for name in rt.settings.accounts:
-        result = EventPoller(rt.store, rt.provider(name), name).poll()
-        new += result.new
+        try:
+            results[name] = result = EventPoller(rt.store, rt.provider(name), name).reconcile(since)
+        except Exception as exc:  # one account's provider, or plugin, must not stop the others
+            message = scrub(f"{type(exc).__name__}: {exc}")
+            log.error("reconciliation of %s failed: %s", name, message)
+            rt.store.record_error(f"reconcile:{name}", message)
+            continue
+        rt.store.record_ok(f"reconcile:{name}")
         if rt.settings.remainder_link == "auto":
-            for link_id in result.remainders or []:
+            for link_id in result.remainders:
                 rt.links.create_remainder(link_id)
-    return new
+    return results
+
+
+def poll_payments(rt: Runtime) -> int:
+    """Read every account's new events once (each account on its own); after a partial payment, create the
+    remainder link if so configured."""
+    return PaymentPolls(rt)()
 
 
 def reconcile(rt: Runtime) -> object:
@@ -120,7 +183,8 @@ def default_jobs(rt: Runtime) -> list[Job]:
     jobs = [
         Job("sync", intervals.sync, lambda: rt.syncer.sync()),
         Job("reconcile", intervals.reconcile, lambda: reconcile(rt), due=reconcile_due(rt, intervals.reconcile)),
-        Job("payments", intervals.payments, lambda: poll_payments(rt)),
+        Job("payments", intervals.payments, PaymentPolls(rt)),
+        Job("payment-reconcile", RECONCILE_EVERY, lambda: reconcile_payments(rt), due=time.monotonic() + 600),
         Job("postings", intervals.postings, lambda: rt.outbox.run_once()),
         Job("expiry", intervals.expiry, lambda: rt.links.expire_due()),
         Job("review", intervals.sync, lambda: rt.links.review_outstanding()),

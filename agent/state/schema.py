@@ -179,6 +179,7 @@ provider_events = Table(
     Column("raw_status", String(64)),
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
+    Column("error", Text, comment="why an unreadable (parked) event could not be read (0006)"),
 )
 
 payments = Table(

@@ -39,6 +39,9 @@ class EventKind(StrEnum):
     # Direct Debit (DirectDebitProvider): raw_status is then the resource's status in the provider's own words.
     COLLECTION_CANCELLED = "collection_cancelled"  # cancelled or approval denied before any money moved
     MANDATE_CHANGED = "mandate_changed"  # mandate_ref (and link_ref: the setup ref) say which mandate
+    # The provider's event could not be read (an undocumented status, a lookup refused): ``error`` says why. The
+    # engine parks it, visible and retryable through ``Provider.event``, and reads on.
+    UNREADABLE = "unreadable"
 
 
 class PaymentMethod(StrEnum):
@@ -84,6 +87,7 @@ class ProviderEvent:
     method: PaymentMethod = PaymentMethod.BANK
     raw_status: str = ""
     mandate_ref: str | None = None  # Direct Debit mandate events only
+    error: str | None = None  # UNREADABLE events only
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,25 @@ class Provider(ABC):
 
     @abstractmethod
     def events(self, cursor: str | None, limit: int = 100) -> EventPage:
-        """Events after ``cursor`` (None: from the beginning), oldest first."""
+        """Events after ``cursor`` (None: from the beginning), oldest first.
+
+        One event that cannot be mapped must not stop the feed: return it as EventKind.UNREADABLE instead.
+        """
+
+    @abstractmethod
+    def event(self, event_id: str) -> ProviderEvent | None:
+        """Read one event again (to retry a parked one); None when it is one the agent does not follow."""
+
+    @abstractmethod
+    def snapshot(self, since: dt.datetime) -> list[ProviderEvent]:
+        """The current state of every payment and link created since ``since``, as events (for reconciliation).
+
+        List generously before ``since`` (a payment made just before it may have been stored by the agent after
+        it): the reconciliation reports any payment of ours created since ``since`` that the snapshot lacks.
+
+        Event ids are ``reconcile:<ref>:<state>``, so a state already reconciled is not applied twice; the
+        reconciliation compares these with the payments the agent holds.
+        """
 
     def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
         """Parse a webhook delivery after checking its signature; InvalidSignature otherwise."""

@@ -1,7 +1,14 @@
 """Stripe single-use Checkout Sessions; the link ref is the session id, payments are learnt from /v1/events.
 
-Stripe lists newest first; ``ending_before=<id>`` returns the page immediately newer than ``<id>`` (still
-newest first), so reading forward is ``ending_before=<last seen>`` reversed (docs.stripe.com/api/pagination).
+Stripe lists newest first. Events are read forward from a time with ``created[gte]`` and ``starting_after``
+paging (connectors.providers.cursor), not by ``ending_before=<last id>``: that returns only the page adjacent to
+the id (stripe-python ``_list_object.py`` ``previous_page``), and an event that becomes visible after newer ones
+would be behind the cursor for good.
+
+Idempotency (docs.stripe.com/idempotency; stripe-python ``_http_client.py`` ``_should_retry``): the first answer
+for a key, a 500 included, is replayed for 24 hours, and a request made while another with the same key is in
+flight gets 409. So a replayed 5xx is recovered from by finding the session the link may already have, else by
+creating under a derived key; a 409 is transient.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from connectors.providers.contract import (
     ProviderEvent,
     ProviderLink,
 )
+from connectors.providers.cursor import Position, pages, read_forward
 from connectors.providers.gocardless import retry_after
 
 T = TypeVar("T")
@@ -42,10 +50,24 @@ EVENT_TYPES = (
     "checkout.session.async_payment_failed",
     "checkout.session.expired",
     "charge.dispute.created",
+    "charge.dispute.funds_reinstated",  # a dispute the firm won: the money is back (docs.stripe.com/disputes)
 )
+# Hosted Checkout requires success_url (only embedded ui_mode may omit it: stripe/stripe-node issue 1944, Stripe
+# staff; stripe-python params/checkout/_session_create_params.py). Without an account's own page, the payer comes
+# back to the session's page, which Stripe shows as complete.
+DEFAULT_SUCCESS_URL = "https://checkout.stripe.com/c/pay/{CHECKOUT_SESSION_ID}"
+SESSION_LIFETIME = dt.timedelta(hours=24)
+# A dispute's balance_transactions are "zero, one, or two balance transactions that show funds withdrawn and
+# reinstated" (stripe-python _dispute.py): an inquiry (warning_* statuses) moves no money.
 TOLERANCE = 300  # seconds, as Stripe's own libraries
 DEFAULT_TIMEOUT = 20.0
 PAGE = 100  # Stripe's maximum page size
+
+
+def _replayed_server_error(exc: stripe.StripeError) -> bool:
+    """A 5xx that Stripe replayed from its idempotency store (``Idempotent-Replayed: true``)."""
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    return (exc.http_status or 0) >= 500 and headers.get("idempotent-replayed") == "true"
 
 
 def _translate(exc: stripe.StripeError) -> Exception:
@@ -56,6 +78,8 @@ def _translate(exc: stripe.StripeError) -> Exception:
         return TransientError("Stripe rate limit reached", retry_after=retry_after(headers))
     if isinstance(exc, stripe.APIConnectionError) or status is None or status >= 500:
         return TransientError(f"Stripe unreachable or failing ({status}): {exc.user_message or exc}")
+    if status == 409:  # another request with the same idempotency key is in flight: its answer will be replayed
+        return TransientError(f"Stripe: a request with this idempotency key is in progress: {exc.user_message or exc}")
     if status == 404:
         return LinkNotFound(f"Stripe: {exc.user_message or exc}")
     return ProviderError(f"Stripe refused the request ({status}): {exc.user_message or exc}")
@@ -104,29 +128,65 @@ class StripeProvider(Provider):
             **({"reference": spec.reference} if spec.reference else {}),
             **spec.metadata,
         }
-        session = self._call(
-            self._client.v1.checkout.sessions.create,
-            params={
-                "mode": "payment",
-                "line_items": [
-                    {
-                        "quantity": 1,
-                        "price_data": {
-                            "currency": spec.currency.lower(),
-                            "unit_amount": minor,
-                            "product_data": {"name": spec.description},
-                        },
-                    }
-                ],
-                "expires_at": int(spec.expires_at.timestamp()),
-                "client_reference_id": spec.link_id,
-                "customer_email": spec.payer_email,
-                "metadata": metadata,
-                "payment_intent_data": {"metadata": {"link_id": spec.link_id}},
-            },
-            options={"idempotency_key": spec.idempotency_key},
-        )
+        params = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": spec.currency.lower(),
+                        "unit_amount": minor,
+                        "product_data": {"name": spec.description},
+                    },
+                }
+            ],
+            "expires_at": int(spec.expires_at.timestamp()),
+            "success_url": self.account.success_url or DEFAULT_SUCCESS_URL,
+            "client_reference_id": spec.link_id,
+            "customer_email": spec.payer_email,
+            "metadata": metadata,
+            "payment_intent_data": {"metadata": {"link_id": spec.link_id}},
+        }
+        try:
+            session = self._client.v1.checkout.sessions.create(
+                params=params, options={"idempotency_key": spec.idempotency_key}  # type: ignore[arg-type]
+            )
+        except stripe.StripeError as exc:
+            if not _replayed_server_error(exc):
+                raise _translate(exc) from exc
+            # Stripe saved a 500 under this key and will replay it for 24 hours: the session may or may not
+            # exist. Find it by the link id, else create under a key derived from this one (so retries agree).
+            found = self._find_session(spec.link_id)
+            if found is not None:
+                return self._link(found)
+            session = self._call(
+                self._client.v1.checkout.sessions.create,
+                params=params,
+                options={"idempotency_key": f"{spec.idempotency_key}:after-500"},
+            )
         return self._link(session.to_dict())
+
+    def _find_session(self, link_id: str) -> dict[str, Any] | None:
+        """A session made for the link within a session's lifetime (the list cannot filter by reference id)."""
+        since = int((dt.datetime.now(dt.UTC) - SESSION_LIFETIME - dt.timedelta(hours=1)).timestamp())
+        for session in self._sessions(since):
+            if session.get("client_reference_id") == link_id:
+                return session
+        return None
+
+    def _sessions(self, since: int) -> list[dict[str, Any]]:
+        return self._all(self._client.v1.checkout.sessions.list, created={"gte": since})
+
+    def _all(self, list_fn: Callable[..., Any], **params: Any) -> list[dict[str, Any]]:
+        """Every record of a Stripe list, newest first, paged with ``starting_after`` (docs.stripe.com/api)."""
+
+        def fetch(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+            query = {"limit": PAGE, **params, **({"starting_after": after} if after else {})}
+            page = self._call(list_fn, params=query).to_dict()
+            data = page["data"]
+            return data, data[-1]["id"] if page["has_more"] and data else None
+
+        return list(pages(fetch))
 
     def _link(self, session: Mapping[str, Any]) -> ProviderLink:
         status = {
@@ -163,55 +223,99 @@ class StripeProvider(Provider):
         return ProviderLink(link.ref, link.url, LinkStatus.CANCELLED, link.expires_at, link.amount_paid)
 
     def events(self, cursor: str | None, limit: int = 100) -> EventPage:
-        if cursor is None:
-            raw, has_more = self._oldest(limit)
-        else:
-            page = self._list(ending_before=cursor, limit=min(limit, PAGE))
-            raw, has_more = list(reversed(page["data"])), bool(page["has_more"])
-        mapped = [event for item in raw if (event := self._map(item)) is not None]
-        return EventPage(mapped, raw[-1]["id"] if raw else cursor, has_more=has_more)
+        """Unseen events after ``cursor`` oldest first (Stripe keeps 30 days of them)."""
+        position = Position.load(cursor)
+        if position.legacy_id is not None:  # an older agent's cursor: the id of the last event it read
+            legacy = self._call(self._client.v1.events.retrieve, position.legacy_id).to_dict()
+            created = dt.datetime.fromtimestamp(legacy["created"], dt.UTC)
+            position = Position(newest=created, seen={legacy["id"]: created})
+        batch = read_forward(
+            position, self._list_events, lambda r: (r["id"], dt.datetime.fromtimestamp(r["created"], dt.UTC)), limit
+        )
+        mapped = [event for item in batch.records if (event := self._read(item)) is not None]
+        return EventPage(mapped, batch.position.dump(), has_more=batch.has_more)
 
-    def _list(self, **params: Any) -> dict[str, Any]:
-        page = self._call(self._client.v1.events.list, params={"types": list(EVENT_TYPES), **params})
-        return page.to_dict()
+    def _list_events(self, since: dt.datetime | None) -> list[dict[str, Any]]:
+        """Every event of the mapped types created on or after ``since`` (whole seconds, rounded down)."""
+        bound = {"created": {"gte": int(since.timestamp())}} if since else {}
+        return self._all(self._client.v1.events.list, types=list(EVENT_TYPES), **bound)
 
-    def _oldest(self, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """From the beginning: page back through the (30 days of) retained events to the oldest."""
-        records: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": PAGE}
-        while True:
-            page = self._list(**params)
-            records.extend(page["data"])
-            if not page["has_more"] or not page["data"]:
-                return list(reversed(records))[:limit], len(records) > limit
-            params["starting_after"] = page["data"][-1]["id"]
+    def event(self, event_id: str) -> ProviderEvent | None:
+        return self._map(self._call(self._client.v1.events.retrieve, event_id).to_dict())
+
+    def _read(self, raw: Mapping[str, Any]) -> ProviderEvent | None:
+        """Map one event; one that cannot be read is returned UNREADABLE (parked), so the feed goes on."""
+        try:
+            return self._map(raw)
+        except (ProviderError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            obj = (raw.get("data") or {}).get("object") or {}
+            return ProviderEvent(
+                str(raw.get("id")),
+                EventKind.UNREADABLE,
+                dt.datetime.fromtimestamp(raw["created"], dt.UTC),
+                obj.get("id") if obj.get("object") == "checkout.session" else None,
+                obj.get("payment_intent"),
+                None,
+                None,
+                raw_status=str(raw.get("type")),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    def snapshot(self, since: dt.datetime) -> list[ProviderEvent]:
+        """Checkout Sessions that could still be paid since ``since`` and disputes opened since, as they are."""
+        now = dt.datetime.now(dt.UTC)
+        out: list[ProviderEvent] = []
+        for session in self._sessions(int((since - SESSION_LIFETIME).timestamp())):
+            if session["status"] == "expired":
+                out.append(ProviderEvent(f"reconcile:{session['id']}:expired", EventKind.LINK_EXPIRED, now,
+                                         session["id"], None, None, None, raw_status="checkout.session:expired"))
+                continue
+            kind = {"paid": EventKind.PAYMENT_CONFIRMED, "unpaid": EventKind.PAYMENT_PENDING}.get(
+                session.get("payment_status", ""))
+            if session["status"] != "complete" or kind is None or not session.get("payment_intent"):
+                continue
+            currency = session["currency"].upper()
+            out.append(ProviderEvent(
+                f"reconcile:{session['payment_intent']}:{session['payment_status']}", kind, now, session["id"],
+                session["payment_intent"], from_minor(int(session["amount_total"]), currency), currency,
+                PaymentMethod.CARD, raw_status=f"checkout.session:{session['payment_status']}"))
+        for dispute in self._disputes(int(since.timestamp())):
+            moves = len(dispute.get("balance_transactions") or [])
+            if moves == 0:
+                continue  # an inquiry, or not yet withdrawn: the money is where it was
+            currency = dispute["currency"].upper()
+            out.append(ProviderEvent(
+                f"reconcile:{dispute['id']}:{moves}",
+                EventKind.PAYMENT_CONFIRMED if moves > 1 else EventKind.PAYMENT_CHARGED_BACK, now, None,
+                dispute["payment_intent"], from_minor(int(dispute["amount"]), currency), currency,
+                PaymentMethod.CARD, raw_status=f"charge.dispute:{dispute['status']}"))
+        return out
+
+    def _disputes(self, since: int) -> list[dict[str, Any]]:
+        return self._all(self._client.v1.disputes.list, created={"gte": since})
+
+    def _dispute_event(self, raw: Mapping[str, Any], obj: Mapping[str, Any], occurred: dt.datetime) -> ProviderEvent:
+        """A dispute takes the money back; a won one (funds reinstated) gives it again. The link is the session
+        of the disputed payment intent."""
+        intent = obj.get("payment_intent")
+        sessions = (self._call(self._client.v1.checkout.sessions.list, params={"payment_intent": intent, "limit": 1})
+                    if intent else None)
+        link_ref = sessions.data[0].id if sessions and sessions.data else None
+        won = raw["type"] == "charge.dispute.funds_reinstated"
+        currency = obj["currency"].upper()
+        return ProviderEvent(raw["id"], EventKind.PAYMENT_CONFIRMED if won else EventKind.PAYMENT_CHARGED_BACK,
+                             occurred, link_ref, intent, from_minor(int(obj["amount"]), currency), currency,
+                             PaymentMethod.CARD, raw_status=raw["type"])
 
     def _map(self, raw: Mapping[str, Any]) -> ProviderEvent | None:
         obj = raw["data"]["object"]
         occurred = dt.datetime.fromtimestamp(raw["created"], dt.UTC)
         kind: EventKind | None
         event_type = raw["type"]
-        if event_type == "charge.dispute.created":
-            intent = obj.get("payment_intent")
-            sessions = (
-                self._call(
-                    self._client.v1.checkout.sessions.list, params={"payment_intent": intent, "limit": 1}
-                )
-                if intent
-                else None
-            )
-            link_ref = sessions.data[0].id if sessions and sessions.data else None
-            return ProviderEvent(
-                raw["id"],
-                EventKind.PAYMENT_CHARGED_BACK,
-                occurred,
-                link_ref,
-                intent,
-                from_minor(int(obj["amount"]), obj["currency"].upper()),
-                obj["currency"].upper(),
-                PaymentMethod.CARD,
-                raw_status=event_type,
-            )
+        if event_type == "charge.dispute.created" and str(obj.get("status", "")).startswith("warning_"):
+            return None  # an inquiry: no funds are withdrawn unless it becomes a dispute
+        if event_type in ("charge.dispute.created", "charge.dispute.funds_reinstated"):
+            return self._dispute_event(raw, obj, occurred)
         if event_type == "checkout.session.expired":
             return ProviderEvent(
                 raw["id"],
@@ -264,5 +368,5 @@ class StripeProvider(Provider):
         ).hexdigest()
         if not any(hmac.compare_digest(expected, sig) for sig in signatures):
             raise InvalidSignature("Stripe webhook signature does not match")
-        event = self._map(json.loads(body))
+        event = self._read(json.loads(body))
         return [event] if event is not None else []

@@ -1,7 +1,23 @@
 """A local GoCardless API: billing requests, billing request flows, payments and events, JSON as documented.
 
-Lists are newest first with ``meta.cursors``; ``after=X`` pages to older records, ``before=X`` to the records
-immediately newer than X (developer.gocardless.com/api-reference/#api-usage-cursor-pagination).
+Sources (cite them when changing behaviour here): the gocardless-pro SDK in the venv (``services/*_service.py``
+doc comments, which come from the API reference), gocardless/gocardless-dotnet ``GoCardless/Services/
+EventService.cs``, ``Resources/Payment.cs``, ``Resources/BillingRequest.cs``, and /work/shared/notes/provider-apis.md.
+
+* Lists are newest first with ``meta.cursors``; ``after=X`` pages to older records ("cursor pointing to the start
+  of the desired set"), ``before=X`` to newer ones ("the end of the desired set"); ``created_at[gt|gte|lt|lte]``
+  limit by creation time (EventListRequest.CreatedAtParam).
+* Event creation is asynchronous: ``delay_events()`` holds new events back, with their creation times, until
+  ``release_events()``, so an event can appear after newer ones (EventService.cs: "it can take some time between
+  an action occurring and its corresponding event getting included in API responses").
+* A Payment's links have no billing request; the billing request's ``fulfilled`` event carries
+  ``links.payment_request_payment`` (Payment.cs; woocommerce-gateway-gocardless class-wc-gocardless-gateway.php).
+* Billing request statuses: pending, ready_to_fulfil, fulfilling, fulfilled, cancelled (BillingRequest.cs): no
+  expired or failed. A flow expires 7 days after creation and cannot be read back (only create and initialise).
+* A retried payment: ``resubmission_requested`` (status pending_submission), then submitted and confirmed or
+  failed (PaymentsService.retry in gocardless_pro/services/payments_service.py).
+* Event times are strictly increasing here (a millisecond apart at least); the real API can give several events
+  one millisecond, which the adapter's cursor tolerates (connectors/providers/cursor.py).
 """
 
 from __future__ import annotations
@@ -22,6 +38,12 @@ SECRET = "gc-webhook-secret"
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _normal(value: str) -> str:
+    """A created_at bound as the fake writes times (UTC, milliseconds, Z), so strings compare in time order."""
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _error(status: int, error_type: str, message: str, errors: list[dict[str, object]]) -> dict[str, object]:
@@ -45,7 +67,9 @@ class FakeGoCardless(FakeAPI):
         self.flows: dict[str, dict] = {}
         self.payments: dict[str, dict] = {}
         self.mandates: dict[str, dict] = {}
-        self.events: list[dict] = []  # oldest first
+        self.events: list[dict] = []  # as published (visible), in publication order
+        self._held: list[dict] | None = None  # created but not yet visible (delay_events)
+        self._last_stamp: dt.datetime | None = None
         self._keys: dict[tuple[str, str], str] = {}
 
     def _id(self, prefix: str) -> str:
@@ -93,7 +117,14 @@ class FakeGoCardless(FakeAPI):
             payment = self.payments.get(m[1])
             return json_response(200, {"payments": payment}) if payment else self._not_found()
         if method == "GET" and path == "/events":
-            return self._list_events(request)
+            return self._list(request, "events", self.events)
+        if method == "GET" and (m := re.fullmatch(r"/events/(\w+)", path)):
+            event = next((e for e in self.events if e["id"] == m[1]), None)
+            return json_response(200, {"events": event}) if event else self._not_found()
+        if method == "GET" and path == "/payments":
+            return self._list(request, "payments", list(self.payments.values()))
+        if method == "GET" and path == "/billing_requests":
+            return self._list(request, "billing_requests", list(self.billing_requests.values()))
         return self._not_found()
 
     def _not_found(self) -> Response:
@@ -303,7 +334,7 @@ class FakeGoCardless(FakeAPI):
         br = self.billing_requests.get(br_id)
         if br is None:
             return self._not_found()
-        if br["status"] in ("fulfilled", "fulfilling", "cancelled", "expired"):
+        if br["status"] in ("fulfilled", "fulfilling", "cancelled"):
             return json_response(
                 422,
                 _error(
@@ -322,16 +353,22 @@ class FakeGoCardless(FakeAPI):
         self._event("billing_requests", "cancelled", billing_request=br_id)
         return json_response(200, {"billing_requests": br})
 
-    def _list_events(self, request: Request) -> Response:
+    def _list(self, request: Request, kind: str, records: list[dict]) -> Response:
+        """Newest first by created_at, filtered by created_at[...] and paged by after/before (cursor pagination)."""
         limit = min(int(request.param("limit") or 50), 500)
-        newest_first = list(reversed(self.events))
-        ids = [e["id"] for e in newest_first]
+        newest_first = sorted(records, key=lambda r: (r["created_at"], r["id"]), reverse=True)
+        for op, keep in (("gt", str.__gt__), ("gte", str.__ge__), ("lt", str.__lt__), ("lte", str.__le__)):
+            bound = request.param(f"created_at[{op}]")
+            if bound:
+                bound = _normal(bound)
+                newest_first = [r for r in newest_first if keep(r["created_at"], bound)]
+        ids = [r["id"] for r in newest_first]
         after, before = request.param("after"), request.param("before")
         if after:
-            start = ids.index(after) + 1
+            start = ids.index(after) + 1 if after in ids else len(ids)
             page = newest_first[start : start + limit]
         elif before:
-            end = ids.index(before)
+            end = ids.index(before) if before in ids else 0
             page = newest_first[max(0, end - limit) : end]
         else:
             page = newest_first[:limit]
@@ -341,26 +378,53 @@ class FakeGoCardless(FakeAPI):
             "before": page[0]["id"] if page and first > 0 else None,
             "after": page[-1]["id"] if page and last < len(ids) - 1 else None,
         }
-        return json_response(200, {"events": page, "meta": {"cursors": cursors, "limit": limit}})
+        return json_response(200, {kind: page, "meta": {"cursors": cursors, "limit": limit}})
 
     # --- the payer and the back office ---------------------------------------------------------------------
 
+    def _stamp(self) -> str:
+        now = dt.datetime.now(dt.UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        if self._last_stamp is not None and now <= self._last_stamp:
+            now = self._last_stamp + dt.timedelta(milliseconds=1)
+        self._last_stamp = now
+        return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
     def _event(self, resource_type: str, action: str, **links: str) -> None:
-        self.events.append(
-            {
-                "id": self._id("EV"),
-                "created_at": _now(),
-                "resource_type": resource_type,
-                "action": action,
-                "links": links,
-                "details": {
-                    "origin": "gocardless",
-                    "cause": f"{resource_type}_{action}",
-                    "description": f"{resource_type} {action} [fake]",
-                },
-                "metadata": {},
-            }
-        )
+        event = {
+            "id": self._id("EV"),
+            "created_at": self._stamp(),
+            "resource_type": resource_type,
+            "action": action,
+            "links": links,
+            "details": {
+                "origin": "gocardless",
+                "cause": f"{resource_type}_{action}",
+                "description": f"{resource_type} {action} [fake]",
+            },
+            "metadata": {},
+        }
+        (self.events if self._held is None else self._held).append(event)
+
+    def delay_events(self) -> None:
+        """Events created from now on exist (with their times) but are not listed until release_events."""
+        with self.lock:
+            self._held = []
+
+    def release_events(self) -> None:
+        with self.lock:
+            held, self._held = self._held or [], None
+            self.events.extend(held)
+
+    def delete_events(self, **match: str) -> list[dict]:
+        """Lose events (a feed that dropped them): those whose fields or links match; returns them."""
+        with self.lock:
+            def hit(event: dict) -> bool:
+                return all(event.get(k) == v or event["links"].get(k) == v for k, v in match.items())
+
+            lost = [e for e in self.events if hit(e)]
+            self.events = [e for e in self.events if not hit(e)]
+            return lost
 
     def pay(self, br_id: str, amount: Decimal | None = None, confirm: bool = True) -> str:
         with self.lock:
@@ -383,25 +447,28 @@ class FakeGoCardless(FakeAPI):
             self._event(
                 "billing_requests", "fulfilled", billing_request=br_id, payment_request_payment=payment["id"]
             )
-            self._event("payments", "created", payment=payment["id"], billing_request=br_id)
+            self._event("payments", "created", payment=payment["id"])
             self._set(payment["id"], "submitted")
             if confirm:
                 self._set(payment["id"], "confirmed")
             return payment["id"]
 
-    def _set(self, payment_id: str, status: str) -> None:
-        payment = self.payments[payment_id]
-        payment["status"] = status
-        br_id = next(
-            (b for b, br in self.billing_requests.items() if br["links"].get("payment_request_payment") == payment_id),
-            None,
-        )
-        self._event("payments", status, payment=payment_id, **({"billing_request": br_id} if br_id else {}))
+    def _set(self, payment_id: str, status: str, action: str | None = None) -> None:
+        """A payment event names only the payment (Payment.cs has no billing request link)."""
+        self.payments[payment_id]["status"] = status
+        self._event("payments", action or status, payment=payment_id)
 
     def set_payment(self, payment_id: str, status: str) -> None:
         """The banks move a Direct Debit payment: submitted, confirmed, paid_out, failed, charged_back..."""
         with self.lock:
             self._set(payment_id, status)
+
+    def resubmit(self, payment_id: str) -> None:
+        """POST /payments/{id}/actions/retry on a failed payment (or Success+): resubmission_requested, then the
+        payment goes through submission again (PaymentsService.retry)."""
+        with self.lock:
+            assert self.payments[payment_id]["status"] == "failed", "retry_failed: the payment has not failed"
+            self._set(payment_id, "pending_submission", action="resubmission_requested")
 
     def complete_mandate_flow(self, br_id: str) -> str:
         """The payer finishes the Billing Request Flow: a mandate in pending_submission, the request fulfilled."""
@@ -439,9 +506,12 @@ class FakeGoCardless(FakeAPI):
             self._set(payment_id, "charged_back")
 
     def expire(self, br_id: str) -> None:
+        """The flow's 7 days pass: the payer can no longer use it. The billing request itself stays as it was
+        (no expired status exists) and no event is published."""
         with self.lock:
-            self.billing_requests[br_id]["status"] = "expired"
-            self._event("billing_requests", "expired", billing_request=br_id)
+            for flow in self.flows.values():
+                if flow["links"]["billing_request"] == br_id:
+                    flow["expires_at"] = _now()
 
     def link_count(self) -> int:
         return len(self.billing_requests)

@@ -2,7 +2,7 @@
 instance lease (holder, fencing token, expiry) that an active/standby pair on a PostgreSQL store takes turns on.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 """
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from alembic import op
 import agent.state.types as lt
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 
 
 def upgrade() -> None:

@@ -1,0 +1,327 @@
+"""The embedded offline provider: what the agent talks to, over the state in ``<home>/sandbox.db`` (world.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import sqlite3
+from decimal import Decimal
+from typing import ClassVar
+
+from agent.core.errors import ConfigurationError, DataError
+from agent.core.model import MerchantAccount, check_decimals
+from connectors.providers.contract import (
+    CancelRefused,
+    Collection,
+    CollectionCancelRefused,
+    CollectionStatus,
+    DirectDebitProvider,
+    EventKind,
+    EventPage,
+    LinkNotFound,
+    LinkSpec,
+    LinkStatus,
+    Mandate,
+    MandatePayer,
+    MandateSetup,
+    MandateStatus,
+    PaymentMethod,
+    Provider,
+    ProviderError,
+    ProviderEvent,
+    ProviderLink,
+)
+from connectors.providers.sandbox.world import (
+    _COLLECTION_MOVES,
+    COLLECTABLE_MANDATES,
+    DEFAULT_BASE,
+    _add_event,
+    _collection_row,
+    _db,
+    _dd_event,
+    _expire,
+    _iso,
+    _link_row,
+    _mandate_row,
+    _move_collection,
+    _now,
+    _to_collection,
+    _to_link,
+)
+
+_PAYMENT_KIND = {
+    "pending": EventKind.PAYMENT_PENDING,
+    "confirmed": EventKind.PAYMENT_CONFIRMED,
+    "failed": EventKind.PAYMENT_FAILED,
+    "charged_back": EventKind.PAYMENT_CHARGED_BACK,
+}
+_COLLECTION_KIND = {
+    CollectionStatus.PENDING_CUSTOMER_APPROVAL: EventKind.PAYMENT_PENDING,
+    CollectionStatus.PENDING_SUBMISSION: EventKind.PAYMENT_PENDING,
+    CollectionStatus.SUBMITTED: EventKind.PAYMENT_PENDING,
+    CollectionStatus.CONFIRMED: EventKind.PAYMENT_CONFIRMED,
+    CollectionStatus.PAID_OUT: EventKind.PAYMENT_CONFIRMED,
+    CollectionStatus.FAILED: EventKind.PAYMENT_FAILED,
+    CollectionStatus.CHARGED_BACK: EventKind.PAYMENT_CHARGED_BACK,
+    CollectionStatus.CANCELLED: EventKind.COLLECTION_CANCELLED,
+    CollectionStatus.CUSTOMER_APPROVAL_DENIED: EventKind.COLLECTION_CANCELLED,
+}
+
+
+def _to_event(row: sqlite3.Row) -> ProviderEvent:
+    return ProviderEvent(
+        event_id=str(row["id"]),
+        kind=EventKind(row["kind"]),
+        occurred_at=dt.datetime.fromisoformat(row["occurred_at"]),
+        link_ref=row["link_ref"],
+        payment_ref=row["payment_ref"],
+        amount=Decimal(row["amount"]) if row["amount"] is not None else None,
+        currency=row["currency"],
+        method=PaymentMethod(row["method"]),
+        raw_status=row["raw_status"],
+        mandate_ref=row["mandate_ref"],
+    )
+
+
+class SandboxProvider(Provider, DirectDebitProvider):
+    """Offline provider: state in ``<home>/sandbox.db``, links paid at ``{api_base}/pay/<ref>``."""
+
+    name: ClassVar[str] = "sandbox"
+    max_expiry: ClassVar[dt.timedelta] = dt.timedelta(days=90)
+    methods: ClassVar[tuple[PaymentMethod, ...]] = (
+        PaymentMethod.BANK,
+        PaymentMethod.CARD,
+        PaymentMethod.DIRECT_DEBIT,
+    )
+
+    def __init__(self, account: MerchantAccount, credentials: str | None, *, home: str | None = None) -> None:
+        super().__init__(account, credentials, home=home)
+        if home is None:
+            raise ConfigurationError("the sandbox provider needs a home directory for sandbox.db")
+        self.base = (account.api_base or DEFAULT_BASE).rstrip("/")
+
+    def create_link(self, spec: LinkSpec) -> ProviderLink:
+        try:
+            amount = check_decimals(spec.amount, spec.currency)
+        except DataError as exc:
+            raise ProviderError(str(exc)) from None
+        if amount <= 0:
+            raise ProviderError(f"amount must be above 0, not {amount}")
+        now = _now()
+        expires_at = spec.expires_at if spec.expires_at.tzinfo else spec.expires_at.replace(tzinfo=dt.UTC)
+        if not now < expires_at <= now + self.max_expiry:
+            raise ProviderError(f"expires_at must be in the future and within {self.max_expiry.days} days")
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            existing = conn.execute(
+                "SELECT * FROM links WHERE account = ? AND idempotency_key = ?",
+                (self.account.name, spec.idempotency_key),
+            ).fetchone()
+            if existing is not None:
+                if Decimal(existing["amount"]) != amount or existing["currency"] != spec.currency:
+                    raise ProviderError("idempotency key reused with a different amount or currency")
+                return _to_link(existing)
+            ref = secrets.token_urlsafe(16)
+            conn.execute(
+                "INSERT INTO links (ref, account, link_id, idempotency_key, amount, currency, description,"
+                " reference,"
+                " payer_name, payer_email, url, status, expires_at, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ref,
+                    self.account.name,
+                    spec.link_id,
+                    spec.idempotency_key,
+                    str(amount),
+                    spec.currency,
+                    spec.description,
+                    spec.reference,
+                    spec.payer_name,
+                    spec.payer_email,
+                    f"{self.base}/pay/{ref}",
+                    LinkStatus.OUTSTANDING.value,
+                    _iso(expires_at),
+                    _iso(now),
+                ),
+            )
+            return _to_link(_link_row(conn, ref))
+
+    def get_link(self, ref: str) -> ProviderLink:
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            _expire(conn, _now())
+            return _to_link(_link_row(conn, ref))
+
+    def cancel_link(self, ref: str) -> ProviderLink:
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            _expire(conn, _now())
+            row = _link_row(conn, ref)
+            if row["status"] == LinkStatus.CANCELLED:
+                return _to_link(row)
+            if row["status"] != LinkStatus.OUTSTANDING:
+                raise CancelRefused(f"sandbox link {ref} is {row['status']}", _to_link(row))
+            conn.execute("UPDATE links SET status = ? WHERE ref = ?", (LinkStatus.CANCELLED.value, ref))
+            _add_event(conn, row, EventKind.LINK_CANCELLED)
+            return _to_link(_link_row(conn, ref))
+
+    def events(self, cursor: str | None, limit: int = 100) -> EventPage:
+        """Events after ``cursor`` (the last event's row id): the sandbox writes them in one file, in order."""
+        try:
+            after = int(cursor) if cursor is not None else 0
+        except ValueError:
+            raise ProviderError(f"not a sandbox event cursor: {cursor!r}") from None
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            _expire(conn, _now())
+            rows = conn.execute(
+                "SELECT * FROM events WHERE account = ? AND id > ? ORDER BY id LIMIT ?",
+                (self.account.name, after, limit + 1),
+            ).fetchall()
+        page = rows[:limit]
+        events = [_to_event(row) for row in page]
+        return EventPage(events, str(page[-1]["id"]) if page else cursor, has_more=len(rows) > limit)
+
+    def event(self, event_id: str) -> ProviderEvent | None:
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            row = conn.execute(
+                "SELECT * FROM events WHERE account = ? AND id = ?", (self.account.name, event_id)
+            ).fetchone()
+        if row is None:
+            raise LinkNotFound(f"sandbox event {event_id!r} does not exist")
+        return _to_event(row)
+
+    def snapshot(self, since: dt.datetime) -> list[ProviderEvent]:
+        """Payments of links that could still be paid since ``since``, collections created since, as they are."""
+        now = _now()
+        out: list[ProviderEvent] = []
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            _expire(conn, now)
+            links = conn.execute(
+                "SELECT * FROM links WHERE account = ? AND created_at >= ?",
+                (self.account.name, _iso(since - self.max_expiry)),
+            ).fetchall()
+            for link in links:
+                if link["status"] in (LinkStatus.CANCELLED, LinkStatus.EXPIRED):
+                    cancelled = link["status"] == LinkStatus.CANCELLED
+                    kind = EventKind.LINK_CANCELLED if cancelled else EventKind.LINK_EXPIRED
+                    out.append(ProviderEvent(f"reconcile:{link['ref']}:{link['status']}", kind, now, link["ref"],
+                                             None, None, None, raw_status=link["status"]))
+                for pay_row in conn.execute("SELECT * FROM payments WHERE link_ref = ?", (link["ref"],)):
+                    out.append(ProviderEvent(
+                        f"reconcile:{pay_row['payment_ref']}:{pay_row['status']}", _PAYMENT_KIND[pay_row["status"]],
+                        now, link["ref"], pay_row["payment_ref"], Decimal(pay_row["amount"]), pay_row["currency"],
+                        PaymentMethod(pay_row["method"]), raw_status=pay_row["status"]))
+            for coll in conn.execute(
+                "SELECT * FROM collections WHERE account = ? AND created_at >= ?",
+                (self.account.name, _iso(since - dt.timedelta(days=1))),
+            ):
+                out.append(ProviderEvent(
+                    f"reconcile:{coll['ref']}:{coll['status']}", _COLLECTION_KIND[coll["status"]], now, None,
+                    coll["ref"], Decimal(coll["amount"]), coll["currency"], PaymentMethod.DIRECT_DEBIT,
+                    raw_status=coll["status"], mandate_ref=coll["mandate_ref"]))
+        return out
+
+    # --- Direct Debit -----------------------------------------------------------------------------------------
+
+    def setup_mandate(self, payer: MandatePayer) -> MandateSetup:
+        """A mandate awaiting the payer; set_mandate(home, ref, "active") is the payer finishing the flow."""
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            row = conn.execute(
+                "SELECT * FROM mandates WHERE account = ? AND idempotency_key = ?",
+                (self.account.name, payer.idempotency_key),
+            ).fetchone()
+            ref = row["ref"] if row is not None else "MD" + secrets.token_hex(6).upper()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO mandates (ref, account, payer_key, payer_name, payer_email, idempotency_key,"
+                    " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        ref,
+                        self.account.name,
+                        payer.key,
+                        payer.name,
+                        payer.email,
+                        payer.idempotency_key,
+                        MandateStatus.PENDING_CUSTOMER_APPROVAL.value,
+                        _iso(_now()),
+                    ),
+                )
+        return MandateSetup(ref=ref, url=f"{self.base}/mandate/{ref}")
+
+    def get_mandate(self, ref: str) -> Mandate:
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            row = _mandate_row(conn, ref)
+        return Mandate(ref=ref, status=MandateStatus(row["status"]), raw_status=row["status"])
+
+    def create_collection(
+        self,
+        mandate_ref: str,
+        amount: Decimal,
+        currency: str,
+        charge_date: dt.date | None,
+        description: str,
+        idempotency_key: str,
+    ) -> Collection:
+        try:
+            amount = check_decimals(amount, currency)
+        except DataError as exc:
+            raise ProviderError(str(exc)) from None
+        if amount <= 0:
+            raise ProviderError(f"amount must be above 0, not {amount}")
+        today = _now().date()
+        charge_date = charge_date or today
+        if charge_date < today:
+            raise ProviderError(f"charge_date {charge_date} is in the past")
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            existing = conn.execute(
+                "SELECT * FROM collections WHERE account = ? AND idempotency_key = ?",
+                (self.account.name, idempotency_key),
+            ).fetchone()
+            if existing is not None:
+                if Decimal(existing["amount"]) != amount or existing["currency"] != currency:
+                    raise ProviderError("idempotency key reused with a different amount or currency")
+                return _to_collection(existing)
+            mandate = _mandate_row(conn, mandate_ref)
+            if mandate["status"] not in COLLECTABLE_MANDATES:
+                raise ProviderError(f"sandbox mandate {mandate_ref} is {mandate['status']}: mandate_is_inactive")
+            ref = "PM" + secrets.token_hex(6).upper()
+            conn.execute(
+                "INSERT INTO collections (ref, account, mandate_ref, amount, currency, charge_date, description,"
+                " idempotency_key, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ref,
+                    self.account.name,
+                    mandate_ref,
+                    str(amount),
+                    currency,
+                    charge_date.isoformat(),
+                    description,
+                    idempotency_key,
+                    CollectionStatus.PENDING_SUBMISSION.value,
+                    _iso(_now()),
+                ),
+            )
+            row = _collection_row(conn, ref)
+            _dd_event(
+                conn,
+                self.account.name,
+                EventKind.PAYMENT_PENDING,
+                CollectionStatus.PENDING_SUBMISSION.value,
+                mandate_ref=mandate_ref,
+                collection=row,
+            )
+            return _to_collection(row)
+
+    def get_collection(self, ref: str) -> Collection:
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            return _to_collection(_collection_row(conn, ref))
+
+    def cancel_collection(self, ref: str) -> Collection:
+        with _db(self.home) as conn:  # type: ignore[arg-type]
+            row = _collection_row(conn, ref)
+            if row["status"] == CollectionStatus.CANCELLED:
+                return _to_collection(row)
+            if row["status"] not in _COLLECTION_MOVES[CollectionStatus.CANCELLED][0]:
+                raise CollectionCancelRefused(
+                    f"sandbox collection {ref} is {row['status']}: cancellation_failed", _to_collection(row)
+                )
+            return _to_collection(_move_collection(conn, ref, CollectionStatus.CANCELLED))
+
+
