@@ -114,6 +114,7 @@ class ConsoleInfoOut(BaseModel):
 class SendOut(BaseModel):
     channel: str
     recipient: str
+    purpose: str = Field(description="link (sent by staff) or reminder:<step>.")
     sent_at: dt.datetime
     ok: bool
     result: str = Field(description="'ok' or why the send failed.")
