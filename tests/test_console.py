@@ -27,6 +27,7 @@ from console_support import (
 from openpyxl import load_workbook
 
 from agent.engine.links import LinkRequest
+from agent.engine.sending import send_link
 from agent.engine.sync import Syncer
 from agent.service.loop import poll_payments
 from postings.outbox import Outbox
@@ -303,18 +304,20 @@ def test_debt_row_and_banner_say_exactly_what_happened(page: Any, agent: Agent) 
         shot(page, "14-send-failed")
         sender.locator(".actions").get_by_role("button", name="Close").click()
         expect(story.locator("li")).to_have_count(4)
+        send_link(agent.rt, dialog.locator(".link-view").get_attribute("data-link-id"), "email", purpose="reminder:1")
         page.keyboard.press("Escape")
 
     banner = page.locator("#link-sent-marker li")
-    expect(banner).to_have_count(4)
+    expect(banner).to_have_count(5)
     words = banner.all_inner_texts()
     assert words[0].startswith("Link created at ")
     assert words[1].startswith("Emailed to nakamura@example.com at ")
     assert words[2].startswith("Texted to +447700900003 at ")
     assert words[3].startswith("Sending by text to +447700900003 failed at ") and "(code 21211)" in words[3]
+    assert words[4].startswith("Reminder emailed to nakamura@example.com at ")  # the reminders job's send
     search(page, "Nakamura")
     expect(page.locator(f'#matters-table tr[data-matter="{SENDS}"] .delivery-cell')).to_contain_text(
-        "Sending by text to +447700900003 failed")
+        "Reminder emailed to nakamura@example.com at ")
     shot(page, "15-debt-delivery")
 
 

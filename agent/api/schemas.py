@@ -310,6 +310,7 @@ class SendOut(BaseModel):
     sent_at: dt.datetime
     ok: bool
     result: str = Field(description="'ok' or why the send failed.")
+    purpose: str = Field(description="link (sent by staff) or reminder:<step>.")
 
 
 class DeliveryOut(BaseModel):

@@ -22,9 +22,15 @@ export const sentence = (words) => (/[.!?]$/.test(words) ? words : `${words}.`);
 
 // One send record (agent.engine.sending's SendRecord, as the API returns it) in words.
 export function sendWords(send) {
-  if (send.ok) return `${send.channel === "sms" ? "Texted" : "Emailed"} to ${send.recipient} at ${when(send.sent_at)}`;
-  const by = send.channel === "sms" ? "text" : "email";
-  return `Sending by ${by}${send.recipient ? ` to ${send.recipient}` : ""} failed${send.sent_at ? ` at ${when(send.sent_at)}` : ""}: ${send.result}`;
+  const reminder = Boolean(send.purpose?.startsWith("reminder"));
+  const at = send.sent_at ? ` at ${when(send.sent_at)}` : "";
+  const to = send.recipient ? ` to ${send.recipient}` : "";
+  if (send.ok) {
+    const done = send.channel === "sms" ? "texted" : "emailed";
+    return reminder ? `Reminder ${done}${to}${at}` : `${done[0].toUpperCase()}${done.slice(1)}${to}${at}`;
+  }
+  const what = `${reminder ? "a reminder " : ""}by ${send.channel === "sms" ? "text" : "email"}`;
+  return `Sending ${what}${to} failed${at}: ${send.result}`;
 }
 
 // A link's whole story, oldest first: created, then each send.
