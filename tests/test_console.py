@@ -27,7 +27,6 @@ from console_support import (
 from openpyxl import load_workbook
 
 from agent.engine.links import LinkRequest
-from agent.engine.sending import send_link
 from agent.engine.sync import Syncer
 from agent.service.loop import poll_payments
 from postings.outbox import Outbox
@@ -304,7 +303,7 @@ def test_debt_row_and_banner_say_exactly_what_happened(page: Any, agent: Agent) 
         shot(page, "14-send-failed")
         sender.locator(".actions").get_by_role("button", name="Close").click()
         expect(story.locator("li")).to_have_count(4)
-        send_link(agent.rt, dialog.locator(".link-view").get_attribute("data-link-id"), "email", purpose="reminder:1")
+        agent.rt.sender.send(dialog.locator(".link-view").get_attribute("data-link-id"), "email", purpose="reminder:1")
         page.keyboard.press("Escape")
 
     banner = page.locator("#link-sent-marker li")

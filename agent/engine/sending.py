@@ -14,7 +14,8 @@ import logging
 import re
 import smtplib
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, make_msgid
@@ -111,28 +112,47 @@ def sms_text(link: Link, settings: Settings, *, reminder: bool = False) -> str:
 # ------------------------------------------------------------------------------------------- email
 
 
-def send_email(smtp: SmtpSettings, secrets: Secrets, message: EmailMessage) -> str:
-    """Hand the message to the relay; returns its Message-ID. Raises DeliveryFailed."""
+@contextmanager
+def _relay(smtp: SmtpSettings, secrets: Secrets) -> Iterator[smtplib.SMTP]:
+    """A connection to the firm's relay, TLS and login done as configured; closed politely afterwards."""
     password = secrets.get(smtp.password_secret) if smtp.password_secret else None
     context = ssl.create_default_context()
+    if smtp.security == "tls":
+        client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
+    else:
+        client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+    try:
+        if smtp.security == "starttls":
+            client.starttls(context=context)
+        if smtp.user:
+            client.login(smtp.user, password or "")
+        yield client
+    finally:
+        try:
+            client.quit()
+        except (smtplib.SMTPException, OSError):
+            client.close()  # the message was already accepted (or refused); quitting is courtesy
+
+
+def check_relay(smtp: SmtpSettings, secrets: Secrets) -> None:
+    """Connect, secure and log in as a send would, and send nothing (``ledgerlink doctor``). Raises DeliveryFailed."""
+    try:
+        with _relay(smtp, secrets) as client:
+            client.noop()
+    except smtplib.SMTPResponseException as exc:
+        text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        raise DeliveryFailed(f"SMTP server refused: {exc.smtp_code} {text}", definite=True) from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryFailed(f"SMTP {smtp.host}:{smtp.port}: {type(exc).__name__}: {exc}", definite=True) from None
+
+
+def send_email(smtp: SmtpSettings, secrets: Secrets, message: EmailMessage) -> str:
+    """Hand the message to the relay; returns its Message-ID. Raises DeliveryFailed."""
     handed_over = False
     try:
-        if smtp.security == "tls":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
-        else:
-            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
-        try:
-            if smtp.security == "starttls":
-                client.starttls(context=context)
-            if smtp.user:
-                client.login(smtp.user, password or "")
+        with _relay(smtp, secrets) as client:
             handed_over = True  # from here a dropped connection may mean the relay took the message
             client.send_message(message)
-        finally:
-            try:
-                client.quit()
-            except (smtplib.SMTPException, OSError):
-                client.close()  # the message was already accepted (or refused); quitting is courtesy
     except smtplib.SMTPResponseException as exc:  # the server answered "no": nothing was accepted
         text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
         raise DeliveryFailed(f"SMTP server refused: {exc.smtp_code} {text}", definite=True) from None
