@@ -162,3 +162,21 @@ def test_one_bad_bill_is_quarantined_shown_by_check_and_the_rest_synced(home: Pa
     assert code == 0 and "quarantined" not in out
     code, out, _ = run(home, capsys, "check")
     assert "quarantined" not in out
+
+
+def test_an_interactive_command_prints_only_its_answer_and_logs_to_the_file(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 15 item 11: no INFO line among (or after) the result; the home's log file has it; -v shows it."""
+    from agent.home.demo import init_home
+
+    home = tmp_path / "home"
+    init_home(home)
+    assert main(["--home", str(home), "sync"]) == 0
+    capfd.readouterr()
+    assert main(["--home", str(home), "links", "create", "--matter", "M-2026-0010", "--json"]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["status"] == "outstanding" and " INFO " not in out + err
+    logged = (home / "logs" / "ledgerlink.log").read_text(encoding="utf-8")
+    assert " INFO ledgerlink." in logged
+    assert main(["--home", str(home), "-v", "links", "create", "--matter", "M-2026-0011"]) == 0
+    assert " INFO ledgerlink.links: link lnk_" in capfd.readouterr().err  # -v shows them

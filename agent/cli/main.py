@@ -83,6 +83,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if not args.needs_runtime:
             return handler(args, None)
         rt = Runtime.for_home(args.home)
+        # log lines go to the home's log file; the console shows them only with -v (``run`` shows them itself)
+        setup_logging(settings=rt.settings, console_level=logging.NOTSET if args.verbose else logging.WARNING)
         return handler(args, rt)
     except KeyboardInterrupt:
         return 130

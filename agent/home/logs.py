@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_NAME = "ledgerlink.log"
-QUIET = ("alembic", "watchdog", "httpx", "httpcore")
+QUIET = ("alembic", "watchdog", "httpx", "httpcore", "keyring")
 
 
 class JsonFormatter(logging.Formatter):
@@ -62,10 +62,13 @@ def _handler(handler: logging.Handler, json_lines: bool) -> logging.Handler:
     return handler
 
 
-def setup_logging(verbose: bool | None = None, settings: Settings | None = None) -> None:
-    """Console logging for every command; with ``settings`` (the service) also the rotating file and log_json.
+def setup_logging(verbose: bool | None = None, settings: Settings | None = None, *,
+                  console_level: int = logging.NOTSET) -> None:
+    """Console logging for every command; with ``settings`` also the rotating file in the home and log_json.
 
     ``verbose=None`` keeps the level an earlier call chose, so the service can add its file without knowing -v.
+    ``console_level`` quiets the console alone: an interactive command prints what was asked for and leaves its
+    log lines to the file (``-v`` shows them).
     """
     root = logging.getLogger()
     if verbose is not None:
@@ -76,7 +79,9 @@ def setup_logging(verbose: bool | None = None, settings: Settings | None = None)
         root.removeHandler(old)
         old.close()
     json_lines = bool(settings and settings.log_json)
-    root.addHandler(_handler(StderrHandler(), json_lines))
+    console = _handler(StderrHandler(), json_lines)
+    console.setLevel(console_level)
+    root.addHandler(console)
     if settings is not None:
         folder = settings.home / "logs"
         folder.mkdir(parents=True, exist_ok=True)
