@@ -32,13 +32,14 @@ from agent.core.errors import DataError, LedgerlinkError, RuleError, TransientEr
 from agent.core.model import to_minor
 from agent.core.retry import MAX_WAIT
 from agent.state import StateStore
-from agent.state.schema import firm_matters, firm_statements, links, payments, postings
+from agent.state.schema import firm_statements, payments, postings
 from agent.state.store import utcnow
 from connectors.database.contract import Connector
 from connectors.database.errors import NotReady
 from mappings.format import FilePostings, MappingFile
 from postings.allocation import allocate, unusable
 from postings.filedrop import FileDrop
+from postings.queries import POSTING_DETAILS
 
 log = logging.getLogger("ledgerlink.postings")
 
@@ -152,16 +153,6 @@ def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int
 # ------------------------------------------------------------------------------------------- parameters
 
 
-POSTING_DETAILS = (
-    select(postings, payments.c.payment_ref, payments.c.provider, payments.c.method, payments.c.status_at,
-           payments.c.confirmed_at, payments.c.link_id, links.c.description, links.c.client_key.label("link_client"),
-           firm_statements.c.number.label("statement_number"), firm_matters.c.number.label("matter_number"),
-           firm_matters.c.client_key)
-    .join(payments, payments.c.id == postings.c.payment_id)
-    .outerjoin(links, links.c.id == payments.c.link_id)
-    .outerjoin(firm_statements, firm_statements.c.key == postings.c.statement_key)
-    .outerjoin(firm_matters, firm_matters.c.key == postings.c.matter_key)
-)
 
 
 POSTING_UUIDS = uuid.uuid5(uuid.NAMESPACE_OID, "ledgerlink.postings")

@@ -1,6 +1,7 @@
-"""Postings as people read them: each posting with its payment and link, for the CLI, the API and the exports.
+"""Postings as people read them: each posting with its payment, link, statement and matter numbers.
 
-One query, so every screen and file shows the same columns for the same posting.
+One query (``POSTING_DETAILS``) for the outbox's write-back parameters, the CLI's and the API's listings, the
+console's Manage Postings and the exports, so every screen and file shows the same posting the same way.
 """
 
 from __future__ import annotations
@@ -10,15 +11,25 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from agent.state.schema import links, payments, postings
+from agent.state.schema import firm_matters, firm_statements, links, payments, postings
+
+POSTING_DETAILS = (
+    select(postings, payments.c.payment_ref, payments.c.provider, payments.c.method, payments.c.status_at,
+           payments.c.confirmed_at, payments.c.link_id, payments.c.status.label("payment_status"),
+           links.c.description, links.c.client_key.label("link_client"), links.c.invoice_number, links.c.payer_name,
+           firm_statements.c.number.label("statement_number"), firm_matters.c.number.label("matter_number"),
+           firm_matters.c.client_key)
+    .join(payments, payments.c.id == postings.c.payment_id)
+    .outerjoin(links, links.c.id == payments.c.link_id)
+    .outerjoin(firm_statements, firm_statements.c.key == postings.c.statement_key)
+    .outerjoin(firm_matters, firm_matters.c.key == postings.c.matter_key)
+)
 
 
-def posting_rows(conn: Connection, states: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Postings in id order, each with its payment's reference, method and status and its link's invoice."""
-    query = (select(postings, payments.c.payment_ref, payments.c.method, payments.c.status.label("payment_status"),
-                    payments.c.link_id, links.c.invoice_number, links.c.payer_name)
-             .join(payments, payments.c.id == postings.c.payment_id)
-             .outerjoin(links, links.c.id == payments.c.link_id).order_by(postings.c.id))
+def posting_rows(conn: Connection, states: Sequence[str] | None = None, *, newest_first: bool = False
+                 ) -> list[dict[str, Any]]:
+    """Postings with their details, in id order (or newest first), optionally only those in ``states``."""
+    query = POSTING_DETAILS.order_by(postings.c.id.desc() if newest_first else postings.c.id)
     if states:
         query = query.where(postings.c.state.in_(states))
     return [dict(r) for r in conn.execute(query).mappings()]

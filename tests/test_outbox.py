@@ -244,7 +244,8 @@ def test_posting_left_by_a_crash_is_checked_against_the_target_first(env: Env) -
     crashed = env.outbox()
     with env.store.begin() as conn:  # both claimed, then the process died ...
         conn.execute(postings.update().values(state="posting", updated_at=T0))
-    from postings.outbox import POSTING_DETAILS, posting_params
+    from postings.outbox import posting_params
+    from postings.queries import POSTING_DETAILS
 
     with env.store.read() as conn:  # ... p1 after the target committed, p2 before it wrote anything
         row = conn.execute(POSTING_DETAILS.where(postings.c.reference == "p1:S1")).mappings().one()

@@ -7,7 +7,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from agent.cli.output import Commands, emit
+from agent.cli.output import Commands, emit, table
 from agent.core.model import to_decimal
 from agent.engine.links import Link, LinkRequest
 from agent.engine.payments import EventPoller, parked_events
@@ -120,11 +120,10 @@ def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
     def text() -> str:
         if not found:
             return "no links"
-        return "\n".join(
-            f"{BADGES.get(x.status, x.status):<20} {x.id}  {x.currency} {x.amount:>10}  "
-            f"{x.payer_email or '':<28} {x.description[:40]}"
-            for x in found
-        )
+        return table(("status", "link", "amount", "payer", "invoice", "description", "expires (UTC)"),
+                     ((BADGES.get(x.status, x.status), x.id, f"{x.amount} {x.currency}", x.payer_email,
+                       x.invoice_number, x.description, f"{x.expires_at:%Y-%m-%d %H:%M}") for x in found),
+                     right={"amount"})
 
     emit(args, [_data(x) for x in found], text)
     return 0

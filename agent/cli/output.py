@@ -7,10 +7,16 @@ to a group by name, whatever order the modules are registered in.
 from __future__ import annotations
 
 import argparse
+import io
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Collection, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 GROUPS = {
     "matters": "matters in the mirror",
@@ -61,6 +67,19 @@ class Commands:
             p = self._top.add_parser(name, help=GROUPS[name], description=GROUPS[name])
             self._groups[name] = p.add_subparsers(dest="sub", required=True)
         return self._groups[name]
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[object]], *, right: Collection[str] = ()) -> str:
+    """A listing a person reads, through Rich: a header, aligned columns, money right-aligned, "-" for nothing."""
+    grid = Table(box=None, pad_edge=False, show_header=True, header_style="bold", show_edge=False)
+    for name in columns:
+        grid.add_column(name, justify="right" if name in right else "left", overflow="fold")
+    for row in rows:
+        grid.add_row(*(escape("-" if cell is None or cell == "" else str(cell)) for cell in row))
+    out = io.StringIO()
+    Console(file=out, width=max(120, shutil.get_terminal_size().columns), no_color=True,
+            highlight=False).print(grid)
+    return "\n".join(line.rstrip() for line in out.getvalue().rstrip().splitlines())
 
 
 def emit(args: argparse.Namespace, data: Any, text: Callable[[], str]) -> None:

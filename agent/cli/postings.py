@@ -9,44 +9,39 @@ import argparse
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 
-from agent.cli.output import Commands, emit
+from agent.cli.output import Commands, emit, table
 from agent.core.errors import RuleError
 from agent.runtime import Runtime
 from agent.state.schema import payments, postings
 from agent.state.statuses import POSTING_STATES
 from postings.outbox import Outbox
+from postings.queries import POSTING_DETAILS, posting_rows
 
 
 def _outbox(rt: Runtime) -> Outbox:
     return Outbox(rt.store, rt.connector, rt.mapping)
 
 
-def _posting_rows(conn: Connection, states: list[str] | None) -> list[dict[str, Any]]:
-    query = select(postings).order_by(postings.c.id)
-    if states:
-        query = query.where(postings.c.state.in_(states))
-    return [dict(r) for r in conn.execute(query).mappings()]
+POSTING_COLUMNS = ("id", "state", "kind", "amount", "reference", "matter", "invoice", "note")
 
 
-def _line(p: dict[str, Any]) -> str:
-    amount = f"{p['amount']} {p['currency']}"
-    return (
-        f"{p['id']:>6}  {p['state']:<10} {p['kind']:<8} {amount:>16}  {p['reference']:<40} "
-        f"{p['statement_key'] or '-':<12} {p['last_error'] or p['note'] or ''}"
-    )
+def _cells(p: dict[str, Any]) -> tuple[object, ...]:
+    """A posting as the clerk reads it: the firm's own numbers; the last error only while it still matters."""
+    note = p["note"] if p["state"] in ("posted", "removed") else (p["last_error"] or p["note"])
+    return (p["id"], p["state"], p["kind"], f"{p['amount']} {p['currency']}", p["reference"],
+            p.get("matter_number") or p["matter_key"], p.get("statement_number") or p["statement_key"], note)
 
 
 def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
     with rt.store.read() as conn:
-        rows = _posting_rows(conn, args.status)
+        rows = posting_rows(conn, args.status)
 
     def text() -> str:
         if not rows:
             return "no postings" + (f" in state {', '.join(args.status)}" if args.status else "")
-        head = f"{'id':>6}  {'state':<10} {'kind':<8} {'amount':>16}  {'reference':<40} {'statement':<12} note"
-        return "\n".join([head, *map(_line, rows)])
+        return table(POSTING_COLUMNS, map(_cells, rows), right={"id", "amount"})
 
     emit(args, rows, text)
     return 0
@@ -54,28 +49,23 @@ def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
 
 def cmd_show(args: argparse.Namespace, rt: Runtime) -> int:
     with rt.store.read() as conn:
-        row = conn.execute(select(postings).where(postings.c.id == args.id)).mappings().first()
+        row = conn.execute(POSTING_DETAILS.where(postings.c.id == args.id)).mappings().first()
         if row is None:
             raise RuleError(f"no posting {args.id}")
         payment = dict(conn.execute(select(payments).where(payments.c.id == row["payment_id"])).mappings().one())
-        allocations = [
-            dict(r)
-            for r in conn.execute(
-                select(postings).where(postings.c.payment_id == row["payment_id"]).order_by(postings.c.id)
-            ).mappings()
-        ]
+        allocations = [a for a in posting_rows(conn) if a["payment_id"] == row["payment_id"]]
     data = {"posting": dict(row), "payment": payment, "allocations": allocations}
 
     def text() -> str:
         lines = [f"posting {row['id']}  {row['reference']}  ({row['kind']})"]
         lines += [
-            f"  {k:<16} {row[k]}"
+            f"  {k:<16} {'-' if row[k] is None else row[k]}"
             for k in (
                 "state",
                 "amount",
                 "currency",
-                "statement_key",
-                "matter_key",
+                "statement_number",
+                "matter_number",
                 "attempts",
                 "last_error",
                 "next_attempt_at",
@@ -90,7 +80,7 @@ def cmd_show(args: argparse.Namespace, rt: Runtime) -> int:
             f"{payment['amount']} {payment['currency']} {payment['status']} at {payment['status_at']}"
         )
         lines.append("allocations of this payment:")
-        lines += ["  " + _line(a) for a in allocations]
+        lines.append(table(POSTING_COLUMNS, map(_cells, allocations), right={"id", "amount"}))
         return "\n".join(lines)
 
     emit(args, data, text)
@@ -141,11 +131,9 @@ def cmd_payments_list(args: argparse.Namespace, rt: Runtime) -> int:
     def text() -> str:
         if not rows:
             return "no payments"
-        return "\n".join(
-            f"{p['id']:<32} {p['status']:<13} {p['amount']:>12} {p['currency']} {p['method']:<13} "
-            f"{p['provider']:<10} {p['link_id'] or '-':<32} {p['status_at']:%Y-%m-%d %H:%M}"
-            for p in rows
-        )
+        return table(("provider ref", "status", "amount", "method", "account", "link", "when (UTC)"),
+                     ((p["payment_ref"], p["status"], f"{p['amount']} {p['currency']}", p["method"], p["account"],
+                       p["link_id"], f"{p['status_at']:%Y-%m-%d %H:%M}") for p in rows), right={"amount"})
 
     emit(args, rows, text)
     return 0

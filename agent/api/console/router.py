@@ -45,7 +45,7 @@ from agent.engine.links import LinkRequest
 from agent.engine.sending import BulkSend
 from agent.state.schema import firm_matters, firm_statements, links, postings, sends
 from agent.state.statuses import LINK_OUTSTANDING
-from postings.outbox import POSTING_DETAILS
+from postings.queries import posting_rows
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 UPLOAD_NAME = re.compile(r"[^/\\:*?\"<>|\x00-\x1f]{1,200}\.(?:csv|txt)", re.IGNORECASE)
@@ -89,11 +89,8 @@ def accounts(rt: RuntimeDep) -> list[AccountOut]:
 
 @router.get("/manage-postings", response_model=list[ManagedPostingOut])
 def manage_postings(rt: RuntimeDep, status: Annotated[list[str] | None, Query()] = None) -> list[ManagedPostingOut]:
-    query = POSTING_DETAILS.order_by(postings.c.id.desc())
-    if status:
-        query = query.where(postings.c.state.in_(status))
     with rt.store.read() as conn:
-        rows = conn.execute(query).mappings().all()
+        rows = posting_rows(conn, status, newest_first=True)
     return [ManagedPostingOut.model_validate({**r, "paid_at": r["confirmed_at"] or r["status_at"]}) for r in rows]
 
 
