@@ -392,6 +392,9 @@ def test_upgrading_from_the_previous_release_keeps_state_settings_and_secrets(
     base = tmp_path_factory.mktemp("upgrade")
     source = base / "previous"
     source.mkdir()
+    known = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}"], check=False)
+    assert known.returncode == 0, f"the upgrade test builds the previous release from commit {PREVIOUS_RELEASE}: " \
+                                  "clone with its history (no --depth)"
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE], capture_output=True, check=True)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(source, filter="data")
