@@ -31,15 +31,54 @@ def ensure_env() -> None:
     if STAMP.exists() and STAMP.read_text() == digest:
         return
     python = str(BIN / "python")
-    print("Installing Ledgerlink and its dependencies ...", flush=True)
+    print("Installing Ledgerlink and its dependencies into .venv (the first time takes a minute or two) ...",
+          flush=True)
+    print("  1/2 updating pip", flush=True)
     subprocess.check_call([python, "-m", "pip", "install", "-q", "--upgrade", "pip"])
-    subprocess.check_call([python, "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"])
+    print("  2/2 installing Ledgerlink with its test tools; pip reports each package as it goes", flush=True)
+    # pip's own progress (one "Collecting ..." line a package) says what is happening during the long part
+    subprocess.check_call([python, "-m", "pip", "install", "--progress-bar", "off", "-e", f"{ROOT}[test]"],
+                          stdout=_Progress())
     STAMP.write_text(digest)
+    print("Installed.", flush=True)
+
+
+class _Progress:
+    """A file-like sink for pip's output that prints only its "Collecting"/"Installing" lines, so the first install
+    is not 40 seconds of silence nor a wall of text."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        import threading
+
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def fileno(self) -> int:
+        return self._write
+
+    def _pump(self) -> None:
+        with os.fdopen(self._read, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if line.startswith(("Collecting", "Installing collected", "Successfully installed")):
+                    print("    " + line.strip()[:110], flush=True)
+
+
+USAGE = """usage: python3 bootstrap.py run [ledgerlink run options]
+       python3 bootstrap.py test [pytest options]
+
+  run   set up .venv, create the demo firm in .demo/ (SQLite) and run the agent with the sandbox provider;
+        the console's sign-in link is printed at start. Ctrl-C stops it; delete .demo/ to start the demo afresh.
+  test  set up .venv and run the whole test suite (PostgreSQL, MariaDB and the ODBC drivers: see README.md).
+
+Only Python 3.11+ is needed; the first run installs Ledgerlink and its dependencies into .venv/."""
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in {"-h", "--help", "help"}:
+        print(USAGE)
+        return 0
     if not argv or argv[0] not in {"run", "test", "env"}:
-        print("usage: python3 bootstrap.py run [ledgerlink run options] | test [pytest options]", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     ensure_env()
     command, rest = argv[0], argv[1:]
@@ -47,8 +86,11 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "run":
         home = os.environ.setdefault("LEDGERLINK_HOME", str(ROOT / ".demo"))
-        print(f"Ledgerlink demo home: {home}", flush=True)
-        return subprocess.call([str(BIN / "ledgerlink"), "run", "--demo", *rest])
+        print(f"Ledgerlink demo home: {home} (Ctrl-C stops the agent)", flush=True)
+        command_line = [str(BIN / "ledgerlink"), "run", "--demo", *rest]
+        if os.name == "posix":  # hand the process over: a signal to this pid now reaches the agent itself
+            os.execv(command_line[0], command_line)
+        return subprocess.call(command_line)
     return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT)
 
 
