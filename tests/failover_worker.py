@@ -20,7 +20,7 @@ from pathlib import Path
 from crash_worker import firm_mapping
 
 from agent.state import StateStore
-from agent.state.lock import Fenced, StoreLock
+from agent.state.lock import Fenced, StoreLock, active_agent
 from connectors.database.sql import SQLAlchemyConnector
 from postings.outbox import Outbox
 
@@ -53,6 +53,13 @@ def main(state_url: str, firm_url: str, marker: Path, lease_seconds: float) -> i
                 stopping.wait(0.02)
     except Fenced:
         return FENCED_EXIT
+    except Exception:
+        # Woken from a pause, its session may have been ended by the server: fenced all the same if the lease
+        # moved on meanwhile (the renewer may not have noticed yet).
+        holder = active_agent(store)
+        if lock.lost.is_set() or holder is None or holder["token"] != lock.token:
+            return FENCED_EXIT
+        raise
     finally:
         connector.close()
         lock.release()
