@@ -203,3 +203,23 @@ def test_a_fenced_agent_cannot_write_after_a_takeover(pg_db: TempDatabase) -> No
         old.release()
         old_store.close()
         new_store.close()
+
+
+def test_check_says_which_agent_is_active(pg_db: TempDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli.main import main
+    from agent.home.demo import init_home
+
+    home = tmp_path / "home"
+    init_home(home)
+    monkeypatch.setenv("LEDGERLINK_STATE_URL", url_text(pg_db.url))
+    store = StateStore(url_text(pg_db.url))
+    lock = store.instance_lock()
+    lock.acquire()
+    try:
+        assert main(["--home", str(home), "check"]) == 0
+        out = capsys.readouterr().out
+        assert f"active_agent: pid {os.getpid()} on " in out and f"(token {lock.token}, lease until" in out
+    finally:
+        lock.release()
+        store.close()
