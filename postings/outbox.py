@@ -34,7 +34,7 @@ from agent.core.retry import MAX_WAIT
 from agent.state import StateStore
 from agent.state.schema import firm_statements, payments, postings
 from agent.state.store import utcnow
-from connectors.database.contract import Connector
+from connectors.database.contract import Connector, posting_context
 from connectors.database.errors import NotReady
 from mappings.format import FilePostings, MappingFile
 from postings.allocation import allocate, unusable
@@ -364,11 +364,12 @@ class Outbox:
         for row in rows:
             if row["reference"] in done:
                 continue
+            params = posting_params(row, self.mapping)
             try:
-                lines.append(self.files.render_row(posting_params(row, self.mapping)))
+                lines.append(self.files.render_row(params))
                 batch_rows.append(row)
             except LedgerlinkError as exc:
-                self._failed(row, str(exc), counts)
+                self._failed(row, f"{posting_context(params)}: {exc}", counts)
         if not batch_rows:
             return
         batch = f"{self.clock():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"

@@ -50,6 +50,8 @@ def run(db: TempDatabase, *ddl: str) -> None:
 
 def sync_and_post(connector: SQLAlchemyConnector | ODBCConnector, tmp_path: Path, params: dict) -> StateStore:
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    refused = [r for r in connector.dry_run() if r.verdict == "refused"]
+    assert refused == []  # what check and hot reload run: the real database accepts every mapped statement
     Syncer(store, connector).sync()
     assert connector.write_posting(params) is True
     assert connector.write_posting(params) is False  # idempotent on the reference

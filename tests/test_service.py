@@ -201,3 +201,45 @@ def test_the_reconciliation_sweep_is_scheduled_from_the_last_one_the_store_recor
         assert "reconcile" in [job.name for job in default_jobs(rt)]
     finally:
         rt.close()
+
+
+def test_a_standby_service_takes_over_within_15_seconds_of_a_sigkill(tmp_path: Path, pg_db: TempDatabase,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two real ``ledgerlink run`` processes, two homes, one PostgreSQL state store, ``standby = true``."""
+    env = {"LEDGERLINK_STATE_URL": pg_db.url.render_as_string(hide_password=False), "LEDGERLINK_SANDBOX_PORT": "0",
+           "LEDGERLINK_API_PORT": "0", "LEDGERLINK_STANDBY": "true"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+    try:
+        for name in ("active", "standby"):
+            home = tmp_path / name
+            init_home(home)
+            logs[name] = home / "logs" / "ledgerlink.log"
+            with open(home / "console.log", "wb") as console:
+                procs[name] = subprocess.Popen([str(LEDGERLINK), "run"], stdout=console, stderr=console,
+                                               env={**os.environ, "LEDGERLINK_HOME": str(home)})
+            wanted = "took the state store's lease" if name == "active" else "standing by: the active agent is"
+            assert wait_for_log(logs[name], wanted, 30), logs[name].read_text() if logs[name].exists() else ""
+        killed = time.monotonic()
+        procs["active"].kill()
+        procs["active"].wait()
+        assert wait_for_log(logs["standby"], "took the state store's lease (fencing token 2)", 20)
+        assert time.monotonic() - killed < 15
+        procs["standby"].send_signal(signal.SIGTERM)
+        assert procs["standby"].wait(timeout=15) == 0
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def wait_for_log(path: Path, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return True
+        time.sleep(0.1)
+    return False

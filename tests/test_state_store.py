@@ -46,3 +46,24 @@ def test_postgresql_state_store(pg_db: TempDatabase) -> None:
     with pytest.raises(StatementError, match="naive datetime"), store.begin() as conn:
         conn.execute(links.update().values(created_at=dt.datetime(2026, 1, 1)))
     store.close()
+
+
+def test_a_quarantined_statement_is_not_offered_as_owing(tmp_path: Path) -> None:
+    """Its last mirrored balance may be stale while the firm's row cannot be read: no link offers it."""
+    from agent.state.mirror import open_statements
+    from agent.state.schema import firm_matters, quarantine
+
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    now = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+    with store.begin() as conn:
+        conn.execute(firm_matters.insert().values(key="m", number="M-1", name="", status="open", deleted=False))
+        for key in ("1", "2"):
+            conn.execute(firm_statements.insert().values(
+                key=key, number=f"INV-{key}", matter_key="m", amount=Decimal("10.00"), balance=Decimal("10.00"),
+                currency="GBP", status="open", deleted=False))
+        conn.execute(quarantine.insert().values(entity="statements", key="2", number="INV-2", field="balance",
+                                                reason="10.005 is not whole minor units", first_seen=now,
+                                                last_seen=now))
+    with store.read() as conn:
+        assert [s.number for s in open_statements(conn, "m")] == ["INV-1"]
+    store.close()

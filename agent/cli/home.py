@@ -16,6 +16,7 @@ from agent.home.demo import init_home
 from agent.home.settings import load_settings
 from agent.runtime import Runtime
 from agent.service.loop import run_service
+from agent.state.lock import active_agent
 from agent.state.mirror import quarantined_rows
 from mappings.format import json_schema, load_mapping
 
@@ -35,6 +36,10 @@ def cmd_check(args: argparse.Namespace, rt: Runtime) -> int:
     report["secrets_backend"] = rt.secrets.describe()
     report["state_store"] = rt.store.engine.url.render_as_string(hide_password=True)
     report["state_revision"] = rt.store.revision()
+    lease = active_agent(rt.store)  # PostgreSQL store: which agent of an active/standby pair is active
+    if lease is not None:
+        report["active_agent"] = f"{lease['holder']} (token {lease['token']}" + (
+            f", lease until {lease['expires_at']:%H:%M:%S})" if lease["live"] else ", lease expired)")
     rt.connector.check()
     entities = rt.connector.discover()
     report["entities"] = {

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
 
 from agent.core.errors import LedgerlinkError
 
@@ -106,10 +107,16 @@ class StoreLock:
     def _take_lease(self) -> str | None:
         """Take the lease if it is free or expired (bumping the fencing token); else return who holds it."""
         with self.store.engine.connect() as conn, conn.begin():
+            # A write of the active agent holds the row FOR SHARE; if that agent is paused mid-transaction, the
+            # server ends its session (idle_in_transaction_session_timeout, set by fence) and the wait is over.
+            conn.execute(text("SET LOCAL lock_timeout = '1s'"))
             conn.execute(text("INSERT INTO agent_lease (name, token) VALUES (:n, 0) ON CONFLICT (name) DO NOTHING"),
                          {"n": LEASE_NAME})
-            row = conn.execute(text("SELECT holder, token, expires_at > now() AS live FROM agent_lease "
-                                    "WHERE name = :n FOR UPDATE"), {"n": LEASE_NAME}).one()
+            try:
+                row = conn.execute(text("SELECT holder, token, expires_at > now() AS live FROM agent_lease "
+                                        "WHERE name = :n FOR UPDATE"), {"n": LEASE_NAME}).one()
+            except OperationalError:
+                return "an agent whose write is still under way"
             if row.holder is not None and row.live:
                 return str(row.holder)
             token = int(row.token) + 1
@@ -143,6 +150,10 @@ class StoreLock:
 
     def fence(self, conn: Connection) -> None:
         """Called first in every state-store write transaction: refuse once another agent holds the lease."""
+        # Should this process be paused inside the transaction, the server ends it after one lease: a standby
+        # waiting to take over is never blocked for longer by the share lock below.
+        conn.execute(text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
+                     {"ms": str(int(self.lease_seconds * 1000))})
         token = conn.execute(text("SELECT token FROM agent_lease WHERE name = :n FOR SHARE"),
                              {"n": LEASE_NAME}).scalar()
         if token != self.token:
