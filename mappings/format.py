@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from agent.core.errors import ConfigurationError
 from mappings.sqlparams import param_names
@@ -262,7 +263,8 @@ def json_schema() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------- loading
 
 
-def _line_index(node: yaml.Node, path: tuple[Any, ...] = (), index: dict | None = None) -> dict:
+def _line_index(node: yaml.Node, path: tuple[Any, ...] = (),
+                index: dict[tuple[Any, ...], int] | None = None) -> dict[tuple[Any, ...], int]:
     """Key path -> 1-based line, from PyYAML's node tree, so validation errors can point into the file."""
     index = {} if index is None else index
     index[path] = node.start_mark.line + 1
@@ -277,7 +279,7 @@ def _line_index(node: yaml.Node, path: tuple[Any, ...] = (), index: dict | None 
     return index
 
 
-def _line_for(loc: tuple[Any, ...], lines: dict) -> int:
+def _line_for(loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int:
     for cut in range(len(loc), -1, -1):
         if loc[:cut] in lines:
             return lines[loc[:cut]]
@@ -298,7 +300,7 @@ class MappingErrors(ConfigurationError):
         super().__init__(f"{len(lines)} problem(s) in mapping {path}:\n" + "\n".join(lines))
 
 
-def _pydantic_message(err: dict[str, Any]) -> str:
+def _pydantic_message(err: ErrorDetails) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         return "unknown key; check the spelling against mappings/README.md"
@@ -309,57 +311,88 @@ def _pydantic_message(err: dict[str, Any]) -> str:
     return msg
 
 
-def _semantic_problems(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
-    """Checks across keys (fields per entity, SQL parameters), on the raw data so they run even when other
-    parts of the file are invalid: every problem is reported in one pass."""
-    problems: list[tuple[tuple[Any, ...], str]] = []
-    entities = data.get("entities")
-    for entity, em in (entities if isinstance(entities, dict) else {}).items():
-        if entity not in ENTITY_FIELDS or not isinstance(em, dict):
-            continue
-        required, optional = ENTITY_FIELDS[entity]
-        columns = em.get("columns") if isinstance(em.get("columns"), dict) else {}
-        for ours in columns:
-            if ours not in required | optional:
-                valid = ", ".join(sorted(required | optional))
-                problems.append((("entities", entity, "columns", ours),
-                                 f"{entity} has no field {ours!r}; valid fields: {valid}"))
-        for ours in sorted(required - set(columns)):
-            problems.append((("entities", entity, "columns"),
-                             f"required field {ours!r} is not mapped; add '{ours}: <column>'"))
-        statuses = {"matters": {"open", "closed"}, "statements": {"open", "paid", "void"}}.get(entity, set())
-        values = em.get("status_values") if isinstance(em.get("status_values"), dict) else {}
-        for status in values:
-            if status not in statuses:
-                valid = ", ".join(sorted(statuses)) or "none (this entity has no status)"
-                problems.append((("entities", entity, "status_values", status),
-                                 f"unknown status {status!r}; valid: {valid}"))
-    constants = data.get("params") if isinstance(data.get("params"), dict) else {}
+Problem = tuple[tuple[Any, ...], str]  # (key path, message)
+# Our statuses per entity that has one; status_values may map only these.
+STATUSES: dict[str, set[str]] = {"matters": {"open", "closed"}, "statements": {"open", "paid", "void"}}
+
+
+def _dict_at(data: dict[Any, Any], key: str) -> dict[Any, Any]:
+    """The value under ``key`` when it is a mapping, else empty: validation reports a wrong shape on its own."""
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _field_problems(entity: str, em: dict[Any, Any]) -> list[Problem]:
+    """Mapped fields this entity does not have, and required ones left unmapped."""
+    required, optional = ENTITY_FIELDS[entity]
+    valid = ", ".join(sorted(required | optional))
+    columns = _dict_at(em, "columns")
+    problems: list[Problem] = [
+        (("entities", entity, "columns", ours), f"{entity} has no field {ours!r}; valid fields: {valid}")
+        for ours in columns if ours not in required | optional]
+    problems += [(("entities", entity, "columns"), f"required field {ours!r} is not mapped; add '{ours}: <column>'")
+                 for ours in sorted(required - set(columns))]
+    return problems
+
+
+def _status_problems(entity: str, em: dict[Any, Any]) -> list[Problem]:
+    statuses = STATUSES.get(entity, set())
+    valid = ", ".join(sorted(statuses)) or "none (this entity has no status)"
+    return [(("entities", entity, "status_values", status), f"unknown status {status!r}; valid: {valid}")
+            for status in _dict_at(em, "status_values") if status not in statuses]
+
+
+def _entity_problems(data: dict[Any, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    for entity, em in _dict_at(data, "entities").items():
+        if entity in ENTITY_FIELDS and isinstance(em, dict):
+            problems += _field_problems(entity, em) + _status_problems(entity, em)
+    return problems
+
+
+def _constant_problems(constants: dict[Any, Any]) -> list[Problem]:
+    """The mapping's own ``params``: plain names, none shadowing one of ours."""
+    problems: list[Problem] = []
     for name in constants:
         if not isinstance(name, str) or not _PARAM_NAME.match(name):
             problems.append((("params", name), f"{name!r} is not a parameter name (letters, digits, _)"))
         elif name in POSTING_PARAMS:
             problems.append((("params", name), f":{name} is one of Ledgerlink's own parameters; choose another name"))
+    return problems
+
+
+def _sql_parameter_problems(postings: dict[Any, Any], known: list[str], valid: str) -> list[Problem]:
+    """Every :name a postings statement binds must be one of ours or a mapping constant."""
+    sqls: list[tuple[tuple[Any, ...], Any]] = [(("postings", "exists"), postings.get("exists")),
+                                               (("postings", "ready"), postings.get("ready"))]
+    sqls += [(("postings", "statements", i), sql) for i, sql in enumerate(postings.get("statements") or [])]
+    sqls.append((("postings", "call"), postings.get("call")))
+    return [(loc, f"unknown parameter :{name}; valid: {valid}")
+            for loc, sql in sqls for name in (param_names(sql) if isinstance(sql, str) else []) if name not in known]
+
+
+def _postings_problems(postings: dict[Any, Any], constants: dict[Any, Any]) -> list[Problem]:
+    known = list(dict.fromkeys([*POSTING_PARAMS, *(n for n in constants if isinstance(n, str))]))
+    valid = ", ".join(f":{p}" for p in known)
+    problems = _sql_parameter_problems(postings, known, valid)
+    exists = postings.get("exists")
+    if isinstance(exists, str) and "reference" not in param_names(exists):
+        problems.append((("postings", "exists"),
+                         "the existence check must bind :reference (that is what makes it idempotent)"))
+    problems += [(("postings", "columns", i, "param"), f"unknown parameter {col.get('param')!r}; valid: {valid}")
+                 for i, col in enumerate(postings.get("columns") or [])
+                 if isinstance(col, dict) and col.get("param") not in known]
+    return problems
+
+
+def _semantic_problems(data: dict[Any, Any]) -> list[Problem]:
+    """Checks across keys (fields per entity, SQL parameters), on the raw data so they run even when other
+    parts of the file are invalid: every problem is reported in one pass."""
+    constants = _dict_at(data, "params")
+    problems = _entity_problems(data) + _constant_problems(constants)
     postings = data.get("postings")
     if isinstance(postings, dict):
-        known = list(dict.fromkeys([*POSTING_PARAMS, *(n for n in constants if isinstance(n, str))]))
-        valid = ", ".join(f":{p}" for p in known)
-        sqls: list[tuple[tuple[Any, ...], Any]] = [(("postings", "exists"), postings.get("exists")),
-                                                   (("postings", "ready"), postings.get("ready"))]
-        sqls += [(("postings", "statements", i), sql) for i, sql in enumerate(postings.get("statements") or [])]
-        sqls.append((("postings", "call"), postings.get("call")))
-        for loc, sql in sqls:
-            for name in param_names(sql) if isinstance(sql, str) else []:
-                if name not in known:
-                    problems.append((loc, f"unknown parameter :{name}; valid: {valid}"))
-        exists = postings.get("exists")
-        if isinstance(exists, str) and "reference" not in param_names(exists):
-            problems.append((("postings", "exists"),
-                             "the existence check must bind :reference (that is what makes it idempotent)"))
-        for i, col in enumerate(postings.get("columns") or []):
-            if isinstance(col, dict) and col.get("param") not in known:
-                problems.append((("postings", "columns", i, "param"),
-                                 f"unknown parameter {col.get('param')!r}; valid: {valid}"))
+        problems += _postings_problems(postings, constants)
     return problems
 
 

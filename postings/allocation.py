@@ -12,11 +12,10 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import Connection, select
 
-from agent.state.schema import checkpoints, collections, firm_statements, link_items, links, postings
+from agent.state.schema import Row, checkpoints, collections, firm_statements, link_items, links, postings
 from agent.state.statuses import POSTING_IN_FLIGHT
 
 # Postings that will still move a statement's balance in the firm database once written.
@@ -32,7 +31,7 @@ class Share:
     note: str | None = None
 
 
-def unusable(st: Mapping[str, Any] | None, key: str, currency: str) -> str | None:
+def unusable(st: Row | None, key: str, currency: str) -> str | None:
     if st is None:
         return f"statement {key} is no longer in the firm database"
     if st["deleted"]:
@@ -64,8 +63,7 @@ def available_balances(conn: Connection, keys: list[str]) -> dict[str, Decimal]:
     return {k: max(v, Decimal(0)) for k, v in owed.items()}
 
 
-def _earmarks(conn: Connection, payment: Mapping[str, Any]
-              ) -> tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]] | Share:
+def _earmarks(conn: Connection, payment: Row) -> tuple[Row, Sequence[Row]] | Share:
     """The link (or Direct Debit collection) the payment came through and the statements it was for."""
     if payment["link_id"] is None:
         collection = conn.execute(select(collections).where(
@@ -83,7 +81,7 @@ def _earmarks(conn: Connection, payment: Mapping[str, Any]
 class _Placer:
     """Places a payment's money on statements, never more than each still owes, and keeps the reasons why not."""
 
-    def __init__(self, amount: Decimal, currency: str, statements: Mapping[str, Mapping[str, Any]],
+    def __init__(self, amount: Decimal, currency: str, statements: Mapping[str, Row],
                  available: dict[str, Decimal]) -> None:
         self.remaining = amount
         self.currency = currency
@@ -101,14 +99,14 @@ class _Placer:
             self.remaining -= take
         return wanted - take
 
-    def order(self, item: Mapping[str, Any]) -> tuple[dt.date, str]:
+    def order(self, item: Row) -> tuple[dt.date, str]:
         st = self.statements.get(item["statement_key"])
         return (st["issue_date"] or dt.date.min, st["number"]) if st else (dt.date.max, item["statement_key"])
 
     def unusable(self, key: str) -> str | None:
         return unusable(self.statements.get(key), key, self.currency)
 
-    def explicit(self, items: Sequence[Mapping[str, Any]]) -> Decimal:
+    def explicit(self, items: Sequence[Row]) -> Decimal:
         """The amounts the clerk earmarked per statement, oldest first; returns how much was earmarked."""
         earmarked = Decimal(0)
         for item in sorted(items, key=self.order):
@@ -125,7 +123,7 @@ class _Placer:
                                     "than it owes")
         return earmarked
 
-    def oldest_first(self, items: Sequence[Mapping[str, Any]], free: Decimal) -> Decimal:
+    def oldest_first(self, items: Sequence[Row], free: Decimal) -> Decimal:
         """The unearmarked rest over the other statements, oldest first; returns what is left over."""
         for item in sorted(items, key=self.order):
             reason = self.unusable(item["statement_key"])
@@ -136,7 +134,7 @@ class _Placer:
         return free
 
 
-def allocate(conn: Connection, payment: Mapping[str, Any]) -> list[Share]:
+def allocate(conn: Connection, payment: Row) -> list[Share]:
     """Split ``payment`` (a payments row) into per-statement shares plus at most one unallocated share."""
     amount: Decimal = payment["amount"]
     earmarks = _earmarks(conn, payment)

@@ -26,13 +26,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
-from tenacity import RetryCallState, wait_random_exponential
+from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from agent.core.errors import DataError, LedgerlinkError, RuleError, TransientError
 from agent.core.model import to_minor
 from agent.core.retry import MAX_WAIT
 from agent.state import StateStore
-from agent.state.schema import firm_statements, payments, postings
+from agent.state.schema import Row, firm_statements, payments, postings
 from agent.state.store import utcnow
 from connectors.database.contract import Connector, posting_context
 from connectors.database.errors import NotReady
@@ -54,7 +54,10 @@ Clock = Callable[[], dt.datetime]
 
 def _insert(conn: Connection, now: dt.datetime, **values: Any) -> int:
     values = {"attempts": 0, "created_at": now, "updated_at": now, **values}
-    return conn.execute(insert(postings).values(**values)).inserted_primary_key[0]
+    primary_key = conn.execute(insert(postings).values(**values)).inserted_primary_key
+    assert primary_key is not None, "an INSERT's result has the new row's key"
+    posting_id: int = primary_key[0]
+    return posting_id
 
 
 def enqueue_payment(conn: Connection, payment_id: str) -> list[int]:
@@ -193,7 +196,7 @@ def backoff(attempt: int, initial: float, retry_after: float | None = None) -> f
     """
     if retry_after is not None:
         return min(float(retry_after), MAX_WAIT)
-    state = RetryCallState(None, None, (), {})
+    state = RetryCallState(Retrying(), None, (), {})  # a state needs its controller; the wait reads only attempt_number
     state.attempt_number = attempt
     return wait_random_exponential(multiplier=initial, max=MAX_WAIT)(state)
 
@@ -436,7 +439,7 @@ class Outbox:
 
     # ------------------------------------------------------------------ Manage Postings operations
 
-    def _get(self, reference: str | None = None, posting_id: int | None = None) -> Mapping[str, Any]:
+    def _get(self, reference: str | None = None, posting_id: int | None = None) -> Row:
         where = postings.c.reference == reference if posting_id is None else postings.c.id == posting_id
         with self.store.read() as conn:
             row = conn.execute(select(postings).where(where)).mappings().first()

@@ -50,7 +50,8 @@ def _firm(rt: Runtime) -> Iterator[Finding]:
     yield Finding("ok", "firm database", f"reachable: {counts}")
     refused = [r for r in rt.connector.dry_run() if r.verdict == "refused"]
     for r in refused:
-        yield Finding("fail", f"mapping {r.what}", r.message, "fix the mapping so the firm database accepts it")
+        yield Finding("fail", f"mapping {r.what}", r.message or "refused", "fix the mapping so the firm database "
+                      "accepts it")
 
 
 def _providers(rt: Runtime) -> Iterator[Finding]:

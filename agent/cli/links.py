@@ -158,9 +158,9 @@ def cmd_reconcile(args: argparse.Namespace, rt: Runtime) -> int:
     totals = {name: {"checked": r.checked, "applied": r.applied, "unknown_at_provider": r.unknown_at_provider,
                      "parked_retried": r.retried} for name, r in results.items()}
     emit(args, totals, lambda: "\n".join(
-        f"{a}: {t['checked']} checked, {t['applied']} missed states applied"
-        + (f", not at the provider: {', '.join(t['unknown_at_provider'])}" if t["unknown_at_provider"] else "")
-        for a, t in totals.items()))
+        f"{a}: {r.checked} checked, {r.applied} missed states applied"
+        + (f", not at the provider: {', '.join(r.unknown_at_provider)}" if r.unknown_at_provider else "")
+        for a, r in results.items()))
     return 1 if len(results) < len(rt.settings.accounts) else 0
 
 

@@ -152,7 +152,8 @@ def neutralise(text: str) -> str:
 def cell_text(value: Any) -> str:
     """``value`` as text a worksheet can hold: control characters XML 1.0 forbids (a stray one in a payer's name
     made openpyxl refuse the whole export) become U+FFFD, visibly."""
-    return ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value))
+    cleaned: str = ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value))  # openpyxl ships no types: its pattern is Any
+    return cleaned
 
 
 def set_text_cell(cell: Cell, value: Any) -> None:

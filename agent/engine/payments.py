@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 
@@ -49,7 +50,7 @@ EVENT_STATUS = {
 class PollResult:
     events: int = 0
     new: int = 0
-    remainders: list[str] | None = None  # link ids with a partial payment whose remainder needs a new link
+    remainders: list[str] = field(default_factory=list)  # links with a partial payment whose remainder needs a link
     parked: int = 0  # events that could not be read, stored for a retry
 
 
@@ -74,7 +75,7 @@ class ParkedEvent:
     received_at: dt.datetime
 
 
-def _link_for(conn: Connection, account: str, ref: str | None) -> dict | None:
+def _link_for(conn: Connection, account: str, ref: str | None) -> dict[str, Any] | None:
     if ref is None:
         return None
     row = conn.execute(select(links).where(links.c.account == account, links.c.provider_ref == ref)).mappings().first()
@@ -117,7 +118,7 @@ def _supersedes(status: str, at: dt.datetime, previous: str, previous_at: dt.dat
 
 
 def _apply_payment(conn: Connection, account: str, provider: str, event: ProviderEvent,
-                   link: dict | None) -> str | None:
+                   link: dict[str, Any] | None) -> str | None:
     status = EVENT_STATUS[event.kind]
     row = conn.execute(select(payments).where(payments.c.account == account,
                                               payments.c.payment_ref == event.payment_ref)).mappings().first()
@@ -203,7 +204,7 @@ class EventPoller:
     def poll(self, *, since: dt.datetime | None = None, from_start: bool = False) -> PollResult:
         """Read every new page. ``from_start`` re-reads the whole history (reconcile) without moving the cursor
         back; ``since`` limits that re-read to events on or after a date."""
-        result = PollResult(remainders=[])
+        result = PollResult()
         cursor = None if from_start else self.cursor()
         while True:
             page = call(self.provider.events, cursor, self.page_size, attempts=self.attempts,

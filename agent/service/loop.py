@@ -169,7 +169,7 @@ def reconcile(rt: Runtime) -> object:
 def reconcile_due(rt: Runtime, interval: float) -> float:
     """When the first reconciliation sweep is due: one interval after the last one the store recorded, so a
     restart neither repeats a full read nor, restarting daily, postpones it for ever; soon on a new store."""
-    last = rt.store.component_status().get("reconcile", {}).get("last_ok_at")
+    last: dt.datetime | None = rt.store.component_status().get("reconcile", {}).get("last_ok_at")
     if last is None:
         return time.monotonic() + min(interval, 60.0)
     elapsed = (utcnow() - last).total_seconds()

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
@@ -94,7 +95,8 @@ class Selection:
 def _to_date(value: Any, field: str) -> dt.date | None:
     kind = type(value)
     if kind is dt.date:
-        return value
+        date: dt.date = value  # exactly a date (not a datetime): the common case, no isinstance chain
+        return date
     if kind is str and len(value) == 10:  # ISO text (SQLite, ODBC): the common case, one C call
         try:
             return dt.date.fromisoformat(value)
@@ -122,7 +124,8 @@ def _key(value: Any) -> str | None:
     if kind is int:
         return str(value)
     if kind is str:
-        return value.strip()
+        text: str = value.strip()
+        return text
     if value is None:
         return None
     if isinstance(value, bytes):
@@ -153,6 +156,7 @@ class RowConverter:
 
     def __init__(self, entity: str, em: EntityMapping, mapping: MappingFile) -> None:
         self.entity = entity
+        self.entity_mapping = em
         self.selection = Selection.of(em)
         self.status_of = {str(v).strip().lower(): ours for ours, values in em.status_values.items() for v in values}
         self.minor_units = em.money == "minor_units"
@@ -180,7 +184,7 @@ class RowConverter:
         if ours in ("amount", "balance"):
             return lambda v: v  # converted after the currency is known, in convert()
         if ours in ("issue_date", "due_date"):
-            return lambda v, f=ours: _to_date(v, f)
+            return lambda v: _to_date(v, ours)
         if ours in ("client_key", "payer_key", "matter_key", "number"):
             return _key
         if ours == "status":
@@ -377,7 +381,9 @@ class Connector(ABC):
         self.mapping = mapping
         self.password = password
         self.zone = ZoneInfo(mapping.timezone)
-        self.converters = {e: RowConverter(e, em, mapping) for e, em in mapping.entities.items()}
+        # keyed by plain str: callers name an entity with text (the CLI, the sync's state rows)
+        self.converters: dict[str, RowConverter] = {
+            e: RowConverter(e, em, mapping) for e, em in mapping.entities.items()}
 
     @abstractmethod
     def check(self) -> None:
@@ -429,8 +435,8 @@ class Connector(ABC):
     def dry_run(self) -> list[Rehearsal]:
         """Every mapped read and every postings statement, tried without a change: ``check`` and hot reload run
         this so a mapping naming a missing column is caught before a payment is."""
-        out = [rehearse(f"entities.{e}", c.selection.source if c.selection.is_query else None,
-                        lambda e=e: self.probe(e)) for e, c in self.converters.items()]
+        out = [rehearse(f"entities.{e}", c.selection.source if c.selection.is_query else None, partial(self.probe, e))
+               for e, c in self.converters.items()]
         postings = self.mapping.postings
         if not isinstance(postings, SqlPostings | ProcedurePostings):
             return out
@@ -439,7 +445,7 @@ class Connector(ABC):
         sqls.append(("postings.exists", postings.exists))
         if isinstance(postings, SqlPostings):
             sqls += [(f"postings.statements.{i}", sql) for i, sql in enumerate(postings.statements)]
-        out += [rehearse(what, sql, lambda sql=sql: self.explain(sql, params)) for what, sql in sqls]
+        out += [rehearse(what, sql, partial(self.explain, sql, params)) for what, sql in sqls]
         if isinstance(postings, ProcedurePostings):
             out.append(Rehearsal("postings.call", postings.call, "unchecked",
                                  "a stored procedure is not rehearsed: it could commit on its own"))
@@ -463,7 +469,7 @@ class Connector(ABC):
         timestamp is still picked up; re-reading is harmless because the state store upserts.
         """
         converter = self.converters[entity]
-        em = self.mapping.entities[entity]
+        em = converter.entity_mapping
         has_wm = converter.selection.watermark is not None
         since = step_back(start.watermark, em.watermark.lookback_seconds) if start and em.watermark else None
         after: Position | None = None

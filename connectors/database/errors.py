@@ -9,6 +9,8 @@ column that is not there must fail at once, visibly, not be retried for ten minu
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from agent.core.errors import ConfigurationError, DataError, LedgerlinkError, TransientError
@@ -40,58 +42,114 @@ def _sqlstate(exc: BaseException) -> str | None:
         code = getattr(exc, attr, None)
         if isinstance(code, str) and code:
             return code
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     if args and isinstance(args[0], str) and len(args[0]) == 5 and args[0][:2].isalnum():
         return args[0]  # pyodbc: args = (sqlstate, message)
     return None
 
 
 def _mysql_code(exc: BaseException) -> int | None:
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     if args and isinstance(args[0], int):
         return args[0]
     return None
 
 
 def _message(exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
+    args: tuple[Any, ...] = getattr(exc, "args", ())
     if len(args) >= 2 and isinstance(args[1], str):
         return scrub(args[1].strip())
     return scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+
+@dataclass(frozen=True)
+class _Said:
+    """What the driver said, in the forms the rules read: SQLSTATE, MySQL code, exception class name, the
+    database's own words (lower case; a query quoted in the context must not decide) and native codes in them."""
+
+    state: str | None
+    code: int | None
+    name: str
+    low: str
+    native: frozenset[int]
+
+    @classmethod
+    def of(cls, orig: BaseException, said: str) -> _Said:
+        native = frozenset(int(n) for n in re.findall(r"\((\d{4})\)", said))  # ODBC drivers put it in the text
+        return cls(_sqlstate(orig), _mysql_code(orig), type(orig).__name__, said.lower(), native)
+
+    def state_in(self, prefixes: tuple[str, ...]) -> bool:
+        return self.state is not None and self.state.startswith(prefixes)
+
+    def generic(self) -> bool:
+        """No SQLSTATE (SQLite) or ODBC drivers' catch-all HY000: only the message and native codes can decide."""
+        return self.state is None or self.state.startswith("HY")
+
+    def says(self, words: tuple[str, ...]) -> bool:
+        return any(w in self.low for w in words)
+
+
+GENERIC_TRANSIENT_WORDS = ("locked", "busy", "timeout", "can't connect", "could not connect", "connection", "closed")
+GENERIC_CONFIG_WORDS = ("no such table", "no such column", "syntax", "doesn't exist", "unknown column")
+
+
+def _mapping_mistake(s: _Said) -> bool:
+    """Checked first: the database refusing the mapping's SQL must never look like an outage."""
+    return (s.state_in(CONFIG_SQLSTATES) or s.code in CONFIG_MYSQL or bool(s.native & CONFIG_MYSQL)
+            or s.says(CONFIG_SQLITE))
+
+
+def _outage(s: _Said) -> bool:
+    return s.state_in(TRANSIENT_SQLSTATES) or s.code in TRANSIENT_MYSQL
+
+
+def _bad_data(s: _Said) -> bool:
+    return s.state_in(DATA_SQLSTATES) or s.name == "IntegrityError"
+
+
+def _driver_refused(s: _Said) -> bool:
+    return s.name in ("ProgrammingError", "NotSupportedError")
+
+
+def _generic_outage(s: _Said) -> bool:
+    return s.generic() and (bool(s.native & TRANSIENT_MYSQL) or s.says(GENERIC_TRANSIENT_WORDS))
+
+
+def _generic_mistake(s: _Said) -> bool:
+    return s.generic() and s.says(GENERIC_CONFIG_WORDS)
+
+
+def _generic_operational(s: _Said) -> bool:
+    return s.generic() and s.name in ("OperationalError", "InterfaceError")
+
+
+def _driver_manager(s: _Said) -> bool:
+    """ODBC driver manager (IMxxx): data source or driver not found."""
+    return s.state_in(("IM",))
+
+
+# The first rule that holds decides; none holding means the data was refused.
+RULES: tuple[tuple[Callable[[_Said], bool], type[LedgerlinkError]], ...] = (
+    (_mapping_mistake, ConfigurationError),
+    (_outage, TransientError),
+    (_bad_data, DataError),
+    (_driver_refused, ConfigurationError),
+    (_generic_outage, TransientError),
+    (_generic_mistake, ConfigurationError),
+    (_generic_operational, TransientError),
+    (_driver_manager, ConfigurationError),
+)
 
 
 def classify(exc: BaseException, context: str) -> LedgerlinkError:
     """Map a driver exception (raw or wrapped by SQLAlchemy) to our error classes, keeping the DB's message."""
     if isinstance(exc, LedgerlinkError):
         return exc
-    orig: Any = getattr(exc, "orig", None) or exc
+    orig: BaseException = getattr(exc, "orig", None) or exc
     said = _message(orig)
     message = f"{context}: {said}"
     if getattr(exc, "connection_invalidated", False):
         return TransientError(message)
-    state = _sqlstate(orig)
-    code = _mysql_code(orig)
-    name = type(orig).__name__
-    low = said.lower()  # the database's words only: a query quoted in the context must not decide
-    native = {int(n) for n in re.findall(r"\((\d{4})\)", said)}  # ODBC drivers put the native code in text
-    if ((state and state.startswith(CONFIG_SQLSTATES)) or code in CONFIG_MYSQL or native & CONFIG_MYSQL
-            or any(w in low for w in CONFIG_SQLITE)):
-        return ConfigurationError(message)
-    if (state and state.startswith(TRANSIENT_SQLSTATES)) or (code in TRANSIENT_MYSQL):
-        return TransientError(message)
-    if (state and state.startswith(DATA_SQLSTATES)) or name == "IntegrityError":
-        return DataError(message)
-    if name in ("ProgrammingError", "NotSupportedError"):
-        return ConfigurationError(message)
-    if state is None or state.startswith("HY"):
-        # Generic SQLSTATEs (SQLite, ODBC drivers' HY000): the message and any native code it carries decide.
-        if native & TRANSIENT_MYSQL or any(w in low for w in ("locked", "busy", "timeout", "can't connect",
-                                                                  "could not connect", "connection", "closed")):
-            return TransientError(message)
-        if any(w in low for w in ("no such table", "no such column", "syntax", "doesn't exist", "unknown column")):
-            return ConfigurationError(message)
-        if name in ("OperationalError", "InterfaceError"):
-            return TransientError(message)
-    if state and state.startswith("IM"):  # ODBC driver manager: data source / driver not found
-        return ConfigurationError(message)
-    return ConfigurationError(message) if name == "ProgrammingError" else DataError(message)
+    verdict = _Said.of(orig, said)
+    kind = next((kind for holds, kind in RULES if holds(verdict)), DataError)
+    return kind(message)

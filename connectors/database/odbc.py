@@ -48,9 +48,10 @@ class ODBCConnector(Connector):
         default_quote = "`" if "mariadb" in driver or "mysql" in driver else '"'
         if "sqlite" in driver:
             default_quote = "["  # SQLite reads an unknown "double-quoted" name as a string literal, silently
-        self.quote = QUOTES.get(options.get("quote", default_quote))
-        if self.quote is None:
+        quote = QUOTES.get(options.get("quote", default_quote))
+        if quote is None:
             raise ConfigurationError(f"source.options.quote must be one of {sorted(QUOTES)}")
+        self.quote = quote
         self.paging = options.get("paging", "top" if "sql server" in driver else "limit")
         if self.paging not in ("limit", "top", "fetch"):
             raise ConfigurationError("source.options.paging must be limit, top or fetch")

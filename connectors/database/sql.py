@@ -4,8 +4,8 @@ through ``mssql+pyodbc``). SQL is built with Core so each dialect renders its ow
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
-from sqlalchemy.sql import FromClause
+from sqlalchemy.sql.expression import ColumnClause, FromClause, TableClause
 
 from agent.core.errors import ConfigurationError, LedgerlinkError
 from connectors.database.contract import (
@@ -40,9 +40,11 @@ from connectors.database.errors import NotReady, classify
 from mappings.format import MappingFile, ProcedurePostings, RequestTable, SqlPostings
 from mappings.sqlparams import param_names
 
+T = TypeVar("T")
+
 
 def _from(selection: Selection) -> FromClause:
-    cols = [column(c) for c in dict.fromkeys(selection.columns)]
+    cols: list[ColumnClause[Any]] = [column(c) for c in dict.fromkeys(selection.columns)]
     if selection.is_query:
         return text(selection.source).columns(*cols).subquery("src")
     schema, _, name = selection.source.rpartition(".")
@@ -81,10 +83,10 @@ class SQLAlchemyConnector(Connector):
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_autocommit)
             event.listen(self.engine, "begin", _sqlite_begin)
-        self.froms = {e: _from(c.selection) for e, c in self.converters.items()}
+        self.froms: dict[str, FromClause] = {e: _from(c.selection) for e, c in self.converters.items()}
         self._writer: Connection | None = None
 
-    def _run(self, context: str, fn: Any) -> Any:
+    def _run(self, context: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except DBAPIError as exc:
@@ -253,7 +255,7 @@ class SQLAlchemyConnector(Connector):
                 self._writer.close()
             self._writer = None
 
-    def _request_table(self) -> tuple[RequestTable, FromClause]:
+    def _request_table(self) -> tuple[RequestTable, TableClause]:
         spec = self.mapping.requests
         if spec is None:
             raise ConfigurationError("the mapping has no requests section")

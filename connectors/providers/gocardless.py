@@ -143,15 +143,19 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-class _ApiClient(ApiClient):
+# payment id -> the API's attributes of that payment: fetched once for all the events of a page that name it
+PaymentCache = dict[str, Mapping[str, Any]]
+
+
+class _ApiClient(ApiClient):  # type: ignore[misc]  # gocardless_pro ships no type information: ApiClient is Any
     """Keeps the HTTP status and rate-limit wait on SDK errors, which the SDK itself drops."""
 
     def _handle_errors(self, response: requests.Response) -> None:
         try:
             super()._handle_errors(response)
         except gc_errors.GoCardlessProError as exc:
-            exc.http_status = response.status_code  # type: ignore[attr-defined]
-            exc.retry_after = retry_after(response.headers)  # type: ignore[attr-defined]
+            exc.http_status = response.status_code
+            exc.retry_after = retry_after(response.headers)
             raise
 
 
@@ -283,7 +287,7 @@ class GoCardlessProvider(Provider, DirectDebitProvider):
             position = Position(newest=_parse_time(legacy["created_at"]), seen={legacy["id"]: _parse_time(
                 legacy["created_at"])})
         batch = read_forward(position, self._list_events, lambda r: (r["id"], _parse_time(r["created_at"])), limit)
-        payments: dict[str, Any] = {}
+        payments: PaymentCache = {}
         mapped = [event for item in batch.records if (event := self._read(item, payments)) is not None]
         return EventPage(mapped, batch.position.dump(), has_more=batch.has_more)
 
@@ -301,7 +305,7 @@ class GoCardlessProvider(Provider, DirectDebitProvider):
     def event(self, event_id: str) -> ProviderEvent | None:
         return self._map(self._call(self._events.get, event_id).attributes, {})
 
-    def _read(self, raw: Mapping[str, Any], payments: dict[str, Any]) -> ProviderEvent | None:
+    def _read(self, raw: Mapping[str, Any], payments: PaymentCache) -> ProviderEvent | None:
         """Map one event; one that cannot be read is returned UNREADABLE (parked), so the feed goes on."""
         try:
             return self._map(raw, payments)
@@ -320,12 +324,12 @@ class GoCardlessProvider(Provider, DirectDebitProvider):
                 error=f"{type(exc).__name__}: {exc}",
             )
 
-    def _payment(self, payment_id: str, payments: dict[str, Any]) -> Mapping[str, Any]:
+    def _payment(self, payment_id: str, payments: PaymentCache) -> Mapping[str, Any]:
         if payment_id not in payments:
             payments[payment_id] = self._call(self._payments.get, payment_id).attributes
         return payments[payment_id]
 
-    def _map(self, raw: Mapping[str, Any], payments: dict[str, Any]) -> ProviderEvent | None:
+    def _map(self, raw: Mapping[str, Any], payments: PaymentCache) -> ProviderEvent | None:
         links = raw.get("links") or {}
         occurred = _parse_time(raw["created_at"])
         action = raw.get("action", "")
@@ -562,7 +566,7 @@ class GoCardlessProvider(Provider, DirectDebitProvider):
         expected = hmac.new(self.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
         if not given or not hmac.compare_digest(given, expected):
             raise InvalidSignature("GoCardless webhook signature does not match")
-        payments: dict[str, Any] = {}
+        payments: PaymentCache = {}
         return [e for item in json.loads(body)["events"] if (e := self._read(item, payments)) is not None]
 
 

@@ -19,7 +19,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import stripe
 
@@ -41,6 +41,9 @@ from connectors.providers.contract import (
 )
 from connectors.providers.cursor import Position, pages, read_forward
 from connectors.providers.gocardless import retry_after
+
+if TYPE_CHECKING:
+    from stripe.params.checkout import SessionCreateParams
 
 T = TypeVar("T")
 
@@ -128,7 +131,7 @@ class StripeProvider(Provider):
             **({"reference": spec.reference} if spec.reference else {}),
             **spec.metadata,
         }
-        params = {
+        params: SessionCreateParams = {
             "mode": "payment",
             "line_items": [
                 {
@@ -149,7 +152,7 @@ class StripeProvider(Provider):
         }
         try:
             session = self._client.v1.checkout.sessions.create(
-                params=params, options={"idempotency_key": spec.idempotency_key}  # type: ignore[arg-type]
+                params=params, options={"idempotency_key": spec.idempotency_key}
             )
         except stripe.StripeError as exc:
             if not _replayed_server_error(exc):

@@ -15,6 +15,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +30,7 @@ from agent.state import StateStore
 from agent.state.schema import firm_clients, firm_matters, firm_statements, quarantine
 from connectors.database.contract import Connector
 from connectors.database.errors import NotReady
+from connectors.database.odbc import ODBCConnector
 from connectors.testkit.databases import TempDatabase
 from mappings.format import MappingFile, parse_mapping
 
@@ -164,13 +166,13 @@ class ConnectorContract:
     """Subclass with a ``firm`` fixture returning a seeded-or-empty Firm; every test below then runs."""
 
     @pytest.fixture
-    def store(self, tmp_path: Path) -> StateStore:
+    def store(self, tmp_path: Path) -> Iterator[StateStore]:
         store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
         yield store
         store.close()
 
     def syncer(self, firm: Firm, store: StateStore, batch: int = 2, **overrides: dict[str, Any]) -> Syncer:
-        return Syncer(store, firm.connector(**overrides), batch)
+        return Syncer(store, firm.connector(None, **overrides), batch)
 
     def test_check_and_discover(self, firm: Firm) -> None:
         seed(firm)
@@ -238,7 +240,7 @@ class ConnectorContract:
     def test_rows_changed_during_a_sync_are_not_lost(self, firm: Firm, store: StateStore) -> None:
         seed(firm)
         syncer = self.syncer(firm, store, batch=2)
-        changed = []
+        changed: list[bool] = []
 
         def change_a_row_already_read(entity: str, n: int) -> None:
             if entity == "statements" and not changed:
@@ -266,7 +268,7 @@ class ConnectorContract:
 
     def test_bad_config_carries_the_database_message(self, firm: Firm) -> None:
         seed(firm)
-        cases = [
+        cases: list[dict[str, dict[str, Any]]] = [
             {"statements": {"table": "no_such_table"}},
             {"statements": {"columns": {"number": "no_such_column", "matter_key": "matter_id", "amount": "amount",
                                         "balance": "balance"}}},
@@ -274,7 +276,7 @@ class ConnectorContract:
         ]
         for override in cases:
             with pytest.raises(ConfigurationError) as err:
-                firm.connector(**override).discover()
+                firm.connector(None, **override).discover()
             text = str(err.value).lower()
             assert "reading statements" in text and any(w in text for w in ("no_such", "syntax", "near", "from"))
 
@@ -282,12 +284,15 @@ class ConnectorContract:
         if firm.db.kind == "sqlite":
             pytest.skip("SQLite has no server to be unreachable")
         mapping = firm.mapping()
-        source = mapping.source
+        source, server = mapping.source, firm.db.server
+        assert server is not None, "a server database has its server"
         if firm.via_odbc:
+            assert source.connection_string is not None
             moved = source.model_copy(update={"connection_string": source.connection_string.replace(
-                f"Port={firm.db.server.port}", "Port=1")})
+                f"Port={server.port}", "Port=1")})
         else:
-            moved = source.model_copy(update={"url": source.url.replace(f":{firm.db.server.port}/", ":1/")})
+            assert source.url is not None
+            moved = source.model_copy(update={"url": source.url.replace(f":{server.port}/", ":1/")})
         with pytest.raises(TransientError):
             firm.connector_class(mapping.model_copy(update={"source": moved})).check()
 
@@ -378,6 +383,7 @@ class ConnectorContract:
             "  statements:\n    - INSERT INTO receipts (reference, statement_id, amount_pence) "
             "VALUES (:reference, :statement_key, :amount_minor)\n",
         ) if not firm.via_odbc else firm.connector()
+        assert firm.db.url.database is not None, "a SQLite URL names its file"
         holder = sqlite3.connect(firm.db.url.database, isolation_level=None, timeout=0)
         holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
         try:
@@ -397,6 +403,7 @@ class ConnectorContract:
             sa.event.listen(engine, "connect", lambda dbapi, _rec: dbapi.execute("PRAGMA busy_timeout=200"))
             engine.dispose()
         else:
+            assert isinstance(connector, ODBCConnector), "a connector without an engine is the ODBC one"
             connector.connection_string = connector.connection_string.replace("Timeout=30000", "Timeout=200")
 
     def test_a_bad_row_is_quarantined_the_rest_synced_and_it_is_retried_by_key(self, firm: Firm,
@@ -438,7 +445,7 @@ class ConnectorContract:
         bad = firm.connector(good.replace("amount_pence)", "amount_pense)"),
                              statements={"columns": {"number": "bill_number", "matter_key": "matter_id",
                                                      "amount": "amount", "balance": "balance"}})
-        refused = {r.what: r.message for r in bad.dry_run() if r.verdict == "refused"}
+        refused = {r.what: str(r.message) for r in bad.dry_run() if r.verdict == "refused"}
         assert set(refused) == {"entities.statements", "postings.statements.0"}
         assert "bill_number" in refused["entities.statements"]
         assert "amount_pense" in refused["postings.statements.0"]

@@ -13,10 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pymysql
 import pyodbc
 from sqlalchemy.engine import URL
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def in_ci() -> bool:
@@ -46,7 +50,7 @@ def mariadb_server() -> Server:
                   env("LEDGERLINK_TEST_MARIADB_PASSWORD", ""))
 
 
-def _admin(server: Server, database: str | None = None):  # type: ignore[no-untyped-def]
+def _admin(server: Server, database: str | None = None) -> psycopg.Connection[Any] | pymysql.Connection[Any]:
     if server.kind == "postgresql":
         import psycopg
 

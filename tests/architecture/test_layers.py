@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grimp
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("agent", "connectors", "postings", "mappings")
@@ -111,3 +112,10 @@ def test_every_module_says_why_it_exists() -> None:
     silent = [str(path.relative_to(ROOT)) for path in _sources(*PACKAGES)
               if not ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))]
     assert silent == []
+
+
+@pytest.mark.timeout(600)
+def test_mypy_is_clean() -> None:
+    """[tool.mypy] in pyproject.toml: strict for the core, engines, postings and connectors."""
+    run = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-6000:]

@@ -28,7 +28,9 @@ import hmac
 import itertools
 import json
 import re
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 from agent.core.model import to_minor
 from fakes import FakeAPI, Request, Response, json_response
@@ -93,39 +95,40 @@ class FakeGoCardless(FakeAPI):
     # --- the API -------------------------------------------------------------------------------------------
 
     def route(self, request: Request) -> Response:
+        """Creates (POST /kind), cancels (POST /kind/id/actions/cancel), reads (GET /kind/id), lists (GET /kind)."""
         body = json.loads(request.body or b"{}")
         method, path = request.method, request.path
-        if method == "POST" and path == "/billing_requests":
-            return self._create(request, "billing_requests", body.get("billing_requests", {}), self._new_br)
-        if method == "POST" and path == "/billing_request_flows":
-            return self._create(
-                request, "billing_request_flows", body.get("billing_request_flows", {}), self._new_flow
-            )
-        if m := re.fullmatch(r"/billing_requests/(\w+)/actions/cancel", path):
-            return self._cancel(m[1]) if method == "POST" else self._not_found()
-        if method == "GET" and (m := re.fullmatch(r"/billing_requests/(\w+)", path)):
-            br = self.billing_requests.get(m[1])
-            return json_response(200, {"billing_requests": br}) if br else self._not_found()
-        if method == "POST" and path == "/payments":
-            return self._create(request, "payments", body.get("payments", {}), self._new_payment)
-        if m := re.fullmatch(r"/payments/(\w+)/actions/cancel", path):
-            return self._cancel_payment(m[1]) if method == "POST" else self._not_found()
-        if method == "GET" and (m := re.fullmatch(r"/mandates/(\w+)", path)):
-            mandate = self.mandates.get(m[1])
-            return json_response(200, {"mandates": mandate}) if mandate else self._not_found()
-        if method == "GET" and (m := re.fullmatch(r"/payments/(\w+)", path)):
-            payment = self.payments.get(m[1])
-            return json_response(200, {"payments": payment}) if payment else self._not_found()
-        if method == "GET" and path == "/events":
-            return self._list(request, "events", self.events)
-        if method == "GET" and (m := re.fullmatch(r"/events/(\w+)", path)):
-            event = next((e for e in self.events if e["id"] == m[1]), None)
-            return json_response(200, {"events": event}) if event else self._not_found()
-        if method == "GET" and path == "/payments":
-            return self._list(request, "payments", list(self.payments.values()))
-        if method == "GET" and path == "/billing_requests":
-            return self._list(request, "billing_requests", list(self.billing_requests.values()))
+        if method == "POST" and (build := self._builders().get(path)):
+            kind = path.removeprefix("/")
+            return self._create(request, kind, body.get(kind, {}), build)
+        if method == "POST" and (m := re.fullmatch(r"/(billing_requests|payments)/(\w+)/actions/cancel", path)):
+            return (self._cancel if m[1] == "billing_requests" else self._cancel_payment)(m[2])
+        if method == "GET" and (m := re.fullmatch(r"/(\w+)/(\w+)", path)):
+            return self._read(m[1], m[2])
+        if method == "GET" and (records := self._lists().get(path)):
+            return self._list(request, path.removeprefix("/"), records())
         return self._not_found()
+
+    def _builders(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any] | Response]]:
+        """What makes each resource a POST creates, by path (the body wraps its parameters under the kind)."""
+        return {"/billing_requests": self._new_br, "/billing_request_flows": self._new_flow,
+                "/payments": self._new_payment}
+
+    def _lists(self) -> dict[str, Callable[[], list[dict[str, Any]]]]:
+        """The records each listable path pages through, newest first (see _list)."""
+        return {"/events": lambda: self.events, "/payments": lambda: list(self.payments.values()),
+                "/billing_requests": lambda: list(self.billing_requests.values())}
+
+    def _read(self, kind: str, ident: str) -> Response:
+        """One resource by id, wrapped under its kind as the API does; 404 for an unknown kind or id (flows
+        cannot be read back)."""
+        lookups: dict[str, Callable[[str], dict[str, Any] | None]] = {
+            "billing_requests": self.billing_requests.get, "mandates": self.mandates.get,
+            "payments": self.payments.get, "events": lambda i: next((e for e in self.events if e["id"] == i), None),
+        }
+        lookup = lookups.get(kind)
+        found = lookup(ident) if lookup else None
+        return json_response(200, {kind: found}) if found else self._not_found()
 
     def _not_found(self) -> Response:
         return json_response(

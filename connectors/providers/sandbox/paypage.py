@@ -63,6 +63,7 @@ class SandboxPayServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
+        assert isinstance(host, str), "an AF_INET server's address is text"
         return f"http://{host}:{port}"
 
     def start(self) -> SandboxPayServer:

@@ -98,6 +98,7 @@ class SandboxProvider(Provider, DirectDebitProvider):
         super().__init__(account, credentials, home=home)
         if home is None:
             raise ConfigurationError("the sandbox provider needs a home directory for sandbox.db")
+        self.home: str = home  # the contract allows None; refused above, so every _db(self.home) has a folder
         self.base = (account.api_base or DEFAULT_BASE).rstrip("/")
 
     def create_link(self, spec: LinkSpec) -> ProviderLink:
@@ -111,7 +112,7 @@ class SandboxProvider(Provider, DirectDebitProvider):
         expires_at = spec.expires_at if spec.expires_at.tzinfo else spec.expires_at.replace(tzinfo=dt.UTC)
         if not now < expires_at <= now + self.max_expiry:
             raise ProviderError(f"expires_at must be in the future and within {self.max_expiry.days} days")
-        with _db(self.home) as conn:  # type: ignore[arg-type]
+        with _db(self.home) as conn:
             existing = conn.execute(
                 "SELECT * FROM links WHERE account = ? AND idempotency_key = ?",
                 (self.account.name, spec.idempotency_key),
@@ -146,12 +147,12 @@ class SandboxProvider(Provider, DirectDebitProvider):
             return _to_link(_link_row(conn, ref))
 
     def get_link(self, ref: str) -> ProviderLink:
-        with _db(self.home) as conn:  # type: ignore[arg-type]
+        with _db(self.home) as conn:
             _expire(conn, _now())
             return _to_link(_link_row(conn, ref))
 
     def cancel_link(self, ref: str) -> ProviderLink:
-        with _db(self.home) as conn:  # type: ignore[arg-type]
+        with _db(self.home) as conn:
             _expire(conn, _now())
             row = _link_row(conn, ref)
             if row["status"] == LinkStatus.CANCELLED:
@@ -168,7 +169,7 @@ class SandboxProvider(Provider, DirectDebitProvider):
             after = int(cursor) if cursor is not None else 0
         except ValueError:
             raise ProviderError(f"not a sandbox event cursor: {cursor!r}") from None
-        with _db(self.home) as conn:  # type: ignore[arg-type]
+        with _db(self.home) as conn:
             _expire(conn, _now())
             rows = conn.execute(
                 "SELECT * FROM events WHERE account = ? AND id > ? ORDER BY id LIMIT ?",
@@ -179,7 +180,7 @@ class SandboxProvider(Provider, DirectDebitProvider):
         return EventPage(events, str(page[-1]["id"]) if page else cursor, has_more=len(rows) > limit)
 
     def event(self, event_id: str) -> ProviderEvent | None:
-        with _db(self.home) as conn:  # type: ignore[arg-type]
+        with _db(self.home) as conn:
             row = conn.execute(
                 "SELECT * FROM events WHERE account = ? AND id = ?", (self.account.name, event_id)
             ).fetchone()
@@ -191,7 +192,7 @@ class SandboxProvider(Provider, DirectDebitProvider):
         """Payments of links that could still be paid since ``since``, collections created since, as they are."""
         now = _now()
         out: list[ProviderEvent] = []
-        with _db(self.home) as conn:  # type: ignore[arg-type]
+        with _db(self.home) as conn:
             _expire(conn, now)
             links = conn.execute(
                 "SELECT * FROM links WHERE account = ? AND created_at >= ?",
@@ -222,7 +223,7 @@ class SandboxProvider(Provider, DirectDebitProvider):
 
     def setup_mandate(self, payer: MandatePayer) -> MandateSetup:
         """A mandate awaiting the payer; set_mandate(home, ref, "active") is the payer finishing the flow."""
-        with _db(self.home) as conn:  # type: ignore[arg-type]
+        with _db(self.home) as conn:
             row = conn.execute(
                 "SELECT * FROM mandates WHERE account = ? AND idempotency_key = ?",
                 (self.account.name, payer.idempotency_key),
@@ -246,7 +247,7 @@ class SandboxProvider(Provider, DirectDebitProvider):
         return MandateSetup(ref=ref, url=f"{self.base}/mandate/{ref}")
 
     def get_mandate(self, ref: str) -> Mandate:
-        with _db(self.home) as conn:  # type: ignore[arg-type]
+        with _db(self.home) as conn:
             row = _mandate_row(conn, ref)
         return Mandate(ref=ref, status=MandateStatus(row["status"]), raw_status=row["status"])
 
@@ -269,7 +270,7 @@ class SandboxProvider(Provider, DirectDebitProvider):
         charge_date = charge_date or today
         if charge_date < today:
             raise ProviderError(f"charge_date {charge_date} is in the past")
-        with _db(self.home) as conn:  # type: ignore[arg-type]
+        with _db(self.home) as conn:
             existing = conn.execute(
                 "SELECT * FROM collections WHERE account = ? AND idempotency_key = ?",
                 (self.account.name, idempotency_key),
@@ -310,11 +311,11 @@ class SandboxProvider(Provider, DirectDebitProvider):
             return _to_collection(row)
 
     def get_collection(self, ref: str) -> Collection:
-        with _db(self.home) as conn:  # type: ignore[arg-type]
+        with _db(self.home) as conn:
             return _to_collection(_collection_row(conn, ref))
 
     def cancel_collection(self, ref: str) -> Collection:
-        with _db(self.home) as conn:  # type: ignore[arg-type]
+        with _db(self.home) as conn:
             row = _collection_row(conn, ref)
             if row["status"] == CollectionStatus.CANCELLED:
                 return _to_collection(row)

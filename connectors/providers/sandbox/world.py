@@ -162,14 +162,14 @@ def _add_event(
 
 
 def _link_row(conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM links WHERE ref = ?", (ref,)).fetchone()
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM links WHERE ref = ?", (ref,)).fetchone()
     if row is None:
         raise LinkNotFound(f"sandbox link {ref!r} does not exist")
     return row
 
 
 def _payment_row(conn: sqlite3.Connection, payment_ref: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM payments WHERE payment_ref = ?", (payment_ref,)).fetchone()
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM payments WHERE payment_ref = ?", (payment_ref,)).fetchone()
     if row is None:
         raise ProviderError(f"sandbox payment {payment_ref!r} does not exist")
     return row
@@ -350,14 +350,14 @@ def _dd_event(
 
 
 def _mandate_row(conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM mandates WHERE ref = ?", (ref,)).fetchone()
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM mandates WHERE ref = ?", (ref,)).fetchone()
     if row is None:
         raise ProviderError(f"sandbox mandate {ref!r} does not exist")
     return row
 
 
 def _collection_row(conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM collections WHERE ref = ?", (ref,)).fetchone()
+    row: sqlite3.Row | None = conn.execute("SELECT * FROM collections WHERE ref = ?", (ref,)).fetchone()
     if row is None:
         raise ProviderError(f"sandbox collection {ref!r} does not exist")
     return row
