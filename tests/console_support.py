@@ -1,4 +1,4 @@
-"""The console's browser-test harness, shared by tests/test_console*.py: headless Chromium (Debian's, never
+"""The console's browser-test harness, shared by tests/api/test_console*.py: headless Chromium (Debian's, never
 downloaded) against a real agent serving the demo firm and the sandbox pay page; screenshots and an axe-core
 accessibility check. Fixtures are defined here under ``*_fixture`` names and imported by each test module."""
 

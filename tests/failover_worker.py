@@ -1,4 +1,4 @@
-"""One agent of an active/standby pair for tests/test_failover.py: it stands by on the PostgreSQL state store's
+"""One agent of an active/standby pair for tests/service/test_failover.py: it stands by on the PostgreSQL state store's
 lease, and once it holds it, works the postings outbox into the firm database until it is stopped, killed,
 paused or fenced out.
 

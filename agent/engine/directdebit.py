@@ -1,6 +1,6 @@
 """Direct Debit: mandates, automatic collection on the due date, the payer's manual amount (Pay Now).
 
-Rules (direct-debit-payment-scenarios.txt; each has a test in tests/test_directdebit.py):
+Rules (direct-debit-payment-scenarios.txt; each has a test in tests/engine/test_directdebit.py):
 * a statement issued to a payer with an active mandate is collected on its due date: the lesser of what the
   statement owes (the current invoice) and the payable amount. Payable = brought forward + current invoice, where
   brought forward is the payer's other open statements (credits negative) less what collections already on their

@@ -1,6 +1,6 @@
 """The link engine: every rule of the Instant Bank Pay flow and the Send for Payment guide, in one place.
 
-Rules (each has its own test in tests/test_links.py):
+Rules (each has its own test in tests/engine/test_links.py):
 * amount defaults to the remaining balance after pending collections: the mirror's open balance, minus Direct
   Debit collections submitted but not paid, minus payments received but not yet posted back;
 * existing-link check: a debt with an outstanding link gets that link back (marked existing). The unique

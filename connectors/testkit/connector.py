@@ -1,5 +1,5 @@
 """The connector contract kit: every connector runs these tests with a few lines (see
-tests/test_connector_contract.py), in the spirit of singer-sdk's standard tests.
+tests/connectors/test_connector_contract.py), in the spirit of singer-sdk's standard tests.
 
 A subclass provides a ``firm`` fixture: a ``Firm`` (a throw-away database holding the standard test schema) and
 the connector class to test. The kit checks connection, discovery, a full read equal to the source (exact

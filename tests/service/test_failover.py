@@ -26,7 +26,7 @@ from agent.state import StateStore
 from agent.state.lock import StoreLock, active_agent
 from connectors.testkit.databases import TempDatabase, temp_database
 
-WORKER = Path(__file__).with_name("failover_worker.py")
+WORKER = Path(__file__).parents[1] / "failover_worker.py"
 LEASE = 3.0  # seconds; the production default is agent.state.lock.LEASE_SECONDS
 EVENTS = int(os.environ.get("LEDGERLINK_TEST_FAILOVER_EVENTS", "12"))
 STATEMENTS = [f"S{i:03d}" for i in range(20)]

@@ -107,7 +107,7 @@ def test_mapping_check_lists_every_problem_with_lines(tmp_path: Path, capsys: py
 
 
 def test_mapping_check_ok(capsys: pytest.CaptureFixture[str]) -> None:
-    demo = Path(__file__).parents[1] / "mappings" / "demo.yaml"
+    demo = Path(__file__).parents[2] / "mappings" / "demo.yaml"
     assert main(["mapping", "check", str(demo)]) == 0
     assert "ok (clients, payers, matters, statements; postings: sql)" in capsys.readouterr().out
 

@@ -20,7 +20,7 @@ from connectors.database.sql import SQLAlchemyConnector
 from connectors.testkit.databases import TempDatabase, odbc_unavailable
 from mappings.format import MappingFile, json_schema, load_mapping
 
-MAPPINGS = Path(__file__).parents[1] / "mappings"
+MAPPINGS = Path(__file__).parents[2] / "mappings"
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
 
