@@ -59,6 +59,7 @@ class StatusOut(Out):
     lag_seconds: float | None = Field(description="Seconds since the last successful sync; null before the first.")
     backlog: dict[str, int] = Field(description="Postings per state.")
     components: dict[str, ComponentOut] = Field(description="Last success and last error per part of the agent.")
+    state_store: str | None = Field(None, description="Why the state store cannot be written now (a full disk).")
 
 
 class MatterOut(Out):

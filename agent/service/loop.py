@@ -65,11 +65,19 @@ class Service:
         except LedgerlinkError as exc:
             job.failed = True
             log.error("%s failed: %s", job.name, scrub(str(exc)))
-            self.rt.store.record_error(job.name, scrub(str(exc)))
+            self._record_error(job, scrub(str(exc)))
         except Exception as exc:  # a plugin bug must not stop the other jobs
             job.failed = True
             log.exception("%s crashed", job.name)
-            self.rt.store.record_error(job.name, scrub(f"{type(exc).__name__}: {exc}"))
+            self._record_error(job, scrub(f"{type(exc).__name__}: {exc}"))
+
+    def _record_error(self, job: Job, message: str) -> None:
+        """Record the error in the store; when the store cannot take even that (a full disk), the log has it and
+        the agent goes on: the next run retries the job and the record."""
+        try:
+            self.rt.store.record_error(job.name, message)
+        except LedgerlinkError as exc:
+            log.error("%s: its error could not be recorded either: %s", job.name, exc)
 
     def loop(self, once: bool = False) -> None:
         while not self.stopping.is_set():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -19,14 +20,29 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from agent.core.errors import ConfigurationError
+from agent.core.errors import ConfigurationError, TransientError
 from agent.state import schema
 from agent.state.lock import StoreLock
 
 # Alembic's package:resource form: it finds the scripts through importlib.resources, wherever the package lives.
 MIGRATIONS = "agent.state:migrations"
+
+
+log = logging.getLogger("ledgerlink.state")
+# How each database says it has no room: SQLite's SQLITE_FULL, PostgreSQL's disk_full (53100), MariaDB's 1114
+# "table is full" and an OS ENOSPC that any of them may pass on.
+FULL_MARKERS = ("database or disk is full", "no space left on device", "could not extend file", "is full")
+
+
+class StoreFull(TransientError):
+    """The state store's disk (or database) has no room left; the transaction was rolled back whole."""
+
+
+def _is_full(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code == "53100" or any(m in str(exc.orig).lower() for m in FULL_MARKERS)
 
 
 def utcnow() -> dt.datetime:
@@ -51,6 +67,7 @@ class StateStore:
         # Set by the instance lease while this agent is the active one: checks the fencing token first thing in
         # every write transaction (agent.state.lock).
         self.fence: Callable[[Connection], None] | None = None
+        self.full: str | None = None  # why writes fail for want of space, while they do (for /status and doctor)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -81,13 +98,28 @@ class StateStore:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A write transaction (on SQLite it takes the write lock up front)."""
-        with self.engine.connect() as conn:
-            conn.execution_options(sqlite_immediate=True)
-            with conn.begin():
-                if self.fence is not None:
-                    self.fence(conn)
-                yield conn
+        """A write transaction (on SQLite it takes the write lock up front).
+
+        A full disk rolls the transaction back whole and raises StoreFull (a transient error: the jobs retry);
+        ``full`` says so until a write succeeds again, which clears it by itself.
+        """
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(sqlite_immediate=True)
+                with conn.begin():
+                    if self.fence is not None:
+                        self.fence(conn)
+                    yield conn
+        except DBAPIError as exc:
+            if not _is_full(exc):
+                raise
+            if self.full is None:
+                log.error("the state store's disk is full; nothing was written, the agent retries: %s", exc.orig)
+            self.full = f"the state store's disk is full since {utcnow():%Y-%m-%d %H:%M} UTC: free space on it"
+            raise StoreFull(self.full) from None
+        if self.full is not None:
+            log.warning("the state store is writable again")
+            self.full = None
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

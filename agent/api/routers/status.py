@@ -34,4 +34,5 @@ def status(rt: RuntimeDep) -> StatusOut:
         lag_seconds=(now - last_sync).total_seconds() if last_sync else None, backlog=backlog,
         components={name: ComponentOut(**{k: row[k] for k in ComponentOut.model_fields})
                     for name, row in parts.items()},
+        state_store=rt.store.full,
     )
