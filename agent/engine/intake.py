@@ -92,6 +92,7 @@ class InboxIntake:
     settle: float = 2.0
     clock: Callable[[], float] = time.monotonic
     _seen: dict[Path, _Seen] = field(default_factory=dict)
+    _refused: set[Path] = field(default_factory=set)
 
     def ready(self) -> list[Path]:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,10 @@ class InboxIntake:
         ready = []
         present = set()
         for path in sorted(self.folder.iterdir()):
-            if not path.is_file() or path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES):
+            if path.is_symlink() or not path.is_file():
+                self._refuse_once(path)  # a link could point at any file the agent may read; read only our own
+                continue
+            if path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES):
                 continue
             if path.suffix.lower() not in (".csv", ".txt"):
                 continue
@@ -112,6 +116,13 @@ class InboxIntake:
                 ready.append(path)
         self._seen = {p: s for p, s in self._seen.items() if p in present}
         return ready
+
+    def _refuse_once(self, path: Path) -> None:
+        if path.name in ("done", "failed") or path in self._refused:
+            return
+        self._refused.add(path)
+        log.warning("inbox: %s is not a regular file (a link, a folder or a device) and is not read; drop files "
+                    "themselves into %s", path.name, self.folder)
 
     def scan(self) -> list[Path]:
         """Process every complete file; returns where each one was moved."""
@@ -132,7 +143,12 @@ class InboxIntake:
         writer = csv.writer(links_report, lineterminator="\n")
         writer.writerow(["invoice_number", "link_id", "status", "url", "existing"])
         for row in bulk.rows:
-            link = self.links.create(row.to_request(None))
+            try:
+                link = self.links.create(row.to_request(None))
+            except (RuleError, DataError) as exc:  # this row only (a paid invoice, say): the others still get links
+                writer.writerow([neutralise(row.invoice), "", "refused", "", neutralise(str(exc))])
+                log.warning("inbox file %s, invoice %s refused: %s", path.name, row.invoice, exc)
+                continue
             writer.writerow([neutralise(row.invoice), link.id, link.status, link.url, str(link.existing).lower()])
         target = self._move(path, "done", stamp)
         target.with_name(target.name + ".links.csv").write_text(links_report.getvalue(), encoding="utf-8", newline="")

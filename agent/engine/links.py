@@ -323,6 +323,8 @@ class LinkEngine:
         if request.amount is None:
             raise RuleError("a quick link needs an amount")
         amount = self._check_amount(request.amount, account.currency, field="amount")
+        if request.invoice:
+            self._refuse_paid_invoice(account.name, request.invoice)
         debt = f"quick:{account.name}:{request.invoice}" if request.invoice else None
         row = self._reserve(
             debt=debt, account=account, amount=amount, description=request.description or self.description(),
@@ -332,6 +334,16 @@ class LinkEngine:
         if row["status"] != LINK_CREATING:
             return Link.from_row(row, existing=True)
         return self._finish(row, [])
+
+    def _refuse_paid_invoice(self, account: str, invoice: str) -> None:
+        """A paid debt is never offered again, whichever path asks (a bulk file dropped twice, the request table)."""
+        with self.store.read() as conn:
+            paid = conn.execute(select(links.c.id, links.c.closed_at).where(
+                links.c.account == account, links.c.invoice_number == invoice,
+                links.c.status == LinkStatus.PAYMENT_RECEIVED.value)).first()
+        if paid is not None:
+            when = f" on {paid.closed_at:%Y-%m-%d}" if paid.closed_at else ""
+            raise RuleError(f"invoice {invoice} was paid{when} through link {paid.id}; no new link is made for it")
 
     def _reserve(self, *, debt: str | None, account: MerchantAccount, amount: Decimal, description: str,
                  matter_key: str | None, client_key: str | None, payer_name: str | None, payer_email: str | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -10,9 +11,11 @@ import pytest
 
 from agent.engine.intake import InboxIntake, process_request_table
 from agent.engine.links import LinkRequest
+from agent.engine.payments import EventPoller
 from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
+from connectors.providers import sandbox
 
 
 @pytest.fixture
@@ -94,3 +97,40 @@ def test_inbox_bad_file_goes_to_failed_with_a_report_and_sends_nothing(rt: Runti
     errors = moved[0].with_name(moved[0].name + ".errors.txt").read_text()
     assert "row 2" in errors and "row 3" in errors and "nothing was sent" in errors
     assert rt.links.find() == []
+
+
+def test_a_file_dropped_again_after_its_link_was_paid_makes_no_new_link(rt: Runtime) -> None:
+    """Issue 14 item 14: the Instant Bank Pay rules hold on every intake path: reuse, or refuse a paid debt."""
+    inbox = InboxIntake(rt.links, rt.settings.home / "inbox", settle=0.0)
+    inbox.folder.mkdir()
+    (inbox.folder / "batch.csv").write_text(BULK)
+    inbox.ready()
+    inbox.scan()
+    first = {x.invoice_number: x for x in rt.links.find(["outstanding"])}
+    sandbox.pay(rt.settings.home, first["Q-100"].provider_ref)
+    EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
+    (inbox.folder / "again.csv").write_text(BULK)
+    inbox.ready()
+    (moved,) = inbox.scan()
+    report = list(csv.reader(moved.with_name(moved.name + ".links.csv").open()))
+    refused = next(r for r in report if r[0] == "Q-100")
+    assert refused[2] == "refused" and "was paid" in refused[4]
+    reused = next(r for r in report if r[0] == "Q-101")
+    assert reused[1] == first["Q-101"].id and reused[4] == "true"  # the outstanding link comes back
+    assert len(rt.links.find()) == 2  # nothing new was made
+
+
+def test_the_inbox_never_follows_a_link(rt: Runtime, tmp_path: Path) -> None:
+    """Issue 14 item 13: a symlink (to a private file, here) is not read, reported on, or moved."""
+    inbox = InboxIntake(rt.links, rt.settings.home / "inbox", settle=0.0)
+    inbox.folder.mkdir()
+    private = tmp_path / "private.csv"
+    private.write_text("SECRET-FIRST-LINE\n" + BULK)
+    private.chmod(0o600)
+    (inbox.folder / "linked.csv").symlink_to(private)
+    (inbox.folder / "folder.csv").mkdir()
+    inbox.ready()
+    assert inbox.scan() == []
+    assert (inbox.folder / "linked.csv").is_symlink() and rt.links.find() == []
+    reports = [p.read_text() for pattern in ("*.txt", "*.links.csv") for p in inbox.folder.rglob(pattern)]
+    assert not any("SECRET-FIRST-LINE" in text for text in reports)
