@@ -20,7 +20,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agent.core.errors import ConfigurationError, DataError, LedgerlinkError, RuleError, TransientError
+from agent.core.errors import (
+    ConfigurationError,
+    DataError,
+    LedgerlinkError,
+    NotSetUp,
+    RuleError,
+    TransientError,
+)
 from agent.core.scrub import scrub
 from connectors.providers.contract import ProviderError
 
@@ -61,6 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RuleError, handle(422))
     app.add_exception_handler(DataError, handle(422))
+    app.add_exception_handler(NotSetUp, handle(409))  # nothing wrong with the request: the firm must set it up
     app.add_exception_handler(ConfigurationError, handle(500))
     app.add_exception_handler(ProviderError, handle(502))
     app.add_exception_handler(LedgerlinkError, handle(500))

@@ -15,6 +15,10 @@ class ConfigurationError(LedgerlinkError):
     """Bad config, mapping or SQL: retrying cannot help; a person must fix something."""
 
 
+class NotSetUp(ConfigurationError):
+    """A feature the firm has not set up yet (email, SMS): the request is fine, an administrator must act first."""
+
+
 class TransientError(LedgerlinkError):
     """A connection drop, deadlock, lock timeout or rate limit: retrying may help.
 

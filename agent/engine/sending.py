@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 import httpx
 from sqlalchemy import Connection, select
 
-from agent.core.errors import ConfigurationError, LedgerlinkError, RuleError
+from agent.core.errors import LedgerlinkError, NotSetUp, RuleError
 from agent.core.model import MerchantAccount, Money
 from agent.core.scrub import scrub
 from agent.engine.links import Link, LinkEngine, LinkRequest
@@ -166,7 +166,7 @@ def send_email(smtp: SmtpSettings, secrets: Secrets, message: EmailMessage) -> s
 
 def build_email(link: Link, account: MerchantAccount, settings: Settings, to: str, *, reminder: bool) -> EmailMessage:
     if not settings.smtp.from_address:
-        raise ConfigurationError("email is not set up: set [smtp] from_address (and host, port, security, user, "
+        raise NotSetUp("email is not set up: set [smtp] from_address (and host, port, security, user, "
                                  "password_secret) in ledgerlink.toml")
     subject, body = email_text(link, account, settings, reminder=reminder)
     message = EmailMessage()
@@ -193,7 +193,7 @@ class TwilioGateway:
 
     def __init__(self, sms: SmsSettings, token: str) -> None:
         if not sms.account or not sms.from_number:
-            raise ConfigurationError("SMS is not set up: set [sms] account, from_number and token_secret")
+            raise NotSetUp("SMS is not set up: set [sms] account, from_number and token_secret")
         self.sms = sms
         self.token = token
 
@@ -275,7 +275,7 @@ class Sender:
         """Send an outstanding link by email or SMS and record the attempt; the record says whether it went.
 
         Refused (RuleError, nothing recorded) when the link is not outstanding or there is nobody to send to; a
-        ConfigurationError when email or SMS is not set up. ``purpose`` is ``link`` or ``reminder:<step>``.
+        NotSetUp (a ConfigurationError) when email or SMS is not set up. ``purpose`` is ``link`` or ``reminder:<step>``.
         """
         if channel not in CHANNELS:
             raise RuleError(f"unknown channel {channel!r}; use email or sms")
@@ -331,7 +331,7 @@ class Sender:
     def require_email(self) -> None:
         """Refuse before any work when email is not set up at all."""
         if self.missing("email"):
-            raise ConfigurationError("email is not set up: set [smtp] from_address (and host, port, security) first")
+            raise NotSetUp("email is not set up: set [smtp] from_address (and host, port, security) first")
 
     def send_all(self, requests: Iterable[tuple[str, LinkRequest]]) -> list[BulkSend]:
         """Send All: create (or find again) each row's link and email it, each row on its own.

@@ -349,7 +349,7 @@ def test_email_not_set_up_says_so_before_send_is_pressed(browser: Any, agent: Ag
 
 
 def test_a_clerk_never_sees_the_config_file_when_email_goes_away(browser: Any, agent: Agent) -> None:
-    """Item 4 when the setting vanishes after the page loaded: the API's 500 reaches the clerk as plain words."""
+    """Item 4 when the setting vanishes after the page loaded: the API's 409 reaches the clerk as plain words."""
     agent.rt.links.create(LinkRequest(matter="M-2026-0071"))
     smtp = agent.rt.settings.smtp
     page = new_page(browser)

@@ -38,9 +38,9 @@ export function deliveryWords(createdAt, sends = []) {
   return [`Link created at ${when(createdAt)}`, ...sends.map(sendWords)];
 }
 
-// What a failed send request means to this reader (the API answers 500 when a channel is not set up).
+// What a failed send request means to this reader (the API answers 409 when a channel is not set up).
 function sendError(exc, channel) {
-  if (exc instanceof ApiError && exc.status >= 500 && /not set up/i.test(exc.message) && session.info?.role !== "admin") {
+  if (exc instanceof ApiError && (exc.status === 409 || exc.status >= 500) && /not set up/i.test(exc.message) && session.info?.role !== "admin") {
     return askAdmin(channel);
   }
   return exc.message;
