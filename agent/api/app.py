@@ -22,7 +22,7 @@ from agent.api.console.router import router as console_router
 from agent.api.docs import mount_docs
 from agent.api.errors import install_error_handlers
 from agent.api.guard import Guard
-from agent.api.routers import collections, links, matters, postings, settings, status
+from agent.api.routers import collections, links, matters, postings, settings, signin, status
 from agent.api.routers.common import ERRORS
 from agent.api.schemas import ErrorOut
 from agent.core.errors import ConfigurationError
@@ -49,6 +49,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.add_middleware(Guard, hosts=lambda: allowed_hosts(rt), authorised=tokens.authorised)
     install_error_handlers(app)
     app.include_router(status.public)
+    app.include_router(signin.public)
     staff = APIRouter(dependencies=[Depends(require_token)], responses=ERRORS)
     for router in STAFF_ROUTERS:
         staff.include_router(router)

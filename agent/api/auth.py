@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets as pysecrets
+import time
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -19,6 +20,7 @@ from agent.runtime import Runtime
 
 log = logging.getLogger("ledgerlink.api")
 
+SESSION_HOURS = 12
 TOKEN = "api-token"
 ADMIN_TOKEN = "api-admin-token"
 bearer = HTTPBearer(auto_error=False)
@@ -51,6 +53,13 @@ class Tokens:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._pair: tuple[str, str] | None = None
+        self._sessions: dict[str, tuple[str, float]] = {}  # session token -> role, monotonic expiry
+
+    def open_session(self, role: str) -> str:
+        """A session token for one signed-in tab; it lives in this process only and ends after SESSION_HOURS."""
+        session = pysecrets.token_urlsafe(32)
+        self._sessions[session] = (role, time.monotonic() + SESSION_HOURS * 3600)
+        return session
 
     def role(self, given: str) -> str | None:
         """``admin``, ``user`` or None for the bearer token ``given``."""
@@ -61,6 +70,10 @@ class Tokens:
             return "admin"
         if given and pysecrets.compare_digest(given, user):
             return "user"
+        role, expires = self._sessions.get(given, ("", 0.0))
+        if role and time.monotonic() < expires:
+            return role
+        self._sessions.pop(given, None)
         return None
 
     def authorised(self, header: str) -> bool:

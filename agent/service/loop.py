@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.api.app import ensure_token, serve_api
-from agent.api.console import login_url
+from agent.api.console import sign_in_url
 from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.core.scrub import scrub
 from agent.engine.intake import InboxIntake, process_request_table
@@ -27,6 +27,7 @@ from agent.home.logs import setup_logging
 from agent.runtime import Runtime
 from agent.service.reload import ConfigWatcher
 from agent.state.lock import AlreadyRunning, Fenced, StoreLock
+from agent.state.signin import CODE_MINUTES, new_code
 from agent.state.store import utcnow
 from connectors.providers.sandbox import SandboxPayServer
 
@@ -271,7 +272,9 @@ def _run_locked(rt: Runtime, once: bool, lock: StoreLock) -> int:
             servers.append(start_pay_page(rt))
             api = serve_api(rt, rt.settings.api_host, rt.settings.api_port)
             servers.append(api)
-            log.info("staff console: %s", login_url(api.url, ensure_token(rt.secrets)))
+            ensure_token(rt.secrets)
+            log.info("staff console (this link works once, for %d minutes; 'ledgerlink api login-link' makes "
+                     "another): %s", CODE_MINUTES, sign_in_url(api.url, new_code(rt.store)))
             watcher = ConfigWatcher(rt, polling=rt.settings.watch_polling).start()
             servers.append(watcher)
             service.jobs.append(Job("watcher", 5.0, watcher.ensure_alive))

@@ -112,6 +112,15 @@ lease = Table(
     Column("expires_at", UTCDateTime, comment="by the database's clock; renewed by the active agent"),
 )
 
+sign_in_codes = Table(  # 0008: one-time console sign-in codes, kept as hashes
+    "sign_in_codes", metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("role", String(8), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+)
+
 component_status = Table(
     "component_status", metadata,
     Column("component", String(64), primary_key=True),

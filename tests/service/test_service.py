@@ -159,6 +159,8 @@ def test_run_serves_the_api_refuses_a_second_instance_and_stops_cleanly_on_sigte
     messages = [e["message"] for e in entries]
     assert any("received SIGTERM" in m for m in messages) and messages[-1] == "stopped"
     assert any("/matters?q=***" in m for m in messages)
+    console_link = next(m for m in messages if "staff console" in m)  # a one-time code: logged whole, usable once
+    assert "#code=" in console_link and "***" not in console_link
     assert token not in "\n".join(lines)
     console = (home / "console.log").read_text()
     assert '"message": "stopped"' in console and token not in console

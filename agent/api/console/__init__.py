@@ -44,6 +44,11 @@ SECURITY_HEADERS = {
 }
 
 
+def sign_in_url(base: str, code: str) -> str:
+    """The sign-in link with a one-time code (agent.state.signin): safe to log and print, useless once used."""
+    return f"{base.rstrip('/')}{PREFIX}/login#code={quote(code, safe='')}"
+
+
 def login_url(base: str, token: str) -> str:
     """The one-time sign-in link the service prints at start. The token rides in the #fragment, which browsers
     never send to a server, so it stays out of access logs; the login page moves it to sessionStorage."""

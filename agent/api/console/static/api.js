@@ -28,7 +28,7 @@ export async function api(method, path, body, { raw = false, headers = {} } = {}
     options.headers["Content-Type"] = "application/json";
   }
   const response = await fetch(path, options);
-  if (response.status === 401 && !path.startsWith("/status")) {
+  if (response.status === 401 && !path.startsWith("/status") && path !== "/console/sign-in") {
     token.clear();
     location.assign("/console/login?expired=1");
   }

@@ -1,0 +1,80 @@
+"""The console's one-time sign-in (issue 14 item 6): the printed link carries a code that works once and for a
+few minutes, is exchanged for a session token kept in the tab, and may be logged in full."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from console_support import ARGS, CHROMIUM
+from playwright.sync_api import sync_playwright
+from sqlalchemy import update
+from tests_support import require
+
+from agent.api.app import ApiServer, serve_api
+from agent.api.console import sign_in_url
+from agent.cli.main import main
+from agent.home.demo import init_home
+from agent.runtime import Runtime
+from agent.state.schema import sign_in_codes
+from agent.state.signin import new_code, redeem
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Runtime, ApiServer]]:
+    home = tmp_path / "home"
+    init_home(home)
+    rt = Runtime.for_home(home)
+    server = serve_api(rt, "127.0.0.1", 0)
+    try:
+        yield rt, server
+    finally:
+        server.stop()
+        rt.close()
+
+
+def test_a_code_signs_in_once_and_its_session_works(served: tuple[Runtime, ApiServer]) -> None:
+    rt, server = served
+    code = new_code(rt.store)
+    first = httpx.post(f"{server.url}/console/sign-in", json={"code": code})
+    assert first.status_code == 200 and first.json()["role"] == "user"
+    session = first.json()["token"]
+    assert httpx.get(f"{server.url}/status", headers={"Authorization": f"Bearer {session}"}).status_code == 200
+    again = httpx.post(f"{server.url}/console/sign-in", json={"code": code})
+    assert again.status_code == 401 and "already used" in again.json()["error"]
+    admin = httpx.post(f"{server.url}/console/sign-in", json={"code": new_code(rt.store, "admin")}).json()
+    settings = httpx.get(f"{server.url}/settings/accounts/operating",
+                         headers={"Authorization": f"Bearer {admin['token']}"})
+    assert settings.status_code == 200  # an admin code gives an admin session
+
+
+def test_an_expired_code_is_refused(served: tuple[Runtime, ApiServer]) -> None:
+    rt, _server = served
+    code = new_code(rt.store)
+    with rt.store.begin() as conn:
+        conn.execute(update(sign_in_codes).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+    assert redeem(rt.store, code) is None
+
+
+def test_the_cli_prints_a_link_in_full_and_the_browser_signs_in_with_it(
+        served: tuple[Runtime, ApiServer], capsys: pytest.CaptureFixture[str]) -> None:
+    rt, server = served
+    assert main(["--home", str(rt.settings.home), "api", "login-link"]) == 0
+    code = capsys.readouterr().out.strip().rsplit("#code=", 1)[1]
+    assert len(code) >= 20 and "***" not in code  # worthless after use: nothing to scrub
+    if not Path(CHROMIUM).exists():
+        require(f"Chromium is not installed at {CHROMIUM}")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page()
+        page.goto(sign_in_url(server.url, code))
+        page.wait_for_url("**/console/#debts")
+        assert "code=" not in page.url
+        assert page.evaluate("sessionStorage.getItem('ledgerlink.token')") not in (None, "", code)
+        page.goto(sign_in_url(server.url, code))  # the same link again: refused, with words
+        page.get_by_role("alert").wait_for()
+        assert "already used" in page.get_by_role("alert").inner_text()
+        browser.close()
