@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent.core.errors import ConfigurationError, DataError, RuleError, TransientError
 from agent.core.model import to_decimal
 from agent.core.scrub import scrub
-from agent.engine.bulk import read_bulk
+from agent.engine.bulk import BulkProblem, BulkRow, read_bulk
 from agent.engine.export import neutralise
 from agent.engine.links import LinkEngine, LinkRequest
 from connectors.database.contract import Connector
@@ -72,6 +73,22 @@ def _row_error(message: str) -> str:
     return text if len(text) <= ROW_ERROR_LENGTH else text[: ROW_ERROR_LENGTH - 3] + "..."
 
 
+def _stamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+
+
+@dataclass
+class _Work:
+    """A file part-way through: its rows, how many have links, and its report so far."""
+
+    rows: list[BulkRow]
+    done: int = 0
+    report: io.StringIO = field(default_factory=io.StringIO)
+
+    def __post_init__(self) -> None:
+        self.writer = csv.writer(self.report, lineterminator="\n")
+
+
 @dataclass
 class _Seen:
     size: int
@@ -92,7 +109,9 @@ class InboxIntake:
     settle: float = 2.0
     clock: Callable[[], float] = time.monotonic
     _seen: dict[Path, _Seen] = field(default_factory=dict)
+    slice_rows: int = 200  # links made per scan: the service loop's other jobs run between slices
     _refused: set[Path] = field(default_factory=set)
+    _work: dict[Path, _Work] = field(default_factory=dict)  # files part-way through, in the order they started
 
     def ready(self) -> list[Path]:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -125,34 +144,57 @@ class InboxIntake:
                     "themselves into %s", path.name, self.folder)
 
     def scan(self) -> list[Path]:
-        """Process every complete file; returns where each one was moved."""
-        return [self.process(path) for path in self.ready()]
+        """One slice of work (at most ``slice_rows`` links), so a big file never holds up payments and postings:
+        the file in progress goes on, then the next complete ones. Returns where each finished file was moved."""
+        finished: list[Path] = []
+        budget = self.slice_rows
+        for path in [*self._work, *(p for p in self.ready() if p not in self._work)]:
+            if budget <= 0:
+                break
+            moved, used = self._advance(path, budget)
+            budget -= max(used, 1)
+            if moved is not None:
+                finished.append(moved)
+        return finished
 
-    def process(self, path: Path) -> Path:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-        bulk = read_bulk(path)
-        if not bulk.ok:
-            target = self._move(path, "failed", stamp)
-            report = [f"{path.name}: {len(bulk.problems)} problem(s); nothing was sent. Fix the file and drop it "
-                      "into the inbox again."]
-            report += [f"row {p.row}, {p.field}: {p.message} (value {p.value!r})" for p in bulk.problems]
-            target.with_name(target.name + ".errors.txt").write_text("\n".join(report) + "\n", encoding="utf-8")
-            log.warning("inbox file %s refused with %d problem(s)", path.name, len(bulk.problems))
-            return target
-        links_report = io.StringIO()
-        writer = csv.writer(links_report, lineterminator="\n")
-        writer.writerow(["invoice_number", "link_id", "status", "url", "existing"])
-        for row in bulk.rows:
-            try:
-                link = self.links.create(row.to_request(None))
-            except (RuleError, DataError) as exc:  # this row only (a paid invoice, say): the others still get links
-                writer.writerow([neutralise(row.invoice), "", "refused", "", neutralise(str(exc))])
-                log.warning("inbox file %s, invoice %s refused: %s", path.name, row.invoice, exc)
-                continue
-            writer.writerow([neutralise(row.invoice), link.id, link.status, link.url, str(link.existing).lower()])
-        target = self._move(path, "done", stamp)
-        target.with_name(target.name + ".links.csv").write_text(links_report.getvalue(), encoding="utf-8", newline="")
-        log.info("inbox file %s: %d link(s)", path.name, len(bulk.rows))
+    def _advance(self, path: Path, budget: int) -> tuple[Path | None, int]:
+        """Make up to ``budget`` more links for ``path``; the file is moved (and returned) once every row is done."""
+        work = self._work.get(path)
+        if work is None:
+            bulk = read_bulk(path)
+            if not bulk.ok:
+                return self._refuse(path, bulk.problems), 0
+            work = self._work[path] = _Work(bulk.rows)
+            work.writer.writerow(["invoice_number", "link_id", "status", "url", "existing"])
+        rows = work.rows[work.done:work.done + budget]
+        for row in rows:
+            self._link(path, row, work.writer)
+        work.done += len(rows)
+        if work.done < len(work.rows):
+            log.info("inbox file %s: %d of %d rows", path.name, work.done, len(work.rows))
+            return None, len(rows)
+        del self._work[path]
+        target = self._move(path, "done", _stamp())
+        target.with_name(target.name + ".links.csv").write_text(work.report.getvalue(), encoding="utf-8", newline="")
+        log.info("inbox file %s: %d link(s)", path.name, len(work.rows))
+        return target, len(rows)
+
+    def _link(self, path: Path, row: BulkRow, writer: Any) -> None:
+        try:
+            link = self.links.create(row.to_request(None))
+        except (RuleError, DataError) as exc:  # this row only (a paid invoice, say): the others still get links
+            writer.writerow([neutralise(row.invoice), "", "refused", "", neutralise(str(exc))])
+            log.warning("inbox file %s, invoice %s refused: %s", path.name, row.invoice, exc)
+            return
+        writer.writerow([neutralise(row.invoice), link.id, link.status, link.url, str(link.existing).lower()])
+
+    def _refuse(self, path: Path, problems: list[BulkProblem]) -> Path:
+        target = self._move(path, "failed", _stamp())
+        report = [f"{path.name}: {len(problems)} problem(s); nothing was sent. Fix the file and drop it into the "
+                  "inbox again."]
+        report += [f"row {p.row}, {p.field}: {p.message} (value {p.value!r})" for p in problems]
+        target.with_name(target.name + ".errors.txt").write_text("\n".join(report) + "\n", encoding="utf-8")
+        log.warning("inbox file %s refused with %d problem(s)", path.name, len(problems))
         return target
 
     def _move(self, path: Path, where: str, stamp: str) -> Path:

@@ -134,3 +134,20 @@ def test_the_inbox_never_follows_a_link(rt: Runtime, tmp_path: Path) -> None:
     assert (inbox.folder / "linked.csv").is_symlink() and rt.links.find() == []
     reports = [p.read_text() for pattern in ("*.txt", "*.links.csv") for p in inbox.folder.rglob(pattern)]
     assert not any("SECRET-FIRST-LINE" in text for text in reports)
+
+
+def test_a_big_file_is_taken_in_slices_so_the_other_jobs_run_between(rt: Runtime) -> None:
+    """Issue 14 item 15: each scan makes at most slice_rows links; the file is moved when its last row is done."""
+    inbox = InboxIntake(rt.links, rt.settings.home / "inbox", settle=0.0, slice_rows=2)
+    inbox.folder.mkdir()
+    rows = [f"Q-{200 + i},2026-11-01,2026-12-01,Payer {i},p{i}@example.com,{10 + i}.00,\n" for i in range(5)]
+    (inbox.folder / "big.csv").write_text(BULK.splitlines(keepends=True)[0] + "".join(rows))
+    inbox.ready()
+    made = []
+    for _ in range(3):
+        finished = inbox.scan()
+        made.append(len(rt.links.find()))
+    assert made == [2, 4, 5] and [p.parent.name for p in finished] == ["done"]
+    report = list(csv.reader(finished[0].with_name(finished[0].name + ".links.csv").open()))
+    assert [r[0] for r in report[1:]] == [f"Q-{200 + i}" for i in range(5)]
+    assert not (inbox.folder / "big.csv").exists()
