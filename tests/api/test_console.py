@@ -502,3 +502,11 @@ def test_console_info_and_link_delivery_endpoints(agent: Agent) -> None:
                            headers={"Authorization": f"Bearer {agent.token}"}).json()
         assert [(d["matter_number"], d["link_id"], d["sends"]) for d in found] == [("M-2026-0080", link.id, [])]
         assert client.get("/link-delivery", params={"matter": "M-2026-0080"}).status_code == 401
+
+
+def test_the_footer_says_which_version_is_running(page: Any, agent: Agent) -> None:
+    """Issue 16 item 6: the version a clerk can read out to support, the same as /status and --version."""
+    from agent import __version__
+
+    sign_in(page, agent)
+    expect(page.locator("footer.about")).to_have_text(f"Ledgerlink {__version__}")

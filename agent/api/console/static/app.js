@@ -40,6 +40,7 @@ async function start() {
     session.accounts = accounts;
     session.defaultAccount = accounts.find((a) => a.default)?.name;
     for (const select of document.querySelectorAll("select.accounts")) fillAccounts(select);
+    $("#agent-version").textContent = `Ledgerlink ${status.version}`;
     $("#agent-status").textContent = status.last_sync
       ? `Connected · matters synced ${when(status.last_sync)}` : "Connected · waiting for the first sync";
   } catch (exc) {
