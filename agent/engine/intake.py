@@ -100,13 +100,14 @@ class _Seen:
 class InboxIntake:
     """Bulk files (CSV/TXT) dropped into ``folder``; taken only once complete, moved to done/ or failed/.
 
-    A file is complete when its size and mtime have not changed for ``settle`` seconds; writers that rename a
-    finished ``.tmp``/``.part`` file into place are taken on the next scan (those suffixes are never read).
+    The convention (README): write ``name.part`` and rename it to ``name.csv`` when it is complete; ``.part``,
+    ``.tmp`` and the like are never read. For a writer that does not follow it, a file is taken only once its size
+    and mtime have not changed for ``settle`` seconds, long enough for a writer that pauses between rows.
     """
 
     links: LinkEngine
     folder: Path
-    settle: float = 2.0
+    settle: float = 15.0
     clock: Callable[[], float] = time.monotonic
     _seen: dict[Path, _Seen] = field(default_factory=dict)
     slice_rows: int = 200  # links made per scan: the service loop's other jobs run between slices

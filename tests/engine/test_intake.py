@@ -151,3 +151,23 @@ def test_a_big_file_is_taken_in_slices_so_the_other_jobs_run_between(rt: Runtime
     report = list(csv.reader(finished[0].with_name(finished[0].name + ".links.csv").open()))
     assert [r[0] for r in report[1:]] == [f"Q-{200 + i}" for i in range(5)]
     assert not (inbox.folder / "big.csv").exists()
+
+
+def test_a_writer_that_pauses_between_rows_is_waited_for(rt: Runtime) -> None:
+    """Issue 14 item 12: a file written in place and paused for seconds is not read half-written (by default the
+    inbox waits 15 s of no change); the .part-then-rename convention needs no wait at all."""
+    clock = [0.0]
+    inbox = InboxIntake(rt.links, rt.settings.home / "inbox", clock=lambda: clock[0])
+    inbox.folder.mkdir()
+    half = BULK.replace("120.50", "1")[: BULK.index("Ada")]  # the writer stopped mid-row
+    (inbox.folder / "slow.csv").write_text(half)
+    inbox.ready()
+    clock[0] = 10.0  # paused for ten seconds
+    assert inbox.scan() == [] and rt.links.find() == []
+    (inbox.folder / "slow.csv").write_text(BULK)  # ... and finished
+    clock[0] = 20.0
+    assert inbox.scan() == []
+    clock[0] = 36.0
+    (moved,) = inbox.scan()
+    assert moved.parent.name == "done"
+    assert sorted(x.amount for x in rt.links.find()) == [Decimal("99.99"), Decimal("120.50")]
