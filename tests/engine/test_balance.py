@@ -61,3 +61,16 @@ def test_a_sync_pass_begun_before_the_posting_does_not_count_as_seeing_it(rt: Ru
     rt.syncer.sync(["statements"])
     rt.connector.read = real_read  # type: ignore[method-assign]
     assert rt.links.defaults(MATTER).amount == Decimal("0.00")
+
+
+def test_the_service_reads_the_statements_again_right_after_a_write_back(rt: Runtime) -> None:
+    """Issue 13 item 1: after the postings job writes, the mirror shows the firm's new balance at once."""
+    from agent.service.loop import default_jobs
+
+    link = rt.links.create(LinkRequest(matter=MATTER))
+    sandbox.pay(rt.settings.home, link.provider_ref)
+    EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
+    postings_job = next(job for job in default_jobs(rt) if job.name == "postings")
+    assert postings_job.run()["posted"] == 2
+    after = rt.links.defaults(MATTER)  # no sync job has run since
+    assert (after.open_balance, after.unposted_payments, after.amount) == (Decimal(0), Decimal(0), Decimal(0))
