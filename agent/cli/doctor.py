@@ -12,7 +12,6 @@ import argparse
 import io
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agent.cli.output import Commands, emit
+from agent.core import system
 from agent.core.errors import LedgerlinkError
 from agent.core.scrub import scrub
 from agent.engine.sending import DeliveryFailed, check_relay
@@ -107,7 +107,7 @@ def _store(rt: Runtime) -> Iterator[Finding]:
 
 
 def _service(rt: Runtime) -> Iterator[Finding]:
-    if sys.platform != "linux" or shutil.which("systemctl") is None:
+    if system.current().service_manager() != "systemd" or shutil.which("systemctl") is None:
         yield Finding("warn", "service", "not checked on this system (no systemctl)",
                       "see installer/README.md for this system's service manager")
         return

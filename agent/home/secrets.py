@@ -24,6 +24,7 @@ import keyring
 import keyring.backend
 import keyring.errors
 
+from agent.core import system
 from agent.core.errors import ConfigurationError
 from agent.core.scrub import reveal
 
@@ -40,7 +41,7 @@ def _file_keyring(home: Path) -> keyring.backend.KeyringBackend:
 
     folder = home / "secrets"
     folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
+    system.current().make_private(folder)
     backend = PlaintextKeyring()
     backend.file_path = str(folder / "keyring.cfg")
     result: keyring.backend.KeyringBackend = backend
@@ -83,7 +84,7 @@ class Secrets:
         self._backend.set_password(SERVICE, name, value)
         path = getattr(self._backend, "file_path", None)
         if path and os.path.exists(path):
-            os.chmod(path, 0o600)
+            system.current().make_private(Path(path))
 
     def delete(self, name: str) -> None:
         if self._backend is not None:

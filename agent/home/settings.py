@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agent.core import system
 from agent.core.errors import ConfigurationError
 from agent.core.model import MerchantAccount
 from agent.home.secrets import Backend
@@ -26,7 +27,7 @@ CONFIG_NAME = "ledgerlink.toml"
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("LEDGERLINK_HOME") or Path.home() / ".ledgerlink").resolve()
+    return system.current().default_home(os.environ, Path.home()).resolve()
 
 
 class Intervals(BaseModel):

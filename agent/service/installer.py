@@ -12,7 +12,6 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from string import Template
 from xml.sax.saxutils import escape
 
+from agent.core import system
 from agent.core.errors import ConfigurationError
 
 TEMPLATES_PACKAGE = "agent.service.templates"
@@ -45,15 +45,12 @@ SYSTEMD_HOME_DIRS = ("/home", "/root", "/run/user")  # what ProtectHome=true hid
 
 
 def current_platform() -> str:
-    if sys.platform == "win32":
-        return "windows"
-    return "launchd" if sys.platform == "darwin" else "systemd"
+    return system.current().service_manager()
 
 
 def installed_script() -> Path:
     """The ``ledgerlink`` console script of this installation (the venv's, when run from one)."""
-    name = "ledgerlink.exe" if sys.platform == "win32" else "ledgerlink"
-    return Path(sysconfig.get_path("scripts")) / name
+    return Path(sysconfig.get_path("scripts")) / system.current().script_name()
 
 
 def templates() -> Traversable:

@@ -19,6 +19,7 @@ from typing import Any
 
 from agent.api.app import ensure_token, serve_api
 from agent.api.console import sign_in_url
+from agent.core import system
 from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.core.scrub import scrub
 from agent.engine.intake import InboxIntake, process_request_table
@@ -257,7 +258,7 @@ def run_service(rt: Runtime, once: bool = False) -> int:
 def _stand_by(lock: StoreLock) -> bool:
     """Wait as the hot standby until the active agent's lease is free; False when stopped meanwhile."""
     stopping = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in system.current().stop_signals()}
     try:
         return lock.wait(stopping)
     finally:
@@ -273,8 +274,8 @@ def _run_locked(rt: Runtime, once: bool, lock: StoreLock) -> int:
         log.info("received %s, finishing the job in flight", signal.Signals(signum).name)
         service.stopping.set()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for sig in system.current().stop_signals():
+        signal.signal(sig, stop)
     servers: list[Any] = []
     try:
         if not once:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,11 +26,11 @@ from typing import IO, Protocol
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
+from agent.core import system
 from agent.core.errors import LedgerlinkError
 
 log = logging.getLogger("ledgerlink.state")
 
-WINDOWS_LOCK_OFFSET = 1 << 20  # Windows cannot read a locked byte: lock one far past the pid written at the start
 
 
 LEASE_NAME = "agent"
@@ -211,7 +210,7 @@ class StoreLock:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the life of the agent
         try:
-            _try_lock(handle)
+            system.current().try_lock(handle)
         except OSError:
             handle.seek(0)
             holder = handle.read(200).strip()
@@ -245,7 +244,7 @@ class StoreLock:
         if self.url.get_backend_name() == "postgresql":
             self._release_lease()
         if self._file is not None:
-            _unlock(self._file)
+            system.current().unlock(self._file)
             self._file.close()
             self._file = None
         if self._conn is not None:
@@ -257,24 +256,6 @@ class StoreLock:
                 self._conn = None
 
 
-if sys.platform == "win32":
-    import msvcrt
-
-    def _try_lock(handle: IO[str]) -> None:
-        handle.seek(WINDOWS_LOCK_OFFSET)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-
-    def _unlock(handle: IO[str]) -> None:
-        handle.seek(WINDOWS_LOCK_OFFSET)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-else:
-    import fcntl
-
-    def _try_lock(handle: IO[str]) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def _unlock(handle: IO[str]) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def active_agent(store: Store) -> dict[str, object] | None:
