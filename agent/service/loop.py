@@ -48,10 +48,10 @@ class Job:
 
 
 class Service:
-    def __init__(self, rt: Runtime, jobs: list[Job]) -> None:
+    def __init__(self, rt: Runtime, jobs: list[Job], stopping: threading.Event | None = None) -> None:
         self.rt = rt
         self.jobs = jobs
-        self.stopping = threading.Event()
+        self.stopping = stopping or threading.Event()
 
     def run_job(self, job: Job) -> None:
         try:
@@ -239,6 +239,22 @@ def run_service(rt: Runtime, once: bool = False) -> int:
     this one is a standby (``standby = true`` on a PostgreSQL store): then it waits and takes over. 3 when the
     lease was lost to another agent while running, so a supervisor starts this one again as the standby."""
     setup_logging(settings=rt.settings)
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("received %s, finishing the job in flight", signal.Signals(signum).name)
+        stopping.set()
+
+    # From the very start, so a stop that arrives while standing by or starting up is never the default action
+    previous = {sig: signal.signal(sig, stop) for sig in system.current().stop_signals()}
+    try:
+        return _run(rt, once, stopping)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(rt: Runtime, once: bool, stopping: threading.Event) -> int:
     lock = rt.store.instance_lock()  # before any job runs
     try:
         lock.acquire()
@@ -246,36 +262,18 @@ def run_service(rt: Runtime, once: bool = False) -> int:
         if not (rt.settings.standby and lock.can_stand_by and not once):
             log.error("%s", exc)
             return 2
-        if not _stand_by(lock):
+        if not lock.wait(stopping):  # the hot standby: until the active agent's lease is free, or a stop
             return 0
     try:
-        code = _run_locked(rt, once, lock)
+        code = _run_locked(rt, once, lock, stopping)
     finally:
         lock.release()
     return 3 if lock.lost.is_set() else code
 
 
-def _stand_by(lock: StoreLock) -> bool:
-    """Wait as the hot standby until the active agent's lease is free; False when stopped meanwhile."""
-    stopping = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in system.current().stop_signals()}
-    try:
-        return lock.wait(stopping)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _run_locked(rt: Runtime, once: bool, lock: StoreLock) -> int:
-    service = Service(rt, default_jobs(rt))
-    lock.on_lost = service.stopping.set  # fenced out by a takeover: stop at once, write nothing more
-
-    def stop(signum: int, _frame: object) -> None:
-        log.info("received %s, finishing the job in flight", signal.Signals(signum).name)
-        service.stopping.set()
-
-    for sig in system.current().stop_signals():
-        signal.signal(sig, stop)
+def _run_locked(rt: Runtime, once: bool, lock: StoreLock, stopping: threading.Event) -> int:
+    service = Service(rt, default_jobs(rt), stopping)
+    lock.on_lost = stopping.set  # fenced out by a takeover: stop at once, write nothing more
     servers: list[Any] = []
     try:
         if not once:
