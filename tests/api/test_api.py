@@ -92,13 +92,16 @@ def test_binds_loopback_and_every_endpoint_but_health_needs_the_token(env: Env) 
             if path == "/health":
                 assert bare.request(method, url).status_code == 200
                 continue
+            if path == "/console/sign-in":  # needs no token: the one-time code is the credential
+                assert bare.request(method, url, json={"code": "not-a-real-code"}).status_code == 401
+                continue
             for client in (bare, wrong):
                 response = client.request(method, url, json={})
                 assert response.status_code == 401, (method, path)
                 assert response.headers["www-authenticate"] == "Bearer"
                 assert "ledgerlink api token" in response.json()["error"]
             checked += 1
-    assert checked >= 27  # the API's own endpoints and the console's (agent/console/extra_api.py)
+    assert checked >= 27  # the API's own endpoints and the console's (agent/api/console/router.py)
     assert "not-the-token" not in wrong.get("/status").text
 
 
@@ -348,7 +351,7 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
         "/accounts": {"get"}, "/manage-postings": {"get"}, "/postings/{posting_id}/reallocate": {"post"},
         "/postings/{posting_id}/remove": {"post"}, "/sent-pages": {"get"}, "/sent-pages/export": {"get"},
         "/bulk/template": {"get"}, "/bulk/review": {"post"}, "/bulk/links": {"post"},
-        "/console-info": {"get"}, "/link-delivery": {"get"},
+        "/console-info": {"get"}, "/link-delivery": {"get"}, "/console/sign-in": {"post"},
         "/collections": {"get"}, "/collections/{collection_id}": {"get"},
         "/collections/{collection_id}/cancel": {"post"},
     }
