@@ -113,9 +113,9 @@ class StateStore:
         except DBAPIError as exc:
             if not _is_full(exc):
                 raise
-            if self.full is None:
+            if self.full is None:  # said once, with the time it began, until a write succeeds again
                 log.error("the state store's disk is full; nothing was written, the agent retries: %s", exc.orig)
-            self.full = f"the state store's disk is full since {utcnow():%Y-%m-%d %H:%M} UTC: free space on it"
+                self.full = f"the state store's disk is full since {utcnow():%Y-%m-%d %H:%M} UTC: free space on it"
             raise StoreFull(self.full) from None
         if self.full is not None:
             log.warning("the state store is writable again")

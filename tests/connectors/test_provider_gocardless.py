@@ -4,36 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from decimal import Decimal
 
 import pytest
+from fakes import FakeWorld
 from fakes.gocardless_api import SECRET, FakeGoCardless, GoCardlessSigner
 
 from agent.core.errors import TransientError
 from agent.core.model import MerchantAccount
-from connectors.providers.contract import LinkStatus, ProviderError, ProviderLink
+from connectors.providers.contract import LinkStatus, ProviderError
 from connectors.providers.gocardless import GoCardlessProvider, retry_after
 from connectors.testkit.provider import ProviderContract, make_spec
-
-
-class GoCardlessWorld:
-    def __init__(self, api: FakeGoCardless) -> None:
-        self.api = api
-
-    def pay(self, link: ProviderLink, amount: Decimal | None = None, confirm: bool = True) -> str:
-        return self.api.pay(link.ref, amount, confirm)
-
-    def fail(self, payment_ref: str) -> None:
-        self.api.fail(payment_ref)
-
-    def charge_back(self, payment_ref: str) -> None:
-        self.api.charge_back(payment_ref)
-
-    def expire(self, link: ProviderLink) -> None:
-        self.api.expire(link.ref)
-
-    def link_count(self) -> int:
-        return self.api.link_count()
 
 
 @pytest.fixture
@@ -50,8 +30,8 @@ def provider(api: FakeGoCardless) -> GoCardlessProvider:
 
 
 @pytest.fixture
-def payer(api: FakeGoCardless) -> GoCardlessWorld:
-    return GoCardlessWorld(api)
+def payer(api: FakeGoCardless) -> FakeWorld:
+    return FakeWorld(api)
 
 
 @pytest.fixture

@@ -8,33 +8,14 @@ from decimal import Decimal
 from urllib.parse import parse_qs
 
 import pytest
+from fakes import FakeWorld
 from fakes.stripe_api import SECRET, FakeStripe, StripeSigner
 
 from agent.core.errors import TransientError
 from agent.core.model import MerchantAccount
-from connectors.providers.contract import EventKind, LinkStatus, ProviderError, ProviderLink
+from connectors.providers.contract import EventKind, LinkStatus, ProviderError
 from connectors.providers.stripe import StripeProvider
 from connectors.testkit.provider import ProviderContract, drain, make_spec
-
-
-class StripeWorld:
-    def __init__(self, api: FakeStripe) -> None:
-        self.api = api
-
-    def pay(self, link: ProviderLink, amount: Decimal | None = None, confirm: bool = True) -> str:
-        return self.api.pay(link.ref, amount, confirm)
-
-    def fail(self, payment_ref: str) -> None:
-        self.api.fail(payment_ref)
-
-    def charge_back(self, payment_ref: str) -> None:
-        self.api.charge_back(payment_ref)
-
-    def expire(self, link: ProviderLink) -> None:
-        self.api.expire(link.ref)
-
-    def link_count(self) -> int:
-        return self.api.link_count()
 
 
 @pytest.fixture
@@ -51,8 +32,8 @@ def provider(api: FakeStripe) -> StripeProvider:
 
 
 @pytest.fixture
-def payer(api: FakeStripe) -> StripeWorld:
-    return StripeWorld(api)
+def payer(api: FakeStripe) -> FakeWorld:
+    return FakeWorld(api)
 
 
 @pytest.fixture
@@ -123,7 +104,7 @@ def test_events_ask_only_for_mapped_types(provider: StripeProvider, api: FakeStr
     assert provider.events(None).events == []
 
 
-def test_chargeback_names_the_session(provider: StripeProvider, payer: StripeWorld) -> None:
+def test_chargeback_names_the_session(provider: StripeProvider, payer: FakeWorld) -> None:
     link = provider.create_link(make_spec(provider))
     payer.charge_back(payer.pay(link))
     events, _ = drain(provider, None)

@@ -8,8 +8,12 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
+
+from connectors.providers.contract import ProviderLink
 
 Response = tuple[int, dict[str, str], bytes]
 
@@ -123,3 +127,35 @@ class FakeAPI:
             do_GET = do_POST = do_PUT = do_DELETE = _any
 
         return Handler
+
+
+class PaymentsFake(Protocol):
+    """What a fake provider server lets a test do as the payer or the bank would."""
+
+    def pay(self, ref: str, amount: Decimal | None, confirm: bool, /) -> str: ...
+    def fail(self, payment_ref: str, /) -> None: ...
+    def charge_back(self, payment_ref: str, /) -> None: ...
+    def expire(self, ref: str, /) -> None: ...
+    def link_count(self) -> int: ...
+
+
+class FakeWorld:
+    """The contract kit's "world" (payer, bank, clock) for a provider whose fake server plays them."""
+
+    def __init__(self, api: PaymentsFake) -> None:
+        self.api = api
+
+    def pay(self, link: ProviderLink, amount: Decimal | None = None, confirm: bool = True) -> str:
+        return self.api.pay(link.ref, amount, confirm)
+
+    def fail(self, payment_ref: str) -> None:
+        self.api.fail(payment_ref)
+
+    def charge_back(self, payment_ref: str) -> None:
+        self.api.charge_back(payment_ref)
+
+    def expire(self, link: ProviderLink) -> None:
+        self.api.expire(link.ref)
+
+    def link_count(self) -> int:
+        return self.api.link_count()
