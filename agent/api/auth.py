@@ -15,6 +15,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from agent.core.errors import ConfigurationError
+from agent.core.model import Actor
 from agent.home.secrets import Secrets
 from agent.runtime import Runtime
 
@@ -97,3 +98,11 @@ def require_admin(who: Annotated[str, Depends(require_token)]) -> str:
     if who != "admin":
         raise HTTPException(403, "this changes settings: use the admin token ('ledgerlink api token --admin')")
     return who
+
+
+def current_actor(role: Annotated[str, Depends(require_token)]) -> Actor:
+    """The person behind this request, for the audit trail (the token's role until staff sign in by name)."""
+    return Actor("user", role)
+
+
+ActorDep = Annotated[Actor, Depends(current_actor)]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -236,3 +237,17 @@ class MerchantAccount(BaseModel):
     disclaimer: str = ""
     reminder_days: list[int] = Field(default_factory=lambda: [3, 7, 14])
     remind_before_expiry_days: int | None = 1
+
+
+ActorKind = Literal["user", "job", "intake", "cli", "system"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something, for the audit trail: a named person, or the job, intake file or command that acted."""
+
+    kind: ActorKind
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"

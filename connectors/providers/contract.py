@@ -275,3 +275,90 @@ class DirectDebitProvider(ABC):
     @abstractmethod
     def cancel_collection(self, ref: str) -> Collection:
         """Cancel before submission to the bank; CollectionCancelRefused once the provider no longer allows it."""
+
+
+# --- Money after the payment: payouts, their contents and refunds (an optional third contract) ------------------
+
+
+class PayoutStatus(StrEnum):
+    """A payout's state, normalised: GoCardless pending/paid/bounced; Stripe pending/in_transit/paid/failed/canceled."""
+
+    PENDING = "pending"  # announced, not yet in the bank (GoCardless pending; Stripe pending or in_transit)
+    PAID = "paid"  # credited to the firm's bank account
+    FAILED = "failed"  # returned to the provider (GoCardless bounced; Stripe failed or canceled)
+
+
+class PayoutItemKind(StrEnum):
+    """What one line of a payout is; its amount is signed: what it adds to (or takes from) the bank credit."""
+
+    PAYMENT = "payment"  # a payment's gross amount (positive)
+    FEE = "fee"  # the provider's or an app's fee, and tax on fees (negative)
+    REFUND = "refund"  # money returned to a payer (negative)
+    CHARGEBACK = "chargeback"  # a payer's bank took it back (negative)
+    ADJUSTMENT = "adjustment"  # anything else: a reversed chargeback or refund, a correction (either sign)
+
+
+@dataclass(frozen=True)
+class Payout:
+    ref: str  # the provider's payout id
+    amount: Decimal  # what reaches (or reached) the firm's bank account
+    currency: str
+    status: PayoutStatus
+    created_at: dt.datetime
+    arrival_date: dt.date | None = None  # when the bank is credited, where the provider says
+    bank_reference: str = ""  # what the firm's bank statement shows for it
+    raw_status: str = ""  # the provider's own word
+
+
+@dataclass(frozen=True)
+class PayoutItem:
+    kind: PayoutItemKind
+    amount: Decimal  # signed, in the payout's currency
+    payment_ref: str | None  # the payment it concerns (None for an item about no one payment)
+    ref: str = ""  # the provider's id of the line (a balance transaction, a refund, a payout item's own id)
+    raw_type: str = ""  # the provider's own word (payout item type, balance transaction type)
+
+
+class RefundStatus(StrEnum):
+    """GoCardless created/pending_submission/submitted/paid/cancelled/bounced/funds_returned and Stripe
+    pending/requires_action/succeeded/failed/canceled, normalised."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Refund:
+    ref: str
+    payment_ref: str
+    amount: Decimal
+    currency: str
+    status: RefundStatus
+    created_at: dt.datetime
+    raw_status: str = ""
+
+
+class RefundRefused(ProviderError):
+    """The provider would not refund (more than is left, a payment not yet settled, refunds switched off)."""
+
+
+class PayoutProvider(ABC):
+    """Mixed into a Provider whose money reaches the firm's bank in payouts, and that can refund a payment.
+
+    Fees are read from a payout's items (GoCardless ``payout_items``; Stripe ``balance_transactions?payout=``), so a
+    payment's fee is known when the payout that carries it is read.
+    """
+
+    @abstractmethod
+    def payouts(self, since: dt.datetime) -> list[Payout]:
+        """Every payout created at or after ``since``, oldest first, all pages read."""
+
+    @abstractmethod
+    def payout_items(self, payout_ref: str) -> list[PayoutItem]:
+        """What one payout contains, all pages read; the amounts add up to the payout's amount."""
+
+    @abstractmethod
+    def refund(self, payment_ref: str, amount: Decimal, currency: str, reason: str,
+               idempotency_key: str) -> Refund:
+        """Refund part or all of a payment; retried with the same key it returns the same refund."""
