@@ -17,7 +17,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, ClassVar, TypeVar
 
 import requests
@@ -44,10 +44,18 @@ from connectors.providers.contract import (
     MandateSetup,
     MandateStatus,
     PaymentMethod,
+    Payout,
+    PayoutItem,
+    PayoutItemKind,
+    PayoutProvider,
+    PayoutStatus,
     Provider,
     ProviderError,
     ProviderEvent,
     ProviderLink,
+    Refund,
+    RefundRefused,
+    RefundStatus,
 )
 from connectors.providers.cursor import Position, pages, read_forward
 
@@ -120,6 +128,37 @@ SETUP_STATUS = {
     "fulfilling": MandateStatus.PENDING_CUSTOMER_APPROVAL,
     "cancelled": MandateStatus.CANCELLED,
 }
+# Payout statuses are pending, paid and bounced (gocardless_pro resources/payout.py; API reference "Payouts").
+PAYOUT_STATUS = {"pending": PayoutStatus.PENDING, "paid": PayoutStatus.PAID, "bounced": PayoutStatus.FAILED}
+# Payout item types and their documented direction (gocardless-dotnet Resources/PayoutItem.cs, from the API
+# reference): the sign is already in ``amount`` ("the positive (credit) or negative (debit) value of the item"),
+# so a kind never flips it. gocardless_fee and surcharge_fee are "inclusive of VAT if applicable": ``taxes`` only
+# breaks the tax out of the fee's amount, and adding it again would count it twice. A late payment failure takes
+# the money back as a chargeback does; a returned refund gives it back. A type not listed here is kept, signed as
+# GoCardless gives it, as an adjustment (so the items still add up), and logged.
+ITEM_KIND = {
+    "payment_paid_out": PayoutItemKind.PAYMENT,
+    "payment_failed": PayoutItemKind.CHARGEBACK,
+    "payment_charged_back": PayoutItemKind.CHARGEBACK,
+    "payment_refunded": PayoutItemKind.REFUND,
+    "refund": PayoutItemKind.REFUND,
+    "refund_funds_returned": PayoutItemKind.ADJUSTMENT,
+    "gocardless_fee": PayoutItemKind.FEE,
+    "app_fee": PayoutItemKind.FEE,
+    "surcharge_fee": PayoutItemKind.FEE,
+    "revenue_share": PayoutItemKind.ADJUSTMENT,  # a partner's share of fees: income, shown in partner payouts only
+}
+# Refund statuses (gocardless-dotnet Resources/Refund.cs): created, pending_submission, submitted, paid,
+# cancelled, bounced, funds_returned. The first four still claim part of the payment.
+REFUND_STATUS = {
+    "created": RefundStatus.PENDING,
+    "pending_submission": RefundStatus.PENDING,
+    "submitted": RefundStatus.PENDING,
+    "paid": RefundStatus.SUCCEEDED,
+    "cancelled": RefundStatus.FAILED,
+    "bounced": RefundStatus.FAILED,
+    "funds_returned": RefundStatus.FAILED,
+}
 FLOW_LIFETIME = dt.timedelta(days=7)
 DEFAULT_TIMEOUT = 20.0
 ENVIRONMENTS = {"live": "https://api.gocardless.com", "sandbox": "https://api-sandbox.gocardless.com"}
@@ -173,7 +212,7 @@ def _translate(exc: Exception) -> Exception:
     return ProviderError(f"GoCardless refused the request ({status}): {exc}")
 
 
-class GoCardlessProvider(Provider, DirectDebitProvider):
+class GoCardlessProvider(Provider, DirectDebitProvider, PayoutProvider):
     name: ClassVar[str] = "gocardless"
     # A Billing Request Flow expires 7 days after creation (API reference example: created_at
     # 2022-11-01T16:28:31Z, expires_at 2022-11-08T16:28:31Z) and its lifetime cannot be set.
@@ -202,6 +241,9 @@ class GoCardlessProvider(Provider, DirectDebitProvider):
         self._payments = services.PaymentsService(api, 1, 0)
         self._mandates = services.MandatesService(api, 1, 0)
         self._events = services.EventsService(api, 1, 0)
+        self._payouts = services.PayoutsService(api, 1, 0)
+        self._payout_items = services.PayoutItemsService(api, 1, 0)
+        self._refunds = services.RefundsService(api, 1, 0)
         self._now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -415,9 +457,12 @@ class GoCardlessProvider(Provider, DirectDebitProvider):
                                          raw_status=f"payments.{payment['status']}", **base))
         return out
 
-    def _list(self, kind: str, service: Any, since: dt.datetime) -> list[dict[str, Any]]:
+    def _list(self, kind: str, service: Any, since: dt.datetime | None, **filters: str) -> list[dict[str, Any]]:
+        """Every record of a cursor-paged list (``after``), created on or after ``since`` where given."""
+        bound = {"created_at[gte]": _format_time(since)} if since else {}
+
         def fetch(after: str | None) -> tuple[list[dict[str, Any]], str | None]:
-            params = {"limit": PAGE, "created_at[gte]": _format_time(since), **({"after": after} if after else {})}
+            params = {"limit": PAGE, **bound, **filters, **({"after": after} if after else {})}
             page = self._call(service.list, params=params)
             return [record.attributes for record in page.records], page.after
 
@@ -558,6 +603,52 @@ class GoCardlessProvider(Provider, DirectDebitProvider):
                 f"GoCardless would not cancel {ref} ({current.status}): {exc}", current
             ) from exc
 
+    # --- payouts and refunds ---------------------------------------------------------------------------------
+
+    def payouts(self, since: dt.datetime) -> list[Payout]:
+        """``GET /payouts?created_at[gte]=``, every page, oldest first."""
+        listed = self._list("payouts", self._payouts, since)
+        return sorted((_payout(raw) for raw in listed), key=lambda p: (p.created_at, p.ref))
+
+    def payout_items(self, payout_ref: str) -> list[PayoutItem]:
+        """``GET /payout_items?payout=``, every page, in whole pence.
+
+        GoCardless keeps some fees to a tenth of a penny and rounds the payout's sum of items to the penny
+        (PayoutItem.cs, ``amount``). Each item is rounded to the penny here and what that rounding moves is one
+        more fee line (``fee_rounding``), so the items add up to the bank credit exactly.
+        """
+        payout = self._call(self._payouts.get, payout_ref).attributes
+        currency = payout["currency"]
+        listed = self._list("payout_items", self._payout_items, None, payout=payout_ref)
+        items = [_item(raw, currency, f"{payout_ref}:{n}") for n, raw in enumerate(listed)]
+        rest = from_minor(int(payout["amount"]), currency) - sum((item.amount for item in items), Decimal(0))
+        if rest:
+            items.append(PayoutItem(PayoutItemKind.FEE, rest, None, f"{payout_ref}:rounding", "fee_rounding"))
+        return items
+
+    def refund(self, payment_ref: str, amount: Decimal, currency: str, reason: str,
+               idempotency_key: str) -> Refund:
+        """``POST /refunds`` with ``total_amount_confirmation``: what the payment's live refunds come to with this
+        one, GoCardless's guard against two refunds made unaware of each other (RefundsService.create). A repeat
+        under the key is answered 409 idempotent_creation_conflict, and the SDK then reads that refund back.
+        The reason goes in metadata: ``reference`` is printed on the payer's statement, its length set by the
+        scheme."""
+        try:
+            minor = to_minor(amount, currency)
+        except DataError as exc:
+            raise RefundRefused(str(exc)) from None
+        claimed = sum(int(r["amount"]) for r in self._list("refunds", self._refunds, None, payment=payment_ref)
+                      if REFUND_STATUS.get(r["status"]) is not RefundStatus.FAILED)
+        params = {"amount": minor, "total_amount_confirmation": claimed + minor, "links": {"payment": payment_ref},
+                  "metadata": {"reason": reason[:500]}}
+        try:
+            created = self._call(self._refunds.create, params=params, headers={"Idempotency-Key": idempotency_key})
+        except LinkNotFound:
+            raise
+        except ProviderError as exc:  # 422 validation_failed / invalid_state: more than is left, a wrong state
+            raise RefundRefused(f"GoCardless would not refund {payment_ref}: {exc}") from exc
+        return _refund(created.attributes)
+
     def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
         """``Webhook-Signature`` is the hex HMAC-SHA256 of the raw body under the endpoint secret."""
         if not self.webhook_secret:
@@ -568,6 +659,57 @@ class GoCardlessProvider(Provider, DirectDebitProvider):
             raise InvalidSignature("GoCardless webhook signature does not match")
         payments: PaymentCache = {}
         return [e for item in json.loads(body)["events"] if (e := self._read(item, payments)) is not None]
+
+
+def _payout(raw: Mapping[str, Any]) -> Payout:
+    status = PAYOUT_STATUS.get(raw["status"])
+    if status is None:
+        raise ProviderError(f"GoCardless payout {raw['id']} has an undocumented status {raw['status']!r}")
+    arrival = raw.get("arrival_date")
+    return Payout(
+        ref=raw["id"],
+        amount=from_minor(int(raw["amount"]), raw["currency"]),
+        currency=raw["currency"],
+        status=status,
+        created_at=_parse_time(raw["created_at"]),
+        arrival_date=dt.date.fromisoformat(arrival) if arrival else None,
+        bank_reference=raw.get("reference") or "",
+        raw_status=raw["status"],
+    )
+
+
+def _item(raw: Mapping[str, Any], currency: str, place: str) -> PayoutItem:
+    """One payout item: ``amount`` is a string of pence to one decimal place, signed (PayoutItem.cs). Items have
+    no id of their own, so one is named by its place in the payout."""
+    try:
+        pence = Decimal(str(raw["amount"]))
+    except InvalidOperation:
+        raise ProviderError(f"GoCardless payout item amount {raw['amount']!r} is not a number") from None
+    if not pence.is_finite():
+        raise ProviderError(f"GoCardless payout item amount {raw['amount']!r} is not a number")
+    kind = ITEM_KIND.get(raw["type"])
+    if kind is None:
+        log.warning("GoCardless payout item type %r is undocumented: kept as an adjustment", raw["type"])
+        kind = PayoutItemKind.ADJUSTMENT
+    links = raw.get("links") or {}
+    whole = pence.quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return PayoutItem(kind, from_minor(int(whole), currency), links.get("payment"),
+                      place, raw["type"])
+
+
+def _refund(raw: Mapping[str, Any]) -> Refund:
+    status = REFUND_STATUS.get(raw["status"])
+    if status is None:
+        raise ProviderError(f"GoCardless refund {raw['id']} has an undocumented status {raw['status']!r}")
+    return Refund(
+        ref=raw["id"],
+        payment_ref=(raw.get("links") or {}).get("payment") or "",
+        amount=from_minor(int(raw["amount"]), raw["currency"]),
+        currency=raw["currency"],
+        status=status,
+        created_at=_parse_time(raw["created_at"]),
+        raw_status=raw["status"],
+    )
 
 
 def _parse_time(value: str) -> dt.datetime:

@@ -19,6 +19,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import stripe
@@ -34,15 +35,24 @@ from connectors.providers.contract import (
     LinkSpec,
     LinkStatus,
     PaymentMethod,
+    Payout,
+    PayoutItem,
+    PayoutItemKind,
+    PayoutProvider,
+    PayoutStatus,
     Provider,
     ProviderError,
     ProviderEvent,
     ProviderLink,
+    Refund,
+    RefundRefused,
+    RefundStatus,
 )
 from connectors.providers.cursor import Position, pages, read_forward
 from connectors.providers.gocardless import retry_after
 
 if TYPE_CHECKING:
+    from stripe.params import RefundCreateParams
     from stripe.params.checkout import SessionCreateParams
 
 T = TypeVar("T")
@@ -62,6 +72,44 @@ DEFAULT_SUCCESS_URL = "https://checkout.stripe.com/c/pay/{CHECKOUT_SESSION_ID}"
 SESSION_LIFETIME = dt.timedelta(hours=24)
 # A dispute's balance_transactions are "zero, one, or two balance transactions that show funds withdrawn and
 # reinstated" (stripe-python _dispute.py): an inquiry (warning_* statuses) moves no money.
+# Payout statuses (stripe-python _payout.py): pending, in_transit, paid, failed, canceled.
+PAYOUT_STATUS = {
+    "pending": PayoutStatus.PENDING,
+    "in_transit": PayoutStatus.PENDING,
+    "paid": PayoutStatus.PAID,
+    "failed": PayoutStatus.FAILED,
+    "canceled": PayoutStatus.FAILED,
+}
+# Balance transaction types (stripe-python _balance_transaction.py; docs.stripe.com/reports/balance-transaction-
+# types): ``amount`` is the gross, signed ("a negative value represents funds sent to another party"), ``fee`` what
+# Stripe took on top (``fee_details`` breaks it into stripe_fee, application_fee and tax) and ``net`` = amount -
+# fee. A dispute's withdrawal and reinstatement are ``adjustment``s told apart by ``reporting_category`` (dispute,
+# dispute_reversal: docs.stripe.com/reports/reporting-categories). The ``payout`` transaction is the payout itself
+# (minus its amount) and is no line of it. Any other type is kept, signed, as an adjustment.
+TRANSACTION_KIND = {
+    "charge": PayoutItemKind.PAYMENT,
+    "payment": PayoutItemKind.PAYMENT,
+    "refund": PayoutItemKind.REFUND,
+    "payment_refund": PayoutItemKind.REFUND,
+    "payment_failure_refund": PayoutItemKind.CHARGEBACK,  # a bank debit that failed after it was credited
+    "stripe_fee": PayoutItemKind.FEE,
+    "stripe_fx_fee": PayoutItemKind.FEE,
+    "tax_fee": PayoutItemKind.FEE,
+    "application_fee": PayoutItemKind.FEE,
+}
+CATEGORY_KIND = {"dispute": PayoutItemKind.CHARGEBACK, "dispute_reversal": PayoutItemKind.ADJUSTMENT}
+# Refund statuses (stripe-python _refund.py): pending, requires_action, succeeded, failed, canceled.
+REFUND_STATUS = {
+    "pending": RefundStatus.PENDING,
+    "requires_action": RefundStatus.PENDING,
+    "succeeded": RefundStatus.SUCCEEDED,
+    "failed": RefundStatus.FAILED,
+    "canceled": RefundStatus.FAILED,
+}
+REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")  # the API's enum (_refund_create_params.py)
+# Error codes of a refund Stripe will not make (docs.stripe.com/error-codes): nothing or not that much left, a
+# disputed charge.
+REFUSED = ("charge_already_refunded", "amount_too_large", "charge_disputed")
 TOLERANCE = 300  # seconds, as Stripe's own libraries
 DEFAULT_TIMEOUT = 20.0
 PAGE = 100  # Stripe's maximum page size
@@ -88,7 +136,7 @@ def _translate(exc: stripe.StripeError) -> Exception:
     return ProviderError(f"Stripe refused the request ({status}): {exc.user_message or exc}")
 
 
-class StripeProvider(Provider):
+class StripeProvider(Provider, PayoutProvider):
     name: ClassVar[str] = "stripe"
     # Checkout Session expires_at "must be between 30 minutes and 24 hours after the current time"
     # (docs.stripe.com/payments/checkout/managing-limited-inventory).
@@ -354,6 +402,48 @@ class StripeProvider(Provider):
             raw_status=f"{event_type}:{obj.get('payment_status', '')}",
         )
 
+    # --- payouts and refunds ---------------------------------------------------------------------------------
+
+    def payouts(self, since: dt.datetime) -> list[Payout]:
+        """``GET /v1/payouts?created[gte]=``, every page, oldest first."""
+        listed = self._all(self._client.v1.payouts.list, created={"gte": int(since.timestamp())})
+        return sorted((_payout(raw) for raw in listed), key=lambda p: (p.created_at, p.ref))
+
+    def payout_items(self, payout_ref: str) -> list[PayoutItem]:
+        """``GET /v1/balance_transactions?payout=`` with the sources expanded, every page: each transaction's
+        gross, then its fees as lines of their own, so a payout net of fees shows them. The payment a line
+        concerns is its source's payment intent (the payment_ref of this adapter)."""
+        listed = self._all(self._client.v1.balance_transactions.list, payout=payout_ref, expand=["data.source"])
+        items: list[PayoutItem] = []
+        for bt in listed:
+            if bt["type"] != "payout":
+                items.extend(_lines(bt))
+        return items
+
+    def refund(self, payment_ref: str, amount: Decimal, currency: str, reason: str,
+               idempotency_key: str) -> Refund:
+        """``POST /v1/refunds`` for the payment intent. ``reason`` takes only Stripe's three words; free text is
+        sent as requested_by_customer and kept whole in metadata."""
+        try:
+            minor = to_minor(amount, currency)
+        except DataError as exc:
+            raise RefundRefused(str(exc)) from None
+        params: RefundCreateParams = {
+            "payment_intent": payment_ref,
+            "amount": minor,
+            "reason": reason if reason in REFUND_REASONS else "requested_by_customer",
+            "metadata": {"reason": reason[:500]},
+        }
+        try:
+            refund = self._client.v1.refunds.create(params=params, options={"idempotency_key": idempotency_key})
+        except stripe.InvalidRequestError as exc:
+            if exc.code in REFUSED:
+                raise RefundRefused(f"Stripe would not refund {payment_ref}: {exc.user_message or exc}") from exc
+            raise _translate(exc) from exc
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return _refund(refund.to_dict())
+
     def verify_webhook(self, body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
         """``Stripe-Signature: t=..,v1=..``: HMAC-SHA256 of "t.body", at most 300 s old."""
         if not self.webhook_secret:
@@ -373,3 +463,55 @@ class StripeProvider(Provider):
             raise InvalidSignature("Stripe webhook signature does not match")
         event = self._read(json.loads(body))
         return [event] if event is not None else []
+
+
+def _payout(raw: Mapping[str, Any]) -> Payout:
+    status = PAYOUT_STATUS.get(raw["status"])
+    if status is None:
+        raise ProviderError(f"Stripe payout {raw['id']} has an undocumented status {raw['status']!r}")
+    currency = raw["currency"].upper()
+    arrival = raw.get("arrival_date")
+    return Payout(
+        ref=raw["id"],
+        amount=from_minor(int(raw["amount"]), currency),
+        currency=currency,
+        status=status,
+        created_at=dt.datetime.fromtimestamp(raw["created"], dt.UTC),
+        arrival_date=dt.datetime.fromtimestamp(arrival, dt.UTC).date() if arrival else None,
+        bank_reference=raw.get("statement_descriptor") or "",
+        raw_status=raw["status"],
+    )
+
+
+def _lines(bt: Mapping[str, Any]) -> list[PayoutItem]:
+    """A balance transaction's gross and its fees (``fee_details``, else ``fee``), which add up to its net."""
+    currency = bt["currency"].upper()
+    source = bt.get("source")
+    payment_ref = source.get("payment_intent") if isinstance(source, Mapping) else None
+    kind = CATEGORY_KIND.get(bt.get("reporting_category", "")) or TRANSACTION_KIND.get(
+        bt["type"], PayoutItemKind.ADJUSTMENT)
+    lines = [PayoutItem(kind, from_minor(int(bt["amount"]), currency), payment_ref, bt["id"], bt["type"])]
+    details = bt.get("fee_details") or []
+    fees = [(int(d["amount"]), d.get("type") or "stripe_fee") for d in details] or [(int(bt.get("fee") or 0),
+                                                                                     "stripe_fee")]
+    if sum(amount for amount, _ in fees) != int(bt.get("fee") or 0):
+        raise ProviderError(f"Stripe balance transaction {bt['id']}: fee_details do not add up to its fee")
+    lines.extend(PayoutItem(PayoutItemKind.FEE, -from_minor(amount, currency), payment_ref, f"{bt['id']}:fee:{n}",
+                            fee_type) for n, (amount, fee_type) in enumerate(fees) if amount)
+    return lines
+
+
+def _refund(raw: Mapping[str, Any]) -> Refund:
+    status = REFUND_STATUS.get(raw["status"])
+    if status is None:
+        raise ProviderError(f"Stripe refund {raw['id']} has an undocumented status {raw['status']!r}")
+    currency = raw["currency"].upper()
+    return Refund(
+        ref=raw["id"],
+        payment_ref=raw.get("payment_intent") or "",
+        amount=from_minor(int(raw["amount"]), currency),
+        currency=currency,
+        status=status,
+        created_at=dt.datetime.fromtimestamp(raw["created"], dt.UTC),
+        raw_status=raw["status"],
+    )

@@ -12,6 +12,12 @@ Class attributes say how a provider reports cancellation, because Stripe can onl
 whether it reports expiry at all (a GoCardless billing request has no expired status). A payment is tied to its
 link by whichever event names both (``tied``): GoCardless names the billing request only on its fulfilled event.
 The kit also checks ``event`` (one event read again, for parked ones) and ``snapshot`` (reconciliation).
+
+``PayoutContract`` is the kit for a ``PayoutProvider`` (payouts, their items, refunds). Its ``payer`` is a
+``PayoutWorld``: a ``World`` that can also ``settle`` (pay out the balance collected, refunded and charged back
+since the last payout, net of fees or ``gross``), ``fail_payout`` (the firm's bank returns it) and
+``limit_pages`` (answer lists in pages of at most n records, so a reader that stops after one page is caught).
+Amounts a test uses are chosen so that no payout goes negative (no provider pays one out).
 """
 
 from __future__ import annotations
@@ -34,9 +40,16 @@ from connectors.providers.contract import (
     LinkNotFound,
     LinkSpec,
     LinkStatus,
+    Payout,
+    PayoutItem,
+    PayoutItemKind,
+    PayoutProvider,
+    PayoutStatus,
     Provider,
     ProviderEvent,
     ProviderLink,
+    RefundRefused,
+    RefundStatus,
 )
 
 AMOUNT = Decimal("125.50")
@@ -362,3 +375,142 @@ class ProviderContract:
         body = webhook.body()
         with pytest.raises(InvalidSignature):
             provider.verify_webhook(body, webhook.sign(body, timestamp=int(time.time()) - 3600))
+
+
+# --- payouts and refunds ----------------------------------------------------------------------------------------
+
+
+class PayoutWorld(World, Protocol):
+    def settle(self, gross: bool = False) -> str:
+        """Pay out everything collected, refunded and charged back since the last payout (net of the provider's
+        fees, or ``gross`` when they are billed apart); returns the payout's ref."""
+
+    def fail_payout(self, payout_ref: str) -> None:
+        """The firm's bank returns the payout."""
+
+    def limit_pages(self, size: int) -> None:
+        """Answer every list in pages of at most ``size`` records."""
+
+
+class PaysOut(Provider, PayoutProvider):
+    """A provider under the payout kit: a Provider (to make and pay links) that is also a PayoutProvider."""
+
+
+def paid(provider: Provider, payer: World, amount: Decimal = AMOUNT) -> str:
+    """A link paid and confirmed; returns the payment_ref."""
+    return payer.pay(provider.create_link(make_spec(provider, amount=amount)))
+
+
+def total(items: list[PayoutItem], *kinds: PayoutItemKind) -> Decimal:
+    return sum((i.amount for i in items if not kinds or i.kind in kinds), Decimal(0))
+
+
+def the_payout(provider: PayoutProvider, since: dt.datetime, ref: str) -> Payout:
+    (payout,) = [p for p in provider.payouts(since) if p.ref == ref]
+    return payout
+
+
+class PayoutContract:
+    """Behaviour every PayoutProvider owes the payouts engine and the refunds it makes."""
+
+    def test_net_payout_items_add_up_to_it_to_the_penny_and_show_the_fees(
+        self, provider: PaysOut, payer: PayoutWorld
+    ) -> None:
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        amounts = [Decimal("125.50"), Decimal("99.99"), Decimal("1234.57")]
+        refs = [paid(provider, payer, amount) for amount in amounts]
+        payout = the_payout(provider, since, payer.settle())
+        items = provider.payout_items(payout.ref)
+        assert total(items) == payout.amount, "the items do not add up to the bank credit"
+        assert isinstance(payout.amount, Decimal) and payout.currency == provider.account.currency
+        assert payout.status is PayoutStatus.PAID and payout.raw_status
+        payments = {i.payment_ref: i.amount for i in items if i.kind is PayoutItemKind.PAYMENT}
+        assert payments == dict(zip(refs, amounts, strict=True)), "each payment's gross is one line"
+        fees = [i for i in items if i.kind is PayoutItemKind.FEE]
+        for ref in refs:  # (a rounding line of the provider's may be of either sign and name no payment)
+            assert sum(i.amount for i in fees if i.payment_ref == ref) < 0, f"no fee shown for payment {ref}"
+        assert payout.amount == sum(amounts) + total(items, PayoutItemKind.FEE)
+        assert all(i.amount == i.amount.quantize(Decimal("0.01")) for i in items), "lines are in whole pence"
+        assert len({i.ref for i in items}) == len(items), "each line has its own ref"
+
+    def test_gross_payout_carries_no_fee(self, provider: PaysOut, payer: PayoutWorld) -> None:
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        refs = [paid(provider, payer), paid(provider, payer, Decimal("10.01"))]
+        payout = the_payout(provider, since, payer.settle(gross=True))
+        items = provider.payout_items(payout.ref)
+        assert payout.amount == AMOUNT + Decimal("10.01") == total(items)
+        assert [i.kind for i in items] == [PayoutItemKind.PAYMENT] * 2
+        assert {i.payment_ref for i in items} == set(refs)
+
+    def test_every_page_of_payouts_and_items_is_read_oldest_first(
+        self, provider: PaysOut, payer: PayoutWorld
+    ) -> None:
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        payer.limit_pages(2)
+        made = []
+        for _ in range(3):
+            paid(provider, payer)
+            made.append(payer.settle())
+        refs = [paid(provider, payer, Decimal(n)) for n in range(1, 6)]
+        made.append(payer.settle(gross=True))
+        payouts = provider.payouts(since)
+        assert [p.ref for p in payouts] == made
+        assert [p.created_at for p in payouts] == sorted(p.created_at for p in payouts)
+        items = provider.payout_items(made[-1])
+        assert {i.payment_ref for i in items} == set(refs) and total(items) == Decimal(15)
+        assert provider.payouts(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)) == []
+
+    def test_refund_is_idempotent_under_its_key(self, provider: PaysOut, payer: PayoutWorld) -> None:
+        payment_ref = paid(provider, payer)
+        payer.settle()
+        first = provider.refund(payment_ref, Decimal("20.00"), provider.account.currency, "overpaid", "rf-1")
+        again = provider.refund(payment_ref, Decimal("20.00"), provider.account.currency, "overpaid", "rf-1")
+        assert again.ref == first.ref and again.amount == first.amount == Decimal("20.00")
+        assert first.payment_ref == payment_ref and first.currency == provider.account.currency
+        assert first.status in (RefundStatus.PENDING, RefundStatus.SUCCEEDED) and first.raw_status
+        paid(provider, payer)  # so the next payout is positive
+        items = provider.payout_items(payer.settle())
+        refunds = [i for i in items if i.kind is PayoutItemKind.REFUND]
+        assert [(i.payment_ref, i.amount) for i in refunds] == [(payment_ref, Decimal("-20.00"))]
+
+    def test_partial_refunds_never_exceed_what_is_left(self, provider: PaysOut, payer: PayoutWorld) -> None:
+        payment_ref = paid(provider, payer)
+        payer.settle()
+        currency = provider.account.currency
+        one = provider.refund(payment_ref, Decimal("50.00"), currency, "duplicate", "part-1")
+        two = provider.refund(payment_ref, Decimal("50.00"), currency, "requested_by_customer", "part-2")
+        assert one.ref != two.ref
+        with pytest.raises(RefundRefused):
+            provider.refund(payment_ref, Decimal("25.51"), currency, "too much", "part-3")
+        last = provider.refund(payment_ref, Decimal("25.50"), currency, "the rest", "part-4")
+        assert last.amount == Decimal("25.50")
+        with pytest.raises(RefundRefused):
+            provider.refund(payment_ref, Decimal("0.01"), currency, "nothing left", "part-5")
+
+    def test_refund_and_chargeback_reconcile_in_the_next_payout(
+        self, provider: PaysOut, payer: PayoutWorld
+    ) -> None:
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        refunded, disputed = paid(provider, payer), paid(provider, payer)
+        payer.settle()
+        provider.refund(refunded, Decimal("30.00"), provider.account.currency, "goodwill", "rf-day-2")
+        payer.charge_back(disputed)
+        fresh = paid(provider, payer, Decimal("900.00"))
+        payout = the_payout(provider, since, payer.settle())
+        items = provider.payout_items(payout.ref)
+        assert total(items) == payout.amount
+        assert [(i.payment_ref, i.amount) for i in items if i.kind is PayoutItemKind.REFUND] == [
+            (refunded, Decimal("-30.00"))]
+        assert [(i.payment_ref, i.amount) for i in items if i.kind is PayoutItemKind.CHARGEBACK] == [
+            (disputed, -AMOUNT)]
+        assert [(i.payment_ref, i.amount) for i in items if i.kind is PayoutItemKind.PAYMENT] == [
+            (fresh, Decimal("900.00"))]
+
+    def test_failed_payout_is_reported_failed(self, provider: PaysOut, payer: PayoutWorld) -> None:
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        paid(provider, payer)
+        ref = payer.settle()
+        payer.fail_payout(ref)
+        payout = the_payout(provider, since, ref)
+        assert payout.status is PayoutStatus.FAILED
+        assert payout.raw_status not in ("", "paid")

@@ -13,7 +13,7 @@ from agent.core.errors import TransientError
 from agent.core.model import MerchantAccount
 from connectors.providers.contract import LinkStatus, ProviderError
 from connectors.providers.gocardless import GoCardlessProvider, retry_after
-from connectors.testkit.provider import ProviderContract, make_spec
+from connectors.testkit.provider import PayoutContract, ProviderContract, make_spec
 
 
 @pytest.fixture
@@ -42,6 +42,10 @@ def faults(api: FakeGoCardless) -> FakeGoCardless:
 @pytest.fixture
 def webhook() -> GoCardlessSigner:
     return GoCardlessSigner()
+
+
+class TestGoCardlessPayouts(PayoutContract):
+    """Payouts, payout items and refunds against the fake, as every PayoutProvider owes them."""
 
 
 class TestGoCardlessContract(ProviderContract):

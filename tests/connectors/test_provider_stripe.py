@@ -13,9 +13,16 @@ from fakes.stripe_api import SECRET, FakeStripe, StripeSigner
 
 from agent.core.errors import TransientError
 from agent.core.model import MerchantAccount
-from connectors.providers.contract import EventKind, LinkStatus, ProviderError
+from connectors.providers.contract import (
+    EventKind,
+    LinkStatus,
+    PayoutItemKind,
+    ProviderError,
+    RefundRefused,
+    RefundStatus,
+)
 from connectors.providers.stripe import StripeProvider
-from connectors.testkit.provider import ProviderContract, drain, make_spec
+from connectors.testkit.provider import PayoutContract, ProviderContract, drain, make_spec
 
 
 @pytest.fixture
@@ -44,6 +51,10 @@ def faults(api: FakeStripe) -> FakeStripe:
 @pytest.fixture
 def webhook() -> StripeSigner:
     return StripeSigner()
+
+
+class TestStripePayouts(PayoutContract):
+    """Payouts, payout items and refunds against the fake, as every PayoutProvider owes them."""
 
 
 class TestStripeContract(ProviderContract):
@@ -124,3 +135,89 @@ def test_form_encoding_of_line_items(provider: StripeProvider, api: FakeStripe) 
     form = parse_qs(captured[0].decode())
     assert form["line_items[0][price_data][product_data][name]"] == ["Invoice 1042 - conveyancing"]
     assert form["mode"] == ["payment"]
+
+
+# --- payouts and refunds: what only Stripe does -----------------------------------------------------------------
+
+
+def _paid(provider: StripeProvider, payer: FakeWorld, amount: Decimal | None = None) -> str:
+    return payer.pay(provider.create_link(make_spec(provider, **({"amount": amount} if amount else {}))))
+
+
+def test_a_charge_is_its_gross_and_its_fee_and_the_payout_transaction_is_no_line(
+    provider: StripeProvider, payer: FakeWorld, api: FakeStripe
+) -> None:
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    payment_ref = _paid(provider, payer)
+    ref = payer.settle()
+    items = provider.payout_items(ref)
+    # UK card pricing in the fake: 1.5% of 125.50 is 1.8825, rounded to 1.88, + 0.20 = 2.08 (docs.stripe.com/pricing)
+    assert [(i.kind, i.amount, i.payment_ref, i.raw_type) for i in items] == [
+        (PayoutItemKind.PAYMENT, Decimal("125.50"), payment_ref, "charge"),
+        (PayoutItemKind.FEE, Decimal("-2.08"), payment_ref, "stripe_fee"),
+    ]
+    (payout,) = provider.payouts(since)
+    assert payout.amount == Decimal("123.42") and payout.bank_reference == ""  # statement_descriptor unset
+    assert payout.arrival_date is not None and payout.arrival_date > payout.created_at.date() - dt.timedelta(days=1)
+    listed = [q for q in api.requests if q == ("GET", "/v1/balance_transactions")]
+    assert listed, "the payout's contents come from its balance transactions"
+
+
+def test_a_dispute_is_a_chargeback_with_its_fee_and_a_won_one_gives_the_money_back(
+    provider: StripeProvider, payer: FakeWorld, api: FakeStripe
+) -> None:
+    disputed = _paid(provider, payer)
+    payer.settle()
+    api.charge_back(disputed)
+    _paid(provider, payer, Decimal("500.00"))
+    items = provider.payout_items(payer.settle())
+    mine = [(i.kind, i.amount) for i in items if i.payment_ref == disputed]
+    assert mine == [(PayoutItemKind.CHARGEBACK, Decimal("-125.50")), (PayoutItemKind.FEE, Decimal("-20.00"))]
+    api.win_dispute(disputed)
+    _paid(provider, payer, Decimal("1.00"))
+    items = provider.payout_items(payer.settle())
+    assert [(i.kind, i.amount) for i in items if i.payment_ref == disputed] == [
+        (PayoutItemKind.ADJUSTMENT, Decimal("125.50"))]
+
+
+def test_a_failed_payout_comes_back_in_the_next_one(provider: StripeProvider, payer: FakeWorld) -> None:
+    _paid(provider, payer)
+    failed = payer.settle()
+    payer.fail_payout(failed)
+    items = provider.payout_items(payer.settle())
+    assert [(i.kind, i.amount, i.raw_type) for i in items] == [
+        (PayoutItemKind.ADJUSTMENT, Decimal("123.42"), "payout_failure")]
+
+
+def test_refund_reason_is_one_of_stripes_words_and_the_text_is_kept(
+    provider: StripeProvider, payer: FakeWorld, api: FakeStripe
+) -> None:
+    payment_ref = _paid(provider, payer)
+    free = provider.refund(payment_ref, Decimal("10.00"), "GBP", "Client paid twice for the same bill", "k-1")
+    exact = provider.refund(payment_ref, Decimal("10.00"), "GBP", "duplicate", "k-2")
+    assert api.refunds[free.ref]["reason"] == "requested_by_customer"
+    assert api.refunds[free.ref]["metadata"] == {"reason": "Client paid twice for the same bill"}
+    assert api.refunds[exact.ref]["reason"] == "duplicate"
+    assert free.status is RefundStatus.SUCCEEDED and free.payment_ref == payment_ref
+
+
+def test_refund_retried_after_a_timeout_makes_one_refund(
+    provider: StripeProvider, payer: FakeWorld, api: FakeStripe
+) -> None:
+    payment_ref = _paid(provider, payer)
+    api.slow_next(1.5)  # Stripe makes the refund, the answer comes after the client gave up
+    with pytest.raises(TransientError):
+        provider.refund(payment_ref, Decimal("5.00"), "GBP", "duplicate", "k-timeout")
+    again = provider.refund(payment_ref, Decimal("5.00"), "GBP", "duplicate", "k-timeout")
+    assert list(api.refunds) == [again.ref]
+
+
+def test_refund_of_a_disputed_or_unknown_payment_is_refused(
+    provider: StripeProvider, payer: FakeWorld, api: FakeStripe
+) -> None:
+    payment_ref = _paid(provider, payer)
+    api.charge_back(payment_ref)
+    with pytest.raises(RefundRefused, match="charged back"):
+        provider.refund(payment_ref, Decimal("5.00"), "GBP", "duplicate", "k-disputed")
+    with pytest.raises(ProviderError, match="No such payment_intent"):
+        provider.refund("pi_unknown", Decimal("5.00"), "GBP", "duplicate", "k-unknown")

@@ -1,4 +1,11 @@
-"""Local stand-ins for provider APIs: a threaded HTTP server with an in-memory store and fault injection."""
+"""Local stand-ins for provider APIs: a threaded HTTP server with an in-memory store and fault injection.
+
+``FakeWorld`` is the payer, the bank and the provider's back office for the contract kits
+(connectors/testkit/provider.py) and end-to-end tests: pay, fail, charge back and expire for links, and for money
+after the payment ``settle`` (a day's balance paid out, net of fees or gross), ``fail_payout`` (the bank returns
+it) and ``limit_pages`` (small pages, so every list is read to its end). Refunds are made through the provider
+itself (``PayoutProvider.refund``), as the firm makes them.
+"""
 
 from __future__ import annotations
 
@@ -139,11 +146,29 @@ class PaymentsFake(Protocol):
     def link_count(self) -> int: ...
 
 
+class PayoutsFake(PaymentsFake, Protocol):
+    """What a fake provider server lets a test do as the provider's back office and the firm's bank would."""
+
+    def settle(self, gross: bool = False, /) -> str: ...
+    def fail_payout(self, payout_ref: str, /) -> None: ...
+    def limit_pages(self, size: int, /) -> None: ...
+
+
 class FakeWorld:
     """The contract kit's "world" (payer, bank, clock) for a provider whose fake server plays them."""
 
-    def __init__(self, api: PaymentsFake) -> None:
+    def __init__(self, api: PayoutsFake) -> None:
         self.api = api
+
+    def settle(self, gross: bool = False) -> str:
+        """Pay out everything collected, refunded and charged back since the last payout; returns its ref."""
+        return self.api.settle(gross)
+
+    def fail_payout(self, payout_ref: str) -> None:
+        self.api.fail_payout(payout_ref)
+
+    def limit_pages(self, size: int) -> None:
+        self.api.limit_pages(size)
 
     def pay(self, link: ProviderLink, amount: Decimal | None = None, confirm: bool = True) -> str:
         return self.api.pay(link.ref, amount, confirm)

@@ -18,6 +18,29 @@ EventService.cs``, ``Resources/Payment.cs``, ``Resources/BillingRequest.cs``, an
   failed (PaymentsService.retry in gocardless_pro/services/payments_service.py).
 * Event times are strictly increasing here (a millisecond apart at least); the real API can give several events
   one millisecond, which the adapter's cursor tolerates (connectors/providers/cursor.py).
+
+Payouts, payout items and refunds (gocardless-dotnet ``Resources/Payout.cs``, ``PayoutItem.cs``, ``Refund.cs``;
+gocardless_pro ``services/payout_items_service.py``, ``refunds_service.py``; developer.gocardless.com
+"Reconciling payouts" and "Handling tax"):
+
+* A payout has ``amount`` and ``deducted_fees`` in pence, ``reference`` (what the bank statement shows),
+  ``arrival_date``, ``status`` pending / paid / bounced, ``links.creditor_bank_account``. ``GET /payouts`` pages
+  like every list.
+* ``GET /payout_items?payout=`` (payout required) is cursor-paged; items have no id. Each has ``type``,
+  ``amount`` - a *string* of pence to one decimal place, positive for a credit and negative for a debit -,
+  ``taxes`` and ``links`` (payment; mandate and refund on refund lines). Types: payment_paid_out (credit),
+  payment_failed, payment_charged_back, payment_refunded, refund (debits), refund_funds_returned (credit),
+  gocardless_fee, app_fee, revenue_share, surcharge_fee (debit, or credit when a failure or chargeback gives the
+  fee back). Fees are "inclusive of VAT": ``taxes`` breaks the VAT out of the fee's own amount. GoCardless keeps
+  some fees to a tenth of a penny and rounds the sum of a payout's items to the nearest penny.
+* The fake's fee is 1% + 20p plus 20% VAT, each to a tenth of a penny, so a payout exercises that rounding.
+  ``settle(gross=True)`` is a creditor whose fees are invoiced: no fee lines, ``deducted_fees`` 0.
+* ``POST /refunds`` takes ``amount``, ``total_amount_confirmation`` (what the payment's refunds come to with
+  this one; a mismatch is ``total_amount_confirmation_invalid``), ``links.payment``, ``reference``, ``metadata``;
+  a repeat under an Idempotency-Key is 409 idempotent_creation_conflict naming the refund. A refund starts
+  ``created``; statuses pending_submission, submitted, paid, cancelled, bounced, funds_returned follow. The fake
+  refuses a refund of a payment not confirmed or paid out, and one over what is left, with a 422 (its wording is
+  the fake's: the SDK documents no code for them).
 """
 
 from __future__ import annotations
@@ -29,13 +52,21 @@ import itertools
 import json
 import re
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from agent.core.model import to_minor
 from fakes import FakeAPI, Request, Response, json_response
 
 SECRET = "gc-webhook-secret"
+FEE_RATE, FEE_FIXED, VAT_RATE = Decimal("0.01"), Decimal(20), Decimal("0.2")  # pence
+TENTH = Decimal("0.1")
+LIVE_REFUND = ("created", "pending_submission", "submitted", "paid")  # those still claiming part of the payment
+
+
+def _pence(value: Decimal) -> str:
+    """A payout item amount as GoCardless writes it: pence to one decimal place, in a string."""
+    return str(value.quantize(TENTH))
 
 
 def _now() -> str:
@@ -73,6 +104,12 @@ class FakeGoCardless(FakeAPI):
         self._held: list[dict] | None = None  # created but not yet visible (delay_events)
         self._last_stamp: dt.datetime | None = None
         self._keys: dict[tuple[str, str], str] = {}
+        self.payouts: dict[str, dict] = {}
+        self.payout_items: dict[str, list[dict]] = {}
+        self.refunds: dict[str, dict] = {}
+        self._owed: list[dict] = []  # payout items not yet in a payout (refunds, chargebacks)
+        self._fee_taken: set[str] = set()  # payments whose fee a payout deducted (given back on a chargeback)
+        self.max_page = 500  # the API's largest page; limit_pages makes it smaller
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):012d}"
@@ -107,24 +144,32 @@ class FakeGoCardless(FakeAPI):
             return self._read(m[1], m[2])
         if method == "GET" and (records := self._lists().get(path)):
             return self._list(request, path.removeprefix("/"), records())
+        if method == "GET" and path == "/refunds":  # filtered by links.payment (RefundListRequest.payment)
+            payment = request.param("payment")
+            return self._list(request, "refunds", [r for r in self.refunds.values()
+                                                   if payment in (None, r["links"]["payment"])])
+        if method == "GET" and path == "/payout_items":
+            return self._list_items(request)
         return self._not_found()
 
     def _builders(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any] | Response]]:
         """What makes each resource a POST creates, by path (the body wraps its parameters under the kind)."""
         return {"/billing_requests": self._new_br, "/billing_request_flows": self._new_flow,
-                "/payments": self._new_payment}
+                "/payments": self._new_payment, "/refunds": self._new_refund}
 
     def _lists(self) -> dict[str, Callable[[], list[dict[str, Any]]]]:
         """The records each listable path pages through, newest first (see _list)."""
         return {"/events": lambda: self.events, "/payments": lambda: list(self.payments.values()),
-                "/billing_requests": lambda: list(self.billing_requests.values())}
+                "/billing_requests": lambda: list(self.billing_requests.values()),
+                "/payouts": lambda: list(self.payouts.values())}
 
     def _read(self, kind: str, ident: str) -> Response:
         """One resource by id, wrapped under its kind as the API does; 404 for an unknown kind or id (flows
         cannot be read back)."""
         lookups: dict[str, Callable[[str], dict[str, Any] | None]] = {
             "billing_requests": self.billing_requests.get, "mandates": self.mandates.get,
-            "payments": self.payments.get, "events": lambda i: next((e for e in self.events if e["id"] == i), None),
+            "payments": self.payments.get, "payouts": self.payouts.get, "refunds": self.refunds.get,
+            "events": lambda i: next((e for e in self.events if e["id"] == i), None),
         }
         lookup = lookups.get(kind)
         found = lookup(ident) if lookup else None
@@ -358,7 +403,7 @@ class FakeGoCardless(FakeAPI):
 
     def _list(self, request: Request, kind: str, records: list[dict]) -> Response:
         """Newest first by created_at, filtered by created_at[...] and paged by after/before (cursor pagination)."""
-        limit = min(int(request.param("limit") or 50), 500)
+        limit = min(int(request.param("limit") or 50), self.max_page)
         newest_first = sorted(records, key=lambda r: (r["created_at"], r["id"]), reverse=True)
         for op, keep in (("gt", str.__gt__), ("gte", str.__ge__), ("lt", str.__lt__), ("lte", str.__le__)):
             bound = request.param(f"created_at[{op}]")
@@ -505,7 +550,16 @@ class FakeGoCardless(FakeAPI):
             self._set(payment_id, "failed")
 
     def charge_back(self, payment_id: str) -> None:
+        """A paid-out payment charged back is debited from the next payout, its fee credited back (PayoutItem.cs:
+        "in the case of a payment failure or chargeback, these will appear as credits")."""
         with self.lock:
+            payment = self.payments[payment_id]
+            if payment["status"] == "paid_out":
+                self._owed.append({"type": "payment_charged_back", "amount": _pence(-Decimal(payment["amount"])),
+                                   "taxes": [], "links": {"payment": payment_id}})
+                if payment_id in self._fee_taken:
+                    self._fee_taken.discard(payment_id)
+                    self._owed.append(self._fee_item(payment_id, 1))
             self._set(payment_id, "charged_back")
 
     def expire(self, br_id: str) -> None:
@@ -518,6 +572,119 @@ class FakeGoCardless(FakeAPI):
 
     def link_count(self) -> int:
         return len(self.billing_requests)
+
+    # --- payouts and refunds: the API ----------------------------------------------------------------------
+
+    def _list_items(self, request: Request) -> Response:
+        """GET /payout_items?payout=: the payout is required; items have no id, so the cursors are opaque
+        positions (cursor pagination: ``after`` names where the next page starts)."""
+        payout_id = request.param("payout")
+        if not payout_id:
+            return self._invalid("payout", "is required", "/payout_items/payout")
+        if payout_id not in self.payouts:
+            return self._not_found()
+        items = self.payout_items[payout_id]
+        limit = min(int(request.param("limit") or 50), self.max_page)
+        start = int(request.param("after") or 0)
+        end = start + limit
+        cursors = {"before": str(start) if start else None, "after": str(end) if end < len(items) else None}
+        return json_response(200, {"payout_items": items[start:end], "meta": {"cursors": cursors, "limit": limit}})
+
+    def _new_refund(self, params: dict) -> dict | Response:
+        """POST /refunds (RefundsService.create): the payment must have been collected; the confirmation must be
+        what the payment's live refunds come to with this one; no more than is left."""
+        payment = self.payments.get((params.get("links") or {}).get("payment"))
+        if payment is None:
+            return self._invalid("payment", "not found", "/refunds/links/payment")
+        amount = params.get("amount")
+        if not isinstance(amount, int) or amount <= 0:
+            return self._invalid("amount", "must be greater than 0", "/refunds/amount")
+        if payment["status"] not in ("confirmed", "paid_out"):
+            return self._refused("refund_payment_invalid_state", f"This payment is {payment['status']}")
+        claimed = sum(r["amount"] for r in self.refunds.values()
+                      if r["links"]["payment"] == payment["id"] and r["status"] in LIVE_REFUND)
+        if params.get("total_amount_confirmation") != claimed + amount:
+            return self._refused("total_amount_confirmation_invalid",
+                                 f"The refunds of this payment would come to {claimed + amount}")
+        if claimed + amount > payment["amount"]:
+            return self._invalid("amount", f"exceeds the {payment['amount'] - claimed} left to refund",
+                                 "/refunds/amount")
+        refund = {
+            "id": self._id("RF"), "created_at": _now(), "amount": amount, "currency": payment["currency"],
+            "status": "created", "reference": params.get("reference"), "metadata": params.get("metadata") or {},
+            "fx": {"fx_currency": None, "fx_amount": None, "exchange_rate": None, "estimated_exchange_rate": None},
+            "links": {"payment": payment["id"], **({"mandate": m} if (m := payment["links"].get("mandate")) else {})},
+        }
+        self.refunds[refund["id"]] = refund
+        self._event("refunds", "created", refund=refund["id"])
+        self._owed.append({"type": "payment_refunded", "amount": _pence(-Decimal(amount)), "taxes": [],
+                           "links": {**refund["links"], "refund": refund["id"]}})
+        return refund
+
+    def _refused(self, reason: str, message: str) -> Response:
+        return json_response(422, _error(422, "invalid_state", message, [{"reason": reason, "message": message}]))
+
+    # --- payouts: the back office --------------------------------------------------------------------------
+
+    @staticmethod
+    def fee(amount: int) -> tuple[Decimal, Decimal]:
+        """The fake's fee on a payment of ``amount`` pence and the VAT on it, each to a tenth of a penny."""
+        fee = (Decimal(amount) * FEE_RATE + FEE_FIXED).quantize(TENTH, ROUND_HALF_UP)
+        return fee, (fee * VAT_RATE).quantize(TENTH, ROUND_HALF_UP)
+
+    def _fee_item(self, payment_id: str, sign: int) -> dict:
+        """A gocardless_fee line: the fee with its VAT (a debit; a credit when given back), ``taxes`` the VAT
+        within it (signed as the fee here: the reference does not say, and the adapter never adds it)."""
+        fee, vat = self.fee(self.payments[payment_id]["amount"])
+        tax = {"amount": _pence(vat * sign), "currency": self.payments[payment_id]["currency"],
+               "destination_amount": _pence(vat * sign), "destination_currency": "GBP",
+               "exchange_rate": None, "tax_rate_id": "GB_VAT_1"}
+        return {"type": "gocardless_fee", "amount": _pence((fee + vat) * sign), "taxes": [tax],
+                "links": {"payment": payment_id}}
+
+    def settle(self, gross: bool = False) -> str:
+        """Pay out every confirmed payment not yet paid out and every refund and chargeback since the last
+        payout, in one payout; ``gross``: the fees are invoiced, not deducted. Its payments become paid_out."""
+        with self.lock:
+            payout_id = self._id("PO")
+            items = list(self._owed)
+            self._owed.clear()
+            for payment in [p for p in self.payments.values() if p["status"] == "confirmed"]:
+                items.append({"type": "payment_paid_out", "amount": _pence(Decimal(payment["amount"])),
+                              "taxes": [], "links": {"payment": payment["id"]}})
+                if not gross:
+                    items.append(self._fee_item(payment["id"], -1))
+                    self._fee_taken.add(payment["id"])
+                payment["links"]["payout"] = payout_id
+                self._set(payment["id"], "paid_out")
+            total = sum((Decimal(i["amount"]) for i in items), Decimal(0))
+            fees = sum((Decimal(i["amount"]) for i in items if i["type"] == "gocardless_fee"), Decimal(0))
+            assert total > 0, "GoCardless pays out only a positive balance"
+            for refund in self.refunds.values():
+                refund["status"] = "paid" if refund["status"] in LIVE_REFUND else refund["status"]
+            self.payouts[payout_id] = {
+                "id": payout_id, "created_at": _now(), "amount": int(total.quantize(Decimal(1), ROUND_HALF_UP)),
+                "deducted_fees": int(-fees.quantize(Decimal(1), ROUND_HALF_UP)), "currency": "GBP",
+                "arrival_date": (dt.date.today() + dt.timedelta(days=1)).isoformat(), "payout_type": "merchant",
+                "reference": f"GC-LEDGERLINK-{len(self.payouts) + 1}", "status": "paid", "metadata": {},
+                "tax_currency": "GBP",
+                "fx": {"fx_currency": None, "fx_amount": None, "exchange_rate": None, "estimated_exchange_rate": None},
+                "links": {"creditor": "CR000000000001", "creditor_bank_account": "BA000000000001"},
+            }
+            self.payout_items[payout_id] = items
+            self._event("payouts", "paid", payout=payout_id)
+            return payout_id
+
+    def fail_payout(self, payout_id: str) -> None:
+        """The firm's bank returns the payout: status bounced (Payout.cs)."""
+        with self.lock:
+            self.payouts[payout_id]["status"] = "bounced"
+            self._event("payouts", "bounced", payout=payout_id)
+
+    def limit_pages(self, size: int) -> None:
+        """List at most ``size`` records a page (the API's own limit is 500), so paging is exercised."""
+        with self.lock:
+            self.max_page = size
 
 
 class GoCardlessSigner:

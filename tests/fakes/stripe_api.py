@@ -16,6 +16,27 @@ stripe-node issue 1944, and /work/shared/notes/provider-apis.md.
 * Event ``created`` times are whole seconds, so several events share one (the adapter's cursor and the engine's
   tie-break by status tolerate it); only a dispute's reinstatement is stamped a second later than anything
   before it, as it comes weeks after the dispute.
+
+Payouts, balance transactions and refunds (stripe-python ``_payout.py``, ``_balance_transaction.py``,
+``_refund.py``, ``params/_balance_transaction_list_params.py``, ``params/_refund_create_params.py``;
+docs.stripe.com/payouts/reconciliation, /reports/balance-transaction-types, /reports/reporting-categories,
+/error-codes):
+
+* A payout: ``amount`` in minor units, ``currency`` lower case, ``arrival_date`` and ``created`` unix seconds,
+  ``status`` pending / in_transit / paid / failed / canceled, ``statement_descriptor`` (null unless set),
+  ``automatic``, ``balance_transaction``, ``failure_balance_transaction``. ``GET /v1/payouts`` pages as every list.
+* ``GET /v1/balance_transactions?payout=po_`` ("for automatic Stripe payouts only") lists what the payout carried
+  *and the payout's own transaction* (type payout, minus the payout's amount). Each transaction has ``amount``
+  (gross, signed), ``fee`` (positive, what Stripe took), ``net`` = amount - fee, ``fee_details`` (amount, type
+  stripe_fee / application_fee / tax, description), ``type``, ``reporting_category`` and ``source`` (an id, or
+  the object with ``expand[]=data.source``). A charge is type charge; a refund type refund; a dispute's
+  withdrawal and reinstatement are type adjustment with reporting_category dispute / dispute_reversal, and a
+  dispute fee in ``fee``. The fake's card fee is 1.5% + 20p, its dispute fee GBP 20 (Stripe's UK prices).
+  ``settle(gross=True)`` is an account whose fees are billed separately: its transactions carry no fee.
+* ``POST /v1/refunds``: ``payment_intent``, ``amount`` (default: what is left), ``reason`` one of duplicate /
+  fraudulent / requested_by_customer (anything else is a 400), ``metadata``. Nothing left is 400
+  ``charge_already_refunded``; more than is left is 400 ``amount_too_large``; an unknown payment intent 400
+  ``resource_missing``. A card refund answers ``succeeded``; keyed requests are replayed as every keyed POST.
 """
 
 from __future__ import annotations
@@ -26,13 +47,14 @@ import itertools
 import json
 import re
 import time
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import parse_qsl
 
 from agent.core.model import to_minor
 from fakes import FakeAPI, Request, Response, json_response
 
 SECRET = "whsec_fake"
+CARD_RATE, CARD_FIXED, DISPUTE_FEE = Decimal("0.015"), 20, 2000  # minor units
 
 
 def _error(error_type: str, message: str, **extra: str) -> dict[str, object]:
@@ -51,6 +73,12 @@ class FakeStripe(FakeAPI):
         self._replays: dict[str, tuple[str, Response]] = {}
         self._in_flight: set[str] = set()
         self._poisoned = 0
+        self.charges: dict[str, dict] = {}
+        self.refunds: dict[str, dict] = {}
+        self.payouts: dict[str, dict] = {}
+        self.balance_transactions: dict[str, dict] = {}
+        self._paid_in: dict[str, str] = {}  # balance transaction -> the payout that carried it
+        self.max_page = 100  # the API's largest page; limit_pages makes it smaller
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):014d}"
@@ -121,6 +149,8 @@ class FakeStripe(FakeAPI):
             return self._list(request, path, data)
         if request.method == "GET" and path == "/v1/disputes":
             return self._list(request, path, list(self.disputes.values()))
+        if path.startswith(("/v1/refunds", "/v1/payouts", "/v1/balance_transactions")):
+            return self._money(request, form)
         if request.method == "GET" and path == "/v1/events":
             types = {v for k, v in request.query if re.fullmatch(r"types\[\d*\]", k)}
             return self._list(request, path, [e for e in self.events if not types or e["type"] in types])
@@ -131,6 +161,136 @@ class FakeStripe(FakeAPI):
                                                  code="resource_missing", param="id"))
             return json_response(200, event)
         return json_response(404, _error("invalid_request_error", f"Unrecognized request URL ({path})."))
+
+    def _money(self, request: Request, form: dict[str, str]) -> Response:
+        """Refunds, payouts and balance transactions."""
+        path = request.path
+        if request.method == "POST" and path == "/v1/refunds":
+            return self._refund(form)
+        if request.method == "GET" and path == "/v1/payouts":
+            return self._list(request, path, list(self.payouts.values()))
+        if request.method == "GET" and (m := re.fullmatch(r"/v1/(payouts|refunds)/(\w+)", path)):
+            found = getattr(self, m[1]).get(m[2])
+            return json_response(200, found) if found else self._no_such(m[1][:-1], m[2], "id")
+        if request.method == "GET" and path == "/v1/balance_transactions":
+            return self._transactions(request)
+        return json_response(404, _error("invalid_request_error", f"Unrecognized request URL ({path})."))
+
+    def _no_such(self, kind: str, ident: str, param: str, status: int = 404) -> Response:
+        return json_response(status, _error("invalid_request_error", f"No such {kind}: '{ident}'",
+                                            code="resource_missing", param=param))
+
+    def _transactions(self, request: Request) -> Response:
+        """GET /v1/balance_transactions, ``payout=`` filtering, ``expand[]=data.source`` giving the objects."""
+        payout = request.param("payout")
+        if payout is not None and payout not in self.payouts:
+            return self._no_such("payout", payout, "payout", 400)
+        records = [bt for bt in self.balance_transactions.values()
+                   if payout is None or self._paid_in.get(bt["id"]) == payout]
+        status, headers, body = self._list(request, request.path, records)
+        expand = {v for k, v in request.query if re.fullmatch(r"expand\[\d*\]", k)}
+        if "data.source" not in expand:
+            return status, headers, body
+        page = json.loads(body)
+        for bt in page["data"]:
+            bt["source"] = self._object(bt["source"])
+        return json_response(status, page)
+
+    def _object(self, ident: str) -> dict | None:
+        """What a balance transaction's source id names, by its prefix."""
+        stores = {"ch": self.charges, "re": self.refunds, "dp": self.disputes, "po": self.payouts}
+        return stores.get(ident.split("_", 1)[0], {}).get(ident)
+
+    def _refund(self, form: dict[str, str]) -> Response:
+        """POST /v1/refunds for a payment intent: what is left of its charge, at most."""
+        intent = form.get("payment_intent", "")
+        charge = next((c for c in self.charges.values() if c["payment_intent"] == intent), None)
+        if charge is None:
+            return self._no_such("payment_intent", intent, "payment_intent", 400)
+        reason = form.get("reason")
+        if reason not in (None, "duplicate", "fraudulent", "requested_by_customer"):
+            return json_response(400, _error("invalid_request_error", "Invalid reason: must be one of duplicate, "
+                                             "fraudulent, or requested_by_customer", param="reason"))
+        if charge["disputed"]:
+            return json_response(400, _error("invalid_request_error", f"Charge {charge['id']} has been charged "
+                                             "back; cannot issue a refund.", code="charge_disputed"))
+        left = charge["amount"] - charge["amount_refunded"]
+        if left == 0:
+            return json_response(400, _error("invalid_request_error", f"Charge {charge['id']} has already been "
+                                             "refunded.", code="charge_already_refunded"))
+        amount = int(form.get("amount") or left)
+        if amount > left:
+            return json_response(400, _error(
+                "invalid_request_error", f"Refund amount ({amount}) is greater than unrefunded amount on charge "
+                f"({left})", code="amount_too_large", param="amount"))
+        refund = {"id": self._id("re"), "object": "refund", "amount": amount, "currency": charge["currency"],
+                  "payment_intent": intent, "charge": charge["id"], "status": "succeeded", "reason": reason,
+                  "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
+                  "created": int(time.time()), "balance_transaction": None}
+        refund["balance_transaction"] = self._transaction("refund", "refund", -amount, 0, refund)
+        self.refunds[refund["id"]] = refund
+        charge["amount_refunded"] += amount
+        charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+        return json_response(200, refund)
+
+    def _transaction(self, bt_type: str, category: str, amount: int, fee: int, source: dict) -> str:
+        """A balance transaction on the account's balance, not yet paid out."""
+        txn = {"id": self._id("txn"), "object": "balance_transaction", "amount": amount, "fee": fee,
+               "net": amount - fee, "currency": source["currency"], "type": bt_type, "reporting_category": category,
+               "source": source["id"], "status": "pending", "created": int(time.time()),
+               "available_on": int(time.time()) + 86400 * 2, "description": None, "exchange_rate": None,
+               "fee_details": [{"amount": fee, "application": None, "currency": source["currency"],
+                                "description": "Stripe processing fees", "type": "stripe_fee"}] if fee else []}
+        self.balance_transactions[txn["id"]] = txn
+        return txn["id"]
+
+    def _charge(self, session: dict) -> None:
+        """The payment succeeded: a charge and its balance transaction, the card fee taken from it."""
+        amount = session["amount_total"]
+        charge = {"id": self._id("ch"), "object": "charge", "amount": amount, "amount_refunded": 0,
+                  "refunded": False, "currency": session["currency"], "payment_intent": session["payment_intent"],
+                  "status": "succeeded", "disputed": False, "created": int(time.time()), "balance_transaction": None}
+        fee = int((Decimal(amount) * CARD_RATE).quantize(Decimal(1), ROUND_HALF_UP)) + CARD_FIXED
+        charge["balance_transaction"] = self._transaction("charge", "charge", amount, fee, charge)
+        self.charges[charge["id"]] = charge
+
+    def settle(self, gross: bool = False) -> str:
+        """One automatic payout of every balance transaction not yet paid out (``gross``: fees billed
+        separately, so none is deducted), with the payout's own transaction; it is paid."""
+        with self.lock:
+            carried = [bt for bt in self.balance_transactions.values() if bt["id"] not in self._paid_in]
+            for bt in carried if gross else []:
+                bt.update(fee=0, net=bt["amount"], fee_details=[])
+            amount = sum(bt["net"] for bt in carried)
+            assert amount > 0, "Stripe pays out only a positive balance"
+            now = int(time.time())
+            payout = {"id": self._id("po"), "object": "payout", "amount": amount, "currency": "gbp",
+                      "arrival_date": now - now % 86400 + 86400, "automatic": True, "created": now,
+                      "status": "paid", "method": "standard", "type": "bank_account", "statement_descriptor": None,
+                      "destination": "ba_00000000000001", "failure_balance_transaction": None,
+                      "failure_code": None, "failure_message": None, "balance_transaction": None,
+                      "reconciliation_status": "completed", "source_type": "card", "livemode": False}
+            payout["balance_transaction"] = self._transaction("payout", "payout", -amount, 0, payout)
+            for bt in [*carried, self.balance_transactions[payout["balance_transaction"]]]:
+                self._paid_in[bt["id"]] = payout["id"]
+                bt["status"] = "available"
+            self.payouts[payout["id"]] = payout
+            return payout["id"]
+
+    def fail_payout(self, payout_id: str) -> None:
+        """The firm's bank returns the payout: failed, and a payout_failure transaction gives the money back to
+        the balance (paid out again with the next payout)."""
+        with self.lock:
+            payout = self.payouts[payout_id]
+            payout.update(status="failed", failure_code="account_closed",
+                          failure_message="The bank account has been closed.")
+            payout["failure_balance_transaction"] = self._transaction(
+                "payout_failure", "payout_reversal", payout["amount"], 0, payout)
+
+    def limit_pages(self, size: int) -> None:
+        """List at most ``size`` records a page (the API's own limit is 100), so paging is exercised."""
+        with self.lock:
+            self.max_page = size
 
     def _missing(self, session_id: str) -> Response:
         return json_response(
@@ -217,7 +377,7 @@ class FakeStripe(FakeAPI):
 
     def _list(self, request: Request, url: str, records: list[dict]) -> Response:
         """Newest first by created, filtered by created[...], paged by starting_after / ending_before."""
-        limit = min(int(request.param("limit") or 10), 100)
+        limit = min(int(request.param("limit") or 10), self.max_page)
         newest_first = sorted(records, key=lambda r: (r["created"], r["id"]), reverse=True)
         for op, keep in (("gt", int.__gt__), ("gte", int.__ge__), ("lt", int.__lt__), ("lte", int.__le__)):
             bound = request.param(f"created[{op}]")
@@ -266,6 +426,7 @@ class FakeStripe(FakeAPI):
             self._event("checkout.session.completed", session)
             if confirm:
                 session["payment_status"] = "paid"
+                self._charge(session)
                 self._event("checkout.session.async_payment_succeeded", session)
             return session["payment_intent"]
 
@@ -277,32 +438,41 @@ class FakeStripe(FakeAPI):
             self._event("checkout.session.async_payment_failed", self._by_intent(payment_intent))
 
     def charge_back(self, payment_intent: str) -> None:
-        """The payer disputes the charge: the amount is withdrawn from the firm's balance."""
+        """The payer disputes the charge: the amount and the dispute fee are withdrawn from the firm's balance
+        (a balance transaction of type adjustment, reporting_category dispute)."""
         with self.lock:
             session = self._by_intent(payment_intent)
+            charge = next((c for c in self.charges.values() if c["payment_intent"] == payment_intent), None)
             dispute = {
                 "id": self._id("dp"),
                 "object": "dispute",
                 "amount": session["amount_total"],
                 "currency": session["currency"],
                 "payment_intent": payment_intent,
-                "charge": self._id("ch"),
+                "charge": charge["id"] if charge else self._id("ch"),
                 "reason": "fraudulent",
                 "status": "needs_response",
                 "created": int(time.time()),
-                # "zero, one, or two balance transactions that show funds withdrawn and reinstated" (_dispute.py)
-                "balance_transactions": [{"id": self._id("txn"), "amount": -session["amount_total"]}],
+                "balance_transactions": [],
             }
+            # "zero, one, or two balance transactions that show funds withdrawn and reinstated" (_dispute.py)
+            self._dispute_move(dispute, -dispute["amount"], DISPUTE_FEE, "dispute")
+            if charge:
+                charge["disputed"] = True
             self.disputes[dispute["id"]] = dispute
             self._event("charge.dispute.created", dispute)
 
+    def _dispute_move(self, dispute: dict, amount: int, fee: int, category: str) -> None:
+        txn = self._transaction("adjustment", category, amount, fee, dispute)
+        dispute["balance_transactions"].append(dict(self.balance_transactions[txn]))
+
     def win_dispute(self, payment_intent: str) -> None:
-        """The firm wins: status won and charge.dispute.funds_reinstated, the money is back."""
+        """The firm wins: status won and charge.dispute.funds_reinstated, the money is back (the fee is not)."""
         with self.lock:
             dispute = [d for d in self.disputes.values()
                        if d["payment_intent"] == payment_intent and d["balance_transactions"]][-1]
             dispute["status"] = "won"
-            dispute["balance_transactions"].append({"id": self._id("txn"), "amount": dispute["amount"]})
+            self._dispute_move(dispute, dispute["amount"], 0, "dispute_reversal")
             self._last_created += 1  # decided weeks after it was opened: never in the dispute's own second
             self._event("charge.dispute.funds_reinstated", dispute)
 
