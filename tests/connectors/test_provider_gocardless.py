@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 from fakes import FakeWorld
@@ -11,7 +12,7 @@ from fakes.gocardless_api import SECRET, FakeGoCardless, GoCardlessSigner
 
 from agent.core.errors import TransientError
 from agent.core.model import MerchantAccount
-from connectors.providers.contract import LinkStatus, ProviderError
+from connectors.providers.contract import LinkStatus, PayoutItemKind, ProviderError, RefundRefused, RefundStatus
 from connectors.providers.gocardless import GoCardlessProvider, retry_after
 from connectors.testkit.provider import PayoutContract, ProviderContract, make_spec
 
@@ -105,3 +106,95 @@ def test_paid_link_shows_payment_received(provider: GoCardlessProvider, api: Fak
     link = provider.create_link(make_spec(provider))
     api.pay(link.ref)
     assert provider.get_link(link.ref).status is LinkStatus.PAYMENT_RECEIVED
+
+
+# --- payouts and refunds: what only GoCardless does -------------------------------------------------------------
+
+
+def _paid(provider: GoCardlessProvider, payer: FakeWorld, amount: str = "125.50") -> str:
+    return payer.pay(provider.create_link(make_spec(provider, amount=Decimal(amount))))
+
+
+def test_fees_in_tenths_of_a_penny_round_to_the_payout_through_one_rounding_line(
+    provider: GoCardlessProvider, payer: FakeWorld, api: FakeGoCardless
+) -> None:
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    refs = [_paid(provider, payer), _paid(provider, payer)]
+    ref = payer.settle()
+    # The fake's fee on 12550p: 1% + 20p = 145.5p, VAT 29.1p, so each fee line is "-174.6" (VAT included, as
+    # PayoutItem.cs documents). GoCardless sums the items and rounds: 25100 - 349.2 = 24750.8 -> 24751p.
+    assert [i["amount"] for i in api.payout_items[ref] if i["type"] == "gocardless_fee"] == ["-174.6", "-174.6"]
+    (payout,) = provider.payouts(since)
+    assert payout.amount == Decimal("247.51")
+    items = provider.payout_items(ref)
+    fees = [(i.amount, i.payment_ref, i.raw_type) for i in items if i.kind is PayoutItemKind.FEE]
+    assert fees == [(Decimal("-1.75"), refs[0], "gocardless_fee"), (Decimal("-1.75"), refs[1], "gocardless_fee"),
+                    (Decimal("0.01"), None, "fee_rounding")]
+    assert sum(i.amount for i in items) == payout.amount
+
+
+def test_payout_carries_the_bank_reference_and_arrival_date(
+    provider: GoCardlessProvider, payer: FakeWorld, api: FakeGoCardless
+) -> None:
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    _paid(provider, payer)
+    ref = payer.settle()
+    (payout,) = provider.payouts(since)
+    assert payout.bank_reference == api.payouts[ref]["reference"] != ""
+    assert payout.arrival_date == dt.date.fromisoformat(api.payouts[ref]["arrival_date"])
+    assert payout.raw_status == "paid"
+
+
+def test_an_undocumented_item_type_is_kept_signed_as_an_adjustment(
+    provider: GoCardlessProvider, payer: FakeWorld, api: FakeGoCardless
+) -> None:
+    _paid(provider, payer)
+    ref = payer.settle(True)
+    api.payout_items[ref].append({"type": "payment_reversed", "amount": "-100.0", "taxes": [], "links": {}})
+    api.payouts[ref]["amount"] -= 100
+    items = provider.payout_items(ref)
+    assert (items[-1].kind, items[-1].amount, items[-1].raw_type) == (
+        PayoutItemKind.ADJUSTMENT, Decimal("-1.00"), "payment_reversed")
+    assert sum(i.amount for i in items) == Decimal("124.50")
+
+
+def test_a_chargeback_gives_the_fee_back(provider: GoCardlessProvider, payer: FakeWorld) -> None:
+    disputed = _paid(provider, payer)
+    payer.settle()
+    payer.charge_back(disputed)
+    _paid(provider, payer, "200.00")
+    mine = [(i.kind, i.amount) for i in provider.payout_items(payer.settle()) if i.payment_ref == disputed]
+    assert mine == [(PayoutItemKind.CHARGEBACK, Decimal("-125.50")), (PayoutItemKind.FEE, Decimal("1.75"))]
+
+
+def test_refund_confirms_the_total_and_a_cancelled_refund_no_longer_counts(
+    provider: GoCardlessProvider, payer: FakeWorld, api: FakeGoCardless
+) -> None:
+    payment_ref = _paid(provider, payer)
+    first = provider.refund(payment_ref, Decimal("100.00"), "GBP", "overpaid", "rf-a")
+    assert api.refunds[first.ref]["metadata"] == {"reason": "overpaid"}
+    assert first.status is RefundStatus.PENDING and first.raw_status == "created"
+    api.refunds[first.ref]["status"] = "cancelled"
+    again = provider.refund(payment_ref, Decimal("125.50"), "GBP", "all of it", "rf-b")
+    assert again.amount == Decimal("125.50")
+    with pytest.raises(RefundRefused, match="left to refund"):
+        provider.refund(payment_ref, Decimal("0.01"), "GBP", "more", "rf-c")
+
+
+def test_refund_of_a_payment_not_yet_collected_is_refused(
+    provider: GoCardlessProvider, payer: FakeWorld
+) -> None:
+    pending = payer.pay(provider.create_link(make_spec(provider)), confirm=False)
+    with pytest.raises(RefundRefused, match="submitted"):
+        provider.refund(pending, Decimal("1.00"), "GBP", "duplicate", "rf-pending")
+
+
+def test_refund_retried_after_a_timeout_makes_one_refund(
+    provider: GoCardlessProvider, payer: FakeWorld, api: FakeGoCardless
+) -> None:
+    payment_ref = _paid(provider, payer)
+    api.slow_next(1.5)
+    with pytest.raises(TransientError):
+        provider.refund(payment_ref, Decimal("5.00"), "GBP", "duplicate", "rf-timeout")
+    again = provider.refund(payment_ref, Decimal("5.00"), "GBP", "duplicate", "rf-timeout")
+    assert list(api.refunds) == [again.ref]
