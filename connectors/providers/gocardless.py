@@ -16,8 +16,9 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar, TypeVar
 
 import requests
@@ -159,6 +160,7 @@ REFUND_STATUS = {
     "bounced": RefundStatus.FAILED,
     "funds_returned": RefundStatus.FAILED,
 }
+PENCE = re.compile(r"-?[0-9]{1,15}(\.[0-9])?", re.ASCII)
 FLOW_LIFETIME = dt.timedelta(days=7)
 DEFAULT_TIMEOUT = 20.0
 ENVIRONMENTS = {"live": "https://api.gocardless.com", "sandbox": "https://api-sandbox.gocardless.com"}
@@ -613,14 +615,21 @@ class GoCardlessProvider(Provider, DirectDebitProvider, PayoutProvider):
     def payout_items(self, payout_ref: str) -> list[PayoutItem]:
         """``GET /payout_items?payout=``, every page, in whole pence.
 
-        GoCardless keeps some fees to a tenth of a penny and rounds the payout's sum of items to the penny
-        (PayoutItem.cs, ``amount``). Each item is rounded to the penny here and what that rounding moves is one
-        more fee line (``fee_rounding``), so the items add up to the bank credit exactly.
+        GoCardless keeps some fees to a tenth of a penny and rounds the sum of a payout's items to the nearest
+        penny (PayoutItem.cs, ``amount``). Each line is rounded to the penny here, and what that moves is one
+        more fee line (``fee_rounding``) - only when the exact sum is within half a penny of the payout, as
+        GoCardless's rounding leaves it: items that do not add up (one missing, say) are returned as they are,
+        for the payouts engine to report.
         """
         payout = self._call(self._payouts.get, payout_ref).attributes
         currency = payout["currency"]
         listed = self._list("payout_items", self._payout_items, None, payout=payout_ref)
-        items = [_item(raw, currency, f"{payout_ref}:{n}") for n, raw in enumerate(listed)]
+        exact = [_pence(raw) for raw in listed]
+        items = [_item(raw, pence, currency, f"{payout_ref}:{n}") for n, (raw, pence) in enumerate(
+            zip(listed, exact, strict=True))]
+        if abs(sum(exact, Decimal(0)) - int(payout["amount"])) > Decimal("0.5"):
+            log.warning("GoCardless payout %s: its items do not add up to its amount", payout_ref)
+            return items
         rest = from_minor(int(payout["amount"]), currency) - sum((item.amount for item in items), Decimal(0))
         if rest:
             items.append(PayoutItem(PayoutItemKind.FEE, rest, None, f"{payout_ref}:rounding", "fee_rounding"))
@@ -678,23 +687,24 @@ def _payout(raw: Mapping[str, Any]) -> Payout:
     )
 
 
-def _item(raw: Mapping[str, Any], currency: str, place: str) -> PayoutItem:
-    """One payout item: ``amount`` is a string of pence to one decimal place, signed (PayoutItem.cs). Items have
-    no id of their own, so one is named by its place in the payout."""
-    try:
-        pence = Decimal(str(raw["amount"]))
-    except InvalidOperation:
-        raise ProviderError(f"GoCardless payout item amount {raw['amount']!r} is not a number") from None
-    if not pence.is_finite():
-        raise ProviderError(f"GoCardless payout item amount {raw['amount']!r} is not a number")
+def _pence(raw: Mapping[str, Any]) -> Decimal:
+    """A payout item's ``amount``: a string of pence to one decimal place, signed (PayoutItem.cs), read strictly."""
+    text = raw.get("amount")
+    if not isinstance(text, str) or not PENCE.fullmatch(text):
+        raise ProviderError(f"GoCardless payout item amount {text!r} is not pence to one decimal place")
+    return Decimal(text)
+
+
+def _item(raw: Mapping[str, Any], pence: Decimal, currency: str, place: str) -> PayoutItem:
+    """One payout item in whole pence. Items have no id of their own, so one is named by its place in the
+    payout."""
     kind = ITEM_KIND.get(raw["type"])
     if kind is None:
         log.warning("GoCardless payout item type %r is undocumented: kept as an adjustment", raw["type"])
         kind = PayoutItemKind.ADJUSTMENT
-    links = raw.get("links") or {}
     whole = pence.quantize(Decimal(1), rounding=ROUND_HALF_UP)
-    return PayoutItem(kind, from_minor(int(whole), currency), links.get("payment"),
-                      place, raw["type"])
+    return PayoutItem(kind, from_minor(int(whole), currency), (raw.get("links") or {}).get("payment"), place,
+                      raw["type"])
 
 
 def _refund(raw: Mapping[str, Any]) -> Refund:

@@ -514,3 +514,19 @@ class PayoutContract:
         payout = the_payout(provider, since, ref)
         assert payout.status is PayoutStatus.FAILED
         assert payout.raw_status not in ("", "paid")
+
+    def test_server_error_while_reading_payouts_is_transient(
+        self, provider: PaysOut, payer: PayoutWorld, faults: Faults | None
+    ) -> None:
+        _need(faults, "no wire to inject server errors into (embedded provider)")
+        assert faults is not None
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        payment_ref = paid(provider, payer)
+        ref = payer.settle()
+        for read in (lambda: provider.payouts(since), lambda: provider.payout_items(ref),
+                     lambda: provider.refund(payment_ref, Decimal("1.00"), provider.account.currency, "x", "k")):
+            faults.fail_next(503)
+            with pytest.raises(TransientError):
+                read()
+        assert provider.refund(payment_ref, Decimal("1.00"), provider.account.currency, "x", "k").amount == 1
+        assert total(provider.payout_items(ref)) == the_payout(provider, since, ref).amount

@@ -198,3 +198,36 @@ def test_refund_retried_after_a_timeout_makes_one_refund(
         provider.refund(payment_ref, Decimal("5.00"), "GBP", "duplicate", "rf-timeout")
     again = provider.refund(payment_ref, Decimal("5.00"), "GBP", "duplicate", "rf-timeout")
     assert list(api.refunds) == [again.ref]
+
+
+def test_items_that_do_not_add_up_are_not_hidden_behind_a_rounding_line(
+    provider: GoCardlessProvider, payer: FakeWorld, api: FakeGoCardless
+) -> None:
+    _paid(provider, payer)
+    ref = payer.settle()
+    api.payouts[ref]["amount"] += 1  # a line the listing lacks
+    items = provider.payout_items(ref)
+    assert "fee_rounding" not in [i.raw_type for i in items]
+    assert sum(i.amount for i in items) == Decimal("123.75") != Decimal("123.76")
+
+
+def test_an_amount_not_in_tenths_of_a_penny_is_refused(
+    provider: GoCardlessProvider, payer: FakeWorld, api: FakeGoCardless
+) -> None:
+    _paid(provider, payer)
+    ref = payer.settle(True)
+    api.payout_items[ref][0]["amount"] = "1e4"
+    with pytest.raises(ProviderError, match="pence to one decimal place"):
+        provider.payout_items(ref)
+
+
+def test_a_dashboard_refund_shows_in_the_next_payout(provider: GoCardlessProvider, payer: FakeWorld) -> None:
+    payment_ref = _paid(provider, payer)
+    payer.settle()
+    payer.refund(payment_ref, Decimal("25.00"))
+    _paid(provider, payer, "100.00")
+    items = provider.payout_items(payer.settle())
+    assert [(i.payment_ref, i.amount) for i in items if i.kind is PayoutItemKind.REFUND] == [
+        (payment_ref, Decimal("-25.00"))]
+    with pytest.raises(RefundRefused):
+        provider.refund(payment_ref, Decimal("100.51"), "GBP", "more than is left", "rf-after-dashboard")

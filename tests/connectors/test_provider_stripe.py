@@ -221,3 +221,12 @@ def test_refund_of_a_disputed_or_unknown_payment_is_refused(
         provider.refund(payment_ref, Decimal("5.00"), "GBP", "duplicate", "k-disputed")
     with pytest.raises(ProviderError, match="No such payment_intent"):
         provider.refund("pi_unknown", Decimal("5.00"), "GBP", "duplicate", "k-unknown")
+
+
+def test_a_dashboard_refund_of_everything_leaves_nothing_to_refund(
+    provider: StripeProvider, payer: FakeWorld
+) -> None:
+    payment_ref = _paid(provider, payer)
+    payer.refund(payment_ref)
+    with pytest.raises(RefundRefused, match="already been refunded"):
+        provider.refund(payment_ref, Decimal("0.01"), "GBP", "duplicate", "k-after-dashboard")

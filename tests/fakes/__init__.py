@@ -2,9 +2,9 @@
 
 ``FakeWorld`` is the payer, the bank and the provider's back office for the contract kits
 (connectors/testkit/provider.py) and end-to-end tests: pay, fail, charge back and expire for links, and for money
-after the payment ``settle`` (a day's balance paid out, net of fees or gross), ``fail_payout`` (the bank returns
-it) and ``limit_pages`` (small pages, so every list is read to its end). Refunds are made through the provider
-itself (``PayoutProvider.refund``), as the firm makes them.
+after the payment ``settle`` (a day's balance paid out, net of fees or gross), ``refund`` (one made in the
+provider's dashboard, outside Ledgerlink), ``fail_payout`` (the bank returns it) and ``limit_pages`` (small pages,
+so every list is read to its end). Ledgerlink's own refunds go through ``PayoutProvider.refund``.
 """
 
 from __future__ import annotations
@@ -150,6 +150,7 @@ class PayoutsFake(PaymentsFake, Protocol):
     """What a fake provider server lets a test do as the provider's back office and the firm's bank would."""
 
     def settle(self, gross: bool = False, /) -> str: ...
+    def refund(self, payment_ref: str, amount: Decimal | None = None, /) -> str: ...
     def fail_payout(self, payout_ref: str, /) -> None: ...
     def limit_pages(self, size: int, /) -> None: ...
 
@@ -163,6 +164,11 @@ class FakeWorld:
     def settle(self, gross: bool = False) -> str:
         """Pay out everything collected, refunded and charged back since the last payout; returns its ref."""
         return self.api.settle(gross)
+
+    def refund(self, payment_ref: str, amount: Decimal | None = None) -> str:
+        """A refund the firm makes in the provider's own dashboard, not through Ledgerlink (all that is left
+        unless ``amount``); returns the refund's ref."""
+        return self.api.refund(payment_ref, amount)
 
     def fail_payout(self, payout_ref: str) -> None:
         self.api.fail_payout(payout_ref)

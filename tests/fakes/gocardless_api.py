@@ -675,6 +675,18 @@ class FakeGoCardless(FakeAPI):
             self._event("payouts", "paid", payout=payout_id)
             return payout_id
 
+    def refund(self, payment_id: str, amount: Decimal | None = None) -> str:
+        """The firm refunds from GoCardless's dashboard (all that is left by default), as POST /refunds would."""
+        with self.lock:
+            payment = self.payments[payment_id]
+            claimed = sum(r["amount"] for r in self.refunds.values()
+                          if r["links"]["payment"] == payment_id and r["status"] in LIVE_REFUND)
+            minor = payment["amount"] - claimed if amount is None else to_minor(amount, payment["currency"])
+            made = self._new_refund({"amount": minor, "total_amount_confirmation": claimed + minor,
+                                     "links": {"payment": payment_id}})
+            assert isinstance(made, dict), f"GoCardless refused the refund: {made[2].decode()}"
+            return str(made["id"])
+
     def fail_payout(self, payout_id: str) -> None:
         """The firm's bank returns the payout: status bounced (Payout.cs)."""
         with self.lock:

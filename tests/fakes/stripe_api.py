@@ -277,6 +277,15 @@ class FakeStripe(FakeAPI):
             self.payouts[payout["id"]] = payout
             return payout["id"]
 
+    def refund(self, payment_intent: str, amount: Decimal | None = None) -> str:
+        """The firm refunds from Stripe's dashboard (all that is left by default), as POST /v1/refunds would."""
+        with self.lock:
+            currency = self._by_intent(payment_intent)["currency"].upper()
+            form = {"payment_intent": payment_intent, **({"amount": str(to_minor(amount, currency))} if amount else {})}
+            status, _, body = self._refund(form)
+            assert status == 200, f"Stripe refused the refund: {body.decode()}"
+            return str(json.loads(body)["id"])
+
     def fail_payout(self, payout_id: str) -> None:
         """The firm's bank returns the payout: failed, and a payout_failure transaction gives the money back to
         the balance (paid out again with the next payout)."""
