@@ -69,7 +69,7 @@ class Runtime:
     @cached_property
     def mapping(self) -> MappingFile:
         path = self.settings.mapping_path
-        return resolve_relative(load_mapping(path), path.parent)
+        return resolve_relative(load_mapping(path, self.settings.trust_accounts), path.parent)
 
     @cached_property
     def store(self) -> StateStore:

@@ -37,7 +37,7 @@ from agent.state.store import utcnow
 from connectors.database.contract import Connector, posting_context
 from connectors.database.errors import NotReady
 from mappings.format import FilePostings, MappingFile
-from postings.allocation import allocate, unusable
+from postings.allocation import allocate, trust_shares, unusable
 from postings.filedrop import FileDrop
 from postings.queries import POSTING_DETAILS
 
@@ -60,23 +60,35 @@ def _insert(conn: Connection, now: dt.datetime, **values: Any) -> int:
     return posting_id
 
 
-def enqueue_payment(conn: Connection, payment_id: str) -> list[int]:
-    """Allocate a confirmed payment into postings (inside the caller's transaction); a repeat creates nothing."""
-    if conn.execute(select(postings.c.id).where(postings.c.payment_id == payment_id,
-                                                postings.c.kind == "payment").limit(1)).first():
-        return []
+def _enqueue_shares(conn: Connection, payment: Row, now: dt.datetime, trust: bool, tag: str = "") -> list[int]:
+    """A payment's postings: its shares of the link's statements, or for a trust (client) account one deposit on
+    account to the matter's client ledger (section trust), never allocated to an office bill."""
+    ids = []
+    shares = trust_shares(conn, payment) if trust else allocate(conn, payment)
+    for share in shares:
+        suffix = ("trust" if trust else share.statement_key) if share.note is None else "unallocated"
+        ids.append(_insert(conn, now, payment_id=payment["id"], reference=f"{payment['payment_ref']}:{suffix}{tag}",
+                           kind="payment", statement_key=share.statement_key, matter_key=share.matter_key,
+                           amount=share.amount, currency=payment["currency"], section="trust" if trust else None,
+                           account=payment["account"],
+                           state="pending" if share.note is None else "incomplete", note=share.note))
+    return ids
+
+
+def _payment(conn: Connection, payment_id: str) -> Row:
     payment = conn.execute(select(payments).where(payments.c.id == payment_id)).mappings().first()
     if payment is None:
         raise DataError(f"payment {payment_id} is not in the state store")
-    now = utcnow()
-    ids = []
-    for share in allocate(conn, payment):
-        suffix = share.statement_key if share.note is None else "unallocated"
-        ids.append(_insert(conn, now, payment_id=payment_id, reference=f"{payment['payment_ref']}:{suffix}",
-                           kind="payment", statement_key=share.statement_key, matter_key=share.matter_key,
-                           amount=share.amount, currency=payment["currency"],
-                           state="pending" if share.note is None else "incomplete", note=share.note))
-    return ids
+    return payment
+
+
+def enqueue_payment(conn: Connection, payment_id: str, *, trust: bool = False) -> list[int]:
+    """Allocate a confirmed payment into postings (inside the caller's transaction); a repeat creates nothing.
+    ``trust``: the payment reached a trust account, so it is one deposit on the matter's client ledger."""
+    if conn.execute(select(postings.c.id).where(postings.c.payment_id == payment_id,
+                                                postings.c.kind == "payment").limit(1)).first():
+        return []
+    return _enqueue_shares(conn, _payment(conn, payment_id), utcnow(), trust)
 
 
 def is_posted(conn: Connection, payment_id: str) -> bool:
@@ -88,7 +100,7 @@ def is_posted(conn: Connection, payment_id: str) -> bool:
     return any(r.kind == "payment" and r.state != "removed" and r.reference not in reversed_refs for r in rows)
 
 
-def enqueue_repost(conn: Connection, payment_id: str) -> list[int]:
+def enqueue_repost(conn: Connection, payment_id: str, *, trust: bool = False) -> list[int]:
     """A reversed payment was collected after all (a retried Direct Debit, a dispute won): post it again, once.
 
     A reversal the outbox has not tried yet is simply withdrawn, so the original posting stands; otherwise the
@@ -101,21 +113,11 @@ def enqueue_repost(conn: Connection, payment_id: str) -> list[int]:
     ).values(state="removed", note=WITHDRAWN, updated_at=now))
     if withdrawn.rowcount and is_posted(conn, payment_id):
         return []
-    payment = conn.execute(select(payments).where(payments.c.id == payment_id)).mappings().first()
-    if payment is None:
-        raise DataError(f"payment {payment_id} is not in the state store")
+    payment = _payment(conn, payment_id)
     refs = conn.execute(select(postings.c.reference).where(postings.c.payment_id == payment_id,
                                                            postings.c.kind == "payment")).scalars().all()
     rounds = {ref.rsplit(":P", 1)[1] for ref in refs if ":P" in ref and ref.rsplit(":P", 1)[1].isdigit()}
-    tag = f":P{len(rounds) + 2}"
-    ids = []
-    for share in allocate(conn, payment):
-        suffix = share.statement_key if share.note is None else "unallocated"
-        ids.append(_insert(conn, now, payment_id=payment_id, reference=f"{payment['payment_ref']}:{suffix}{tag}",
-                           kind="payment", statement_key=share.statement_key, matter_key=share.matter_key,
-                           amount=share.amount, currency=payment["currency"],
-                           state="pending" if share.note is None else "incomplete", note=share.note))
-    return ids
+    return _enqueue_shares(conn, payment, now, trust, f":P{len(rounds) + 2}")
 
 
 def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int]:
@@ -149,7 +151,8 @@ def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int
             continue
         created.append(_insert(conn, now, payment_id=payment_id, reference=reference, kind="reversal",
                                statement_key=row["statement_key"], matter_key=row["matter_key"],
-                               amount=-row["amount"], currency=row["currency"], state="pending", note=reason))
+                               amount=-row["amount"], currency=row["currency"], section=row["section"],
+                               account=row["account"], state="pending", note=reason))
     return created
 
 
@@ -171,7 +174,8 @@ def posting_params(row: Mapping[str, Any], mapping: MappingFile | None = None) -
     """The values a mapping may bind (mappings.format.POSTING_PARAMS) for a posting row joined with POSTING_DETAILS,
     plus the mapping's own ``params`` constants; local times are in the mapping's timezone (UTC without one)."""
     amount: Decimal = row["amount"]
-    when: dt.datetime = (row["confirmed_at"] if row["kind"] == "payment" else None) or row["status_at"]
+    when: dt.datetime = ((row["confirmed_at"] if row["kind"] == "payment" else None) or row["status_at"]
+                         or row["payout_at"])
     paid_at = when.astimezone(dt.UTC).replace(tzinfo=None)
     local = when.astimezone(ZoneInfo(mapping.timezone) if mapping else dt.UTC).replace(tzinfo=None)
     uid = posting_uuid(row["reference"])
@@ -185,6 +189,9 @@ def posting_params(row: Mapping[str, Any], mapping: MappingFile | None = None) -
         "paid_at": paid_at, "paid_on": paid_at.date(), "method": row["method"],
         "description": row["description"], "link_id": row["link_id"],
         "paid_at_local": local, "paid_on_local": local.date(), "posting_uuid": str(uid), "posting_uuid_hex": uid.hex,
+        "section": row["section"], "account": row["account"],
+        "account_kind": row["account_kind"] or ("trust" if row["section"] == "trust" else "operating"),
+        "payout_id": row["payout_ref"], "bank_reference": row["bank_reference"], "from_account": row["fees_account"],
     }
 
 
@@ -306,7 +313,7 @@ class Outbox:
             counts["deferred"] += 1
             return False
         try:
-            reached = self._reached(original["reference"])
+            reached = self._reached(original["reference"], original["section"])
         except TransientError as exc:
             self._transient(row, exc, counts)
             return False
@@ -325,18 +332,18 @@ class Outbox:
         counts["removed"] += 1
         return False
 
-    def _reached(self, reference: str) -> bool:
+    def _reached(self, reference: str, section: str | None) -> bool:
         if self.files is not None:
             return FileDrop.dropped(self.store, reference)
         assert self.connector is not None
-        return self.connector.posting_exists(reference)
+        return self.connector.posting_exists(reference, section)
 
     def _post(self, row: Mapping[str, Any], counts: Counter[str]) -> str | None:
         """Write one posting; returns 'posted' or 'already' once the target has it, None when it did not go."""
         reference = row["reference"]
         assert self.connector is not None
         try:
-            if row["recovering"] and self.connector.posting_exists(reference):
+            if row["recovering"] and self.connector.posting_exists(reference, row["section"]):
                 return "already"
             return "posted" if self.connector.write_posting(posting_params(row, self.mapping)) else "already"
         except NotReady:
@@ -344,14 +351,14 @@ class Outbox:
         except TransientError as exc:
             self._transient(row, exc, counts)
         except LedgerlinkError as exc:
-            if isinstance(exc, DataError) and self._exists_quietly(reference):
+            if isinstance(exc, DataError) and self._exists_quietly(reference, row["section"]):
                 return "already"  # a unique-key clash on the reference: someone else's write got there first
             self._failed(row, str(exc), counts)
         return None
 
-    def _exists_quietly(self, reference: str) -> bool:
+    def _exists_quietly(self, reference: str, section: str | None) -> bool:
         try:
-            return self._reached(reference)
+            return self._reached(reference, section)
         except LedgerlinkError:
             return False
 
