@@ -91,6 +91,15 @@ def enqueue_payment(conn: Connection, payment_id: str, *, trust: bool = False) -
     return _enqueue_shares(conn, _payment(conn, payment_id), utcnow(), trust)
 
 
+def enqueue_payout_posting(conn: Connection, payout_id: str, section: str, reference: str, account: str,
+                           amount: Decimal, currency: str) -> int | None:
+    """A payout's fees, deposit or transfer request (inside the caller's transaction); a repeat creates nothing."""
+    if conn.execute(select(postings.c.id).where(postings.c.reference == reference)).first():
+        return None
+    return _insert(conn, utcnow(), payment_id=None, payout_id=payout_id, reference=reference, kind=section,
+                   section=section, account=account, amount=amount, currency=currency, state="pending")
+
+
 def is_posted(conn: Connection, payment_id: str) -> bool:
     """Whether the outbox holds the payment as posted (or to be posted): a live posting not reversed."""
     rows = conn.execute(select(postings.c.reference, postings.c.kind, postings.c.state)
@@ -149,10 +158,61 @@ def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int
                     state="pending", note=reason, updated_at=now))
                 created.append(existing.id)
             continue
-        created.append(_insert(conn, now, payment_id=payment_id, reference=reference, kind="reversal",
-                               statement_key=row["statement_key"], matter_key=row["matter_key"],
-                               amount=-row["amount"], currency=row["currency"], section=row["section"],
-                               account=row["account"], state="pending", note=reason))
+        created.append(_reversing(conn, now, row, reference, row["amount"], reason))
+    return created
+
+
+def _reversing(conn: Connection, now: dt.datetime, row: Row, reference: str, amount: Decimal, reason: str) -> int:
+    """The reversing posting of ``amount`` of ``row``: the outbox writes it once the original is posted."""
+    return _insert(conn, now, payment_id=row["payment_id"], reference=reference, kind="reversal",
+                   statement_key=row["statement_key"], matter_key=row["matter_key"], amount=-amount,
+                   currency=row["currency"], section=row["section"], account=row["account"], state="pending",
+                   note=reason)
+
+
+def original_reference(reference: str) -> str:
+    """The posting a reversal undoes: ``<ref>:R`` (failed, charged back) or ``<ref>:R<refund id>`` (refunded)."""
+    return reference.rsplit(REVERSAL_SUFFIX, 1)[0]
+
+
+def _refundable_postings(conn: Connection, payment_id: str) -> list[tuple[Row, Decimal]]:
+    """The payment's live postings, newest first, each with what is left of it after earlier refunds."""
+    rows = conn.execute(select(postings).where(postings.c.payment_id == payment_id)
+                        .order_by(postings.c.id.desc())).mappings().all()
+    taken: dict[str, Decimal] = {}
+    for r in rows:
+        if r["kind"] == "reversal" and r["state"] != "removed":
+            original = original_reference(r["reference"])
+            taken[original] = taken.get(original, Decimal(0)) - r["amount"]
+    return [(r, r["amount"] - taken.get(r["reference"], Decimal(0))) for r in rows
+            if r["kind"] == "payment" and r["state"] not in ("removed", "incomplete")]
+
+
+def refund_room(conn: Connection, payment_id: str) -> Decimal:
+    """How much of the payment's posted (or to be posted) money a refund can still reverse."""
+    return sum((left for _, left in _refundable_postings(conn, payment_id)), Decimal(0))
+
+
+def enqueue_refund(conn: Connection, payment_id: str, refund_id: str, amount: Decimal, reason: str) -> list[int]:
+    """A refund of ``amount``: reversing postings over the payment's postings, newest first (inside the caller's
+    transaction, once per refund: the references carry the refund's id). A refund never removes the original,
+    since part of it may stand; its reversal waits for the original like any other."""
+    tag = f"{REVERSAL_SUFFIX}{refund_id}"
+    if conn.execute(select(postings.c.id).where(postings.c.payment_id == payment_id,
+                                                postings.c.reference.endswith(tag, autoescape=True)).limit(1)).first():
+        return []
+    now = utcnow()
+    created = []
+    remaining = amount
+    for row, left in _refundable_postings(conn, payment_id):
+        take = min(left, remaining)
+        if take <= 0:
+            continue
+        created.append(_reversing(conn, now, row, f"{row['reference']}{tag}", take, reason))
+        remaining -= take
+    if remaining > 0:
+        raise RuleError(f"payment {payment_id}: {remaining} of the refund is on no posting (an unallocated "
+                        "posting?); reallocate the payment's postings first")
     return created
 
 
@@ -302,7 +362,7 @@ class Outbox:
 
     def _reversal_ready(self, row: Mapping[str, Any], counts: Counter[str]) -> bool:
         """A reversal goes out only after its original is in the firm database; dropped if it never got there."""
-        original = self._get(row["reference"].removesuffix(REVERSAL_SUFFIX))
+        original = self._get(original_reference(row["reference"]))
         state = original["state"]
         if state == "posted":
             return True

@@ -60,6 +60,8 @@ class StatusOut(Out):
     backlog: dict[str, int] = Field(description="Postings per state.")
     components: dict[str, ComponentOut] = Field(description="Last success and last error per part of the agent.")
     state_store: str | None = Field(None, description="Why the state store cannot be written now (a full disk).")
+    client_money: list[str] = Field(default_factory=list, description="Compliance breaches not yet cleared: fees a "
+                                    "provider took from a trust account, each with the amount to transfer back.")
 
 
 class MatterOut(Out):

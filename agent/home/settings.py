@@ -42,6 +42,8 @@ class Intervals(BaseModel):
     intake: float = Field(5.0, gt=0, description="Request table and inbox folder.")
     reconcile: float = Field(86400.0, gt=0, description="Full reconciliation sweep (every row compared by content, "
                              "deletes noticed); nightly by default.")
+    payouts: float = Field(86400.0, gt=0, description="Payouts read from the providers (fees, deposits, client-money "
+                           "checks); daily by default, and 'ledgerlink payouts sync' at any time.")
 
 
 # --- delivery: email (SMTP) and SMS gateway settings (agent/delivery.py) ---

@@ -263,6 +263,8 @@ payouts = Table(
     Column("items_total", DecimalText, nullable=False, comment="the sum of its items: equal to amount when it adds up"),
     Column("fees", DecimalText, nullable=False, comment="fee items, as a positive amount"),
     Column("shortfall", DecimalText, comment="trust payouts: fees taken from client money, to transfer back"),
+    Column("breach_cleared_at", UTCDateTime, comment="when a person confirmed the shortfall was transferred back"),
+    Column("breach_note", Text),
     Column("synced_at", UTCDateTime, nullable=False),
     UniqueConstraint("account", "payout_ref", name="uq_payouts_ref"),
 )

@@ -97,11 +97,11 @@ def register(conn: sqlite3.Connection, account: MerchantAccount) -> None:
 
 
 def _line(conn: sqlite3.Connection, account: str, kind: PayoutItemKind, amount: Decimal, currency: str,
-          payment_ref: str, raw_type: str, now: str) -> None:
+          payment_ref: str, raw_type: str, now: str, ref: str | None = None) -> None:
     conn.execute(
         "INSERT INTO balance (account, kind, amount, currency, payment_ref, ref, raw_type, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (account, kind.value, str(amount), currency, payment_ref, "bt_" + secrets.token_hex(8), raw_type, now),
+        (account, kind.value, str(amount), currency, payment_ref, ref or "bt_" + secrets.token_hex(8), raw_type, now),
     )
 
 
@@ -186,7 +186,7 @@ def refund(conn: sqlite3.Connection, account: str, payment_ref: str, amount: Dec
         "INSERT INTO refunds (ref, account, payment_ref, amount, currency, reason, idempotency_key, status,"
         " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'succeeded', ?)",
         (ref, account, payment_ref, str(amount), currency, reason, key, now))
-    _line(conn, account, PayoutItemKind.REFUND, -amount, currency, payment_ref, "refund", now)
+    _line(conn, account, PayoutItemKind.REFUND, -amount, currency, payment_ref, "refund", now, ref)  # as Stripe's
     row: sqlite3.Row = conn.execute("SELECT * FROM refunds WHERE ref = ?", (ref,)).fetchone()
     return row
 

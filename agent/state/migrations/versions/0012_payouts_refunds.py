@@ -33,6 +33,8 @@ def upgrade() -> None:
         sa.Column("items_total", lt.DecimalText(), nullable=False),
         sa.Column("fees", lt.DecimalText(), nullable=False),
         sa.Column("shortfall", lt.DecimalText()),
+        sa.Column("breach_cleared_at", lt.UTCDateTime()),
+        sa.Column("breach_note", sa.Text()),
         sa.Column("synced_at", lt.UTCDateTime(), nullable=False),
         sa.UniqueConstraint("account", "payout_ref", name="uq_payouts_ref"),
     )
