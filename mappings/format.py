@@ -437,12 +437,14 @@ def _postings_problems(postings: dict[Any, Any], constants: dict[Any, Any]) -> l
 
 
 def _trust_problems(data: dict[Any, Any], trust_accounts: Sequence[str]) -> list[Problem]:
-    """A trust account's payments have nowhere to go without postings.trust: refuse the mapping, not the money."""
+    """A mapping that writes payments back must write a trust account's payments through postings.trust, or
+    client money would be posted as an office receipt: refuse the mapping, not the money. (A mapping with no
+    postings section writes nothing back at all.)"""
     postings = data.get("postings")
-    if not trust_accounts or (isinstance(postings, dict) and isinstance(postings.get("trust"), dict)):
+    if not trust_accounts or not isinstance(postings, dict) or isinstance(postings.get("trust"), dict):
         return []
     names = ", ".join(repr(n) for n in trust_accounts)
-    where = ("postings",) if isinstance(postings, dict) else ()
+    where = ("postings",)
     return [(where, f"account(s) {names} are trust (client) accounts but the mapping has no postings.trust "
                     "section; add 'trust:' under postings with the INSERT that puts a deposit on the matter's "
                     "client ledger (see mappings/README.md, 'Client money')")]

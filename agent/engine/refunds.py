@@ -64,6 +64,29 @@ def refunded(conn: Connection, payment_id: str) -> Decimal:
     return sum(amounts, Decimal(0))
 
 
+def _allowed(conn: Connection, payment: Row, amount: Decimal | None) -> Decimal:
+    """The amount to refund (None: all that is left), refused above what was paid less what was refunded."""
+    currency = payment["currency"]
+    done = refunded(conn, payment["id"])
+    left = payment["amount"] - done
+    try:
+        wanted = left if amount is None else check_decimals(amount, currency, field="--amount")
+    except DataError as exc:
+        raise RuleError(str(exc)) from None
+    if wanted <= 0:
+        raise RuleError(f"nothing to refund: payment {payment['payment_ref']} of {payment['amount']} {currency} "
+                        f"has {left} {currency} left" if left <= 0 else "give a refund amount above 0")
+    if wanted > left:
+        raise RuleError(f"a refund of {wanted} {currency} is more than is left on payment "
+                        f"{payment['payment_ref']}: paid {payment['amount']}, refunded {done}, so at most {left} "
+                        f"{currency}; give --amount {left} or less")
+    room = refund_room(conn, payment["id"])
+    if wanted > room:
+        raise RuleError(f"payment {payment['payment_ref']}: only {room} {currency} of it is posted to "
+                        "statements; reallocate its unallocated posting first ('ledgerlink postings list')")
+    return wanted
+
+
 class Refunds:
     """The refund engine; the store and the providers are handed in by the composition root."""
 
@@ -76,12 +99,13 @@ class Refunds:
 
     def refund(self, payment: str, amount: Decimal | None, reason: str, actor: Actor) -> RefundView:
         """Refund ``amount`` (None: all that is left) of a confirmed payment, by its id or provider ref."""
+        return self._complete(self.request(payment, amount, reason, actor))
+
+    def request(self, payment: str, amount: Decimal | None, reason: str, actor: Actor) -> str:
+        """Check and record a refund as requested, in one transaction; returns its id (``resume`` finishes it)."""
         if not reason.strip():
             raise RuleError("say why the payment is refunded (--reason)")
-        refund_id = self._record(payment, amount, reason.strip(), actor)
-        return self._complete(refund_id)
-
-    def _record(self, payment: str, amount: Decimal | None, reason: str, actor: Actor) -> str:
+        reason = reason.strip()
         with self.store.begin() as conn:
             row = conn.execute(select(payments).where(or_(payments.c.id == payment, payments.c.payment_ref == payment))
                                .with_for_update()).mappings().first()
@@ -90,31 +114,14 @@ class Refunds:
             if row["status"] != "confirmed":
                 raise RuleError(f"payment {row['payment_ref']} is {row['status'].replace('_', ' ')}; only a "
                                 "confirmed payment can be refunded")
-            currency = row["currency"]
-            done = refunded(conn, row["id"])
-            left = row["amount"] - done
-            try:
-                wanted = left if amount is None else check_decimals(amount, currency, field="--amount")
-            except DataError as exc:
-                raise RuleError(str(exc)) from None
-            if wanted <= 0:
-                raise RuleError(f"nothing to refund: payment {row['payment_ref']} of {row['amount']} {currency} "
-                                f"has {left} {currency} left" if left <= 0 else "give a refund amount above 0")
-            if wanted > left:
-                raise RuleError(f"a refund of {wanted} {currency} is more than is left on payment "
-                                f"{row['payment_ref']}: paid {row['amount']}, refunded {done}, so at most {left} "
-                                f"{currency}; give --amount {left} or less")
-            room = refund_room(conn, row["id"])
-            if wanted > room:
-                raise RuleError(f"payment {row['payment_ref']}: only {room} {currency} of it is posted to "
-                                "statements; reallocate its unallocated posting first ('ledgerlink postings list')")
+            wanted = _allowed(conn, row, amount)
             refund_id = "rf" + secrets.token_hex(8)
             now = utcnow()
             conn.execute(refunds.insert().values(
-                id=refund_id, payment_id=row["id"], amount=wanted, currency=currency, reason=reason,
+                id=refund_id, payment_id=row["id"], amount=wanted, currency=row["currency"], reason=reason,
                 actor=str(actor), status=REQUESTED, idempotency_key=f"ledgerlink-refund-{refund_id}",
                 created_at=now, updated_at=now))
-        log.info("refund %s of %s %s on payment %s requested by %s", refund_id, wanted, currency,
+        log.info("refund %s of %s %s on payment %s requested by %s", refund_id, wanted, row["currency"],
                  row["payment_ref"], actor)
         return refund_id
 

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -99,7 +99,7 @@ def rt(home: Path, money: MoneyWorld) -> Iterator[Runtime]:
     runtime.close()
 
 
-def firm(home: Path, sql: str) -> list[tuple[object, ...]]:
+def firm(home: Path, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(home / "demo-firm.db") as conn:
         return conn.execute(sql).fetchall()
 

@@ -20,6 +20,7 @@ from connectors.providers.sandbox.world import (
     resubmit_collection,
     set_collection,
     set_mandate,
+    settled,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "resubmit_collection",
     "set_collection",
     "set_mandate",
+    "settled",
 ]

@@ -407,6 +407,13 @@ def _collection_money(conn: sqlite3.Connection, row: sqlite3.Row, status: Collec
         take_back(conn, row["account"], row["ref"], amount, row["currency"], PayoutItemKind.ADJUSTMENT, now)
 
 
+def settled(home: str | Path, account: str, payment_ref: str, amount: Decimal, currency: str,
+            method: str = PaymentMethod.BANK) -> None:
+    """A payment the sandbox settles without a link of its own (a harness's seeded payment): fees and all."""
+    with _db(home) as conn:
+        settle(conn, account, payment_ref, amount, currency, method, _iso(_now()))
+
+
 def pay_out(home: str | Path, until: dt.datetime | None = None) -> list[str]:
     """The banks' end of day: pay each account its unpaid balance lines before ``until`` (default: now), one
     payout per account and day. The provider runs this itself for the days before today when payouts are read."""
