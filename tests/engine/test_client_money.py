@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from sqlalchemy import select
 
 from agent.cli.doctor import diagnose
 from agent.cli.main import main
@@ -27,6 +28,7 @@ from agent.engine.payments import EventPoller
 from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
+from agent.state.schema import postings
 from connectors.providers import sandbox
 
 TRUST_MATTER, TRUST_MATTER_ID = "M-2026-0010", 10
@@ -49,6 +51,12 @@ class MoneyWorld(Protocol):
     def pay_out(self) -> None:
         """The provider's end of day: pay every account out."""
 
+    def activate_mandate(self, setup_ref: str) -> None:
+        """The payer finishes the provider's mandate flow."""
+
+    def collect(self, collection_ref: str) -> None:
+        """The banks take a Direct Debit collection: submitted, then confirmed."""
+
 
 class SandboxMoney:
     def __init__(self, home: Path) -> None:
@@ -65,6 +73,13 @@ class SandboxMoney:
 
     def pay_out(self) -> None:
         sandbox.pay_out(self.home)
+
+    def activate_mandate(self, setup_ref: str) -> None:
+        sandbox.set_mandate(self.home, setup_ref, "active")
+
+    def collect(self, collection_ref: str) -> None:
+        for status in ("submitted", "confirmed"):
+            sandbox.set_collection(self.home, collection_ref, status)
 
 
 WORLDS = {"sandbox": SandboxMoney}
@@ -233,3 +248,51 @@ def test_the_mapping_check_refuses_a_trust_account_without_postings_trust(
     assert code == 2
     assert f"{mapping}:" in err and "postings: account(s) 'trust' are trust (client) accounts" in err
     assert "add 'trust:' under postings" in err
+
+
+def test_direct_debit_on_a_trust_account_is_client_money_and_a_payer_in_credit_gets_no_collection(
+        home: Path, money: MoneyWorld) -> None:
+    due = dt.date.today() + dt.timedelta(days=10)
+    with sqlite3.connect(home / "demo-firm.db") as conn:
+        conn.execute("INSERT INTO clients (id, name, email) VALUES (90, 'Ada Direct', 'ada@example.com')")
+        conn.execute("INSERT INTO payers (id, client_id, name, email) VALUES (90, 90, 'Ada Direct', 'ada@example.com')")
+        conn.execute("INSERT INTO matters (id, matter_no, title, client_id, payer_id) VALUES (900, 'M-DD', 'Lease', "
+                     "90, 90)")
+        conn.execute("INSERT INTO bills (bill_no, matter_id, issued_on, due_on, total_pence, balance_pence) VALUES "
+                     "('INV-DD', 900, ?, ?, 3000, 3000)", ((due - dt.timedelta(days=30)).isoformat(), due.isoformat()))
+        conn.execute("INSERT INTO clients (id, name, email) VALUES (91, 'Cal Credit', 'cal@example.com')")
+        conn.execute("INSERT INTO payers (id, client_id, name, email) VALUES (91, 91, 'Cal Credit', 'cal@example.com')")
+        conn.execute("INSERT INTO matters (id, matter_no, title, client_id, payer_id) VALUES (910, 'M-CR', 'Sale', "
+                     "91, 91)")
+        conn.execute("INSERT INTO bills (bill_no, matter_id, issued_on, due_on, total_pence, balance_pence) VALUES "
+                     "('CN-CR', 910, '2026-01-01', '2026-01-31', -5000, -5000), "
+                     "('INV-CR', 910, ?, ?, 2000, 2000)", ((due - dt.timedelta(days=30)).isoformat(), due.isoformat()))
+    rt = _runtime(home, money)
+    try:
+        trust_poller = EventPoller(rt.store, rt.provider("trust"), "trust", retry_initial=0.01)
+        for payer in ("90", "91"):
+            money.activate_mandate(rt.directdebit.setup_mandate(payer, "trust").setup_ref)
+        trust_poller.poll()
+        assert len(rt.directdebit.schedule_collections().created) == 1  # the payer in credit: no collection
+        [made] = rt.directdebit.list_collections()
+        assert (made.statement_key, made.amount, made.account) == (_bill_key(home, "INV-DD"), Decimal("30.00"),
+                                                                   "trust")
+        assert made.provider_ref is not None
+        money.collect(made.provider_ref)
+        trust_poller.poll()
+        post_all(rt)
+        assert firm(home, "SELECT matter_id, amount_pence FROM client_ledger") == [(900, 3000)]
+        assert firm(home, "SELECT count(*) FROM receipts") == [(0,)]  # never a receipt against the office bill
+        assert firm(home, "SELECT balance_pence FROM bills WHERE bill_no = 'INV-DD'") == [(3000,)]
+        with rt.store.read() as conn:  # and nothing at all for the payer in credit
+            assert conn.execute(select(postings.c.id).where(postings.c.matter_key == "910")).all() == []
+        money.pay_out()
+        rt.payouts.sync()
+        [payout] = rt.payouts.listing("trust")
+        assert (payout.amount, payout.fees, payout.shortfall) == (Decimal("30.00"), Decimal(0), None)
+    finally:
+        rt.close()
+
+
+def _bill_key(home: Path, number: str) -> str:
+    return str(firm(home, f"SELECT id FROM bills WHERE bill_no = '{number}'")[0][0])
