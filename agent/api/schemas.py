@@ -306,6 +306,8 @@ class AccountOut(BaseModel):
     currency: str
     expiry_days: int
     default: bool
+    kind: str = Field("operating", description="operating or trust")
+    kind_word: str = Field("operating", description="The firm's word for the kind: office or client in the UK.")
 
 
 class ManagedPostingOut(PostingOut):
