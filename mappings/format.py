@@ -38,7 +38,7 @@ POSTING_PARAMS: dict[str, str] = {
     "reference": "unique reference of this posting (provider payment id + statement); the idempotency key",
     "payment_id": "the provider's payment id",
     "provider": "provider name: sandbox, gocardless, stripe",
-    "kind": "'payment' or 'reversal'",
+    "kind": "'payment' or 'reversal'; a payout's postings: 'fees', 'deposits' or 'transfers'",
     "amount": "Decimal amount, negative for a reversal",
     "amount_abs": "Decimal amount without sign",
     "amount_minor": "integer minor units (pence), negative for a reversal",
