@@ -22,7 +22,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from agent.core.errors import RuleError
+from agent.core.errors import LedgerlinkError, RuleError, TransientError
 from agent.core.model import MerchantAccount
 from agent.core.retry import call
 from agent.home.settings import Settings
@@ -133,16 +133,29 @@ class Payouts:
         self.attempts = attempts
 
     def sync(self, since: dt.datetime | None = None) -> SyncResult:
-        """Read every payout account's payouts since ``since`` (default: shortly before the newest stored)."""
+        """Read every payout account's payouts since ``since`` (default: shortly before the newest stored).
+
+        Each account on its own: one whose provider fails is recorded as ``payouts:<account>`` in /status and the
+        others are still read; the failure is raised once all were tried."""
         result = SyncResult()
+        failed: list[str] = []
         for name, account in self.settings.accounts.items():
             provider = self.providers(name)
             if not isinstance(provider, PayoutProvider):
                 continue
-            start = since or self._since(name)
-            found = call(provider.payouts, start, attempts=self.attempts, initial=self.retry_initial)
-            for payout in found:
-                self._one(account, provider, payout, result)
+            try:
+                found = call(provider.payouts, since or self._since(name), attempts=self.attempts,
+                             initial=self.retry_initial)
+                for payout in found:
+                    self._one(account, provider, payout, result)
+            except LedgerlinkError as exc:
+                log.error("payouts of account %s: %s", name, exc)
+                self.store.record_error(f"payouts:{name}", str(exc))
+                failed.append(f"{name}: {exc}")
+                continue
+            self.store.record_ok(f"payouts:{name}")
+        if failed:
+            raise TransientError("payouts not read for " + "; ".join(failed))
         return result
 
     def _since(self, account: str) -> dt.datetime:

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from agent.cli.doctor import diagnose
 from agent.cli.main import main
+from agent.core.errors import TransientError
 from agent.core.model import Actor
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
@@ -296,3 +297,20 @@ def test_direct_debit_on_a_trust_account_is_client_money_and_a_payer_in_credit_g
 
 def _bill_key(home: Path, number: str) -> str:
     return str(firm(home, f"SELECT id FROM bills WHERE bill_no = '{number}'")[0][0])
+
+
+def test_one_account_whose_payouts_fail_does_not_stop_the_others(rt: Runtime, money: MoneyWorld,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    paid(rt, money, TRUST_MATTER, "80.00", "trust", "card")
+    money.pay_out()
+
+    def down(_since: object) -> None:
+        raise TransientError("503 from the provider")
+
+    monkeypatch.setattr(rt.provider("operating"), "payouts", down)
+    rt.payouts.attempts = 1
+    with pytest.raises(TransientError, match="operating: 503"):
+        rt.payouts.sync()
+    assert [p.amount for p in rt.payouts.listing("trust")] == [Decimal("80.00")]
+    status = rt.store.component_status()
+    assert "503" in status["payouts:operating"]["last_error"] and status["payouts:trust"]["last_ok_at"]
