@@ -100,6 +100,17 @@ def enqueue_payout_posting(conn: Connection, payout_id: str, section: str, refer
                    section=section, account=account, amount=amount, currency=currency, state="pending")
 
 
+def enqueue_payout_reversal(conn: Connection, payout_id: str, reason: str) -> list[int]:
+    """A payout came back from the bank: reverse its fees, deposit and transfer postings (inside the caller's
+    transaction, once each); its money returns to the provider's balance and a later payout carries it again."""
+    now = utcnow()
+    rows = conn.execute(select(postings).where(postings.c.payout_id == payout_id, postings.c.kind != "reversal",
+                                               postings.c.state != "removed")).mappings().all()
+    return [_reversing(conn, now, row, row["reference"] + REVERSAL_SUFFIX, row["amount"], reason) for row in rows
+            if not conn.execute(select(postings.c.id).where(
+                postings.c.reference == row["reference"] + REVERSAL_SUFFIX)).first()]
+
+
 def is_posted(conn: Connection, payment_id: str) -> bool:
     """Whether the outbox holds the payment as posted (or to be posted): a live posting not reversed."""
     rows = conn.execute(select(postings.c.reference, postings.c.kind, postings.c.state)
@@ -164,7 +175,8 @@ def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int
 
 def _reversing(conn: Connection, now: dt.datetime, row: Row, reference: str, amount: Decimal, reason: str) -> int:
     """The reversing posting of ``amount`` of ``row``: the outbox writes it once the original is posted."""
-    return _insert(conn, now, payment_id=row["payment_id"], reference=reference, kind="reversal",
+    return _insert(conn, now, payment_id=row["payment_id"], payout_id=row["payout_id"], reference=reference,
+                   kind="reversal",
                    statement_key=row["statement_key"], matter_key=row["matter_key"], amount=-amount,
                    currency=row["currency"], section=row["section"], account=row["account"], state="pending",
                    note=reason)

@@ -31,7 +31,7 @@ from agent.state.schema import Row, payout_items, payouts, refunds
 from agent.state.store import utcnow
 from connectors.providers.contract import Payout, PayoutItem, PayoutItemKind, PayoutProvider, PayoutStatus, Provider
 from mappings.format import SECTIONS, MappingFile, ProcedurePostings, SqlPostings
-from postings.outbox import enqueue_payout_posting
+from postings.outbox import enqueue_payout_posting, enqueue_payout_reversal
 
 log = logging.getLogger("ledgerlink.payouts")
 
@@ -169,11 +169,7 @@ class Payouts:
                                                        payouts.c.payout_ref == payout.ref)).mappings().first()
         if known is not None:
             if known["status"] != payout.status.value:
-                with self.store.begin() as conn:
-                    conn.execute(update(payouts).where(payouts.c.id == known["id"]).values(
-                        status=payout.status.value, raw_status=payout.raw_status))
-                    result.postings += self._deposit(conn, known["id"], account, payout)
-                result.updated += 1
+                self._moved(known, account, payout, result)
             return
         assert isinstance(provider, PayoutProvider)
         items = call(provider.payout_items, payout.ref, attempts=self.attempts, initial=self.retry_initial)
@@ -185,6 +181,22 @@ class Payouts:
         if breach is not None:
             log.error("%s", breach.message)
             result.breaches.append(breach)
+
+    def _moved(self, known: Row, account: MerchantAccount, payout: Payout, result: SyncResult) -> None:
+        """A stored payout's status moved: paid posts its deposit; failed (the bank returned it) reverses its
+        postings and its breach, since its money goes back to the provider's balance for a later payout."""
+        with self.store.begin() as conn:
+            conn.execute(update(payouts).where(payouts.c.id == known["id"]).values(
+                status=payout.status.value, raw_status=payout.raw_status))
+            if payout.status is PayoutStatus.FAILED:
+                result.postings += len(enqueue_payout_reversal(conn, known["id"], f"payout {payout.ref} failed"))
+                conn.execute(update(payouts).where(payouts.c.id == known["id"], payouts.c.shortfall.is_not(None),
+                                                   payouts.c.breach_cleared_at.is_(None))
+                             .values(breach_cleared_at=utcnow(), breach_note="the payout failed; the payout that "
+                                     "carries its money again is checked on its own"))
+            else:
+                result.postings += self._deposit(conn, known["id"], account, payout)
+        result.updated += 1
 
     def _store(self, account: MerchantAccount, provider: str, payout: Payout, items: list[PayoutItem],
                result: SyncResult) -> Breach | None:

@@ -58,6 +58,9 @@ class MoneyWorld(Protocol):
     def collect(self, collection_ref: str) -> None:
         """The banks take a Direct Debit collection: submitted, then confirmed."""
 
+    def fail_payout(self, payout_ref: str) -> None:
+        """The firm's bank returns a payout; its money goes back to the provider's balance."""
+
 
 class SandboxMoney:
     def __init__(self, home: Path) -> None:
@@ -81,6 +84,9 @@ class SandboxMoney:
     def collect(self, collection_ref: str) -> None:
         for status in ("submitted", "confirmed"):
             sandbox.set_collection(self.home, collection_ref, status)
+
+    def fail_payout(self, payout_ref: str) -> None:
+        sandbox.fail_payout(self.home, payout_ref)
 
 
 WORLDS = {"sandbox": SandboxMoney}
@@ -314,3 +320,23 @@ def test_one_account_whose_payouts_fail_does_not_stop_the_others(rt: Runtime, mo
     assert [p.amount for p in rt.payouts.listing("trust")] == [Decimal("80.00")]
     status = rt.store.component_status()
     assert "503" in status["payouts:operating"]["last_error"] and status["payouts:trust"]["last_ok_at"]
+
+
+def test_a_payout_the_bank_returns_is_reversed_and_its_money_posted_once_with_the_next(
+        rt: Runtime, money: MoneyWorld, home: Path) -> None:
+    paid(rt, money, OFFICE_MATTERS[0], "100.00", "operating", "card")
+    money.pay_out()
+    rt.payouts.sync()
+    post_all(rt)
+    [first] = rt.payouts.listing("operating")
+    money.fail_payout(first.payout_ref)
+    assert rt.payouts.sync().updated == 1
+    post_all(rt)
+    assert sorted(firm(home, "SELECT amount_pence FROM bank_deposits")) == [(-9830,), (9830,)]  # in, then out
+    money.pay_out()
+    rt.payouts.sync()
+    post_all(rt)
+    statuses = sorted((p.status, p.amount) for p in rt.payouts.listing("operating"))
+    assert statuses == [("failed", Decimal("98.30")), ("paid", Decimal("98.30"))]
+    assert sum(r[0] for r in firm(home, "SELECT amount_pence FROM bank_deposits")) == 9830  # one bank credit
+    assert sum(r[0] for r in firm(home, "SELECT amount_pence FROM office_expenses")) == 170  # the fee, once

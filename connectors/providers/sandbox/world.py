@@ -422,6 +422,16 @@ def pay_out(home: str | Path, until: dt.datetime | None = None) -> list[str]:
         return pay_out_lines(conn, _iso(until or now + dt.timedelta(microseconds=1)), now)
 
 
+def fail_payout(home: str | Path, payout_ref: str) -> None:
+    """The firm's bank returned a payout (a closed account): it is failed, and its lines go back to the account's
+    balance for the next payout, as Stripe returns a failed payout's funds."""
+    with _db(home) as conn:
+        if conn.execute("UPDATE payouts SET status = 'failed' WHERE ref = ? AND status = 'paid'",
+                        (payout_ref,)).rowcount != 1:
+            raise ProviderError(f"sandbox payout {payout_ref!r} is not a paid payout")
+        conn.execute("UPDATE balance SET payout_ref = NULL WHERE payout_ref = ?", (payout_ref,))
+
+
 def set_collection(home: str | Path, ref: str, status: str) -> None:
     """Move a collection as the banks would: submitted, confirmed, paid_out, failed, charged_back or cancelled."""
     with _db(home) as conn:
