@@ -549,6 +549,9 @@ class Outbox:
             if row is None or row["state"] != "incomplete":
                 raise RuleError(f"posting {posting_id} is {row['state'] if row else 'not there'}; "
                                 "only incomplete postings can be reallocated")
+            if row["section"] == "trust":
+                raise RuleError(f"posting {posting_id} is client money: it belongs on a matter's client ledger, "
+                                "never on office statements; remove it and post it to the ledger by hand")
             if not amounts or any(a <= 0 for a in amounts.values()):
                 raise RuleError("give each statement a positive amount")
             total = sum(amounts.values(), Decimal(0))

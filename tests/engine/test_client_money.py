@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from agent.cli.doctor import diagnose
 from agent.cli.main import main
-from agent.core.errors import TransientError
+from agent.core.errors import RuleError, TransientError
 from agent.core.model import Actor
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
@@ -340,3 +340,18 @@ def test_a_payout_the_bank_returns_is_reversed_and_its_money_posted_once_with_th
     assert statuses == [("failed", Decimal("98.30")), ("paid", Decimal("98.30"))]
     assert sum(r[0] for r in firm(home, "SELECT amount_pence FROM bank_deposits")) == 9830  # one bank credit
     assert sum(r[0] for r in firm(home, "SELECT amount_pence FROM office_expenses")) == 170  # the fee, once
+
+
+def test_client_money_with_no_matter_waits_for_a_person_and_never_goes_to_an_office_bill(
+        rt: Runtime, money: MoneyWorld) -> None:
+    link = rt.links.create(LinkRequest(amount=Decimal("75.00"), name="Ann Lee", email="ann@example.com",
+                                       account="trust"))
+    assert link.provider_ref is not None
+    money.pay(rt, link.provider_ref, "card")
+    EventPoller(rt.store, rt.provider("trust"), "trust", retry_initial=0.01).poll()
+    with rt.store.read() as conn:
+        [row] = conn.execute(select(postings)).mappings().all()
+    assert (row["state"], row["section"], row["statement_key"]) == ("incomplete", "trust", None)
+    assert "client money with no matter" in row["note"]
+    with pytest.raises(RuleError, match="client money: it belongs on a matter's client ledger"):
+        rt.outbox.reallocate(row["id"], {"1": Decimal("75.00")})
