@@ -15,6 +15,8 @@ from agent.core.scrub import ScrubFilter
 from agent.engine.directdebit import DirectDebit
 from agent.engine.export import Exporter
 from agent.engine.links import LinkEngine
+from agent.engine.payouts import Payouts
+from agent.engine.refunds import Refunds
 from agent.engine.reminders import Reminders
 from agent.engine.sending import Sender
 from agent.engine.sync import Syncer
@@ -46,7 +48,8 @@ def open_connector(mapping: MappingFile, secrets: Secrets) -> Connector:
 
 
 # what a hot reload rebuilds: everything built from the settings, the mapping or the connector
-ENGINES = ("secrets", "syncer", "outbox", "links", "directdebit", "sender", "reminders", "exporter")
+ENGINES = ("secrets", "syncer", "outbox", "links", "directdebit", "sender", "reminders", "exporter", "payouts",
+           "refunds")
 
 
 class Runtime:
@@ -69,7 +72,7 @@ class Runtime:
     @cached_property
     def mapping(self) -> MappingFile:
         path = self.settings.mapping_path
-        return resolve_relative(load_mapping(path), path.parent)
+        return resolve_relative(load_mapping(path, self.settings.trust_accounts), path.parent)
 
     @cached_property
     def store(self) -> StateStore:
@@ -94,6 +97,14 @@ class Runtime:
     @cached_property
     def directdebit(self) -> DirectDebit:
         return DirectDebit(self.settings, self.store, self.provider, retry_initial=self.links.retry_initial)
+
+    @cached_property
+    def payouts(self) -> Payouts:
+        return Payouts(self.settings, self.store, self.provider, self.mapping, retry_initial=self.links.retry_initial)
+
+    @cached_property
+    def refunds(self) -> Refunds:
+        return Refunds(self.store, self.provider, retry_initial=self.links.retry_initial)
 
     @cached_property
     def sender(self) -> Sender:

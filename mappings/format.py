@@ -8,6 +8,7 @@ one pass. ``ledgerlink mapping schema`` exports the JSON Schema for editors (map
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,7 +38,7 @@ POSTING_PARAMS: dict[str, str] = {
     "reference": "unique reference of this posting (provider payment id + statement); the idempotency key",
     "payment_id": "the provider's payment id",
     "provider": "provider name: sandbox, gocardless, stripe",
-    "kind": "'payment' or 'reversal'",
+    "kind": "'payment' or 'reversal'; a payout's postings: 'fees', 'deposits' or 'transfers'",
     "amount": "Decimal amount, negative for a reversal",
     "amount_abs": "Decimal amount without sign",
     "amount_minor": "integer minor units (pence), negative for a reversal",
@@ -57,6 +58,12 @@ POSTING_PARAMS: dict[str, str] = {
     "method": "bank, card or direct_debit",
     "description": "the link's description",
     "link_id": "Ledgerlink's link id",
+    "account": "the merchant account's name (trust, fees, deposits, transfers: the account it concerns)",
+    "account_kind": "operating or trust",
+    "payout_id": "the provider's payout id (fees, deposits, transfers; NULL for payments)",
+    "bank_reference": "what the bank statement shows for the payout (deposits)",
+    "from_account": "transfers: the operating account the money comes from",
+    "section": "the write-back section: NULL for payments, else trust, fees, deposits or transfers",
 }
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_]\w*$")
@@ -148,7 +155,7 @@ def _single_select(sql: str | None, what: str) -> str | None:
     return sql
 
 
-class SqlPostings(_Strict):
+class SqlWrite(_Strict):
     """Ordered SQL statements, run in one transaction after the existence check finds no row."""
 
     kind: Literal["sql"]
@@ -162,7 +169,7 @@ class SqlPostings(_Strict):
         return _single_select(sql, "ready")
 
 
-class ProcedurePostings(_Strict):
+class ProcedureWrite(_Strict):
     """A stored procedure that posts one payment; the existence check still runs first in the same transaction."""
 
     kind: Literal["procedure"]
@@ -174,6 +181,41 @@ class ProcedurePostings(_Strict):
     @classmethod
     def _ready_select(cls, sql: str | None) -> str | None:
         return _single_select(sql, "ready")
+
+
+WriteBack = Annotated[SqlWrite | ProcedureWrite, Field(discriminator="kind")]
+# The write-back sections after payments, each written by the same outbox with the same exactly-once rules.
+SECTIONS: dict[str, str] = {
+    "trust": "payments into a trust (client) account: a deposit on account to the matter's client ledger",
+    "fees": "a payout's provider fees, an expense of the operating (office) side",
+    "deposits": "one bank deposit per payout, for the bank reconciliation",
+    "transfers": "optional: a transfer request from operating to trust for fees taken from client money",
+}
+
+
+class _Sections(_Strict):
+    trust: WriteBack | None = Field(None, description=SECTIONS["trust"])
+    fees: WriteBack | None = Field(None, description=SECTIONS["fees"])
+    deposits: WriteBack | None = Field(None, description=SECTIONS["deposits"])
+    transfers: WriteBack | None = Field(None, description=SECTIONS["transfers"])
+
+
+class SqlPostings(SqlWrite, _Sections):
+    """Payments as SQL statements, with the optional money sections (trust, fees, deposits, transfers)."""
+
+
+class ProcedurePostings(ProcedureWrite, _Sections):
+    """Payments through a stored procedure, with the optional money sections."""
+
+
+def write_back(postings: SqlPostings | ProcedurePostings, section: str | None) -> SqlWrite | ProcedureWrite:
+    """The statements a posting of ``section`` is written with (None: a payment's own, the top level)."""
+    if section is None:
+        return postings
+    found: SqlWrite | ProcedureWrite | None = getattr(postings, section, None) if section in SECTIONS else None
+    if found is None:
+        raise ConfigurationError(f"the mapping has no postings.{section} section; add one (see mappings/README.md)")
+    return found
 
 
 class FileColumn(_Strict):
@@ -361,28 +403,51 @@ def _constant_problems(constants: dict[Any, Any]) -> list[Problem]:
     return problems
 
 
-def _sql_parameter_problems(postings: dict[Any, Any], known: list[str], valid: str) -> list[Problem]:
+def _sql_parameter_problems(postings: dict[Any, Any], known: list[str], valid: str,
+                            at: tuple[str, ...] = ("postings",)) -> list[Problem]:
     """Every :name a postings statement binds must be one of ours or a mapping constant."""
-    sqls: list[tuple[tuple[Any, ...], Any]] = [(("postings", "exists"), postings.get("exists")),
-                                               (("postings", "ready"), postings.get("ready"))]
-    sqls += [(("postings", "statements", i), sql) for i, sql in enumerate(postings.get("statements") or [])]
-    sqls.append((("postings", "call"), postings.get("call")))
+    sqls: list[tuple[tuple[Any, ...], Any]] = [((*at, "exists"), postings.get("exists")),
+                                               ((*at, "ready"), postings.get("ready"))]
+    sqls += [((*at, "statements", i), sql) for i, sql in enumerate(postings.get("statements") or [])]
+    sqls.append(((*at, "call"), postings.get("call")))
     return [(loc, f"unknown parameter :{name}; valid: {valid}")
             for loc, sql in sqls for name in (param_names(sql) if isinstance(sql, str) else []) if name not in known]
+
+
+def _write_problems(postings: dict[Any, Any], known: list[str], valid: str, at: tuple[str, ...]) -> list[Problem]:
+    problems = _sql_parameter_problems(postings, known, valid, at)
+    exists = postings.get("exists")
+    if isinstance(exists, str) and "reference" not in param_names(exists):
+        problems.append(((*at, "exists"),
+                         "the existence check must bind :reference (that is what makes it idempotent)"))
+    return problems
 
 
 def _postings_problems(postings: dict[Any, Any], constants: dict[Any, Any]) -> list[Problem]:
     known = list(dict.fromkeys([*POSTING_PARAMS, *(n for n in constants if isinstance(n, str))]))
     valid = ", ".join(f":{p}" for p in known)
-    problems = _sql_parameter_problems(postings, known, valid)
-    exists = postings.get("exists")
-    if isinstance(exists, str) and "reference" not in param_names(exists):
-        problems.append((("postings", "exists"),
-                         "the existence check must bind :reference (that is what makes it idempotent)"))
+    problems = _write_problems(postings, known, valid, ("postings",))
+    for section in SECTIONS:
+        if isinstance(postings.get(section), dict):
+            problems += _write_problems(postings[section], known, valid, ("postings", section))
     problems += [(("postings", "columns", i, "param"), f"unknown parameter {col.get('param')!r}; valid: {valid}")
                  for i, col in enumerate(postings.get("columns") or [])
                  if isinstance(col, dict) and col.get("param") not in known]
     return problems
+
+
+def _trust_problems(data: dict[Any, Any], trust_accounts: Sequence[str]) -> list[Problem]:
+    """A mapping that writes payments back must write a trust account's payments through postings.trust, or
+    client money would be posted as an office receipt: refuse the mapping, not the money. (A mapping with no
+    postings section writes nothing back at all.)"""
+    postings = data.get("postings")
+    if not trust_accounts or not isinstance(postings, dict) or isinstance(postings.get("trust"), dict):
+        return []
+    names = ", ".join(repr(n) for n in trust_accounts)
+    where = ("postings",)
+    return [(where, f"account(s) {names} are trust (client) accounts but the mapping has no postings.trust "
+                    "section; add 'trust:' under postings with the INSERT that puts a deposit on the matter's "
+                    "client ledger (see mappings/README.md, 'Client money')")]
 
 
 def _semantic_problems(data: dict[Any, Any]) -> list[Problem]:
@@ -447,8 +512,9 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
     return sizes[id(node)]
 
 
-def parse_mapping(text: str, path: Path) -> MappingFile:
-    """Validate mapping text; raise MappingErrors listing every problem with its line."""
+def parse_mapping(text: str, path: Path, trust_accounts: Sequence[str] = ()) -> MappingFile:
+    """Validate mapping text; raise MappingErrors listing every problem with its line. ``trust_accounts`` are
+    the settings' trust accounts, whose payments need the postings.trust section."""
     try:
         _check_shape(text, path)
         node = yaml.compose(text, Loader=_Loader)
@@ -469,7 +535,8 @@ def parse_mapping(text: str, path: Path) -> MappingFile:
             [(_line_for(("version",), lines), "version",
               f"version {data.get('version')!r} is not supported by this agent; it reads version {MAPPING_VERSION}")],
         )
-    problems = [(_line_for(loc, lines), _dotted(loc), msg) for loc, msg in _semantic_problems(data)]
+    found = _semantic_problems(data) + _trust_problems(data, trust_accounts)
+    problems = [(_line_for(loc, lines), _dotted(loc), msg) for loc, msg in found]
     try:
         mapping = MappingFile.model_validate(data)
     except ValidationError as exc:
@@ -481,7 +548,7 @@ def parse_mapping(text: str, path: Path) -> MappingFile:
     return mapping
 
 
-def load_mapping(path: str | Path) -> MappingFile:
+def load_mapping(path: str | Path, trust_accounts: Sequence[str] = ()) -> MappingFile:
     """Read and validate a mapping file; a file over MAX_MAPPING_BYTES is refused unread."""
     path = Path(path)
     try:
@@ -497,4 +564,4 @@ def load_mapping(path: str | Path) -> MappingFile:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise MappingErrors(path, [(line, "(file)", "not UTF-8 text; save the file as UTF-8")]) from None
-    return parse_mapping(text, path)
+    return parse_mapping(text, path, trust_accounts)

@@ -134,6 +134,19 @@ class _Placer:
         return free
 
 
+def trust_shares(conn: Connection, payment: Row) -> list[Share]:
+    """A trust (client) account payment: the whole amount on account for the matter, on its client ledger.
+
+    Client money is never allocated to an office bill, whatever the link earmarked; a payment that came through
+    no matter is left unallocated for a person to place."""
+    earmarks = _earmarks(conn, payment)
+    matter_key = None if isinstance(earmarks, Share) else earmarks[0]["matter_key"]
+    if matter_key is None:
+        return [Share(None, None, payment["amount"], "client money with no matter: choose the matter's client "
+                      "ledger by hand")]
+    return [Share(None, matter_key, payment["amount"])]
+
+
 def allocate(conn: Connection, payment: Row) -> list[Share]:
     """Split ``payment`` (a payments row) into per-statement shares plus at most one unallocated share."""
     amount: Decimal = payment["amount"]

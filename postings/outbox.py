@@ -37,7 +37,7 @@ from agent.state.store import utcnow
 from connectors.database.contract import Connector, posting_context
 from connectors.database.errors import NotReady
 from mappings.format import FilePostings, MappingFile
-from postings.allocation import allocate, unusable
+from postings.allocation import allocate, trust_shares, unusable
 from postings.filedrop import FileDrop
 from postings.queries import POSTING_DETAILS
 
@@ -60,23 +60,55 @@ def _insert(conn: Connection, now: dt.datetime, **values: Any) -> int:
     return posting_id
 
 
-def enqueue_payment(conn: Connection, payment_id: str) -> list[int]:
-    """Allocate a confirmed payment into postings (inside the caller's transaction); a repeat creates nothing."""
-    if conn.execute(select(postings.c.id).where(postings.c.payment_id == payment_id,
-                                                postings.c.kind == "payment").limit(1)).first():
-        return []
+def _enqueue_shares(conn: Connection, payment: Row, now: dt.datetime, trust: bool, tag: str = "") -> list[int]:
+    """A payment's postings: its shares of the link's statements, or for a trust (client) account one deposit on
+    account to the matter's client ledger (section trust), never allocated to an office bill."""
+    ids = []
+    shares = trust_shares(conn, payment) if trust else allocate(conn, payment)
+    for share in shares:
+        suffix = ("trust" if trust else share.statement_key) if share.note is None else "unallocated"
+        ids.append(_insert(conn, now, payment_id=payment["id"], reference=f"{payment['payment_ref']}:{suffix}{tag}",
+                           kind="payment", statement_key=share.statement_key, matter_key=share.matter_key,
+                           amount=share.amount, currency=payment["currency"], section="trust" if trust else None,
+                           account=payment["account"],
+                           state="pending" if share.note is None else "incomplete", note=share.note))
+    return ids
+
+
+def _payment(conn: Connection, payment_id: str) -> Row:
     payment = conn.execute(select(payments).where(payments.c.id == payment_id)).mappings().first()
     if payment is None:
         raise DataError(f"payment {payment_id} is not in the state store")
+    return payment
+
+
+def enqueue_payment(conn: Connection, payment_id: str, *, trust: bool = False) -> list[int]:
+    """Allocate a confirmed payment into postings (inside the caller's transaction); a repeat creates nothing.
+    ``trust``: the payment reached a trust account, so it is one deposit on the matter's client ledger."""
+    if conn.execute(select(postings.c.id).where(postings.c.payment_id == payment_id,
+                                                postings.c.kind == "payment").limit(1)).first():
+        return []
+    return _enqueue_shares(conn, _payment(conn, payment_id), utcnow(), trust)
+
+
+def enqueue_payout_posting(conn: Connection, payout_id: str, section: str, reference: str, account: str,
+                           amount: Decimal, currency: str) -> int | None:
+    """A payout's fees, deposit or transfer request (inside the caller's transaction); a repeat creates nothing."""
+    if conn.execute(select(postings.c.id).where(postings.c.reference == reference)).first():
+        return None
+    return _insert(conn, utcnow(), payment_id=None, payout_id=payout_id, reference=reference, kind=section,
+                   section=section, account=account, amount=amount, currency=currency, state="pending")
+
+
+def enqueue_payout_reversal(conn: Connection, payout_id: str, reason: str) -> list[int]:
+    """A payout came back from the bank: reverse its fees, deposit and transfer postings (inside the caller's
+    transaction, once each); its money returns to the provider's balance and a later payout carries it again."""
     now = utcnow()
-    ids = []
-    for share in allocate(conn, payment):
-        suffix = share.statement_key if share.note is None else "unallocated"
-        ids.append(_insert(conn, now, payment_id=payment_id, reference=f"{payment['payment_ref']}:{suffix}",
-                           kind="payment", statement_key=share.statement_key, matter_key=share.matter_key,
-                           amount=share.amount, currency=payment["currency"],
-                           state="pending" if share.note is None else "incomplete", note=share.note))
-    return ids
+    rows = conn.execute(select(postings).where(postings.c.payout_id == payout_id, postings.c.kind != "reversal",
+                                               postings.c.state != "removed")).mappings().all()
+    return [_reversing(conn, now, row, row["reference"] + REVERSAL_SUFFIX, row["amount"], reason) for row in rows
+            if not conn.execute(select(postings.c.id).where(
+                postings.c.reference == row["reference"] + REVERSAL_SUFFIX)).first()]
 
 
 def is_posted(conn: Connection, payment_id: str) -> bool:
@@ -88,7 +120,7 @@ def is_posted(conn: Connection, payment_id: str) -> bool:
     return any(r.kind == "payment" and r.state != "removed" and r.reference not in reversed_refs for r in rows)
 
 
-def enqueue_repost(conn: Connection, payment_id: str) -> list[int]:
+def enqueue_repost(conn: Connection, payment_id: str, *, trust: bool = False) -> list[int]:
     """A reversed payment was collected after all (a retried Direct Debit, a dispute won): post it again, once.
 
     A reversal the outbox has not tried yet is simply withdrawn, so the original posting stands; otherwise the
@@ -101,21 +133,11 @@ def enqueue_repost(conn: Connection, payment_id: str) -> list[int]:
     ).values(state="removed", note=WITHDRAWN, updated_at=now))
     if withdrawn.rowcount and is_posted(conn, payment_id):
         return []
-    payment = conn.execute(select(payments).where(payments.c.id == payment_id)).mappings().first()
-    if payment is None:
-        raise DataError(f"payment {payment_id} is not in the state store")
+    payment = _payment(conn, payment_id)
     refs = conn.execute(select(postings.c.reference).where(postings.c.payment_id == payment_id,
                                                            postings.c.kind == "payment")).scalars().all()
     rounds = {ref.rsplit(":P", 1)[1] for ref in refs if ":P" in ref and ref.rsplit(":P", 1)[1].isdigit()}
-    tag = f":P{len(rounds) + 2}"
-    ids = []
-    for share in allocate(conn, payment):
-        suffix = share.statement_key if share.note is None else "unallocated"
-        ids.append(_insert(conn, now, payment_id=payment_id, reference=f"{payment['payment_ref']}:{suffix}{tag}",
-                           kind="payment", statement_key=share.statement_key, matter_key=share.matter_key,
-                           amount=share.amount, currency=payment["currency"],
-                           state="pending" if share.note is None else "incomplete", note=share.note))
-    return ids
+    return _enqueue_shares(conn, payment, now, trust, f":P{len(rounds) + 2}")
 
 
 def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int]:
@@ -147,9 +169,62 @@ def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int
                     state="pending", note=reason, updated_at=now))
                 created.append(existing.id)
             continue
-        created.append(_insert(conn, now, payment_id=payment_id, reference=reference, kind="reversal",
-                               statement_key=row["statement_key"], matter_key=row["matter_key"],
-                               amount=-row["amount"], currency=row["currency"], state="pending", note=reason))
+        created.append(_reversing(conn, now, row, reference, row["amount"], reason))
+    return created
+
+
+def _reversing(conn: Connection, now: dt.datetime, row: Row, reference: str, amount: Decimal, reason: str) -> int:
+    """The reversing posting of ``amount`` of ``row``: the outbox writes it once the original is posted."""
+    return _insert(conn, now, payment_id=row["payment_id"], payout_id=row["payout_id"], reference=reference,
+                   kind="reversal",
+                   statement_key=row["statement_key"], matter_key=row["matter_key"], amount=-amount,
+                   currency=row["currency"], section=row["section"], account=row["account"], state="pending",
+                   note=reason)
+
+
+def original_reference(reference: str) -> str:
+    """The posting a reversal undoes: ``<ref>:R`` (failed, charged back) or ``<ref>:R<refund id>`` (refunded)."""
+    return reference.rsplit(REVERSAL_SUFFIX, 1)[0]
+
+
+def _refundable_postings(conn: Connection, payment_id: str) -> list[tuple[Row, Decimal]]:
+    """The payment's live postings, newest first, each with what is left of it after earlier refunds."""
+    rows = conn.execute(select(postings).where(postings.c.payment_id == payment_id)
+                        .order_by(postings.c.id.desc())).mappings().all()
+    taken: dict[str, Decimal] = {}
+    for r in rows:
+        if r["kind"] == "reversal" and r["state"] != "removed":
+            original = original_reference(r["reference"])
+            taken[original] = taken.get(original, Decimal(0)) - r["amount"]
+    return [(r, r["amount"] - taken.get(r["reference"], Decimal(0))) for r in rows
+            if r["kind"] == "payment" and r["state"] not in ("removed", "incomplete")]
+
+
+def refund_room(conn: Connection, payment_id: str) -> Decimal:
+    """How much of the payment's posted (or to be posted) money a refund can still reverse."""
+    return sum((left for _, left in _refundable_postings(conn, payment_id)), Decimal(0))
+
+
+def enqueue_refund(conn: Connection, payment_id: str, refund_id: str, amount: Decimal, reason: str) -> list[int]:
+    """A refund of ``amount``: reversing postings over the payment's postings, newest first (inside the caller's
+    transaction, once per refund: the references carry the refund's id). A refund never removes the original,
+    since part of it may stand; its reversal waits for the original like any other."""
+    tag = f"{REVERSAL_SUFFIX}{refund_id}"
+    if conn.execute(select(postings.c.id).where(postings.c.payment_id == payment_id,
+                                                postings.c.reference.endswith(tag, autoescape=True)).limit(1)).first():
+        return []
+    now = utcnow()
+    created = []
+    remaining = amount
+    for row, left in _refundable_postings(conn, payment_id):
+        take = min(left, remaining)
+        if take <= 0:
+            continue
+        created.append(_reversing(conn, now, row, f"{row['reference']}{tag}", take, reason))
+        remaining -= take
+    if remaining > 0:
+        raise RuleError(f"payment {payment_id}: {remaining} of the refund is on no posting (an unallocated "
+                        "posting?); reallocate the payment's postings first")
     return created
 
 
@@ -171,7 +246,8 @@ def posting_params(row: Mapping[str, Any], mapping: MappingFile | None = None) -
     """The values a mapping may bind (mappings.format.POSTING_PARAMS) for a posting row joined with POSTING_DETAILS,
     plus the mapping's own ``params`` constants; local times are in the mapping's timezone (UTC without one)."""
     amount: Decimal = row["amount"]
-    when: dt.datetime = (row["confirmed_at"] if row["kind"] == "payment" else None) or row["status_at"]
+    when: dt.datetime = ((row["confirmed_at"] if row["kind"] == "payment" else None) or row["status_at"]
+                         or row["payout_at"])
     paid_at = when.astimezone(dt.UTC).replace(tzinfo=None)
     local = when.astimezone(ZoneInfo(mapping.timezone) if mapping else dt.UTC).replace(tzinfo=None)
     uid = posting_uuid(row["reference"])
@@ -185,6 +261,9 @@ def posting_params(row: Mapping[str, Any], mapping: MappingFile | None = None) -
         "paid_at": paid_at, "paid_on": paid_at.date(), "method": row["method"],
         "description": row["description"], "link_id": row["link_id"],
         "paid_at_local": local, "paid_on_local": local.date(), "posting_uuid": str(uid), "posting_uuid_hex": uid.hex,
+        "section": row["section"], "account": row["account"],
+        "account_kind": row["account_kind"] or ("trust" if row["section"] == "trust" else "operating"),
+        "payout_id": row["payout_ref"], "bank_reference": row["bank_reference"], "from_account": row["fees_account"],
     }
 
 
@@ -295,7 +374,7 @@ class Outbox:
 
     def _reversal_ready(self, row: Mapping[str, Any], counts: Counter[str]) -> bool:
         """A reversal goes out only after its original is in the firm database; dropped if it never got there."""
-        original = self._get(row["reference"].removesuffix(REVERSAL_SUFFIX))
+        original = self._get(original_reference(row["reference"]))
         state = original["state"]
         if state == "posted":
             return True
@@ -306,7 +385,7 @@ class Outbox:
             counts["deferred"] += 1
             return False
         try:
-            reached = self._reached(original["reference"])
+            reached = self._reached(original["reference"], original["section"])
         except TransientError as exc:
             self._transient(row, exc, counts)
             return False
@@ -325,18 +404,18 @@ class Outbox:
         counts["removed"] += 1
         return False
 
-    def _reached(self, reference: str) -> bool:
+    def _reached(self, reference: str, section: str | None) -> bool:
         if self.files is not None:
             return FileDrop.dropped(self.store, reference)
         assert self.connector is not None
-        return self.connector.posting_exists(reference)
+        return self.connector.posting_exists(reference, section)
 
     def _post(self, row: Mapping[str, Any], counts: Counter[str]) -> str | None:
         """Write one posting; returns 'posted' or 'already' once the target has it, None when it did not go."""
         reference = row["reference"]
         assert self.connector is not None
         try:
-            if row["recovering"] and self.connector.posting_exists(reference):
+            if row["recovering"] and self.connector.posting_exists(reference, row["section"]):
                 return "already"
             return "posted" if self.connector.write_posting(posting_params(row, self.mapping)) else "already"
         except NotReady:
@@ -344,14 +423,14 @@ class Outbox:
         except TransientError as exc:
             self._transient(row, exc, counts)
         except LedgerlinkError as exc:
-            if isinstance(exc, DataError) and self._exists_quietly(reference):
+            if isinstance(exc, DataError) and self._exists_quietly(reference, row["section"]):
                 return "already"  # a unique-key clash on the reference: someone else's write got there first
             self._failed(row, str(exc), counts)
         return None
 
-    def _exists_quietly(self, reference: str) -> bool:
+    def _exists_quietly(self, reference: str, section: str | None) -> bool:
         try:
-            return self._reached(reference)
+            return self._reached(reference, section)
         except LedgerlinkError:
             return False
 
@@ -470,6 +549,9 @@ class Outbox:
             if row is None or row["state"] != "incomplete":
                 raise RuleError(f"posting {posting_id} is {row['state'] if row else 'not there'}; "
                                 "only incomplete postings can be reallocated")
+            if row["section"] == "trust":
+                raise RuleError(f"posting {posting_id} is client money: it belongs on a matter's client ledger, "
+                                "never on office statements; remove it and post it to the ledger by hand")
             if not amounts or any(a <= 0 for a in amounts.values()):
                 raise RuleError("give each statement a positive amount")
             total = sum(amounts.values(), Decimal(0))

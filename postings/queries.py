@@ -9,17 +9,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
-from agent.state.schema import firm_matters, firm_statements, links, payments, postings
+from agent.state.schema import firm_matters, firm_statements, links, payments, payouts, postings
 
 POSTING_DETAILS = (
-    select(postings, payments.c.payment_ref, payments.c.provider, payments.c.method, payments.c.status_at,
+    select(postings, payments.c.payment_ref, func.coalesce(payments.c.provider, payouts.c.provider).label("provider"),
+           payments.c.method, payments.c.status_at,
            payments.c.confirmed_at, payments.c.link_id, payments.c.status.label("payment_status"),
            links.c.description, links.c.client_key.label("link_client"), links.c.invoice_number, links.c.payer_name,
            firm_statements.c.number.label("statement_number"), firm_matters.c.number.label("matter_number"),
-           firm_matters.c.client_key)
-    .join(payments, payments.c.id == postings.c.payment_id)
+           firm_matters.c.client_key, payouts.c.payout_ref, payouts.c.bank_reference,
+           payouts.c.created_at.label("payout_at"), payouts.c.account_kind, payouts.c.fees_account)
+    .outerjoin(payments, payments.c.id == postings.c.payment_id)
+    .outerjoin(payouts, payouts.c.id == postings.c.payout_id)
     .outerjoin(links, links.c.id == payments.c.link_id)
     .outerjoin(firm_statements, firm_statements.c.key == postings.c.statement_key)
     .outerjoin(firm_matters, firm_matters.c.key == postings.c.matter_key)

@@ -10,6 +10,10 @@ pid still names its own (possibly zombie) child.
 Test-only hook: LEDGERLINK_CRASH_AFTER_TARGET_COMMIT=<probability> makes the worker SIGKILL itself right after
 write_posting returned, i.e. after the target committed and before the outbox marked the posting posted.
 
+Refunds: with LEDGERLINK_CRASH_SANDBOX=<folder> the worker first finishes the refunds left requested
+(Refunds.resume, against the sandbox in that folder), and the same hook also kills it right after the provider
+refunded and before the state store recorded it.
+
     python tests/crash_worker.py zygote STATE_URL FIRM_URL MARKER_FILE BATCH_SIZE
 """
 
@@ -31,14 +35,18 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, create_engine, func, select
 from sqlalchemy.engine import URL
 
+from agent.core.model import Actor, MerchantAccount
+from agent.engine.refunds import Refunds
 from agent.state import StateStore
-from agent.state.schema import firm_matters, firm_statements, link_items, links, payments, postings
+from agent.state.schema import firm_matters, firm_statements, link_items, links, payments, postings, refunds
 from agent.state.store import utcnow
 from connectors.database.sql import SQLAlchemyConnector
+from connectors.providers.sandbox import SandboxProvider, settled
 from mappings.format import MappingFile, parse_mapping
 from postings.outbox import enqueue_payment
 
 CRASH_ENV = "LEDGERLINK_CRASH_AFTER_TARGET_COMMIT"
+SANDBOX_ENV = "LEDGERLINK_CRASH_SANDBOX"
 
 # ------------------------------------------------------------------------------------------ the firm database
 
@@ -193,8 +201,37 @@ def seed_crash_run(state_url: str, firm_url: URL | str, n: int, seed: int = 1) -
     return balances, sum(p for pays in by_statement.values() for _, p in pays)
 
 
+def seed_refunds(state_url: str, sandbox_home: Path, every: int = 3) -> dict[str, int]:
+    """Every ``every``-th seeded payment settled in the sandbox and refunded in part, left requested as a crash
+    right after asking would leave it; returns refund id -> pence refunded."""
+    store = StateStore(state_url, migrate=False)
+    engine = Refunds(store, lambda _name: SandboxProvider(MerchantAccount(name="operating"), None,
+                                                          home=str(sandbox_home)))
+    out: dict[str, int] = {}
+    try:
+        with store.read() as conn:
+            rows = conn.execute(select(payments.c.payment_ref, payments.c.amount).order_by(payments.c.id)).all()
+        for ref, amount in rows[::every]:
+            settled(sandbox_home, "operating", ref, amount, "GBP")
+            part = (amount / 2).quantize(Decimal("0.01"))
+            out[engine.request(ref, part, "crash test", Actor("system", "crash"))] = int(part * 100)
+    finally:
+        store.close()
+    return out
+
+
+def refund_states(state_url: str) -> dict[str, int]:
+    store = StateStore(state_url, migrate=False)
+    try:
+        with store.read() as conn:
+            return {s: n for s, n in conn.execute(select(refunds.c.status, func.count()).group_by(refunds.c.status))}
+    finally:
+        store.close()
+
+
 def _unposted(state_url: str) -> int:
-    return sum(n for s, n in outbox_states(state_url).items() if s != "posted")
+    return (sum(n for s, n in outbox_states(state_url).items() if s != "posted")
+            + refund_states(state_url).get("requested", 0))
 
 
 def outbox_states(state_url: str) -> dict[str, int]:
@@ -229,18 +266,43 @@ def work(state_url: str, firm_url: str, marker: str, batch_size: int) -> int:
             return written
 
         connector.write_posting = write_then_maybe_die  # type: ignore[method-assign]
-    outbox = Outbox(store, connector, mapping, batch_size=batch_size, attempts=1000, backoff_initial=0.01)
+    outbox = Outbox(store, connector, mapping, batch_size=batch_size, attempts=1000, backoff_initial=0.01,
+                    reversal_wait=0.005)
+    refunder = _refunder(store, marker, probability)
     while True:
+        if refunder is not None and refunder.resume():
+            continue
         if outbox.run_once():
             continue
         with store.read() as conn:
             left = {s: n for s, n in conn.execute(select(postings.c.state, func.count()).where(
                 postings.c.state.in_(("pending", "posting", "retrying", "failed"))).group_by(postings.c.state))}
-        if not left:
+        if not left and not (refunder is not None and refund_states(state_url).get("requested")):
             return 0
         if set(left) == {"failed"}:
             return 3
         time.sleep(0.005)  # a retry is scheduled a few ms ahead
+
+
+def _refunder(store: StateStore, marker: str, probability: float) -> Refunds | None:
+    """The refund engine over the sandbox named by SANDBOX_ENV, killed at random right after the provider
+    refunded (before the state store knows); None without one."""
+    home = os.environ.get(SANDBOX_ENV)
+    if not home:
+        return None
+    provider = SandboxProvider(MerchantAccount(name="operating"), None, home=home)
+    refund = provider.refund
+
+    def refund_then_maybe_die(*args: Any) -> Any:
+        done = refund(*args)
+        if random.random() < min(1.0, probability * 6):  # few refunds: kill often enough to land some here
+            fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            os.write(fd, f"refund {args[-1]}\n".encode())
+            os.kill(os.getpid(), signal.SIGKILL)
+        return done
+
+    provider.refund = refund_then_maybe_die  # type: ignore[method-assign]
+    return Refunds(store, lambda _name: provider, retry_initial=0.01)
 
 
 def zygote(state_url: str, firm_url: str, marker: str, batch_size: int) -> None:
@@ -281,11 +343,14 @@ class DriveResult:
 
 def drive(state_url: str, firm_url: URL | str, workdir: Path, *, min_kills: int, delay: tuple[float, float],
           commit_probability: float, batch_size: int = 10, max_runs: int = 20_000, seed: int | None = None,
-          timeout: float = 600.0) -> DriveResult:
-    """Start, kill and restart workers until every posting is posted (or a worker reports failures)."""
+          timeout: float = 600.0, sandbox_home: Path | None = None) -> DriveResult:
+    """Start, kill and restart workers until every posting is posted (or a worker reports failures);
+    with ``sandbox_home``, every requested refund is finished too."""
     rng = random.Random(seed)
     marker = workdir / "commit-kills.txt"
     env = {**os.environ, CRASH_ENV: str(commit_probability)}
+    if sandbox_home is not None:
+        env[SANDBOX_ENV] = str(sandbox_home)
     log = open(workdir / "zygote.log", "ab")  # noqa: SIM115 - lives as long as the zygote
     proc = subprocess.Popen(
         [sys.executable, __file__, "zygote", state_url, url_text(firm_url), str(marker), str(batch_size)],

@@ -22,7 +22,7 @@ from agent.api.console.router import router as console_router
 from agent.api.docs import mount_docs
 from agent.api.errors import install_error_handlers
 from agent.api.guard import Guard
-from agent.api.routers import collections, links, matters, postings, settings, signin, status
+from agent.api.routers import collections, links, matters, money, postings, settings, signin, status
 from agent.api.routers.common import ERRORS
 from agent.api.schemas import ErrorOut
 from agent.core.errors import ConfigurationError
@@ -31,7 +31,8 @@ from agent.runtime import Runtime
 __all__ = ["ADMIN_TOKEN", "TOKEN", "ApiServer", "create_app", "ensure_token", "serve_api"]
 
 log = logging.getLogger("ledgerlink.api")
-STAFF_ROUTERS = (status.router, matters.router, links.router, postings.router, collections.router, console_router)
+STAFF_ROUTERS = (status.router, matters.router, links.router, postings.router, collections.router, money.router,
+                 console_router)
 
 
 def allowed_hosts(rt: Runtime) -> set[str]:

@@ -60,6 +60,8 @@ class StatusOut(Out):
     backlog: dict[str, int] = Field(description="Postings per state.")
     components: dict[str, ComponentOut] = Field(description="Last success and last error per part of the agent.")
     state_store: str | None = Field(None, description="Why the state store cannot be written now (a full disk).")
+    client_money: list[str] = Field(default_factory=list, description="Compliance breaches not yet cleared: fees a "
+                                    "provider took from a trust account, each with the amount to transfer back.")
 
 
 class MatterOut(Out):
@@ -176,7 +178,7 @@ class SendIn(BaseModel):
 
 class PostingOut(Out):
     id: int
-    payment_id: str
+    payment_id: str | None = Field(description="The payment posted or reversed; null for a payout's postings.")
     reference: str
     kind: str
     statement_key: str | None
@@ -191,6 +193,10 @@ class PostingOut(Out):
     created_at: dt.datetime
     updated_at: dt.datetime
     posted_at: dt.datetime | None
+    section: str | None = Field(None, description="The mapping's write-back section: null for payments, else "
+                                "trust, fees, deposits or transfers.")
+    payout_id: str | None = None
+    account: str | None = None
 
 
 class PaymentOut(Out):
@@ -210,12 +216,74 @@ class PaymentOut(Out):
 
 class PostingDetailOut(Out):
     posting: PostingOut
-    payment: PaymentOut
-    allocations: list[PostingOut] = Field(description="Every posting of the same payment.")
+    payment: PaymentOut | None = Field(description="Null for a payout's fees, deposit or transfer posting.")
+    allocations: list[PostingOut] = Field(description="Every posting of the same payment (or payout).")
 
 
 class RetriedOut(Out):
     retried: int
+
+
+class PayoutLineOut(Out):
+    kind: str = Field(description="payment, fee, refund, chargeback or adjustment")
+    amount: Decimal = Field(description="Signed: what it adds to the bank credit.")
+    payment_ref: str | None
+    ref: str
+    raw_type: str
+    refund: str | None = Field(None, description="Our refund id, who asked and why, for a refund item.")
+
+
+class PayoutOut(Out):
+    id: str
+    account: str
+    account_kind: str
+    provider: str
+    payout_ref: str
+    amount: Decimal = Field(description="What reached the firm's bank account.")
+    currency: str
+    status: str
+    created_at: dt.datetime
+    arrival_date: dt.date | None
+    bank_reference: str
+    items_total: Decimal
+    fees: Decimal
+    shortfall: Decimal | None = Field(description="Trust payouts: fees taken from client money.")
+    breach_cleared_at: dt.datetime | None
+    adds_up: bool = Field(description="Whether the items add up to the bank amount to the penny.")
+    items: list[PayoutLineOut] = Field(default_factory=list)
+
+
+class BreachOut(Out):
+    payout_id: str
+    payout_ref: str
+    account: str
+    fees_account: str
+    amount: Decimal = Field(description="What to transfer from fees_account to account.")
+    currency: str
+    created_at: dt.datetime
+    message: str
+
+
+class RefundOut(Out):
+    id: str
+    payment_id: str
+    payment_ref: str
+    account: str
+    amount: Decimal
+    currency: str
+    reason: str
+    actor: str
+    status: str = Field(description="requested, pending, succeeded or failed")
+    provider_ref: str | None
+    error: str | None
+    created_at: dt.datetime
+
+
+class RefundIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: MoneyIn | None = Field(None, description="Default: all that is left to refund.")
+    reason: str = Field(min_length=1, description="Why, for the record.")
 
 
 class AccountSettings(BaseModel):
@@ -238,6 +306,8 @@ class AccountOut(BaseModel):
     currency: str
     expiry_days: int
     default: bool
+    kind: str = Field("operating", description="operating or trust")
+    kind_word: str = Field("operating", description="The firm's word for the kind: office or client in the UK.")
 
 
 class ManagedPostingOut(PostingOut):
@@ -245,8 +315,8 @@ class ManagedPostingOut(PostingOut):
 
     matter_number: str | None
     statement_number: str | None
-    payment_ref: str
-    method: str
+    payment_ref: str | None
+    method: str | None
     paid_at: dt.datetime | None
     description: str | None
     link_id: str | None

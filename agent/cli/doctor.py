@@ -130,8 +130,19 @@ def _jobs(rt: Runtime) -> Iterator[Finding]:
                           f"{part['last_error']}", "see the log; the job retries on its own")
 
 
+def _client_money(rt: Runtime) -> Iterator[Finding]:
+    breaches = rt.payouts.breaches()
+    for b in breaches:
+        yield Finding("fail", f"client money {b.account}", b.message,
+                      f"transfer {b.currency} {b.amount} from {b.fees_account} to {b.account}; set the trust "
+                      "account to be paid out gross at the provider")
+    if not breaches and rt.settings.trust_accounts:
+        yield Finding("ok", "client money", "no provider fee taken from a trust account")
+
+
 CHECKS: tuple[tuple[str, Check], ...] = (("firm database", _firm), ("providers", _providers), ("email", _mail),
-                                         ("state store", _store), ("service", _service), ("jobs", _jobs))
+                                         ("state store", _store), ("service", _service), ("jobs", _jobs),
+                                         ("client money", _client_money))
 
 
 def diagnose(rt: Runtime) -> list[Finding]:

@@ -94,7 +94,8 @@ def _provider_problems(rt: Runtime) -> list[str]:
 
 
 def cmd_mapping_check(args: argparse.Namespace, rt: Runtime | None) -> int:
-    mapping = load_mapping(args.file)
+    # The home's settings say which accounts hold client money: their payments need postings.trust.
+    mapping = load_mapping(args.file, load_settings(args.home).trust_accounts)
     print(
         f"{args.file}: ok ({', '.join(mapping.entities)}; postings: "
         f"{mapping.postings.kind if mapping.postings else 'none'})"

@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.cli.output import Commands, emit
 from agent.core.errors import RuleError
+from agent.core.model import account_kind_word
 from agent.home.accounts import set_account
 from agent.runtime import Runtime
 from agent.state.statuses import POSTING_STATES
@@ -73,7 +74,8 @@ def _account_data(rt: Runtime) -> list[dict[str, Any]]:
         "disclaimer",
     )
     return [
-        {k: getattr(a, k) for k in keep} | {"default": a.name == rt.settings.default_account}
+        {k: getattr(a, k) for k in keep} | {"default": a.name == rt.settings.default_account, "kind": a.kind,
+                                            "kind_word": account_kind_word(a.kind, rt.settings.firm_locale)}
         for a in rt.settings.accounts.values()
     ]
 
@@ -88,7 +90,8 @@ def cmd_accounts_list(args: argparse.Namespace, rt: Runtime) -> int:
                 f", {a['remind_before_expiry_days']} day(s) before expiry" if a["remind_before_expiry_days"] else ""
             )
             lines += [
-                f"{a['name']}{' (default)' if a['default'] else ''}: {a['provider']}, {a['currency']}, "
+                f"{a['name']}{' (default)' if a['default'] else ''}: {a['kind_word']} account, {a['provider']}, "
+                f"{a['currency']}, "
                 f"links expire after {a['expiry_days']} day(s)",
                 f"  reminders        {', '.join(map(str, a['reminder_days'])) or 'none'} day(s) after sending{before}",
                 f"  default message  {a['default_message']}",

@@ -214,12 +214,32 @@ ENTITY_MODELS: dict[str, type[_Record]] = {
 }
 
 
+AccountKind = Literal["operating", "trust"]
+# The UK names (SRA Accounts Rules): office money and client money.
+ACCOUNT_KIND_ALIASES: dict[str, AccountKind] = {"office": "operating", "client": "trust"}
+_UK_WORDS: dict[str, str] = {"operating": "office", "trust": "client"}
+
+
+def _account_kind(value: Any) -> Any:
+    return ACCOUNT_KIND_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+def account_kind_word(kind: str, locale: str) -> str:
+    """The firm's own word for an account kind: office/client in the UK, operating/trust elsewhere."""
+    return _UK_WORDS.get(kind, kind) if locale.lower().endswith("-gb") else kind
+
+
 class MerchantAccount(BaseModel):
     """A receiving account at a provider (e.g. operating and trust), with its own credentials and link rules."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    kind: Annotated[AccountKind, BeforeValidator(_account_kind)] = Field(
+        default="operating",
+        description="operating (office) money is the firm's own; trust (client) money is posted to the matter's "
+        "client ledger and must never pay a provider's fee. office and client are accepted as the UK names.",
+    )
     provider: str = "sandbox"
     currency: str = Field(default="GBP", min_length=3, max_length=3)
     credentials: str | None = Field(
@@ -237,6 +257,16 @@ class MerchantAccount(BaseModel):
     disclaimer: str = ""
     reminder_days: list[int] = Field(default_factory=lambda: [3, 7, 14])
     remind_before_expiry_days: int | None = 1
+    payout_fees: Literal["gross", "net"] = Field(
+        default="gross",
+        description="Sandbox only: gross pays this account out in full and takes its fees from the fees_account's "
+        "payout (the compliant set-up for trust money); net deducts them from this account's own payout.",
+    )
+    fees_account: str | None = Field(
+        default=None,
+        description="The operating account whose payouts carry this account's fees and whose money tops up a "
+        "trust account paid out net of fees; unset: the default account.",
+    )
 
 
 ActorKind = Literal["user", "job", "intake", "cli", "system"]

@@ -1,4 +1,4 @@
-"""Export to Excel (or CSV): Sent Pages (links) and Manage Postings, with chosen and ordered columns.
+"""Export to Excel (or CSV): Sent Pages (links), Manage Postings and payouts, with chosen and ordered columns.
 
 A workbook is for analysis, so its cells are typed: dates are real dates, timestamps real date-times in the
 firm's time zone (Excel has no zones), and money is a number with the currency's number format - written from
@@ -26,7 +26,7 @@ from sqlalchemy import Connection, func, select
 from agent.core.errors import RuleError
 from agent.core.model import exponent
 from agent.state import StateStore
-from agent.state.schema import firm_matters, links, sends
+from agent.state.schema import firm_matters, links, payout_items, payouts, sends
 from postings.queries import posting_rows
 
 Kind = Literal["text", "money", "date", "datetime"]
@@ -67,6 +67,31 @@ POSTING_COLUMNS = _cols(
 )
 POSTING_DEFAULT = ["id", "created_at", "state", "reference", "amount", "currency", "statement_key", "matter_key",
                    "payment_ref", "method", "payer_name", "posted_at", "note"]
+
+
+PAYOUT_COLUMNS = _cols(
+    ("payout_ref", "Payout"), ("account", "Account"), ("account_kind", "Account Kind"),
+    ("created_at", "Created", "datetime"), ("arrival_date", "Arrival", "date"), ("status", "Status"),
+    ("bank_reference", "Bank Reference"), ("payout_amount", "Bank Amount", "money"), ("currency", "Currency"),
+    ("adds_up", "Adds Up"), ("line", "Line"), ("kind", "Item"), ("amount", "Item Amount", "money"),
+    ("payment_ref", "Payment Reference"), ("ref", "Item Reference"), ("raw_type", "Provider Type"),
+    ("shortfall", "Client Money Shortfall", "money"),
+)
+PAYOUT_DEFAULT = ["payout_ref", "account", "created_at", "bank_reference", "payout_amount", "currency", "adds_up",
+                  "kind", "amount", "payment_ref"]
+
+
+def payout_rows(conn: Connection) -> list[dict[str, Any]]:
+    """Every payout item with its payout, newest payout first: a payout's breakdown on consecutive rows."""
+    query = (select(payouts.c.payout_ref, payouts.c.account, payouts.c.account_kind, payouts.c.created_at,
+                    payouts.c.arrival_date, payouts.c.status, payouts.c.bank_reference, payouts.c.currency,
+                    payouts.c.amount.label("payout_amount"), payouts.c.items_total, payouts.c.shortfall,
+                    payout_items.c.line, payout_items.c.kind, payout_items.c.amount, payout_items.c.payment_ref,
+                    payout_items.c.ref, payout_items.c.raw_type)
+             .join(payout_items, payout_items.c.payout_id == payouts.c.id)
+             .order_by(payouts.c.created_at.desc(), payouts.c.id, payout_items.c.line))
+    return [{**r, "adds_up": "yes" if r["items_total"] == r["payout_amount"] else "NO"}
+            for r in conn.execute(query).mappings()]
 
 
 def choose(available: Mapping[str, ColumnSpec], wanted: Sequence[str] | None, default: Sequence[str]
@@ -196,7 +221,7 @@ def _write(path: Path, rows: list[dict[str, Any]], columns: list[ColumnSpec], zo
 
 
 class Exporter:
-    """Sent Pages and Manage Postings exports, the same for the CLI and the console, in the firm's time zone."""
+    """Sent Pages, Manage Postings and payouts exports, for the CLI and the console alike, in the firm's zone."""
 
     def __init__(self, store: StateStore, zone: ZoneInfo) -> None:
         self.store = store
@@ -227,3 +252,10 @@ class Exporter:
         with self.store.read() as conn:
             rows = posting_rows(conn, states)
         return _write(path, rows, chosen, self.zone, "Postings")
+
+    def payouts(self, path: Path, *, columns: Sequence[str] | None = None) -> int:
+        """Payouts item by item to ``path`` (.xlsx or .csv); returns the number of rows written."""
+        chosen = choose(PAYOUT_COLUMNS, columns, PAYOUT_DEFAULT)
+        with self.store.read() as conn:
+            rows = payout_rows(conn)
+        return _write(path, rows, chosen, self.zone, "Payouts")

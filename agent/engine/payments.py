@@ -82,7 +82,8 @@ def _link_for(conn: Connection, account: str, ref: str | None) -> dict[str, Any]
     return dict(row) if row else None
 
 
-def apply_event(conn: Connection, account: str, provider: str, event: ProviderEvent) -> tuple[bool, str | None]:
+def apply_event(conn: Connection, account: str, provider: str, event: ProviderEvent, *,
+                trust: bool = False) -> tuple[bool, str | None]:
     """Record one event and its effect. Returns (new, link id with a remainder owing after a partial payment)."""
     seen = conn.execute(select(provider_events.c.event_id).where(
         provider_events.c.account == account, provider_events.c.event_id == event.event_id)).first()
@@ -105,7 +106,7 @@ def apply_event(conn: Connection, account: str, provider: str, event: ProviderEv
                 status=status.value, closed_at=event.occurred_at, outstanding_key=None,
                 status_reason=f"reported by the provider ({event.raw_status or event.kind.value})"))
         return True, None
-    return True, _apply_payment(conn, account, provider, event, link)
+    return True, _apply_payment(conn, account, provider, event, link, trust)
 
 
 def _supersedes(status: str, at: dt.datetime, previous: str, previous_at: dt.datetime) -> bool:
@@ -118,7 +119,7 @@ def _supersedes(status: str, at: dt.datetime, previous: str, previous_at: dt.dat
 
 
 def _apply_payment(conn: Connection, account: str, provider: str, event: ProviderEvent,
-                   link: dict[str, Any] | None) -> str | None:
+                   link: dict[str, Any] | None, trust: bool) -> str | None:
     status = EVENT_STATUS[event.kind]
     row = conn.execute(select(payments).where(payments.c.account == account,
                                               payments.c.payment_ref == event.payment_ref)).mappings().first()
@@ -157,19 +158,21 @@ def _apply_payment(conn: Connection, account: str, provider: str, event: Provide
             status=LinkStatus.PAYMENT_RECEIVED.value, closed_at=event.occurred_at, outstanding_key=None,
             status_reason=reason))
         remainder = link["id"] if short > 0 and link["matter_key"] else None
-    _settle_books(conn, payment_id, status, relinked)
+    _settle_books(conn, payment_id, status, relinked, trust)
     return remainder
 
 
-def _settle_books(conn: Connection, payment_id: str, status: str, relinked: bool) -> None:
-    """Make the outbox hold what the status says: confirmed posted exactly once, failed or charged back not."""
+def _settle_books(conn: Connection, payment_id: str, status: str, relinked: bool, trust: bool) -> None:
+    """Make the outbox hold what the status says: confirmed posted exactly once, failed or charged back not.
+    A trust account's payment goes to the matter's client ledger (postings.trust)."""
     posted = is_posted(conn, payment_id)
     if status == "confirmed":
         if posted and relinked:
             enqueue_reversal(conn, payment_id, "allocated again to the payment's link")
             posted = is_posted(conn, payment_id)
         if not posted:
-            enqueue_repost(conn, payment_id) if _has_postings(conn, payment_id) else enqueue_payment(conn, payment_id)
+            enqueue = enqueue_repost if _has_postings(conn, payment_id) else enqueue_payment
+            enqueue(conn, payment_id, trust=trust)
     elif status in ("failed", "charged_back") and posted:
         enqueue_reversal(conn, payment_id, f"payment {status.replace('_', ' ')} at the provider")
 
@@ -189,6 +192,7 @@ class EventPoller:
         self.page_size = page_size
         self.retry_initial = retry_initial
         self.attempts = attempts  # the service passes 1: it backs a failing account off itself
+        self.trust = provider.account.kind == "trust"
 
     def cursor(self) -> str | None:
         with self.store.read() as conn:
@@ -213,7 +217,7 @@ class EventPoller:
                 for event in page.events:
                     if since and event.occurred_at < since:
                         continue
-                    new, remainder = apply_event(conn, self.account, self.provider.name, event)
+                    new, remainder = apply_event(conn, self.account, self.provider.name, event, trust=self.trust)
                     result.events += 1
                     result.new += new
                     result.parked += new and event.kind is EventKind.UNREADABLE
@@ -244,7 +248,7 @@ class EventPoller:
                 conn.execute(delete(provider_events).where(provider_events.c.account == self.account,
                                                            provider_events.c.event_id == parked.event_id))
                 if event is not None:
-                    apply_event(conn, self.account, self.provider.name, event)
+                    apply_event(conn, self.account, self.provider.name, event, trust=self.trust)
                 done.append(parked.event_id)
         return done
 
@@ -260,7 +264,7 @@ class EventPoller:
         listed = {event.payment_ref for event in snapshot if event.payment_ref}
         with self.store.begin() as conn:
             for event in snapshot:
-                new, remainder = apply_event(conn, self.account, self.provider.name, event)
+                new, remainder = apply_event(conn, self.account, self.provider.name, event, trust=self.trust)
                 result.checked += 1
                 result.applied += new
                 if remainder:

@@ -1,7 +1,8 @@
 """The demo firm: a small matter-management database in SQLite, generated on first run.
 
 It is shaped like a real firm's schema on purpose (its own names, amounts in pence, a receipts table the
-postings write into, triggers that bump updated_at) so the demo exercises the same mapping path as a firm.
+postings write into, triggers that bump updated_at) so the demo exercises the same mapping path as a firm. The
+client ledger, office expenses, bank deposits and transfer requests take the client-money postings.
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ CREATE TABLE pay_requests (
 CREATE TABLE receipts (
     id INTEGER PRIMARY KEY, reference TEXT NOT NULL UNIQUE, bill_id INTEGER NOT NULL REFERENCES bills(id),
     amount_pence INTEGER NOT NULL, received_at TEXT NOT NULL, method TEXT NOT NULL);
+CREATE TABLE client_ledger (
+    id INTEGER PRIMARY KEY, reference TEXT NOT NULL UNIQUE, matter_id INTEGER NOT NULL REFERENCES matters(id),
+    amount_pence INTEGER NOT NULL, received_at TEXT NOT NULL, method TEXT NOT NULL, entry TEXT NOT NULL);
+CREATE TABLE office_expenses (
+    id INTEGER PRIMARY KEY, reference TEXT NOT NULL UNIQUE, account TEXT NOT NULL, payout TEXT NOT NULL,
+    amount_pence INTEGER NOT NULL, incurred_on TEXT NOT NULL, description TEXT NOT NULL);
+CREATE TABLE bank_deposits (
+    id INTEGER PRIMARY KEY, reference TEXT NOT NULL UNIQUE, account TEXT NOT NULL, payout TEXT NOT NULL,
+    bank_reference TEXT NOT NULL, amount_pence INTEGER NOT NULL, deposited_on TEXT NOT NULL);
+CREATE TABLE transfer_requests (
+    id INTEGER PRIMARY KEY, reference TEXT NOT NULL UNIQUE, from_account TEXT NOT NULL, to_account TEXT NOT NULL,
+    payout TEXT NOT NULL, amount_pence INTEGER NOT NULL, requested_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'REQUESTED');
 """
 
 TRIGGERS = [
@@ -117,9 +131,12 @@ expiry_days = 7
 disclaimer = "Demo Legal LLP is authorised and regulated by the Solicitors Regulation Authority (demo)."
 
 [accounts.trust]
+kind = "client"          # client money (SRA Accounts Rules): posted to the matter's client ledger, never pays fees
 provider = "sandbox"
 currency = "GBP"
 expiry_days = 14
+payout_fees = "gross"    # sandbox: paid out in full, its fees charged to fees_account's payout
+fees_account = "operating"
 """
 
 

@@ -42,6 +42,8 @@ class Intervals(BaseModel):
     intake: float = Field(5.0, gt=0, description="Request table and inbox folder.")
     reconcile: float = Field(86400.0, gt=0, description="Full reconciliation sweep (every row compared by content, "
                              "deletes noticed); nightly by default.")
+    payouts: float = Field(86400.0, gt=0, description="Payouts read from the providers (fees, deposits, client-money "
+                           "checks); daily by default, and 'ledgerlink payouts sync' at any time.")
 
 
 # --- delivery: email (SMTP) and SMS gateway settings (agent/delivery.py) ---
@@ -144,6 +146,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _fees_accounts(self) -> Settings:
+        """Each account's fees_account (default: the default account) must be an operating account, so a fee is
+        never charged to client money; unset, it is filled in here so every part reads the same one."""
+        filled = {}
+        for name, account in self.accounts.items():
+            fees = account.fees_account or (self.default_account if account.kind == "trust" else name)
+            other = self.accounts.get(fees)
+            if other is None or other.kind != "operating":
+                raise ValueError(f"accounts.{name}.fees_account: {fees!r} is not an operating account; name one "
+                                 f"of {sorted(n for n, a in self.accounts.items() if a.kind == 'operating')}")
+            filled[name] = account.model_copy(update={"fees_account": fees})
+        self.accounts = filled
+        return self
+
+    @model_validator(mode="after")
     def _sandbox_links_follow_the_port(self) -> Settings:
         """Sandbox links point at the pay page this agent serves on ``sandbox_port``, unless an account sets its
         own api_base; with port 0 (any free port) the address is unknown until it listens, so the default stays."""
@@ -167,6 +184,11 @@ class Settings(BaseSettings):
     @property
     def state_database_url(self) -> str:
         return self.state_url or f"sqlite:///{self.home / 'state.db'}"
+
+    @property
+    def trust_accounts(self) -> list[str]:
+        """The accounts holding client money, whose payments the mapping's postings.trust section writes."""
+        return [name for name, account in self.accounts.items() if account.kind == "trust"]
 
     @property
     def zone(self) -> ZoneInfo:

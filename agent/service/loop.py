@@ -210,6 +210,8 @@ def default_jobs(rt: Runtime) -> list[Job]:
         Job("inbox", intervals.intake, inbox.scan),
         Job("collections", intervals.sync, lambda: rt.directdebit.schedule_collections()),
         Job("reminders", intervals.expiry, lambda: rt.reminders.run()),
+        Job("refunds", intervals.expiry, lambda: rt.refunds.resume()),
+        Job("payouts", intervals.payouts, lambda: rt.payouts.sync(), due=time.monotonic() + 60),
     ]
     if rt.mapping.requests is not None:
         jobs.append(Job("requests", intervals.intake,

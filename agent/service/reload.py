@@ -136,7 +136,7 @@ class ConfigWatcher:
         try:
             settings = load_settings(self.rt.settings.home)
             path = settings.mapping_path
-            mapping = resolve_relative(load_mapping(path), path.parent)
+            mapping = resolve_relative(load_mapping(path, settings.trust_accounts), path.parent)
             rehearse_mapping(mapping, self.rt)
         except ConfigurationError as exc:
             return self._refused(str(exc))

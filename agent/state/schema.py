@@ -211,7 +211,8 @@ payments = Table(
 postings = Table(
     "postings", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("payment_id", String(32), ForeignKey("payments.id"), nullable=False, index=True),
+    Column("payment_id", String(32), ForeignKey("payments.id"), index=True,
+           comment="the payment posted or reversed; NULL for a payout's fees, deposit or transfer (0012)"),
     Column("reference", String(191), nullable=False, unique=True),
     Column("kind", String(16), nullable=False),
     Column("statement_key", KEY),
@@ -226,6 +227,11 @@ postings = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("posted_at", UTCDateTime),
+    Column("section", String(16), comment="the mapping's write-back section: NULL payments, else trust, fees, "
+           "deposits or transfers (0012)"),
+    Column("payout_id", String(32), ForeignKey("payouts.id"), index=True,
+           comment="the payout a fees, deposits or transfers posting is for (0012)"),
+    Column("account", String(64), comment="the merchant account a payout posting concerns (0012)"),
 )
 Index("ix_postings_state_next", postings.c.state, postings.c.next_attempt_at)
 
@@ -235,6 +241,59 @@ file_drops = Table(
     Column("filename", Text, nullable=False),
     Column("references", Text, nullable=False, comment="JSON list of posting references in the file"),
     Column("written_at", UTCDateTime, nullable=False),
+)
+
+# ---------------------------------------------------------------------------- payouts and refunds (0012)
+
+payouts = Table(
+    "payouts", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("account_kind", String(16), nullable=False, comment="operating or trust, when it was read"),
+    Column("fees_account", String(64), nullable=False, comment="the operating account that owes its fees"),
+    Column("provider", String(32), nullable=False),
+    Column("payout_ref", String(191), nullable=False),
+    Column("amount", DecimalText, nullable=False, comment="what reaches the firm's bank account"),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False, comment="pending, paid or failed (PayoutStatus)"),
+    Column("raw_status", String(32), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("arrival_date", Date),
+    Column("bank_reference", Text, nullable=False),
+    Column("items_total", DecimalText, nullable=False, comment="the sum of its items: equal to amount when it adds up"),
+    Column("fees", DecimalText, nullable=False, comment="fee items, as a positive amount"),
+    Column("shortfall", DecimalText, comment="trust payouts: fees taken from client money, to transfer back"),
+    Column("breach_cleared_at", UTCDateTime, comment="when a person confirmed the shortfall was transferred back"),
+    Column("breach_note", Text),
+    Column("synced_at", UTCDateTime, nullable=False),
+    UniqueConstraint("account", "payout_ref", name="uq_payouts_ref"),
+)
+
+payout_items = Table(
+    "payout_items", metadata,
+    Column("payout_id", String(32), ForeignKey("payouts.id"), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False, comment="payment, fee, refund, chargeback or adjustment"),
+    Column("amount", DecimalText, nullable=False, comment="signed: what it adds to the bank credit"),
+    Column("payment_ref", String(191), index=True),
+    Column("ref", String(191), nullable=False),
+    Column("raw_type", String(64), nullable=False),
+)
+
+refunds = Table(
+    "refunds", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("payment_id", String(32), ForeignKey("payments.id"), nullable=False, index=True),
+    Column("amount", DecimalText, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", Text, nullable=False, comment="who asked for it, as kind:name (agent.core.model.Actor)"),
+    Column("status", String(16), nullable=False, comment="requested, then pending, succeeded or failed"),
+    Column("provider_ref", String(191)),
+    Column("error", Text),
+    Column("idempotency_key", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 # ---------------------------------------------------------------------------- Direct Debit (0005, agent/directdebit.py)

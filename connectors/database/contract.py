@@ -18,7 +18,18 @@ from zoneinfo import ZoneInfo
 
 from agent.core.errors import ConfigurationError, DataError, LedgerlinkError
 from agent.core.model import check_decimals, exponent, from_minor, to_decimal
-from mappings.format import ENTITY_FIELDS, POSTING_PARAMS, EntityMapping, MappingFile, ProcedurePostings, SqlPostings
+from mappings.format import (
+    ENTITY_FIELDS,
+    POSTING_PARAMS,
+    SECTIONS,
+    EntityMapping,
+    MappingFile,
+    ProcedurePostings,
+    ProcedureWrite,
+    SqlPostings,
+    SqlWrite,
+    write_back,
+)
 
 
 @dataclass(frozen=True)
@@ -343,6 +354,8 @@ def sample_params(mapping: MappingFile) -> dict[str, Any]:
         "matter_key": "0", "matter_number": "0", "client_key": None, "paid_at": now, "paid_on": now.date(),
         "paid_at_local": now, "paid_on_local": now.date(), "posting_uuid": "00000000-0000-0000-0000-000000000000",
         "posting_uuid_hex": "0" * 32, "method": "bank", "description": "ledgerlink dry run", "link_id": "dry-run",
+        "account": "operating", "account_kind": "operating", "payout_id": "dry-run", "bank_reference": "DRY-RUN",
+        "from_account": "operating", "section": None,
     }
     assert set(values) == set(POSTING_PARAMS), "every posting parameter needs a sample value"
     return {**mapping.params, **values}
@@ -402,13 +415,21 @@ class Connector(ABC):
         """Every key currently in the source (for noticing hard deletes), streamed in batches."""
 
     @abstractmethod
-    def posting_exists(self, reference: str) -> bool:
-        """Whether the mapping's existence check finds ``reference`` in the firm database."""
+    def posting_exists(self, reference: str, section: str | None = None) -> bool:
+        """Whether the existence check of the write-back ``section`` (None: payments) finds ``reference``."""
 
     @abstractmethod
     def write_posting(self, params: Mapping[str, Any]) -> bool:
         """In ONE transaction: the existence check on params['reference'], then the mapping's statements (or
-        procedure). Returns False when the reference was already there (nothing written)."""
+        procedure) of the write-back section params.get('section') names (None: payments; see
+        ``write_back_of``). Returns False when the reference was already there (nothing written)."""
+
+    def write_back_of(self, section: str | None) -> SqlWrite | ProcedureWrite:
+        """The mapping's SQL or procedure write-back for ``section``: one lookup for every connector."""
+        postings = self.mapping.postings
+        if not isinstance(postings, SqlPostings | ProcedurePostings):
+            raise ConfigurationError("the mapping has no SQL or procedure postings section")
+        return write_back(postings, section)
 
     def read_keys(self, entity: str, keys: list[Any]) -> list[tuple[Any, ...]] | None:
         """Raw rows (``Selection.columns`` order) for these keys as the database types them, to retry quarantined
@@ -441,14 +462,17 @@ class Connector(ABC):
         if not isinstance(postings, SqlPostings | ProcedurePostings):
             return out
         params = sample_params(self.mapping)
-        sqls = [("postings.ready", postings.ready)] if postings.ready else []
-        sqls.append(("postings.exists", postings.exists))
-        if isinstance(postings, SqlPostings):
-            sqls += [(f"postings.statements.{i}", sql) for i, sql in enumerate(postings.statements)]
-        out += [rehearse(what, sql, partial(self.explain, sql, params)) for what, sql in sqls]
-        if isinstance(postings, ProcedurePostings):
-            out.append(Rehearsal("postings.call", postings.call, "unchecked",
-                                 "a stored procedure is not rehearsed: it could commit on its own"))
+        writes = [("postings", postings)]
+        writes += [(f"postings.{name}", found) for name in SECTIONS if (found := getattr(postings, name)) is not None]
+        for where, write in writes:
+            sqls = [(f"{where}.ready", write.ready)] if write.ready else []
+            sqls.append((f"{where}.exists", write.exists))
+            if isinstance(write, SqlWrite):
+                sqls += [(f"{where}.statements.{i}", sql) for i, sql in enumerate(write.statements)]
+            out += [rehearse(what, sql, partial(self.explain, sql, params)) for what, sql in sqls]
+            if isinstance(write, ProcedureWrite):
+                out.append(Rehearsal(f"{where}.call", write.call, "unchecked",
+                                     "a stored procedure is not rehearsed: it could commit on its own"))
         return out
 
     def pending_requests(self, limit: int) -> list[dict[str, Any]]:

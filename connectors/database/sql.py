@@ -37,7 +37,7 @@ from connectors.database.contract import (
     source_context,
 )
 from connectors.database.errors import NotReady, classify
-from mappings.format import MappingFile, ProcedurePostings, RequestTable, SqlPostings
+from mappings.format import MappingFile, RequestTable, SqlWrite
 from mappings.sqlparams import param_names
 
 T = TypeVar("T")
@@ -196,8 +196,8 @@ class SQLAlchemyConnector(Connector):
         except DBAPIError as exc:
             raise classify(exc, f"listing {entity} keys") from None
 
-    def posting_exists(self, reference: str) -> bool:
-        postings = self._sql_postings()
+    def posting_exists(self, reference: str, section: str | None = None) -> bool:
+        postings = self.write_back_of(section)
 
         def probe() -> bool:
             with self.engine.connect() as conn:
@@ -222,8 +222,8 @@ class SQLAlchemyConnector(Connector):
     def write_posting(self, params: Mapping[str, Any]) -> bool:
         """ready (if mapped), the existence check and the writes in one transaction; a failed connection is
         dropped and the next posting opens a fresh one."""
-        postings = self._sql_postings()
-        statements = postings.statements if isinstance(postings, SqlPostings) else [postings.call]
+        postings = self.write_back_of(params.get("section"))
+        statements = postings.statements if isinstance(postings, SqlWrite) else [postings.call]
         conn = self._writer_connection()
         context = posting_context(params)
         try:
@@ -284,12 +284,6 @@ class SQLAlchemyConnector(Connector):
                 conn.execute(tbl.update().where(tbl.c[spec.key] == key).values(**sets))
 
         self._run(f"writing request {key} in {spec.table}", write)
-
-    def _sql_postings(self) -> SqlPostings | ProcedurePostings:
-        postings = self.mapping.postings
-        if not isinstance(postings, SqlPostings | ProcedurePostings):
-            raise ConfigurationError("the mapping has no SQL or procedure postings section")
-        return postings
 
     def close(self) -> None:
         self._close_writer()

@@ -87,7 +87,7 @@ def test_binds_loopback_and_every_endpoint_but_health_needs_the_token(env: Env) 
     checked = 0
     for path, methods in paths.items():
         url = path.format(link_id="lnk_x", ref=MATTER, posting_id=1, name="operating", id=1,
-                          collection_id="col_x")
+                          collection_id="col_x", payout="po_x", payment="pay_x")
         for method in methods:
             if path == "/health":
                 assert bare.request(method, url).status_code == 200
@@ -329,7 +329,8 @@ def test_admin_reads_and_changes_account_settings(env: Env) -> None:
                              json={"expiry_days": 21, "reminder_days": [2, 5], "disclaimer": 'Say "hi"\nback'})
     assert changed.status_code == 200 and changed.json()["expiry_days"] == 21
     data = tomllib.loads(env.rt.settings.config_path.read_text())
-    assert data["accounts"]["trust"] == {"provider": "sandbox", "currency": "GBP", "expiry_days": 21,
+    assert data["accounts"]["trust"] == {"kind": "client", "provider": "sandbox", "currency": "GBP",
+                                         "expiry_days": 21, "payout_fees": "gross", "fees_account": "operating",
                                          "reminder_days": [2, 5], "disclaimer": 'Say "hi"\nback'}
     assert data["service_name"] == "Demo Legal LLP" and data["accounts"]["operating"]["expiry_days"] == 7
     settings = load_settings(env.home)  # takes effect on the next start
@@ -354,6 +355,8 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
         "/console-info": {"get"}, "/link-delivery": {"get"}, "/console/sign-in": {"post"},
         "/collections": {"get"}, "/collections/{collection_id}": {"get"},
         "/collections/{collection_id}/cancel": {"post"},
+        "/payouts": {"get"}, "/payouts/breaches": {"get"}, "/payouts/{payout}": {"get"}, "/refunds": {"get"},
+        "/payments/{payment}/refund": {"post"},
     }
     served = env.client.get("/openapi.json").json()
     assert {path: set(methods) for path, methods in served["paths"].items()} == expected
@@ -367,3 +370,35 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
 def test_toml_writer_round_trips() -> None:
     data = {"a": 1, "b": True, "c": "x \"q\" \\ é", "accounts": {"op": {"days": [1, 2], "msg": "m"}, "t": {}}}
     assert tomllib.loads(dump_toml(data)) == data
+
+
+# ------------------------------------------------------------------------------------------- payouts and refunds
+
+
+def test_refund_is_admin_only_refused_over_what_is_left_and_shown_on_its_payout(env: Env) -> None:
+    paid_posting(env)
+    payment_ref = env.client.get("/postings").json()[0]["payment_id"].removeprefix("pay_")
+    body = {"amount": "100.00", "reason": "client overpaid"}
+    assert env.client.post(f"/payments/{payment_ref}/refund", json=body).status_code == 403  # staff token
+    done = env.client.post(f"/payments/{payment_ref}/refund", json=body, headers=env.as_admin())
+    assert done.status_code == 200, done.text
+    assert (done.json()["amount"], done.json()["status"], done.json()["actor"]) == ("100.00", "succeeded",
+                                                                                    "user:admin")
+    over = env.client.post(f"/payments/{payment_ref}/refund", json={"amount": "600.01", "reason": "too much"},
+                           headers=env.as_admin())
+    assert over.status_code == 422 and "at most 600.00 GBP" in over.json()["error"]
+    assert env.client.post("/payments/nope/refund", json=body, headers=env.as_admin()).status_code == 422
+    sandbox.pay_out(env.home)
+    env.rt.payouts.sync()
+    [payout] = env.client.get("/payouts").json()
+    assert payout["adds_up"] is True and payout["amount"] == "598.00"  # 700 - 100 refunded - 2.00 bank fee
+    shown = env.client.get(f"/payouts/{payout['payout_ref']}").json()
+    [refund_item] = [i for i in shown["items"] if i["kind"] == "refund"]
+    assert refund_item["amount"] == "-100.00" and done.json()["id"] in refund_item["refund"]
+    assert env.client.get("/payouts/unknown").status_code == 422
+    assert env.client.get("/payouts/breaches").json() == []
+    assert env.client.get("/status").json()["client_money"] == []
+    payout_postings = [p for p in env.client.get("/postings").json() if p["payment_id"] is None]
+    assert [(p["section"], p["amount"]) for p in payout_postings] == [("fees", "2.00"), ("deposits", "598.00")]
+    detail = env.client.get(f"/postings/{payout_postings[1]['id']}").json()
+    assert detail["payment"] is None and len(detail["allocations"]) == 2  # the payout's postings

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,6 +15,7 @@ from console_support import (
     ARTIFACTS,
     Agent,
     agent_fixture,  # noqa: F401  (pytest fixture "agent")
+    assert_accessible,
     browser_fixture,  # noqa: F401  (pytest fixture "browser")
     delivery_set_up,
     expect,
@@ -29,6 +31,8 @@ from openpyxl import load_workbook
 from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
 from agent.service.loop import poll_payments
+from connectors.providers import sandbox
+from connectors.providers.sandbox import SandboxProvider
 from postings.outbox import Outbox
 
 MATTER = "M-2026-0010"  # Okafor: INV-1001 644.30 + INV-1002 1443.75, payer has an email
@@ -510,3 +514,51 @@ def test_the_footer_says_which_version_is_running(page: Any, agent: Agent) -> No
 
     sign_in(page, agent)
     expect(page.locator("footer.about")).to_have_text(f"Ledgerlink {__version__}")
+
+
+def test_payouts_page_the_client_money_banner_and_the_admin_refund(page: Any, agent: Agent) -> None:
+    """A trust account paid out net of fees (the sandbox set to net for it): the banner names the transfer, the
+    Payouts page shows each payout's breakdown and whether it adds up, and only an admin sees Refund."""
+    link = agent.rt.links.create(LinkRequest(matter=THREE, amount=Decimal("200.00"), account="trust"))
+    assert link.provider_ref is not None
+    net = agent.rt.settings.accounts["trust"].model_copy(update={"payout_fees": "net"})
+    SandboxProvider(net, None, home=str(agent.home))  # the provider's own setting for this account, from now
+    sandbox.pay(agent.home, link.provider_ref, method="card")
+    office = agent.rt.links.create(LinkRequest(matter=SENDS, amount=Decimal("50.00")))
+    assert office.provider_ref is not None
+    sandbox.pay(agent.home, office.provider_ref, method="card")
+    poll_payments(agent.rt)
+    Outbox(agent.rt.store, agent.rt.connector, agent.rt.mapping).run_once()
+    sandbox.pay_out(agent.home)
+    [breach] = agent.rt.payouts.sync().breaches
+    try:
+        sign_in(page, agent)
+        expect(page.locator("#client-money")).to_contain_text("transfer GBP 3.20 from 'operating' to 'trust'")
+        go(page, agent, "payouts")
+        row = page.locator(f'tr[data-payout="{breach.payout_id}"]')
+        expect(row).to_contain_text("trust (client)")
+        expect(row).to_contain_text("Breach: £3.20 of fees taken from client money")
+        expect(page.locator("#payouts-list")).to_contain_text("Adds up to the penny")
+        row.get_by_role("button").click()
+        expect(page.locator("#payout-items")).to_contain_text("fee")
+        assert_accessible(page, "the payout popup")
+        page.keyboard.press("Escape")
+        assert_accessible(page, "#payouts with a breach")
+        go(page, agent, "postings")
+        expect(page.locator("#postings-list")).to_be_visible()
+        assert page.get_by_role("button", name=re.compile("^Refund")).count() == 0  # a clerk cannot refund
+        sign_in(page, agent, agent.admin_token)
+        go(page, agent, "postings")
+        page.get_by_role("button", name=re.compile("^Refund posting")).first.click()
+        page.get_by_label("Amount to refund").fill("999.00")
+        page.get_by_label("Why").fill("overpaid")
+        page.locator("#posting-dialog").get_by_role("button", name="Refund", exact=True).click()
+        expect(page.locator("#posting-dialog [role=alert]")).to_contain_text("more than is left")
+        assert_accessible(page, "the refund popup with its error")
+        page.get_by_label("Amount to refund").fill("10.00")
+        page.locator("#posting-dialog").get_by_role("button", name="Refund", exact=True).click()
+        expect(page.locator("#notice")).to_contain_text("succeeded at the provider")
+        assert [r.actor for r in agent.rt.refunds.listing()] == ["user:admin"]
+    finally:
+        agent.rt.payouts.clear(breach.payout_id, "transferred in the test")
+        SandboxProvider(agent.rt.settings.accounts["trust"], None, home=str(agent.home))

@@ -180,3 +180,20 @@ def test_an_interactive_command_prints_only_its_answer_and_logs_to_the_file(
     assert " INFO ledgerlink." in logged
     assert main(["--home", str(home), "-v", "links", "create", "--matter", "M-2026-0011"]) == 0
     assert " INFO ledgerlink.links: link lnk_" in capfd.readouterr().err  # -v shows them
+
+
+def test_check_rehearses_the_client_money_sections_too(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(home, capsys, "check", "--json")
+    rehearsed = {r["what"]: r["verdict"] for r in json.loads(out)["rehearsal"]}
+    assert code == 0 and {rehearsed[f"postings.{s}.statements.0"] for s in
+                          ("trust", "fees", "deposits", "transfers")} == {"ok"}
+    mapping = home / "mapping.yaml"
+    mapping.write_text(mapping.read_text().replace("VALUES (:reference, :account, :payout_id, :amount_minor, :paid_on,",
+                                                   "VALUES (:reference, :account, :payout_id, :amount_minr, :paid_on,"))
+    code, _, err = run(home, capsys, "check")
+    assert code == 2 and "postings.fees.statements.0: unknown parameter :amount_minr" in err
+    mapping.write_text(mapping.read_text().replace(":amount_minr", ":amount_minor")
+                       .replace("amount_pence, incurred_on, description)", "amount_pence, incurred_onn, description)"))
+    code, out, _ = run(home, capsys, "check")
+    assert code == 2 and "refused: postings.fees.statements.0: rehearsing INSERT INTO office_expenses" in out
+    assert "incurred_onn" in out

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.core.model import MerchantAccount
+from connectors.providers import contract as sandbox_contract
 from connectors.providers import sandbox
 from connectors.providers.contract import EventKind, LinkStatus, ProviderError, ProviderLink
 from connectors.providers.sandbox import SandboxPayServer, SandboxProvider
@@ -186,3 +187,94 @@ def test_confirm_later(provider: SandboxProvider, home: Path) -> None:
     assert [e.kind for e in provider.events(None).events] == [EventKind.PAYMENT_PENDING]
     sandbox.confirm_payment(home, payment_ref)
     assert provider.events(None).events[-1].kind is EventKind.PAYMENT_CONFIRMED
+
+
+# --- fees, daily payouts and refunds (sandbox/money.py) -------------------------------------------------------
+
+
+def _accounts(home: Path, trust_fees: str) -> tuple[SandboxProvider, SandboxProvider]:
+    office = SandboxProvider(MerchantAccount(name="office"), None, home=str(home))
+    client = SandboxProvider(MerchantAccount(name="client", kind="client", payout_fees=trust_fees,
+                                             fees_account="office"), None, home=str(home))
+    return office, client
+
+
+def _paid(provider: SandboxProvider, home: Path, amount: str, method: str = "card") -> str:
+    link = provider.create_link(make_spec(provider, amount=Decimal(amount)))
+    return sandbox.pay(home, link.ref, method=method)
+
+
+def test_fee_schedule_rounds_half_up_and_caps() -> None:
+    assert sandbox.money.fee_for(Decimal("100.00"), "GBP", "card") == Decimal("1.70")
+    assert sandbox.money.fee_for(Decimal("10.00"), "GBP", "bank") == Decimal("0.20")  # the minimum
+    assert sandbox.money.fee_for(Decimal("1000.00"), "GBP", "bank") == Decimal("2.00")  # the cap
+    assert sandbox.money.fee_for(Decimal("33.33"), "GBP", "card") == Decimal("0.70")  # 0.69995 rounds up
+    assert sandbox.money.fee_for(Decimal("1000.00"), "GBP", "direct_debit") == Decimal("4.00")
+
+
+def test_gross_trust_payout_carries_no_fee_and_its_fee_goes_to_operating(home: Path) -> None:
+    office, client = _accounts(home, "gross")
+    ref = _paid(client, home, "200.00")
+    assert sandbox.pay_out(home)
+    [trust_payout] = client.payouts(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    assert trust_payout.amount == Decimal("200.00")
+    assert [(i.kind, i.amount) for i in client.payout_items(trust_payout.ref)] == [("payment", Decimal("200.00"))]
+    assert office.payouts(dt.datetime(2000, 1, 1, tzinfo=dt.UTC)) == []  # a fee alone is no payout: carried
+    office_ref = _paid(office, home, "100.00")
+    sandbox.pay_out(home)
+    [office_payout] = office.payouts(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    items = office.payout_items(office_payout.ref)
+    assert {(i.kind, i.payment_ref, i.amount) for i in items} == {
+        ("fee", ref, Decimal("-3.20")), ("payment", office_ref, Decimal("100.00")), ("fee", office_ref,
+                                                                                     Decimal("-1.70"))}
+    assert sum(i.amount for i in items) == office_payout.amount == Decimal("95.10")
+
+
+def test_net_trust_payout_deducts_the_fee(home: Path) -> None:
+    _office, client = _accounts(home, "net")
+    _paid(client, home, "200.00")
+    sandbox.pay_out(home)
+    [payout] = client.payouts(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    assert payout.amount == Decimal("196.80")
+    assert sorted(i.kind for i in client.payout_items(payout.ref)) == ["fee", "payment"]
+
+
+def test_refund_is_idempotent_and_never_exceeds_what_is_left(home: Path) -> None:
+    office, _client = _accounts(home, "gross")
+    ref = _paid(office, home, "50.00")
+    first = office.refund(ref, Decimal("20.00"), "GBP", "duplicate", "key-1")
+    assert office.refund(ref, Decimal("20.00"), "GBP", "duplicate", "key-1") == first
+    with pytest.raises(sandbox_contract.RefundRefused, match=r"30\.00 GBP left"):
+        office.refund(ref, Decimal("30.01"), "GBP", "too much", "key-2")
+    office.refund(ref, Decimal("29.00"), "GBP", "most of the rest", "key-3")
+    with pytest.raises(sandbox_contract.RefundRefused, match=r"1\.00 GBP left"):
+        office.refund(ref, Decimal("1.01"), "GBP", "too much", "key-4")
+    sandbox.pay_out(home)
+    [payout] = office.payouts(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    items = office.payout_items(payout.ref)
+    assert [i.amount for i in items if i.kind == "refund"] == [Decimal("-20.00"), Decimal("-29.00")]
+    assert payout.amount == Decimal("0.05")  # 50.00 less 49.00 refunded less the 0.95 fee
+
+
+def test_unsettled_payment_cannot_be_refunded(home: Path) -> None:
+    office, _client = _accounts(home, "gross")
+    link = office.create_link(make_spec(office))
+    pending = sandbox.pay(home, link.ref, confirm=False)
+    with pytest.raises(sandbox_contract.RefundRefused, match="not settled"):
+        office.refund(pending, Decimal("1.00"), "GBP", "x", "key-p")
+
+
+def test_chargeback_and_payouts_are_daily(home: Path) -> None:
+    office, _client = _accounts(home, "gross")
+    kept = _paid(office, home, "80.00")
+    disputed = _paid(office, home, "40.00")
+    sandbox.charge_back(home, disputed)
+    sandbox.pay_out(home)
+    sandbox.pay_out(home)  # nothing new to pay: no second payout
+    [payout] = office.payouts(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+    items = office.payout_items(payout.ref)
+    assert ("chargeback", disputed, Decimal("-40.00")) in {(i.kind, i.payment_ref, i.amount) for i in items}
+    assert payout.amount == sum(i.amount for i in items) == Decimal("80.00") - Decimal("1.40") - Decimal("0.80")
+    assert kept in {i.payment_ref for i in items}
+    with pytest.raises(ProviderError, match="does not exist"):
+        office.payout_items("po_unknown")

@@ -106,3 +106,23 @@ def test_money_formats_follow_the_currency() -> None:
     assert money_format("GBP") == '"£"#,##0.00'
     assert money_format("JPY") == '#,##0 "JPY"'
     assert money_format("KWD") == '#,##0.000 "KWD"'
+
+
+def test_payouts_export_item_by_item_with_typed_money(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sandbox.pay_out(home)  # the fixture's paid link: 2088.05 by bank, a 2.00 (capped) fee
+    assert main(["--home", str(home), "payouts", "sync"]) == 0
+    out = home / "payouts.xlsx"
+    assert main(["--home", str(home), "payouts", "export", str(out)]) == 0
+    assert "2 payout item(s) written" in capsys.readouterr().out
+    ws = load_workbook(out).active
+    header = [c.value for c in ws[1]]
+    assert header == ["Payout", "Account", "Created", "Bank Reference", "Bank Amount", "Currency", "Adds Up", "Item",
+                      "Item Amount", "Payment Reference"]
+    rows = [[c.value for c in r] for r in ws.iter_rows(min_row=2)]
+    assert [(r[4], r[6], r[7], r[8]) for r in rows] == [(2086.05, "yes", "payment", 2088.05), (2086.05, "yes", "fee",
+                                                                                               -2.00)]
+    assert ws.cell(2, 5).number_format == money_format("GBP") and isinstance(ws.cell(2, 3).value, dt.datetime)
+    csv_out = home / "payouts.csv"
+    assert main(["--home", str(home), "payouts", "export", str(csv_out), "--columns", "kind,amount"]) == 0
+    with csv_out.open(encoding="utf-8-sig") as f:
+        assert list(csv.reader(f)) == [["Item", "Item Amount"], ["payment", "2088.05"], ["fee", "-2.00"]]

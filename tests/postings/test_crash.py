@@ -4,10 +4,11 @@ local mark) and restarted until everything is posted; the firm database must the
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
-from crash_worker import drive, outbox_states, read_firm, seed_crash_run
+from crash_worker import drive, outbox_states, read_firm, refund_states, seed_crash_run, seed_refunds
 
 from connectors.testkit.databases import TempDatabase
 
@@ -38,3 +39,33 @@ def test_exactly_once_under_sigkill(any_db: TempDatabase, tmp_path: Path) -> Non
         per_statement[key] = per_statement.get(key, 0) + pence
     assert moved == {k: per_statement.get(k, 0) for k in balances}  # every balance moved exactly once
     assert outbox_states(state_url) == {"posted": PAYMENTS}
+
+
+@pytest.mark.timeout(180)
+def test_refund_and_reversal_exactly_once_under_sigkill(any_db: TempDatabase, tmp_path: Path) -> None:
+    """Refunds left requested are finished by workers killed at random, some right after the provider refunded
+    and before the state store knew: one refund each at the provider, one reversal each in the firm database."""
+    payments = 90
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    sandbox_home = tmp_path / "sandbox"
+    balances, paid = seed_crash_run(state_url, any_db.url, payments)
+    refunded = seed_refunds(state_url, sandbox_home)
+
+    result = drive(state_url, any_db.url, tmp_path, min_kills=20, delay=(0.005, 0.08), commit_probability=0.05,
+                   seed=payments, sandbox_home=sandbox_home)
+
+    assert result.kills + result.commit_kills >= 20, result
+    kills = (tmp_path / "commit-kills.txt").read_text().splitlines()
+    assert any(k.startswith("refund ") for k in kills), result  # killed after the provider refunded
+    assert refund_states(state_url) == {"succeeded": len(refunded)}
+    with sqlite3.connect(sandbox_home / "sandbox.db") as conn:
+        at_provider = conn.execute("SELECT idempotency_key, amount FROM refunds").fetchall()
+    assert sorted(key for key, _ in at_provider) == sorted(f"ledgerlink-refund-{r}" for r in refunded)  # once each
+    firm = read_firm(any_db.url)
+    assert firm.duplicates == 0
+    reversals = {ref: pence for ref, pence in firm.receipts.items() if ":R" in ref}
+    assert sorted(ref.rsplit(":R", 1)[1] for ref in reversals) == sorted(refunded)  # one reversal per refund
+    assert sum(reversals.values()) == -sum(refunded.values())
+    assert sum(firm.receipts.values()) == paid - sum(refunded.values())
+    assert sum(balances.values()) - sum(firm.balances.values()) == paid - sum(refunded.values())
+    assert outbox_states(state_url) == {"posted": payments + len(refunded)}

@@ -253,9 +253,9 @@ def test_posting_left_by_a_crash_is_checked_against_the_target_first(env: Env) -
     asked: list[str] = []
     exists = env.connector.posting_exists
 
-    def spy(reference: str) -> bool:
+    def spy(reference: str, section: str | None = None) -> bool:
         asked.append(reference)
-        return exists(reference)
+        return exists(reference, section)
 
     env.connector.posting_exists = spy  # type: ignore[method-assign]
     env.clock.advance(1)

@@ -38,6 +38,7 @@ from agent.api.schemas import (
     link_out,
 )
 from agent.core.errors import LedgerlinkError, RuleError
+from agent.core.model import account_kind_word
 from agent.core.scrub import scrub
 from agent.engine.bulk import TEMPLATE_HEADER, read_bulk
 from agent.engine.export import LINK_COLUMNS, link_rows
@@ -84,7 +85,9 @@ def link_delivery(rt: RuntimeDep, matter: Annotated[list[str], Query(description
 def accounts(rt: RuntimeDep) -> list[AccountOut]:
     """The merchant accounts a link can be paid into (names and currencies only, no credentials)."""
     return [AccountOut(name=a.name, provider=a.provider, currency=a.currency, expiry_days=a.expiry_days,
-                       default=a.name == rt.settings.default_account) for a in rt.settings.accounts.values()]
+                       default=a.name == rt.settings.default_account, kind=a.kind,
+                       kind_word=account_kind_word(a.kind, rt.settings.firm_locale))
+            for a in rt.settings.accounts.values()]
 
 
 @router.get("/manage-postings", response_model=list[ManagedPostingOut])

@@ -38,11 +38,13 @@ def posting_row(rt: Runtime, posting_id: int) -> dict[str, Any]:
 @router.get("/postings/{posting_id}", response_model=PostingDetailOut, responses=MISSING)
 def get_posting(rt: RuntimeDep, posting_id: PostingId) -> PostingDetailOut:
     row = posting_row(rt, posting_id)
+    same = (postings.c.payment_id == row["payment_id"] if row["payment_id"] is not None
+            else postings.c.payout_id == row["payout_id"])
     with rt.store.read() as conn:
-        payment = conn.execute(select(payments).where(payments.c.id == row["payment_id"])).mappings().one()
-        allocations = conn.execute(select(postings).where(postings.c.payment_id == row["payment_id"])
-                                   .order_by(postings.c.id)).mappings().all()
-    return PostingDetailOut(posting=PostingOut.model_validate(row), payment=PaymentOut.model_validate(dict(payment)),
+        payment = conn.execute(select(payments).where(payments.c.id == row["payment_id"])).mappings().first()
+        allocations = conn.execute(select(postings).where(same).order_by(postings.c.id)).mappings().all()
+    return PostingDetailOut(posting=PostingOut.model_validate(row),
+                            payment=PaymentOut.model_validate(dict(payment)) if payment else None,
                             allocations=[PostingOut.model_validate(dict(a)) for a in allocations])
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from agent import __version__
 from agent.api.auth import RuntimeDep
 from agent.api.schemas import ComponentOut, HealthOut, StatusOut
+from agent.engine.payouts import open_breaches
 from agent.state.schema import postings
 from agent.state.store import utcnow
 
@@ -26,6 +27,7 @@ def status(rt: RuntimeDep) -> StatusOut:
     parts = rt.store.component_status()
     with rt.store.read() as conn:
         counts = conn.execute(select(postings.c.state, func.count()).group_by(postings.c.state)).all()
+        breaches = [b.message for b in open_breaches(conn)]
     backlog: dict[str, int] = {state: count for state, count in counts}
     now = utcnow()
     last_sync = parts.get("sync", {}).get("last_ok_at")
@@ -34,5 +36,5 @@ def status(rt: RuntimeDep) -> StatusOut:
         lag_seconds=(now - last_sync).total_seconds() if last_sync else None, backlog=backlog,
         components={name: ComponentOut(**{k: row[k] for k in ComponentOut.model_fields})
                     for name, row in parts.items()},
-        state_store=rt.store.full,
+        state_store=rt.store.full, client_money=breaches,
     )

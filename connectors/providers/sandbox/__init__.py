@@ -2,7 +2,7 @@
 
 It lets a firm try Ledgerlink end to end without a provider account, and gives the tests a provider whose every
 state can be produced on demand. provider.py is what the agent talks to, world.py the simulated provider's state
-and the payer's and banks' moves, paypage.py the local pay page.
+and the payer's and banks' moves, money.py its fees, payouts and refunds, paypage.py the local pay page.
 """
 
 from connectors.providers.contract import ProviderError
@@ -15,10 +15,13 @@ from connectors.providers.sandbox.world import (
     confirm_payment,
     expire_due,
     fail_payment,
+    fail_payout,
     pay,
+    pay_out,
     resubmit_collection,
     set_collection,
     set_mandate,
+    settled,
 )
 
 __all__ = [
@@ -31,8 +34,11 @@ __all__ = [
     "confirm_payment",
     "expire_due",
     "fail_payment",
+    "fail_payout",
     "pay",
+    "pay_out",
     "resubmit_collection",
     "set_collection",
     "set_mandate",
+    "settled",
 ]

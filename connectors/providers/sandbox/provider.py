@@ -26,11 +26,20 @@ from connectors.providers.contract import (
     MandateSetup,
     MandateStatus,
     PaymentMethod,
+    Payout,
+    PayoutItem,
+    PayoutItemKind,
+    PayoutProvider,
+    PayoutStatus,
     Provider,
     ProviderError,
     ProviderEvent,
     ProviderLink,
+    Refund,
+    RefundStatus,
 )
+from connectors.providers.sandbox.money import pay_out_lines, register
+from connectors.providers.sandbox.money import refund as refund_payment
 from connectors.providers.sandbox.world import (
     _COLLECTION_MOVES,
     COLLECTABLE_MANDATES,
@@ -83,7 +92,7 @@ def _to_event(row: sqlite3.Row) -> ProviderEvent:
     )
 
 
-class SandboxProvider(Provider, DirectDebitProvider):
+class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
     """Offline provider: state in ``<home>/sandbox.db``, links paid at ``{api_base}/pay/<ref>``."""
 
     name: ClassVar[str] = "sandbox"
@@ -100,6 +109,8 @@ class SandboxProvider(Provider, DirectDebitProvider):
             raise ConfigurationError("the sandbox provider needs a home directory for sandbox.db")
         self.home: str = home  # the contract allows None; refused above, so every _db(self.home) has a folder
         self.base = (account.api_base or DEFAULT_BASE).rstrip("/")
+        with _db(self.home) as conn:
+            register(conn, account)
 
     def create_link(self, spec: LinkSpec) -> ProviderLink:
         try:
@@ -326,3 +337,46 @@ class SandboxProvider(Provider, DirectDebitProvider):
             return _to_collection(_move_collection(conn, ref, CollectionStatus.CANCELLED))
 
 
+
+    # --- payouts and refunds (sandbox/money.py) ----------------------------------------------------------------
+
+    def payouts(self, since: dt.datetime) -> list[Payout]:
+        """Every payout of this account created at or after ``since``, oldest first; the days before today are
+        paid out first, as a daily payout schedule would have."""
+        now = _now()
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        with _db(self.home) as conn:
+            pay_out_lines(conn, _iso(midnight), now)
+            rows = conn.execute(
+                "SELECT * FROM payouts WHERE account = ? AND created_at >= ? ORDER BY created_at, ref",
+                (self.account.name, _iso(since)),
+            ).fetchall()
+        return [
+            Payout(ref=row["ref"], amount=Decimal(row["amount"]), currency=row["currency"],
+                   status=PayoutStatus(row["status"]), created_at=dt.datetime.fromisoformat(row["created_at"]),
+                   arrival_date=dt.date.fromisoformat(row["arrival_date"]), bank_reference=row["bank_reference"],
+                   raw_status=row["status"])
+            for row in rows
+        ]
+
+    def payout_items(self, payout_ref: str) -> list[PayoutItem]:
+        with _db(self.home) as conn:
+            if conn.execute("SELECT 1 FROM payouts WHERE ref = ? AND account = ?",
+                            (payout_ref, self.account.name)).fetchone() is None:
+                raise ProviderError(f"sandbox payout {payout_ref!r} does not exist for account {self.account.name}")
+            rows = conn.execute("SELECT * FROM balance WHERE payout_ref = ? ORDER BY id", (payout_ref,)).fetchall()
+        return [PayoutItem(kind=PayoutItemKind(row["kind"]), amount=Decimal(row["amount"]),
+                           payment_ref=row["payment_ref"], ref=row["ref"], raw_type=row["raw_type"]) for row in rows]
+
+    def refund(self, payment_ref: str, amount: Decimal, currency: str, reason: str,
+               idempotency_key: str) -> Refund:
+        try:
+            amount = check_decimals(amount, currency)
+        except DataError as exc:
+            raise ProviderError(str(exc)) from None
+        with _db(self.home) as conn:
+            row = refund_payment(conn, self.account.name, payment_ref, amount, currency, reason, idempotency_key,
+                                 _iso(_now()))
+        return Refund(ref=row["ref"], payment_ref=row["payment_ref"], amount=Decimal(row["amount"]),
+                      currency=row["currency"], status=RefundStatus(row["status"]),
+                      created_at=dt.datetime.fromisoformat(row["created_at"]), raw_status=row["status"])

@@ -24,9 +24,11 @@ from connectors.providers.contract import (
     LinkStatus,
     MandateStatus,
     PaymentMethod,
+    PayoutItemKind,
     ProviderError,
     ProviderLink,
 )
+from connectors.providers.sandbox.money import MONEY_SCHEMA, pay_out_lines, settle, take_back
 
 DEFAULT_BASE = "http://127.0.0.1:8765"
 DB_NAME = "sandbox.db"
@@ -119,7 +121,7 @@ def _db(home: str | Path) -> Iterator[sqlite3.Connection]:
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + MONEY_SCHEMA)
         conn.execute("BEGIN IMMEDIATE")
         if "mandate_ref" not in {col[1] for col in conn.execute("PRAGMA table_info(events)")}:
             conn.execute("ALTER TABLE events ADD COLUMN mandate_ref TEXT")  # sandbox.db files from before DD
@@ -245,6 +247,9 @@ def _confirm(conn: sqlite3.Connection, payment_ref: str) -> None:
     if payment["status"] != "pending":
         raise ProviderError(f"sandbox payment {payment_ref} is {payment['status']}, not pending")
     conn.execute("UPDATE payments SET status = 'confirmed' WHERE payment_ref = ?", (payment_ref,))
+    link = _link_row(conn, payment["link_ref"])
+    settle(conn, link["account"], payment_ref, Decimal(payment["amount"]), payment["currency"], payment["method"],
+           _iso(_now()))
     _add_event(
         conn,
         _link_row(conn, payment["link_ref"]),
@@ -268,6 +273,9 @@ def fail_payment(home: str | Path, payment_ref: str) -> None:
         if payment["status"] not in ("pending", "confirmed"):
             raise ProviderError(f"sandbox payment {payment_ref} is {payment['status']} and cannot fail")
         conn.execute("UPDATE payments SET status = 'failed' WHERE payment_ref = ?", (payment_ref,))
+        if payment["status"] == "confirmed":  # settled already: the money leaves the next payout
+            take_back(conn, _link_row(conn, payment["link_ref"])["account"], payment_ref, Decimal(payment["amount"]),
+                      payment["currency"], PayoutItemKind.ADJUSTMENT, _iso(_now()))
         conn.execute(
             "UPDATE links SET status = ? WHERE ref = ?", (LinkStatus.FAILED.value, payment["link_ref"])
         )
@@ -290,6 +298,8 @@ def charge_back(home: str | Path, payment_ref: str) -> None:
                 f"sandbox payment {payment_ref} is {payment['status']}; only confirmed ones charge back"
             )
         conn.execute("UPDATE payments SET status = 'charged_back' WHERE payment_ref = ?", (payment_ref,))
+        take_back(conn, _link_row(conn, payment["link_ref"])["account"], payment_ref, Decimal(payment["amount"]),
+                  payment["currency"], PayoutItemKind.CHARGEBACK, _iso(_now()))
         _add_event(
             conn,
             _link_row(conn, payment["link_ref"]),
@@ -379,9 +389,47 @@ def _move_collection(conn: sqlite3.Connection, ref: str, status: CollectionStatu
     if row["status"] not in sources:
         raise ProviderError(f"sandbox collection {ref} is {row['status']} and cannot become {status}")
     conn.execute("UPDATE collections SET status = ? WHERE ref = ?", (status.value, ref))
+    _collection_money(conn, row, status)
     row = _collection_row(conn, ref)
     _dd_event(conn, row["account"], kind, status.value, mandate_ref=row["mandate_ref"], collection=row)
     return row
+
+
+def _collection_money(conn: sqlite3.Connection, row: sqlite3.Row, status: CollectionStatus) -> None:
+    """A collection's money on its account's balance: settled when confirmed, taken back when it is charged
+    back or fails after confirmation."""
+    amount, now = Decimal(row["amount"]), _iso(_now())
+    if status == CollectionStatus.CONFIRMED:
+        settle(conn, row["account"], row["ref"], amount, row["currency"], PaymentMethod.DIRECT_DEBIT, now)
+    elif status == CollectionStatus.CHARGED_BACK:
+        take_back(conn, row["account"], row["ref"], amount, row["currency"], PayoutItemKind.CHARGEBACK, now)
+    elif status == CollectionStatus.FAILED and row["status"] == CollectionStatus.CONFIRMED:
+        take_back(conn, row["account"], row["ref"], amount, row["currency"], PayoutItemKind.ADJUSTMENT, now)
+
+
+def settled(home: str | Path, account: str, payment_ref: str, amount: Decimal, currency: str,
+            method: str = PaymentMethod.BANK) -> None:
+    """A payment the sandbox settles without a link of its own (a harness's seeded payment): fees and all."""
+    with _db(home) as conn:
+        settle(conn, account, payment_ref, amount, currency, method, _iso(_now()))
+
+
+def pay_out(home: str | Path, until: dt.datetime | None = None) -> list[str]:
+    """The banks' end of day: pay each account its unpaid balance lines before ``until`` (default: now), one
+    payout per account and day. The provider runs this itself for the days before today when payouts are read."""
+    now = _now()
+    with _db(home) as conn:
+        return pay_out_lines(conn, _iso(until or now + dt.timedelta(microseconds=1)), now)
+
+
+def fail_payout(home: str | Path, payout_ref: str) -> None:
+    """The firm's bank returned a payout (a closed account): it is failed, and its lines go back to the account's
+    balance for the next payout, as Stripe returns a failed payout's funds."""
+    with _db(home) as conn:
+        if conn.execute("UPDATE payouts SET status = 'failed' WHERE ref = ? AND status = 'paid'",
+                        (payout_ref,)).rowcount != 1:
+            raise ProviderError(f"sandbox payout {payout_ref!r} is not a paid payout")
+        conn.execute("UPDATE balance SET payout_ref = NULL WHERE payout_ref = ?", (payout_ref,))
 
 
 def set_collection(home: str | Path, ref: str, status: str) -> None:

@@ -3,13 +3,14 @@ import { $, api, el, fillAccounts, say, session, token } from "./api.js";
 import { money, useFirmFormat, when } from "./format.js";
 import { deliveryWords, linkView } from "./linkview.js";
 import { showBulk } from "./bulk.js";
+import { showPayouts } from "./payouts.js";
 import { showPostings } from "./postings.js";
 import { showQuick } from "./quick.js";
 import { showSent } from "./sent.js";
 import { showSettings } from "./settings.js";
 
 
-const SCREENS = { debts: showDebts, quick: showQuick, bulk: showBulk, sent: showSent, postings: showPostings, settings: showSettings };
+const SCREENS = { debts: showDebts, quick: showQuick, bulk: showBulk, sent: showSent, postings: showPostings, payouts: showPayouts, settings: showSettings };
 const notice = $("#notice");
 
 
@@ -30,6 +31,14 @@ async function route() {
   }
 }
 
+// A fee taken from client money is a compliance breach: a banner on every screen until a person clears it.
+function clientMoney(breaches) {
+  const banner = $("#client-money");
+  banner.hidden = !breaches.length;
+  banner.replaceChildren(...(breaches.length ? [el("strong", {}, "Client money: "),
+    el("ul", {}, breaches.map((b) => el("li", {}, b)))] : []));
+}
+
 async function start() {
   try {
     const [status, accounts, info] = await Promise.all([api("GET", "/status"), api("GET", "/accounts"),
@@ -41,6 +50,7 @@ async function start() {
     session.defaultAccount = accounts.find((a) => a.default)?.name;
     for (const select of document.querySelectorAll("select.accounts")) fillAccounts(select);
     $("#agent-version").textContent = `Ledgerlink ${status.version}`;
+    clientMoney(status.client_money || []);
     $("#agent-status").textContent = status.last_sync
       ? `Connected · matters synced ${when(status.last_sync)}` : "Connected · waiting for the first sync";
   } catch (exc) {

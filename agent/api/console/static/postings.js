@@ -96,8 +96,39 @@ function remove(p) {
   reason.focus();
 }
 
+// Admins only (the API refuses anyone else): money back to the payer, and its reversal posted once.
+function refund(p) {
+  const error = el("p", { class: "alert", role: "alert", hidden: true });
+  const amount = el("input", { id: "refund-amount", inputmode: "decimal", value: p.amount, autocomplete: "off" });
+  const reason = el("textarea", { id: "refund-reason", rows: 3, required: true });
+  const form = el("form", { class: "stack" },
+    el("p", {}, `Refund payment ${p.payment_ref} at the provider. Its reversal is then written into the matter system once. A refund can never be more than was paid less what was already refunded.`),
+    el("p", {}, el("label", { for: "refund-amount" }, "Amount to refund"), amount),
+    el("p", {}, el("label", { for: "refund-reason" }, "Why"), reason),
+    error,
+    el("p", { class: "actions" }, el("button", { type: "submit", class: "danger" }, "Refund"), el("button", { type: "button", "data-close": true }, "Close")));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const done = await api("POST", `/payments/${encodeURIComponent(p.payment_ref)}/refund`, { amount: amount.value.trim(), reason: reason.value.trim() });
+      dialog.close();
+      say(notice, `Refund ${done.id} of ${money(done.amount, done.currency)}: ${done.status} at the provider; its reversal is queued.`, "ok");
+      await load();
+    } catch (exc) {
+      say(error, exc.message, "error");
+    }
+  });
+  $("#posting-title").textContent = `Refund payment ${p.payment_ref}`;
+  dialogBody.replaceChildren(form);
+  dialog.showModal();
+  amount.focus();
+}
+
 function actions(p) {
   const buttons = [];
+  if (document.body.dataset.role === "admin" && p.kind === "payment" && p.payment_ref && p.state === "posted") {
+    buttons.push(el("button", { type: "button", class: "small", onclick: () => refund(p) }, "Refund"));
+  }
   if (["failed", "retrying"].includes(p.state)) {
     buttons.push(el("button", { type: "button", class: "small", onclick: () => act(api("POST", `/postings/${p.id}/retry`), `Posting ${p.id} will be retried.`) }, "Retry"));
   }

@@ -1,0 +1,51 @@
+"""``/payouts`` and ``/payments/{ref}/refund``: payouts with their breakdown, client-money breaches, refunds.
+
+A refund moves money out of the firm, so it takes the admin token; a refund over what is left is a 422 with the
+amount that is left, never a 500.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from agent.api.auth import ActorDep, RuntimeDep, require_admin
+from agent.api.schemas import BreachOut, PayoutOut, RefundIn, RefundOut
+from agent.engine.payouts import PayoutView
+
+router = APIRouter(tags=["payouts"])
+
+
+def _payout(p: PayoutView) -> PayoutOut:
+    return PayoutOut(**dataclasses.asdict(p), adds_up=p.adds_up)
+
+
+@router.get("/payouts", response_model=list[PayoutOut])
+def list_payouts(rt: RuntimeDep, account: Annotated[str | None, Query()] = None) -> list[Any]:
+    """Newest first, each with whether its items add up to the bank amount."""
+    return [_payout(p) for p in rt.payouts.listing(account)]
+
+
+@router.get("/payouts/breaches", response_model=list[BreachOut])
+def breaches(rt: RuntimeDep) -> list[Any]:
+    """Fees taken from client money and not yet cleared, each with the transfer that makes it good."""
+    return [BreachOut(**dataclasses.asdict(b), message=b.message) for b in rt.payouts.breaches()]
+
+
+@router.get("/payouts/{payout}", response_model=PayoutOut)
+def get_payout(rt: RuntimeDep, payout: str) -> Any:
+    """One payout (our id or the provider's) item by item; a refund item names our refund and who asked."""
+    return _payout(rt.payouts.show(payout))
+
+
+@router.get("/refunds", response_model=list[RefundOut])
+def list_refunds(rt: RuntimeDep, payment: Annotated[str | None, Query()] = None) -> list[Any]:
+    return [RefundOut(**dataclasses.asdict(r)) for r in rt.refunds.listing(payment)]
+
+
+@router.post("/payments/{payment}/refund", response_model=RefundOut, dependencies=[Depends(require_admin)])
+def refund(rt: RuntimeDep, actor: ActorDep, payment: str, body: RefundIn) -> Any:
+    """Refund a confirmed payment (admin only): the provider's refund, then its reversal posted once."""
+    return RefundOut(**dataclasses.asdict(rt.refunds.refund(payment, body.amount, body.reason, actor)))
