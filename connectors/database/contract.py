@@ -9,16 +9,19 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from functools import partial
+from itertools import repeat
+from operator import mul
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from agent.core.errors import ConfigurationError, DataError, LedgerlinkError
-from agent.core.model import check_decimals, exponent, from_minor, to_decimal
-from mappings.format import ENTITY_FIELDS, POSTING_PARAMS, EntityMapping, MappingFile, ProcedurePostings, SqlPostings
+from agent.core.model import MAX_INTEGER_DIGITS, check_decimals, exponent, from_minor, to_decimal
+from agent.state.schema import FIRM_TABLES
+from mappings.format import POSTING_PARAMS, EntityMapping, MappingFile, ProcedurePostings, SqlPostings
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Batch:
     ``rejected`` are the rows in the page that could not be converted (the position still moves past them)."""
 
     entity: str
-    rows: list[dict[str, Any]]
+    rows: list[tuple[Any, ...]]  # records in RowConverter.fields order (the mirror table's columns)
     position: Position | None
     rejected: list[RowError] = field(default_factory=list)
 
@@ -112,6 +115,33 @@ def _to_date(value: Any, field: str) -> dt.date | None:
         raise DataError(f"{field}: {value!r} is not a date") from None
 
 
+def same_type(column: Sequence[Any], kind: type) -> bool:
+    """Every value in the column exactly of ``kind``: one pass in C, so a column can take its fast path whole."""
+    return set(map(type, column)) == {kind}
+
+
+def _dates(column: Sequence[Any], field: str) -> list[dt.date | None]:
+    if same_type(column, dt.date):
+        return list(column)
+    if same_type(column, str):  # ISO text (SQLite, ODBC): one C call per value
+        with contextlib.suppress(ValueError):
+            return list(map(dt.date.fromisoformat, column))
+    return [_to_date(v, field) for v in column]
+
+
+def _keys(column: Sequence[Any]) -> list[str | None]:
+    if same_type(column, int):
+        return list(map(str, column))
+    if same_type(column, str):
+        return list(map(str.strip, column))
+    return list(map(_key, column))
+
+
+# Quantizing through this context raises instead of rounding: exact money or the slow path that names the row.
+_EXACT = Context(prec=40, traps=[Inexact, InvalidOperation])
+_LIMIT = Decimal(10) ** MAX_INTEGER_DIGITS
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -152,7 +182,8 @@ def _memo(fn: Callable[[Any], Any], limit: int = 1024) -> Callable[[Any], Any]:
 
 
 class RowConverter:
-    """Turns one raw row (a tuple in ``Selection.columns`` order) into our record dict."""
+    """Turns raw rows (tuples in ``Selection.columns`` order) into records: tuples in ``fields`` order, which is
+    the mirror table's column order, so the state store writes them as they are (no per-row dict)."""
 
     def __init__(self, entity: str, em: EntityMapping, mapping: MappingFile) -> None:
         self.entity = entity
@@ -165,24 +196,27 @@ class RowConverter:
         self.offset = base + (1 if self.selection.deleted else 0)
         self.names = [ours for ours, _ in self.selection.fields]
         self.fns = [self._converter(ours) for ours in self.names]
+        self.columns = [self._column(ours, fn) for ours, fn in zip(self.names, self.fns, strict=True)]
+        self.fields: tuple[str, ...] = tuple(c.name for c in FIRM_TABLES[entity].columns)
         self.defaults = self._defaults()
         self._quanta: dict[str, Decimal] = {}
 
     def _defaults(self) -> dict[str, Any]:
-        required, optional = ENTITY_FIELDS[self.entity]
         mapped = {ours for ours, _ in self.selection.fields}
-        out: dict[str, Any] = {f: None for f in (required | optional) - mapped}
+        out: dict[str, Any] = {f: None for f in set(self.fields) - mapped - {"key", "deleted"}}
         if self.entity == "statements" and "currency" not in mapped:
             out["currency"] = self.fixed_currency
         if "status" in out:
             out["status"] = "open"
         if self.entity == "matters" and "name" in out:
             out["name"] = ""
+        if self.entity in ("clients", "payers") and "name" in out:
+            out["name"] = ""
         return out
 
     def _converter(self, ours: str) -> Callable[[Any], Any]:
         if ours in ("amount", "balance"):
-            return lambda v: v  # converted after the currency is known, in convert()
+            return lambda v: v  # converted after the currency is known, in _money()
         if ours in ("issue_date", "due_date"):
             return lambda v: _to_date(v, ours)
         if ours in ("client_key", "payer_key", "matter_key", "number"):
@@ -191,19 +225,54 @@ class RowConverter:
             return _memo(lambda v: self.status_of.get(str(v).strip().lower(), "open") if v is not None else "open")
         if ours == "currency":
             return _memo(lambda v: (str(v).strip().upper() if v else self.fixed_currency))
+        if ours == "name" and self.entity in ("clients", "payers"):
+            return lambda v: _text(v) or ""
         return _text
 
-    def _money(self, raw: Any, currency: str, key: str, number: str | None, name: str) -> Decimal:
-        """Exact money from a database value; the common types take a fast path (this runs twice per row)."""
+    @staticmethod
+    def _column(ours: str, fn: Callable[[Any], Any]) -> Callable[[Sequence[Any]], list[Any]]:
+        """A whole column at once: the fast path for the common types, else ``fn`` value by value."""
+        if ours in ("issue_date", "due_date"):
+            return lambda col: _dates(col, ours)
+        if ours in ("client_key", "payer_key", "matter_key", "number"):
+            return _keys
+        return lambda col: list(map(fn, col))
+
+    def _quantum(self, currency: str) -> Decimal:
         quantum = self._quanta.get(currency)
         if quantum is None:
             quantum = self._quanta[currency] = Decimal(1).scaleb(-exponent(currency))
+        return quantum
+
+    def _money_column(self, column: Sequence[Any], currencies: Iterable[str], name: str) -> list[Decimal]:
+        """Exact money for a page: one currency and one driver type take C-speed paths (bounds checked, never
+        rounded); anything else goes value by value through ``_money``, which names what is wrong."""
+        distinct = {*currencies} if not isinstance(currencies, repeat) else {self.fixed_currency}
+        if len(distinct) == 1 and column:
+            quantum = self._quantum(next(iter(distinct)))
+            if self.minor_units and same_type(column, int):
+                out = list(map(mul, map(Decimal, column), repeat(quantum)))
+            elif not self.minor_units and same_type(column, Decimal):
+                try:
+                    out = list(map(_EXACT.quantize, column, repeat(quantum)))
+                except (Inexact, InvalidOperation):
+                    out = []
+            else:
+                out = []
+            if out and min(out) > -_LIMIT and max(out) < _LIMIT:
+                return out
+        return list(map(self._money, column, currencies, repeat(name)))
+
+    def _money(self, raw: Any, currency: str, name: str) -> Decimal:
+        """Exact money from a database value; the common types take a fast path (this runs twice per row).
+        A bad value raises RowError naming only the field: the caller adds the row."""
+        quantum = self._quantum(currency)
         if self.minor_units and type(raw) is int:
             return Decimal(raw) * quantum
         if not self.minor_units and type(raw) is Decimal and raw.is_finite() and raw == raw.quantize(quantum):
             return raw.quantize(quantum)
         if raw is None:
-            raise RowError("statements", key, number, name, "is NULL")
+            raise RowError("statements", None, None, name, "is NULL")
         try:
             if self.minor_units:
                 if isinstance(raw, float) and not raw.is_integer():
@@ -211,56 +280,72 @@ class RowConverter:
                 return from_minor(int(to_decimal(raw, field=name)), currency)
             return check_decimals(to_decimal(raw, field=name), currency, field=name)
         except (DataError, ValueError, ArithmeticError) as exc:
-            raise RowError("statements", key, number, name, str(exc).removeprefix(f"{name}: ")) from None
+            raise RowError("statements", None, None, name, str(exc).removeprefix(f"{name}: ")) from None
 
-    def _field_error(self, key: str, values: tuple[Any, ...] | list[Any], raw_key: Any) -> RowError:
+    def check_width(self, row: tuple[Any, ...] | list[Any]) -> None:
+        """A page whose rows do not have the mapped columns is a mapping error, not a bad row."""
+        if len(row) - self.offset != len(self.fns):
+            raise DataError(f"{self.entity}: a row has {len(row) - self.offset} mapped values, "
+                            f"expected {len(self.fns)}")
+
+    def convert_page(self, raw: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Records for a page, converted column by column (one tight loop per column, no per-row dict). Raises
+        DataError on the first bad value: the caller then converts row by row to set the bad ones aside."""
+        if not raw:
+            return []
+        cols = list(zip(*raw, strict=True))
+        keys = _keys(cols[0])
+        if None in keys:
+            raise RowError(self.entity, None, None, self.selection.key, "the key is NULL")
+        out: dict[str, Any] = {"key": keys}
+        out["deleted"] = [bool(v) for v in cols[self.offset - 1]] if self.selection.deleted else repeat(False)
+        for name, convert, col in zip(self.names, self.columns, cols[self.offset:]):  # noqa: B905 - width checked
+            out[name] = convert(col)
+        if self.entity == "statements":
+            currencies = out.get("currency") or repeat(self.fixed_currency)
+            for name in ("amount", "balance"):
+                out[name] = self._money_column(out[name], currencies, name)
+        columns = [out[f] if f in out else repeat(self.defaults[f]) for f in self.fields]
+        return list(zip(*columns))  # noqa: B905 - repeat() columns are endless by design
+
+    def convert(self, row: tuple[Any, ...] | list[Any]) -> tuple[Any, ...]:
+        """One record, or RowError naming the row (key and the firm's number) and the field that is wrong."""
+        self.check_width(row)
+        try:
+            return self.convert_page([tuple(row)])[0]
+        except DataError as exc:
+            raise self._row_error(row, exc) from None
+
+    def _row_error(self, row: tuple[Any, ...] | list[Any], exc: DataError) -> RowError:
         """The slow path after a conversion failed: which field, and the row's own number if it converts."""
+        key = _key(row[0])
+        if key is None:
+            return RowError(self.entity, None, None, self.selection.key, "the key is NULL", row[0])
+        values = row[self.offset:]
         number = None
         if "number" in self.names:
             with contextlib.suppress(DataError):
                 number = _key(values[self.names.index("number")])
+        if isinstance(exc, RowError):  # money: the field is known, the row is added here
+            return RowError(self.entity, key, number, exc.field, exc.reason, row[0])
         for name, fn, value in zip(self.names, self.fns, values):  # noqa: B905 - lengths checked by convert
             try:
                 fn(value)
-            except DataError as exc:
-                return RowError(self.entity, key, number, name, str(exc).removeprefix(f"{name}: "), raw_key)
-        return RowError(self.entity, key, number, None, "a value could not be converted", raw_key)
-
-    def convert(self, row: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
-        """One record, or RowError naming the row (key and the firm's number) and the field that is wrong."""
-        key = _key(row[0])
-        if key is None:
-            raise RowError(self.entity, None, None, self.selection.key, "the key is NULL")
-        record: dict[str, Any] = {"key": key, **self.defaults}
-        record["deleted"] = bool(row[self.offset - 1]) if self.selection.deleted else False
-        values = row[self.offset:]
-        if len(values) != len(self.fns):
-            raise DataError(f"{self.entity}: a row has {len(values)} mapped values, expected {len(self.fns)}")
-        try:
-            record.update(zip(self.names, [fn(v) for fn, v in zip(self.fns, values)]))  # noqa: B905 - checked
-        except DataError:
-            raise self._field_error(key, values, row[0]) from None
-        if self.entity == "statements":
-            currency = record["currency"]
-            number = record.get("number")
-            try:
-                record["amount"] = self._money(record["amount"], currency, key, number, "amount")
-                record["balance"] = self._money(record["balance"], currency, key, number, "balance")
-            except RowError as exc:
-                exc.raw_key = row[0]
-                raise
-        elif record.get("name") is None and self.entity in ("clients", "payers"):
-            record["name"] = ""
-        return record
+            except DataError as err:
+                return RowError(self.entity, key, number, name, str(err).removeprefix(f"{name}: "), row[0])
+        return RowError(self.entity, key, number, None, "a value could not be converted", row[0])
 
 
-def convert_rows(converter: RowConverter, raw: list[tuple[Any, ...]]) -> tuple[list[dict[str, Any]], list[RowError]]:
+def convert_rows(converter: RowConverter, raw: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[RowError]]:
     """Convert a page; a row that cannot be used is set aside (quarantined), never allowed to stop the page."""
+    if not raw:
+        return [], []
+    converter.check_width(raw[0])
     try:
-        return [converter.convert(r) for r in raw], []  # the common case: one comprehension, no per-row try
-    except RowError:
+        return converter.convert_page(raw), []  # the common case: column by column, no per-row try
+    except DataError:
         pass
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     rejected: list[RowError] = []
     for r in raw:
         try:
