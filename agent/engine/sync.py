@@ -189,20 +189,36 @@ def _digest(row: Iterable[Any]) -> str:
 
 
 class Syncer:
-    def __init__(self, store: StateStore, connector: Connector, batch_size: int = 5000) -> None:
+    def __init__(self, store: StateStore, connector: Connector, batch_size: int = 5000,
+                 clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.store = store
         self.connector = connector
         self.batch_size = batch_size
+        self.clock = clock  # when a pass begins: the settle horizon is measured from it
 
     def entities(self) -> list[EntityName]:
         return [e for e in ORDER if e in self.connector.mapping.entities]
 
     def position(self, entity: str) -> Position | None:
+        return self._checkpoint(entity)[0]
+
+    def _checkpoint(self, entity: str) -> tuple[Position | None, Any]:
+        """The last stored row's position, and the watermark through which every row is final (None: unknown)."""
         with self.store.read() as conn:
             row = conn.execute(select(checkpoints).where(checkpoints.c.entity == entity)).mappings().first()
         if row is None:
-            return None
-        return Position(loads_watermark(row["watermark"]), loads_watermark(row["last_key"]))
+            return None, None
+        return (Position(loads_watermark(row["watermark"]), loads_watermark(row["last_key"])),
+                loads_watermark(row["settled"]))
+
+    def _settle(self, entity: str, began: dt.datetime) -> None:
+        """After a whole pass: every row at or before the horizon of when it began is final in the mirror."""
+        position = self.position(entity)
+        settled = self.connector.horizon(entity, position.watermark if position else None, began)
+        if settled is not None:
+            with self.store.begin() as conn:
+                conn.execute(update(checkpoints).where(checkpoints.c.entity == entity)
+                             .values(settled=dumps_watermark(settled)))
 
     def reset(self, entity: str | None = None) -> None:
         with self.store.begin() as conn:
@@ -288,16 +304,21 @@ class Syncer:
         def attempt() -> None:
             nonlocal count
             has_wm = self.connector.mapping.entities[entity].watermark is not None
-            start = self.position(entity) if has_wm else None
+            began = self.clock()
+            start, settled = self._checkpoint(entity) if has_wm else (None, None)
+            horizon = self.connector.horizon(entity, start.watermark, began) if start else None
             deferred = self._defer_indexes(entity) if start is None else []
             try:
-                for batch in _ReadAhead(self.connector.read(entity, start, self.batch_size)):
-                    self._store(batch)
+                reads = self.connector.read(entity, start, self.batch_size, settled, horizon)
+                for batch in _ReadAhead(reads):
+                    self._store(batch, checkpoint=batch.position is not None)
                     count += len(batch.rows)
                     if progress:
                         progress(entity, len(batch.rows))
             finally:
                 self._restore_indexes(entity, deferred)
+            if has_wm:
+                self._settle(entity, began)
 
         started = utcnow()
         with _bulk_allocation():

@@ -10,7 +10,7 @@ import contextlib
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Context, Decimal, Inexact, InvalidOperation
 from functools import partial
 from itertools import repeat
@@ -30,6 +30,17 @@ class Position:
 
     watermark: Any
     key: Any
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which rows one read may return, in (watermark, key) order: after a keyset position, from a watermark on
+    (inclusive: the lookback's start), above a settled watermark (exclusive) and up to a horizon (inclusive)."""
+
+    after: Position | None = None
+    since: Any = None
+    above: Any = None
+    until: Any = None
 
 
 class RowError(DataError):
@@ -453,6 +464,30 @@ def step_back(value: Any, seconds: int) -> Any:
     return value
 
 
+def clock_horizon(sample: Any, now: dt.datetime, seconds: int, zone: ZoneInfo) -> Any:
+    """``now`` less the lookback, in the watermark's own form (that of ``sample``): a transaction commits within
+    the lookback of its timestamp, so every row at or before the horizon is final. None when the watermark is
+    no time (a rowversion) or text of a shape we cannot write: then only the lookback protects late rows."""
+    at = now - dt.timedelta(seconds=seconds)
+    if isinstance(sample, dt.datetime):
+        return at if sample.tzinfo is not None else at.astimezone(zone).replace(tzinfo=None)
+    if not isinstance(sample, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(sample)
+    except ValueError:
+        return None
+    local = at.astimezone(parsed.tzinfo or zone)
+    if parsed.tzinfo is None:
+        local = local.replace(tzinfo=None)
+    sep = "T" if "T" in sample else " "
+    for spec in ("seconds", "milliseconds", "microseconds"):
+        text = local.isoformat(sep=sep, timespec=spec)
+        if len(text) == len(sample):  # the same shape, so text order is time order
+            return text
+    return None
+
+
 class Connector(ABC):
     """One firm database: read mapped entities incrementally, and write postings idempotently.
 
@@ -479,8 +514,8 @@ class Connector(ABC):
         """Per mapped entity: that its columns exist, its row count and newest watermark."""
 
     @abstractmethod
-    def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
-        """One keyset page of raw rows ordered by (watermark, key): after ``after`` or from ``since``."""
+    def read_raw(self, entity: str, window: Window, limit: int) -> list[tuple[Any, ...]]:
+        """One page of raw rows in ``window``, ordered by (watermark, key), or by key without a watermark."""
 
     @abstractmethod
     def keys(self, entity: str, batch_size: int) -> Iterator[list[str]]:
@@ -510,7 +545,7 @@ class Connector(ABC):
 
     def probe(self, entity: str) -> None:
         """Run the entity's read once (one row); the database's error if a mapped table or column is missing."""
-        self.read_raw(entity, None, None, 1)
+        self.read_raw(entity, Window(), 1)
 
     def explain(self, sql: str, params: Mapping[str, Any]) -> None:
         """Have the database check one postings statement without changing anything (EXPLAIN, or a transaction
@@ -547,26 +582,55 @@ class Connector(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-    def read(self, entity: str, start: Position | None, batch_size: int) -> Iterator[Batch]:
+    def horizon(self, entity: str, sample: Any, now: dt.datetime) -> Any:
+        """The settle horizon for ``entity`` at ``now`` (see clock_horizon), like ``sample`` (a watermark)."""
+        em = self.converters[entity].entity_mapping
+        if em.watermark is None or sample is None:
+            return None
+        zone = ZoneInfo(em.watermark.timezone) if em.watermark.timezone else self.zone
+        return clock_horizon(sample, now, em.watermark.lookback_seconds, zone)
+
+    def read(self, entity: str, start: Position | None, batch_size: int, settled: Any = None,
+             horizon: Any = None) -> Iterator[Batch]:
         """Converted batches from ``start`` (None: everything), each with the position after its last row.
 
-        A start position is re-read with the watermark's lookback, so a row that committed late with an older
-        timestamp is still picked up; re-reading is harmless because the state store upserts.
+        Rows at or before ``settled`` are final in the mirror. Those after it and up to ``horizon`` (now less the
+        lookback) have become final since the last pass and are re-read once, so a row that committed late with
+        an older timestamp is picked up; those between the horizon and ``start`` wait until the horizon passes
+        them, so a bulk change is not re-read on every pass. These re-read batches have no position (they move
+        no checkpoint). Without ``settled`` (a first pass since an older agent, a watermark that is no time) a
+        start is re-read with the lookback window. Re-reading is harmless because the state store upserts.
         """
+        for window, moves in self._windows(entity, start, settled, horizon):
+            yield from self._scan(entity, window, batch_size, moves)
+
+    def _windows(self, entity: str, start: Position | None, settled: Any,
+                 horizon: Any) -> list[tuple[Window, bool]]:
+        """The reads of one pass, each with whether its batches move the checkpoint."""
+        em = self.converters[entity].entity_mapping
+        if start is None or em.watermark is None:
+            return [(Window(after=start), True)]
+        onward = (Window(after=start), True)
+        if settled is not None and horizon is not None:
+            try:
+                top = min(horizon, start.watermark)
+                return [(Window(above=settled, until=top), False), onward] if settled < top else [onward]
+            except TypeError:  # the watermark changed type (a remapped column): fall back to the lookback
+                pass
+        since = step_back(start.watermark, em.watermark.lookback_seconds)
+        return [onward if since == start.watermark else (Window(since=since), True)]
+
+    def _scan(self, entity: str, window: Window, batch_size: int, moves: bool) -> Iterator[Batch]:
         converter = self.converters[entity]
-        em = converter.entity_mapping
         has_wm = converter.selection.watermark is not None
-        since = step_back(start.watermark, em.watermark.lookback_seconds) if start and em.watermark else None
-        after: Position | None = None
-        if start is not None and has_wm and since == start.watermark:
-            after = start
         while True:
-            raw = self.read_raw(entity, after, since if after is None else None, batch_size)
+            raw = self.read_raw(entity, window, batch_size)
             if not raw:
                 return
             rows, rejected = convert_rows(converter, raw)
             last = raw[-1]
             after = Position(last[1], last[0]) if has_wm else Position(None, last[0])
-            yield Batch(entity, rows, after, rejected)
+            yield Batch(entity, rows, after if moves else None, rejected)
             if len(raw) < batch_size:
                 return
+            window = replace(window, after=after, since=None)

@@ -28,8 +28,8 @@ from agent.core.errors import ConfigurationError, LedgerlinkError
 from connectors.database.contract import (
     Connector,
     EntityInfo,
-    Position,
     Selection,
+    Window,
     is_select,
     not_ready_reason,
     posting_context,
@@ -165,18 +165,23 @@ class SQLAlchemyConnector(Connector):
 
         self._run(f"rehearsing {readable(sql)}", attempt)
 
-    def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
+    def read_raw(self, entity: str, window: Window, limit: int) -> list[tuple[Any, ...]]:
         src = self.froms[entity]
         sel = self.converters[entity].selection
         key = src.c[sel.key]
         query = select(*[src.c[c] for c in sel.columns])
+        after = window.after
         if sel.watermark:
             wm = src.c[sel.watermark]
             if after is not None:
                 # The index-friendly keyset form: wm >= :ts AND (wm > :ts OR key > :k).
                 query = query.where(and_(wm >= after.watermark, or_(wm > after.watermark, key > after.key)))
-            elif since is not None:
-                query = query.where(wm >= since)
+            elif window.since is not None:
+                query = query.where(wm >= window.since)
+            if window.above is not None:
+                query = query.where(wm > window.above)
+            if window.until is not None:
+                query = query.where(wm <= window.until)
             query = query.order_by(wm, key)
         else:
             if after is not None:
