@@ -25,7 +25,7 @@ from decimal import Decimal
 from functools import cache
 from itertools import repeat
 from queue import Full, Queue
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Column, Connection, Date, Index, MetaData, Table, select, update
 
@@ -39,6 +39,7 @@ from connectors.database.contract import Batch, Connector, Position, same_type
 from mappings.format import EntityName
 
 log = logging.getLogger("ledgerlink.sync")
+T = TypeVar("T")
 ORDER: tuple[EntityName, ...] = ("clients", "payers", "matters", "statements")
 Progress = Callable[[str, int], None]
 
@@ -102,19 +103,26 @@ def _bulk_upsert(table: Table, dialect: str) -> tuple[str, list[tuple[int, Calla
     return sql, convert
 
 
-def _upsert(conn: Connection, table: Table, rows: list[tuple[Any, ...]]) -> None:
-    """Records (tuples in the table's column order, as the connector's converter makes them) upserted by key."""
+def driver_values(table: Table, dialect: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Records (tuples in the table's column order, as the connector's converter makes them) as the state
+    store's driver takes them, converted column by column (one tight loop per converted column)."""
+    convert = _bulk_upsert(table, dialect)[1] if dialect in ("sqlite", "postgresql") else []
+    if not rows or not convert:
+        return rows
+    cols: list[Any] = list(zip(*rows, strict=True))
+    for i, fn in convert:
+        cols[i] = fn(cols[i])
+    return list(zip(*cols, strict=True))
+
+
+def _upsert(conn: Connection, table: Table, rows: list[tuple[Any, ...]],
+            values: list[tuple[Any, ...]] | None = None) -> None:
+    """Records upserted by key; ``values`` are the same already made driver values (by driver_values)."""
     if not rows:
         return
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
-        sql, convert = _bulk_upsert(table, dialect)
-        if convert:  # column by column: one tight loop per converted column
-            cols: list[Any] = list(zip(*rows, strict=True))
-            for i, fn in convert:
-                cols[i] = fn(cols[i])
-            rows = list(zip(*cols, strict=True))
-        conn.exec_driver_sql(sql, rows)
+        conn.exec_driver_sql(_bulk_upsert(table, dialect)[0], values or driver_values(table, dialect, rows))
         return
     keys = [r[0] for r in rows]
     for start in range(0, len(keys), 500):
@@ -136,17 +144,18 @@ def _bulk_allocation() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-class _ReadAhead:
-    """Batches read by a thread while the caller stores the one before: the source read and conversion overlap
-    the state-store write (SQLite and the drivers release the GIL while they work). At most ``depth`` batches
-    wait, so memory stays bounded; the reader's error is raised in the caller, and leaving early stops it."""
+class _ReadAhead(Generic[T]):
+    """Items made by a thread while the caller handles the one before: the source read, conversion and driver
+    values overlap the state-store write (SQLite and the drivers release the GIL while they work). At most
+    ``depth`` items wait, so memory stays bounded; the reader's error is raised in the caller, and leaving early
+    stops it."""
 
-    def __init__(self, batches: Iterator[Batch], depth: int = 2) -> None:
-        self.batches = batches
-        self.ready: Queue[tuple[Batch | None, BaseException | None]] = Queue(depth)
+    def __init__(self, items: Iterator[T], depth: int = 2) -> None:
+        self.items = items
+        self.ready: Queue[tuple[bool, T | None, BaseException | None]] = Queue(depth)
         self.stop = threading.Event()
 
-    def _hand_over(self, item: tuple[Batch | None, BaseException | None]) -> bool:
+    def _hand_over(self, item: tuple[bool, T | None, BaseException | None]) -> bool:
         while not self.stop.is_set():
             try:
                 self.ready.put(item, timeout=0.1)
@@ -157,24 +166,24 @@ class _ReadAhead:
 
     def _read(self) -> None:
         try:
-            for batch in self.batches:
-                if not self._hand_over((batch, None)):
+            for item in self.items:
+                if not self._hand_over((False, item, None)):
                     return
-            self._hand_over((None, None))
+            self._hand_over((True, None, None))
         except BaseException as exc:
-            self._hand_over((None, exc))
+            self._hand_over((True, None, exc))
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[T]:
         reader = threading.Thread(target=self._read, name="ledgerlink-sync-read", daemon=True)
         reader.start()
         try:
             while True:
-                batch, error = self.ready.get()
+                done, item, error = self.ready.get()
                 if error is not None:
                     raise error
-                if batch is None:
+                if done:
                     return
-                yield batch
+                yield cast(T, item)
         finally:
             self.stop.set()
             reader.join()
@@ -225,7 +234,7 @@ class Syncer:
             stmt = checkpoints.delete()
             conn.execute(stmt if entity is None else stmt.where(checkpoints.c.entity == entity))
 
-    def _store(self, batch: Batch, checkpoint: bool = True) -> None:
+    def _store(self, batch: Batch, checkpoint: bool = True, prepared: list[tuple[Any, ...]] | None = None) -> None:
         table = FIRM_TABLES[batch.entity]
         pos = batch.position
         values = {
@@ -234,7 +243,7 @@ class Syncer:
             "updated_at": utcnow(),
         }
         with self.store.begin() as conn:
-            _upsert(conn, table, batch.rows)
+            _upsert(conn, table, batch.rows, prepared)
             self._quarantine(conn, batch)
             if not checkpoint:
                 return
@@ -310,8 +319,9 @@ class Syncer:
             deferred = self._defer_indexes(entity) if start is None else []
             try:
                 reads = self.connector.read(entity, start, self.batch_size, settled, horizon)
-                for batch in _ReadAhead(reads):
-                    self._store(batch, checkpoint=batch.position is not None)
+                table, dialect = FIRM_TABLES[entity], self.store.engine.dialect.name
+                for batch, values in _ReadAhead((b, driver_values(table, dialect, b.rows)) for b in reads):
+                    self._store(batch, batch.position is not None, values)
                     count += len(batch.rows)
                     if progress:
                         progress(entity, len(batch.rows))
