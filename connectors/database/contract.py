@@ -278,10 +278,13 @@ class RowConverter:
         """Exact money from a database value; the common types take a fast path (this runs twice per row).
         A bad value raises RowError naming only the field: the caller adds the row."""
         quantum = self._quantum(currency)
+        fast: Decimal | None = None
         if self.minor_units and type(raw) is int:
-            return Decimal(raw) * quantum
-        if not self.minor_units and type(raw) is Decimal and raw.is_finite() and raw == raw.quantize(quantum):
-            return raw.quantize(quantum)
+            fast = Decimal(raw) * quantum
+        elif not self.minor_units and type(raw) is Decimal and raw.is_finite() and raw == raw.quantize(quantum):
+            fast = raw.quantize(quantum)
+        if fast is not None and -_LIMIT < fast < _LIMIT:
+            return fast
         if raw is None:
             raise RowError("statements", None, None, name, "is NULL")
         try:
