@@ -204,6 +204,7 @@ class Syncer:
         self.connector = connector
         self.batch_size = batch_size
         self.clock = clock  # when a pass begins: the settle horizon is measured from it
+        self._indexed: set[str] = set()  # entities whose mirror indexes this process has seen exist
 
     def entities(self) -> list[EntityName]:
         return [e for e in ORDER if e in self.connector.mapping.entities]
@@ -220,10 +221,10 @@ class Syncer:
         return (Position(loads_watermark(row["watermark"]), loads_watermark(row["last_key"])),
                 loads_watermark(row["settled"]))
 
-    def _settle(self, entity: str, began: dt.datetime) -> None:
-        """After a whole pass: every row at or before the horizon of when it began is final in the mirror."""
-        position = self.position(entity)
-        settled = self.connector.horizon(entity, position.watermark if position else None, began)
+    def _settle(self, entity: str, last: Position | None, began: dt.datetime) -> None:
+        """After a whole pass (``last``: where it ended): every row at or before the horizon of when it began is
+        final in the mirror."""
+        settled = self.connector.horizon(entity, last.watermark if last else None, began)
         if settled is not None:
             with self.store.begin() as conn:
                 conn.execute(update(checkpoints).where(checkpoints.c.entity == entity)
@@ -317,18 +318,20 @@ class Syncer:
             start, settled = self._checkpoint(entity) if has_wm else (None, None)
             horizon = self.connector.horizon(entity, start.watermark, began) if start else None
             deferred = self._defer_indexes(entity) if start is None else []
+            last = start
             try:
                 reads = self.connector.read(entity, start, self.batch_size, settled, horizon)
                 table, dialect = FIRM_TABLES[entity], self.store.engine.dialect.name
                 for batch, values in _ReadAhead((b, driver_values(table, dialect, b.rows)) for b in reads):
                     self._store(batch, batch.position is not None, values)
+                    last = batch.position or last
                     count += len(batch.rows)
                     if progress:
                         progress(entity, len(batch.rows))
             finally:
                 self._restore_indexes(entity, deferred)
             if has_wm:
-                self._settle(entity, began)
+                self._settle(entity, last, began)
 
         started = utcnow()
         with _bulk_allocation():
@@ -351,7 +354,11 @@ class Syncer:
         return dropped
 
     def _restore_indexes(self, entity: str, dropped: list[Index]) -> None:
-        """Build the indexes a first full sync dropped; also those an interrupted one left missing (checkfirst)."""
+        """Build the indexes a first full sync dropped; also, once per process, those an interrupted one left
+        missing (checkfirst)."""
+        if not dropped and entity in self._indexed:
+            return
+        self._indexed.add(entity)
         with self.store.begin() as conn:
             for ix in dropped or [ix for ix in FIRM_TABLES[entity].indexes if not ix.unique]:
                 ix.create(conn, checkfirst=True)
