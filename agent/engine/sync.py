@@ -13,17 +13,21 @@ it is re-read by key on every pass until it converts or is gone from the source.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
-from operator import itemgetter
-from typing import Any
+from itertools import repeat
+from queue import Full, Queue
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Column, Connection, Date, MetaData, Table, select, update
+from sqlalchemy import Column, Connection, Date, Index, MetaData, Table, select, update
 
 from agent.core.retry import call
 from agent.state import StateStore
@@ -31,10 +35,11 @@ from agent.state.mirror import mirror_component
 from agent.state.schema import FIRM_TABLES, KEY, checkpoints, quarantine
 from agent.state.store import dumps_watermark, loads_watermark, utcnow
 from agent.state.types import DecimalText
-from connectors.database.contract import Batch, Connector, Position
+from connectors.database.contract import Batch, Connector, Position, same_type
 from mappings.format import EntityName
 
 log = logging.getLogger("ledgerlink.sync")
+T = TypeVar("T")
 ORDER: tuple[EntityName, ...] = ("clients", "payers", "matters", "statements")
 Progress = Callable[[str, int], None]
 
@@ -58,15 +63,29 @@ class SyncResult:
                 f"({', '.join(parts + gone + held) or 'nothing mapped'})")
 
 
-def _money_text(value: Any) -> str:
-    if type(value) is not Decimal:
-        raise TypeError(f"money must be Decimal, got {type(value).__name__}: {value!r}")
-    return format(value, "f")
+def _money_text(value: Any) -> str | None:
+    if type(value) is Decimal:
+        return format(value, "f")
+    if value is None:
+        return None
+    raise TypeError(f"money must be Decimal, got {type(value).__name__}: {value!r}")
+
+
+def _money_texts(column: Sequence[Any]) -> list[str | None]:
+    """Exact text for a column of money (a float never gets here: it raises)."""
+    if same_type(column, Decimal):
+        return list(map(format, column, repeat("f")))
+    return list(map(_money_text, column))
+
+
+def _iso_texts(column: Sequence[Any]) -> list[str | None]:
+    if same_type(column, dt.date):
+        return list(map(dt.date.isoformat, column))
+    return [None if v is None else v.isoformat() for v in column]
 
 
 @cache
-def _bulk_upsert(table: Table, dialect: str) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]],
-                                                      list[tuple[int, Callable[[Any], Any]]]]:
+def _bulk_upsert(table: Table, dialect: str) -> tuple[str, list[tuple[int, Callable[[Sequence[Any]], list[Any]]]]]:
     """INSERT ... ON CONFLICT DO UPDATE as driver SQL, with per-column value conversions matching the column
     types (DecimalText as exact text, dates as ISO text on SQLite). Going around SQLAlchemy's per-row parameter
     processing is what lets a full sync keep pace with the source driver."""
@@ -75,41 +94,99 @@ def _bulk_upsert(table: Table, dialect: str) -> tuple[str, Callable[[dict[str, A
     updates = ", ".join(f"{n} = excluded.{n}" for n in names if n != "key")
     sql = (f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))}) "
            f"ON CONFLICT (key) DO UPDATE SET {updates}")
-    convert: list[tuple[int, Callable[[Any], Any]]] = []
+    convert: list[tuple[int, Callable[[Sequence[Any]], list[Any]]]] = []
     for i, column in enumerate(table.columns):
         if isinstance(column.type, DecimalText):
-            convert.append((i, _money_or_none))
+            convert.append((i, _money_texts))
         elif isinstance(column.type, Date) and dialect == "sqlite":
-            convert.append((i, _iso_or_none))
-    return sql, itemgetter(*names), convert
+            convert.append((i, _iso_texts))
+    return sql, convert
 
 
-def _money_or_none(value: Any) -> str | None:
-    if type(value) is Decimal:
-        return format(value, "f")
-    return None if value is None else _money_text(value)
+def driver_values(table: Table, dialect: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Records (tuples in the table's column order, as the connector's converter makes them) as the state
+    store's driver takes them, converted column by column (one tight loop per converted column)."""
+    convert = _bulk_upsert(table, dialect)[1] if dialect in ("sqlite", "postgresql") else []
+    if not rows or not convert:
+        return rows
+    cols: list[Any] = list(zip(*rows, strict=True))
+    for i, fn in convert:
+        cols[i] = fn(cols[i])
+    return list(zip(*cols, strict=True))
 
 
-def _iso_or_none(value: Any) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+def _upsert(conn: Connection, table: Table, rows: list[tuple[Any, ...]],
+            values: list[tuple[Any, ...]] | None = None) -> None:
+    """Records upserted by key; ``values`` are the same already made driver values (by driver_values)."""
     if not rows:
         return
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
-        sql, pick, convert = _bulk_upsert(table, dialect)
-        values = [list(pick(row)) for row in rows]
-        for i, fn in convert:  # column by column: one tight loop per converted column
-            for value in values:
-                value[i] = fn(value[i])
-        conn.exec_driver_sql(sql, list(map(tuple, values)))
+        conn.exec_driver_sql(_bulk_upsert(table, dialect)[0], values or driver_values(table, dialect, rows))
         return
-    keys = [r["key"] for r in rows]
+    keys = [r[0] for r in rows]
     for start in range(0, len(keys), 500):
         conn.execute(table.delete().where(table.c.key.in_(keys[start : start + 500])))
-    conn.execute(table.insert(), rows)
+    names = [c.name for c in table.columns]
+    conn.execute(table.insert(), [dict(zip(names, r, strict=True)) for r in rows])
+
+
+@contextmanager
+def _bulk_allocation() -> Iterator[None]:
+    """Fewer garbage collections while a pass runs: a page makes tens of thousands of tuples, each of which
+    counts towards the collector's next run, and collections (which walk every live container) took a third of
+    the conversion time. Values are plain and hold no cycles; the thresholds are restored afterwards."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], 50_000), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+class _ReadAhead(Generic[T]):
+    """Items made by a thread while the caller handles the one before: the source read, conversion and driver
+    values overlap the state-store write (SQLite and the drivers release the GIL while they work). At most
+    ``depth`` items wait, so memory stays bounded; the reader's error is raised in the caller, and leaving early
+    stops it."""
+
+    def __init__(self, items: Iterator[T], depth: int = 2) -> None:
+        self.items = items
+        self.ready: Queue[tuple[bool, T | None, BaseException | None]] = Queue(depth)
+        self.stop = threading.Event()
+
+    def _hand_over(self, item: tuple[bool, T | None, BaseException | None]) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.ready.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def _read(self) -> None:
+        try:
+            for item in self.items:
+                if not self._hand_over((False, item, None)):
+                    return
+            self._hand_over((True, None, None))
+        except BaseException as exc:
+            self._hand_over((True, None, exc))
+
+    def __iter__(self) -> Iterator[T]:
+        reader = threading.Thread(target=self._read, name="ledgerlink-sync-read", daemon=True)
+        reader.start()
+        try:
+            while True:
+                done, item, error = self.ready.get()
+                if error is not None:
+                    raise error
+                if done:
+                    return
+                yield cast(T, item)
+        finally:
+            self.stop.set()
+            reader.join()
 
 
 def _digest(row: Iterable[Any]) -> str:
@@ -121,27 +198,44 @@ def _digest(row: Iterable[Any]) -> str:
 
 
 class Syncer:
-    def __init__(self, store: StateStore, connector: Connector, batch_size: int = 5000) -> None:
+    def __init__(self, store: StateStore, connector: Connector, batch_size: int = 5000,
+                 clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.store = store
         self.connector = connector
         self.batch_size = batch_size
+        self.clock = clock  # when a pass begins: the settle horizon is measured from it
+        self._indexed: set[str] = set()  # entities whose mirror indexes this process has seen exist
 
     def entities(self) -> list[EntityName]:
         return [e for e in ORDER if e in self.connector.mapping.entities]
 
     def position(self, entity: str) -> Position | None:
+        return self._checkpoint(entity)[0]
+
+    def _checkpoint(self, entity: str) -> tuple[Position | None, Any]:
+        """The last stored row's position, and the watermark through which every row is final (None: unknown)."""
         with self.store.read() as conn:
             row = conn.execute(select(checkpoints).where(checkpoints.c.entity == entity)).mappings().first()
         if row is None:
-            return None
-        return Position(loads_watermark(row["watermark"]), loads_watermark(row["last_key"]))
+            return None, None
+        return (Position(loads_watermark(row["watermark"]), loads_watermark(row["last_key"])),
+                loads_watermark(row["settled"]))
+
+    def _settle(self, entity: str, last: Position | None, began: dt.datetime) -> None:
+        """After a whole pass (``last``: where it ended): every row at or before the horizon of when it began is
+        final in the mirror."""
+        settled = self.connector.horizon(entity, last.watermark if last else None, began)
+        if settled is not None:
+            with self.store.begin() as conn:
+                conn.execute(update(checkpoints).where(checkpoints.c.entity == entity)
+                             .values(settled=dumps_watermark(settled)))
 
     def reset(self, entity: str | None = None) -> None:
         with self.store.begin() as conn:
             stmt = checkpoints.delete()
             conn.execute(stmt if entity is None else stmt.where(checkpoints.c.entity == entity))
 
-    def _store(self, batch: Batch, checkpoint: bool = True) -> None:
+    def _store(self, batch: Batch, checkpoint: bool = True, prepared: list[tuple[Any, ...]] | None = None) -> None:
         table = FIRM_TABLES[batch.entity]
         pos = batch.position
         values = {
@@ -150,7 +244,7 @@ class Syncer:
             "updated_at": utcnow(),
         }
         with self.store.begin() as conn:
-            _upsert(conn, table, batch.rows)
+            _upsert(conn, table, batch.rows, prepared)
             self._quarantine(conn, batch)
             if not checkpoint:
                 return
@@ -165,9 +259,11 @@ class Syncer:
     def _quarantine(self, conn: Connection, batch: Batch) -> None:
         """Set the batch's bad rows aside (keeping when each was first seen) and release the good ones."""
         q = quarantine.c
-        good = [r["key"] for r in batch.rows]
-        for start in range(0, len(good), 500):
-            conn.execute(quarantine.delete().where(q.entity == batch.entity, q.key.in_(good[start:start + 500])))
+        good = [r[0] for r in batch.rows]
+        held = select(q.key).where(q.entity == batch.entity).limit(1)
+        if good and conn.execute(held).first() is not None:  # most batches: nothing held, no delete by key
+            for start in range(0, len(good), 500):
+                conn.execute(quarantine.delete().where(q.entity == batch.entity, q.key.in_(good[start:start + 500])))
         now = utcnow()
         for bad in batch.rejected:
             key = bad.key if bad.key is not None else "(NULL key)"
@@ -198,7 +294,7 @@ class Syncer:
             batch = self.connector.read_rows(entity, list(part.values()))
             if batch is None:
                 return stored  # the connector cannot read by key: the row is retried when it next changes
-            seen = {r["key"] for r in batch.rows} | {b.key for b in batch.rejected}
+            seen = {r[0] for r in batch.rows} | {b.key for b in batch.rejected}
             with self.store.begin() as conn:
                 gone = [k for k in part if k not in seen]
                 if gone:
@@ -214,24 +310,58 @@ class Syncer:
         """One incremental pass, then the quarantined rows re-read by key; the whole pass is retried from its last
         stored batch on a transient error."""
         count = 0
-        started = utcnow()
 
         def attempt() -> None:
             nonlocal count
             has_wm = self.connector.mapping.entities[entity].watermark is not None
-            start = self.position(entity) if has_wm else None
-            for batch in self.connector.read(entity, start, self.batch_size):
-                self._store(batch)
-                count += len(batch.rows)
-                if progress:
-                    progress(entity, len(batch.rows))
+            began = self.clock()
+            start, settled = self._checkpoint(entity) if has_wm else (None, None)
+            horizon = self.connector.horizon(entity, start.watermark, began) if start else None
+            deferred = self._defer_indexes(entity) if start is None else []
+            last = start
+            try:
+                reads = self.connector.read(entity, start, self.batch_size, settled, horizon)
+                table, dialect = FIRM_TABLES[entity], self.store.engine.dialect.name
+                for batch, values in _ReadAhead((b, driver_values(table, dialect, b.rows)) for b in reads):
+                    self._store(batch, batch.position is not None, values)
+                    last = batch.position or last
+                    count += len(batch.rows)
+                    if progress:
+                        progress(entity, len(batch.rows))
+            finally:
+                self._restore_indexes(entity, deferred)
+            if has_wm:
+                self._settle(entity, last, began)
 
         started = utcnow()
-        call(attempt, attempts=5)
+        with _bulk_allocation():
+            call(attempt, attempts=5)
         quarantined = call(lambda: self.retry_quarantined(entity, started), attempts=5)
         # The mirror now holds every row of this entity as the firm database had it at ``started`` or later.
         self.store.record_ok(mirror_component(entity), at=started)
         return count + quarantined
+
+    def _defer_indexes(self, entity: str) -> list[Index]:
+        """A first full sync into an empty mirror table loads it without its secondary indexes and builds them
+        afterwards (one sort instead of an index insert per row). Returns the indexes dropped."""
+        table = FIRM_TABLES[entity]
+        with self.store.begin() as conn:
+            if conn.execute(select(table.c.key).limit(1)).first() is not None:
+                return []
+            dropped = [ix for ix in table.indexes if not ix.unique]
+            for ix in dropped:
+                ix.drop(conn, checkfirst=True)
+        return dropped
+
+    def _restore_indexes(self, entity: str, dropped: list[Index]) -> None:
+        """Build the indexes a first full sync dropped; also, once per process, those an interrupted one left
+        missing (checkfirst)."""
+        if not dropped and entity in self._indexed:
+            return
+        self._indexed.add(entity)
+        with self.store.begin() as conn:
+            for ix in dropped or [ix for ix in FIRM_TABLES[entity].indexes if not ix.unique]:
+                ix.create(conn, checkfirst=True)
 
     def sync(self, entities: Iterable[EntityName] | None = None, progress: Progress | None = None) -> SyncResult:
         result = SyncResult()
@@ -258,14 +388,13 @@ class Syncer:
 
     def _reconcile_entity(self, entity: str) -> int:
         table = FIRM_TABLES[entity]
-        names = [c.name for c in table.columns]
         held = set(self.quarantined_keys(entity))
         changed = 0
         for batch in self.connector.read(entity, None, self.batch_size):
-            keys = [r["key"] for r in batch.rows]
+            keys = [r[0] for r in batch.rows]
             with self.store.read() as conn:
                 have = {r[0]: _digest(r) for r in conn.execute(select(*table.columns).where(table.c.key.in_(keys)))}
-            differ = [r for r in batch.rows if have.get(r["key"]) != _digest(tuple(r[n] for n in names))]
+            differ = [r for r in batch.rows if have.get(r[0]) != _digest(r)]
             if differ or batch.rejected:
                 self._store(Batch(entity, differ, None, batch.rejected), checkpoint=False)
             elif held.intersection(keys):  # read well again: out of quarantine, even if the mirror had them

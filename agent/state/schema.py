@@ -88,6 +88,7 @@ checkpoints = Table(
     Column("last_key", Text),
     Column("rows_synced", Integer, nullable=False, default=0),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("settled", Text, comment="JSON: {type, value} watermark; every row at or before it is final"),
 )
 
 quarantine = Table(

@@ -9,17 +9,19 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from functools import partial
+from itertools import repeat
+from operator import mul
 from typing import Any, ClassVar, Literal
 from zoneinfo import ZoneInfo
 
 from agent.core.errors import ConfigurationError, DataError, LedgerlinkError
-from agent.core.model import check_decimals, exponent, from_minor, to_decimal
+from agent.core.model import MAX_INTEGER_DIGITS, check_decimals, exponent, from_minor, to_decimal
+from agent.state.schema import FIRM_TABLES
 from mappings.format import (
-    ENTITY_FIELDS,
     POSTING_PARAMS,
     SECTIONS,
     EntityMapping,
@@ -40,6 +42,17 @@ class Position:
     key: Any
 
 
+@dataclass(frozen=True)
+class Window:
+    """Which rows one read may return, in (watermark, key) order: after a keyset position, from a watermark on
+    (inclusive: the lookback's start), above a settled watermark (exclusive) and up to a horizon (inclusive)."""
+
+    after: Position | None = None
+    since: Any = None
+    above: Any = None
+    until: Any = None
+
+
 class RowError(DataError):
     """One source row that cannot be used as it stands: quarantined by the sync while the rest of it goes on."""
 
@@ -58,7 +71,7 @@ class Batch:
     ``rejected`` are the rows in the page that could not be converted (the position still moves past them)."""
 
     entity: str
-    rows: list[dict[str, Any]]
+    rows: list[tuple[Any, ...]]  # records in RowConverter.fields order (the mirror table's columns)
     position: Position | None
     rejected: list[RowError] = field(default_factory=list)
 
@@ -123,6 +136,33 @@ def _to_date(value: Any, field: str) -> dt.date | None:
         raise DataError(f"{field}: {value!r} is not a date") from None
 
 
+def same_type(column: Sequence[Any], kind: type) -> bool:
+    """Every value in the column exactly of ``kind``: one pass in C, so a column can take its fast path whole."""
+    return set(map(type, column)) == {kind}
+
+
+def _dates(column: Sequence[Any], field: str) -> list[dt.date | None]:
+    if same_type(column, dt.date):
+        return list(column)
+    if same_type(column, str):  # ISO text (SQLite, ODBC): one C call per value
+        with contextlib.suppress(ValueError):
+            return list(map(dt.date.fromisoformat, column))
+    return [_to_date(v, field) for v in column]
+
+
+def _keys(column: Sequence[Any]) -> list[str | None]:
+    if same_type(column, int):
+        return list(map(str, column))
+    if same_type(column, str):
+        return list(map(str.strip, column))
+    return list(map(_key, column))
+
+
+# Quantizing through this context raises instead of rounding: exact money or the slow path that names the row.
+_EXACT = Context(prec=40, traps=[Inexact, InvalidOperation])
+_LIMIT = Decimal(10) ** MAX_INTEGER_DIGITS
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -163,7 +203,8 @@ def _memo(fn: Callable[[Any], Any], limit: int = 1024) -> Callable[[Any], Any]:
 
 
 class RowConverter:
-    """Turns one raw row (a tuple in ``Selection.columns`` order) into our record dict."""
+    """Turns raw rows (tuples in ``Selection.columns`` order) into records: tuples in ``fields`` order, which is
+    the mirror table's column order, so the state store writes them as they are (no per-row dict)."""
 
     def __init__(self, entity: str, em: EntityMapping, mapping: MappingFile) -> None:
         self.entity = entity
@@ -176,24 +217,27 @@ class RowConverter:
         self.offset = base + (1 if self.selection.deleted else 0)
         self.names = [ours for ours, _ in self.selection.fields]
         self.fns = [self._converter(ours) for ours in self.names]
+        self.columns = [self._column(ours, fn) for ours, fn in zip(self.names, self.fns, strict=True)]
+        self.fields: tuple[str, ...] = tuple(c.name for c in FIRM_TABLES[entity].columns)
         self.defaults = self._defaults()
         self._quanta: dict[str, Decimal] = {}
 
     def _defaults(self) -> dict[str, Any]:
-        required, optional = ENTITY_FIELDS[self.entity]
         mapped = {ours for ours, _ in self.selection.fields}
-        out: dict[str, Any] = {f: None for f in (required | optional) - mapped}
+        out: dict[str, Any] = {f: None for f in set(self.fields) - mapped - {"key", "deleted"}}
         if self.entity == "statements" and "currency" not in mapped:
             out["currency"] = self.fixed_currency
         if "status" in out:
             out["status"] = "open"
         if self.entity == "matters" and "name" in out:
             out["name"] = ""
+        if self.entity in ("clients", "payers") and "name" in out:
+            out["name"] = ""
         return out
 
     def _converter(self, ours: str) -> Callable[[Any], Any]:
         if ours in ("amount", "balance"):
-            return lambda v: v  # converted after the currency is known, in convert()
+            return lambda v: v  # converted after the currency is known, in _money()
         if ours in ("issue_date", "due_date"):
             return lambda v: _to_date(v, ours)
         if ours in ("client_key", "payer_key", "matter_key", "number"):
@@ -202,19 +246,57 @@ class RowConverter:
             return _memo(lambda v: self.status_of.get(str(v).strip().lower(), "open") if v is not None else "open")
         if ours == "currency":
             return _memo(lambda v: (str(v).strip().upper() if v else self.fixed_currency))
+        if ours == "name" and self.entity in ("clients", "payers"):
+            return lambda v: _text(v) or ""
         return _text
 
-    def _money(self, raw: Any, currency: str, key: str, number: str | None, name: str) -> Decimal:
-        """Exact money from a database value; the common types take a fast path (this runs twice per row)."""
+    @staticmethod
+    def _column(ours: str, fn: Callable[[Any], Any]) -> Callable[[Sequence[Any]], list[Any]]:
+        """A whole column at once: the fast path for the common types, else ``fn`` value by value."""
+        if ours in ("issue_date", "due_date"):
+            return lambda col: _dates(col, ours)
+        if ours in ("client_key", "payer_key", "matter_key", "number"):
+            return _keys
+        return lambda col: list(map(fn, col))
+
+    def _quantum(self, currency: str) -> Decimal:
         quantum = self._quanta.get(currency)
         if quantum is None:
             quantum = self._quanta[currency] = Decimal(1).scaleb(-exponent(currency))
+        return quantum
+
+    def _money_column(self, column: Sequence[Any], currencies: Iterable[str], name: str) -> list[Decimal]:
+        """Exact money for a page: one currency and one driver type take C-speed paths (bounds checked, never
+        rounded); anything else goes value by value through ``_money``, which names what is wrong."""
+        distinct = {*currencies} if not isinstance(currencies, repeat) else {self.fixed_currency}
+        if len(distinct) == 1 and column:
+            quantum = self._quantum(next(iter(distinct)))
+            if self.minor_units and same_type(column, int):
+                out = list(map(mul, map(Decimal, column), repeat(quantum)))
+            elif not self.minor_units and same_type(column, Decimal):
+                try:
+                    out = list(map(_EXACT.quantize, column, repeat(quantum)))
+                except (Inexact, InvalidOperation):
+                    out = []
+            else:
+                out = []
+            if out and min(out) > -_LIMIT and max(out) < _LIMIT:
+                return out
+        return list(map(self._money, column, currencies, repeat(name)))
+
+    def _money(self, raw: Any, currency: str, name: str) -> Decimal:
+        """Exact money from a database value; the common types take a fast path (this runs twice per row).
+        A bad value raises RowError naming only the field: the caller adds the row."""
+        quantum = self._quantum(currency)
+        fast: Decimal | None = None
         if self.minor_units and type(raw) is int:
-            return Decimal(raw) * quantum
-        if not self.minor_units and type(raw) is Decimal and raw.is_finite() and raw == raw.quantize(quantum):
-            return raw.quantize(quantum)
+            fast = Decimal(raw) * quantum
+        elif not self.minor_units and type(raw) is Decimal and raw.is_finite() and raw == raw.quantize(quantum):
+            fast = raw.quantize(quantum)
+        if fast is not None and -_LIMIT < fast < _LIMIT:
+            return fast
         if raw is None:
-            raise RowError("statements", key, number, name, "is NULL")
+            raise RowError("statements", None, None, name, "is NULL")
         try:
             if self.minor_units:
                 if isinstance(raw, float) and not raw.is_integer():
@@ -222,56 +304,72 @@ class RowConverter:
                 return from_minor(int(to_decimal(raw, field=name)), currency)
             return check_decimals(to_decimal(raw, field=name), currency, field=name)
         except (DataError, ValueError, ArithmeticError) as exc:
-            raise RowError("statements", key, number, name, str(exc).removeprefix(f"{name}: ")) from None
+            raise RowError("statements", None, None, name, str(exc).removeprefix(f"{name}: ")) from None
 
-    def _field_error(self, key: str, values: tuple[Any, ...] | list[Any], raw_key: Any) -> RowError:
+    def check_width(self, row: tuple[Any, ...] | list[Any]) -> None:
+        """A page whose rows do not have the mapped columns is a mapping error, not a bad row."""
+        if len(row) - self.offset != len(self.fns):
+            raise DataError(f"{self.entity}: a row has {len(row) - self.offset} mapped values, "
+                            f"expected {len(self.fns)}")
+
+    def convert_page(self, raw: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Records for a page, converted column by column (one tight loop per column, no per-row dict). Raises
+        DataError on the first bad value: the caller then converts row by row to set the bad ones aside."""
+        if not raw:
+            return []
+        cols = list(zip(*raw, strict=True))
+        keys = _keys(cols[0])
+        if None in keys:
+            raise RowError(self.entity, None, None, self.selection.key, "the key is NULL")
+        out: dict[str, Any] = {"key": keys}
+        out["deleted"] = [bool(v) for v in cols[self.offset - 1]] if self.selection.deleted else repeat(False)
+        for name, convert, col in zip(self.names, self.columns, cols[self.offset:]):  # noqa: B905 - width checked
+            out[name] = convert(col)
+        if self.entity == "statements":
+            currencies = out.get("currency") or repeat(self.fixed_currency)
+            for name in ("amount", "balance"):
+                out[name] = self._money_column(out[name], currencies, name)
+        columns = [out[f] if f in out else repeat(self.defaults[f]) for f in self.fields]
+        return list(zip(*columns))  # noqa: B905 - repeat() columns are endless by design
+
+    def convert(self, row: tuple[Any, ...] | list[Any]) -> tuple[Any, ...]:
+        """One record, or RowError naming the row (key and the firm's number) and the field that is wrong."""
+        self.check_width(row)
+        try:
+            return self.convert_page([tuple(row)])[0]
+        except DataError as exc:
+            raise self._row_error(row, exc) from None
+
+    def _row_error(self, row: tuple[Any, ...] | list[Any], exc: DataError) -> RowError:
         """The slow path after a conversion failed: which field, and the row's own number if it converts."""
+        key = _key(row[0])
+        if key is None:
+            return RowError(self.entity, None, None, self.selection.key, "the key is NULL", row[0])
+        values = row[self.offset:]
         number = None
         if "number" in self.names:
             with contextlib.suppress(DataError):
                 number = _key(values[self.names.index("number")])
+        if isinstance(exc, RowError):  # money: the field is known, the row is added here
+            return RowError(self.entity, key, number, exc.field, exc.reason, row[0])
         for name, fn, value in zip(self.names, self.fns, values):  # noqa: B905 - lengths checked by convert
             try:
                 fn(value)
-            except DataError as exc:
-                return RowError(self.entity, key, number, name, str(exc).removeprefix(f"{name}: "), raw_key)
-        return RowError(self.entity, key, number, None, "a value could not be converted", raw_key)
-
-    def convert(self, row: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
-        """One record, or RowError naming the row (key and the firm's number) and the field that is wrong."""
-        key = _key(row[0])
-        if key is None:
-            raise RowError(self.entity, None, None, self.selection.key, "the key is NULL")
-        record: dict[str, Any] = {"key": key, **self.defaults}
-        record["deleted"] = bool(row[self.offset - 1]) if self.selection.deleted else False
-        values = row[self.offset:]
-        if len(values) != len(self.fns):
-            raise DataError(f"{self.entity}: a row has {len(values)} mapped values, expected {len(self.fns)}")
-        try:
-            record.update(zip(self.names, [fn(v) for fn, v in zip(self.fns, values)]))  # noqa: B905 - checked
-        except DataError:
-            raise self._field_error(key, values, row[0]) from None
-        if self.entity == "statements":
-            currency = record["currency"]
-            number = record.get("number")
-            try:
-                record["amount"] = self._money(record["amount"], currency, key, number, "amount")
-                record["balance"] = self._money(record["balance"], currency, key, number, "balance")
-            except RowError as exc:
-                exc.raw_key = row[0]
-                raise
-        elif record.get("name") is None and self.entity in ("clients", "payers"):
-            record["name"] = ""
-        return record
+            except DataError as err:
+                return RowError(self.entity, key, number, name, str(err).removeprefix(f"{name}: "), row[0])
+        return RowError(self.entity, key, number, None, "a value could not be converted", row[0])
 
 
-def convert_rows(converter: RowConverter, raw: list[tuple[Any, ...]]) -> tuple[list[dict[str, Any]], list[RowError]]:
+def convert_rows(converter: RowConverter, raw: list[tuple[Any, ...]]) -> tuple[list[tuple[Any, ...]], list[RowError]]:
     """Convert a page; a row that cannot be used is set aside (quarantined), never allowed to stop the page."""
+    if not raw:
+        return [], []
+    converter.check_width(raw[0])
     try:
-        return [converter.convert(r) for r in raw], []  # the common case: one comprehension, no per-row try
-    except RowError:
+        return converter.convert_page(raw), []  # the common case: column by column, no per-row try
+    except DataError:
         pass
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     rejected: list[RowError] = []
     for r in raw:
         try:
@@ -381,6 +479,30 @@ def step_back(value: Any, seconds: int) -> Any:
     return value
 
 
+def clock_horizon(sample: Any, now: dt.datetime, seconds: int, zone: ZoneInfo) -> Any:
+    """``now`` less the lookback, in the watermark's own form (that of ``sample``): a transaction commits within
+    the lookback of its timestamp, so every row at or before the horizon is final. None when the watermark is
+    no time (a rowversion) or text of a shape we cannot write: then only the lookback protects late rows."""
+    at = now - dt.timedelta(seconds=seconds)
+    if isinstance(sample, dt.datetime):
+        return at if sample.tzinfo is not None else at.astimezone(zone).replace(tzinfo=None)
+    if not isinstance(sample, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(sample)
+    except ValueError:
+        return None
+    local = at.astimezone(parsed.tzinfo or zone)
+    if parsed.tzinfo is None:
+        local = local.replace(tzinfo=None)
+    sep = "T" if "T" in sample else " "
+    for spec in ("seconds", "milliseconds", "microseconds"):
+        text = local.isoformat(sep=sep, timespec=spec)
+        if len(text) == len(sample):  # the same shape, so text order is time order
+            return text
+    return None
+
+
 class Connector(ABC):
     """One firm database: read mapped entities incrementally, and write postings idempotently.
 
@@ -407,8 +529,8 @@ class Connector(ABC):
         """Per mapped entity: that its columns exist, its row count and newest watermark."""
 
     @abstractmethod
-    def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
-        """One keyset page of raw rows ordered by (watermark, key): after ``after`` or from ``since``."""
+    def read_raw(self, entity: str, window: Window, limit: int) -> list[tuple[Any, ...]]:
+        """One page of raw rows in ``window``, ordered by (watermark, key), or by key without a watermark."""
 
     @abstractmethod
     def keys(self, entity: str, batch_size: int) -> Iterator[list[str]]:
@@ -446,7 +568,7 @@ class Connector(ABC):
 
     def probe(self, entity: str) -> None:
         """Run the entity's read once (one row); the database's error if a mapped table or column is missing."""
-        self.read_raw(entity, None, None, 1)
+        self.read_raw(entity, Window(), 1)
 
     def explain(self, sql: str, params: Mapping[str, Any]) -> None:
         """Have the database check one postings statement without changing anything (EXPLAIN, or a transaction
@@ -486,26 +608,55 @@ class Connector(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
-    def read(self, entity: str, start: Position | None, batch_size: int) -> Iterator[Batch]:
+    def horizon(self, entity: str, sample: Any, now: dt.datetime) -> Any:
+        """The settle horizon for ``entity`` at ``now`` (see clock_horizon), like ``sample`` (a watermark)."""
+        em = self.converters[entity].entity_mapping
+        if em.watermark is None or sample is None:
+            return None
+        zone = ZoneInfo(em.watermark.timezone) if em.watermark.timezone else self.zone
+        return clock_horizon(sample, now, em.watermark.lookback_seconds, zone)
+
+    def read(self, entity: str, start: Position | None, batch_size: int, settled: Any = None,
+             horizon: Any = None) -> Iterator[Batch]:
         """Converted batches from ``start`` (None: everything), each with the position after its last row.
 
-        A start position is re-read with the watermark's lookback, so a row that committed late with an older
-        timestamp is still picked up; re-reading is harmless because the state store upserts.
+        Rows at or before ``settled`` are final in the mirror. Those after it and up to ``horizon`` (now less the
+        lookback) have become final since the last pass and are re-read once, so a row that committed late with
+        an older timestamp is picked up; those between the horizon and ``start`` wait until the horizon passes
+        them, so a bulk change is not re-read on every pass. These re-read batches have no position (they move
+        no checkpoint). Without ``settled`` (a first pass since an older agent, a watermark that is no time) a
+        start is re-read with the lookback window. Re-reading is harmless because the state store upserts.
         """
+        for window, moves in self._windows(entity, start, settled, horizon):
+            yield from self._scan(entity, window, batch_size, moves)
+
+    def _windows(self, entity: str, start: Position | None, settled: Any,
+                 horizon: Any) -> list[tuple[Window, bool]]:
+        """The reads of one pass, each with whether its batches move the checkpoint."""
+        em = self.converters[entity].entity_mapping
+        if start is None or em.watermark is None:
+            return [(Window(after=start), True)]
+        onward = (Window(after=start), True)
+        if settled is not None and horizon is not None:
+            try:
+                top = min(horizon, start.watermark)
+                return [(Window(above=settled, until=top), False), onward] if settled < top else [onward]
+            except TypeError:  # the watermark changed type (a remapped column): fall back to the lookback
+                pass
+        since = step_back(start.watermark, em.watermark.lookback_seconds)
+        return [onward if since == start.watermark else (Window(since=since), True)]
+
+    def _scan(self, entity: str, window: Window, batch_size: int, moves: bool) -> Iterator[Batch]:
         converter = self.converters[entity]
-        em = converter.entity_mapping
         has_wm = converter.selection.watermark is not None
-        since = step_back(start.watermark, em.watermark.lookback_seconds) if start and em.watermark else None
-        after: Position | None = None
-        if start is not None and has_wm and since == start.watermark:
-            after = start
         while True:
-            raw = self.read_raw(entity, after, since if after is None else None, batch_size)
+            raw = self.read_raw(entity, window, batch_size)
             if not raw:
                 return
             rows, rejected = convert_rows(converter, raw)
             last = raw[-1]
             after = Position(last[1], last[0]) if has_wm else Position(None, last[0])
-            yield Batch(entity, rows, after, rejected)
+            yield Batch(entity, rows, after if moves else None, rejected)
             if len(raw) < batch_size:
                 return
+            window = replace(window, after=after, since=None)

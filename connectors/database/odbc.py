@@ -17,8 +17,8 @@ from agent.core.errors import ConfigurationError
 from connectors.database.contract import (
     Connector,
     EntityInfo,
-    Position,
     Selection,
+    Window,
     is_select,
     not_ready_reason,
     posting_context,
@@ -177,24 +177,32 @@ class ODBCConnector(Connector):
             self._drop()
             raise classify(exc, f"rehearsing {readable(sql)}") from None
 
-    def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
+    def read_raw(self, entity: str, window: Window, limit: int) -> list[tuple[Any, ...]]:
         sel = self.converters[entity].selection
         cols = ", ".join(self.q(c) for c in sel.columns)
         key = self.q(sel.key)
+        after = window.after
+        terms: list[str] = []
         params: list[Any] = []
-        where = ""
         if sel.watermark:
             wm = self.q(sel.watermark)
             if after is not None:
-                where = f" WHERE {wm} >= ? AND ({wm} > ? OR {key} > ?)"
-                params = [after.watermark, after.watermark, after.key]
-            elif since is not None:
-                where, params = f" WHERE {wm} >= ?", [since]
+                terms.append(f"{wm} >= ? AND ({wm} > ? OR {key} > ?)")
+                params += [after.watermark, after.watermark, after.key]
+            elif window.since is not None:
+                terms.append(f"{wm} >= ?")
+                params.append(window.since)
+            for op, bound in ((">", window.above), ("<=", window.until)):
+                if bound is not None:
+                    terms.append(f"{wm} {op} ?")
+                    params.append(bound)
             order = f"{wm}, {key}"
         else:
             if after is not None:
-                where, params = f" WHERE {key} > ?", [after.key]
+                terms.append(f"{key} > ?")
+                params.append(after.key)
             order = key
+        where = f" WHERE {' AND '.join(terms)}" if terms else ""
         return self._fetch(f"reading {entity}", self._page(cols, self._source(sel), where, order, limit), params)
 
     def read_keys(self, entity: str, keys: list[Any]) -> list[tuple[Any, ...]] | None:

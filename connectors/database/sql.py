@@ -22,14 +22,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
-from sqlalchemy.sql.expression import ColumnClause, FromClause, TableClause
+from sqlalchemy.sql.expression import ColumnClause, FromClause, Select, TableClause
 
 from agent.core.errors import ConfigurationError, LedgerlinkError
 from connectors.database.contract import (
     Connector,
     EntityInfo,
-    Position,
     Selection,
+    Window,
     is_select,
     not_ready_reason,
     posting_context,
@@ -57,6 +57,22 @@ def _sqlite_autocommit(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_immediate") else "BEGIN")
+
+
+def driver_rows(conn: Connection, query: Select[Any]) -> list[tuple[Any, ...]]:
+    """A query's rows as the driver returns them. SQLAlchemy compiles and binds the query (each dialect's quoting
+    and paging), but the rows are taken from the driver's cursor: building a Row object per row, then a tuple of
+    it, cost as much as the driver's own fetch (the hot path of a full sync). Untyped columns have no result
+    processing to skip, so the values are the same."""
+    result = conn.execute(query)
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        rows = result.cursor.fetchall()
+    except dbapi_error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi_error) from None
+    finally:
+        result.close()
+    return [tuple(r) for r in rows] if rows and type(rows[0]) is not tuple else list(rows)
 
 
 def bound(sql: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,18 +165,23 @@ class SQLAlchemyConnector(Connector):
 
         self._run(f"rehearsing {readable(sql)}", attempt)
 
-    def read_raw(self, entity: str, after: Position | None, since: Any, limit: int) -> list[tuple[Any, ...]]:
+    def read_raw(self, entity: str, window: Window, limit: int) -> list[tuple[Any, ...]]:
         src = self.froms[entity]
         sel = self.converters[entity].selection
         key = src.c[sel.key]
         query = select(*[src.c[c] for c in sel.columns])
+        after = window.after
         if sel.watermark:
             wm = src.c[sel.watermark]
             if after is not None:
                 # The index-friendly keyset form: wm >= :ts AND (wm > :ts OR key > :k).
                 query = query.where(and_(wm >= after.watermark, or_(wm > after.watermark, key > after.key)))
-            elif since is not None:
-                query = query.where(wm >= since)
+            elif window.since is not None:
+                query = query.where(wm >= window.since)
+            if window.above is not None:
+                query = query.where(wm > window.above)
+            if window.until is not None:
+                query = query.where(wm <= window.until)
             query = query.order_by(wm, key)
         else:
             if after is not None:
@@ -170,7 +191,7 @@ class SQLAlchemyConnector(Connector):
 
         def fetch() -> list[tuple[Any, ...]]:
             with self.engine.connect() as conn:
-                return [tuple(r) for r in conn.execute(query)]
+                return driver_rows(conn, query)
 
         return self._run(f"reading {entity}", fetch)
 
@@ -181,7 +202,7 @@ class SQLAlchemyConnector(Connector):
 
         def fetch() -> list[tuple[Any, ...]]:
             with self.engine.connect() as conn:
-                return [tuple(r) for r in conn.execute(query)]
+                return driver_rows(conn, query)
 
         return self._run(f"re-reading quarantined {entity}", fetch) if keys else []
 

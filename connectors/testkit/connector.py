@@ -463,9 +463,9 @@ class ConnectorContract:
         stored: list[int] = []
         real_store = syncer._store
 
-        def counting(batch: Any, checkpoint: bool = True) -> None:
+        def counting(batch: Any, checkpoint: bool = True, prepared: Any = None) -> None:
             stored.append(len(batch.rows))
-            real_store(batch, checkpoint)
+            real_store(batch, checkpoint, prepared)
 
         syncer._store = counting  # type: ignore[method-assign]
         result = syncer.reconcile()

@@ -2,7 +2,7 @@
 transfers) that belong to a payout rather than to one payment.
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0009
 """
 
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ from alembic import op
 import agent.state.types as lt
 
 revision = "0012"
-down_revision = "0008"
+down_revision = "0009"
 
 
 def upgrade() -> None:
