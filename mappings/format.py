@@ -161,6 +161,11 @@ class SqlPostings(_Strict):
     def _ready_select(cls, sql: str | None) -> str | None:
         return _single_select(sql, "ready")
 
+    @property
+    def writes(self) -> list[str]:
+        """The statements run once the existence check found nothing (the connectors' one write-back path)."""
+        return self.statements
+
 
 class ProcedurePostings(_Strict):
     """A stored procedure that posts one payment; the existence check still runs first in the same transaction."""
@@ -174,6 +179,14 @@ class ProcedurePostings(_Strict):
     @classmethod
     def _ready_select(cls, sql: str | None) -> str | None:
         return _single_select(sql, "ready")
+
+    @property
+    def writes(self) -> list[str]:
+        return [self.call]
+
+
+# A write-back section the SQL connectors run: ready (optional), exists, then its writes, in one transaction.
+SqlWriteBack = SqlPostings | ProcedurePostings
 
 
 class FileColumn(_Strict):

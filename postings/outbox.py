@@ -284,12 +284,11 @@ class Outbox:
             if conn.execute(select(p.id).where(due).limit(1)).first() is None:
                 return []
         with self.store.begin() as conn:
-            rows = conn.execute(select(p.id, p.state).where(due).order_by(p.id).limit(self.batch_size)).all()
-            ids = [pid for pid, state in rows
-                   if conn.execute(update(postings).where(p.id == pid, p.state == state)
-                                   .values(state="posting", updated_at=now)).rowcount]
-            was = {pid: state for pid, state in rows}
-            details = conn.execute(POSTING_DETAILS.where(p.id.in_(ids)).order_by(p.id)).mappings().all()
+            was = dict(conn.execute(select(p.id, p.state).where(due).order_by(p.id).limit(self.batch_size)).all())
+            # One UPDATE claims the batch: still due inside this write transaction, so each row is claimed once.
+            conn.execute(update(postings).where(p.id.in_(list(was)), due).values(state="posting", updated_at=now))
+            details = conn.execute(POSTING_DETAILS.where(p.id.in_(list(was)), p.state == "posting")
+                                   .order_by(p.id)).mappings().all()
         return [{**d, "recovering": was[d["id"]] == "posting" or d["attempts"] > 0 or d["last_error"] is not None}
                 for d in details]
 

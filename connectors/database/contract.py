@@ -18,7 +18,15 @@ from zoneinfo import ZoneInfo
 
 from agent.core.errors import ConfigurationError, DataError, LedgerlinkError
 from agent.core.model import check_decimals, exponent, from_minor, to_decimal
-from mappings.format import ENTITY_FIELDS, POSTING_PARAMS, EntityMapping, MappingFile, ProcedurePostings, SqlPostings
+from mappings.format import (
+    ENTITY_FIELDS,
+    POSTING_PARAMS,
+    EntityMapping,
+    MappingFile,
+    ProcedurePostings,
+    SqlPostings,
+    SqlWriteBack,
+)
 
 
 @dataclass(frozen=True)
@@ -402,13 +410,23 @@ class Connector(ABC):
         """Every key currently in the source (for noticing hard deletes), streamed in batches."""
 
     @abstractmethod
-    def posting_exists(self, reference: str) -> bool:
-        """Whether the mapping's existence check finds ``reference`` in the firm database."""
+    def posting_exists(self, reference: str, section: SqlWriteBack | None = None) -> bool:
+        """Whether the section's existence check (the mapping's postings by default) finds ``reference``."""
 
     @abstractmethod
-    def write_posting(self, params: Mapping[str, Any]) -> bool:
-        """In ONE transaction: the existence check on params['reference'], then the mapping's statements (or
-        procedure). Returns False when the reference was already there (nothing written)."""
+    def write_posting(self, params: Mapping[str, Any], section: SqlWriteBack | None = None) -> bool:
+        """In ONE transaction: the section's ready check (if any), its existence check on params['reference'],
+        then its writes. Returns False when the reference was already there (nothing written). Every write-back
+        section (postings by default) goes through this one path."""
+
+    def write_back(self, section: SqlWriteBack | None) -> SqlWriteBack:
+        """The section to write through: the one given, else the mapping's SQL or procedure postings."""
+        if section is not None:
+            return section
+        postings = self.mapping.postings
+        if not isinstance(postings, SqlPostings | ProcedurePostings):
+            raise ConfigurationError("the mapping has no SQL or procedure postings section")
+        return postings
 
     def read_keys(self, entity: str, keys: list[Any]) -> list[tuple[Any, ...]] | None:
         """Raw rows (``Selection.columns`` order) for these keys as the database types them, to retry quarantined

@@ -26,7 +26,7 @@ from connectors.database.contract import (
     source_context,
 )
 from connectors.database.errors import NotReady, classify
-from mappings.format import MappingFile, ProcedurePostings, RequestTable, SqlPostings
+from mappings.format import MappingFile, RequestTable, SqlWriteBack
 from mappings.sqlparams import to_qmark
 
 QUOTES = {'"': ('"', '"'), "`": ("`", "`"), "[": ("[", "]")}
@@ -223,14 +223,8 @@ class ODBCConnector(Connector):
 
     # ------------------------------------------------------------------------------------------ sink
 
-    def _postings(self) -> SqlPostings | ProcedurePostings:
-        postings = self.mapping.postings
-        if not isinstance(postings, SqlPostings | ProcedurePostings):
-            raise ConfigurationError("the mapping has no SQL or procedure postings section")
-        return postings
-
-    def posting_exists(self, reference: str) -> bool:
-        sql, params = to_qmark(self._postings().exists, {"reference": reference})
+    def posting_exists(self, reference: str, section: SqlWriteBack | None = None) -> bool:
+        sql, params = to_qmark(self.write_back(section).exists, {"reference": reference})
         return bool(self._fetch("postings existence check", sql, params))
 
     def _end(self, conn: pyodbc.Connection, commit: bool) -> None:
@@ -241,10 +235,10 @@ class ODBCConnector(Connector):
         else:
             conn.rollback()
 
-    def write_posting(self, params: Mapping[str, Any]) -> bool:
+    def write_posting(self, params: Mapping[str, Any], section: SqlWriteBack | None = None) -> bool:
         """ready (if mapped), the existence check and the writes in one transaction."""
-        postings = self._postings()
-        statements = postings.statements if isinstance(postings, SqlPostings) else [postings.call]
+        postings = self.write_back(section)
+        statements = postings.writes
         conn = self._writer_connection()
         context = posting_context(params)
         where = context

@@ -37,7 +37,8 @@ from connectors.database.contract import (
     source_context,
 )
 from connectors.database.errors import NotReady, classify
-from mappings.format import MappingFile, ProcedurePostings, RequestTable, SqlPostings
+from connectors.database.pipeline import Pipelined, PipelineFailed, pipelines
+from mappings.format import MappingFile, RequestTable, SqlWriteBack
 from mappings.sqlparams import param_names
 
 T = TypeVar("T")
@@ -85,6 +86,7 @@ class SQLAlchemyConnector(Connector):
             event.listen(self.engine, "begin", _sqlite_begin)
         self.froms: dict[str, FromClause] = {e: _from(c.selection) for e, c in self.converters.items()}
         self._writer: Connection | None = None
+        self._pipelined = Pipelined(self.engine.dialect) if pipelines(self.engine.dialect) else None
 
     def _run(self, context: str, fn: Callable[[], T]) -> T:
         try:
@@ -196,12 +198,12 @@ class SQLAlchemyConnector(Connector):
         except DBAPIError as exc:
             raise classify(exc, f"listing {entity} keys") from None
 
-    def posting_exists(self, reference: str) -> bool:
-        postings = self._sql_postings()
+    def posting_exists(self, reference: str, section: SqlWriteBack | None = None) -> bool:
+        exists = self.write_back(section).exists
 
         def probe() -> bool:
             with self.engine.connect() as conn:
-                return conn.execute(text(postings.exists), {"reference": reference}).first() is not None
+                return conn.execute(text(exists), {"reference": reference}).first() is not None
 
         return self._run("postings existence check", probe)
 
@@ -219,23 +221,34 @@ class SQLAlchemyConnector(Connector):
             self._writer = conn
         return self._writer
 
-    def write_posting(self, params: Mapping[str, Any]) -> bool:
+    def write_posting(self, params: Mapping[str, Any], section: SqlWriteBack | None = None) -> bool:
         """ready (if mapped), the existence check and the writes in one transaction; a failed connection is
-        dropped and the next posting opens a fresh one."""
-        postings = self._sql_postings()
-        statements = postings.statements if isinstance(postings, SqlPostings) else [postings.call]
+        dropped and the next posting opens a fresh one. On psycopg the same transaction is pipelined (two round
+        trips instead of one per statement); any database error there is rolled back and the posting run again
+        statement by statement, which checks the reference first and names the statement that failed."""
+        spec = self.write_back(section)
         conn = self._writer_connection()
+        if self._pipelined is not None:
+            try:
+                return self._pipelined.write(conn, spec, params)
+            except PipelineFailed:
+                pass  # rolled back: the statement-by-statement transaction below decides, and explains
+            except DBAPIError as exc:
+                self._close_writer()
+                raise classify(exc, posting_context(params)) from None
+        return self._write_stepwise(conn, spec, params)
+
+    def _write_stepwise(self, conn: Connection, spec: SqlWriteBack, params: Mapping[str, Any]) -> bool:
         context = posting_context(params)
         try:
             with conn.begin():
-                if postings.ready is not None:
-                    reason = not_ready_reason(conn.execute(text(postings.ready),
-                                                           bound(postings.ready, params)).first())
+                if spec.ready is not None:
+                    reason = not_ready_reason(conn.execute(text(spec.ready), bound(spec.ready, params)).first())
                     if reason is not None:
                         raise NotReady(f"the firm database is not ready: {reason}")
-                if conn.execute(text(postings.exists), bound(postings.exists, params)).first() is not None:
+                if conn.execute(text(spec.exists), bound(spec.exists, params)).first() is not None:
                     return False
-                for sql in statements:
+                for sql in spec.writes:
                     try:
                         conn.execute(text(sql), bound(sql, params))
                     except DBAPIError as exc:
@@ -284,12 +297,6 @@ class SQLAlchemyConnector(Connector):
                 conn.execute(tbl.update().where(tbl.c[spec.key] == key).values(**sets))
 
         self._run(f"writing request {key} in {spec.table}", write)
-
-    def _sql_postings(self) -> SqlPostings | ProcedurePostings:
-        postings = self.mapping.postings
-        if not isinstance(postings, SqlPostings | ProcedurePostings):
-            raise ConfigurationError("the mapping has no SQL or procedure postings section")
-        return postings
 
     def close(self) -> None:
         self._close_writer()
