@@ -45,9 +45,8 @@ class Pipelined:
             self._compiled[sql] = (str(text(sql).compile(dialect=self.dialect)), param_names(sql))
         return self._compiled[sql]
 
-    def _send(self, raw: psycopg.Connection[Any], sql: str, params: Mapping[str, Any]) -> psycopg.Cursor[Any]:
+    def _send(self, cursor: psycopg.Cursor[Any], sql: str, params: Mapping[str, Any]) -> psycopg.Cursor[Any]:
         statement, names = self._sql(sql)
-        cursor = raw.cursor()
         cursor.execute(statement, {name: params[name] for name in names})
         return cursor
 
@@ -57,8 +56,8 @@ class Pipelined:
         raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
         try:
             with raw.pipeline() as pipe:
-                ready = self._send(raw, spec.ready, params) if spec.ready is not None else None
-                exists = self._send(raw, spec.exists, params)
+                ready = self._send(raw.cursor(), spec.ready, params) if spec.ready is not None else None
+                exists = self._send(raw.cursor(), spec.exists, params)
                 pipe.sync()
                 reason = not_ready_reason(ready.fetchone()) if ready is not None else None
                 if reason is not None or exists.fetchone() is not None:
@@ -67,7 +66,7 @@ class Pipelined:
                         raise NotReady(f"the firm database is not ready: {reason}")
                     return False
                 for sql in spec.writes:
-                    self._send(raw, sql, params)
+                    self._send(exists, sql, params)  # its row is read: the cursor can carry the writes
                 raw.commit()
             return True
         except psycopg.Error as exc:
