@@ -24,7 +24,7 @@ from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
-from agent.service.loop import Service, default_jobs
+from agent.service.loop import Service, Wakeup, default_jobs
 from agent.state.mirror import search_matters
 from agent.state.schema import payments, postings, provider_events
 from connectors.providers import sandbox
@@ -44,7 +44,8 @@ def measure(payments_count: int, poll: float = 1.0, seed: int = 1) -> list[float
         with rt.store.read() as conn:
             rows = search_matters(conn, "M-", limit=100)
         payable = [m.matter.number for m in rows if m.matter.status == "open" and _payable(rt, m.matter.number)]
-        service = Service(rt, default_jobs(rt))
+        wakeup = Wakeup()
+        service = Service(rt, default_jobs(rt, wakeup), wakeup=wakeup)
         worker = threading.Thread(target=service.loop, daemon=True)
         worker.start()
         for i in range(payments_count):  # 1.00 on a matter link, paid at once: the link closes, the next is new

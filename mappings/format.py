@@ -168,6 +168,11 @@ class SqlWrite(_Strict):
     def _ready_select(cls, sql: str | None) -> str | None:
         return _single_select(sql, "ready")
 
+    @property
+    def writes(self) -> list[str]:
+        """The statements run once the existence check found nothing (the connectors' one write-back path)."""
+        return self.statements
+
 
 class ProcedureWrite(_Strict):
     """A stored procedure that posts one payment; the existence check still runs first in the same transaction."""
@@ -181,6 +186,14 @@ class ProcedureWrite(_Strict):
     @classmethod
     def _ready_select(cls, sql: str | None) -> str | None:
         return _single_select(sql, "ready")
+
+    @property
+    def writes(self) -> list[str]:
+        return [self.call]
+
+
+# A write-back section the SQL connectors run: ready (optional), exists, then its writes, in one transaction.
+SqlWriteBack = SqlWrite | ProcedureWrite
 
 
 WriteBack = Annotated[SqlWrite | ProcedureWrite, Field(discriminator="kind")]
@@ -208,7 +221,7 @@ class ProcedurePostings(ProcedureWrite, _Sections):
     """Payments through a stored procedure, with the optional money sections."""
 
 
-def write_back(postings: SqlPostings | ProcedurePostings, section: str | None) -> SqlWrite | ProcedureWrite:
+def write_back(postings: SqlPostings | ProcedurePostings, section: str | None) -> SqlWriteBack:
     """The statements a posting of ``section`` is written with (None: a payment's own, the top level)."""
     if section is None:
         return postings

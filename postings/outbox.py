@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from agent.core.errors import DataError, LedgerlinkError, RuleError, TransientError
@@ -282,6 +282,14 @@ def backoff(attempt: int, initial: float, retry_after: float | None = None) -> f
 
 # ------------------------------------------------------------------------------------------- the outbox
 
+# Due: pending or retrying whose time has come, or left in ``posting`` by a predecessor (older than this Outbox).
+_DUE = or_(
+    and_(postings.c.state.in_(("pending", "retrying")),
+         or_(postings.c.next_attempt_at.is_(None), postings.c.next_attempt_at <= bindparam("now"))),
+    and_(postings.c.state == "posting", postings.c.updated_at < bindparam("started")),
+)
+_ANY_DUE = select(postings.c.id).where(_DUE).limit(1)
+
 
 class Outbox:
     """Works due postings into the firm database (or a file drop) and offers Manage Postings' operations."""
@@ -355,20 +363,18 @@ class Outbox:
     def _claim(self) -> list[dict[str, Any]]:
         now = self.clock()
         p = postings.c
-        due = or_(
-            and_(p.state.in_(("pending", "retrying")), or_(p.next_attempt_at.is_(None), p.next_attempt_at <= now)),
-            and_(p.state == "posting", p.updated_at < self.started),
-        )
-        with self.store.read() as conn:  # idle passes take no write lock
-            if conn.execute(select(p.id).where(due).limit(1)).first() is None:
+        due, values = _DUE, {"now": now, "started": self.started}
+        with self.store.read() as conn:  # idle passes take no write lock (and, built once, compile nothing)
+            if conn.execute(_ANY_DUE, values).first() is None:
                 return []
         with self.store.begin() as conn:
-            rows = conn.execute(select(p.id, p.state).where(due).order_by(p.id).limit(self.batch_size)).all()
-            ids = [pid for pid, state in rows
-                   if conn.execute(update(postings).where(p.id == pid, p.state == state)
-                                   .values(state="posting", updated_at=now)).rowcount]
-            was = {pid: state for pid, state in rows}
-            details = conn.execute(POSTING_DETAILS.where(p.id.in_(ids)).order_by(p.id)).mappings().all()
+            was = dict(conn.execute(select(p.id, p.state).where(due).order_by(p.id).limit(self.batch_size),
+                                    values).all())
+            # One UPDATE claims the batch: still due inside this write transaction, so each row is claimed once.
+            conn.execute(update(postings).where(p.id.in_(list(was)), due).values(state="posting", updated_at=now),
+                         values)
+            details = conn.execute(POSTING_DETAILS.where(p.id.in_(list(was)), p.state == "posting")
+                                   .order_by(p.id)).mappings().all()
         return [{**d, "recovering": was[d["id"]] == "posting" or d["attempts"] > 0 or d["last_error"] is not None}
                 for d in details]
 

@@ -193,11 +193,17 @@ class EventPoller:
         self.retry_initial = retry_initial
         self.attempts = attempts  # the service passes 1: it backs a failing account off itself
         self.trust = provider.account.kind == "trust"
+        # The cursor as this poller last read or saved it: the service keeps one poller per account, and an idle
+        # poll then reads nothing from the store. Behind after another process moved it, it only re-reads
+        # events the store already has, which apply_event ignores by event id.
+        self._cursor: tuple[str | None] | None = None
 
     def cursor(self) -> str | None:
-        with self.store.read() as conn:
-            return conn.execute(select(provider_cursors.c.cursor).where(
-                provider_cursors.c.account == self.account)).scalar()
+        if self._cursor is None:
+            with self.store.read() as conn:
+                self._cursor = (conn.execute(select(provider_cursors.c.cursor).where(
+                    provider_cursors.c.account == self.account)).scalar(),)
+        return self._cursor[0]
 
     def _save_cursor(self, conn: Connection, cursor: str | None) -> None:
         done = conn.execute(update(provider_cursors).where(provider_cursors.c.account == self.account)
@@ -213,6 +219,8 @@ class EventPoller:
         while True:
             page = call(self.provider.events, cursor, self.page_size, attempts=self.attempts,
                         initial=self.retry_initial)
+            if not page.events and page.cursor == cursor and not page.has_more:
+                return result  # nothing new: an idle poll writes nothing
             with self.store.begin() as conn:
                 for event in page.events:
                     if since and event.occurred_at < since:
@@ -225,6 +233,8 @@ class EventPoller:
                         result.remainders.append(remainder)
                 if not from_start and page.cursor is not None:
                     self._save_cursor(conn, page.cursor)
+            if not from_start and page.cursor is not None:
+                self._cursor = (page.cursor,)  # after the commit: a rolled-back page is read again
             cursor = page.cursor if page.cursor is not None else cursor
             if not page.has_more:  # a page of events we do not follow is not the end of the feed
                 return result

@@ -47,11 +47,45 @@ class Job:
     failed: bool = False
 
 
+NAP_MAX = 1.0  # seconds: the longest the loop sleeps, so a stop set from outside is seen within a second
+
+
+class Wakeup:
+    """Jobs run at once on an event instead of at their next tick: a payment recorded wakes the outbox. Any
+    thread may wake a job; the service loop, waiting on ``event``, runs it next."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+
+    def wake(self, name: str) -> None:
+        with self._lock:
+            self._names.add(name)
+            self.event.set()
+
+    def take(self, name: str) -> bool:
+        """Whether ``name`` was woken since it last ran (and forget it)."""
+        with self._lock:
+            if name not in self._names:
+                return False
+            self._names.discard(name)
+            if not self._names:
+                self.event.clear()
+            return True
+
+    def nap(self, seconds: float) -> None:
+        """Sleep until a job is woken or ``seconds`` pass."""
+        self.event.wait(seconds)
+
+
 class Service:
-    def __init__(self, rt: Runtime, jobs: list[Job], stopping: threading.Event | None = None) -> None:
+    def __init__(self, rt: Runtime, jobs: list[Job], stopping: threading.Event | None = None,
+                 wakeup: Wakeup | None = None) -> None:
         self.rt = rt
         self.jobs = jobs
         self.stopping = stopping or threading.Event()
+        self.wakeup = wakeup or Wakeup()
 
     def run_job(self, job: Job) -> None:
         try:
@@ -86,13 +120,13 @@ class Service:
             for job in self.jobs:
                 if self.stopping.is_set():
                     break
-                if time.monotonic() >= job.due:
+                if self.wakeup.take(job.name) or time.monotonic() >= job.due:
                     self.run_job(job)
                     job.due = time.monotonic() + job.interval
             if once:
                 return
             wait = min(job.due for job in self.jobs) - time.monotonic()
-            self.stopping.wait(max(0.05, wait))
+            self.wakeup.nap(min(max(0.05, wait), NAP_MAX))
 
 
 POLL_BACKOFF_MAX = 300.0  # seconds: the longest a failing account waits before its next try
@@ -108,10 +142,12 @@ class PaymentPolls:
     """Each account polls on its own: one whose provider refuses (401) or is down backs off alone, one attempt a
     try, and shows its error as the ``payments:<account>`` component in /status and check; the others go on."""
 
-    def __init__(self, rt: Runtime, *, backoff: float = 5.0) -> None:
+    def __init__(self, rt: Runtime, *, backoff: float = 5.0, on_new: Callable[[], object] | None = None) -> None:
         self.rt = rt
         self.backoff = backoff
+        self.on_new = on_new  # called once a poll recorded anything new: the service wakes the outbox
         self.accounts: dict[str, _AccountPoll] = {}
+        self.pollers: dict[str, EventPoller] = {}  # kept, with the cursor each knows, while its provider stands
 
     def __call__(self) -> int:
         rt, new = self.rt, 0
@@ -121,7 +157,7 @@ class PaymentPolls:
                 continue
             component = f"payments:{name}"
             try:
-                result = EventPoller(rt.store, rt.provider(name), name, attempts=1).poll()
+                result = self._poller(name).poll()
             except Exception as exc:  # one account's provider, or plugin, must not stop the others
                 state.failures += 1
                 state.due = time.monotonic() + min(POLL_BACKOFF_MAX, self.backoff * 2 ** (state.failures - 1))
@@ -136,7 +172,15 @@ class PaymentPolls:
             if rt.settings.remainder_link == "auto":
                 for link_id in result.remainders or []:
                     rt.links.create_remainder(link_id)
+        if new and self.on_new is not None:
+            self.on_new()
         return new
+
+    def _poller(self, name: str) -> EventPoller:
+        provider, poller = self.rt.provider(name), self.pollers.get(name)
+        if poller is None or poller.provider is not provider or poller.store is not self.rt.store:
+            poller = self.pollers[name] = EventPoller(self.rt.store, provider, name, attempts=1)
+        return poller
 
 
 RECONCILE_EVERY = 24 * 3600.0  # seconds: the reconciliation job runs daily
@@ -195,14 +239,16 @@ def reconcile_due(rt: Runtime, interval: float) -> float:
     return time.monotonic() + max(0.0, interval - elapsed)
 
 
-def default_jobs(rt: Runtime) -> list[Job]:
-    """The service's jobs; each reads its engine from the runtime at every run, so a hot reload takes effect."""
+def default_jobs(rt: Runtime, wakeup: Wakeup | None = None) -> list[Job]:
+    """The service's jobs; each reads its engine from the runtime at every run, so a hot reload takes effect.
+    With the service's ``wakeup``, a poll that recorded a payment wakes the outbox at once."""
     inbox = InboxIntake(rt.links, rt.settings.home / "inbox")
     intervals = rt.settings.intervals
+    on_new = (lambda: wakeup.wake("postings")) if wakeup is not None else None
     jobs = [
         Job("sync", intervals.sync, lambda: rt.syncer.sync()),
         Job("reconcile", intervals.reconcile, lambda: reconcile(rt), due=reconcile_due(rt, intervals.reconcile)),
-        Job("payments", intervals.payments, PaymentPolls(rt)),
+        Job("payments", intervals.payments, PaymentPolls(rt, on_new=on_new)),
         Job("payment-reconcile", RECONCILE_EVERY, lambda: reconcile_payments(rt), due=time.monotonic() + 600),
         Job("postings", intervals.postings, lambda: post_and_refresh(rt)),
         Job("expiry", intervals.expiry, lambda: rt.links.expire_due()),
@@ -274,7 +320,8 @@ def _run(rt: Runtime, once: bool, stopping: threading.Event) -> int:
 
 
 def _run_locked(rt: Runtime, once: bool, lock: StoreLock, stopping: threading.Event) -> int:
-    service = Service(rt, default_jobs(rt), stopping)
+    wakeup = Wakeup()
+    service = Service(rt, default_jobs(rt, wakeup), stopping, wakeup)
     lock.on_lost = stopping.set  # fenced out by a takeover: stop at once, write nothing more
     servers: list[Any] = []
     try:

@@ -71,6 +71,7 @@ class ConfigWatcher:
         self._pending_since: float | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._edited = threading.Event()  # wakes the debounce thread, which otherwise sleeps: no timer ticking
         self._observer: BaseObserver | None = None
         self._timer = self._new_timer()
 
@@ -111,6 +112,7 @@ class ConfigWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._edited.set()
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
@@ -118,18 +120,24 @@ class ConfigWatcher:
     def touched(self) -> None:
         with self._lock:
             self._pending_since = time.monotonic()
+        self._edited.set()
 
     def _debounce_loop(self) -> None:
-        while not self._stop.wait(min(0.2, self.debounce)):
+        """Asleep until an edit; then a reload once the files have been quiet for ``debounce`` seconds."""
+        while not self._stop.is_set():
             with self._lock:
-                due = self._pending_since is not None and time.monotonic() - self._pending_since >= self.debounce
+                quiet = None if self._pending_since is None else time.monotonic() - self._pending_since
+                due = quiet is not None and quiet >= self.debounce
                 if due:
                     self._pending_since = None
-            if due:
-                try:
-                    self.reload()
-                except Exception:  # reload reports its own errors; this thread must outlive even a failed report
-                    log.exception("reloading the configuration failed")
+                self._edited.clear()
+            if not due:
+                self._edited.wait(None if quiet is None else self.debounce - quiet)
+                continue
+            try:
+                self.reload()
+            except Exception:  # reload reports its own errors; this thread must outlive even a failed report
+                log.exception("reloading the configuration failed")
 
     def reload(self) -> bool:
         """Validate both files; apply them together or not at all. Never raises for a bad edit."""

@@ -30,6 +30,7 @@ from mappings.format import (
     ProcedureWrite,
     SqlPostings,
     SqlWrite,
+    SqlWriteBack,
     write_back,
 )
 
@@ -542,11 +543,12 @@ class Connector(ABC):
 
     @abstractmethod
     def write_posting(self, params: Mapping[str, Any]) -> bool:
-        """In ONE transaction: the existence check on params['reference'], then the mapping's statements (or
-        procedure) of the write-back section params.get('section') names (None: payments; see
-        ``write_back_of``). Returns False when the reference was already there (nothing written)."""
+        """In ONE transaction: the section's ready check (if any), its existence check on params['reference'],
+        then its writes, for the write-back section params.get('section') names (None: payments; see
+        ``write_back_of``). Returns False when the reference was already there (nothing written). Every
+        write-back section goes through this one path."""
 
-    def write_back_of(self, section: str | None) -> SqlWrite | ProcedureWrite:
+    def write_back_of(self, section: str | None) -> SqlWriteBack:
         """The mapping's SQL or procedure write-back for ``section``: one lookup for every connector."""
         postings = self.mapping.postings
         if not isinstance(postings, SqlPostings | ProcedurePostings):

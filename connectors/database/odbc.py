@@ -26,7 +26,7 @@ from connectors.database.contract import (
     source_context,
 )
 from connectors.database.errors import NotReady, classify
-from mappings.format import MappingFile, RequestTable, SqlWrite
+from mappings.format import MappingFile, RequestTable
 from mappings.sqlparams import to_qmark
 
 QUOTES = {'"': ('"', '"'), "`": ("`", "`"), "[": ("[", "]")}
@@ -246,7 +246,7 @@ class ODBCConnector(Connector):
     def write_posting(self, params: Mapping[str, Any]) -> bool:
         """ready (if mapped), the existence check and the writes in one transaction."""
         postings = self.write_back_of(params.get("section"))
-        statements = postings.statements if isinstance(postings, SqlWrite) else [postings.call]
+        statements = postings.writes
         conn = self._writer_connection()
         context = posting_context(params)
         where = context

@@ -37,7 +37,8 @@ from connectors.database.contract import (
     source_context,
 )
 from connectors.database.errors import NotReady, classify
-from mappings.format import MappingFile, RequestTable, SqlWrite
+from connectors.database.pipeline import Pipelined, PipelineFailed, pipelines
+from mappings.format import MappingFile, RequestTable, SqlWriteBack
 from mappings.sqlparams import param_names
 
 T = TypeVar("T")
@@ -101,6 +102,7 @@ class SQLAlchemyConnector(Connector):
             event.listen(self.engine, "begin", _sqlite_begin)
         self.froms: dict[str, FromClause] = {e: _from(c.selection) for e, c in self.converters.items()}
         self._writer: Connection | None = None
+        self._pipelined = Pipelined(self.engine.dialect) if pipelines(self.engine.dialect) else None
 
     def _run(self, context: str, fn: Callable[[], T]) -> T:
         try:
@@ -218,11 +220,11 @@ class SQLAlchemyConnector(Connector):
             raise classify(exc, f"listing {entity} keys") from None
 
     def posting_exists(self, reference: str, section: str | None = None) -> bool:
-        postings = self.write_back_of(section)
+        exists = self.write_back_of(section).exists
 
         def probe() -> bool:
             with self.engine.connect() as conn:
-                return conn.execute(text(postings.exists), {"reference": reference}).first() is not None
+                return conn.execute(text(exists), {"reference": reference}).first() is not None
 
         return self._run("postings existence check", probe)
 
@@ -242,21 +244,32 @@ class SQLAlchemyConnector(Connector):
 
     def write_posting(self, params: Mapping[str, Any]) -> bool:
         """ready (if mapped), the existence check and the writes in one transaction; a failed connection is
-        dropped and the next posting opens a fresh one."""
-        postings = self.write_back_of(params.get("section"))
-        statements = postings.statements if isinstance(postings, SqlWrite) else [postings.call]
+        dropped and the next posting opens a fresh one. On psycopg the same transaction is pipelined (two round
+        trips instead of one per statement); any database error there is rolled back and the posting run again
+        statement by statement, which checks the reference first and names the statement that failed."""
+        spec = self.write_back_of(params.get("section"))
         conn = self._writer_connection()
+        if self._pipelined is not None:
+            try:
+                return self._pipelined.write(conn, spec, params)
+            except PipelineFailed:
+                pass  # rolled back: the statement-by-statement transaction below decides, and explains
+            except DBAPIError as exc:
+                self._close_writer()
+                raise classify(exc, posting_context(params)) from None
+        return self._write_stepwise(conn, spec, params)
+
+    def _write_stepwise(self, conn: Connection, spec: SqlWriteBack, params: Mapping[str, Any]) -> bool:
         context = posting_context(params)
         try:
             with conn.begin():
-                if postings.ready is not None:
-                    reason = not_ready_reason(conn.execute(text(postings.ready),
-                                                           bound(postings.ready, params)).first())
+                if spec.ready is not None:
+                    reason = not_ready_reason(conn.execute(text(spec.ready), bound(spec.ready, params)).first())
                     if reason is not None:
                         raise NotReady(f"the firm database is not ready: {reason}")
-                if conn.execute(text(postings.exists), bound(postings.exists, params)).first() is not None:
+                if conn.execute(text(spec.exists), bound(spec.exists, params)).first() is not None:
                     return False
-                for sql in statements:
+                for sql in spec.writes:
                     try:
                         conn.execute(text(sql), bound(sql, params))
                     except DBAPIError as exc:

@@ -278,3 +278,34 @@ def test_chargeback_and_payouts_are_daily(home: Path) -> None:
     assert kept in {i.payment_ref for i in items}
     with pytest.raises(ProviderError, match="does not exist"):
         office.payout_items("po_unknown")
+def test_a_quiet_poll_still_sees_every_change_to_the_file(provider: SandboxProvider, home: Path,
+                                                         payer: SandboxWorld) -> None:
+    """An idle poll answers from PRAGMA data_version without reading the file: a write by any other connection
+    (a payer's process, the pay page, a test editing the file by hand) must still show on the next poll."""
+    link = provider.create_link(make_spec(provider))
+    first = provider.events(None)
+    assert first.events == [] and not first.has_more
+    assert provider.events(first.cursor).events == []  # the quiet answer, same cursor
+    payer.pay(link)
+    page = provider.events(first.cursor)
+    assert [e.kind for e in page.events] == [EventKind.PAYMENT_PENDING, EventKind.PAYMENT_CONFIRMED]
+    assert provider.events(page.cursor).events == []
+    other = provider.create_link(make_spec(provider))
+    with sqlite3.connect(home / sandbox.DB_NAME) as conn:  # a raw edit: no sandbox helper involved
+        conn.execute("UPDATE links SET expires_at = '2000-01-01T00:00:00.000000+00:00' WHERE ref = ?", (other.ref,))
+    expired = provider.events(page.cursor)
+    assert [(e.kind, e.link_ref) for e in expired.events] == [(EventKind.LINK_EXPIRED, other.ref)]
+
+
+def test_a_quiet_poll_expires_links_when_their_time_comes(provider: SandboxProvider,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Expiry is written by the poll itself when the clock passes a link's expires_at, with no write to the file
+    to notice: the quiet answer holds only until the next expiry."""
+    link = provider.create_link(make_spec(provider))
+    quiet = provider.events(None)
+    assert provider.events(quiet.cursor).events == []
+    assert link.expires_at is not None
+    later = link.expires_at + dt.timedelta(seconds=1)
+    monkeypatch.setattr("connectors.providers.sandbox.provider._now", lambda: later)
+    assert [(e.kind, e.link_ref) for e in provider.events(quiet.cursor).events] == [(EventKind.LINK_EXPIRED,
+                                                                                     link.ref)]

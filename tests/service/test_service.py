@@ -11,19 +11,26 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from agent.engine.links import LinkRequest
+from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.home.logs import setup_logging
 from agent.home.secrets import Secrets
 from agent.runtime import Runtime
+from agent.service.loop import Service, Wakeup, default_jobs
 from agent.state.lock import AlreadyRunning
+from agent.state.mirror import search_matters
+from agent.state.schema import postings
 from connectors.providers import sandbox
 from connectors.testkit.databases import TempDatabase
 
@@ -245,3 +252,36 @@ def wait_for_log(path: Path, text: str, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_a_recorded_payment_wakes_the_outbox_without_waiting_for_its_timer(home: Path) -> None:
+    """The postings job's timer is an hour here: the payment can only reach the firm database this run because
+    the payments poll that recorded it woke the outbox (Wakeup), the next thing the loop does."""
+    config = home / "ledgerlink.toml"
+    config.write_text(config.read_text() + "\n[intervals]\nsync = 3600\npayments = 0.2\npostings = 3600\n")
+    rt = Runtime.for_home(home)
+    Syncer(rt.store, rt.connector).sync()
+    with rt.store.read() as conn:
+        matters = [m.matter.number for m in search_matters(conn, "M-", limit=100) if m.matter.status == "open"]
+    link = next(link for link in (rt.links.create(LinkRequest(matter=m, amount=Decimal("1.00"))) for m in matters
+                                  if rt.links.defaults(m).payer_email) if link is not None)
+    wakeup = Wakeup()
+    service = Service(rt, default_jobs(rt, wakeup), wakeup=wakeup)
+    service.loop(once=True)  # every job's first run, the outbox's included: its next tick is an hour away
+    worker = threading.Thread(target=service.loop, daemon=True)
+    worker.start()
+    try:
+        sandbox.pay(home, link.provider_ref)
+        deadline = time.monotonic() + 60
+        states: list[str] = []
+        while time.monotonic() < deadline and states != ["posted"]:
+            time.sleep(0.1)
+            with rt.store.read() as conn:
+                states = list(conn.execute(select(postings.c.state)).scalars())
+        assert states == ["posted"]
+        job = next(j for j in service.jobs if j.name == "postings")
+        assert job.due - time.monotonic() > 3000  # it ran on the wake, not on a tick: the next tick is still far
+    finally:
+        service.stopping.set()
+        worker.join(timeout=10)
+        rt.close()

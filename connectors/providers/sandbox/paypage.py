@@ -68,7 +68,8 @@ class SandboxPayServer:
 
     def start(self) -> SandboxPayServer:
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="sandbox-pay", daemon=True
+            # The poll interval is only how soon stop() is noticed; 20 wake-ups a second were an idle agent's CPU.
+            target=self._httpd.serve_forever, args=(0.5,), name="sandbox-pay", daemon=True
         )
         self._thread.start()
         return self

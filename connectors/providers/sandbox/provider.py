@@ -44,6 +44,7 @@ from connectors.providers.sandbox.world import (
     _COLLECTION_MOVES,
     COLLECTABLE_MANDATES,
     DEFAULT_BASE,
+    ChangeWatch,
     _add_event,
     _collection_row,
     _db,
@@ -56,6 +57,7 @@ from connectors.providers.sandbox.world import (
     _now,
     _to_collection,
     _to_link,
+    next_expiry,
 )
 
 _PAYMENT_KIND = {
@@ -111,6 +113,10 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
         self.base = (account.api_base or DEFAULT_BASE).rstrip("/")
         with _db(self.home) as conn:
             register(conn, account)
+        self._watch = ChangeWatch(home)
+        # After a read that reached the end of the feed: its cursor, the file's data_version before it, and the
+        # next expiry. The same cursor, the same version and no expiry due: nothing new, without opening the file.
+        self._quiet: tuple[str | None, int, dt.datetime | None] | None = None
 
     def create_link(self, spec: LinkSpec) -> ProviderLink:
         try:
@@ -180,14 +186,21 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
             after = int(cursor) if cursor is not None else 0
         except ValueError:
             raise ProviderError(f"not a sandbox event cursor: {cursor!r}") from None
+        version, now = self._watch.version(), _now()
+        if self._quiet is not None and self._quiet[:2] == (cursor, version):
+            expiry = self._quiet[2]
+            if expiry is None or now < expiry:
+                return EventPage([], cursor, has_more=False)
         with _db(self.home) as conn:
-            _expire(conn, _now())
+            _expire(conn, now)
             rows = conn.execute(
                 "SELECT * FROM events WHERE account = ? AND id > ? ORDER BY id LIMIT ?",
                 (self.account.name, after, limit + 1),
             ).fetchall()
+            expiry = next_expiry(conn)
         page = rows[:limit]
         events = [_to_event(row) for row in page]
+        self._quiet = (cursor, version, expiry) if not rows else None
         return EventPage(events, str(page[-1]["id"]) if page else cursor, has_more=len(rows) > limit)
 
     def event(self, event_id: str) -> ProviderEvent | None:
@@ -380,3 +393,5 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
         return Refund(ref=row["ref"], payment_ref=row["payment_ref"], amount=Decimal(row["amount"]),
                       currency=row["currency"], status=RefundStatus(row["status"]),
                       created_at=dt.datetime.fromisoformat(row["created_at"]), raw_status=row["status"])
+    def close(self) -> None:
+        self._watch.close()

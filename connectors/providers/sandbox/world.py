@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -133,6 +134,37 @@ def _db(home: str | Path) -> Iterator[sqlite3.Connection]:
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+class ChangeWatch:
+    """Whether sandbox.db changed since a look, for a few microseconds: ``PRAGMA data_version`` on a connection
+    kept open, which moves whenever any other connection (the pay page, a payer's process, our own writes
+    through _db) commits. An idle agent's poll then never opens the file or takes its write lock."""
+
+    def __init__(self, home: str | Path) -> None:
+        self.path = Path(home) / DB_NAME
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()  # the service's poll and the API's threads share one provider
+
+    def version(self) -> int:
+        with self._lock:
+            if self._conn is None:
+                self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            version: int = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            return version
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def next_expiry(conn: sqlite3.Connection) -> dt.datetime | None:
+    """When the next outstanding link (of any account) expires: until then, expiry writes no event."""
+    value = conn.execute("SELECT min(expires_at) FROM links WHERE status = ?",
+                         (LinkStatus.OUTSTANDING.value,)).fetchone()[0]
+    return dt.datetime.fromisoformat(value) if value else None
 
 
 def _add_event(
