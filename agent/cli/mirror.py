@@ -8,7 +8,8 @@ import sys
 from agent.cli.output import Commands, emit
 from agent.engine.sync import Syncer
 from agent.runtime import Runtime
-from agent.state.mirror import get_matter, open_balance, open_statements, search_matters
+from agent.state.mirror import get_matter, open_balance, open_statements
+from agent.state.search import search_matters
 
 
 class _Bar:

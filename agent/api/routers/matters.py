@@ -11,8 +11,9 @@ from agent.api.auth import RuntimeDep
 from agent.api.errors import found
 from agent.api.schemas import MatterDetailOut, MatterOut, StatementOut, link_out
 from agent.engine.links import sent_markers
-from agent.state.mirror import get_matter, open_balance, search_matters
+from agent.state.mirror import get_matter, open_balance
 from agent.state.schema import firm_clients
+from agent.state.search import search_matters
 
 from .common import MISSING
 

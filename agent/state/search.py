@@ -1,0 +1,311 @@
+"""Matter search over the mirror, the one the CLI, the API and the console use: any part of a matter number,
+matter name, client name or statement (invoice) number, typo-tolerant, fast on a big firm.
+
+On SQLite (the default state store) it reads an index beside the mirror: ``search_docs`` holds one row per matter
+(its number, name, client's name and its statements' numbers); the FTS5 table ``search_fts`` indexes that text with
+the trigram tokenizer (any run of 3 characters or more, so a partial number finds its matter) and ``search_words``
+with unicode61, whose vocabulary (``search_vocab``) corrects a name typed one edit wrong: a letter missing, extra or
+wrong, or two swapped. ``SearchIndex`` keeps it in step with the sync. Any other store answers the same searches
+with LIKE over the mirror: correct and slower, with no typo correction.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    bindparam,
+    column,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+    text,
+)
+
+from agent.core.model import Matter
+from agent.state.mirror import matter_from_row
+from agent.state.schema import firm_clients, firm_matters, firm_statements, search_docs, search_state
+from agent.state.store import StateStore
+
+GRAM = 3  # the trigram tokenizer matches runs of at least this many characters
+TYPO_MIN = 4  # a shorter word has too many neighbours one edit away to guess which was meant
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+CHUNK = 500  # keys per IN list
+CAP = 50_000  # matters a pass remembers before it stops counting and rebuilds the whole index instead
+# The field of a stored row that names the matter whose search text the row is part of.
+MATTER_FIELD = {"matters": "key", "statements": "matter_key"}
+
+fts = table("search_fts", column("rowid"))
+words = table("search_words", column("rowid"))
+_INDEXED = {"search_fts": "number, name, client, invoices", "search_words": "name, client"}
+
+
+@dataclass(frozen=True)
+class MatterRow:
+    matter: Matter
+    client_name: str | None
+
+
+# ------------------------------------------------------------------------------------------------ searching
+
+
+def search_matters(conn: Connection, text_: str, limit: int = 50) -> list[MatterRow]:
+    """Matters (not deleted; closed ones too) where every word typed is part of the number, the name, the client's
+    name or a statement's number. An exact matter number comes first, then number order; nothing typed lists the
+    first matters. On SQLite a search that finds nothing is tried once more with the name words corrected."""
+    typed = text_.split()
+    if conn.dialect.name != "sqlite":
+        found = _like_search(conn, typed, limit)
+    else:
+        found = _fts_search(conn, typed, limit) or _typo_search(conn, typed, limit)
+    return _ranked(conn, text_.strip(), found, limit)
+
+
+def _matters(conn: Connection, query: Select[Any]) -> list[MatterRow]:
+    return [MatterRow(matter_from_row(r), r["client_name"]) for r in conn.execute(query).mappings()]
+
+
+def _base() -> Select[Any]:
+    m, c = firm_matters, firm_clients
+    return select(m, c.c.name.label("client_name")).where(m.c.deleted.is_(False))
+
+
+def _ranked(conn: Connection, typed: str, found: list[MatterRow], limit: int) -> list[MatterRow]:
+    """The exact number first (looked up on its own: a broad match may not reach it), the rest by number."""
+    m, c = firm_matters, firm_clients
+    exact = [] if not typed else _matters(conn, _base().select_from(
+        m.outerjoin(c, c.c.key == m.c.client_key)).where(m.c.number == typed))
+    seen = {r.matter.key for r in exact}
+    rest = sorted((r for r in found if r.matter.key not in seen),
+                  key=lambda r: (r.matter.number.lower() != typed.lower(), r.matter.number))
+    return (exact + rest)[:limit]
+
+
+def _phrase(word: str) -> str:
+    """One FTS5 string: the word exactly (quotes doubled), so nothing in it reads as query syntax."""
+    return '"' + word.replace('"', '""') + '"'
+
+
+def _docs_text() -> ColumnElement[str]:
+    d = search_docs.c
+    return d.number + " | " + d.name + " | " + d.client + " | " + d.invoices
+
+
+def _short_words(typed: Iterable[str]) -> list[ColumnElement[bool]]:
+    """Words too short for the trigram index, as a filter on the text (what LIKE finds, ASCII case folded)."""
+    return [_docs_text().contains(w, autoescape=True) for w in typed if len(w) < GRAM]
+
+
+def _matching(index: str, match: str) -> Select[Any]:
+    return select(literal_column("rowid")).select_from(table(index)).where(text(f"{index} MATCH :{index}_q")
+                                                                          .bindparams(**{f"{index}_q": match}))
+
+
+def _fts_search(conn: Connection, typed: list[str], limit: int) -> list[MatterRow]:
+    m, c, d = firm_matters, firm_clients, search_docs
+    joined = d.join(m, m.c.key == d.c.matter_key).outerjoin(c, c.c.key == m.c.client_key)
+    long = [w for w in typed if len(w) >= GRAM]
+    if not long:  # nothing to look up: walk the matters in number order
+        return _matters(conn, _base().select_from(joined).where(*_short_words(typed)).order_by(m.c.number)
+                        .limit(limit))
+    match = text("search_fts MATCH :q").bindparams(q=" AND ".join(map(_phrase, long)))
+    query = (_base().select_from(fts.join(joined, d.c.id == fts.c.rowid)).where(match, *_short_words(typed))
+             .order_by(fts.c.rowid).limit(limit))  # rowid order is number order as built: no sort, an early stop
+    return _matters(conn, query)
+
+
+def fold(word: str) -> str:
+    """A word as unicode61 (remove_diacritics 2) stores it: lower case, accents off."""
+    decomposed = unicodedata.normalize("NFKD", word.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def edits(word: str) -> set[str]:
+    """Every string one edit from ``word``: a letter deleted, two neighbours swapped, one replaced or inserted."""
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    out = {a + b[1:] for a, b in splits if b}
+    out |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    out |= {a + ch + b[1:] for a, b in splits if b for ch in LETTERS}
+    out |= {a + ch + b for a, b in splits for ch in LETTERS}
+    return out - {word}
+
+
+def corrections(conn: Connection, word: str) -> list[str]:
+    """The index's words one edit from ``word`` (already folded)."""
+    lookup = text("SELECT term FROM search_vocab WHERE term IN :terms").bindparams(bindparam("terms", expanding=True))
+    return sorted(conn.execute(lookup, {"terms": sorted(edits(word))}).scalars())
+
+
+def _typo_search(conn: Connection, typed: list[str], limit: int) -> list[MatterRow]:
+    """Each name word of 4 letters or more may be the start of a name or one edit from a whole one."""
+    m, c, d = firm_matters, firm_clients, search_docs
+    named = [w for w in typed if len(w) >= TYPO_MIN and fold(w).isalpha()]
+    if not named:
+        return []
+    fixes = {w: corrections(conn, fold(w)) for w in named}
+    groups = [" OR ".join([_phrase(fold(w)) + "*", *map(_phrase, fixes[w])]) for w in named]
+    match = text("search_words MATCH :q").bindparams(q=" AND ".join(f"({g})" for g in groups))
+    rest = [w for w in typed if w not in fixes]
+    long = [w for w in rest if len(w) >= GRAM]
+    where: list[Any] = [match, *_short_words(rest)]
+    if long:
+        where.append(d.c.id.in_(_matching("search_fts", " AND ".join(map(_phrase, long)))))
+    joined = d.join(m, m.c.key == d.c.matter_key).outerjoin(c, c.c.key == m.c.client_key)
+    return _matters(conn, _base().select_from(words.join(joined, d.c.id == words.c.rowid)).where(*where)
+                    .order_by(words.c.rowid).limit(limit))
+
+
+def _like_search(conn: Connection, typed: list[str], limit: int) -> list[MatterRow]:
+    """Any store: every word part of the number, name, client's name or a live statement's number (LIKE)."""
+    m, c, s = firm_matters, firm_clients, firm_statements
+    query = _base().select_from(m.outerjoin(c, c.c.key == m.c.client_key))
+    for word in (w.lower() for w in typed):
+        invoice = exists().where(s.c.matter_key == m.c.key, s.c.deleted.is_(False),
+                                 func.lower(s.c.number).contains(word, autoescape=True))
+        query = query.where(or_(*(func.lower(col).contains(word, autoescape=True)
+                                  for col in (m.c.number, m.c.name, c.c.name)), invoice))
+    return _matters(conn, query.order_by(m.c.number).limit(limit))
+
+
+# ------------------------------------------------------------------------------------------------ keeping it in step
+
+
+def _docs() -> Select[Any]:
+    """Each matter's search text, as search_docs holds it (SQLite: group_concat)."""
+    m, c = firm_matters, firm_clients
+    s = firm_statements.alias("s")
+    invoices = (select(func.coalesce(func.group_concat(s.c.number, " "), ""))
+                .where(s.c.matter_key == m.c.key, s.c.deleted.is_(False)).scalar_subquery())
+    return (select(m.c.key, m.c.number, m.c.name, func.coalesce(c.c.name, ""), invoices)
+            .select_from(m.outerjoin(c, c.c.key == m.c.client_key)))
+
+
+DOC_COLUMNS = ("matter_key", "number", "name", "client", "invoices")
+
+
+def rebuild(conn: Connection) -> None:
+    """The whole index from the mirror in a few statements, rows in matter-number order (the order searches
+    return them in without sorting)."""
+    conn.execute(search_docs.delete())
+    conn.execute(search_docs.insert().from_select(DOC_COLUMNS, _docs().order_by(firm_matters.c.number)))
+    for index in _INDEXED:
+        conn.exec_driver_sql(f"INSERT INTO {index}({index}) VALUES ('rebuild')")
+
+
+def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), CHUNK):
+        yield ordered[start:start + CHUNK]
+
+
+def _fts_rows(conn: Connection, keys: list[str], delete: bool) -> None:
+    """Add the search_docs rows of ``keys`` to both FTS indexes, or take them out (external content: FTS5's
+    'delete' command needs the values it indexed, so it runs before search_docs changes)."""
+    for index, cols in _INDEXED.items():
+        command = f"{index}, rowid, {cols}) SELECT 'delete', " if delete else f"rowid, {cols}) SELECT "
+        conn.execute(text(f"INSERT INTO {index}({command}id, {cols} FROM search_docs WHERE matter_key IN :keys")
+                     .bindparams(bindparam("keys", expanding=True)), {"keys": keys})
+
+
+def refresh(conn: Connection, keys: Iterable[str]) -> int:
+    """Rewrite the search text of these matters where it changed; returns how many changed."""
+    d = search_docs.c
+    changed_count = 0
+    for chunk in _chunks(keys):
+        fresh = {r[0]: tuple(r[1:]) for r in conn.execute(_docs().where(firm_matters.c.key.in_(chunk)))}
+        held = {r[0]: tuple(r[1:]) for r in conn.execute(
+            select(d.matter_key, d.number, d.name, d.client, d.invoices).where(d.matter_key.in_(chunk)))}
+        changed = [k for k, v in fresh.items() if k in held and held[k] != v]
+        added = [k for k in fresh if k not in held]
+        if changed:
+            _fts_rows(conn, changed, delete=True)
+            conn.execute(search_docs.update().where(d.matter_key == bindparam("k")).values(
+                number=bindparam("n"), name=bindparam("a"), client=bindparam("c"), invoices=bindparam("i")),
+                [dict(zip(("k", "n", "a", "c", "i"), (k, *fresh[k]), strict=True)) for k in changed])
+        if added:
+            conn.execute(search_docs.insert(), [dict(zip(DOC_COLUMNS, (k, *fresh[k]), strict=True)) for k in added])
+        if changed or added:
+            _fts_rows(conn, changed + added, delete=False)
+        changed_count += len(changed) + len(added)
+    return changed_count
+
+
+def _client_matters(conn: Connection, clients: set[str]) -> set[str]:
+    m = firm_matters.c
+    return {k for chunk in _chunks(clients) for k in conn.execute(select(m.key).where(m.client_key.in_(chunk)))
+            .scalars()}
+
+
+class SearchIndex:
+    """What one syncer owes the search index: the matters (and clients) its stored batches touched, refreshed at
+    the end of each pass in one transaction. Past CAP matters, or a quarter of the mirror, it rebuilds the whole
+    index instead (a first full sync): one statement beats thousands of refreshes. Every noted batch also writes
+    this pass's token into search_state in its own transaction, so a pass that finds another's token there (that
+    pass stopped before its catch-up) rebuilds: the index never silently misses a stored row."""
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex
+        self.matters: set[str] = set()
+        self.clients: set[str] = set()
+        self.everything = False
+
+    def _behind(self, conn: Connection) -> None:
+        conn.execute(search_state.update().values(behind=self.token))
+
+    def note(self, conn: Connection, entity: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """In the transaction that stores a batch of ``entity`` rows."""
+        if not rows or conn.dialect.name != "sqlite" or entity not in (*MATTER_FIELD, "clients"):
+            return
+        if not self.everything:
+            if entity == "clients":
+                self.clients.update(r["key"] for r in rows)
+            else:
+                self.matters.update(r[MATTER_FIELD[entity]] for r in rows)
+            if len(self.matters) + len(self.clients) > CAP:
+                self.everything = True
+                self.matters.clear()
+                self.clients.clear()
+        self._behind(conn)
+
+    def note_sweep(self, conn: Connection, entity: str, kept: Select[Any]) -> None:
+        """Before a sweep marks the statements missing from ``kept`` (their keys) deleted: their matters lose
+        those numbers. (A deleted matter is left out when searching; a deleted client keeps its name, as the
+        mirror's matters keep pointing at it.)"""
+        if entity != "statements" or conn.dialect.name != "sqlite":
+            return
+        s = firm_statements.c
+        gone = select(s.matter_key).where(s.deleted.is_(False), s.key.not_in(kept)).distinct()
+        self.matters.update(conn.execute(gone).scalars())
+        self._behind(conn)
+
+    def catch_up(self, store: StateStore) -> None:
+        """At the end of a pass: bring the index up to what the mirror now holds."""
+        if store.engine.dialect.name != "sqlite":
+            return
+        with store.read() as conn:
+            behind = conn.execute(select(search_state.c.behind)).scalar()
+        if behind is None and not (self.everything or self.matters or self.clients):
+            return
+        with store.begin() as conn:
+            behind = conn.execute(select(search_state.c.behind)).scalar()
+            keys = self.matters | _client_matters(conn, self.clients)
+            held = conn.execute(select(func.count()).select_from(search_docs)).scalar_one()
+            if self.everything or behind not in (None, self.token) or len(keys) > held // 4:
+                rebuild(conn)
+            else:
+                refresh(conn, keys)
+            conn.execute(search_state.update().values(behind=None))
+        self.matters.clear()
+        self.clients.clear()
+        self.everything = False
+
