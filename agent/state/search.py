@@ -65,7 +65,7 @@ def search_matters(conn: Connection, text_: str, limit: int = 50) -> list[Matter
     first matters. On SQLite a search that finds nothing is tried once more with the name words corrected."""
     typed = text_.split()
     if conn.dialect.name != "sqlite":
-        found = _like_search(conn, typed, limit)
+        found = like_search(conn, typed, limit)
     else:
         found = _fts_search(conn, typed, limit) or _typo_search(conn, typed, limit)
     return _ranked(conn, text_.strip(), found, limit)
@@ -165,7 +165,7 @@ def _typo_search(conn: Connection, typed: list[str], limit: int) -> list[MatterR
                     .order_by(words.c.rowid).limit(limit))
 
 
-def _like_search(conn: Connection, typed: list[str], limit: int) -> list[MatterRow]:
+def like_search(conn: Connection, typed: list[str], limit: int) -> list[MatterRow]:
     """Any store: every word part of the number, name, client's name or a live statement's number (LIKE)."""
     m, c, s = firm_matters, firm_clients, firm_statements
     query = _base().select_from(m.outerjoin(c, c.c.key == m.c.client_key))
@@ -180,14 +180,24 @@ def _like_search(conn: Connection, typed: list[str], limit: int) -> list[MatterR
 # ------------------------------------------------------------------------------------------------ keeping it in step
 
 
-def _docs() -> Select[Any]:
-    """Each matter's search text, as search_docs holds it (SQLite: group_concat)."""
+def _docs(keys: list[str] | None = None) -> Select[Any]:
+    """Each matter's search text as search_docs holds it (SQLite's group_concat), for ``keys`` or every matter."""
     m, c = firm_matters, firm_clients
     s = firm_statements.alias("s")
-    invoices = (select(func.coalesce(func.group_concat(s.c.number, " "), ""))
-                .where(s.c.matter_key == m.c.key, s.c.deleted.is_(False)).scalar_subquery())
-    return (select(m.c.key, m.c.number, m.c.name, func.coalesce(c.c.name, ""), invoices)
-            .select_from(m.outerjoin(c, c.c.key == m.c.client_key)))
+    numbers = select(s.c.matter_key, func.group_concat(s.c.number, " ").label("numbers")).where(s.c.deleted.is_(False))
+    if keys is None:  # every matter: one pass over the table and a sort ("+" keeps SQLite off the index) beats
+        numbers = numbers.group_by(literal_column("+s.matter_key"))  # an index probe and a row fetch per statement
+    else:
+        numbers = numbers.where(s.c.matter_key.in_(keys)).group_by(s.c.matter_key)
+    inv = numbers.subquery("inv")
+    query = (select(m.c.key, m.c.number, m.c.name, func.coalesce(c.c.name, ""), func.coalesce(inv.c.numbers, ""))
+             .select_from(m.outerjoin(c, c.c.key == m.c.client_key).outerjoin(inv, inv.c.matter_key == m.c.key)))
+    return query if keys is None else query.where(m.c.key.in_(keys))
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Equal search text; the statement numbers in any order (group_concat's order follows the plan)."""
+    return a[:-1] == b[:-1] and sorted(a[-1].split(" ")) == sorted(b[-1].split(" "))
 
 
 DOC_COLUMNS = ("matter_key", "number", "name", "client", "invoices")
@@ -222,10 +232,10 @@ def refresh(conn: Connection, keys: Iterable[str]) -> int:
     d = search_docs.c
     changed_count = 0
     for chunk in _chunks(keys):
-        fresh = {r[0]: tuple(r[1:]) for r in conn.execute(_docs().where(firm_matters.c.key.in_(chunk)))}
+        fresh = {r[0]: tuple(r[1:]) for r in conn.execute(_docs(chunk))}
         held = {r[0]: tuple(r[1:]) for r in conn.execute(
             select(d.matter_key, d.number, d.name, d.client, d.invoices).where(d.matter_key.in_(chunk)))}
-        changed = [k for k, v in fresh.items() if k in held and held[k] != v]
+        changed = [k for k, v in fresh.items() if k in held and not _same(held[k], v)]
         added = [k for k in fresh if k not in held]
         if changed:
             _fts_rows(conn, changed, delete=True)

@@ -21,7 +21,8 @@ router = APIRouter(tags=["matters"])
 
 
 @router.get("/matters", response_model=list[MatterOut])
-def matters(rt: RuntimeDep, q: Annotated[str, Query(min_length=1, description="Matter number, matter name or client")]
+def matters(rt: RuntimeDep, q: Annotated[str, Query(
+        min_length=1, description="Part of a matter number, matter name, client or invoice number")]
             ) -> list[MatterOut]:
     with rt.store.read() as conn:
         rows = search_matters(conn, q)
