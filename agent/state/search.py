@@ -41,9 +41,7 @@ GRAM = 3  # the trigram tokenizer matches runs of at least this many characters
 TYPO_MIN = 4  # a shorter word has too many neighbours one edit away to guess which was meant
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 CHUNK = 500  # keys per IN list
-CAP = 50_000  # matters a pass remembers before it stops counting and rebuilds the whole index instead
-# The field of a stored row that names the matter whose search text the row is part of.
-MATTER_FIELD = {"matters": "key", "statements": "matter_key"}
+CAP = 50_000  # rows a pass remembers before it stops counting and rebuilds the whole index instead
 
 fts = table("search_fts", column("rowid"))
 words = table("search_words", column("rowid"))
@@ -256,17 +254,41 @@ def _client_matters(conn: Connection, clients: set[str]) -> set[str]:
             .scalars()}
 
 
+def _stale_numbers(conn: Connection, bills: dict[str, set[tuple[str, bool]]]) -> set[str]:
+    """The matters whose indexed statement numbers disagree with the stored statements: a number missing, or a
+    deleted one still there. A statement paid or re-dated (most of what a sync stores) changes no search text,
+    and finding that takes one look at search_docs instead of recomputing the matter's text."""
+    d = search_docs.c
+    stale: set[str] = set()
+    for chunk in _chunks(bills):
+        held: dict[str, str] = {k: v for k, v in conn.execute(
+            select(d.matter_key, d.invoices).where(d.matter_key.in_(chunk)))}
+        for key in chunk:
+            numbers = set(held[key].split(" ")) if key in held else set()
+            if key not in held or any((number in numbers) == deleted for number, deleted in bills[key]):
+                stale.add(key)
+    return stale
+
+
+def _held(conn: Connection) -> int:
+    return conn.execute(select(func.count()).select_from(search_docs)).scalar_one()
+
+
 class SearchIndex:
-    """What one syncer owes the search index: the matters (and clients) its stored batches touched, refreshed at
-    the end of each pass in one transaction. Past CAP matters, or a quarter of the mirror, it rebuilds the whole
-    index instead (a first full sync): one statement beats thousands of refreshes. Every noted batch also writes
-    this pass's token into search_state in its own transaction, so a pass that finds another's token there (that
-    pass stopped before its catch-up) rebuilds: the index never silently misses a stored row."""
+    """What one syncer owes the search index: the matters, clients and statements its stored batches touched,
+    brought into the index at the end of each pass in one transaction. Past CAP rows, or a quarter of the mirror's
+    matters, it rebuilds the whole index instead (a first full sync): a few statements beat thousands of
+    refreshes. Every noted batch also writes this pass's token into search_state in its own transaction, so a pass
+    that finds another's token there (that pass stopped before its catch-up) rebuilds: the index never silently
+    misses a stored row. (A statement moved to another matter leaves its number on the old matter's text until
+    that matter changes or the index is rebuilt.)"""
 
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex
         self.matters: set[str] = set()
         self.clients: set[str] = set()
+        self.bills: dict[str, set[tuple[str, bool]]] = {}  # matter key -> (statement number, deleted)
+        self.noted = 0
         self.everything = False
 
     def _behind(self, conn: Connection) -> None:
@@ -274,18 +296,23 @@ class SearchIndex:
 
     def note(self, conn: Connection, entity: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """In the transaction that stores a batch of ``entity`` rows."""
-        if not rows or conn.dialect.name != "sqlite" or entity not in (*MATTER_FIELD, "clients"):
+        if not rows or conn.dialect.name != "sqlite" or entity not in ("matters", "statements", "clients"):
             return
-        if not self.everything:
-            if entity == "clients":
-                self.clients.update(r["key"] for r in rows)
-            else:
-                self.matters.update(r[MATTER_FIELD[entity]] for r in rows)
-            if len(self.matters) + len(self.clients) > CAP:
-                self.everything = True
-                self.matters.clear()
-                self.clients.clear()
+        self.noted += len(rows)
+        if self.noted > CAP:
+            self.everything = True
+            self.forget()
+        elif entity == "statements":
+            for r in rows:
+                self.bills.setdefault(r["matter_key"], set()).add((r["number"], bool(r["deleted"])))
+        else:
+            (self.clients if entity == "clients" else self.matters).update(r["key"] for r in rows)
         self._behind(conn)
+
+    def forget(self) -> None:
+        self.matters.clear()
+        self.clients.clear()
+        self.bills.clear()
 
     def note_sweep(self, conn: Connection, entity: str, kept: Select[Any]) -> None:
         """Before a sweep marks the statements missing from ``kept`` (their keys) deleted: their matters lose
@@ -304,18 +331,16 @@ class SearchIndex:
             return
         with store.read() as conn:
             behind = conn.execute(select(search_state.c.behind)).scalar()
-        if behind is None and not (self.everything or self.matters or self.clients):
+        if behind is None and not (self.everything or self.matters or self.clients or self.bills):
             return
         with store.begin() as conn:
             behind = conn.execute(select(search_state.c.behind)).scalar()
-            keys = self.matters | _client_matters(conn, self.clients)
-            held = conn.execute(select(func.count()).select_from(search_docs)).scalar_one()
-            if self.everything or behind not in (None, self.token) or len(keys) > held // 4:
+            keys = self.matters | _client_matters(conn, self.clients) | _stale_numbers(conn, self.bills)
+            if self.everything or behind not in (None, self.token) or (keys and len(keys) > _held(conn) // 4):
                 rebuild(conn)
-            else:
+            elif keys:
                 refresh(conn, keys)
             conn.execute(search_state.update().values(behind=None))
-        self.matters.clear()
-        self.clients.clear()
+        self.forget()
+        self.noted = 0
         self.everything = False
-
