@@ -133,7 +133,7 @@ search_docs = Table(
     Column("number", Text, nullable=False),
     Column("name", Text, nullable=False),
     Column("client", Text, nullable=False),
-    Column("invoices", Text, nullable=False, comment="the numbers of the matter's statements, space separated"),
+    Column("invoices", Text, nullable=False, comment="its statements' numbers, significant part only"),
 )
 
 search_state = Table(

@@ -2,8 +2,9 @@
 matter name, client name or statement (invoice) number, typo-tolerant, fast on a big firm.
 
 On SQLite (the default state store) it reads an index beside the mirror: ``search_docs`` holds one row per matter
-(its number, name, client's name and its statements' numbers); the FTS5 table ``search_fts`` indexes that text with
-the trigram tokenizer (any run of 3 characters or more, so a partial number finds its matter) and ``search_words``
+(its number, name, client's name and the significant part of its statements' numbers); the FTS5 table
+``search_fts`` indexes that text with the trigram tokenizer (any run of 3 characters or more, so a partial number
+finds its matter; a statement-number match is then checked against the statements) and ``search_words``
 with unicode61, whose vocabulary (``search_vocab``) corrects a name typed one edit wrong: a letter missing, extra or
 wrong, or two swapped. ``SearchIndex`` keeps it in step with the sync. Any other store answers the same searches
 with LIKE over the mirror: correct and slower, with no typo correction.
@@ -38,6 +39,12 @@ from agent.state.schema import firm_clients, firm_matters, firm_statements, sear
 from agent.state.store import StateStore
 
 GRAM = 3  # the trigram tokenizer matches runs of at least this many characters
+# What a statement number is indexed without: its leading letters, separators and zeros ("INV-0012345" is indexed
+# as "12345"). A million numbers sharing "INV-00" would make the index several times bigger and slower to build
+# and to search, for trigrams that tell no two statements apart. SQLite's ltrim(upper(number), LEAD) and
+# significant() below strip the same characters.
+LEAD = "ABCDEFGHIJKLMNOPQRSTUVWXYZ-/_#. 0"
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 TYPO_MIN = 4  # a shorter word has too many neighbours one edit away to guess which was meant
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 CHUNK = 500  # keys per IN list
@@ -69,8 +76,8 @@ def search_matters(conn: Connection, text_: str, limit: int = 50) -> list[Matter
     return _ranked(conn, text_.strip(), found, limit)
 
 
-def _matters(conn: Connection, query: Select[Any]) -> list[MatterRow]:
-    return [MatterRow(matter_from_row(r), r["client_name"]) for r in conn.execute(query).mappings()]
+def _matters(conn: Connection, query: Select[Any], **params: Any) -> list[MatterRow]:
+    return [MatterRow(matter_from_row(r), r["client_name"]) for r in conn.execute(query, params).mappings()]
 
 
 def _base() -> Select[Any]:
@@ -78,11 +85,17 @@ def _base() -> Select[Any]:
     return select(m, c.c.name.label("client_name")).where(m.c.deleted.is_(False))
 
 
+_m, _c, _d = firm_matters, firm_clients, search_docs
+_JOINED = _d.join(_m, _m.c.key == _d.c.matter_key).outerjoin(_c, _c.c.key == _m.c.client_key)
+# Built once: the common searches only bind their words (SQLAlchemy's cache then skips the compile as well).
+_EXACT = _base().select_from(_m.outerjoin(_c, _c.c.key == _m.c.client_key)).where(_m.c.number == bindparam("typed"))
+_STRICT = (_base().select_from(fts.join(_JOINED, _d.c.id == fts.c.rowid)).where(text("search_fts MATCH :q"))
+           .order_by(fts.c.rowid).limit(bindparam("limit")))  # rowid order is number order as built: an early stop
+
+
 def _ranked(conn: Connection, typed: str, found: list[MatterRow], limit: int) -> list[MatterRow]:
     """The exact number first (looked up on its own: a broad match may not reach it), the rest by number."""
-    m, c = firm_matters, firm_clients
-    exact = [] if not typed else _matters(conn, _base().select_from(
-        m.outerjoin(c, c.c.key == m.c.client_key)).where(m.c.number == typed))
+    exact = _matters(conn, _EXACT, typed=typed) if typed else []
     seen = {r.matter.key for r in exact}
     rest = sorted((r for r in found if r.matter.key not in seen),
                   key=lambda r: (r.matter.number.lower() != typed.lower(), r.matter.number))
@@ -94,14 +107,37 @@ def _phrase(word: str) -> str:
     return '"' + word.replace('"', '""') + '"'
 
 
-def _docs_text() -> ColumnElement[str]:
-    d = search_docs.c
-    return d.number + " | " + d.name + " | " + d.client + " | " + d.invoices
+def significant(number: str) -> str:
+    """A statement number as the index holds it: as SQLite's ltrim(upper(number), LEAD) leaves it."""
+    return number.translate(_ASCII_UPPER).lstrip(LEAD)
+
+
+def _in_text(word: str) -> ColumnElement[bool]:
+    """The word in the matter's number, name or client's name, or in one of its live statements' numbers (LIKE:
+    exact, ASCII case folded); it checks what the index only narrowed down."""
+    d, s = search_docs.c, firm_statements.c
+    return or_((d.number + " | " + d.name + " | " + d.client).contains(word, autoescape=True),
+               exists().where(s.matter_key == d.matter_key, s.deleted.is_(False),
+                              s.number.contains(word, autoescape=True)))
 
 
 def _short_words(typed: Iterable[str]) -> list[ColumnElement[bool]]:
-    """Words too short for the trigram index, as a filter on the text (what LIKE finds, ASCII case folded)."""
-    return [_docs_text().contains(w, autoescape=True) for w in typed if len(w) < GRAM]
+    """Words too short for the trigram index, as a filter on the text."""
+    return [_in_text(w) for w in typed if len(w) < GRAM]
+
+
+def _strict(typed: list[str]) -> tuple[str, list[ColumnElement[bool]]]:
+    """The MATCH for the words of 3 characters or more and the filters that make it exact. A word is found in the
+    number, name or client columns as typed; a word with a digit may instead be part of a statement number, which
+    the index holds by its significant part, so such a match is then checked against the statements."""
+    groups, checks = [], []
+    for word in (w for w in typed if len(w) >= GRAM):
+        group = "{number name client} : " + _phrase(word)
+        if any(ch.isdigit() for ch in word) and len(significant(word)) >= GRAM:
+            group = f"({group} OR invoices : {_phrase(significant(word))})"
+            checks.append(_in_text(word))
+        groups.append(group)
+    return " AND ".join(groups), checks
 
 
 def _matching(index: str, match: str) -> Select[Any]:
@@ -110,16 +146,11 @@ def _matching(index: str, match: str) -> Select[Any]:
 
 
 def _fts_search(conn: Connection, typed: list[str], limit: int) -> list[MatterRow]:
-    m, c, d = firm_matters, firm_clients, search_docs
-    joined = d.join(m, m.c.key == d.c.matter_key).outerjoin(c, c.c.key == m.c.client_key)
-    long = [w for w in typed if len(w) >= GRAM]
-    if not long:  # nothing to look up: walk the matters in number order
-        return _matters(conn, _base().select_from(joined).where(*_short_words(typed)).order_by(m.c.number)
-                        .limit(limit))
-    match = text("search_fts MATCH :q").bindparams(q=" AND ".join(map(_phrase, long)))
-    query = (_base().select_from(fts.join(joined, d.c.id == fts.c.rowid)).where(match, *_short_words(typed))
-             .order_by(fts.c.rowid).limit(limit))  # rowid order is number order as built: no sort, an early stop
-    return _matters(conn, query)
+    match, checks = _strict(typed)
+    checks += _short_words(typed)
+    if not match:  # nothing to look up: walk the matters in number order
+        return _matters(conn, _base().select_from(_JOINED).where(*checks).order_by(_m.c.number).limit(limit))
+    return _matters(conn, _STRICT.where(*checks) if checks else _STRICT, q=match, limit=limit)
 
 
 def fold(word: str) -> str:
@@ -154,10 +185,10 @@ def _typo_search(conn: Connection, typed: list[str], limit: int) -> list[MatterR
     groups = [" OR ".join([_phrase(fold(w)) + "*", *map(_phrase, fixes[w])]) for w in named]
     match = text("search_words MATCH :q").bindparams(q=" AND ".join(f"({g})" for g in groups))
     rest = [w for w in typed if w not in fixes]
-    long = [w for w in rest if len(w) >= GRAM]
-    where: list[Any] = [match, *_short_words(rest)]
-    if long:
-        where.append(d.c.id.in_(_matching("search_fts", " AND ".join(map(_phrase, long)))))
+    strict, checks = _strict(rest)
+    where: list[Any] = [match, *checks, *_short_words(rest)]
+    if strict:
+        where.append(d.c.id.in_(_matching("search_fts", strict)))
     joined = d.join(m, m.c.key == d.c.matter_key).outerjoin(c, c.c.key == m.c.client_key)
     return _matters(conn, _base().select_from(words.join(joined, d.c.id == words.c.rowid)).where(*where)
                     .order_by(words.c.rowid).limit(limit))
@@ -182,7 +213,9 @@ def _docs(keys: list[str] | None = None) -> Select[Any]:
     """Each matter's search text as search_docs holds it (SQLite's group_concat), for ``keys`` or every matter."""
     m, c = firm_matters, firm_clients
     s = firm_statements.alias("s")
-    numbers = select(s.c.matter_key, func.group_concat(s.c.number, " ").label("numbers")).where(s.c.deleted.is_(False))
+    significant_ = func.ltrim(func.upper(s.c.number), LEAD)
+    numbers = (select(s.c.matter_key, func.group_concat(significant_, " ").label("numbers"))
+               .where(s.c.deleted.is_(False), significant_ != ""))
     if keys is None:  # every matter: one pass over the table and a sort ("+" keeps SQLite off the index) beats
         numbers = numbers.group_by(literal_column("+s.matter_key"))  # an index probe and a row fetch per statement
     else:
@@ -265,7 +298,8 @@ def _stale_numbers(conn: Connection, bills: dict[str, set[tuple[str, bool]]]) ->
             select(d.matter_key, d.invoices).where(d.matter_key.in_(chunk)))}
         for key in chunk:
             numbers = set(held[key].split(" ")) if key in held else set()
-            if key not in held or any((number in numbers) == deleted for number, deleted in bills[key]):
+            signs = ((significant(n), deleted) for n, deleted in bills[key])
+            if key not in held or any(sig and (sig in numbers) == deleted for sig, deleted in signs):
                 stale.add(key)
     return stale
 
