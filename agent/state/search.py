@@ -291,11 +291,11 @@ def _stale_numbers(conn: Connection, bills: dict[str, set[tuple[str, bool]]]) ->
     """The matters whose indexed statement numbers disagree with the stored statements: a number missing, or a
     deleted one still there. A statement paid or re-dated (most of what a sync stores) changes no search text,
     and finding that takes one look at search_docs instead of recomputing the matter's text."""
-    d = search_docs.c
     stale: set[str] = set()
-    for chunk in _chunks(bills):
-        held: dict[str, str] = {k: v for k, v in conn.execute(
-            select(d.matter_key, d.invoices).where(d.matter_key.in_(chunk)))}
+    for chunk in _chunks(bills):  # driver SQL: rendering a 500-key IN list through SQLAlchemy costs more than the read
+        held: dict[str, str] = {k: v for k, v in conn.exec_driver_sql(
+            f"SELECT matter_key, invoices FROM search_docs WHERE matter_key IN ({', '.join('?' * len(chunk))})",
+            tuple(chunk))}
         for key in chunk:
             numbers = set(held[key].split(" ")) if key in held else set()
             signs = ((significant(n), deleted) for n, deleted in bills[key])
