@@ -170,7 +170,7 @@ def measure(store: StateStore, db: sqlite3.Connection, queries: list[tuple[str, 
     list(timed(queries, ours, 1))  # warm: the page cache and SQLAlchemy's compiled statements
     list(timed(queries, raw, 1))
     return {"ours": list(timed(queries, ours, rounds)), "raw": list(timed(queries, raw, rounds)),
-            "like": list(timed(queries[:2 * len(KINDS)], like, 1))}
+            "like": list(timed(queries[:3], like, 1))}  # numbers and a name: a LIKE scan takes seconds here
 
 
 def report(results: dict[str, list[tuple[str, float, bool]]], built: float, size_mb: float, args: argparse.Namespace

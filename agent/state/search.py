@@ -215,7 +215,7 @@ def _docs(keys: list[str] | None = None) -> Select[Any]:
     s = firm_statements.alias("s")
     significant_ = func.ltrim(func.upper(s.c.number), LEAD)
     numbers = (select(s.c.matter_key, func.group_concat(significant_, " ").label("numbers"))
-               .where(s.c.deleted.is_(False), significant_ != ""))
+               .where(s.c.deleted.is_(False)))
     if keys is None:  # every matter: one pass over the table and a sort ("+" keeps SQLite off the index) beats
         numbers = numbers.group_by(literal_column("+s.matter_key"))  # an index probe and a row fetch per statement
     else:
