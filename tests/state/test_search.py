@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from agent.engine.sync import Syncer
 from agent.home.demo import init_home
@@ -136,15 +136,15 @@ def test_the_index_follows_the_sync(rt: Runtime) -> None:
         assert conn.execute(select(search_state.c.behind)).scalar() is None  # caught up
 
 
-def _mirror_rows(conn: object) -> None:
-    conn.execute(firm_clients.insert().values(key="c1", name="Grainne Ní Bhraonáin", deleted=False))  # type: ignore[attr-defined]
-    conn.execute(firm_matters.insert(), [  # type: ignore[attr-defined]
+def _mirror_rows(conn: Connection) -> None:
+    conn.execute(firm_clients.insert().values(key="c1", name="Grainne Ní Bhraonáin", deleted=False))
+    conn.execute(firm_matters.insert(), [
         {"key": "m1", "number": "M-7001", "name": "Lease renewal", "client_key": "c1", "status": "open",
          "deleted": False},
         {"key": "m2", "number": "M-7002", "name": "Boundary dispute", "client_key": None, "status": "closed",
          "deleted": False},
         {"key": "m3", "number": "M-7003", "name": "Gone", "client_key": "c1", "status": "open", "deleted": True}])
-    conn.execute(firm_statements.insert(), [  # type: ignore[attr-defined]
+    conn.execute(firm_statements.insert(), [
         {"key": "s1", "number": "B-000123", "matter_key": "m2", "amount": Decimal("1.00"),
          "balance": Decimal("0"), "currency": "GBP", "status": "paid", "deleted": False},
         {"key": "s2", "number": "B-000999", "matter_key": "m2", "amount": Decimal("1.00"),
