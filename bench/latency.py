@@ -25,8 +25,8 @@ from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.service.loop import Service, Wakeup, default_jobs
-from agent.state.mirror import search_matters
 from agent.state.schema import payments, postings, provider_events
+from agent.state.search import search_matters
 from connectors.providers import sandbox
 
 

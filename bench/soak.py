@@ -32,8 +32,8 @@ from agent.core.errors import LedgerlinkError
 from agent.engine.links import LinkRequest
 from agent.home.demo import init_home
 from agent.runtime import Runtime
-from agent.state.mirror import search_matters
 from agent.state.schema import postings
+from agent.state.search import search_matters
 from connectors.providers import sandbox
 
 LEDGERLINK = Path(sys.executable).with_name("ledgerlink")

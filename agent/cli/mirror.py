@@ -8,7 +8,8 @@ import sys
 from agent.cli.output import Commands, emit
 from agent.engine.sync import Syncer
 from agent.runtime import Runtime
-from agent.state.mirror import get_matter, open_balance, open_statements, search_matters
+from agent.state.mirror import get_matter, open_balance, open_statements
+from agent.state.search import search_matters
 
 
 class _Bar:
@@ -90,8 +91,8 @@ def register(commands: Commands) -> None:
     p.add_argument("--full", action="store_true", help="forget checkpoints and read everything, then sweep deletes")
     p.add_argument("--sweep", action="store_true", help="also notice rows deleted in the firm database")
     commands.add(
-        "search", cmd_matters_search, "search by number, name or client", group="matters", json=True
-    ).add_argument("text", help="part of a matter number, matter name or client name")
+        "search", cmd_matters_search, "search by number, name, client or invoice number", group="matters", json=True
+    ).add_argument("text", help="part of a matter number, matter name, client name or invoice number")
     commands.add("statements", cmd_statements, "open statements of a matter", json=True).add_argument(
         "--matter", required=True, help="matter number or key"
     )

@@ -33,6 +33,7 @@ from agent.core.retry import call
 from agent.state import StateStore
 from agent.state.mirror import mirror_component
 from agent.state.schema import FIRM_TABLES, KEY, checkpoints, quarantine
+from agent.state.search import SearchIndex
 from agent.state.store import dumps_watermark, loads_watermark, utcnow
 from agent.state.types import DecimalText
 from connectors.database.contract import Batch, Connector, Position, same_type
@@ -205,6 +206,7 @@ class Syncer:
         self.batch_size = batch_size
         self.clock = clock  # when a pass begins: the settle horizon is measured from it
         self._indexed: set[str] = set()  # entities whose mirror indexes this process has seen exist
+        self.search = SearchIndex()  # what this syncer's stored batches owe the search index
 
     def entities(self) -> list[EntityName]:
         return [e for e in ORDER if e in self.connector.mapping.entities]
@@ -245,6 +247,7 @@ class Syncer:
         }
         with self.store.begin() as conn:
             _upsert(conn, table, batch.rows, prepared)
+            self.search.note(conn, batch.entity, batch.rows)
             self._quarantine(conn, batch)
             if not checkpoint:
                 return
@@ -337,6 +340,7 @@ class Syncer:
         with _bulk_allocation():
             call(attempt, attempts=5)
         quarantined = call(lambda: self.retry_quarantined(entity, started), attempts=5)
+        call(lambda: self.search.catch_up(self.store), attempts=5)
         # The mirror now holds every row of this entity as the firm database had it at ``started`` or later.
         self.store.record_ok(mirror_component(entity), at=started)
         return count + quarantined
@@ -414,6 +418,7 @@ class Syncer:
                 temp.create(conn)
                 for keys in self.connector.keys(entity, self.batch_size):
                     conn.execute(temp.insert(), [{"key": k} for k in keys])
+                self.search.note_sweep(conn, entity, select(temp.c.key))
                 gone = conn.execute(
                     update(table)
                     .where(table.c.deleted.is_(False), table.c.key.not_in(select(temp.c.key)))
@@ -422,4 +427,6 @@ class Syncer:
                 temp.drop(conn)
                 return gone
 
-        return call(attempt, attempts=5)
+        gone = call(attempt, attempts=5)
+        call(lambda: self.search.catch_up(self.store), attempts=5)
+        return gone

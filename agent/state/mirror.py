@@ -1,41 +1,20 @@
-"""Read side of the mirror: matter search and a matter's open statements, for the CLI, API and link engine."""
+"""Read side of the mirror: a matter and its open statements, for the CLI, API and link engine (search: search.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, or_, select
 
 from agent.core.errors import DataError
 from agent.core.model import Matter, Payer, Statement
-from agent.state.schema import component_status, firm_clients, firm_matters, firm_payers, firm_statements, quarantine
+from agent.state.schema import component_status, firm_matters, firm_payers, firm_statements, quarantine
 
 
-@dataclass(frozen=True)
-class MatterRow:
-    matter: Matter
-    client_name: str | None
-
-
-def search_matters(conn: Connection, text: str, limit: int = 50) -> list[MatterRow]:
-    """By matter number, matter name or client name, case-insensitive; exact number matches first."""
-    like = f"%{text.lower()}%"
-    m, c = firm_matters, firm_clients
-    query = (
-        select(m, c.c.name.label("client_name"))
-        .select_from(m.outerjoin(c, c.c.key == m.c.client_key))
-        .where(m.c.deleted.is_(False))
-        .where(or_(func.lower(m.c.number).like(like), func.lower(m.c.name).like(like), func.lower(c.c.name).like(like)))
-        .order_by((func.lower(m.c.number) != text.lower()), m.c.number)
-        .limit(limit)
-    )
-    return [MatterRow(_matter(r), r["client_name"]) for r in conn.execute(query).mappings()]
-
-
-def _matter(row: Any) -> Matter:
+def matter_from_row(row: Any) -> Matter:
+    """A mirror row of firm_matters (by column name) as the model."""
     return Matter(key=row["key"], number=row["number"], name=row["name"], client_key=row["client_key"],
                   payer_key=row["payer_key"], status=row["status"], deleted=row["deleted"])
 
@@ -48,7 +27,7 @@ def get_matter(conn: Connection, ref: str) -> Matter:
     ).mappings().first()
     if row is None:
         raise DataError(f"unknown matter {ref!r}: no matter with that number or key (has a sync run?)")
-    return _matter(row)
+    return matter_from_row(row)
 
 
 def get_payer(conn: Connection, key: str | None) -> Payer | None:

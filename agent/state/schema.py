@@ -122,6 +122,27 @@ sign_in_codes = Table(  # 0008: one-time console sign-in codes, kept as hashes
     Column("used_at", UTCDateTime),
 )
 
+# ---------------------------------------------------------------------------- matter search (0011, state/search.py)
+
+# One row per matter: the text a clerk searches by. On SQLite, the FTS5 tables search_fts (trigram) and search_words
+# (unicode61, whose vocabulary corrects typos) index it as external content, keyed by ``id``; they are virtual
+# tables, created by the migration, not here.
+search_docs = Table(
+    "search_docs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("matter_key", KEY, nullable=False, unique=True),
+    Column("number", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("client", Text, nullable=False),
+    Column("invoices", Text, nullable=False, comment="its statements' numbers, significant part only"),
+)
+
+search_state = Table(
+    "search_state", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("behind", String(32), comment="the token of a sync pass that stored rows not yet in the index"),
+)
+
 component_status = Table(
     "component_status", metadata,
     Column("component", String(64), primary_key=True),

@@ -324,6 +324,19 @@ def test_debt_row_and_banner_say_exactly_what_happened(page: Any, agent: Agent) 
     shot(page, "15-debt-delivery")
 
 
+def test_search_forgives_a_typo_and_finds_an_invoice_number(page: Any, agent: Agent) -> None:
+    """Issue 17: two letters swapped in a client's name still list their matters; an invoice number finds its
+    one matter, which opens by itself."""
+    sign_in(page, agent)
+    search(page, "Nakamrua")
+    expect(page.locator("#matters-table tbody tr")).to_have_count(2)
+    expect(page.locator(f'#matters-table tr[data-matter="{SENDS}"]')).to_contain_text("Nakamura")
+    page.locator("#search").focus()  # back to the box, as a click would
+    search(page, "INV-1001")
+    expect(page.locator("#matter-title")).to_contain_text(MATTER)
+    expect(page.locator("#matters-table tbody tr")).to_have_count(1)
+
+
 def test_email_not_set_up_says_so_before_send_is_pressed(browser: Any, agent: Agent) -> None:
     """Item 4: the clerk is told to ask the administrator; the admin is told what to set."""
     link = agent.rt.links.create(LinkRequest(matter="M-2026-0060"))

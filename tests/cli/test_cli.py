@@ -67,6 +67,16 @@ def test_search_and_statements(home: Path, capsys: pytest.CaptureFixture[str]) -
     assert code == 0 and "INV-1001" in out and "open balance GBP" in out
 
 
+def test_search_by_invoice_number_and_with_a_typo(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(home, capsys, "sync")
+    code, out, _ = run(home, capsys, "matters", "search", "INV-1001", "--json")
+    assert code == 0 and [m["number"] for m in json.loads(out)] == ["M-2026-0010"]
+    code, out, _ = run(home, capsys, "matters", "search", "okafr", "--json")  # a letter left out
+    assert code == 0 and {m["number"] for m in json.loads(out)} == {"M-2026-0010", "M-2026-0011"}
+    code, out, _ = run(home, capsys, "matters", "search", "zzqqxx")
+    assert code == 0 and out.strip() == "no matter matches 'zzqqxx'"
+
+
 def test_exit_codes(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run(home, capsys, "sync")
     code, _, err = run(home, capsys, "statements", "--matter", "NOPE-1")

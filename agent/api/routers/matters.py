@@ -11,8 +11,9 @@ from agent.api.auth import RuntimeDep
 from agent.api.errors import found
 from agent.api.schemas import MatterDetailOut, MatterOut, StatementOut, link_out
 from agent.engine.links import sent_markers
-from agent.state.mirror import get_matter, open_balance, search_matters
+from agent.state.mirror import get_matter, open_balance
 from agent.state.schema import firm_clients
+from agent.state.search import search_matters
 
 from .common import MISSING
 
@@ -20,7 +21,8 @@ router = APIRouter(tags=["matters"])
 
 
 @router.get("/matters", response_model=list[MatterOut])
-def matters(rt: RuntimeDep, q: Annotated[str, Query(min_length=1, description="Matter number, matter name or client")]
+def matters(rt: RuntimeDep, q: Annotated[str, Query(
+        min_length=1, description="Part of a matter number, matter name, client or invoice number")]
             ) -> list[MatterOut]:
     with rt.store.read() as conn:
         rows = search_matters(conn, q)

@@ -106,7 +106,7 @@ async function loadMatter(ref) {
 
 async function search(text) {
   if (!text) {
-    results.replaceChildren(el("p", { class: "alert", role: "alert" }, "Type part of a matter number, matter name or client name."));
+    results.replaceChildren(el("p", { class: "alert", role: "alert" }, "Type part of a matter number, matter name, client name or invoice number."));
     return;
   }
   results.replaceChildren(el("p", { class: "muted" }, "Searching…"));
