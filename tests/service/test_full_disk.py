@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from tests_support import require
+from tests_support import bearer, require
 
-from agent.api.app import create_app, ensure_token
+from agent.api.app import create_app
 from agent.engine.links import LinkRequest
 from agent.home.demo import init_home
 from agent.runtime import Runtime
@@ -85,7 +85,7 @@ def test_a_full_state_store_keeps_the_agent_running_and_it_recovers_by_itself(tm
     with rt.store.read() as conn:
         assert conn.execute(select(func.count()).select_from(payments)).scalar() == 0  # nothing half-written
     client = TestClient(create_app(rt), base_url="http://127.0.0.1")
-    status = client.get("/status", headers={"Authorization": f"Bearer {ensure_token(rt.secrets)}"})
+    status = client.get("/status", headers={"Authorization": f"Bearer {bearer(rt.store)}"})
     assert status.status_code == 200 and "disk is full" in status.json()["state_store"]
 
     filler.unlink()  # room again: nobody restarts anything
