@@ -1,6 +1,6 @@
 """Brute-force protection for sign-in, per name (``user:NAME``) and per client address (``addr:IP``).
 
-The first ``FREE`` failures cost nothing (a typo); each one after that makes the next attempt wait twice as long
+The first ``FREE`` failures cost nothing (a typo); each one from then on makes the next attempt wait twice as long
 (1 s, 2 s, ... up to a minute), and the ``LOCK_AFTER``-th locks the key for ``LOCK_MINUTES``. A key forgets its
 failures ``LOCK_MINUTES`` after the last one, which is also how a lock-out ends by itself; ``ledgerlink users
 reset NAME`` ends a name's at once. Failures are counted for unknown names too, so trying names reveals nothing.
@@ -17,10 +17,10 @@ from sqlalchemy import delete, select, update
 from agent.state.schema import sign_in_failures
 from agent.state.store import StateStore, utcnow
 
-FREE = 3
+FREE = {"user": 3, "addr": 10}  # an office behind one address has many people mistyping
+LOCK_AFTER = {"user": 10, "addr": 30}
 MAX_DELAY = 60.0
 LOCK_MINUTES = 15
-LOCK_AFTER = {"user": 10, "addr": 30}  # an office behind one address has many people mistyping
 
 
 def name_key(name: str) -> str:
@@ -32,11 +32,12 @@ def keys(name: str, address: str) -> list[str]:
 
 
 def _delay(key: str, failures: int) -> dt.timedelta:
-    if failures >= LOCK_AFTER[key.split(":", 1)[0]]:
+    kind = key.split(":", 1)[0]
+    if failures >= LOCK_AFTER[kind]:
         return dt.timedelta(minutes=LOCK_MINUTES)
-    if failures < FREE:
+    if failures < FREE[kind]:
         return dt.timedelta(0)
-    return dt.timedelta(seconds=min(2.0 ** (failures - FREE), MAX_DELAY))
+    return dt.timedelta(seconds=min(2.0 ** (failures - FREE[kind]), MAX_DELAY))
 
 
 def waiting(store: StateStore, names: Sequence[str], now: dt.datetime | None = None) -> tuple[int, bool]:

@@ -74,8 +74,9 @@ def _password(rt: Runtime, request: Request, name: str, password: str) -> User:
     wait, locked = throttle.waiting(rt.store, keys)
     if wait:
         log.warning("refused sign-in from %s: 429 %s", client(request), "locked out" if locked else "too fast")
-        reason = (f"too many failed sign-ins: locked for {wait // 60 + 1} minutes, or until an admin runs "
-                  "'ledgerlink users reset NAME'" if locked else f"wrong too often: wait {wait} seconds")
+        reason = (f"too many failed sign-ins: locked for {max(1, round(wait / 60))} minutes, or until an admin "
+                  f"runs 'ledgerlink users reset {name.strip().lower()}'" if locked
+                  else f"wrong too often: wait {wait} seconds and try again")
         raise HTTPException(429, reason, headers={"Retry-After": str(wait)})
     user = check_password(rt.store, name, password)
     if user is None:
