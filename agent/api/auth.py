@@ -27,6 +27,11 @@ SHARED_TOKENS = {"api-admin-token": (FIRST_ADMIN, "admin"), "api-token": ("staff
 bearer = HTTPBearer(auto_error=False)
 
 
+def shared_label(secret: str) -> str:
+    """The label of the personal token a shared one became, by which doctor knows it is still in use."""
+    return f"shared {secret} of an earlier release"
+
+
 def settle_users(rt: Runtime) -> None:
     """Make the first admin of a new home, and adopt the shared tokens of an upgraded one (once)."""
     if ensure_first_admin(rt.store):
@@ -37,7 +42,7 @@ def settle_users(rt: Runtime) -> None:
             token = rt.secrets.get(secret)
         except ConfigurationError:
             continue
-        if adopt_token(rt.store, token, name, role, f"shared {secret} of an earlier release"):
+        if adopt_token(rt.store, token, name, role, shared_label(secret)):
             log.warning("the shared %s is now the personal token of %r; give each client its own ('ledgerlink api "
                         "token --user NAME') and then revoke it ('ledgerlink api token --list')", secret, name)
         rt.secrets.delete(secret)
