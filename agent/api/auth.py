@@ -16,7 +16,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from agent.api.guard import UNAUTHORISED
-from agent.core.errors import ConfigurationError
+from agent.core.errors import ConfigurationError, TransientError
 from agent.core.model import Actor
 from agent.runtime import Runtime
 from agent.state.users import FIRST_ADMIN, User, adopt_token, ensure_first_admin, holder
@@ -71,8 +71,11 @@ class Tokens:
     def user(self, given: str) -> User | None:
         """The active person whose session or API token ``given`` is."""
         if not self._settled:
-            settle_users(self.rt)
-            self._settled = True
+            try:
+                settle_users(self.rt)
+                self._settled = True
+            except TransientError as exc:  # a full disk: the tokens there still work; settle on a later request
+                log.warning("could not settle the users yet: %s", exc)
         return holder(self.rt.store, given)
 
     def authorised(self, header: str) -> bool:

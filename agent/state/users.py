@@ -118,6 +118,9 @@ def link_user(store: StateStore, name: str | None) -> str:
 
 def ensure_first_admin(store: StateStore) -> bool:
     """On a home with nobody in it, the user ``admin`` (no password: the sign-in link signs it in). True if made."""
+    with store.read() as conn:  # read first: a write transaction with nothing to write still claims the store
+        if conn.execute(select(func.count()).select_from(users)).scalar():
+            return False
     with store.begin() as conn:
         if conn.execute(select(func.count()).select_from(users)).scalar():
             return False
