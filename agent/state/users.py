@@ -13,11 +13,12 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from agent.core.errors import RuleError
 from agent.state import throttle
@@ -61,8 +62,8 @@ def _password_hash(password: str) -> str:
     return hasher.hash(password)
 
 
-def _user(row: object) -> User:
-    m = row._mapping  # type: ignore[attr-defined]
+def _user(row: Row[Any]) -> User:
+    m = row._mapping
     return User(m["name"], m["role"], m["password_hash"] is not None, m["created_at"], m["disabled_at"])
 
 
