@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from agent.api.guard import UNAUTHORISED
 from agent.core.errors import ConfigurationError, TransientError
 from agent.core.model import Actor
+from agent.core.scrub import reveal
 from agent.runtime import Runtime
 from agent.state.users import FIRST_ADMIN, User, adopt_token, ensure_first_admin, holder
 
@@ -76,7 +77,10 @@ class Tokens:
                 self._settled = True
             except TransientError as exc:  # a full disk: the tokens there still work; settle on a later request
                 log.warning("could not settle the users yet: %s", exc)
-        return holder(self.rt.store, given)
+        user = holder(self.rt.store, given)
+        if user is not None:
+            reveal(given)  # only its hash is stored: learnt here, so a log line that quotes it is scrubbed
+        return user
 
     def authorised(self, header: str) -> bool:
         """For an ``Authorization`` header as sent: is it a right bearer token?"""
