@@ -65,6 +65,7 @@ def _active(rt: Runtime, name: str) -> User:
     with rt.store.read() as conn:
         user = get(conn, name)
     if user is None or user.disabled_at is not None:
+        log.warning("refused sign-in by a link: 401 %r is disabled", name)
         raise HTTPException(401, f"{name!r} may not sign in: the account is disabled")
     return user
 
