@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 import uvicorn
 from delivery_support import sms_server, smtp_server
-from tests_support import require
+from tests_support import PASSWORD, bearer, person, require
 
-from agent.api.app import ADMIN_TOKEN, create_app, ensure_token
-from agent.api.console import login_url
+from agent.api.app import create_app
 from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
@@ -40,8 +39,8 @@ class Agent:
     home: Path
     rt: Runtime
     url: str
-    token: str
-    admin_token: str
+    token: str  # an API token of the clerk "clerk"
+    admin_token: str  # and of the admin "admin"; in the browser both sign in with name and password
     pay: SandboxPayServer
 
 
@@ -75,8 +74,7 @@ def agent_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     server, thread = _serve(rt)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield Agent(home, rt, f"http://127.0.0.1:{port}", ensure_token(rt.secrets),
-                    ensure_token(rt.secrets, ADMIN_TOKEN), pay)
+        yield Agent(home, rt, f"http://127.0.0.1:{port}", bearer(rt.store), bearer(rt.store, "admin"), pay)
     finally:
         server.should_exit = True
         thread.join(10)
@@ -134,9 +132,13 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def sign_in(page: Any, agent: Agent, token: str | None = None) -> None:
-    page.goto("about:blank")  # from the login page itself, a #token link would be a same-page hash change
-    page.goto(login_url(agent.url, token or agent.token))
+def sign_in(page: Any, agent: Agent, user: str = "clerk") -> None:
+    """Sign in at the login page with the person's name and password, as staff do (``clerk`` or ``admin``)."""
+    person(agent.rt.store, user, "admin" if user == "admin" else "clerk")
+    page.goto(f"{agent.url}/console/login")
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/console/#debts")
     expect(page.locator("body[data-role]")).to_have_count(1)  # /console-info answered: formats and flags set
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from agent.state import users
+from agent.state.store import StateStore
 from connectors.testkit.databases import in_ci
+
+PASSWORD = "correct horse battery"  # every test person's password (argon2-hashed like a real one)
 
 
 def require(reason: str | None) -> None:
@@ -14,3 +18,20 @@ def require(reason: str | None) -> None:
     if in_ci():
         pytest.fail(f"CI=true and a required server or driver is missing: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def person(store: StateStore, name: str, role: str) -> str:
+    """The named person with role ``role`` and the password PASSWORD, made (or given the password) as needed."""
+    with store.read() as conn:
+        found = users.get(conn, name)
+    if found is None:
+        users.add(store, name, role, PASSWORD)
+    else:
+        assert found.role == role, f"{name!r} is a {found.role}, not a {role}"
+        users.reset(store, name, PASSWORD)
+    return name
+
+
+def bearer(store: StateStore, role: str = "clerk", name: str | None = None) -> str:
+    """A personal API token of the person ``name`` (default: named after the role), made for the test."""
+    return users.new_token(store, person(store, name or role, role), "test")[1]

@@ -2,8 +2,10 @@
 
 It adds no business rule of its own. Every endpoint calls an engine through the runtime, and failures map to
 HTTP status codes (agent.api.errors). Money is a decimal string in JSON, never a float, both ways. It binds
-127.0.0.1 by default. Every endpoint except ``GET /health`` needs ``Authorization: Bearer <api-token>``, and the
-settings endpoints need the admin token. Both tokens are secrets in the keyring, made on first start.
+127.0.0.1 by default. Every endpoint except ``GET /health`` and sign-in needs ``Authorization: Bearer <token>``:
+a console session (sign in with name and password) or a personal API token (``ledgerlink api token --user NAME``).
+Clerks may search, create, send and cancel links, bulk upload and read postings; settings, reallocating and
+removing postings need an admin.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from agent import __version__
 from agent.api import console
-from agent.api.auth import ADMIN_TOKEN, TOKEN, Tokens, ensure_token, require_admin, require_token
+from agent.api.auth import Tokens, require_admin, require_token, settle_users
 from agent.api.console.router import router as console_router
 from agent.api.docs import mount_docs
 from agent.api.errors import install_error_handlers
@@ -29,7 +31,7 @@ from agent.api.schemas import ErrorOut
 from agent.core.errors import ConfigurationError
 from agent.runtime import Runtime
 
-__all__ = ["ADMIN_TOKEN", "TOKEN", "ApiServer", "create_app", "ensure_token", "serve_api"]
+__all__ = ["ApiServer", "create_app", "serve_api"]
 
 log = logging.getLogger("ledgerlink.api")
 STAFF_ROUTERS = (status.router, matters.router, links.router, postings.router, collections.router, money.router,
@@ -42,7 +44,7 @@ def allowed_hosts(rt: Runtime) -> set[str]:
 
 
 def create_app(rt: Runtime) -> FastAPI:
-    """The API over one runtime. Tokens are read on the first request, so building the app needs no secrets."""
+    """The API over one runtime. Users are first read on the first request, so building the app reads nothing."""
     app = FastAPI(title="Ledgerlink local API", version=__version__,
                   description=(__doc__ or "").strip(), separate_input_output_schemas=True,
                   docs_url=None, redoc_url=None)
@@ -103,8 +105,7 @@ class ApiServer:
 
 def serve_api(rt: Runtime, host: str = "127.0.0.1", port: int = 8766, *, start_timeout: float = 10.0) -> ApiServer:
     """Start the API on host:port (0 picks a free port) and return once it accepts connections."""
-    ensure_token(rt.secrets, TOKEN)
-    ensure_token(rt.secrets, ADMIN_TOKEN)
+    settle_users(rt)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("the local API listens on %s, not only on this computer; keep the tokens safe", host)
     config = uvicorn.Config(create_app(rt), host=host, port=port, log_config=None, lifespan="off",

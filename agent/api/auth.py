@@ -1,42 +1,52 @@
-"""Who may call the local API: the staff token, the admin token, and the runtime each request works on.
+"""Who is calling the local API: the named person behind a console session or a personal API token, and their role.
 
-Both tokens are secrets in the keyring, made on first use. The runtime is put on the app by the app factory, so
-routers read it per request and never import the factory.
+Both kinds of token are kept as hashes in the state store (agent.state.users). The shared clerk and admin tokens
+of 0.2 and earlier are adopted on first use: each becomes a personal token (of ``staff``, a clerk, and of
+``admin``) so clients set up with them keep working, and leaves the keyring. The runtime is put on the app by the
+app factory, so routers read it per request and never import the factory. Every 401 and 403 is logged with the
+path and the client's address, never the token, password or code.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets as pysecrets
-import time
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from agent.core.errors import ConfigurationError
+from agent.api.guard import UNAUTHORISED
+from agent.core.errors import ConfigurationError, TransientError
 from agent.core.model import Actor
-from agent.home.secrets import Secrets
+from agent.core.scrub import reveal
 from agent.runtime import Runtime
+from agent.state.users import FIRST_ADMIN, User, adopt_token, ensure_first_admin, holder
 
 log = logging.getLogger("ledgerlink.api")
 
-SESSION_HOURS = 12
-TOKEN = "api-token"
-ADMIN_TOKEN = "api-admin-token"
+SHARED_TOKENS = {"api-admin-token": (FIRST_ADMIN, "admin"), "api-token": ("staff", "clerk")}  # 0.2 and earlier
 bearer = HTTPBearer(auto_error=False)
 
 
-def ensure_token(store: Secrets, name: str = TOKEN) -> str:
-    """The token kept as secret ``name``, made and stored on first use so no one has to invent one."""
-    try:
-        return store.get(name)
-    except ConfigurationError:
-        token = pysecrets.token_urlsafe(32)
-        store.set(name, token)
-        log.info("created the %s secret; 'ledgerlink api token%s' prints it", name,
-                 " --admin" if name == ADMIN_TOKEN else "")
-        return store.get(name)
+def shared_label(secret: str) -> str:
+    """The label of the personal token a shared one became, by which doctor knows it is still in use."""
+    return f"shared {secret} of an earlier release"
+
+
+def settle_users(rt: Runtime) -> None:
+    """Make the first admin of a new home, and adopt the shared tokens of an upgraded one (once)."""
+    if ensure_first_admin(rt.store):
+        log.info("created the admin user %r: 'ledgerlink api login-link' signs it in, 'ledgerlink users reset %s' "
+                 "gives it a password", FIRST_ADMIN, FIRST_ADMIN)
+    for secret, (name, role) in SHARED_TOKENS.items():
+        try:
+            token = rt.secrets.get(secret)
+        except ConfigurationError:
+            continue
+        if adopt_token(rt.store, token, name, role, shared_label(secret)):
+            log.warning("the shared %s is now the personal token of %r; give each client its own ('ledgerlink api "
+                        "token --user NAME') and then revoke it ('ledgerlink api token --list')", secret, name)
+        rt.secrets.delete(secret)
 
 
 def runtime(request: Request) -> Runtime:
@@ -48,61 +58,69 @@ def runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
+def client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 class Tokens:
-    """The two tokens of one runtime, read on first use: building the app needs no secrets."""
+    """The people behind bearer tokens of one runtime; the store is first read on the first request."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self._pair: tuple[str, str] | None = None
-        self._sessions: dict[str, tuple[str, float]] = {}  # session token -> role, monotonic expiry
+        self._settled = False
 
-    def open_session(self, role: str) -> str:
-        """A session token for one signed-in tab; it lives in this process only and ends after SESSION_HOURS."""
-        session = pysecrets.token_urlsafe(32)
-        self._sessions[session] = (role, time.monotonic() + SESSION_HOURS * 3600)
-        return session
-
-    def role(self, given: str) -> str | None:
-        """``admin``, ``user`` or None for the bearer token ``given``."""
-        if self._pair is None:
-            self._pair = ensure_token(self.rt.secrets, TOKEN), ensure_token(self.rt.secrets, ADMIN_TOKEN)
-        user, admin = self._pair
-        if given and pysecrets.compare_digest(given, admin):
-            return "admin"
-        if given and pysecrets.compare_digest(given, user):
-            return "user"
-        role, expires = self._sessions.get(given, ("", 0.0))
-        if role and time.monotonic() < expires:
-            return role
-        self._sessions.pop(given, None)
-        return None
+    def user(self, given: str) -> User | None:
+        """The active person whose session or API token ``given`` is."""
+        if not self._settled:
+            try:
+                settle_users(self.rt)
+                self._settled = True
+            except TransientError as exc:  # a full disk: the tokens there still work; settle on a later request
+                log.warning("could not settle the users yet: %s", exc)
+        user = holder(self.rt.store, given)
+        if user is not None:
+            reveal(given)  # only its hash is stored: learnt here, so a log line that quotes it is scrubbed
+        return user
 
     def authorised(self, header: str) -> bool:
         """For an ``Authorization`` header as sent: is it a right bearer token?"""
         scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and self.role(given.strip()) is not None
+        return scheme.lower() == "bearer" and self.user(given.strip()) is not None
 
 
 def require_token(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-    """``user`` or ``admin`` for a right token; 401 otherwise."""
+    """The caller's role, ``clerk`` or ``admin``, for a right token (the person is kept for the request); 401."""
     tokens: Tokens = request.app.state.tokens
-    role = tokens.role(credentials.credentials if credentials else "")
-    if role is not None:
-        return role
-    raise HTTPException(401, "missing or wrong bearer token; 'ledgerlink api token' prints it",
-                        headers={"WWW-Authenticate": "Bearer"})
+    user = tokens.user(credentials.credentials if credentials else "")
+    if user is None:
+        log.warning("refused %s %s from %s: 401 %s", request.method, request.url.path, client(request),
+                    "wrong or expired token" if credentials else "no token")
+        raise HTTPException(401, UNAUTHORISED, headers={"WWW-Authenticate": "Bearer"})
+    request.state.user = user
+    return user.role
 
 
-def require_admin(who: Annotated[str, Depends(require_token)]) -> str:
+def signed_in(request: Request, _role: Annotated[str, Depends(require_token)]) -> User:
+    """The person behind this request."""
+    user: User = request.state.user
+    return user
+
+
+def require_admin(who: Annotated[str, Depends(require_token)], request: Request) -> str:
+    """``admin``; 403 for a clerk."""
     if who != "admin":
-        raise HTTPException(403, "this changes settings: use the admin token ('ledgerlink api token --admin')")
+        user: User = request.state.user
+        log.warning("refused %s %s from %s: 403 %r is a clerk", request.method, request.url.path, client(request),
+                    user.name)
+        raise HTTPException(403, f"this needs an admin and {user.name!r} is a clerk; ask an administrator")
     return who
 
 
-def current_actor(role: Annotated[str, Depends(require_token)]) -> Actor:
-    """The person behind this request, for the audit trail (the token's role until staff sign in by name)."""
-    return Actor("user", role)
+def current_actor(user: Annotated[User, Depends(signed_in)]) -> Actor:
+    """The person behind this request, for the audit trail."""
+    return Actor("user", user.name)
 
 
 ActorDep = Annotated[Actor, Depends(current_actor)]
+UserDep = Annotated[User, Depends(signed_in)]

@@ -9,6 +9,7 @@ with 413 while it streams in, whatever its Content-Length says.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -18,9 +19,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+log = logging.getLogger("ledgerlink.api")
 MAX_BODY = 2 * 1024 * 1024
 MAX_UPLOAD = 50 * 1024 * 1024
 UPLOAD_PATHS = ("/bulk/review",)
+UNAUTHORISED = ("missing or wrong bearer token; sign in again, or make your own with "
+                "'ledgerlink api token --user NAME'")
 PUBLIC = ("/health", "/openapi.json", "/docs", "/console")  # pages and documents that carry no private data
 
 
@@ -49,8 +53,10 @@ class Guard:
         path: str = scope.get("path", "")
         public = any(path == p or path.startswith(p + "/") for p in PUBLIC)
         if not public and not self.authorised(headers.get("authorization", "")):
-            await _answer(send, 401, "missing or wrong bearer token; 'ledgerlink api token' prints it",
-                          {"WWW-Authenticate": "Bearer"})
+            address = (scope.get("client") or ("unknown",))[0]
+            log.warning("refused %s %s from %s: 401 %s", scope.get("method"), path, address,
+                        "wrong or expired token" if headers.get("authorization") else "no token")
+            await _answer(send, 401, UNAUTHORISED, {"WWW-Authenticate": "Bearer"})
             return
         cap = MAX_UPLOAD if path in UPLOAD_PATHS else MAX_BODY
         length = headers.get("content-length", "")

@@ -367,7 +367,8 @@ class ChannelOut(BaseModel):
 class ConsoleInfoOut(BaseModel):
     """What the console needs before the first screen: who is signed in, how to format, what can be sent."""
 
-    role: Literal["admin", "user"]
+    user: str = Field(description="The signed-in person's user name.")
+    role: Literal["admin", "clerk"]
     firm_name: str
     locale: str = Field(description="BCP 47 locale for money and dates (firm_locale).")
     time_zone: str = Field(description="IANA time zone for dates and times (firm_timezone).")

@@ -2,7 +2,8 @@
 
 Each line is ok, warn or fail with what to do about it: settings and mapping valid, firm database reachable with
 its row counts, every provider account reachable with its credentials, the mail relay, the state store (who holds
-its lock, migrations, disk space), the service, and the last error of each job. A check that cannot run says so
+its lock, migrations, disk space), who may sign in (and any shared token of an earlier release still in use), the
+service, and the last error of each job. A check that cannot run says so
 and the others still run.
 """
 
@@ -21,12 +22,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from agent.api.auth import SHARED_TOKENS, shared_label
 from agent.cli.output import Commands, emit
 from agent.core import system
 from agent.core.errors import LedgerlinkError
 from agent.core.scrub import scrub
 from agent.engine.sending import DeliveryFailed, check_relay
 from agent.runtime import Runtime
+from agent.state import users
 from agent.state.lock import AlreadyRunning, active_agent
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -106,6 +109,22 @@ def _store(rt: Runtime) -> Iterator[Finding]:
            Finding("warn", "disk", f"only {free / 2**20:.0f} MiB free for {folder}", "free some space"))
 
 
+def _staff(rt: Runtime) -> Iterator[Finding]:
+    people = [u for u in users.listed(rt.store) if u.disabled_at is None]
+    admins = sum(u.role == "admin" for u in people)
+    yield (Finding("ok", "staff", f"{len(people)} may sign in, {admins} of them admin") if admins else
+           Finding("warn", "staff", "no admin may sign in yet",
+                   "'ledgerlink api login-link' (makes the admin 'admin' on a new home) or 'ledgerlink users add "
+                   "NAME --role admin'"))
+    shared = {shared_label(secret) for secret in SHARED_TOKENS}
+    for token in users.tokens(rt.store):
+        if token["label"] in shared and token["revoked_at"] is None:
+            yield Finding("warn", "api tokens", f"token {token['id']} of {token['user_name']!r} is the "
+                          f"{token['label']}, which every client of that release shared",
+                          f"give each client its own ('ledgerlink api token --user NAME'), then 'ledgerlink api "
+                          f"token --revoke {token['id']}'")
+
+
 def _service(rt: Runtime) -> Iterator[Finding]:
     if system.current().service_manager() != "systemd" or shutil.which("systemctl") is None:
         yield Finding("warn", "service", "not checked on this system (no systemctl)",
@@ -141,8 +160,8 @@ def _client_money(rt: Runtime) -> Iterator[Finding]:
 
 
 CHECKS: tuple[tuple[str, Check], ...] = (("firm database", _firm), ("providers", _providers), ("email", _mail),
-                                         ("state store", _store), ("service", _service), ("jobs", _jobs),
-                                         ("client money", _client_money))
+                                         ("state store", _store), ("staff", _staff), ("service", _service),
+                                         ("jobs", _jobs), ("client money", _client_money))
 
 
 def diagnose(rt: Runtime) -> list[Finding]:

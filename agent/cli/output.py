@@ -32,6 +32,7 @@ GROUPS = {
     "mandates": "Direct Debit mandates",
     "collections": "Direct Debit collections",
     "api": "the local HTTP API",
+    "users": "staff who sign in to the console, and their roles",
     "service": "install and control the agent as a system service",
 }
 

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.api.app import ensure_token, serve_api
+from agent.api.app import serve_api
 from agent.api.console import sign_in_url
 from agent.core import system
-from agent.core.errors import ConfigurationError, LedgerlinkError
+from agent.core.errors import ConfigurationError, LedgerlinkError, RuleError
 from agent.core.scrub import scrub
 from agent.engine.intake import InboxIntake, process_request_table
 from agent.engine.payments import EventPoller, ReconcileResult
@@ -30,6 +30,7 @@ from agent.service.reload import ConfigWatcher
 from agent.state.lock import AlreadyRunning, Fenced, StoreLock
 from agent.state.signin import CODE_MINUTES, new_code
 from agent.state.store import utcnow
+from agent.state.users import link_user
 from connectors.providers.sandbox import SandboxPayServer
 
 log = logging.getLogger("ledgerlink.service")
@@ -319,6 +320,17 @@ def _run(rt: Runtime, once: bool, stopping: threading.Event) -> int:
     return 3 if lock.lost.is_set() else code
 
 
+def _print_sign_in_link(rt: Runtime, url: str) -> None:
+    """The console link for the only admin (a new home's ``admin``); with several, how to make one."""
+    try:
+        admin = link_user(rt.store, None)
+    except RuleError as exc:
+        log.info("staff console at %s/console/: sign in with your name and password, or %s", url, exc)
+        return
+    log.info("staff console (this link signs in %r, once, within %d minutes; 'ledgerlink api login-link' makes "
+             "another): %s", admin, CODE_MINUTES, sign_in_url(url, new_code(rt.store, admin)))
+
+
 def _run_locked(rt: Runtime, once: bool, lock: StoreLock, stopping: threading.Event) -> int:
     wakeup = Wakeup()
     service = Service(rt, default_jobs(rt, wakeup), stopping, wakeup)
@@ -329,9 +341,7 @@ def _run_locked(rt: Runtime, once: bool, lock: StoreLock, stopping: threading.Ev
             servers.append(start_pay_page(rt))
             api = serve_api(rt, rt.settings.api_host, rt.settings.api_port)
             servers.append(api)
-            ensure_token(rt.secrets)
-            log.info("staff console (this link works once, for %d minutes; 'ledgerlink api login-link' makes "
-                     "another): %s", CODE_MINUTES, sign_in_url(api.url, new_code(rt.store)))
+            _print_sign_in_link(rt, api.url)
             watcher = ConfigWatcher(rt, polling=rt.settings.watch_polling).start()
             servers.append(watcher)
             service.jobs.append(Job("watcher", 5.0, watcher.ensure_alive))

@@ -120,6 +120,42 @@ sign_in_codes = Table(  # 0008: one-time console sign-in codes, kept as hashes
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime),
+    Column("user_name", String(64), comment="0013: the person the code signs in; NULL on older codes"),
+)
+
+users = Table(  # 0013: named staff; a NULL password signs in only through a one-time link
+    "users", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(8), nullable=False, comment="clerk or admin"),
+    Column("password_hash", Text, comment="argon2id, never the password"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime),
+)
+
+user_sessions = Table(  # 0013: console sessions, kept in the store so they survive a restart until they expire
+    "user_sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_name", String(64), ForeignKey("users.name"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+api_tokens = Table(  # 0013: personal API tokens, shown once and kept as hashes
+    "api_tokens", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_name", String(64), ForeignKey("users.name"), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+sign_in_failures = Table(  # 0013: brute-force protection, one row per name ("user:NAME") and per address ("addr:IP")
+    "sign_in_failures", metadata,
+    Column("key", String(128), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", UTCDateTime, nullable=False),
+    Column("not_before", UTCDateTime, nullable=False, comment="no attempt is checked before this time"),
 )
 
 # ---------------------------------------------------------------------------- matter search (0011, state/search.py)

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, update
+from tests_support import bearer
 
 from agent import __version__
 from agent.api import app as api
@@ -37,9 +38,9 @@ class Env:
     home: Path
     rt: Runtime
     server: api.ApiServer
-    client: httpx.Client  # carries the user token
+    client: httpx.Client  # carries the token of the clerk "clerk"
     token: str
-    admin_token: str
+    admin_token: str  # of the admin "admin"
 
     def as_admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token}"}
@@ -53,7 +54,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
     rt.links.retry_initial = 0.01
     Syncer(rt.store, rt.connector).sync()
     server = api.serve_api(rt, "127.0.0.1", 0)
-    token, admin_token = api.ensure_token(rt.secrets), api.ensure_token(rt.secrets, api.ADMIN_TOKEN)
+    token, admin_token = bearer(rt.store), bearer(rt.store, "admin")
     client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
     try:
         yield Env(home, rt, server, client, token, admin_token)
@@ -92,8 +93,9 @@ def test_binds_loopback_and_every_endpoint_but_health_needs_the_token(env: Env) 
             if path == "/health":
                 assert bare.request(method, url).status_code == 200
                 continue
-            if path == "/console/sign-in":  # needs no token: the one-time code is the credential
+            if path == "/console/sign-in":  # needs no token: the one-time code or the password is the credential
                 assert bare.request(method, url, json={"code": "not-a-real-code"}).status_code == 401
+                assert bare.request(method, url, json={"name": "clerk", "password": "wrong"}).status_code == 401
                 continue
             for client in (bare, wrong):
                 response = client.request(method, url, json={})
@@ -111,22 +113,14 @@ def test_health_needs_no_token_and_says_the_version(env: Env) -> None:
     assert response.json() == {"status": "ok", "version": __version__}
 
 
-def test_admin_endpoints_refuse_the_user_token(env: Env) -> None:
+def test_admin_endpoints_refuse_a_clerk(env: Env) -> None:
     assert env.client.get("/settings/accounts/operating").status_code == 403
     refused = env.client.put("/settings/accounts/operating", json={"expiry_days": 3})
     assert refused.status_code == 403
-    assert "--admin" in refused.json()["error"]
+    assert "needs an admin" in refused.json()["error"] and "'clerk'" in refused.json()["error"]
     assert "expiry_days = 3" not in env.rt.settings.config_path.read_text()
-    # the admin token also works for everything else
+    # an admin's token also works for everything else
     assert env.client.get("/status", headers=env.as_admin()).status_code == 200
-
-
-def test_tokens_are_made_once_and_printed_by_the_cli(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    assert len(env.token) >= 43 and env.token != env.admin_token
-    assert main(["--home", str(env.home), "api", "token"]) == 0
-    assert main(["--home", str(env.home), "api", "token", "--admin"]) == 0
-    assert capsys.readouterr().out.split() == [env.token, env.admin_token]
-    assert api.ensure_token(Runtime.for_home(env.home).secrets) == env.token  # stored, not made again
 
 
 # ------------------------------------------------------------------------------------------- status, matters
@@ -353,7 +347,7 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
         "/postings/{posting_id}/remove": {"post"}, "/sent-pages": {"get"}, "/sent-pages/export": {"get"},
         "/bulk/template": {"get"}, "/bulk/review": {"post"}, "/bulk/links": {"post"},
         "/console-info": {"get"}, "/link-delivery": {"get"}, "/console/sign-in": {"post"},
-        "/collections": {"get"}, "/collections/{collection_id}": {"get"},
+        "/console/sign-out": {"post"}, "/collections": {"get"}, "/collections/{collection_id}": {"get"},
         "/collections/{collection_id}/cancel": {"post"},
         "/payouts": {"get"}, "/payouts/breaches": {"get"}, "/payouts/{payout}": {"get"}, "/refunds": {"get"},
         "/payments/{payment}/refund": {"post"},

@@ -14,8 +14,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from tests_support import bearer
 
-from agent.api.app import ADMIN_TOKEN, create_app, ensure_token
+from agent.api.app import create_app
 from agent.home.demo import init_home
 from agent.runtime import Runtime
 
@@ -36,6 +37,6 @@ def _clean_up() -> Iterator[None]:
 @schema.parametrize()
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_no_generated_request_gets_a_server_error(case: schemathesis.Case) -> None:
-    token = ensure_token(RT.secrets, ADMIN_TOKEN)
+    token = bearer(RT.store, "admin")
     case.call_and_validate(headers={"Authorization": f"Bearer {token}", "Host": "127.0.0.1"},
                            checks=[not_a_server_error])

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests_support import bearer
 
-from agent.api.app import ApiServer, ensure_token, serve_api
+from agent.api.app import ApiServer, serve_api
 from agent.api.guard import MAX_BODY
 from agent.home.demo import init_home
 from agent.runtime import Runtime
@@ -27,7 +28,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Runtime, ApiServer, httpx.Client]]:
     rt = Runtime.for_home(home)
     rt.syncer.sync()
     server = serve_api(rt, "127.0.0.1", 0)
-    client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {ensure_token(rt.secrets)}"},
+    client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {bearer(rt.store)}"},
                           timeout=10)
     try:
         yield rt, server, client

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from console_support import (
     ARTIFACTS,
@@ -27,6 +28,7 @@ from console_support import (
     sign_in,
 )
 from openpyxl import load_workbook
+from tests_support import PASSWORD, person
 
 from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
@@ -49,17 +51,25 @@ def _fresh_artifacts() -> None:
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
 
 
-def test_login_page_refuses_a_wrong_token_and_accepts_the_right_one(page: Any, agent: Agent) -> None:
+def test_login_page_refuses_a_wrong_password_signs_in_by_name_and_signs_out(page: Any, agent: Agent) -> None:
+    person(agent.rt.store, "clerk", "clerk")
     page.goto(f"{agent.url}/console/")
     page.wait_for_url("**/console/login")
-    page.get_by_label("Access token").fill("not-the-token")
+    page.get_by_label("User name").fill("clerk")
+    page.get_by_label("Password").fill("not the password")
     page.keyboard.press("Enter")
     expect(page.get_by_role("alert")).to_contain_text("not accepted")
     shot(page, "01-login")
-    page.get_by_label("Access token").fill(agent.token)
+    page.get_by_label("Password").fill(PASSWORD)
     page.keyboard.press("Enter")
     page.wait_for_url("**/console/#debts")
-    assert "token" not in page.url
+    expect(page.locator("#signed-in-as")).to_have_text("clerk (clerk)")
+    session = page.evaluate("sessionStorage.getItem('ledgerlink.token')")
+    assert session and PASSWORD not in page.url
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/console/login")
+    ended = httpx.get(f"{agent.url}/status", headers={"Authorization": f"Bearer {session}"})
+    assert ended.status_code == 401  # signing out ends the session at the agent, not only in the tab
 
 
 def test_instant_bank_pay_from_search_to_posting(page: Any, agent: Agent) -> None:
@@ -187,7 +197,7 @@ def test_quick_link_and_admin_settings(page: Any, agent: Agent) -> None:
     expect(page.locator("#quick-result .link-amount")).to_have_text("£120.00")
     shot(page, "10-quick-link")
 
-    sign_in(page, agent, agent.admin_token)
+    sign_in(page, agent, "admin")
     go(page, agent, "settings")
     form = page.locator('form[data-account="trust"]')
     form.get_by_label("Disclaimer on the payment page").fill("Client account (trust).")
@@ -342,10 +352,9 @@ def test_email_not_set_up_says_so_before_send_is_pressed(browser: Any, agent: Ag
     link = agent.rt.links.create(LinkRequest(matter="M-2026-0060"))
     clerk = "Email is not set up for this firm yet; ask your administrator."
     admin = "Email is not set up: set [smtp] from_address in ledgerlink.toml"
-    for token, expected, name in ((agent.token, clerk, "16-clerk-no-email"),
-                                  (agent.admin_token, admin, "17-admin-no-email")):
+    for user, expected, name in (("clerk", clerk, "16-clerk-no-email"), ("admin", admin, "17-admin-no-email")):
         page = new_page(browser)
-        sign_in(page, agent, token)
+        sign_in(page, agent, user)
         search(page, "M-2026-0060")
         page.get_by_role("button", name="Instant Bank Pay").click()
         dialog = page.locator("#pay-dialog")
@@ -495,9 +504,14 @@ def test_extra_endpoints_remove_and_reallocate_postings(agent: Agent) -> None:
         pending = client.get("/manage-postings", params={"status": "pending"}).json()
         mine = [p for p in pending if p["link_id"] == link.id]
         assert mine and mine[0]["matter_number"] == "M-2026-0020"
-        refused = client.post(f"/postings/{mine[0]['id']}/reallocate", json={"statements": {"INV-1001": "1.00"}})
+        move = f"/postings/{mine[0]['id']}/reallocate"
+        assert client.post(move, json={"statements": {"INV-1001": "1.00"}}).status_code == 403  # a clerk may not
+        admin = {"Authorization": f"Bearer {agent.admin_token}"}
+        refused = client.post(move, json={"statements": {"INV-1001": "1.00"}}, headers=admin)
         assert refused.status_code == 422 and "only incomplete" in refused.json()["error"]
-        removed = client.post(f"/postings/{mine[0]['id']}/remove", json={"reason": "recorded by hand"})
+        remove = f"/postings/{mine[0]['id']}/remove"
+        assert client.post(remove, json={"reason": "recorded by hand"}).status_code == 403
+        removed = client.post(remove, json={"reason": "recorded by hand"}, headers=admin)
         assert removed.json()["state"] == "removed"
         assert [a["default"] for a in client.get("/accounts").json()] == [True, False]
 
@@ -509,7 +523,8 @@ def test_console_info_and_link_delivery_endpoints(agent: Agent) -> None:
     with httpx.Client(base_url=agent.url) as client:
         clerk = client.get("/console-info", headers={"Authorization": f"Bearer {agent.token}"}).json()
         admin = client.get("/console-info", headers={"Authorization": f"Bearer {agent.admin_token}"}).json()
-        assert clerk == {**admin, "role": "user"} and admin["role"] == "admin"
+        assert clerk == {**admin, "user": "clerk", "role": "clerk"}
+        assert (admin["user"], admin["role"]) == ("admin", "admin")
         assert clerk["firm_name"] == "Demo Legal LLP" and clerk["locale"] == "en-GB"
         assert clerk["time_zone"] == "Europe/London"
         assert clerk["email"] == {"ready": False, "missing": ["[smtp] from_address"]}
@@ -560,7 +575,7 @@ def test_payouts_page_the_client_money_banner_and_the_admin_refund(page: Any, ag
         go(page, agent, "postings")
         expect(page.locator("#postings-list")).to_be_visible()
         assert page.get_by_role("button", name=re.compile("^Refund")).count() == 0  # a clerk cannot refund
-        sign_in(page, agent, agent.admin_token)
+        sign_in(page, agent, "admin")
         go(page, agent, "postings")
         page.get_by_role("button", name=re.compile("^Refund posting")).first.click()
         page.get_by_label("Amount to refund").fill("999.00")

@@ -20,7 +20,6 @@ from console_support import (
     sign_in,
 )
 
-from agent.api.console import login_url
 from agent.engine.links import LinkRequest
 
 HEADER = "Invoice number,Invoice date,Due date,Recipient name,Recipient email,Amount,Custom message\n"
@@ -92,7 +91,7 @@ def test_every_screen_and_popup_passes_axe(page: Any, agent: Agent, tmp_path: Pa
     expect(page.locator("#bulk-rows")).to_be_visible()
     assert_accessible(page, "Bulk upload review")
 
-    sign_in(page, agent, agent.admin_token)
+    sign_in(page, agent, "admin")
     go(page, agent, "settings")
     expect(page.locator('form[data-account="trust"]')).to_be_visible()
     assert_accessible(page, "Settings (admin)")
@@ -100,9 +99,7 @@ def test_every_screen_and_popup_passes_axe(page: Any, agent: Agent, tmp_path: Pa
 
 def test_a_clerk_makes_a_link_by_keyboard_alone(page: Any, agent: Agent) -> None:
     """Skip link, the search, the matter, the popup, Create link and Escape: no mouse anywhere."""
-    page.goto(login_url(agent.url, agent.token))
-    page.wait_for_url("**/console/#debts")
-    expect(page.locator("body[data-role]")).to_have_count(1)
+    sign_in(page, agent)
     page.keyboard.press("Tab")
     assert focused(page) == "Skip to content"
     page.keyboard.press("Enter")

@@ -1,5 +1,6 @@
 """The console's one-time sign-in (issue 14 item 6): the printed link carries a code that works once and for a
-few minutes, is exchanged for a session token kept in the tab, and may be logged in full."""
+few minutes, is exchanged for a session token of the named person (issue 19) kept in the tab, and may be logged
+in full."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from console_support import ARGS, CHROMIUM
 from playwright.sync_api import sync_playwright
 from sqlalchemy import update
-from tests_support import require
+from tests_support import person, require
 
 from agent.api.app import ApiServer, serve_api
 from agent.api.console import sign_in_url
@@ -38,22 +39,24 @@ def served(tmp_path: Path) -> Iterator[tuple[Runtime, ApiServer]]:
 
 def test_a_code_signs_in_once_and_its_session_works(served: tuple[Runtime, ApiServer]) -> None:
     rt, server = served
-    code = new_code(rt.store)
+    code = new_code(rt.store, person(rt.store, "clerk", "clerk"))
     first = httpx.post(f"{server.url}/console/sign-in", json={"code": code})
-    assert first.status_code == 200 and first.json()["role"] == "user"
-    session = first.json()["token"]
-    assert httpx.get(f"{server.url}/status", headers={"Authorization": f"Bearer {session}"}).status_code == 200
+    assert first.status_code == 200 and (first.json()["user"], first.json()["role"]) == ("clerk", "clerk")
+    session = {"Authorization": f"Bearer {first.json()['token']}"}
+    assert httpx.get(f"{server.url}/status", headers=session).status_code == 200
+    assert httpx.get(f"{server.url}/settings/accounts/operating", headers=session).status_code == 403
     again = httpx.post(f"{server.url}/console/sign-in", json={"code": code})
     assert again.status_code == 401 and "already used" in again.json()["error"]
     admin = httpx.post(f"{server.url}/console/sign-in", json={"code": new_code(rt.store, "admin")}).json()
+    assert (admin["user"], admin["role"]) == ("admin", "admin")  # the first admin, made when the API started
     settings = httpx.get(f"{server.url}/settings/accounts/operating",
                          headers={"Authorization": f"Bearer {admin['token']}"})
-    assert settings.status_code == 200  # an admin code gives an admin session
+    assert settings.status_code == 200  # an admin's code gives an admin session
 
 
 def test_an_expired_code_is_refused(served: tuple[Runtime, ApiServer]) -> None:
     rt, _server = served
-    code = new_code(rt.store)
+    code = new_code(rt.store, "admin")
     with rt.store.begin() as conn:
         conn.execute(update(sign_in_codes).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
     assert redeem(rt.store, code) is None

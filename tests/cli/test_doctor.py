@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.api.auth import settle_users
 from agent.cli.main import main
 from agent.home.demo import init_home
+from agent.runtime import Runtime
 
 
 @pytest.fixture
@@ -60,3 +62,21 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_staff_who_may_sign_in_and_a_shared_token_still_in_use(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    findings = run(home, capsys)[1]
+    staff = next(f for f in findings if f["what"] == "staff")
+    assert staff["verdict"] == "warn" and "ledgerlink api login-link" in staff["fix"]  # nobody yet on a new home
+    rt = Runtime.for_home(home)
+    rt.secrets.set("api-token", "old-shared-clerk-token-0123456789")  # an upgrade from 0.2
+    settle_users(rt)
+    rt.close()
+    findings = run(home, capsys)[1]
+    assert next(f for f in findings if f["what"] == "staff")["detail"] == "2 may sign in, 1 of them admin"
+    shared = next(f for f in findings if f["what"] == "api tokens")
+    assert shared["verdict"] == "warn" and "'ledgerlink api token --revoke 1'" in shared["fix"]
+    assert "old-shared" not in json.dumps(findings)
+    assert main(["--home", str(home), "api", "token", "--revoke", "1"]) == 0
+    capsys.readouterr()
+    assert not [f for f in run(home, capsys)[1] if f["what"] == "api tokens"]

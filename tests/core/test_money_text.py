@@ -16,6 +16,7 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests_support import bearer
 
 from agent.api import app as api
 from agent.core.errors import DataError
@@ -111,7 +112,7 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
 
 def test_api_answers_a_decimal_comma_or_exponent_with_a_422(rt: Runtime) -> None:
     server = api.serve_api(rt, "127.0.0.1", 0)
-    headers = {"Authorization": f"Bearer {api.ensure_token(rt.secrets)}"}
+    headers = {"Authorization": f"Bearer {bearer(rt.store)}"}
     try:
         with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
             for amount, message in [("10,50", "decimal comma"), ("1e400", "exponent"), ("9" * 29, "too large")]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fakes.gocardless_api import FakeGoCardless
+from tests_support import bearer
 
 from agent.cli.main import main
 from agent.core.errors import RuleError
@@ -433,12 +434,12 @@ def test_gocardless_collection_create_cancel_and_events(gc: GoCardlessProvider, 
 def test_collections_in_the_local_api(rt: Runtime, home: Path) -> None:
     from fastapi.testclient import TestClient
 
-    from agent.api.app import create_app, ensure_token
+    from agent.api.app import create_app
 
     invoice = add_bill(home, "INV-API", 4000, DUE)
     schedule(rt)
     client = TestClient(create_app(rt), base_url="http://127.0.0.1")
-    auth = {"Authorization": f"Bearer {ensure_token(rt.secrets)}"}
+    auth = {"Authorization": f"Bearer {bearer(rt.store)}"}
     assert client.get("/collections").status_code == 401
     listed = client.get("/collections", params={"pending": True}, headers=auth).json()
     mine = next(c for c in listed if c["statement_key"] == invoice)

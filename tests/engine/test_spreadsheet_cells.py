@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
+from tests_support import bearer
 
 from agent.api import app as api
 from agent.cli.main import main
@@ -84,7 +85,7 @@ def test_console_workbook_keeps_a_formula_payer_as_text(rt: Runtime) -> None:
     server = api.serve_api(rt, "127.0.0.1", 0)
     try:
         answer = httpx.get(f"{server.url}/sent-pages/export", params={"columns": ["payer_name"]}, timeout=10,
-                           headers={"Authorization": f"Bearer {api.ensure_token(rt.secrets)}"})
+                           headers={"Authorization": f"Bearer {bearer(rt.store)}"})
     finally:
         server.stop()
     assert answer.status_code == 200

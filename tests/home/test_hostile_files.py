@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests_support import bearer
 
 from agent.api import app as api
 from agent.cli.main import main
@@ -120,7 +121,7 @@ def test_watcher_survives_a_toml_syntax_error_reports_it_and_applies_the_next_go
         break_toml(rt.settings.home)
         assert wait_for(lambda: watcher.refusals >= 1)
         status = httpx.get(f"{server.url}/status", timeout=10,
-                           headers={"Authorization": f"Bearer {api.ensure_token(rt.secrets)}"}).json()
+                           headers={"Authorization": f"Bearer {bearer(rt.store)}"}).json()
         error = status["components"][COMPONENT]["last_error"]
         assert "not valid TOML" in error and "line" in error and "running one is kept" in error
         assert not watcher.ensure_alive()  # nothing died

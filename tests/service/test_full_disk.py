@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from tests_support import require
+from tests_support import bearer, require
 
-from agent.api.app import create_app, ensure_token
+from agent.api.app import create_app
 from agent.engine.links import LinkRequest
 from agent.home.demo import init_home
 from agent.runtime import Runtime
@@ -79,13 +79,14 @@ def test_a_full_state_store_keeps_the_agent_running_and_it_recovers_by_itself(tm
     service = Service(rt, default_jobs(rt))
     for job in service.jobs:
         job.interval = 0.0
+    token = bearer(rt.store)  # made while there is room: a sign-in writes, reading a token does not
     filler = fill(small_disk)
     service.loop(once=True)  # every job meets the full disk; none stops the agent
     assert rt.store.full is not None and "disk is full" in rt.store.full
     with rt.store.read() as conn:
         assert conn.execute(select(func.count()).select_from(payments)).scalar() == 0  # nothing half-written
     client = TestClient(create_app(rt), base_url="http://127.0.0.1")
-    status = client.get("/status", headers={"Authorization": f"Bearer {ensure_token(rt.secrets)}"})
+    status = client.get("/status", headers={"Authorization": f"Bearer {token}"})
     assert status.status_code == 200 and "disk is full" in status.json()["state_store"]
 
     filler.unlink()  # room again: nobody restarts anything

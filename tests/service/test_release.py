@@ -281,7 +281,7 @@ def test_the_installed_agent_runs_serves_its_console_and_posts_a_sandbox_payment
     print(f"cold start of ledgerlink run from the installed wheel: {cold_start:.2f}s")
     assert "ok" in installed.ledgerlink("check")
     assert "synced" in installed.ledgerlink("sync")
-    token = installed.ledgerlink("api", "token").strip()
+    token = installed.ledgerlink("api", "token", "--user", "admin").strip()  # the admin the first run made
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert client.get("/status").json()["version"] == agent.__version__
 
@@ -444,7 +444,10 @@ def test_upgrading_from_the_previous_release_keeps_state_settings_and_secrets(
     agent_.ledgerlink("run", "--once")
     after = state_rows(home)
     assert after == before  # nothing lost, nothing doubled, nothing moved
-    assert agent_.ledgerlink("api", "token").strip() == token  # the secret store survived the upgrade
+    # the secret store survived the upgrade, and the shared token became the personal token of the clerk "staff"
+    assert "shared api-token" in agent_.ledgerlink("api", "token", "--list")
+    assert agent_.python("from agent.runtime import Runtime; from agent.state.users import holder; "
+                         f"print(holder(Runtime.for_home().store, {token!r}).name)").strip() == "staff"
     assert {p.name: p.read_bytes() for p in (home / "ledgerlink.toml", home / "mapping.yaml")} == settings
     with closing(sqlite3.connect(home / "state.db")) as db:
         revision, = db.execute("SELECT version_num FROM alembic_version").fetchone()

@@ -25,7 +25,6 @@ from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.home.logs import setup_logging
-from agent.home.secrets import Secrets
 from agent.runtime import Runtime
 from agent.service.loop import Service, Wakeup, default_jobs
 from agent.state.lock import AlreadyRunning
@@ -129,7 +128,8 @@ def api_url(home: Path, proc: subprocess.Popen[bytes], timeout: float = 20) -> s
 def test_run_serves_the_api_refuses_a_second_instance_and_stops_cleanly_on_sigterm(
         home: Path, agent: subprocess.Popen[bytes]) -> None:
     url = api_url(home, agent)
-    token = Secrets(home, "auto").get("api-token")
+    token = subprocess.run([str(LEDGERLINK), "api", "token", "--user", "admin"], capture_output=True, text=True,
+                           timeout=60, check=True).stdout.strip()  # the first admin, made by the first run
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert httpx.get(f"{url}/status").status_code == 401
 

@@ -1,7 +1,8 @@
 """The staff web console, served under /console by the agent's own FastAPI app.
 
 It is static HTML, CSS and vanilla JavaScript (no build step, nothing from the internet) that calls the local
-HTTP API with the staff member's bearer token, kept in sessionStorage. Static pages rather than server-rendered
+HTTP API with the session token of the signed-in person (name and password, or a one-time link), kept in
+sessionStorage. Static pages rather than server-rendered
 ones because the token only ever travels in the Authorization header: no cookie, so no CSRF surface, and the
 console holds no business rule of its own - every number it shows comes from the API.
 """
@@ -45,14 +46,9 @@ SECURITY_HEADERS = {
 
 
 def sign_in_url(base: str, code: str) -> str:
-    """The sign-in link with a one-time code (agent.state.signin): safe to log and print, useless once used."""
+    """The sign-in link with a one-time code (agent.state.signin): safe to log and print, useless once used. The
+    code rides in the #fragment, which browsers never send to a server, so it stays out of access logs."""
     return f"{base.rstrip('/')}{PREFIX}/login#code={quote(code, safe='')}"
-
-
-def login_url(base: str, token: str) -> str:
-    """The one-time sign-in link the service prints at start. The token rides in the #fragment, which browsers
-    never send to a server, so it stays out of access logs; the login page moves it to sessionStorage."""
-    return f"{base.rstrip('/')}{PREFIX}/login#token={quote(token, safe='')}"
 
 
 def mount(app: FastAPI) -> None:

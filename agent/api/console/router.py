@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import or_, select
 
-from agent.api.auth import RuntimeDep, require_token
+from agent.api.auth import RuntimeDep, UserDep, require_admin
 from agent.api.errors import plain
 from agent.api.routers.links import known_account
 from agent.api.schemas import (
@@ -54,13 +54,14 @@ router = APIRouter(tags=["console"])
 
 
 @router.get("/console-info", response_model=ConsoleInfoOut)
-def console_info(rt: RuntimeDep, role: Annotated[str, Depends(require_token)]) -> ConsoleInfoOut:
+def console_info(rt: RuntimeDep, user: UserDep) -> ConsoleInfoOut:
     """Read-only: lets the console say "email is not set up" before a Send is pressed, and format in the
     firm's locale and time zone rather than the browser's."""
     email, sms = (ChannelOut(ready=not gaps, missing=gaps) for gaps in (rt.sender.missing("email"),
                                                                           rt.sender.missing("sms")))
-    return ConsoleInfoOut(role="admin" if role == "admin" else "user", firm_name=rt.settings.service_name,
-                          locale=rt.settings.firm_locale, time_zone=rt.settings.firm_timezone, email=email, sms=sms)
+    return ConsoleInfoOut(user=user.name, role="admin" if user.role == "admin" else "clerk",
+                          firm_name=rt.settings.service_name, locale=rt.settings.firm_locale,
+                          time_zone=rt.settings.firm_timezone, email=email, sms=sms)
 
 
 @router.get("/link-delivery", response_model=list[DeliveryOut])
@@ -97,7 +98,7 @@ def manage_postings(rt: RuntimeDep, status: Annotated[list[str] | None, Query()]
     return [ManagedPostingOut.model_validate({**r, "paid_at": r["confirmed_at"] or r["status_at"]}) for r in rows]
 
 
-@router.post("/postings/{posting_id}/reallocate", response_model=list[int])
+@router.post("/postings/{posting_id}/reallocate", response_model=list[int], dependencies=[Depends(require_admin)])
 def reallocate(rt: RuntimeDep, posting_id: PostingId, body: ReallocateIn) -> list[int]:
     """Split an incomplete posting over statements (by number or key); returns the new postings' ids."""
     with rt.store.read() as conn:
@@ -111,7 +112,7 @@ def reallocate(rt: RuntimeDep, posting_id: PostingId, body: ReallocateIn) -> lis
     return rt.outbox.reallocate(posting_id, keys)
 
 
-@router.post("/postings/{posting_id}/remove", response_model=PostingOut)
+@router.post("/postings/{posting_id}/remove", response_model=PostingOut, dependencies=[Depends(require_admin)])
 def remove(rt: RuntimeDep, posting_id: PostingId, body: RemoveIn) -> PostingOut:
     rt.outbox.remove(posting_id, body.reason)
     with rt.store.read() as conn:

@@ -46,6 +46,7 @@ async function start() {
     session.info = info;
     useFirmFormat(info.locale, info.time_zone);
     document.body.dataset.role = info.role;
+    $("#signed-in-as").textContent = `${info.user} (${info.role})`;
     session.accounts = accounts;
     session.defaultAccount = accounts.find((a) => a.default)?.name;
     for (const select of document.querySelectorAll("select.accounts")) fillAccounts(select);
@@ -56,7 +57,11 @@ async function start() {
   } catch (exc) {
     say(notice, `The agent did not answer: ${exc.message}`, "error");
   }
-  $("#sign-out").addEventListener("click", () => { token.clear(); location.replace("/console/login"); });
+  $("#sign-out").addEventListener("click", async () => {
+    try { await api("POST", "/console/sign-out"); } catch { /* signed out here whatever the agent says */ }
+    token.clear();
+    location.replace("/console/login");
+  });
   // The skip link moves focus only: the #hash is the router's, so following it would switch screens.
   $(".skip").addEventListener("click", (event) => { event.preventDefault(); $("#main").focus(); });
   for (const dialog of document.querySelectorAll("dialog")) {

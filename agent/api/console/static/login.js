@@ -1,62 +1,47 @@
-// Sign-in: a one-time code from /console/login#code=... (the link the agent prints, exchanged once for a session
-// token kept in this tab), or an access token pasted into the field.
+// Sign-in: your name and password, or a one-time code from /console/login#code=... (the link the agent prints,
+// exchanged once for a session of the person it names). Either way the session token is kept in this tab only.
 import { api, ApiError, token } from "./api.js";
 
 const form = document.getElementById("login-form");
-const field = document.getElementById("token");
+const name = document.getElementById("name");
+const password = document.getElementById("password");
 const error = document.getElementById("login-error");
 
-function fail(message) {
+function fail(message, field = name) {
   error.textContent = message;
   error.hidden = false;
   field.focus();
 }
 
-async function signIn(value) {
-  token.set(value.trim());
+async function signIn(body, refused) {
   try {
-    await api("GET", "/status");
+    const session = await api("POST", "/console/sign-in", body);
+    token.set(session.token);
+    location.replace("/console/#debts");
   } catch (exc) {
-    token.clear();
-    fail(exc instanceof ApiError && exc.status === 401
-      ? "That access token was not accepted. Check it and try again."
-      : `Could not reach the agent: ${exc.message}`);
-    return;
+    if (exc instanceof ApiError && exc.status === 401) fail(refused, body.code ? name : password);
+    else if (exc instanceof ApiError && exc.status === 429) fail(`Sign-in is paused: ${exc.message}.`);
+    else fail(`Could not reach the agent: ${exc.message}`);
   }
-  location.replace("/console/#debts");
 }
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
-  if (!field.value.trim()) {
-    fail("Paste your access token first.");
-    return;
-  }
-  signIn(field.value);
+  if (!name.value.trim()) return fail("Type your user name first.");
+  if (!password.value) return fail("Type your password first.", password);
+  signIn({ name: name.value.trim(), password: password.value },
+    "That name and password were not accepted. Check them and try again.");
 });
 
-async function redeem(code) {
-  try {
-    const session = await api("POST", "/console/sign-in", { code });
-    token.set(session.token);
-    location.replace("/console/#debts");
-  } catch (exc) {
-    fail(exc instanceof ApiError && exc.status === 401
-      ? "This sign-in link was already used or has expired. Ask for a new one, or paste your access token."
-      : `Could not reach the agent: ${exc.message}`);
-  }
-}
-
 const fragment = new URLSearchParams(location.hash.slice(1));
-// Take the token out of the address bar and history at once, whatever happens next.
+// Take the code out of the address bar and history at once, whatever happens next.
 history.replaceState(null, "", location.pathname + location.search);
 if (fragment.get("code")) {
-  redeem(fragment.get("code"));
-} else if (fragment.get("token")) {
-  signIn(fragment.get("token"));
+  signIn({ code: fragment.get("code") },
+    "This sign-in link was already used or has expired. Ask for a new one, or sign in with your name and password.");
 } else {
   if (new URLSearchParams(location.search).has("expired")) {
-    fail("Your session ended or the token was not accepted. Please sign in again.");
+    fail("Your session ended. Please sign in again.");
   }
-  field.focus();
+  name.focus();
 }

@@ -1,5 +1,5 @@
 // Manage Postings: payments written back into the matter system, by state, with retry, reallocate and remove.
-import { $, api, badge, el, say } from "./api.js";
+import { $, api, badge, el, say, session } from "./api.js";
 import { money, when } from "./format.js";
 
 const notice = $("#notice");
@@ -132,8 +132,10 @@ function actions(p) {
   if (["failed", "retrying"].includes(p.state)) {
     buttons.push(el("button", { type: "button", class: "small", onclick: () => act(api("POST", `/postings/${p.id}/retry`), `Posting ${p.id} will be retried.`) }, "Retry"));
   }
-  if (p.state === "incomplete") buttons.push(el("button", { type: "button", class: "small", onclick: () => reallocate(p) }, "Reallocate"));
-  if (["pending", "retrying", "failed", "incomplete"].includes(p.state)) {
+  // Reallocating and removing move client money between statements: admins only (the API refuses a clerk too).
+  const admin = session.info?.role === "admin";
+  if (admin && p.state === "incomplete") buttons.push(el("button", { type: "button", class: "small", onclick: () => reallocate(p) }, "Reallocate"));
+  if (admin && ["pending", "retrying", "failed", "incomplete"].includes(p.state)) {
     buttons.push(el("button", { type: "button", class: "small danger", onclick: () => remove(p) }, "Remove"));
   }
   return buttons.map((b) => { b.setAttribute("aria-label", `${b.textContent} posting ${p.id}`); return b; });

@@ -1,4 +1,4 @@
-// Settings (admin token only): each merchant account's default message, disclaimer, reminders and expiry.
+// Settings (admins only): each merchant account's default message, disclaimer, reminders and expiry.
 import { $, api, el, say, session } from "./api.js";
 import { notReady } from "./linkview.js";
 
@@ -54,9 +54,9 @@ function readOnly() {
   return [
     el("div", { class: "notice warn", id: "admin-only" },
       el("p", {}, "Settings are for administrators. They change what every payer sees (the messages, the disclaimer on " +
-        "the payment page, reminders and how long links last), so they need the admin token, and you are signed " +
-        "in with the staff token."),
-      el("p", {}, "To change one, ask your administrator, or sign out and sign in with the admin token.")),
+        "the payment page, reminders and how long links last), so they need an admin, and you are signed in as " +
+        `${session.info?.user || "a clerk"}, a clerk.`),
+      el("p", {}, "To change one, ask your administrator.")),
     el("div", { class: "card", id: "accounts-summary" }, el("h2", {}, "Merchant accounts"),
       el("table", {},
         el("thead", {}, el("tr", {}, ["Account", "Provider", "Currency", "Links expire after"].map((h) => el("th", { scope: "col" }, h)))),
