@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.core.model import Actor
 from connectors.testkit.databases import in_ci
 
 
@@ -14,3 +15,7 @@ def require(reason: str | None) -> None:
     if in_ci():
         pytest.fail(f"CI=true and a required server or driver is missing: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+# The person the engine tests act as: the audit trail records every change under an actor.
+STAFF = Actor("user", "test-clerk")

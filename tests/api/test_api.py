@@ -19,6 +19,7 @@ from agent.api import app as api
 from agent.api.routers import links as link_routes
 from agent.cli.main import main
 from agent.core.errors import TransientError
+from agent.core.model import Actor
 from agent.engine.sync import Syncer
 from agent.home.accounts import dump_toml
 from agent.home.demo import init_home
@@ -277,15 +278,15 @@ def test_send_calls_delivery_or_says_it_is_not_there(env: Env, monkeypatch: pyte
     assert missing.status_code == 501 and missing.json()["error"] == link_routes.NO_DELIVERY
     calls = []
 
-    def send_link(rt: Runtime, link_id: str, channel: str) -> FakeRecord:
-        calls.append((rt, link_id, channel))
+    def send_link(rt: Runtime, actor: Actor, link_id: str, channel: str) -> FakeRecord:
+        calls.append((rt, actor.kind, link_id, channel))
         return FakeRecord(link_id, channel, Decimal("2088.05"))
 
     monkeypatch.setattr(link_routes, "send_link", send_link)
     sent = env.client.post(f"/links/{link['id']}/send", json={"channel": "sms"})
     assert sent.status_code == 200
     assert sent.json() == {"link_id": link["id"], "channel": "sms", "amount": "2088.05"}
-    assert calls == [(env.rt, link["id"], "sms")]
+    assert calls == [(env.rt, "user", link["id"], "sms")]  # the person behind the token
     assert env.client.post(f"/links/{link['id']}/send", json={"channel": "fax"}).status_code == 422
     assert env.client.post("/links/lnk_unknown/send", json={"channel": "email"}).status_code == 404
 

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
+from tests_support import STAFF
 
 from agent.api import app as api
 from agent.cli.main import main
@@ -54,7 +55,8 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
 
 def quick_links(rt: Runtime) -> None:
     for i, name in enumerate(NAMES):
-        rt.links.create(LinkRequest(amount=Decimal("10.00"), name=name, email=f"p{i}@example.com", invoice=f"Q-{i}"))
+        rt.links.create(STAFF, LinkRequest(amount=Decimal("10.00"), name=name, email=f"p{i}@example.com",
+                                           invoice=f"Q-{i}"))
 
 
 def test_xlsx_export_stores_formula_like_text_as_text(rt: Runtime, tmp_path: Path) -> None:
