@@ -22,7 +22,7 @@ from agent.api.console.router import router as console_router
 from agent.api.docs import mount_docs
 from agent.api.errors import install_error_handlers
 from agent.api.guard import Guard
-from agent.api.routers import collections, links, matters, postings, settings, signin, status
+from agent.api.routers import audit, collections, links, matters, postings, settings, signin, status
 from agent.api.routers.common import ERRORS
 from agent.api.schemas import ErrorOut
 from agent.core.errors import ConfigurationError
@@ -31,7 +31,9 @@ from agent.runtime import Runtime
 __all__ = ["ADMIN_TOKEN", "TOKEN", "ApiServer", "create_app", "ensure_token", "serve_api"]
 
 log = logging.getLogger("ledgerlink.api")
-STAFF_ROUTERS = (status.router, matters.router, links.router, postings.router, collections.router, console_router)
+STAFF_ROUTERS = (status.router, matters.router, links.router, postings.router, collections.router, console_router,
+                 audit.staff)
+ADMIN_ROUTERS = (settings.router, audit.admin)
 
 
 def allowed_hosts(rt: Runtime) -> set[str]:
@@ -54,8 +56,9 @@ def create_app(rt: Runtime) -> FastAPI:
     for router in STAFF_ROUTERS:
         staff.include_router(router)
     app.include_router(staff)
-    app.include_router(settings.router, dependencies=[Depends(require_admin)],
-                       responses={**ERRORS, 403: {"model": ErrorOut}})
+    for router in ADMIN_ROUTERS:
+        app.include_router(router, dependencies=[Depends(require_admin)],
+                           responses={**ERRORS, 403: {"model": ErrorOut}})
     mount_docs(app)
     console.mount(app)  # the staff console: static pages calling these same endpoints with the same token
     return app

@@ -197,7 +197,7 @@ def test_create_link_errors_map_to_status_codes(env: Env, monkeypatch: pytest.Mo
     # the client named an account that does not exist: its mistake, a 4xx naming the field (issue 14 item 4)
     assert bad_account.status_code == 422 and "account: unknown merchant account 'nope'" in bad_account.json()["error"]
 
-    def outage(_request: Any) -> None:
+    def outage(_actor: Actor, _request: Any) -> None:
         raise TransientError("provider rate limit", retry_after=7.2)
 
     monkeypatch.setattr(env.rt.links, "create", outage)
