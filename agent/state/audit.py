@@ -208,8 +208,9 @@ def verify(conn: Connection) -> Verdict:
         count += 1
         seq = row["seq"]
         if seq != expected_seq:
-            return Verdict(count, seq, f"entry {seq} follows entry {expected_seq - 1}: entry {expected_seq}"
-                           f"{'' if seq == expected_seq + 1 else f' to {seq - 1}'} was deleted")
+            gone = (f"entry {expected_seq} was" if seq == expected_seq + 1
+                    else f"entries {expected_seq} to {seq - 1} were")
+            return Verdict(count, seq, f"{gone} deleted (entry {seq} comes next)")
         if row["prev_hash"] != expected_prev:
             return Verdict(count, seq, f"entry {seq} does not follow the entry before it: an entry before it was "
                            "deleted, changed or moved")

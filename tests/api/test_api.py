@@ -355,6 +355,9 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
         "/console-info": {"get"}, "/link-delivery": {"get"}, "/console/sign-in": {"post"},
         "/collections": {"get"}, "/collections/{collection_id}": {"get"},
         "/collections/{collection_id}/cancel": {"post"},
+        # the audit trail: the whole of it for admins, each link's and posting's own history for staff
+        "/audit": {"get"}, "/audit/verify": {"get"}, "/audit/export": {"get"},
+        "/links/{link_id}/history": {"get"}, "/postings/{posting_id}/history": {"get"},
     }
     served = env.client.get("/openapi.json").json()
     assert {path: set(methods) for path, methods in served["paths"].items()} == expected
