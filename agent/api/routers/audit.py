@@ -12,17 +12,20 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from agent.api.auth import RuntimeDep
 from agent.api.schemas import PostingId
+from agent.runtime import Runtime
 from agent.state import audit
 
 staff = APIRouter(tags=["audit"])
 admin = APIRouter(tags=["admin"])
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+MOMENT = ("a day (YYYY-MM-DD, the firm's time zone; --until's day included) or a moment (ISO 8601, UTC unless "
+          "it says otherwise)")
 
 WORDS = {
     "link.create": "Created", "link.recreate": "Created to replace another link", "link.cancel": "Cancelled",
@@ -83,11 +86,13 @@ def entry_out(entry: audit.Entry) -> AuditEntryOut:
 @admin.get("/audit", response_model=list[AuditEntryOut])
 def list_audit(rt: RuntimeDep, user: str | None = None,
                object: Annotated[str | None, Query(description="kind:id, or the id alone")] = None,
-               since: dt.datetime | None = None, until: dt.datetime | None = None,
+               since: Annotated[str | None, Query(description=MOMENT)] = None,
+               until: Annotated[str | None, Query(description=MOMENT)] = None,
                limit: Annotated[int, Query(ge=1, le=10_000)] = 500) -> list[AuditEntryOut]:
-    """The newest ``limit`` entries (oldest first), filtered by person, object and time (``until`` exclusive)."""
+    """The newest ``limit`` entries (oldest first), filtered by person, object and time."""
+    start, end = window(rt, since, until)
     with rt.store.read() as conn:
-        found = audit.entries(conn, actor=user, obj=object, since=_aware(since), until=_aware(until), limit=limit)
+        found = audit.entries(conn, actor=user, obj=object, since=start, until=end, limit=limit)
     return [entry_out(e) for e in found]
 
 
@@ -102,11 +107,13 @@ def verify_audit(rt: RuntimeDep) -> VerifyOut:
 @admin.get("/audit/export", response_class=Response,
            responses={200: {"content": {XLSX: {}}, "description": "An Excel workbook"}})
 def export_audit(rt: RuntimeDep, user: str | None = None, object: str | None = None,
-                 since: dt.datetime | None = None, until: dt.datetime | None = None) -> Response:
+                 since: Annotated[str | None, Query(description=MOMENT)] = None,
+                 until: Annotated[str | None, Query(description=MOMENT)] = None) -> Response:
     """The (filtered) trail as .xlsx, through the same exporter as ``ledgerlink audit export``."""
+    start, end = window(rt, since, until)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "audit.xlsx"
-        rt.exporter.audit(path, actor=user, obj=object, since=_aware(since), until=_aware(until))
+        rt.exporter.audit(path, actor=user, obj=object, since=start, until=end)
         data = path.read_bytes()
     stamp = dt.datetime.now(rt.settings.zone).strftime("%Y-%m-%d")
     return Response(data, media_type=XLSX,
@@ -127,6 +134,19 @@ def posting_history(rt: RuntimeDep, posting_id: PostingId) -> list[AuditEntryOut
         return [entry_out(e) for e in audit.history(conn, "posting", str(posting_id))]
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    """A time without a zone is read as UTC (the API's times are all UTC)."""
-    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
+def window(rt: Runtime, since: str | None, until: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """since/until as moments: a day is the firm's day (until's day included); a bad one is a 422 naming it."""
+    return _moment(rt, "since", since, 0), _moment(rt, "until", until, 1)
+
+
+def _moment(rt: Runtime, name: str, text: str | None, days: int) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text) + dt.timedelta(days=days)
+            return dt.datetime.combine(day, dt.time(), tzinfo=rt.settings.zone)
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(422, f"{name}: {text!r} is not {MOMENT}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
