@@ -167,7 +167,7 @@ class DirectDebit:
                 mandates.c.status.not_in([s.value for s in SETTLED_MANDATES])).order_by(mandates.c.created_at.desc())
             ).mappings().first()
         if existing is not None:
-            act.done = True
+            act.unchanged()
             return MandateView.from_row(existing, existing=True)
         if not payer.email:
             raise RuleError(f"payer {payer.name!r} has no email address; the mandate flow is sent by email")

@@ -252,7 +252,7 @@ class LinkEngine:
             explicit=bool(request.statements),
         )
         if row["status"] != LINK_CREATING:  # a concurrent request created it a moment ago
-            act.done = True
+            act.unchanged()
             return Link.from_row(row, existing=True)
         # A 'creating' row that is not ours was cut off (or is being created right now): finishing it with its
         # own idempotency key yields the provider's one link either way.
@@ -353,7 +353,7 @@ class LinkEngine:
             invoice=request.invoice, due_date=request.due_date, items={}, explicit=False,
         )
         if row["status"] != LINK_CREATING:
-            act.done = True
+            act.unchanged()
             return Link.from_row(row, existing=True)
         return self._finish(row, [], act)
 

@@ -144,6 +144,10 @@ class Attempt:
     def target(self, object_kind: str, object_id: str) -> None:
         self.object_kind, self.object_id = object_kind, object_id
 
+    def unchanged(self) -> None:
+        """Nothing was changed (an existing link or mandate handed back): no entry, now or on a later error."""
+        self.done = True
+
     def record(self, conn: Connection, *, before: Any = None, after: Any = None, outcome: str = "ok",
                error: str | None = None, action: str | None = None) -> int:
         """The action's one entry, in the change's transaction."""
