@@ -27,7 +27,8 @@ def _day(text: str) -> dt.date:
 def _window(args: argparse.Namespace, rt: Runtime) -> tuple[dt.datetime | None, dt.datetime | None]:
     zone = rt.settings.zone
     since = dt.datetime.combine(args.since, dt.time(), tzinfo=zone) if args.since else None
-    until = dt.datetime.combine(args.until + dt.timedelta(days=1), dt.time(), tzinfo=zone) if args.until else None
+    open_ended = args.until is None or args.until == dt.date.max  # up to the last day there is: no bound
+    until = None if open_ended else dt.datetime.combine(args.until + dt.timedelta(days=1), dt.time(), tzinfo=zone)
     return since, until
 
 

@@ -34,6 +34,9 @@ WORDS = {
     "collection.request": "Manual Direct Debit requested", "collection.cancel": "Collection cancelled",
     "mandate.setup": "Mandate set up", "account.change": "Account settings changed",
     "config.reload": "Configuration reloaded", "service.start": "Service started", "service.stop": "Service stopped",
+    # written by the staff users' and refunds' commands through audit.record
+    "user.add": "User added", "user.disable": "User disabled", "user.reset": "Password reset",
+    "user.token": "API token issued", "refund.create": "Refunded",
 }
 
 
@@ -147,6 +150,6 @@ def _moment(rt: Runtime, name: str, text: str | None, days: int) -> dt.datetime 
             day = dt.date.fromisoformat(text) + dt.timedelta(days=days)
             return dt.datetime.combine(day, dt.time(), tzinfo=rt.settings.zone)
         moment = dt.datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
         raise HTTPException(422, f"{name}: {text!r} is not {MOMENT}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
