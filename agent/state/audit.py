@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, or_, select, update
 
+from agent.core.errors import TransientError
 from agent.core.model import Actor
 from agent.core.scrub import scrub
 from agent.state.schema import Row, audit_head, audit_log
@@ -29,6 +30,7 @@ from agent.state.store import StateStore, utcnow
 GENESIS = "0" * 64  # the prev_hash of the first entry
 # Keys whose values are never written: a secret's *name* (password_secret, token_secret) is fine, its value is not.
 SECRET_WORDS = ("password", "token", "api_key", "apikey", "credential", "webhook_secret_value")
+UNATTENDED = ("job", "intake", "system")  # actors that retry by themselves
 URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")  # postgresql://user:PASSWORD@host
 
 
@@ -161,12 +163,17 @@ class Attempt:
 def attempt(store: StateStore, actor: Actor, action: str, object_kind: str, object_id: str, *,
             before: Any = None) -> Iterator[Attempt]:
     """Run an action that records its own entry on success; if it raises first, append one ``failed`` entry
-    (with the error) in a transaction of its own (the change's was rolled back) and re-raise."""
+    (with the error) in a transaction of its own (the change's was rolled back) and re-raise.
+
+    A job's or intake's transient failure (a provider outage) is not an entry: nothing changed, the same row is
+    tried again at every pass until it goes through, and that outcome is the one recorded; /status shows the outage.
+    """
     current = Attempt(actor, action, object_kind, object_id, before)
     try:
         yield current
     except Exception as exc:
-        if not current.done:
+        retried = isinstance(exc, TransientError) and actor.kind in UNATTENDED
+        if not current.done and not retried:
             with store.begin() as conn:
                 current.record(conn, outcome="failed", error=str(exc) or type(exc).__name__)
         raise

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select, update
 
+from agent.core.errors import TransientError
 from agent.core.model import Actor
 from agent.core.scrub import reveal
 from agent.state import StateStore, audit
@@ -149,3 +150,11 @@ def test_two_processes_never_fork_the_chain_sqlite(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_two_processes_never_fork_the_chain_postgresql(pg_db: TempDatabase) -> None:
     _race(pg_db.url.render_as_string(hide_password=False))
+
+
+def test_a_jobs_transient_failure_is_retried_not_recorded_but_a_persons_is(store: StateStore) -> None:
+    for actor in (Actor("job", "requests"), ALICE):
+        with pytest.raises(TransientError), audit.attempt(store, actor, "link.create", "matter", "M-1"):
+            raise TransientError("provider unavailable")
+    with store.read() as conn:
+        assert [(e.actor, e.outcome) for e in audit.entries(conn, obj="matter:M-1")] == [("user:alice", "failed")]
