@@ -29,9 +29,9 @@ from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from agent.core.errors import DataError, LedgerlinkError, RuleError, TransientError
-from agent.core.model import to_minor
+from agent.core.model import Actor, to_minor
 from agent.core.retry import MAX_WAIT
-from agent.state import StateStore
+from agent.state import StateStore, audit
 from agent.state.schema import Row, firm_statements, payments, postings
 from agent.state.store import utcnow
 from connectors.database.contract import Connector, posting_context
@@ -46,6 +46,7 @@ log = logging.getLogger("ledgerlink.postings")
 REVERSAL_SUFFIX = ":R"
 WITHDRAWN = "collected after all: reversal withdrawn"
 MARK_GROUP = 50
+AUDITED = ("state", "amount", "currency", "statement_key", "matter_key", "attempts", "note")  # a posting's audit view
 Clock = Callable[[], dt.datetime]
 
 
@@ -532,24 +533,39 @@ class Outbox:
             raise RuleError(f"no posting {posting_id if posting_id is not None else reference}")
         return row
 
-    def retry(self, posting_id: int) -> None:
+    def retry(self, actor: Actor, posting_id: int) -> None:
         """failed (or retrying) -> pending with a fresh set of attempts, after the cause has been fixed."""
-        with self.store.begin() as conn:
-            done = conn.execute(update(postings).where(postings.c.id == posting_id,
-                                                       postings.c.state.in_(("failed", "retrying")))
-                                .values(state="pending", attempts=0, next_attempt_at=None, updated_at=self.clock()))
-        if not done.rowcount:
-            raise RuleError(f"posting {posting_id} is {self._get(posting_id=posting_id)['state']}; "
-                            "only failed or retrying postings can be retried")
+        with audit.attempt(self.store, actor, "posting.retry", "posting", str(posting_id)) as act:
+            with self.store.begin() as conn:
+                before = _audited(conn, posting_id)
+                done = conn.execute(update(postings).where(postings.c.id == posting_id,
+                                                           postings.c.state.in_(("failed", "retrying")))
+                                    .values(state="pending", attempts=0, next_attempt_at=None, updated_at=self.clock()))
+                if done.rowcount:
+                    act.record(conn, before=before, after=_audited(conn, posting_id))
+            if not done.rowcount:
+                raise RuleError(f"posting {posting_id} is {self._get(posting_id=posting_id)['state']}; "
+                                "only failed or retrying postings can be retried")
 
-    def retry_failed(self) -> int:
+    def retry_failed(self, actor: Actor) -> int:
+        """Every failed posting back to pending: one posting.retry entry for each."""
         with self.store.begin() as conn:
-            return conn.execute(update(postings).where(postings.c.state == "failed")
-                                .values(state="pending", attempts=0, next_attempt_at=None,
-                                        updated_at=self.clock())).rowcount
+            ids = list(conn.execute(select(postings.c.id).where(postings.c.state == "failed")).scalars())
+            for posting_id in ids:
+                before = _audited(conn, posting_id)
+                conn.execute(update(postings).where(postings.c.id == posting_id).values(
+                    state="pending", attempts=0, next_attempt_at=None, updated_at=self.clock()))
+                audit.record(conn, actor, "posting.retry", "posting", str(posting_id), before=before,
+                             after=_audited(conn, posting_id))
+            return len(ids)
 
-    def reallocate(self, posting_id: int, amounts: Mapping[str, Decimal]) -> list[int]:
+    def reallocate(self, actor: Actor, posting_id: int, amounts: Mapping[str, Decimal]) -> list[int]:
         """Split an incomplete posting over statements a person chose; they must add up to its amount exactly."""
+        with audit.attempt(self.store, actor, "posting.reallocate", "posting", str(posting_id),
+                           before={"amounts": dict(amounts)}) as act:
+            return self._reallocate(posting_id, amounts, act)
+
+    def _reallocate(self, posting_id: int, amounts: Mapping[str, Decimal], act: audit.Attempt) -> list[int]:
         with self.store.begin() as conn:
             row = conn.execute(select(postings).where(postings.c.id == posting_id)).mappings().first()
             if row is None or row["state"] != "incomplete":
@@ -583,16 +599,30 @@ class Outbox:
             split = ", ".join(f"{k} {v}" for k, v in amounts.items())
             conn.execute(update(postings).where(postings.c.id == posting_id)
                          .values(state="removed", updated_at=now, note=f"reallocated to {split}; was: {row['note']}"))
+            act.record(conn, before={name: row[name] for name in AUDITED},
+                       after={"state": "removed", "postings": dict(zip(ids, amounts.items(), strict=True))})
         return ids
 
-    def remove(self, posting_id: int, reason: str) -> None:
+    def remove(self, actor: Actor, posting_id: int, reason: str) -> None:
         """Take a posting out of the outbox because a person handles it by hand in the matter system."""
-        if not reason.strip():
-            raise RuleError("say why the posting is removed (--reason)")
-        with self.store.begin() as conn:
-            done = conn.execute(update(postings).where(
-                postings.c.id == posting_id, postings.c.state.in_(("pending", "retrying", "failed", "incomplete"))
-            ).values(state="removed", note=reason.strip(), next_attempt_at=None, updated_at=self.clock()))
-        if not done.rowcount:
-            raise RuleError(f"posting {posting_id} is {self._get(posting_id=posting_id)['state']}; only pending, "
-                            "retrying, failed or incomplete postings can be removed")
+        with audit.attempt(self.store, actor, "posting.remove", "posting", str(posting_id),
+                           before={"reason": reason}) as act:
+            if not reason.strip():
+                raise RuleError("say why the posting is removed (--reason)")
+            with self.store.begin() as conn:
+                before = _audited(conn, posting_id)
+                done = conn.execute(update(postings).where(
+                    postings.c.id == posting_id, postings.c.state.in_(("pending", "retrying", "failed", "incomplete"))
+                ).values(state="removed", note=reason.strip(), next_attempt_at=None, updated_at=self.clock()))
+                if done.rowcount:
+                    act.record(conn, before=before, after=_audited(conn, posting_id))
+            if not done.rowcount:
+                raise RuleError(f"posting {posting_id} is {self._get(posting_id=posting_id)['state']}; only pending, "
+                                "retrying, failed or incomplete postings can be removed")
+
+
+def _audited(conn: Connection, posting_id: int) -> dict[str, Any] | None:
+    """A posting's audited values (None when there is no such posting)."""
+    row = conn.execute(select(*(postings.c[name] for name in AUDITED)).where(postings.c.id == posting_id)
+                       ).mappings().first()
+    return dict(row) if row else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.core.model import Actor
 from agent.state import users
 from agent.state.store import StateStore
 from connectors.testkit.databases import in_ci
@@ -35,3 +36,7 @@ def person(store: StateStore, name: str, role: str) -> str:
 def bearer(store: StateStore, role: str = "clerk", name: str | None = None) -> str:
     """A personal API token of the person ``name`` (default: named after the role), made for the test."""
     return users.new_token(store, person(store, name or role, role), "test")[1]
+
+
+# The person the engine tests act as: the audit trail records every change under an actor.
+STAFF = Actor("user", "test-clerk")

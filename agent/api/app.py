@@ -25,7 +25,7 @@ from agent.api.console.router import router as console_router
 from agent.api.docs import mount_docs
 from agent.api.errors import install_error_handlers
 from agent.api.guard import Guard
-from agent.api.routers import collections, links, matters, money, postings, settings, signin, status
+from agent.api.routers import audit, collections, links, matters, money, postings, settings, signin, status
 from agent.api.routers.common import ERRORS
 from agent.api.schemas import ErrorOut
 from agent.core.errors import ConfigurationError
@@ -35,7 +35,8 @@ __all__ = ["ApiServer", "create_app", "serve_api"]
 
 log = logging.getLogger("ledgerlink.api")
 STAFF_ROUTERS = (status.router, matters.router, links.router, postings.router, collections.router, money.router,
-                 console_router)
+                 console_router, audit.staff)
+ADMIN_ROUTERS = (settings.router, audit.admin)
 
 
 def allowed_hosts(rt: Runtime) -> set[str]:
@@ -58,8 +59,9 @@ def create_app(rt: Runtime) -> FastAPI:
     for router in STAFF_ROUTERS:
         staff.include_router(router)
     app.include_router(staff)
-    app.include_router(settings.router, dependencies=[Depends(require_admin)],
-                       responses={**ERRORS, 403: {"model": ErrorOut}})
+    for router in ADMIN_ROUTERS:
+        app.include_router(router, dependencies=[Depends(require_admin)],
+                           responses={**ERRORS, 403: {"model": ErrorOut}})
     mount_docs(app)
     console.mount(app)  # the staff console: static pages calling these same endpoints with the same token
     return app

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from agent.cli.output import Commands, emit
+from agent.cli.output import Commands, cli_actor, emit
 from agent.core.errors import RuleError
 from agent.engine.bulk import FIELDS, BulkFile, Records, check_records, read_records, write_records, write_template
 from agent.engine.export import neutralise
@@ -125,7 +125,8 @@ def cmd_send(args: argparse.Namespace, rt: Runtime) -> int:
     _report(args, str(args.file), bulk)
     if not bulk.ok:
         return 1
-    results = rt.sender.send_all((f"row {r.row}, {r.invoice_number}", r.to_request(args.account)) for r in bulk.rows)
+    requests = ((f"row {r.row}, {r.invoice_number}", r.to_request(args.account)) for r in bulk.rows)
+    results = rt.sender.send_all(cli_actor(), requests, source=Path(args.file).name)
     for result in results:
         print(f"  {result.label}: {'sent' if result.sent else f'NOT SENT: {result.error}'}")
     failed = sum(not r.sent for r in results)
@@ -143,7 +144,7 @@ def cmd_links(args: argparse.Namespace, rt: Runtime) -> int:
         writer = csv.writer(out)
         writer.writerow(["Invoice Number", "Recipient Name", "Recipient Email", "Amount", "Link", "Status"])
         for row in bulk.rows:
-            link = rt.links.create(row.to_request(args.account))
+            link = rt.links.create(cli_actor(), row.to_request(args.account))
             writer.writerow([neutralise(str(v)) for v in (row.invoice_number, row.recipient_name, row.recipient_email)]
                             + [row.amount, link.url, link.status])
     print(f"wrote {len(bulk.rows)} link(s) to {args.output}", file=sys.stderr)

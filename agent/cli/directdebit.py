@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from agent.cli.output import Commands, emit
+from agent.cli.output import Commands, cli_actor, emit
 from agent.core.model import to_decimal
 from agent.engine import directdebit as dd
 from agent.runtime import Runtime
@@ -46,7 +46,7 @@ def cmd_mandates_list(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_mandates_setup(args: argparse.Namespace, rt: Runtime) -> int:
-    m = rt.directdebit.setup_mandate(args.payer, args.account)
+    m = rt.directdebit.setup_mandate(cli_actor(), args.payer, args.account)
     note = " (existing mandate)" if m.existing else ""
     emit(
         args,
@@ -87,7 +87,7 @@ def cmd_show(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, rt: Runtime) -> int:
-    c = rt.directdebit.cancel_collection(args.id)
+    c = rt.directdebit.cancel_collection(cli_actor(), args.id)
     emit(args, _data(c), lambda: describe(c))
     return 0
 
@@ -106,7 +106,7 @@ def cmd_schedule(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_manual(args: argparse.Namespace, rt: Runtime) -> int:
-    c = rt.directdebit.request_manual(args.statement, args.amount)
+    c = rt.directdebit.request_manual(cli_actor(), args.statement, args.amount)
     emit(args, _data(c), lambda: describe(c))
     return 0
 

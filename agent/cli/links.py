@@ -7,7 +7,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from agent.cli.output import Commands, emit, table
+from agent.cli.output import Commands, cli_actor, emit, table
 from agent.core.model import to_decimal
 from agent.engine.links import Link, LinkRequest
 from agent.engine.payments import EventPoller, parked_events
@@ -66,7 +66,7 @@ def cmd_create(args: argparse.Namespace, rt: Runtime) -> int:
         description=args.description,
         account=args.account,
     )
-    link = rt.links.create(request)
+    link = rt.links.create(cli_actor(), request)
     emit(args, _data(link), lambda: describe(link))
     return 0
 
@@ -81,7 +81,7 @@ def cmd_quick(args: argparse.Namespace, rt: Runtime) -> int:
         description=args.description,
         account=args.account,
     )
-    link = rt.links.create(request)
+    link = rt.links.create(cli_actor(), request)
     emit(args, _data(link), lambda: describe(link))
     return 0
 
@@ -130,14 +130,14 @@ def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, rt: Runtime) -> int:
-    link = rt.links.cancel(args.id)
+    link = rt.links.cancel(cli_actor(), args.id)
     emit(args, _data(link), lambda: describe(link))
     return 0
 
 
 def cmd_recreate(args: argparse.Namespace, rt: Runtime) -> int:
     changes = LinkRequest(statements=dict(args.statement or []), amount=args.amount, description=args.description)
-    link = rt.links.recreate(args.id, changes)
+    link = rt.links.recreate(cli_actor(), args.id, changes)
     emit(args, _data(link), lambda: describe(link))
     return 0
 

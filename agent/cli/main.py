@@ -18,7 +18,21 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from agent import __version__
-from agent.cli import api, bulk, directdebit, doctor, home, links, mirror, money, postings, sending, service, users
+from agent.cli import (
+    api,
+    audit,
+    bulk,
+    directdebit,
+    doctor,
+    home,
+    links,
+    mirror,
+    money,
+    postings,
+    sending,
+    service,
+    users,
+)
 from agent.cli.output import Commands, Handler
 from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.core.scrub import scrub
@@ -27,7 +41,7 @@ from agent.home.settings import default_home
 from agent.runtime import Runtime
 
 log = logging.getLogger("ledgerlink.cli")
-MODULES = (home, mirror, links, sending, postings, money, bulk, directdebit, api, users, service, doctor)
+MODULES = (home, mirror, links, sending, postings, money, bulk, directdebit, api, users, service, audit, doctor)
 
 
 # Whatever starts the agent (a shell with umask 022, a service manager), the state database, logs, sandbox

@@ -7,6 +7,7 @@ to a group by name, whatever order the modules are registered in.
 from __future__ import annotations
 
 import argparse
+import getpass
 import io
 import json
 import shutil
@@ -17,6 +18,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from agent.core.model import Actor
 
 GROUPS = {
     "matters": "matters in the mirror",
@@ -34,9 +37,15 @@ GROUPS = {
     "api": "the local HTTP API",
     "users": "staff who sign in to the console, and their roles",
     "service": "install and control the agent as a system service",
+    "audit": "the audit trail: who changed money or configuration, and when",
 }
 
 Handler = Callable[[argparse.Namespace, Any], int]
+
+
+def cli_actor() -> Actor:
+    """Who acts through a command, for the audit trail: the operating-system user running it."""
+    return Actor("cli", getpass.getuser())
 
 
 class Commands:

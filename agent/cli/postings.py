@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from agent.cli.output import Commands, emit, table
+from agent.cli.output import Commands, cli_actor, emit, table
 from agent.core.errors import RuleError
 from agent.runtime import Runtime
 from agent.state.schema import payments, postings
@@ -92,9 +92,9 @@ def cmd_retry(args: argparse.Namespace, rt: Runtime) -> int:
     if args.failed == (args.id is not None):
         raise RuleError("give a posting ID or --failed (not both)")
     if args.failed:
-        print(f"{outbox.retry_failed()} failed posting(s) will be retried")
+        print(f"{outbox.retry_failed(cli_actor())} failed posting(s) will be retried")
     else:
-        outbox.retry(args.id)
+        outbox.retry(cli_actor(), args.id)
         print(f"posting {args.id} will be retried")
     return 0
 
@@ -113,13 +113,13 @@ def _amounts(pairs: list[str]) -> dict[str, Decimal]:
 
 
 def cmd_reallocate(args: argparse.Namespace, rt: Runtime) -> int:
-    ids = _outbox(rt).reallocate(args.id, _amounts(args.statement))
+    ids = _outbox(rt).reallocate(cli_actor(), args.id, _amounts(args.statement))
     print(f"posting {args.id} reallocated into posting(s) {', '.join(map(str, ids))}")
     return 0
 
 
 def cmd_remove(args: argparse.Namespace, rt: Runtime) -> int:
-    _outbox(rt).remove(args.id, args.reason)
+    _outbox(rt).remove(cli_actor(), args.id, args.reason)
     print(f"posting {args.id} removed: {args.reason}")
     return 0
 

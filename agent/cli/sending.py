@@ -7,10 +7,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from agent.cli.output import Commands, emit
+from agent.cli.output import Commands, cli_actor, emit
 from agent.core.errors import RuleError
 from agent.core.model import account_kind_word
-from agent.home.accounts import set_account
+from agent.engine.configuration import change_account
 from agent.runtime import Runtime
 from agent.state.statuses import POSTING_STATES
 from connectors.providers.contract import LinkStatus
@@ -21,7 +21,7 @@ def _columns(text: str) -> list[str]:
 
 
 def cmd_send(args: argparse.Namespace, rt: Runtime) -> int:
-    record = rt.sender.send(args.id, "sms" if args.sms else "email", to=args.to)
+    record = rt.sender.send(cli_actor(), args.id, "sms" if args.sms else "email", to=args.to)
     emit(
         args,
         record.__dict__,
@@ -131,7 +131,7 @@ def cmd_accounts_set(args: argparse.Namespace, rt: Runtime) -> int:
             "nothing to change: give --default-message, --disclaimer, --reminders, "
             "--remind-before-expiry or --expiry-days"
         )
-    account, kept = set_account(rt.settings.config_path, args.name, changes)
+    account, kept = change_account(rt.store, rt.settings.config_path, cli_actor(), args.name, changes)
     print(
         f"account {account.name}: {', '.join(sorted(changes))} written to {rt.settings.config_path}"
         + ("" if kept else " (the file was rewritten whole; its comments were not kept)")
@@ -140,7 +140,7 @@ def cmd_accounts_set(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_reminders_run(args: argparse.Namespace, rt: Runtime) -> int:
-    sent = rt.reminders.run()
+    sent = rt.reminders.run(cli_actor())
     emit(args, {"sent": sent}, lambda: f"{sent} reminder(s) sent")
     return 0
 

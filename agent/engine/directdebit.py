@@ -30,10 +30,10 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agent.core.errors import DataError, RuleError, TransientError
-from agent.core.model import Statement, check_decimals, to_decimal
+from agent.core.model import Actor, Statement, check_decimals, to_decimal
 from agent.core.retry import call
 from agent.home.settings import Settings
-from agent.state import StateStore
+from agent.state import StateStore, audit
 from agent.state.mirror import get_matter, get_payer, get_statement
 from agent.state.schema import Row, collections, firm_matters, firm_statements, mandates, payments
 from agent.state.statuses import (
@@ -150,8 +150,13 @@ class DirectDebit:
             raise RuleError(f"account {account!r} uses {provider.name}, which offers no Direct Debit")
         return provider
 
-    def setup_mandate(self, payer_key: str, account: str | None = None) -> MandateView:
-        """Send the payer the provider's mandate flow; a payer with a mandate that is not over gets it back."""
+    def setup_mandate(self, actor: Actor, payer_key: str, account: str | None = None) -> MandateView:
+        """Send the payer the provider's mandate flow; a payer with a mandate that is not over gets it back.
+        Audited as mandate.setup on the payer (an existing mandate handed back changes nothing and is not)."""
+        with audit.attempt(self.store, actor, "mandate.setup", "payer", payer_key) as act:
+            return self._setup_mandate(payer_key, account, act)
+
+    def _setup_mandate(self, payer_key: str, account: str | None, act: audit.Attempt) -> MandateView:
         acct = self.settings.account(account)
         with self.store.read() as conn:
             payer = get_payer(conn, payer_key)
@@ -162,6 +167,7 @@ class DirectDebit:
                 mandates.c.status.not_in([s.value for s in SETTLED_MANDATES])).order_by(mandates.c.created_at.desc())
             ).mappings().first()
         if existing is not None:
+            act.unchanged()
             return MandateView.from_row(existing, existing=True)
         if not payer.email:
             raise RuleError(f"payer {payer.name!r} has no email address; the mandate flow is sent by email")
@@ -178,6 +184,7 @@ class DirectDebit:
                 status=state.status.value, raw_status=state.raw_status, idempotency_key=f"dd-{mandate_id}",
                 created_at=now, updated_at=now))
             row = conn.execute(select(mandates).where(mandates.c.id == mandate_id)).mappings().one()
+            act.record(conn, after={"mandate": mandate_id, "account": acct.name, "status": row["status"]})
             return MandateView.from_row(row)
 
     def list_mandates(self, payer_key: str | None = None) -> list[MandateView]:
@@ -208,7 +215,7 @@ class DirectDebit:
     # ------------------------------------------------------------------------------------------- events
 
     def _create(self, mandate: Row, st: Statement, amount: Decimal, kind: str,
-                charge_date: dt.date | None, note: str | None = None) -> str | None:
+                charge_date: dt.date | None, note: str | None = None, act: audit.Attempt | None = None) -> str | None:
         """Reserve the statement's current collection, then create it at the provider. None: someone else has it."""
         collection_id = new_id("col")
         now = utcnow()
@@ -220,6 +227,10 @@ class DirectDebit:
                     statement_key=st.key, kind=kind, amount=amount, currency=st.currency, charge_date=charge_date,
                     status=COLLECTION_CREATING, current_key=st.key, note=note, idempotency_key=f"dd-{collection_id}",
                     created_at=now, updated_at=now))
+                if act is not None:
+                    act.target("collection", collection_id)
+                    act.record(conn, after={"statement": st.key, "amount": amount, "currency": st.currency,
+                                            "kind": kind, "note": note})
         except IntegrityError:
             return None
         self._submit(collection_id)
@@ -269,12 +280,17 @@ class DirectDebit:
                         status=exc.collection.status.value, updated_at=utcnow()))
             raise
 
-    def _close(self, collection_id: str, note: str, *, keep_current: bool = False) -> None:
+    def _close(self, collection_id: str, note: str, *, keep_current: bool = False,
+               act: audit.Attempt | None = None) -> None:
         values: dict[str, Any] = {"status": CollectionStatus.CANCELLED.value, "note": note, "updated_at": utcnow()}
         if not keep_current:
             values["current_key"] = None
         with self.store.begin() as conn:
+            before = conn.execute(select(collections.c.status, collections.c.amount)
+                                  .where(collections.c.id == collection_id)).mappings().one()
             conn.execute(update(collections).where(collections.c.id == collection_id).values(**values))
+            if act is not None:
+                act.record(conn, before=dict(before), after={"status": values["status"], "note": note})
 
     def schedule_collections(self, today: dt.date | None = None) -> ScheduleResult:
         """The sync job: every payer with an active mandate gets its statements' automatic collections (re)planned."""
@@ -324,9 +340,15 @@ class DirectDebit:
             if made:
                 result.created.append(made)
 
-    def request_manual(self, statement: str, amount: Decimal, today: dt.date | None = None) -> CollectionView:
-        """Pay Now: the payer's own amount replaces the statement's automatic collection, before the due date only."""
-        today = today or self._today()
+    def request_manual(self, actor: Actor, statement: str, amount: Decimal,
+                       today: dt.date | None = None) -> CollectionView:
+        """Pay Now: the payer's own amount replaces the statement's automatic collection, before the due date only.
+        Audited as collection.request when the collection is reserved (a refusal: on the statement)."""
+        with audit.attempt(self.store, actor, "collection.request", "statement", statement,
+                           before={"amount": amount}) as act:
+            return self._request_manual(statement, amount, today or self._today(), act)
+
+    def _request_manual(self, statement: str, amount: Decimal, today: dt.date, act: audit.Attempt) -> CollectionView:
         with self.store.read() as conn:
             st = _find_statement(conn, statement)
             mandate = _active_mandate(conn, get_matter(conn, st.matter_key).payer_key)
@@ -356,14 +378,18 @@ class DirectDebit:
                                 f"longer be replaced ({exc})") from None
             self._close(current["id"], "replaced by the payer's manual Direct Debit")
         made = self._create(mandate, st, amount, "manual", None,
-                       note=f"Pay Now; replaces {current['id']}" if current is not None else "Pay Now")
+                            note=f"Pay Now; replaces {current['id']}" if current is not None else "Pay Now", act=act)
         if made is None:
             raise RuleError(f"statement {st.number} got another collection at the same moment; try again")
         return self.get_collection(made)
 
-    def cancel_collection(self, collection_id: str) -> CollectionView:
+    def cancel_collection(self, actor: Actor, collection_id: str) -> CollectionView:
         """Staff cancel, while the provider allows it. The statement keeps this (cancelled) collection, so the scheduler
-        does not collect it again by itself."""
+        does not collect it again by itself. Audited as collection.cancel, a refusal too."""
+        with audit.attempt(self.store, actor, "collection.cancel", "collection", collection_id) as act:
+            return self._cancel_collection(collection_id, act)
+
+    def _cancel_collection(self, collection_id: str, act: audit.Attempt) -> CollectionView:
         row = self._get(collection_id)
         if row["status"] not in (*COLLECTION_LIVE, COLLECTION_REFUSED):
             raise RuleError(f"collection {collection_id} is {row['status']}; nothing to cancel")
@@ -371,7 +397,7 @@ class DirectDebit:
             self._cancel_at_provider(row)
         except CollectionCancelRefused as exc:
             raise RuleError(f"the provider would not cancel collection {collection_id}: {exc}") from None
-        self._close(collection_id, "cancelled by staff", keep_current=True)
+        self._close(collection_id, "cancelled by staff", keep_current=True, act=act)
         return self.get_collection(collection_id)
 
     def _get(self, collection_id: str) -> Row:

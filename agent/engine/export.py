@@ -25,7 +25,7 @@ from sqlalchemy import Connection, func, select
 
 from agent.core.errors import RuleError
 from agent.core.model import exponent
-from agent.state import StateStore
+from agent.state import StateStore, audit
 from agent.state.schema import firm_matters, links, payout_items, payouts, sends
 from postings.queries import posting_rows
 
@@ -92,6 +92,20 @@ def payout_rows(conn: Connection) -> list[dict[str, Any]]:
              .order_by(payouts.c.created_at.desc(), payouts.c.id, payout_items.c.line))
     return [{**r, "adds_up": "yes" if r["items_total"] == r["payout_amount"] else "NO"}
             for r in conn.execute(query).mappings()]
+
+
+AUDIT_COLUMNS = _cols(
+    ("seq", "Entry"), ("at", "When", "datetime"), ("actor", "Who"), ("action", "Action"), ("object", "Object"),
+    ("outcome", "Outcome"), ("error", "Error"), ("before", "Before"), ("after", "After"), ("hash", "Hash"),
+)
+AUDIT_DEFAULT = list(AUDIT_COLUMNS)
+
+
+def audit_rows(entries: Iterable[audit.Entry]) -> list[dict[str, Any]]:
+    """Audit entries as export rows: the object as kind:id, before and after as their canonical JSON."""
+    return [{"seq": e.seq, "at": e.at, "actor": e.actor, "action": e.action, "object": e.object,
+             "outcome": e.outcome, "error": e.error, "before": audit.encode(e.before), "after": audit.encode(e.after),
+             "hash": e.hash} for e in entries]
 
 
 def choose(available: Mapping[str, ColumnSpec], wanted: Sequence[str] | None, default: Sequence[str]
@@ -244,6 +258,15 @@ class Exporter:
         out = io.BytesIO()
         write_xlsx(out, rows, chosen, self.zone, "Sent Pages")
         return out.getvalue()
+
+    def audit(self, path: Path, *, actor: str | None = None, obj: str | None = None,
+              since: dt.datetime | None = None, until: dt.datetime | None = None,
+              columns: Sequence[str] | None = None) -> int:
+        """The audit trail (filtered as ``audit list``) to ``path`` (.xlsx or .csv); returns the entries written."""
+        chosen = choose(AUDIT_COLUMNS, columns, AUDIT_DEFAULT)
+        with self.store.read() as conn:
+            rows = audit_rows(audit.entries(conn, actor=actor, obj=obj, since=since, until=until))
+        return _write(path, rows, chosen, self.zone, "Audit trail")
 
     def postings(self, path: Path, *, states: Sequence[str] | None = None,
                  columns: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.errors import ConfigurationError, DataError, RuleError, TransientError
-from agent.core.model import to_decimal
+from agent.core.model import Actor, to_decimal
 from agent.core.scrub import scrub
 from agent.engine.bulk import BulkProblem, BulkRow, read_bulk
 from agent.engine.export import neutralise
@@ -32,7 +32,8 @@ IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
 
 
 def process_request_table(connector: Connector, spec: RequestTable | None, links: LinkEngine, limit: int = 50) -> int:
-    """Create links for NEW rows of the mapping's request table and write URL and status back to each row."""
+    """Create links for NEW rows of the mapping's request table and write URL and status back to each row;
+    each link is audited as made by the intake "<table> row <key>"."""
     if spec is None:
         return 0
     done = 0
@@ -43,7 +44,7 @@ def process_request_table(connector: Connector, spec: RequestTable | None, links
             if account is not None and account not in links.settings.accounts:
                 raise DataError(f"account: unknown merchant account {account!r}; configured: "
                                 f"{sorted(links.settings.accounts)}")
-            link = links.create(LinkRequest(
+            link = links.create(Actor("intake", f"{spec.table} row {req['key']}"), LinkRequest(
                 matter=str(req["matter"]), amount=amount, description=req.get("description") or None,
                 account=account))
         except (TransientError, ConfigurationError):
@@ -182,7 +183,7 @@ class InboxIntake:
 
     def _link(self, path: Path, row: BulkRow, writer: Any) -> None:
         try:
-            link = self.links.create(row.to_request(None))
+            link = self.links.create(Actor("intake", path.name), row.to_request(None))
         except (RuleError, DataError) as exc:  # this row only (a paid invoice, say): the others still get links
             writer.writerow([neutralise(row.invoice), "", "refused", "", neutralise(str(exc))])
             log.warning("inbox file %s, invoice %s refused: %s", path.name, row.invoice, exc)

@@ -28,10 +28,10 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.core.addresses import check_email
 from agent.core.errors import DataError, RuleError
-from agent.core.model import Matter, MatterStatus, MerchantAccount, Statement, check_decimals, to_decimal
+from agent.core.model import Actor, Matter, MatterStatus, MerchantAccount, Statement, check_decimals, to_decimal
 from agent.core.retry import call
 from agent.home.settings import Settings
-from agent.state import StateStore
+from agent.state import StateStore, audit
 from agent.state.mirror import get_matter, get_payer, get_statement, mirror_as_of, open_statements
 from agent.state.schema import Row, collections, firm_clients, link_items, links, payments, postings
 from agent.state.statuses import COLLECTION_PENDING, LINK_CREATING, LINK_OPEN, PAYMENT_UNPOSTED
@@ -39,7 +39,21 @@ from agent.state.store import utcnow
 from connectors.providers.contract import CancelRefused, LinkSpec, LinkStatus, Provider, ProviderLink
 
 log = logging.getLogger("ledgerlink.links")
+# what the audit trail keeps of a link: its money and its state, never the payer's contact beyond the email
+AUDITED = ("status", "amount", "currency", "description", "account", "matter_key", "invoice_number", "payer_email",
+           "provider_ref", "status_reason", "replaces")
 
+
+def audited(row: Row) -> dict[str, Any]:
+    """A link's audited values, for the before and after of its audit entries."""
+    return {name: row[name] for name in AUDITED}
+
+
+def _request_target(request: LinkRequest) -> tuple[str, str]:
+    """What a create is for, before there is a link: the matter, else the quick link's invoice or payer."""
+    if request.matter is not None:
+        return "matter", request.matter
+    return ("invoice", request.invoice) if request.invoice else ("payer", request.email or request.name or "")
 
 
 def new_id(prefix: str = "lnk") -> str:
@@ -215,10 +229,16 @@ class LinkEngine:
 
     # ------------------------------------------------------------------------------------------- creating
 
-    def create(self, request: LinkRequest) -> Link:
-        """Validate, reserve (or find) the debt's link, then create it at the provider."""
+    def create(self, actor: Actor, request: LinkRequest) -> Link:
+        """Validate, reserve (or find) the debt's link, then create it at the provider; audited as link.create
+        (an existing link handed back changes nothing and is not)."""
+        kind, ident = _request_target(request)
+        with audit.attempt(self.store, actor, "link.create", kind, ident) as act:
+            return self._create(request, act)
+
+    def _create(self, request: LinkRequest, act: audit.Attempt, replaces: str | None = None) -> Link:
         if request.matter is None:
-            return self._create_quick(request)
+            return self._create_quick(request, act)
         with self.store.read() as conn:
             matter = get_matter(conn, request.matter)
             existing = _open_for(conn, f"matter:{matter.key}")
@@ -232,10 +252,11 @@ class LinkEngine:
             explicit=bool(request.statements),
         )
         if row["status"] != LINK_CREATING:  # a concurrent request created it a moment ago
+            act.unchanged()
             return Link.from_row(row, existing=True)
         # A 'creating' row that is not ours was cut off (or is being created right now): finishing it with its
         # own idempotency key yields the provider's one link either way.
-        return self._finish(row, plan.warnings)
+        return self._finish(row, plan.warnings, act, replaces)
 
     def _plan(self, request: LinkRequest, matter: Matter) -> _Plan:
         """Every rule a matter link must pass, checked against the current balances; nothing is written."""
@@ -313,7 +334,7 @@ class LinkEngine:
             left -= take
         return items
 
-    def _create_quick(self, request: LinkRequest) -> Link:
+    def _create_quick(self, request: LinkRequest, act: audit.Attempt) -> Link:
         account = self.settings.account(request.account)
         if not request.email:
             raise RuleError("a quick link needs the recipient's email address")
@@ -332,8 +353,9 @@ class LinkEngine:
             invoice=request.invoice, due_date=request.due_date, items={}, explicit=False,
         )
         if row["status"] != LINK_CREATING:
+            act.unchanged()
             return Link.from_row(row, existing=True)
-        return self._finish(row, [])
+        return self._finish(row, [], act)
 
     def _refuse_paid_invoice(self, account: str, invoice: str) -> None:
         """A paid debt is never offered again, whichever path asks (a bulk file dropped twice, the request table)."""
@@ -379,8 +401,11 @@ class LinkEngine:
                 raise
             return existing
 
-    def _finish(self, row: Row, warnings: list[str]) -> Link:
-        """Create the reserved link at the provider (idempotent by the row's key) and record the result."""
+    def _finish(self, row: Row, warnings: list[str], act: audit.Attempt | None, replaces: str | None = None) -> Link:
+        """Create the reserved link at the provider (idempotent by the row's key) and record the result, with
+        its audit entry when a person or job asked for it (``act``)."""
+        if act is not None:
+            act.target("link", row["id"])
         provider = self.providers(row["account"])
         spec = LinkSpec(
             link_id=row["id"], amount=row["amount"], currency=row["currency"], description=row["description"],
@@ -401,9 +426,11 @@ class LinkEngine:
         with self.store.begin() as conn:
             conn.execute(update(links).where(links.c.id == row["id"]).values(
                 provider_ref=created.ref, url=created.url, status=LinkStatus.OUTSTANDING.value,
-                expires_at=created.expires_at or row["expires_at"],
+                expires_at=created.expires_at or row["expires_at"], **({"replaces": replaces} if replaces else {}),
             ))
             result = _get(conn, row["id"])
+            if act is not None:
+                act.record(conn, after=audited(result))
         log.info("link %s created for %s %s (%s)", row["id"], row["amount"], row["currency"], row["account"])
         return Link.from_row(result, warnings=tuple(warnings))
 
@@ -413,7 +440,7 @@ class LinkEngine:
             row = _get(conn, link_id)
         if row["status"] != LINK_CREATING:
             return Link.from_row(row, existing=True)
-        return self._finish(row, [])
+        return self._finish(row, [], None)
 
     # ------------------------------------------------------------------------------------------- closing
 
@@ -421,8 +448,13 @@ class LinkEngine:
         conn.execute(update(links).where(links.c.id == link_id).values(
             status=status, closed_at=utcnow(), outstanding_key=None, status_reason=reason))
 
-    def cancel(self, link_id: str, reason: str = "cancelled by staff") -> Link:
-        """Cancel at the provider first; the local link changes only once the provider confirmed."""
+    def cancel(self, actor: Actor, link_id: str, reason: str = "cancelled by staff") -> Link:
+        """Cancel at the provider first; the local link changes only once the provider confirmed. Audited as
+        link.cancel, a refusal (the provider's or ours) too."""
+        with audit.attempt(self.store, actor, "link.cancel", "link", link_id) as act:
+            return self._cancel(link_id, reason, act)
+
+    def _cancel(self, link_id: str, reason: str, act: audit.Attempt) -> Link:
         with self.store.read() as conn:
             row = _get(conn, link_id)
         if row["status"] == LINK_CREATING:
@@ -442,20 +474,28 @@ class LinkEngine:
         with self.store.begin() as conn:
             self._close(conn, link_id, result.status.value if result.status != LinkStatus.OUTSTANDING
                         else LinkStatus.CANCELLED.value, reason)
-            return Link.from_row(_get(conn, link_id))
+            closed = _get(conn, link_id)
+            act.record(conn, before=audited(row), after=audited(closed))
+            return Link.from_row(closed)
 
-    def recreate(self, link_id: str, request: LinkRequest | None = None) -> Link:
+    def recreate(self, actor: Actor, link_id: str, request: LinkRequest | None = None) -> Link:
         """Cancel & Create New: cancel confirmed first, then a fresh link with the old link's amount (or statement
-        split) and description, unless ``request`` changes them; both are checked again against the balances."""
-        old = self.get(link_id)
-        fresh = self._replacement(old, request or LinkRequest())
-        if fresh.matter is not None:
-            with self.store.read() as conn:
-                self._plan(fresh, get_matter(conn, fresh.matter))  # refused here, the old link still stands
-        self.cancel(link_id, reason="replaced (Cancel & Create New)")
-        link = self.create(fresh)
-        with self.store.begin() as conn:
-            conn.execute(update(links).where(links.c.id == link.id).values(replaces=link_id))
+        split) and description, unless ``request`` changes them; both are checked again against the balances.
+        Audited as the old link's link.cancel and the new link's link.recreate (a refusal: on the old link)."""
+        with audit.attempt(self.store, actor, "link.recreate", "link", link_id) as act:
+            old = self.get(link_id)
+            fresh = self._replacement(old, request or LinkRequest())
+            if fresh.matter is not None:
+                with self.store.read() as conn:
+                    self._plan(fresh, get_matter(conn, fresh.matter))  # refused here, the old link still stands
+            # the old link's own link.cancel entry on success; a refusal is this action's one failed entry
+            self._cancel(link_id, "replaced (Cancel & Create New)", audit.Attempt(actor, "link.cancel", "link", link_id,
+                                                                                  None))
+            act.before = {"replaces": link_id}
+            link = self._create(fresh, act, replaces=link_id)
+            if link.existing:  # a concurrent request made the debt's new link: it replaces the old one all the same
+                with self.store.begin() as conn:
+                    conn.execute(update(links).where(links.c.id == link.id).values(replaces=link_id))
         return self.get(link.id)
 
     def _replacement(self, old: Link, changes: LinkRequest) -> LinkRequest:
@@ -477,12 +517,12 @@ class LinkEngine:
         return LinkRequest(matter=old.matter_key, statements=statements, amount=amount, description=description,
                            account=account)
 
-    def create_remainder(self, link_id: str) -> Link | None:
+    def create_remainder(self, actor: Actor, link_id: str) -> Link | None:
         """After a partial payment (single-use link closed): a fresh link for what is still owing."""
         old = self.get(link_id)
         if old.matter_key is None or self.defaults(old.matter_key).amount <= 0:
             return None
-        return self.create(LinkRequest(matter=old.matter_key, account=old.account, description=old.description))
+        return self.create(actor, LinkRequest(matter=old.matter_key, account=old.account, description=old.description))
 
     def expire_due(self, now: dt.datetime | None = None) -> int:
         """Outstanding links past their expiry become expired (after asking the provider, which may know better)."""
@@ -504,7 +544,7 @@ class LinkEngine:
             count += 1
         return count
 
-    def review_outstanding(self) -> list[str]:
+    def review_outstanding(self, actor: Actor) -> list[str]:
         """A link never outlives its debt: voided/paid-elsewhere statements cancel or flag it (stale_link)."""
         problems: list[tuple[str, str]] = []
         with self.store.read() as conn:
@@ -518,7 +558,7 @@ class LinkEngine:
         for link_id, reason in problems:
             if self.settings.stale_link == "cancel":
                 try:
-                    self.cancel(link_id, reason=reason)
+                    self.cancel(actor, link_id, reason=reason)
                 except RuleError as exc:
                     log.warning("stale link %s not cancelled: %s", link_id, exc)
                     continue

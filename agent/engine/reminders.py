@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agent.core.errors import RuleError
-from agent.core.model import MerchantAccount
+from agent.core.model import Actor, MerchantAccount
 from agent.engine.sending import Sender
 from agent.home.settings import Settings
 from agent.state import StateStore
@@ -104,8 +104,9 @@ class Reminders:
             conn.execute(update(reminders).where(reminders.c.link_id == link_id, reminders.c.step == step)
                          .values(status=status, send_id=send_id, updated_at=utcnow()))
 
-    def run(self, now: dt.datetime | None = None) -> int:
-        """One pass for the service loop: send each outstanding link's latest due step once; returns emails sent."""
+    def run(self, actor: Actor, now: dt.datetime | None = None) -> int:
+        """One pass for the service loop: send each outstanding link's latest due step once; returns emails sent.
+        Each send is audited as ``actor``'s (the reminders job)."""
         if not self.settings.smtp.from_address:
             log.debug("smart reminders idle: email is not set up ([smtp] from_address)")
             return 0
@@ -120,7 +121,7 @@ class Reminders:
                 continue
             step = due[-1].name
             try:
-                record = self.sender.send(row["id"], "email", purpose=f"reminder:{step}")
+                record = self.sender.send(actor, row["id"], "email", purpose=f"reminder:{step}")
             except RuleError as exc:  # paid or cancelled since we looked: the schedule has ended
                 log.info("reminder %s for link %s not sent: %s", step, row["id"], exc)
                 self._finish(row["id"], step, "skipped", None)

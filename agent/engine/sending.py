@@ -25,12 +25,12 @@ import httpx
 from sqlalchemy import Connection, select
 
 from agent.core.errors import LedgerlinkError, NotSetUp, RuleError
-from agent.core.model import MerchantAccount, Money
+from agent.core.model import Actor, MerchantAccount, Money
 from agent.core.scrub import scrub
 from agent.engine.links import Link, LinkEngine, LinkRequest
 from agent.home.secrets import Secrets
 from agent.home.settings import Settings, SmsSettings, SmtpSettings
-from agent.state import StateStore
+from agent.state import StateStore, audit
 from agent.state.schema import firm_clients, firm_matters, firm_payers, links, sends
 from agent.state.store import utcnow
 from connectors.providers.contract import LinkStatus
@@ -270,13 +270,18 @@ class Sender:
         self.secrets = secrets
         self.links = links
 
-    def send(self, link_id: str, channel: Channel, *, to: str | None = None,
-                  purpose: str = "link") -> SendRecord:
+    def send(self, actor: Actor, link_id: str, channel: Channel, *, to: str | None = None,
+             purpose: str = "link") -> SendRecord:
         """Send an outstanding link by email or SMS and record the attempt; the record says whether it went.
 
-        Refused (RuleError, nothing recorded) when the link is not outstanding or there is nobody to send to; a
+        Refused (RuleError, no send recorded) when the link is not outstanding or there is nobody to send to; a
         NotSetUp (a ConfigurationError) when email or SMS is not set up. ``purpose`` is ``link`` or ``reminder:<step>``.
+        Audited as link.email or link.sms: the send row and its entry in one transaction, a refusal too.
         """
+        with audit.attempt(self.store, actor, f"link.{channel}", "link", link_id) as act:
+            return self._send(link_id, channel, to, purpose, act)
+
+    def _send(self, link_id: str, channel: Channel, to: str | None, purpose: str, act: audit.Attempt) -> SendRecord:
         if channel not in CHANNELS:
             raise RuleError(f"unknown channel {channel!r}; use email or sms")
         link = self.links.get(link_id)
@@ -310,6 +315,8 @@ class Sender:
             send_id = conn.execute(sends.insert().values(
                 link_id=link_id, channel=channel, recipient=recipient, purpose=purpose, sent_at=sent_at, ok=ok,
                 result=result, provider_message_id=message_id)).inserted_primary_key
+            act.record(conn, after={"purpose": purpose, "recipient": recipient, "message_id": message_id},
+                       outcome="ok" if ok else "failed", error=None if ok else result)
         assert send_id is not None  # an autoincrement key is always returned by an INSERT
         (log.info if ok else log.warning)("link %s %s by %s to %s: %s", link_id, purpose, channel, recipient, result)
         return SendRecord(id=int(send_id[0]), link_id=link_id, channel=channel, recipient=recipient, purpose=purpose,
@@ -333,23 +340,30 @@ class Sender:
         if self.missing("email"):
             raise NotSetUp("email is not set up: set [smtp] from_address (and host, port, security) first")
 
-    def send_all(self, requests: Iterable[tuple[str, LinkRequest]]) -> list[BulkSend]:
+    def send_all(self, actor: Actor, requests: Iterable[tuple[str, LinkRequest]], *,
+                 source: str = "bulk") -> list[BulkSend]:
         """Send All: create (or find again) each row's link and email it, each row on its own.
 
         A row whose link cannot be made, or whose email is refused or fails, says so: nothing is reported as sent
-        that the mail server did not take.
+        that the mail server did not take. Each link and email has its own entry; the run as a whole one bulk.send
+        entry for ``source`` (the file's name), with the rows sent and not.
         """
-        self.require_email()
-        results = []
-        for label, request in requests:
-            link: Link | None = None
-            try:
-                link = self.links.create(request)
-                record = self.send(link.id, "email")
-            except LedgerlinkError as exc:
-                results.append(BulkSend(label, link, None, scrub(str(exc))))
-                continue
-            results.append(BulkSend(label, link, record, None if record.ok else record.result))
+        with audit.attempt(self.store, actor, "bulk.send", "bulk", source) as act:
+            self.require_email()
+            results = []
+            for label, request in requests:
+                link: Link | None = None
+                try:
+                    link = self.links.create(actor, request)
+                    record = self.send(actor, link.id, "email")
+                except LedgerlinkError as exc:
+                    results.append(BulkSend(label, link, None, scrub(str(exc))))
+                    continue
+                results.append(BulkSend(label, link, record, None if record.ok else record.result))
+            summary = {"rows": len(results), "sent": [r.link.id for r in results if r.sent and r.link],
+                       "not_sent": {r.label: r.error for r in results if not r.sent}}
+            with self.store.begin() as conn:
+                act.record(conn, after=summary, outcome="ok" if not summary["not_sent"] else "partial")
         return results
 
 

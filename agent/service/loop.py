@@ -9,24 +9,30 @@ rows for a crashed predecessor's.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent import __version__
 from agent.api.app import serve_api
 from agent.api.console import sign_in_url
 from agent.core import system
 from agent.core.errors import ConfigurationError, LedgerlinkError, RuleError
+from agent.core.model import Actor
 from agent.core.scrub import scrub
 from agent.engine.intake import InboxIntake, process_request_table
 from agent.engine.payments import EventPoller, ReconcileResult
 from agent.home.logs import setup_logging
 from agent.runtime import Runtime
 from agent.service.reload import ConfigWatcher
+from agent.state import audit
 from agent.state.lock import AlreadyRunning, Fenced, StoreLock
 from agent.state.signin import CODE_MINUTES, new_code
 from agent.state.store import utcnow
@@ -36,6 +42,12 @@ from connectors.providers.sandbox import SandboxPayServer
 log = logging.getLogger("ledgerlink.service")
 
 OK_EVERY = 30.0
+SERVICE = Actor("system", "service")  # who starts and stops: the service itself, on behalf of its OS user
+
+
+def job(name: str) -> Actor:
+    """The actor a job's changes are audited as."""
+    return Actor("job", name)
 
 
 @dataclass
@@ -172,7 +184,7 @@ class PaymentPolls:
             new += result.new
             if rt.settings.remainder_link == "auto":
                 for link_id in result.remainders or []:
-                    rt.links.create_remainder(link_id)
+                    rt.links.create_remainder(job("payments"), link_id)
         if new and self.on_new is not None:
             self.on_new()
         return new
@@ -204,7 +216,7 @@ def reconcile_payments(rt: Runtime, since: dt.datetime | None = None) -> dict[st
         rt.store.record_ok(f"reconcile:{name}")
         if rt.settings.remainder_link == "auto":
             for link_id in result.remainders:
-                rt.links.create_remainder(link_id)
+                rt.links.create_remainder(job("payment-reconcile"), link_id)
     return results
 
 
@@ -253,10 +265,10 @@ def default_jobs(rt: Runtime, wakeup: Wakeup | None = None) -> list[Job]:
         Job("payment-reconcile", RECONCILE_EVERY, lambda: reconcile_payments(rt), due=time.monotonic() + 600),
         Job("postings", intervals.postings, lambda: post_and_refresh(rt)),
         Job("expiry", intervals.expiry, lambda: rt.links.expire_due()),
-        Job("review", intervals.sync, lambda: rt.links.review_outstanding()),
+        Job("review", intervals.sync, lambda: rt.links.review_outstanding(job("review"))),
         Job("inbox", intervals.intake, inbox.scan),
         Job("collections", intervals.sync, lambda: rt.directdebit.schedule_collections()),
-        Job("reminders", intervals.expiry, lambda: rt.reminders.run()),
+        Job("reminders", intervals.expiry, lambda: rt.reminders.run(job("reminders"))),
         Job("refunds", intervals.expiry, lambda: rt.refunds.resume()),
         Job("payouts", intervals.payouts, lambda: rt.payouts.sync(), due=time.monotonic() + 60),
     ]
@@ -331,7 +343,27 @@ def _print_sign_in_link(rt: Runtime, url: str) -> None:
              "another): %s", admin, CODE_MINUTES, sign_in_url(url, new_code(rt.store, admin)))
 
 
+def _audit_service(rt: Runtime, action: str, **after: object) -> None:
+    """service.start / service.stop on the audit trail; a store this agent may no longer write (fenced out,
+    full) is logged instead, since nothing else may be written then either."""
+    try:
+        with rt.store.begin() as conn:
+            audit.record(conn, SERVICE, action, "service", socket.gethostname(), after={
+                "pid": os.getpid(), "user": getpass.getuser(), "version": __version__, **after})
+    except LedgerlinkError as exc:  # Fenced and StoreFull among them
+        log.warning("%s not written to the audit trail: %s", action, exc)
+
+
 def _run_locked(rt: Runtime, once: bool, lock: StoreLock, stopping: threading.Event) -> int:
+    _audit_service(rt, "service.start", home=str(rt.settings.home), once=once)
+    try:
+        return _serve(rt, once, lock, stopping)
+    finally:
+        reason = "lease lost to another agent" if lock.lost.is_set() else "one pass" if once else "stop requested"
+        _audit_service(rt, "service.stop", reason=reason)
+
+
+def _serve(rt: Runtime, once: bool, lock: StoreLock, stopping: threading.Event) -> int:
     wakeup = Wakeup()
     service = Service(rt, default_jobs(rt, wakeup), stopping, wakeup)
     lock.on_lost = stopping.set  # fenced out by a takeover: stop at once, write nothing more

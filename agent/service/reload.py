@@ -19,14 +19,17 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from agent.core.errors import ConfigurationError
+from agent.core.errors import ConfigurationError, LedgerlinkError
+from agent.core.model import Actor
 from agent.core.scrub import scrub
 from agent.home.settings import load_settings
 from agent.runtime import Runtime, open_connector, resolve_relative
+from agent.state import audit
 from mappings.format import MappingFile, load_mapping
 
 log = logging.getLogger("ledgerlink.reload")
 COMPONENT = "reload"
+RELOADER = Actor("system", "reload")  # whoever edited the files is not known; the watcher applied the edit
 
 
 def rehearse_mapping(mapping: MappingFile, rt: Runtime) -> None:
@@ -151,7 +154,13 @@ class ConfigWatcher:
         except Exception as exc:  # an error nobody foresaw in reading the files still only refuses this edit
             log.exception("reading the changed configuration failed")
             return self._refused(f"{type(exc).__name__}: {exc}")
-        self.rt.apply(settings, mapping)
+        old = {"settings": self.rt.settings.model_dump(mode="json"), "mapping": self.rt.mapping.model_dump(mode="json")}
+        new = {"settings": settings.model_dump(mode="json"), "mapping": mapping.model_dump(mode="json")}
+        with self.rt.store.begin() as conn:  # the entry commits only once the swap is done
+            audit.record(conn, RELOADER, "config.reload", "config", str(settings.config_path),
+                         before={k: audit.changed(old[k], new[k])[0] for k in old},
+                         after={k: audit.changed(old[k], new[k])[1] for k in new})
+            self.rt.apply(settings, mapping)
         log.info("configuration reloaded (%s)", ", ".join(sorted(str(p) for p in self.watched())))
         self.rt.store.record_ok(COMPONENT)
         self.reloads += 1  # counted once recorded, so whoever waits on the count also sees the status
@@ -160,6 +169,12 @@ class ConfigWatcher:
     def _refused(self, message: str) -> bool:
         text = scrub(message)
         log.error("configuration change refused, the running configuration is kept:\n%s", text)
+        try:
+            with self.rt.store.begin() as conn:
+                audit.record(conn, RELOADER, "config.reload", "config", str(self.rt.settings.config_path),
+                             outcome="failed", error=text)
+        except LedgerlinkError as exc:
+            log.warning("the refused reload was not written to the audit trail: %s", exc)
         self.rt.store.record_error(COMPONENT, f"configuration change refused, the running one is kept: {text}")
         self.refusals += 1  # after the log line and the status: whoever waits on the count finds both
         return False

@@ -179,6 +179,36 @@ search_state = Table(
     Column("behind", String(32), comment="the token of a sync pass that stored rows not yet in the index"),
 )
 
+# ------------------------------------------------------------------------ the audit trail (0014, agent/state/audit.py)
+
+# Append-only: rows are only ever inserted. Each carries the hash of the one before it and its own hash over a
+# canonical encoding of its fields, so an edited, deleted or reordered entry breaks the chain ("audit verify").
+audit_log = Table(
+    "audit_log", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False, comment="1, 2, 3...: no gaps"),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("actor", String(191), nullable=False, index=True, comment="kind:name, as str(Actor)"),
+    Column("action", String(64), nullable=False),
+    Column("object_kind", String(32), nullable=False),
+    Column("object_id", KEY, nullable=False),
+    Column("outcome", String(8), nullable=False, comment="ok or failed"),
+    Column("error", Text),
+    Column("before", Text, comment="JSON of the values before, never secrets"),
+    Column("after", Text, comment="JSON of the values after, never secrets"),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_audit_object", audit_log.c.object_kind, audit_log.c.object_id)
+
+# One row (id 1): the newest entry's seq and hash. Locked by every append, so concurrent writers take turns and
+# the chain never forks; it also reveals a deleted newest entry.
+audit_head = Table(
+    "audit_head", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
 component_status = Table(
     "component_status", metadata,
     Column("component", String(64), primary_key=True),

@@ -20,6 +20,7 @@ from agent.api import app as api
 from agent.api.routers import links as link_routes
 from agent.cli.main import main
 from agent.core.errors import TransientError
+from agent.core.model import Actor
 from agent.engine.sync import Syncer
 from agent.home.accounts import dump_toml
 from agent.home.demo import init_home
@@ -190,7 +191,7 @@ def test_create_link_errors_map_to_status_codes(env: Env, monkeypatch: pytest.Mo
     # the client named an account that does not exist: its mistake, a 4xx naming the field (issue 14 item 4)
     assert bad_account.status_code == 422 and "account: unknown merchant account 'nope'" in bad_account.json()["error"]
 
-    def outage(_request: Any) -> None:
+    def outage(_actor: Actor, _request: Any) -> None:
         raise TransientError("provider rate limit", retry_after=7.2)
 
     monkeypatch.setattr(env.rt.links, "create", outage)
@@ -271,15 +272,15 @@ def test_send_calls_delivery_or_says_it_is_not_there(env: Env, monkeypatch: pyte
     assert missing.status_code == 501 and missing.json()["error"] == link_routes.NO_DELIVERY
     calls = []
 
-    def send_link(rt: Runtime, link_id: str, channel: str) -> FakeRecord:
-        calls.append((rt, link_id, channel))
+    def send_link(rt: Runtime, actor: Actor, link_id: str, channel: str) -> FakeRecord:
+        calls.append((rt, actor.kind, link_id, channel))
         return FakeRecord(link_id, channel, Decimal("2088.05"))
 
     monkeypatch.setattr(link_routes, "send_link", send_link)
     sent = env.client.post(f"/links/{link['id']}/send", json={"channel": "sms"})
     assert sent.status_code == 200
     assert sent.json() == {"link_id": link["id"], "channel": "sms", "amount": "2088.05"}
-    assert calls == [(env.rt, link["id"], "sms")]
+    assert calls == [(env.rt, "user", link["id"], "sms")]  # the person behind the token
     assert env.client.post(f"/links/{link['id']}/send", json={"channel": "fax"}).status_code == 422
     assert env.client.post("/links/lnk_unknown/send", json={"channel": "email"}).status_code == 404
 
@@ -351,6 +352,9 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
         "/collections/{collection_id}/cancel": {"post"},
         "/payouts": {"get"}, "/payouts/breaches": {"get"}, "/payouts/{payout}": {"get"}, "/refunds": {"get"},
         "/payments/{payment}/refund": {"post"},
+        # the audit trail: the whole of it for admins, each link's and posting's own history for staff
+        "/audit": {"get"}, "/audit/verify": {"get"}, "/audit/export": {"get"},
+        "/links/{link_id}/history": {"get"}, "/postings/{posting_id}/history": {"get"},
     }
     served = env.client.get("/openapi.json").json()
     assert {path: set(methods) for path, methods in served["paths"].items()} == expected

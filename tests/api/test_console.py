@@ -28,7 +28,7 @@ from console_support import (
     sign_in,
 )
 from openpyxl import load_workbook
-from tests_support import PASSWORD, person
+from tests_support import PASSWORD, STAFF, person
 
 from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
@@ -153,7 +153,7 @@ def test_email_required_when_the_payer_has_none(page: Any, agent: Agent) -> None
 
 
 def test_sent_pages_columns_export_and_cancel(page: Any, agent: Agent) -> None:
-    link = agent.rt.links.create(LinkRequest(matter="M-2026-0011"))
+    link = agent.rt.links.create(STAFF, LinkRequest(matter="M-2026-0011"))
     sign_in(page, agent)
     go(page, agent, "sent")
     row = page.locator(f'#links-table tr[data-link="{link.id}"]')
@@ -317,7 +317,8 @@ def test_debt_row_and_banner_say_exactly_what_happened(page: Any, agent: Agent) 
         shot(page, "14-send-failed")
         sender.locator(".actions").get_by_role("button", name="Close").click()
         expect(story.locator("li")).to_have_count(4)
-        agent.rt.sender.send(dialog.locator(".link-view").get_attribute("data-link-id"), "email", purpose="reminder:1")
+        link_id = dialog.locator(".link-view").get_attribute("data-link-id")
+        agent.rt.sender.send(STAFF, link_id, "email", purpose="reminder:1")
         page.keyboard.press("Escape")
 
     banner = page.locator("#link-sent-marker li")
@@ -349,7 +350,7 @@ def test_search_forgives_a_typo_and_finds_an_invoice_number(page: Any, agent: Ag
 
 def test_email_not_set_up_says_so_before_send_is_pressed(browser: Any, agent: Agent) -> None:
     """Item 4: the clerk is told to ask the administrator; the admin is told what to set."""
-    link = agent.rt.links.create(LinkRequest(matter="M-2026-0060"))
+    link = agent.rt.links.create(STAFF, LinkRequest(matter="M-2026-0060"))
     clerk = "Email is not set up for this firm yet; ask your administrator."
     admin = "Email is not set up: set [smtp] from_address in ledgerlink.toml"
     for user, expected, name in (("clerk", clerk, "16-clerk-no-email"), ("admin", admin, "17-admin-no-email")):
@@ -376,7 +377,7 @@ def test_email_not_set_up_says_so_before_send_is_pressed(browser: Any, agent: Ag
 
 def test_a_clerk_never_sees_the_config_file_when_email_goes_away(browser: Any, agent: Agent) -> None:
     """Item 4 when the setting vanishes after the page loaded: the API's 409 reaches the clerk as plain words."""
-    agent.rt.links.create(LinkRequest(matter="M-2026-0071"))
+    agent.rt.links.create(STAFF, LinkRequest(matter="M-2026-0071"))
     smtp = agent.rt.settings.smtp
     page = new_page(browser)
     smtp.from_address = "billing@demo.example"
@@ -396,7 +397,7 @@ def test_a_clerk_never_sees_the_config_file_when_email_goes_away(browser: Any, a
 
 def test_money_and_dates_in_the_firms_locale_and_time_zone(browser: Any, agent: Agent) -> None:
     """Item 5: one style on every table (format.js); another firm locale and zone change every screen alike."""
-    link = agent.rt.links.create(LinkRequest(matter="M-2026-0090"))
+    link = agent.rt.links.create(STAFF, LinkRequest(matter="M-2026-0090"))
     page = new_page(browser)
     sign_in(page, agent)
     search(page, THREE)
@@ -450,7 +451,7 @@ def one_line(locator: Any) -> bool:
 def test_layout_spacing_no_wrapping_choose_statements_and_clerk_settings(browser: Any, agent: Agent) -> None:
     """Item 6 at 860 px: the card clear of the table; Sent Pages on one line; choose-statements mode hides the
     Amount and keeps Create link in view; a clerk's Settings says why and shows no form."""
-    agent.rt.links.create(LinkRequest(matter="M-2026-0070"))
+    agent.rt.links.create(STAFF, LinkRequest(matter="M-2026-0070"))
     page = new_page(browser, 860, 860)
     sign_in(page, agent)
     search(page, "Fernández")
@@ -496,7 +497,7 @@ def test_extra_endpoints_remove_and_reallocate_postings(agent: Agent) -> None:
 
     from connectors.providers import sandbox
 
-    link = agent.rt.links.create(LinkRequest(matter="M-2026-0020"))
+    link = agent.rt.links.create(STAFF, LinkRequest(matter="M-2026-0020"))
     sandbox.pay(agent.home, link.provider_ref)
     poll_payments(agent.rt)
     with httpx.Client(base_url=agent.url, headers={"Authorization": f"Bearer {agent.token}"}) as client:
@@ -529,7 +530,7 @@ def test_console_info_and_link_delivery_endpoints(agent: Agent) -> None:
         assert clerk["time_zone"] == "Europe/London"
         assert clerk["email"] == {"ready": False, "missing": ["[smtp] from_address"]}
         assert clerk["sms"]["ready"] is False and "[sms] account" in clerk["sms"]["missing"]
-        link = agent.rt.links.create(LinkRequest(matter="M-2026-0080"))
+        link = agent.rt.links.create(STAFF, LinkRequest(matter="M-2026-0080"))
         found = client.get("/link-delivery", params={"matter": ["M-2026-0080", "M-2026-0100"]},
                            headers={"Authorization": f"Bearer {agent.token}"}).json()
         assert [(d["matter_number"], d["link_id"], d["sends"]) for d in found] == [("M-2026-0080", link.id, [])]
@@ -547,12 +548,12 @@ def test_the_footer_says_which_version_is_running(page: Any, agent: Agent) -> No
 def test_payouts_page_the_client_money_banner_and_the_admin_refund(page: Any, agent: Agent) -> None:
     """A trust account paid out net of fees (the sandbox set to net for it): the banner names the transfer, the
     Payouts page shows each payout's breakdown and whether it adds up, and only an admin sees Refund."""
-    link = agent.rt.links.create(LinkRequest(matter=THREE, amount=Decimal("200.00"), account="trust"))
+    link = agent.rt.links.create(STAFF, LinkRequest(matter=THREE, amount=Decimal("200.00"), account="trust"))
     assert link.provider_ref is not None
     net = agent.rt.settings.accounts["trust"].model_copy(update={"payout_fees": "net"})
     SandboxProvider(net, None, home=str(agent.home))  # the provider's own setting for this account, from now
     sandbox.pay(agent.home, link.provider_ref, method="card")
-    office = agent.rt.links.create(LinkRequest(matter=SENDS, amount=Decimal("50.00")))
+    office = agent.rt.links.create(STAFF, LinkRequest(matter=SENDS, amount=Decimal("50.00")))
     assert office.provider_ref is not None
     sandbox.pay(agent.home, office.provider_ref, method="card")
     poll_payments(agent.rt)

@@ -19,6 +19,7 @@ from console_support import (
     shot,
     sign_in,
 )
+from tests_support import STAFF
 
 from agent.engine.links import LinkRequest
 
@@ -49,7 +50,7 @@ def test_the_axe_check_finds_a_planted_violation(page: Any, agent: Agent) -> Non
 
 
 def test_every_screen_and_popup_passes_axe(page: Any, agent: Agent, tmp_path: Path) -> None:
-    agent.rt.links.create(LinkRequest(matter="M-2026-0031"))
+    agent.rt.links.create(STAFF, LinkRequest(matter="M-2026-0031"))
     page.goto(f"{agent.url}/console/login")
     assert_accessible(page, "the sign-in page")
     sign_in(page, agent)

@@ -16,7 +16,7 @@ from console_support import (
     shot,
     sign_in,
 )
-from tests_support import PASSWORD, person
+from tests_support import PASSWORD, STAFF, person
 
 from agent.engine.links import LinkRequest
 from agent.service.loop import poll_payments
@@ -34,7 +34,7 @@ def api_answers(page: Any) -> list[tuple[int, str]]:
 
 
 def test_a_clerk_goes_through_every_screen_unrefused_and_sees_no_admin_action(page: Any, agent: Agent) -> None:
-    link = agent.rt.links.create(LinkRequest(matter="M-2026-0030"))
+    link = agent.rt.links.create(STAFF, LinkRequest(matter="M-2026-0030"))
     sandbox.pay(agent.home, link.provider_ref)
     poll_payments(agent.rt)  # a pending posting: an admin may remove it
     answers = api_answers(page)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests_support import STAFF
 
 from agent.cli import main as cli
 from agent.cli.main import main
@@ -140,7 +141,7 @@ def test_sandbox_link_urls_follow_sandbox_port(home: Path) -> None:
     rt = Runtime.for_home(home)
     try:
         Syncer(rt.store, rt.connector).sync()
-        link = rt.links.create(LinkRequest(matter=MATTER))
+        link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
         assert link.url.startswith("http://127.0.0.1:9876/pay/")
         assert rt.settings.account("operating").api_base == "http://127.0.0.1:9876"
     finally:

@@ -19,6 +19,7 @@ import requests
 from fakes.gocardless_api import FakeGoCardless
 from fakes.stripe_api import FakeStripe
 from sqlalchemy import func, select, update
+from tests_support import STAFF
 
 from agent.core.errors import TransientError
 from agent.core.model import MerchantAccount
@@ -464,7 +465,7 @@ def test_cli_reconcile_heals_a_sandbox_feed_that_lost_its_events(
     rt = Runtime.for_home(home)
     try:
         Syncer(rt.store, rt.connector).sync()
-        link = rt.links.create(LinkRequest(matter="M-2026-0010", amount=Decimal("500.00")))
+        link = rt.links.create(STAFF, LinkRequest(matter="M-2026-0010", amount=Decimal("500.00")))
     finally:
         rt.close()
     payment_ref = sandbox.pay(home, link.provider_ref)

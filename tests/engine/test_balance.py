@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from tests_support import STAFF
 
 from agent.core.errors import RuleError
 from agent.engine.links import LinkRequest
@@ -30,7 +31,7 @@ def rt(tmp_path: Path) -> Runtime:
 
 
 def test_defaults_are_zero_the_moment_the_postings_are_posted(rt: Runtime) -> None:
-    link = rt.links.create(LinkRequest(matter=MATTER))
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
     assert link.amount == Decimal("2088.05")
     sandbox.pay(rt.settings.home, link.provider_ref)
     EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
@@ -39,7 +40,7 @@ def test_defaults_are_zero_the_moment_the_postings_are_posted(rt: Runtime) -> No
     assert rt.links.defaults(MATTER).open_balance == Decimal("2088.05")
     assert rt.links.defaults(MATTER).amount == Decimal("0.00")
     with pytest.raises(RuleError):
-        rt.links.create(LinkRequest(matter=MATTER))  # nothing owed: no new link for a paid debt
+        rt.links.create(STAFF, LinkRequest(matter=MATTER))  # nothing owed: no new link for a paid debt
     rt.syncer.sync()  # a pass that began after the postings: the mirror shows the paid statements
     after = rt.links.defaults(MATTER)
     assert (after.open_balance, after.unposted_payments, after.amount) == (Decimal(0), Decimal(0), Decimal(0))
@@ -47,7 +48,7 @@ def test_defaults_are_zero_the_moment_the_postings_are_posted(rt: Runtime) -> No
 
 def test_a_sync_pass_begun_before_the_posting_does_not_count_as_seeing_it(rt: Runtime) -> None:
     """A pass that read the statements before the write-back must not make the paid amount vanish."""
-    link = rt.links.create(LinkRequest(matter=MATTER))
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
     sandbox.pay(rt.settings.home, link.provider_ref)
     EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
     real_read = rt.connector.read
@@ -67,7 +68,7 @@ def test_the_service_reads_the_statements_again_right_after_a_write_back(rt: Run
     """Issue 13 item 1: after the postings job writes, the mirror shows the firm's new balance at once."""
     from agent.service.loop import default_jobs
 
-    link = rt.links.create(LinkRequest(matter=MATTER))
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
     sandbox.pay(rt.settings.home, link.provider_ref)
     EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
     postings_job = next(job for job in default_jobs(rt) if job.name == "postings")

@@ -127,7 +127,7 @@ def firm(home: Path, sql: str) -> list[tuple[Any, ...]]:
 
 
 def paid(rt: Runtime, money: MoneyWorld, matter: str, amount: str, account: str, method: str = "card") -> str:
-    link = rt.links.create(LinkRequest(matter=matter, amount=Decimal(amount), account=account))
+    link = rt.links.create(ADMIN, LinkRequest(matter=matter, amount=Decimal(amount), account=account))
     assert link.provider_ref is not None
     ref = money.pay(rt, link.provider_ref, method)
     EventPoller(rt.store, rt.provider(account), account, retry_initial=0.01).poll()
@@ -278,7 +278,7 @@ def test_direct_debit_on_a_trust_account_is_client_money_and_a_payer_in_credit_g
     try:
         trust_poller = EventPoller(rt.store, rt.provider("trust"), "trust", retry_initial=0.01)
         for payer in ("90", "91"):
-            money.activate_mandate(rt.directdebit.setup_mandate(payer, "trust").setup_ref)
+            money.activate_mandate(rt.directdebit.setup_mandate(ADMIN, payer, "trust").setup_ref)
         trust_poller.poll()
         assert len(rt.directdebit.schedule_collections().created) == 1  # the payer in credit: no collection
         [made] = rt.directdebit.list_collections()
@@ -344,7 +344,7 @@ def test_a_payout_the_bank_returns_is_reversed_and_its_money_posted_once_with_th
 
 def test_client_money_with_no_matter_waits_for_a_person_and_never_goes_to_an_office_bill(
         rt: Runtime, money: MoneyWorld) -> None:
-    link = rt.links.create(LinkRequest(amount=Decimal("75.00"), name="Ann Lee", email="ann@example.com",
+    link = rt.links.create(ADMIN, LinkRequest(amount=Decimal("75.00"), name="Ann Lee", email="ann@example.com",
                                        account="trust"))
     assert link.provider_ref is not None
     money.pay(rt, link.provider_ref, "card")
@@ -354,4 +354,4 @@ def test_client_money_with_no_matter_waits_for_a_person_and_never_goes_to_an_off
     assert (row["state"], row["section"], row["statement_key"]) == ("incomplete", "trust", None)
     assert "client money with no matter" in row["note"]
     with pytest.raises(RuleError, match="client money: it belongs on a matter's client ledger"):
-        rt.outbox.reallocate(row["id"], {"1": Decimal("75.00")})
+        rt.outbox.reallocate(ADMIN, row["id"], {"1": Decimal("75.00")})

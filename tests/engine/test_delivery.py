@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from delivery_support import Gateway, Mailbox, configure, sms_server, smtp_server
+from tests_support import STAFF
 
 from agent.cli.main import main
 from agent.core.errors import ConfigurationError, RuleError
@@ -45,13 +46,13 @@ def rt(servers: tuple[Path, Mailbox, Gateway]) -> Iterator[Runtime]:
 def quick(rt: Runtime, **extra: object) -> str:
     request = {"amount": Decimal("1250.50"), "name": "Ada Lovelace", "email": "ada@example.com",
                "invoice": "INV-77", "description": "Conveyancing fees", **extra}
-    return rt.links.create(LinkRequest(**request)).id  # type: ignore[arg-type]
+    return rt.links.create(STAFF, LinkRequest(**request)).id  # type: ignore[arg-type]
 
 
 def test_email_through_real_smtp_server(rt: Runtime, servers: tuple[Path, Mailbox, Gateway]) -> None:
     _, box, _ = servers
     link = rt.links.get(quick(rt))
-    record = rt.sender.send(link.id, "email")
+    record = rt.sender.send(STAFF, link.id, "email")
     assert record.ok and record.result == "ok" and record.recipient == "ada@example.com"
     assert box.logins == [("relay-user", "s3cret-relay")]  # the password came from the keyring
     assert box.envelopes == [("billing@demo-legal.example", ["ada@example.com"])]
@@ -71,22 +72,22 @@ def test_email_through_real_smtp_server(rt: Runtime, servers: tuple[Path, Mailbo
 
 def test_smtp_refusal_is_recorded_as_a_definite_failure(rt: Runtime, servers: tuple[Path, Mailbox, Gateway]) -> None:
     servers[1].refuse = True
-    record = rt.sender.send(quick(rt), "email")
+    record = rt.sender.send(STAFF, quick(rt), "email")
     assert not record.ok and record.definite and "550" in record.result
     assert rt.sender.history(record.link_id)[0].result == record.result
 
 
 def test_unreachable_smtp_server_is_recorded(rt: Runtime) -> None:
     rt.settings.smtp.port = 1  # nothing listens there
-    record = rt.sender.send(quick(rt), "email")
+    record = rt.sender.send(STAFF, quick(rt), "email")
     assert not record.ok and record.definite and "Connection" in record.result
     assert len(rt.sender.history(record.link_id)) == 1
 
 
 def test_sms_to_matter_payer_phone(rt: Runtime, servers: tuple[Path, Mailbox, Gateway]) -> None:
     _, _, gateway = servers
-    link = rt.links.create(LinkRequest(matter=MATTER))
-    record = rt.sender.send(link.id, "sms")
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
+    record = rt.sender.send(STAFF, link.id, "sms")
     assert record.ok and record.recipient.startswith("+447700900") and record.provider_message_id.startswith("SM")
     request = gateway.requests[0]
     assert request["path"] == "/2010-04-01/Accounts/AC0123456789abcdef/Messages.json"
@@ -98,7 +99,7 @@ def test_sms_to_matter_payer_phone(rt: Runtime, servers: tuple[Path, Mailbox, Ga
 
 def test_sms_gateway_error_is_recorded_as_failed(rt: Runtime, servers: tuple[Path, Mailbox, Gateway]) -> None:
     servers[2].bad_numbers.add("+15005550001")
-    record = rt.sender.send(quick(rt), "sms", to="+1 500 555 0001")
+    record = rt.sender.send(STAFF, quick(rt), "sms", to="+1 500 555 0001")
     assert not record.ok and record.definite
     assert record.result == ("SMS gateway refused: HTTP 400 (code 21211): The 'To' number +15005550001 is not a "
                              "valid phone number.")
@@ -110,13 +111,13 @@ def test_sms_gateway_error_is_recorded_as_failed(rt: Runtime, servers: tuple[Pat
 def test_refusals_send_and_record_nothing(rt: Runtime, servers: tuple[Path, Mailbox, Gateway]) -> None:
     link_id = quick(rt)
     with pytest.raises(RuleError, match="no phone number"):
-        rt.sender.send(link_id, "sms")  # a quick link has no matter, so no payer phone
-    rt.links.cancel(link_id)
+        rt.sender.send(STAFF, link_id, "sms")  # a quick link has no matter, so no payer phone
+    rt.links.cancel(STAFF, link_id)
     with pytest.raises(RuleError, match="cancelled"):
-        rt.sender.send(link_id, "email")
+        rt.sender.send(STAFF, link_id, "email")
     rt.settings.smtp.from_address = None
     with pytest.raises(ConfigurationError, match="from_address"):
-        rt.sender.send(quick(rt, invoice="INV-78"), "email")
+        rt.sender.send(STAFF, quick(rt, invoice="INV-78"), "email")
     assert rt.sender.history(link_id) == [] and servers[1].messages == [] and servers[2].requests == []
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fakes.gocardless_api import FakeGoCardless
-from tests_support import bearer
+from tests_support import STAFF, bearer
 
 from agent.cli.main import main
 from agent.core.errors import RuleError
@@ -107,7 +107,7 @@ def rt(home: Path) -> Iterator[Runtime]:
     runtime = Runtime.for_home(home)
     runtime.links.retry_initial = 0.01
     sync(runtime)
-    mandate = runtime.directdebit.setup_mandate(PAYER)
+    mandate = runtime.directdebit.setup_mandate(STAFF, PAYER)
     assert mandate.status == "pending_customer_approval" and mandate.url
     sandbox.set_mandate(home, mandate.setup_ref, "active")  # the payer completes the flow
     poll(runtime)
@@ -152,7 +152,7 @@ def test_scenario_3_in_credit_collects_nothing_and_refuses_a_manual_amount(rt: R
     f = figures(rt, invoice)
     assert (f.brought_forward, f.payable, f.auto) == (-120, -70, 0)
     with pytest.raises(RuleError, match="in credit"):
-        rt.directdebit.request_manual("INV-3", Decimal("10.00"), TODAY)
+        rt.directdebit.request_manual(STAFF, "INV-3", Decimal("10.00"), TODAY)
 
 
 # --- edges ----------------------------------------------------------------------------------------------------
@@ -205,13 +205,13 @@ def test_statement_changed_before_due_date_recomputes_until_submitted(rt: Runtim
     assert (current(rt)[invoice].amount, current(rt)[invoice].status) == (Decimal("40.00"), "submitted")
     assert schedule(rt).kept == []  # known to be submitted now: not tried again
     with pytest.raises(RuleError, match="would not cancel"):
-        rt.directdebit.cancel_collection(c.id)
+        rt.directdebit.cancel_collection(STAFF, c.id)
 
 
 def test_staff_cancel_is_not_undone_by_the_scheduler(rt: Runtime, home: Path) -> None:
     invoice = add_bill(home, "INV-8", 5000, DUE)
     schedule(rt)
-    c = rt.directdebit.cancel_collection(current(rt)[invoice].id)
+    c = rt.directdebit.cancel_collection(STAFF, current(rt)[invoice].id)
     assert c.status == "cancelled"
     assert schedule(rt).created == []
 
@@ -229,13 +229,13 @@ def test_manual_amount_before_due_date_replaces_the_automatic_collection(rt: Run
     invoice = add_bill(home, "INV-10", 3000, DUE)
     schedule(rt)
     auto = current(rt)[invoice]
-    manual = rt.directdebit.request_manual("INV-10", Decimal("60.00"), TODAY)  # any amount up to the payable 80
+    manual = rt.directdebit.request_manual(STAFF, "INV-10", Decimal("60.00"), TODAY)  # any amount up to the payable 80
     assert (manual.kind, manual.amount, manual.status, manual.current) == ("manual", 60, "pending_submission", True)
     assert at_sandbox(home, auto.provider_ref) == ("30.00", "cancelled")
     assert current(rt) == {invoice: manual}
     assert schedule(rt).created == []  # the scheduler leaves the payer's choice alone
     with pytest.raises(RuleError, match="at most the payable 80"):
-        rt.directdebit.request_manual("INV-10", Decimal("80.01"), TODAY)
+        rt.directdebit.request_manual(STAFF, "INV-10", Decimal("80.01"), TODAY)
 
 
 @pytest.mark.parametrize("day", [DUE, DUE + dt.timedelta(days=1)], ids=["on", "after"])
@@ -243,7 +243,7 @@ def test_manual_amount_on_or_after_due_date_is_refused(rt: Runtime, home: Path, 
     add_bill(home, "INV-11", 3000, DUE)
     schedule(rt)
     with pytest.raises(RuleError, match=f"was due on {DUE}: a manual Direct Debit must be requested before"):
-        rt.directdebit.request_manual("INV-11", Decimal("10.00"), day)
+        rt.directdebit.request_manual(STAFF, "INV-11", Decimal("10.00"), day)
 
 
 # --- pending collections and results -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from openpyxl import load_workbook
+from tests_support import STAFF
 
 from agent.cli.main import main
 from agent.core.errors import RuleError
@@ -31,11 +32,12 @@ def home(tmp_path: Path) -> Iterator[Path]:
     rt = Runtime.for_home(home)
     rt.links.retry_initial = 0.01
     Syncer(rt.store, rt.connector).sync()
-    rt.links.create(LinkRequest(amount=Decimal("1250.50"), name="Ada", email="ada@example.com", invoice="Q-1",
+    rt.links.create(STAFF, LinkRequest(amount=Decimal("1250.50"), name="Ada", email="ada@example.com", invoice="Q-1",
                                 due_date=dt.date(2026, 12, 1), description="Fees"))
-    cancelled = rt.links.create(LinkRequest(amount=Decimal("7.00"), name="Bo", email="bo@example.com", invoice="Q-2"))
-    rt.links.cancel(cancelled.id)
-    paid = rt.links.create(LinkRequest(matter=MATTER))
+    cancelled = rt.links.create(STAFF, LinkRequest(amount=Decimal("7.00"), name="Bo", email="bo@example.com",
+                                                   invoice="Q-2"))
+    rt.links.cancel(STAFF, cancelled.id)
+    paid = rt.links.create(STAFF, LinkRequest(matter=MATTER))
     sandbox.pay(home, paid.provider_ref)
     EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
     rt.close()

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from tests_support import STAFF
 
 from agent.engine.intake import InboxIntake, process_request_table
 from agent.engine.links import LinkRequest
@@ -55,7 +56,7 @@ def test_request_retried_after_a_crash_gets_the_same_link(rt: Runtime) -> None:
     """A crash after the link was made but before the row was updated: the retry finds the existing link."""
     with firm(rt) as db:
         db.execute("INSERT INTO pay_requests (matter_no) VALUES ('M-2026-0010')")
-    first = rt.links.create(LinkRequest(matter="M-2026-0010"))
+    first = rt.links.create(STAFF, LinkRequest(matter="M-2026-0010"))
     assert process_request_table(rt.connector, rt.mapping.requests, rt.links) == 1
     with firm(rt) as db:
         assert db.execute("SELECT link_id FROM pay_requests").fetchone()[0] == first.id

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from tests_support import STAFF
 
 from agent.core.errors import DataError, RuleError, TransientError
 from agent.engine.links import LinkRequest
@@ -70,7 +71,7 @@ def test_amount_defaults_to_balance_after_unposted_payments(rt: Runtime, home: P
     before = firm_balances(home)
     d = rt.links.defaults(MATTER)
     assert (d.open_balance, d.amount, d.pending_collections) == (Decimal("2088.05"), Decimal("2088.05"), 0)
-    link = rt.links.create(LinkRequest(matter=MATTER, amount=Decimal("500.00")))
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER, amount=Decimal("500.00")))
     sandbox.pay(home, link.provider_ref)
     poll(rt)
     d = rt.links.defaults(MATTER)
@@ -81,8 +82,8 @@ def test_amount_defaults_to_balance_after_unposted_payments(rt: Runtime, home: P
 
 
 def test_existing_link_comes_back(rt: Runtime, home: Path) -> None:
-    first = rt.links.create(LinkRequest(matter=MATTER))
-    again = rt.links.create(LinkRequest(matter=MATTER, amount=Decimal("1.00")))
+    first = rt.links.create(STAFF, LinkRequest(matter=MATTER))
+    again = rt.links.create(STAFF, LinkRequest(matter=MATTER, amount=Decimal("1.00")))
     assert not first.existing and again.existing
     assert again.id == first.id and again.url == first.url and again.amount == Decimal("2088.05")
     assert provider_links(home) == 1
@@ -90,7 +91,7 @@ def test_existing_link_comes_back(rt: Runtime, home: Path) -> None:
 
 def test_concurrent_threads_make_one_link(rt: Runtime, home: Path) -> None:
     with ThreadPoolExecutor(8) as pool:
-        links = list(pool.map(lambda _: rt.links.create(LinkRequest(matter=MATTER)), range(8)))
+        links = list(pool.map(lambda _: rt.links.create(STAFF, LinkRequest(matter=MATTER)), range(8)))
     assert len({x.id for x in links}) == 1
     assert provider_links(home) == 1
 
@@ -98,7 +99,7 @@ def test_concurrent_threads_make_one_link(rt: Runtime, home: Path) -> None:
 def _create_in_process(home: str) -> str:
     runtime = Runtime.for_home(Path(home))
     try:
-        return runtime.links.create(LinkRequest(matter=MATTER)).id
+        return runtime.links.create(STAFF, LinkRequest(matter=MATTER)).id
     finally:
         runtime.close()
 
@@ -114,28 +115,28 @@ def test_description_defaults_to_service_and_date(home: Path) -> None:
     rt = make_runtime(home, service_name="Okafor & Co", description_template="{service} {date:%d %B %Y}")
     rt.links.today = lambda: dt.date(2026, 11, 22)
     assert rt.links.defaults(MATTER).description == "Okafor & Co 22 November 2026"
-    edited = rt.links.create(LinkRequest(matter=MATTER, description="Probate fees, first bill"))
+    edited = rt.links.create(STAFF, LinkRequest(matter=MATTER, description="Probate fees, first bill"))
     assert edited.description == "Probate fees, first bill"
     rt.close()
 
 
 def test_payer_email_required_before_anything_is_sent(rt: Runtime, home: Path) -> None:
     with pytest.raises(RuleError) as err:
-        rt.links.create(LinkRequest(matter=NO_EMAIL))
+        rt.links.create(STAFF, LinkRequest(matter=NO_EMAIL))
     assert NO_EMAIL in str(err.value) and "Súilleabháin" in str(err.value) and "by text" in str(err.value)
     assert provider_links(home) == 0
 
 
 def test_cancel_and_create_new(rt: Runtime, home: Path) -> None:
-    old = rt.links.create(LinkRequest(matter=MATTER))
-    new = rt.links.recreate(old.id)
+    old = rt.links.create(STAFF, LinkRequest(matter=MATTER))
+    new = rt.links.recreate(STAFF, old.id)
     assert rt.links.get(old.id).status == "cancelled"
     assert new.status == "outstanding" and new.replaces == old.id and new.url != old.url
-    assert rt.links.create(LinkRequest(matter=MATTER)).id == new.id  # the new one is now the debt's link
+    assert rt.links.create(STAFF, LinkRequest(matter=MATTER)).id == new.id  # the new one is now the debt's link
 
 
 def test_cancel_failure_creates_nothing(rt: Runtime, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    old = rt.links.create(LinkRequest(matter=MATTER))
+    old = rt.links.create(STAFF, LinkRequest(matter=MATTER))
     provider = rt.provider("operating")
 
     def down(ref: str) -> None:
@@ -143,16 +144,16 @@ def test_cancel_failure_creates_nothing(rt: Runtime, home: Path, monkeypatch: py
 
     monkeypatch.setattr(provider, "cancel_link", down)
     with pytest.raises(TransientError):
-        rt.links.recreate(old.id)
+        rt.links.recreate(STAFF, old.id)
     assert rt.links.get(old.id).status == "outstanding"
     assert provider_links(home) == 1
 
 
 def test_recreate_after_payment_tells_the_user(rt: Runtime, home: Path) -> None:
-    old = rt.links.create(LinkRequest(matter=MATTER))
+    old = rt.links.create(STAFF, LinkRequest(matter=MATTER))
     sandbox.pay(home, old.provider_ref)  # paid before the agent heard of it
     with pytest.raises(RuleError, match="was paid before it could be cancelled; no new link"):
-        rt.links.recreate(old.id)
+        rt.links.recreate(STAFF, old.id)
     assert provider_links(home) == 1
 
 
@@ -161,7 +162,7 @@ def test_partial_payment_closes_the_link_and_leaves_the_remainder(home: Path, mo
     from agent.service.loop import poll_payments
 
     rt = make_runtime(home, remainder_link=mode)
-    link = rt.links.create(LinkRequest(matter=MATTER))
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
     sandbox.pay(home, link.provider_ref, Decimal("88.05"))
     poll_payments(rt)
     closed = rt.links.get(link.id)
@@ -178,60 +179,60 @@ def test_partial_payment_closes_the_link_and_leaves_the_remainder(home: Path, mo
 
 
 def test_expiry_per_account(rt: Runtime, home: Path) -> None:
-    link = rt.links.create(LinkRequest(matter=MATTER, account="trust"))
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER, account="trust"))
     assert link.expires_at - link.created_at == dt.timedelta(days=14)  # the trust account's expiry
     later = link.expires_at + dt.timedelta(seconds=1)
     sandbox.expire_due(home, later)
     assert rt.links.expire_due(later) == 1
     assert rt.links.get(link.id).status == "expired"
-    assert rt.links.create(LinkRequest(matter=MATTER)).id != link.id  # an expired link is no longer the debt's
+    assert rt.links.create(STAFF, LinkRequest(matter=MATTER)).id != link.id  # an expired link is no longer the debt's
 
 
 @pytest.mark.parametrize("mode", ["cancel", "flag"])
 def test_link_never_outlives_its_debt(home: Path, mode: str) -> None:
     rt = make_runtime(home, stale_link=mode)
-    link = rt.links.create(LinkRequest(matter=MATTER))
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
     with sqlite3.connect(home / "demo-firm.db") as firm:
         firm.execute("UPDATE bills SET state = 'VOID' WHERE bill_no = 'INV-1002'")
     Syncer(rt.store, rt.connector).sync()
-    assert rt.links.review_outstanding() == [link.id]
+    assert rt.links.review_outstanding(STAFF) == [link.id]
     after = rt.links.get(link.id)
     if mode == "cancel":
         assert after.status == "cancelled" and "INV-1002 was voided" in (after.status_reason or "")
     else:
         assert after.status == "outstanding" and "INV-1002 was voided" in (after.flagged or "")
-    assert rt.links.review_outstanding() == []  # reported once
+    assert rt.links.review_outstanding(STAFF) == []  # reported once
     rt.close()
 
 
 def test_balance_paid_elsewhere_flags_the_link(home: Path) -> None:
     rt = make_runtime(home, stale_link="flag")
-    link = rt.links.create(LinkRequest(matter=MATTER, statements={"INV-1001": Decimal("644.30")}))
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER, statements={"INV-1001": Decimal("644.30")}))
     with sqlite3.connect(home / "demo-firm.db") as firm:
         firm.execute("UPDATE bills SET balance_pence = 10000 WHERE bill_no = 'INV-1001'")
     Syncer(rt.store, rt.connector).sync()
-    rt.links.review_outstanding()
+    rt.links.review_outstanding(STAFF)
     assert "INV-1001 now owes 100.00, less than the link's 644.30" in (rt.links.get(link.id).flagged or "")
     rt.close()
 
 
 def test_amounts_across_specific_statements(rt: Runtime) -> None:
-    link = rt.links.create(LinkRequest(matter=MATTER, statements={"INV-1001": Decimal("100.00"),
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER, statements={"INV-1001": Decimal("100.00"),
                                                                   "INV-1002": Decimal("43.75")}))
     assert link.amount == Decimal("143.75")
 
 
 def test_quick_link(rt: Runtime, home: Path) -> None:
-    link = rt.links.create(LinkRequest(amount=Decimal("75.00"), name="Ada Lovelace", email="ada@example.com",
+    link = rt.links.create(STAFF, LinkRequest(amount=Decimal("75.00"), name="Ada Lovelace", email="ada@example.com",
                                        invoice="Q-1", due_date=dt.date(2026, 12, 1)))
     assert link.matter_key is None and link.invoice_number == "Q-1" and link.status == "outstanding"
-    assert rt.links.create(LinkRequest(amount=Decimal("75.00"), name="Ada Lovelace", email="ada@example.com",
+    assert rt.links.create(STAFF, LinkRequest(amount=Decimal("75.00"), name="Ada Lovelace", email="ada@example.com",
                                        invoice="Q-1")).existing
 
 
 def test_over_balance_warns_when_set_to_warn(home: Path) -> None:
     rt = make_runtime(home, over_balance="warn")
-    link = rt.links.create(LinkRequest(matter=MATTER, amount=Decimal("3000.00")))
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER, amount=Decimal("3000.00")))
     assert link.amount == Decimal("3000.00") and "more than the 2088.05" in link.warnings[0]
     rt.close()
 
@@ -250,7 +251,7 @@ def test_over_balance_warns_when_set_to_warn(home: Path) -> None:
 def test_bad_input_reaches_no_provider(rt: Runtime, home: Path, request_kwargs: dict, error: type,
                                        message: str) -> None:
     with pytest.raises(error, match=message):
-        rt.links.create(LinkRequest(**request_kwargs))
+        rt.links.create(STAFF, LinkRequest(**request_kwargs))
     assert provider_links(home) == 0
 
 
@@ -259,28 +260,28 @@ def test_currency_must_match_the_account(home: Path) -> None:
     config.write_text(config.read_text() + '\n[accounts.euro]\nprovider = "sandbox"\ncurrency = "EUR"\n')
     rt = make_runtime(home)
     with pytest.raises(RuleError, match="takes EUR"):
-        rt.links.create(LinkRequest(matter=MATTER, account="euro"))
+        rt.links.create(STAFF, LinkRequest(matter=MATTER, account="euro"))
     assert provider_links(home) == 0
     rt.close()
 
 
 def test_cancel_and_create_new_keeps_what_the_clerk_asked_for(rt: Runtime, home: Path) -> None:
     """Seed 000: the fresh link has "the current amount and description" (issue 13 item 8)."""
-    old = rt.links.create(LinkRequest(matter=MATTER, statements={"INV-1001": Decimal("100.00")},
+    old = rt.links.create(STAFF, LinkRequest(matter=MATTER, statements={"INV-1001": Decimal("100.00")},
                                       description="Probate: first instalment"))
-    new = rt.links.recreate(old.id)
+    new = rt.links.recreate(STAFF, old.id)
     assert (new.amount, new.description, new.replaces) == (Decimal("100.00"), "Probate: first instalment", old.id)
-    changed = rt.links.recreate(new.id, LinkRequest(amount=Decimal("250.00")))
+    changed = rt.links.recreate(STAFF, new.id, LinkRequest(amount=Decimal("250.00")))
     assert (changed.amount, changed.description) == (Decimal("250.00"), "Probate: first instalment")
     with pytest.raises(RuleError, match="more than"):
-        rt.links.recreate(changed.id, LinkRequest(statements={"INV-1001": Decimal("700.00")}))  # owes 644.30
+        rt.links.recreate(STAFF, changed.id, LinkRequest(statements={"INV-1001": Decimal("700.00")}))  # owes 644.30
     assert rt.links.get(changed.id).status == "outstanding"  # refused before anything was cancelled
 
 
 def test_recreate_on_the_command_line_takes_the_changes(rt: Runtime, home: Path) -> None:
     from agent.cli.main import main
 
-    old = rt.links.create(LinkRequest(matter=MATTER, amount=Decimal("300.00"), description="Costs on account"))
+    old = rt.links.create(STAFF, LinkRequest(matter=MATTER, amount=Decimal("300.00"), description="Costs on account"))
     assert main(["--home", str(home), "links", "recreate", old.id, "--description", "Costs, part 2", "--json"]) == 0
     new = rt.links.find(["outstanding"])[0]
     assert (new.amount, new.description, new.replaces) == (Decimal("300.00"), "Costs, part 2", old.id)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from delivery_support import Mailbox, configure, smtp_server
 from sqlalchemy import select
+from tests_support import STAFF
 
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
@@ -50,8 +51,9 @@ def rt(home: tuple[Path, Mailbox]) -> Iterator[Runtime]:
 
 
 def sent_link(rt: Runtime, invoice: str = "INV-1") -> tuple[str, dt.datetime]:
-    link = rt.links.create(LinkRequest(amount=Decimal("99.00"), name="Ada", email="ada@example.com", invoice=invoice))
-    record = rt.sender.send(link.id, "email")
+    link = rt.links.create(STAFF, LinkRequest(amount=Decimal("99.00"), name="Ada", email="ada@example.com",
+                                              invoice=invoice))
+    record = rt.sender.send(STAFF, link.id, "email")
     assert record.ok
     return link.id, record.sent_at
 
@@ -77,10 +79,10 @@ def test_schedule_from_settings(rt: Runtime) -> None:
 
 def test_each_step_once_on_schedule(rt: Runtime, home: tuple[Path, Mailbox]) -> None:
     link_id, sent = sent_link(rt)
-    assert rt.reminders.run(sent + 2 * DAY) == 0
-    assert rt.reminders.run(sent + 3 * DAY + dt.timedelta(minutes=1)) == 1
-    assert rt.reminders.run(sent + 4 * DAY) == 0  # after:3 was sent; after:7 is not due
-    assert rt.reminders.run(sent + 7 * DAY + dt.timedelta(minutes=1)) == 1
+    assert rt.reminders.run(STAFF, sent + 2 * DAY) == 0
+    assert rt.reminders.run(STAFF, sent + 3 * DAY + dt.timedelta(minutes=1)) == 1
+    assert rt.reminders.run(STAFF, sent + 4 * DAY) == 0  # after:3 was sent; after:7 is not due
+    assert rt.reminders.run(STAFF, sent + 7 * DAY + dt.timedelta(minutes=1)) == 1
     assert steps(rt, link_id) == {"after:3": "sent", "after:7": "sent"}
     box = home[1]
     assert reminder_subjects(box) == ["Reminder: payment request from Demo Legal LLP: GBP 99.00"] * 2
@@ -90,10 +92,10 @@ def test_each_step_once_on_schedule(rt: Runtime, home: tuple[Path, Mailbox]) -> 
 def test_never_twice_across_a_restart(home: tuple[Path, Mailbox]) -> None:
     first = runtime(home[0])
     _, sent = sent_link(first)
-    assert first.reminders.run(sent + 3 * DAY + dt.timedelta(hours=1)) == 1
+    assert first.reminders.run(STAFF, sent + 3 * DAY + dt.timedelta(hours=1)) == 1
     first.close()
     second = runtime(home[0])  # the agent restarted: only the state store remembers
-    assert second.reminders.run(sent + 3 * DAY + dt.timedelta(hours=2)) == 0
+    assert second.reminders.run(STAFF, sent + 3 * DAY + dt.timedelta(hours=2)) == 0
     assert len(reminder_subjects(home[1])) == 1
     second.close()
 
@@ -106,7 +108,7 @@ def test_crash_between_claim_and_send_is_at_most_once(home: tuple[Path, Mailbox]
     assert first.reminders._claim(link_id, due, now)  # the step is taken ... and the agent dies before the email goes
     first.close()
     second = runtime(home[0])
-    assert second.reminders.run(now) == 0
+    assert second.reminders.run(STAFF, now) == 0
     assert steps(second, link_id) == {"after:3": "sending"} and reminder_subjects(home[1]) == []
     second.close()
 
@@ -121,7 +123,7 @@ def test_two_runners_send_one_reminder(home: tuple[Path, Mailbox]) -> None:
 
     def run(r: Runtime) -> None:
         barrier.wait()
-        results.append(r.reminders.run(sent + 3 * DAY + dt.timedelta(hours=1)))
+        results.append(r.reminders.run(STAFF, sent + 3 * DAY + dt.timedelta(hours=1)))
 
     threads = [threading.Thread(target=run, args=(r,)) for r in runners]
     for t in threads:
@@ -135,10 +137,10 @@ def test_two_runners_send_one_reminder(home: tuple[Path, Mailbox]) -> None:
 
 def test_after_downtime_only_the_latest_due_step(rt: Runtime, home: tuple[Path, Mailbox]) -> None:
     link_id, sent = sent_link(rt)
-    assert rt.reminders.run(sent + 15 * DAY) == 1  # down since before day 3: one reminder, not three
+    assert rt.reminders.run(STAFF, sent + 15 * DAY) == 1  # down since before day 3: one reminder, not three
     assert steps(rt, link_id) == {"after:3": "skipped", "after:7": "skipped", "after:14": "sent"}
-    assert rt.reminders.run(sent + 16 * DAY) == 0
-    assert rt.reminders.run(sent + 28 * DAY + dt.timedelta(hours=1)) == 1  # two days before expiry
+    assert rt.reminders.run(STAFF, sent + 16 * DAY) == 0
+    assert rt.reminders.run(STAFF, sent + 28 * DAY + dt.timedelta(hours=1)) == 1  # two days before expiry
     assert steps(rt, link_id)["expiry:2"] == "sent"
     assert len(reminder_subjects(home[1])) == 2
 
@@ -150,24 +152,24 @@ def test_stops_at_payment_cancellation_and_expiry(rt: Runtime, home: tuple[Path,
     sandbox.pay(home[0], rt.links.get(paid).provider_ref)
     EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
     assert rt.links.get(paid).status == "payment_received"
-    rt.links.cancel(cancelled)
-    assert rt.reminders.run(sent + 31 * DAY) == 0  # the third link is past its expiry
-    assert rt.reminders.run(sent + 3 * DAY + dt.timedelta(hours=1)) == 1  # only the outstanding one
+    rt.links.cancel(STAFF, cancelled)
+    assert rt.reminders.run(STAFF, sent + 31 * DAY) == 0  # the third link is past its expiry
+    assert rt.reminders.run(STAFF, sent + 3 * DAY + dt.timedelta(hours=1)) == 1  # only the outstanding one
     assert steps(rt, expiring) == {"after:3": "sent"} and steps(rt, paid) == steps(rt, cancelled) == {}
 
 
 def test_links_never_sent_get_no_reminders(rt: Runtime) -> None:
-    link = rt.links.create(LinkRequest(amount=Decimal("5.00"), name="Bo", email="bo@example.com", invoice="G-1"))
-    assert rt.reminders.run(link.created_at + 10 * DAY) == 0
+    link = rt.links.create(STAFF, LinkRequest(amount=Decimal("5.00"), name="Bo", email="bo@example.com", invoice="G-1"))
+    assert rt.reminders.run(STAFF, link.created_at + 10 * DAY) == 0
 
 
 def test_a_refused_reminder_is_retried_an_accepted_one_is_not(rt: Runtime, home: tuple[Path, Mailbox]) -> None:
     link_id, sent = sent_link(rt)
     home[1].refuse = True
     now = sent + 3 * DAY + dt.timedelta(hours=1)
-    assert rt.reminders.run(now) == 0
+    assert rt.reminders.run(STAFF, now) == 0
     assert steps(rt, link_id) == {"after:3": "failed"}  # the relay said no: nothing reached the payer
     home[1].refuse = False
-    assert rt.reminders.run(now + dt.timedelta(hours=1)) == 1
-    assert rt.reminders.run(now + dt.timedelta(hours=2)) == 0
+    assert rt.reminders.run(STAFF, now + dt.timedelta(hours=1)) == 1
+    assert rt.reminders.run(STAFF, now + dt.timedelta(hours=2)) == 0
     assert steps(rt, link_id) == {"after:3": "sent"}

@@ -19,10 +19,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
-from tests_support import bearer
+from tests_support import STAFF, bearer
 
 from agent.api import app as api
 from agent.cli.main import main
+from agent.core.model import Actor
 from agent.engine.bulk import TEMPLATE_HEADER
 from agent.engine.export import (
     FORMULA_STARTS,
@@ -55,7 +56,8 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
 
 def quick_links(rt: Runtime) -> None:
     for i, name in enumerate(NAMES):
-        rt.links.create(LinkRequest(amount=Decimal("10.00"), name=name, email=f"p{i}@example.com", invoice=f"Q-{i}"))
+        rt.links.create(STAFF, LinkRequest(amount=Decimal("10.00"), name=name, email=f"p{i}@example.com",
+                                           invoice=f"Q-{i}"))
 
 
 def test_xlsx_export_stores_formula_like_text_as_text(rt: Runtime, tmp_path: Path) -> None:
@@ -132,10 +134,10 @@ def test_request_row_that_breaks_unexpectedly_is_answered_and_the_queue_moves_on
         db.execute("INSERT INTO pay_requests (matter_no, amount) VALUES ('M-2026-0011', '6.00')")
     create = rt.links.create
 
-    def flaky(request: LinkRequest, *args: Any, **kwargs: Any) -> Any:
+    def flaky(actor: Actor, request: LinkRequest, *args: Any, **kwargs: Any) -> Any:
         if request.matter == "M-2026-0010":
             raise KeyError("payer_key")  # a bug or a row shape nobody foresaw
-        return create(request, *args, **kwargs)
+        return create(actor, request, *args, **kwargs)
 
     monkeypatch.setattr(rt.links, "create", flaky)
     assert process_request_table(rt.connector, rt.mapping.requests, rt.links) == 1

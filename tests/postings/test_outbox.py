@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from crash_worker import POSTINGS_SQL, add_payment, add_statement, create_firm, firm_mapping, read_firm
 from sqlalchemy import select
+from tests_support import STAFF
 
 from agent.cli import postings as cli
 from agent.cli.output import Commands
@@ -161,12 +162,12 @@ def test_failed_then_retry_posts_after_the_cause_is_fixed(env: Env) -> None:
     assert "no such table: receipts" in env.posting("p1:S1")["last_error"]
     firm.execute("ALTER TABLE receipts_old RENAME TO receipts")
     firm.close()
-    outbox.retry(env.posting("p1:S1")["id"])
+    outbox.retry(STAFF, env.posting("p1:S1")["id"])
     assert env.posting("p1:S1")["state"] == "pending"
     assert outbox.run_once() == {"posted": 1}
     assert read_firm(env.firm_url).receipts == {"p1:S1": 3000}
     with pytest.raises(RuleError, match="only failed or retrying"):
-        outbox.retry(env.posting("p1:S1")["id"])
+        outbox.retry(STAFF, env.posting("p1:S1")["id"])
 
 
 def test_retry_failed_requeues_every_failed_posting(env: Env) -> None:
@@ -174,7 +175,7 @@ def test_retry_failed_requeues_every_failed_posting(env: Env) -> None:
     env.pay("p2", "10.00", [("S2", "10.00", True)])
     with env.store.begin() as conn:
         conn.execute(postings.update().values(state="failed", attempts=3, last_error="boom"))
-    assert env.outbox().retry_failed() == 2
+    assert env.outbox().retry_failed(STAFF) == 2
     assert set(env.states().values()) == {"pending"}
 
 
@@ -184,28 +185,28 @@ def test_incomplete_is_reallocated_into_proper_postings(env: Env) -> None:
     assert outbox.run_once() == {}  # incomplete postings are never written
     pid = env.posting("p1:unallocated")["id"]
     with pytest.raises(RuleError, match=r"add up to 35\.00"):
-        outbox.reallocate(pid, {"S1": D("25.00"), "S2": D("10.00")})
+        outbox.reallocate(STAFF, pid, {"S1": D("25.00"), "S2": D("10.00")})
     with pytest.raises(RuleError, match="no longer in the firm database"):
-        outbox.reallocate(pid, {"NOPE": D("40.00")})
-    outbox.reallocate(pid, {"S1": D("25.00"), "S2": D("15.00")})
+        outbox.reallocate(STAFF, pid, {"NOPE": D("40.00")})
+    outbox.reallocate(STAFF, pid, {"S1": D("25.00"), "S2": D("15.00")})
     assert env.states() == {"p1:unallocated": "removed", "p1:S1": "pending", "p1:S2": "pending"}
     assert "reallocated to S1 25.00, S2 15.00" in env.posting("p1:unallocated")["note"]
     assert outbox.run_once() == {"posted": 2}
     assert read_firm(env.firm_url).receipts == {"p1:S1": 2500, "p1:S2": 1500}
     with pytest.raises(RuleError, match="only incomplete"):
-        outbox.reallocate(pid, {"S1": D("40.00")})
+        outbox.reallocate(STAFF, pid, {"S1": D("40.00")})
 
 
 def test_remove_hands_a_posting_to_a_person(env: Env) -> None:
     env.pay("p1", "30.00", [("S1", "30.00", True)])
     outbox = env.outbox()
     pid = env.posting("p1:S1")["id"]
-    outbox.remove(pid, "posted by hand in the matter system")
+    outbox.remove(STAFF, pid, "posted by hand in the matter system")
     row = env.posting("p1:S1")
     assert (row["state"], row["note"]) == ("removed", "posted by hand in the matter system")
     assert outbox.run_once() == {}
     with pytest.raises(RuleError, match="only pending"):
-        outbox.remove(pid, "again")
+        outbox.remove(STAFF, pid, "again")
 
 
 def test_reversal_after_a_posted_payment_fails(env: Env) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from tests_support import bearer, require
+from tests_support import STAFF, bearer, require
 
 from agent.api.app import create_app
 from agent.engine.links import LinkRequest
@@ -74,7 +74,7 @@ def test_a_full_state_store_keeps_the_agent_running_and_it_recovers_by_itself(tm
     rt = Runtime.for_home(home)
     rt.links.retry_initial = 0.01
     rt.syncer.sync()
-    link = rt.links.create(LinkRequest(matter=MATTER))
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
     sandbox.pay(home, link.provider_ref)
     service = Service(rt, default_jobs(rt))
     for job in service.jobs:

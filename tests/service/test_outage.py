@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy import select
-from tests_support import require
+from tests_support import STAFF, require
 
 from agent.engine.links import LinkRequest
 from agent.runtime import Runtime
@@ -203,7 +203,7 @@ def test_agent_rides_out_a_60_second_database_outage_and_posts_every_payment_onc
         n = len(paid)
         matter = list(MATTERS)[n % len(MATTERS)]
         amount = Decimal("10.00") + Decimal(n) + Decimal(n % 7) / 100  # distinct pennies: a lost or doubled one shows
-        link = rt.links.create(LinkRequest(matter=matter, amount=amount))
+        link = rt.links.create(STAFF, LinkRequest(matter=matter, amount=amount))
         assert not link.existing, f"{matter} still had an open link"
         sandbox.pay(home, link.provider_ref)
         paid.append((matter, amount))

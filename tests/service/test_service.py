@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import select, text
+from tests_support import STAFF
 
 from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
@@ -28,8 +29,8 @@ from agent.home.logs import setup_logging
 from agent.runtime import Runtime
 from agent.service.loop import Service, Wakeup, default_jobs
 from agent.state.lock import AlreadyRunning
-from agent.state.mirror import search_matters
 from agent.state.schema import postings
+from agent.state.search import search_matters
 from connectors.providers import sandbox
 from connectors.testkit.databases import TempDatabase
 
@@ -263,7 +264,7 @@ def test_a_recorded_payment_wakes_the_outbox_without_waiting_for_its_timer(home:
     Syncer(rt.store, rt.connector).sync()
     with rt.store.read() as conn:
         matters = [m.matter.number for m in search_matters(conn, "M-", limit=100) if m.matter.status == "open"]
-    link = next(link for link in (rt.links.create(LinkRequest(matter=m, amount=Decimal("1.00"))) for m in matters
+    link = next(link for link in (rt.links.create(STAFF, LinkRequest(matter=m, amount=Decimal("1.00"))) for m in matters
                                   if rt.links.defaults(m).payer_email) if link is not None)
     wakeup = Wakeup()
     service = Service(rt, default_jobs(rt, wakeup), wakeup=wakeup)

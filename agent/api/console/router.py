@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import or_, select
 
-from agent.api.auth import RuntimeDep, UserDep, require_admin
+from agent.api.auth import ActorDep, RuntimeDep, UserDep, require_admin
 from agent.api.errors import plain
 from agent.api.routers.links import known_account
 from agent.api.schemas import (
@@ -99,7 +99,7 @@ def manage_postings(rt: RuntimeDep, status: Annotated[list[str] | None, Query()]
 
 
 @router.post("/postings/{posting_id}/reallocate", response_model=list[int], dependencies=[Depends(require_admin)])
-def reallocate(rt: RuntimeDep, posting_id: PostingId, body: ReallocateIn) -> list[int]:
+def reallocate(rt: RuntimeDep, actor: ActorDep, posting_id: PostingId, body: ReallocateIn) -> list[int]:
     """Split an incomplete posting over statements (by number or key); returns the new postings' ids."""
     with rt.store.read() as conn:
         keys: dict[str, Decimal] = {}
@@ -109,12 +109,12 @@ def reallocate(rt: RuntimeDep, posting_id: PostingId, body: ReallocateIn) -> lis
             if key is None:
                 raise RuleError(f"no statement {ref!r}")
             keys[key] = keys.get(key, Decimal(0)) + amount
-    return rt.outbox.reallocate(posting_id, keys)
+    return rt.outbox.reallocate(actor, posting_id, keys)
 
 
 @router.post("/postings/{posting_id}/remove", response_model=PostingOut, dependencies=[Depends(require_admin)])
-def remove(rt: RuntimeDep, posting_id: PostingId, body: RemoveIn) -> PostingOut:
-    rt.outbox.remove(posting_id, body.reason)
+def remove(rt: RuntimeDep, actor: ActorDep, posting_id: PostingId, body: RemoveIn) -> PostingOut:
+    rt.outbox.remove(actor, posting_id, body.reason)
     with rt.store.read() as conn:
         return PostingOut.model_validate(dict(conn.execute(
             select(postings).where(postings.c.id == posting_id)).mappings().one()))
@@ -165,18 +165,19 @@ async def bulk_review(request: Request, filename: str = "upload.csv") -> dict[st
 
 
 @router.post("/bulk/links")
-def bulk_links(rt: RuntimeDep, body: BulkIn) -> dict[str, Any]:
+def bulk_links(rt: RuntimeDep, actor: ActorDep, body: BulkIn, filename: str = "console upload") -> dict[str, Any]:
     """Send All (send=true) or Generate Links for Download: one quick link per reviewed row, each on its own."""
     known_account(rt, body.account)
     requests = [(str(i), LinkRequest(name=row.name, email=row.email, amount=row.amount, invoice=row.invoice or None,
                                      due_date=row.due_date, description=row.message or None, account=body.account))
                 for i, row in enumerate(body.rows)]
     if body.send:
-        return {"results": [_sent(r) for r in rt.sender.send_all(requests)]}
+        sent = rt.sender.send_all(actor, requests, source=PureWindowsPath(filename).name)
+        return {"results": [_sent(r) for r in sent]}
     results: list[dict[str, Any]] = []
     for _label, request in requests:
         try:
-            results.append({"link": link_out(rt.links.create(request)).model_dump(mode="json")})
+            results.append({"link": link_out(rt.links.create(actor, request)).model_dump(mode="json")})
         except LedgerlinkError as exc:
             results.append({"error": scrub(str(exc))})
     return {"results": results}

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from agent.api.auth import RuntimeDep
+from agent.api.auth import ActorDep, RuntimeDep
 from agent.api.errors import plain
 
 router = APIRouter(tags=["direct debit"])
@@ -26,7 +26,7 @@ def get_collection(rt: RuntimeDep, collection_id: str) -> dict[str, Any]:
 
 
 @router.post("/collections/{collection_id}/cancel", response_model=dict[str, Any])
-def cancel_collection(rt: RuntimeDep, collection_id: str) -> dict[str, Any]:
+def cancel_collection(rt: RuntimeDep, actor: ActorDep, collection_id: str) -> dict[str, Any]:
     """Cancel while the provider still allows it; refused (422) once it has gone to the bank."""
-    result: dict[str, Any] = plain(dataclasses.asdict(rt.directdebit.cancel_collection(collection_id)))
+    result: dict[str, Any] = plain(dataclasses.asdict(rt.directdebit.cancel_collection(actor, collection_id)))
     return result

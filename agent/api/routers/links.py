@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from agent.api.auth import RuntimeDep
+from agent.api.auth import ActorDep, RuntimeDep
 from agent.api.errors import found, plain
 from agent.api.schemas import CancelIn, ErrorOut, LinkCreate, LinkOut, QuickLinkCreate, Recreate, SendIn, link_out
+from agent.core.model import Actor
 from agent.engine.links import Link, LinkRequest
 from agent.runtime import Runtime
 
@@ -19,11 +20,11 @@ router = APIRouter(tags=["links"])
 NO_DELIVERY = "sending links is not available in this build (no delivery engine)"
 
 
-def _send(rt: Runtime, link_id: str, channel: str) -> Any:
-    return rt.sender.send(link_id, channel)  # type: ignore[arg-type]  # SendIn has already checked the channel
+def _send(rt: Runtime, actor: Actor, link_id: str, channel: str) -> Any:
+    return rt.sender.send(actor, link_id, channel)  # type: ignore[arg-type]  # SendIn has already checked the channel
 
 
-send_link: Callable[[Runtime, str, str], Any] | None = _send  # a build without delivery sets None (501)
+send_link: Callable[[Runtime, Actor, str, str], Any] | None = _send  # a build without delivery sets None (501)
 
 
 def known_account(rt: Runtime, name: str | None) -> None:
@@ -40,18 +41,18 @@ def _created(link: Link, response: Response) -> Any:
 
 @router.post("/links", response_model=LinkOut, status_code=201,
              responses={200: {"model": LinkOut, "description": "The debt's existing outstanding link"}})
-def create_link(rt: RuntimeDep, body: LinkCreate, response: Response) -> Any:
+def create_link(rt: RuntimeDep, actor: ActorDep, body: LinkCreate, response: Response) -> Any:
     """201 with a new link, or 200 with ``existing: true`` when the debt already has an outstanding one."""
     known_account(rt, body.account)
-    return _created(rt.links.create(LinkRequest(**body.model_dump())), response)
+    return _created(rt.links.create(actor, LinkRequest(**body.model_dump())), response)
 
 
 @router.post("/links/quick", response_model=LinkOut, status_code=201,
              responses={200: {"model": LinkOut, "description": "The invoice's existing outstanding link"}})
-def create_quick_link(rt: RuntimeDep, body: QuickLinkCreate, response: Response) -> Any:
+def create_quick_link(rt: RuntimeDep, actor: ActorDep, body: QuickLinkCreate, response: Response) -> Any:
     """A link for someone without a matter (name, email, amount, optional invoice)."""
     known_account(rt, body.account)
-    return _created(rt.links.create(LinkRequest(**body.model_dump())), response)
+    return _created(rt.links.create(actor, LinkRequest(**body.model_dump())), response)
 
 
 @router.get("/links", response_model=list[LinkOut])  # type: ignore[valid-type]
@@ -67,14 +68,14 @@ def get_link(rt: RuntimeDep, link_id: str) -> Any:
 
 
 @router.post("/links/{link_id}/cancel", response_model=LinkOut, responses=MISSING)
-def cancel_link(rt: RuntimeDep, link_id: str, body: CancelIn | None = None) -> Any:
+def cancel_link(rt: RuntimeDep, actor: ActorDep, link_id: str, body: CancelIn | None = None) -> Any:
     with found(f"link {link_id!r}"):
         rt.links.get(link_id)
-    return link_out(rt.links.cancel(link_id, reason=(body or CancelIn()).reason))
+    return link_out(rt.links.cancel(actor, link_id, reason=(body or CancelIn()).reason))
 
 
 @router.post("/links/{link_id}/recreate", response_model=LinkOut, status_code=201, responses=MISSING)
-def recreate_link(rt: RuntimeDep, link_id: str, body: Recreate | None = None) -> Any:
+def recreate_link(rt: RuntimeDep, actor: ActorDep, link_id: str, body: Recreate | None = None) -> Any:
     """Cancel & Create New: the old link is cancelled at the provider first, then a new one is made."""
     with found(f"link {link_id!r}"):
         old = rt.links.get(link_id)
@@ -86,16 +87,16 @@ def recreate_link(rt: RuntimeDep, link_id: str, body: Recreate | None = None) ->
             request = LinkRequest(description=body.description)
         else:
             request = LinkRequest(matter=old.matter_key, **{**fields, "account": body.account or old.account})
-    return link_out(rt.links.recreate(link_id, request))
+    return link_out(rt.links.recreate(actor, link_id, request))
 
 
 @router.post("/links/{link_id}/send", response_model=dict[str, Any],
              responses={**MISSING, 501: {"model": ErrorOut}})
-def send(rt: RuntimeDep, link_id: str, body: SendIn) -> dict[str, Any]:
+def send(rt: RuntimeDep, actor: ActorDep, link_id: str, body: SendIn) -> dict[str, Any]:
     """Send the link to the payer by email or text (agent.engine.sending); the answer is the send's record."""
     with found(f"link {link_id!r}"):
         rt.links.get(link_id)
     if send_link is None:
         raise HTTPException(501, NO_DELIVERY)
-    result: dict[str, Any] = plain(send_link(rt, link_id, body.channel))
+    result: dict[str, Any] = plain(send_link(rt, actor, link_id, body.channel))
     return result

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
-from agent.api.auth import RuntimeDep
+from agent.api.auth import ActorDep, RuntimeDep
 from agent.api.schemas import PaymentOut, PostingDetailOut, PostingId, PostingOut, RetriedOut
 from agent.runtime import Runtime
 from agent.state.schema import payments, postings
@@ -49,13 +49,13 @@ def get_posting(rt: RuntimeDep, posting_id: PostingId) -> PostingDetailOut:
 
 
 @router.post("/postings/retry-failed", response_model=RetriedOut)
-def retry_failed(rt: RuntimeDep) -> RetriedOut:
+def retry_failed(rt: RuntimeDep, actor: ActorDep) -> RetriedOut:
     """Every failed posting back to pending with fresh attempts, once the cause has been fixed."""
-    return RetriedOut(retried=rt.outbox.retry_failed())
+    return RetriedOut(retried=rt.outbox.retry_failed(actor))
 
 
 @router.post("/postings/{posting_id}/retry", response_model=PostingOut, responses=MISSING)
-def retry_posting(rt: RuntimeDep, posting_id: PostingId) -> PostingOut:
+def retry_posting(rt: RuntimeDep, actor: ActorDep, posting_id: PostingId) -> PostingOut:
     posting_row(rt, posting_id)
-    rt.outbox.retry(posting_id)
+    rt.outbox.retry(actor, posting_id)
     return PostingOut.model_validate(posting_row(rt, posting_id))

@@ -1,6 +1,7 @@
 """``/settings/accounts/{name}`` (admin): an account's message, disclaimer, reminders and expiry.
 
-Written with agent.home.accounts, the same writer as ``ledgerlink accounts set``, so the admin's comments stay.
+Written with agent.engine.configuration, the same audited writer as ``ledgerlink accounts set``, so the admin's
+comments stay and the change is on the audit trail.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import logging
 
 from fastapi import APIRouter, HTTPException
 
-from agent.api.auth import RuntimeDep
+from agent.api.auth import ActorDep, RuntimeDep
 from agent.api.schemas import AccountSettings
-from agent.home.accounts import set_account
+from agent.engine.configuration import change_account
 from agent.runtime import Runtime
 
 from .common import MISSING
@@ -32,13 +33,13 @@ def get_account_settings(rt: RuntimeDep, name: str) -> AccountSettings:
 
 
 @router.put("/settings/accounts/{name}", response_model=AccountSettings, responses=MISSING)
-def put_account_settings(rt: RuntimeDep, name: str, body: AccountSettings) -> AccountSettings:
+def put_account_settings(rt: RuntimeDep, actor: ActorDep, name: str, body: AccountSettings) -> AccountSettings:
     """Change an account's message, disclaimer, reminders or expiry in the config file.
 
     The running agent hot-reloads the file; the change is in force from then on.
     """
     _current(rt, name)
     changes = body.model_dump(exclude_none=True)
-    account, _kept = set_account(rt.settings.config_path, name, changes)
+    account, _kept = change_account(rt.store, rt.settings.config_path, actor, name, changes)
     log.info("account %s settings changed through the API: %s", name, sorted(changes))
     return AccountSettings.model_validate(account)

@@ -8,9 +8,10 @@ import { showPostings } from "./postings.js";
 import { showQuick } from "./quick.js";
 import { showSent } from "./sent.js";
 import { showSettings } from "./settings.js";
+import { showAudit } from "./audit.js";
 
 
-const SCREENS = { debts: showDebts, quick: showQuick, bulk: showBulk, sent: showSent, postings: showPostings, payouts: showPayouts, settings: showSettings };
+const SCREENS = { debts: showDebts, quick: showQuick, bulk: showBulk, sent: showSent, postings: showPostings, payouts: showPayouts, settings: showSettings, audit: showAudit };
 const notice = $("#notice");
 
 

@@ -2,6 +2,7 @@
 // what happened to a link: created; emailed to X at T; texted to Y at T; sending failed (why).
 import { ApiError, api, badge, el, say, session } from "./api.js";
 import { money, when } from "./format.js";
+import { historyList } from "./audit.js";
 
 const sendDialog = document.getElementById("send-dialog");
 const sendBody = document.getElementById("send-body");
@@ -109,7 +110,7 @@ export function linkView(link, { onRecreate = null, note = "", sends = [] } = {}
   const history = [...sends];
   const story = el("ul", { class: "delivery", "aria-label": "What happened to this link" });
   const tell = () => story.replaceChildren(...deliveryWords(link.created_at, history).map((w) => el("li", {}, w)),
-    history.some((s) => s.ok) ? null : el("li", { class: "muted" }, "Not sent to the payer yet: copy the link, or send it below."));
+    history.some((s) => s.ok) ? "" : el("li", { class: "muted" }, "Not sent to the payer yet: copy the link, or send it below."));
   tell();
   const onSent = (record) => { history.push(record); tell(); };
   const outstanding = link.status === "outstanding";
@@ -135,6 +136,8 @@ export function linkView(link, { onRecreate = null, note = "", sends = [] } = {}
       onRecreate && outstanding
         ? el("button", { type: "button", class: "danger", onclick: onRecreate }, "Cancel & Create New") : null),
     why.length ? el("ul", { class: "not-ready" }, why) : null,
+    el("section", { class: "link-history" }, el("h4", {}, "History"),
+      historyList(`/links/${encodeURIComponent(link.id)}/history`, "Who did what to this link")),
   );
   return view;
 }

@@ -1,6 +1,7 @@
 // Manage Postings: payments written back into the matter system, by state, with retry, reallocate and remove.
 import { $, api, badge, el, say, session } from "./api.js";
 import { money, when } from "./format.js";
+import { historyList } from "./audit.js";
 
 const notice = $("#notice");
 const table = $("#postings-table");
@@ -124,8 +125,17 @@ function refund(p) {
   amount.focus();
 }
 
+// The posting's own history: who retried, reallocated or removed it, and when.
+function history(p) {
+  $("#posting-title").textContent = `Posting ${p.id}: history`;
+  dialogBody.replaceChildren(el("p", {}, `${money(p.amount, p.currency)} from payment ${p.payment_ref}. ${story(p)}`),
+    historyList(`/postings/${p.id}/history`, `Who did what to posting ${p.id}`),
+    el("p", { class: "actions" }, el("button", { type: "button", "data-close": true }, "Close")));
+  dialog.showModal();
+}
+
 function actions(p) {
-  const buttons = [];
+  const buttons = [el("button", { type: "button", class: "small", onclick: () => history(p) }, "History")];
   if (document.body.dataset.role === "admin" && p.kind === "payment" && p.payment_ref && p.state === "posted") {
     buttons.push(el("button", { type: "button", class: "small", onclick: () => refund(p) }, "Refund"));
   }

@@ -1,0 +1,235 @@
+"""The audit trail a regulator would accept: who changed money or configuration, when, what, and the values.
+
+Every change appends one entry IN the change's own transaction (``record``), so the entry and the change commit or
+roll back together; a refused or failed action appends one entry of its own afterwards (``attempt``). Entries are
+chained: each holds the hash of the one before it and its own hash over a canonical encoding of its fields, so
+``verify`` names the first entry that was edited, deleted or moved. Appends lock the one-row ``audit_head`` first,
+which makes writers from several processes take turns: the chain never forks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, or_, select, update
+
+from agent.core.errors import TransientError
+from agent.core.model import Actor
+from agent.core.scrub import scrub
+from agent.state.schema import Row, audit_head, audit_log
+from agent.state.store import StateStore, utcnow
+
+GENESIS = "0" * 64  # the prev_hash of the first entry
+# Keys whose values are never written: a secret's *name* (password_secret, token_secret) is fine, its value is not.
+SECRET_WORDS = ("password", "token", "api_key", "apikey", "credential", "webhook_secret_value")
+UNATTENDED = ("job", "intake", "system")  # actors that retry by themselves
+URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")  # postgresql://user:PASSWORD@host
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One audit entry as read back; ``before``/``after`` are the decoded JSON."""
+
+    seq: int
+    at: dt.datetime
+    actor: str
+    action: str
+    object_kind: str
+    object_id: str
+    outcome: str
+    error: str | None
+    before: Any
+    after: Any
+    prev_hash: str
+    hash: str
+
+    @property
+    def object(self) -> str:
+        return f"{self.object_kind}:{self.object_id}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``verify`` found: the entries checked and, when the chain is broken, the first bad entry and why."""
+
+    count: int
+    bad_seq: int | None = None
+    problem: str | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _redact(value: Any) -> Any:
+    """Values safe to keep for ever: secret-looking keys dropped to ***, secret values scrubbed from text."""
+    if isinstance(value, Mapping):
+        return {str(k): "***" if _secret_key(str(k)) else _redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return URL_PASSWORD.sub(r"\1***@", scrub(value)) if isinstance(value, str) else value
+
+
+def _secret_key(key: str) -> bool:
+    low = key.lower()
+    return not low.endswith("_secret") and any(word in low for word in SECRET_WORDS)
+
+
+def encode(value: Any) -> str | None:
+    """Canonical JSON (sorted keys, no spaces, exact decimals) of ``value``, redacted; None stays None."""
+    if value is None:
+        return None
+    return json.dumps(_redact(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain)
+
+
+def entry_hash(fields: Row) -> str:
+    """SHA-256 over the canonical encoding of an entry's fields, its seq and the hash before it included."""
+    at: dt.datetime = fields["at"]
+    canonical = [fields["seq"], at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), fields["actor"],
+                 fields["action"], fields["object_kind"], fields["object_id"], fields["outcome"], fields["error"],
+                 fields["before"], fields["after"], fields["prev_hash"]]
+    return hashlib.sha256(json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+
+def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Only the keys whose values differ, from each side: what a settings change actually changed."""
+    keys = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)]
+    return {k: before.get(k) for k in keys if k in before}, {k: after.get(k) for k in keys if k in after}
+
+
+def record(conn: Connection, actor: Actor, action: str, object_kind: str, object_id: str, *,
+           before: Any = None, after: Any = None, outcome: str = "ok", error: str | None = None) -> int:
+    """Append one entry in the caller's transaction (the change's own); returns its seq.
+
+    The head row is locked first (SELECT ... FOR UPDATE; SQLite's BEGIN IMMEDIATE already serialises writers),
+    so a second writer waits for this transaction and then chains onto this entry.
+    """
+    head = conn.execute(select(audit_head).where(audit_head.c.id == 1).with_for_update()).mappings().one()
+    fields: dict[str, Any] = {
+        "seq": head["seq"] + 1, "at": utcnow().replace(microsecond=0), "actor": str(actor)[:191],
+        "action": action, "object_kind": object_kind, "object_id": str(object_id)[:191], "outcome": outcome,
+        "error": scrub(error) if error else None, "before": encode(before), "after": encode(after),
+        "prev_hash": head["hash"],
+    }
+    fields["hash"] = entry_hash(fields)
+    conn.execute(audit_log.insert().values(**fields))
+    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=fields["seq"], hash=fields["hash"]))
+    seq: int = fields["seq"]
+    return seq
+
+
+class Attempt:
+    """An action under way: ``done`` once its entry is in the change's transaction, so a failure after that is
+    not recorded twice. ``target`` may be refined once the object is known (a link made for a matter)."""
+
+    def __init__(self, actor: Actor, action: str, object_kind: str, object_id: str, before: Any) -> None:
+        self.actor, self.action = actor, action
+        self.object_kind, self.object_id, self.before = object_kind, object_id, before
+        self.done = False
+
+    def target(self, object_kind: str, object_id: str) -> None:
+        self.object_kind, self.object_id = object_kind, object_id
+
+    def unchanged(self) -> None:
+        """Nothing was changed (an existing link or mandate handed back): no entry, now or on a later error."""
+        self.done = True
+
+    def record(self, conn: Connection, *, before: Any = None, after: Any = None, outcome: str = "ok",
+               error: str | None = None, action: str | None = None) -> int:
+        """The action's one entry, in the change's transaction."""
+        seq = record(conn, self.actor, action or self.action, self.object_kind, self.object_id,
+                     before=self.before if before is None else before, after=after, outcome=outcome, error=error)
+        self.done = True
+        return seq
+
+
+@contextmanager
+def attempt(store: StateStore, actor: Actor, action: str, object_kind: str, object_id: str, *,
+            before: Any = None) -> Iterator[Attempt]:
+    """Run an action that records its own entry on success; if it raises first, append one ``failed`` entry
+    (with the error) in a transaction of its own (the change's was rolled back) and re-raise.
+
+    A job's or intake's transient failure (a provider outage) is not an entry: nothing changed, the same row is
+    tried again at every pass until it goes through, and that outcome is the one recorded; /status shows the outage.
+    """
+    current = Attempt(actor, action, object_kind, object_id, before)
+    try:
+        yield current
+    except Exception as exc:
+        retried = isinstance(exc, TransientError) and actor.kind in UNATTENDED
+        if not current.done and not retried:
+            with store.begin() as conn:
+                current.record(conn, outcome="failed", error=str(exc) or type(exc).__name__)
+        raise
+
+
+def _entry(row: Row) -> Entry:
+    values = dict(row)
+    for side in ("before", "after"):
+        values[side] = json.loads(values[side]) if values[side] is not None else None
+    return Entry(**values)
+
+
+def entries(conn: Connection, *, actor: str | None = None, obj: str | None = None, since: dt.datetime | None = None,
+            until: dt.datetime | None = None, limit: int | None = None) -> list[Entry]:
+    """Entries oldest first. ``actor`` matches "kind:name" or the name alone; ``obj`` "kind:id" or the id alone;
+    ``since`` is inclusive and ``until`` exclusive."""
+    query = select(audit_log).order_by(audit_log.c.seq)
+    if actor:
+        query = query.where(or_(audit_log.c.actor == actor, audit_log.c.actor.like(f"%:{actor}")))
+    if obj:
+        kind, _, ident = obj.partition(":")
+        query = query.where((audit_log.c.object_kind == kind) & (audit_log.c.object_id == ident) if ident
+                            else audit_log.c.object_id == obj)
+    if since:
+        query = query.where(audit_log.c.at >= since)
+    if until:
+        query = query.where(audit_log.c.at < until)
+    if limit:
+        query = query.order_by(None).order_by(audit_log.c.seq.desc()).limit(limit)
+        return sorted((_entry(r) for r in conn.execute(query).mappings()), key=lambda e: e.seq)
+    return [_entry(r) for r in conn.execute(query).mappings()]
+
+
+def history(conn: Connection, object_kind: str, object_id: str) -> list[Entry]:
+    """One object's entries, oldest first: what the link popup and the posting detail show."""
+    return entries(conn, obj=f"{object_kind}:{object_id}")
+
+
+def verify(conn: Connection) -> Verdict:
+    """Walk the chain from the first entry; the first entry whose seq, link or hash is wrong is named."""
+    expected_prev, expected_seq, count = GENESIS, 1, 0
+    for row in conn.execute(select(audit_log).order_by(audit_log.c.seq)).mappings():
+        count += 1
+        seq = row["seq"]
+        if seq != expected_seq:
+            gone = (f"entry {expected_seq} was" if seq == expected_seq + 1
+                    else f"entries {expected_seq} to {seq - 1} were")
+            return Verdict(count, seq, f"{gone} deleted (entry {seq} comes next)")
+        if row["prev_hash"] != expected_prev:
+            return Verdict(count, seq, f"entry {seq} does not follow the entry before it: an entry before it was "
+                           "deleted, changed or moved")
+        if entry_hash(row) != row["hash"]:
+            return Verdict(count, seq, f"entry {seq} was changed after it was written (its hash does not match)")
+        expected_prev, expected_seq = row["hash"], seq + 1
+    head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).mappings().one()
+    if head["seq"] != expected_seq - 1 or head["hash"] != expected_prev:
+        return Verdict(count, head["seq"], f"the trail ends at entry {expected_seq - 1} but entry {head['seq']} "
+                       "was written: the newest entries were deleted")
+    return Verdict(count)
