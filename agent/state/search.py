@@ -340,12 +340,12 @@ def _column(entity: str, name: str) -> int:
 
 class SearchIndex:
     """What one syncer owes the search index: the matters, clients and statements its stored batches touched,
-    brought into the index at the end of each pass in one transaction. Past CAP rows, or a quarter of the mirror's
-    matters, it rebuilds the whole index instead (a first full sync): a few statements beat thousands of
-    refreshes. Every noted batch also writes this pass's token into search_state in its own transaction, so a pass
-    that finds another's token there (that pass stopped before its catch-up) rebuilds: the index never silently
-    misses a stored row. (A statement moved to another matter leaves its number on the old matter's text until
-    that matter changes or the index is rebuilt.)"""
+    brought into the index in one transaction at the end of a sync() (or of a pass run on its own). Past CAP
+    rows, or a quarter of the mirror's matters, it rebuilds the whole index instead (a first full sync): a few
+    statements beat thousands of refreshes. Every noted batch also writes this syncer's token into search_state
+    in its own transaction, so a pass that finds another's token there (that one stopped before its catch-up)
+    rebuilds: the index never silently misses a stored row. (A statement moved to another matter leaves its
+    number on the old matter's text until that matter changes or the index is rebuilt.)"""
 
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex
