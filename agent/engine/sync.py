@@ -309,9 +309,10 @@ class Syncer:
     def quarantine_count(self, entity: str) -> int:
         return len(self.quarantined_keys(entity))
 
-    def sync_entity(self, entity: EntityName, progress: Progress | None = None) -> int:
+    def sync_entity(self, entity: EntityName, progress: Progress | None = None, catch_up: bool = True) -> int:
         """One incremental pass, then the quarantined rows re-read by key; the whole pass is retried from its last
-        stored batch on a transient error."""
+        stored batch on a transient error. ``catch_up=False`` leaves the search index to a later pass's catch-up
+        (sync() brings it in step once, after its last entity: a first full sync builds it once, not per entity)."""
         count = 0
 
         def attempt() -> None:
@@ -340,7 +341,8 @@ class Syncer:
         with _bulk_allocation():
             call(attempt, attempts=5)
         quarantined = call(lambda: self.retry_quarantined(entity, started), attempts=5)
-        call(lambda: self.search.catch_up(self.store), attempts=5)
+        if catch_up:
+            call(lambda: self.search.catch_up(self.store), attempts=5)
         # The mirror now holds every row of this entity as the firm database had it at ``started`` or later.
         self.store.record_ok(mirror_component(entity), at=started)
         return count + quarantined
@@ -370,8 +372,9 @@ class Syncer:
     def sync(self, entities: Iterable[EntityName] | None = None, progress: Progress | None = None) -> SyncResult:
         result = SyncResult()
         started = time.perf_counter()
-        for entity in entities or self.entities():
-            result.rows[entity] = self.sync_entity(entity, progress)
+        chosen = list(entities or self.entities())
+        for entity in chosen:
+            result.rows[entity] = self.sync_entity(entity, progress, catch_up=entity == chosen[-1])
             result.quarantined[entity] = self.quarantine_count(entity)
         result.seconds = time.perf_counter() - started
         return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Engine,
     Select,
     bindparam,
     column,
@@ -112,13 +114,16 @@ def significant(number: str) -> str:
     return number.translate(_ASCII_UPPER).lstrip(LEAD)
 
 
+# Built once (a search built them anew for each word: a third of a number search's time went to SQLAlchemy).
+_TEXT = _d.c.number + " | " + _d.c.name + " | " + _d.c.client
+_LIVE = (firm_statements.c.matter_key == _d.c.matter_key, firm_statements.c.deleted.is_(False))
+
+
 def _in_text(word: str) -> ColumnElement[bool]:
     """The word in the matter's number, name or client's name, or in one of its live statements' numbers (LIKE:
     exact, ASCII case folded); it checks what the index only narrowed down."""
-    d, s = search_docs.c, firm_statements.c
-    return or_((d.number + " | " + d.name + " | " + d.client).contains(word, autoescape=True),
-               exists().where(s.matter_key == d.matter_key, s.deleted.is_(False),
-                              s.number.contains(word, autoescape=True)))
+    return or_(_TEXT.contains(word, autoescape=True),
+               exists().where(*_LIVE, firm_statements.c.number.contains(word, autoescape=True)))
 
 
 def _short_words(typed: Iterable[str]) -> list[ColumnElement[bool]]:
@@ -129,12 +134,15 @@ def _short_words(typed: Iterable[str]) -> list[ColumnElement[bool]]:
 def _strict(typed: list[str]) -> tuple[str, list[ColumnElement[bool]]]:
     """The MATCH for the words of 3 characters or more and the filters that make it exact. A word is found in the
     number, name or client columns as typed; a word with a digit may instead be part of a statement number, which
-    the index holds by its significant part, so such a match is then checked against the statements."""
+    the index holds by its significant part, so such a match is then checked against the statements. Such a word
+    is looked up by that part in every column (it is part of the word, so nothing the word matches is missed; the
+    check keeps the answer exact): as typed, ``M-0012345`` made FTS5 read the trigram lists of ``M-0`` and ``-00``,
+    which hold every matter, to find one."""
     groups, checks = [], []
     for word in (w for w in typed if len(w) >= GRAM):
         group = "{number name client} : " + _phrase(word)
         if any(ch.isdigit() for ch in word) and len(significant(word)) >= GRAM:
-            group = f"({group} OR invoices : {_phrase(significant(word))})"
+            group = _phrase(significant(word))
             checks.append(_in_text(word))
         groups.append(group)
     return " AND ".join(groups), checks
@@ -169,10 +177,27 @@ def edits(word: str) -> set[str]:
     return out - {word}
 
 
+# The vocabulary read once per store (engine) and version of the index: search_vocab counts each term's documents as it
+# is read (an IN list of a word's ~700 edits cost ~30 ms, the whole vocabulary ~250 ms), while a set answers in
+# microseconds. The version is FTS5's structure record (search_words_data row 10), which every committed change
+# to the index rewrites (its cookie counts them); reading it is one B-tree look-up.
+_VOCABULARY: weakref.WeakKeyDictionary[Engine, tuple[bytes, frozenset[str]]] = weakref.WeakKeyDictionary()
+_STRUCTURE = text("SELECT block FROM search_words_data WHERE id = 10")
+
+
+def vocabulary(conn: Connection) -> frozenset[str]:
+    """Every word the name index holds (folded), as of this transaction."""
+    version = conn.execute(_STRUCTURE).scalar() or b""
+    held = _VOCABULARY.get(conn.engine)
+    if held is None or held[0] != version:
+        held = version, frozenset(conn.execute(text("SELECT term FROM search_vocab")).scalars())
+        _VOCABULARY[conn.engine] = held
+    return held[1]
+
+
 def corrections(conn: Connection, word: str) -> list[str]:
     """The index's words one edit from ``word`` (already folded)."""
-    lookup = text("SELECT term FROM search_vocab WHERE term IN :terms").bindparams(bindparam("terms", expanding=True))
-    return sorted(conn.execute(lookup, {"terms": sorted(edits(word))}).scalars())
+    return sorted(edits(word) & vocabulary(conn))
 
 
 def _typo_search(conn: Connection, typed: list[str], limit: int) -> list[MatterRow]:
@@ -315,12 +340,12 @@ def _column(entity: str, name: str) -> int:
 
 class SearchIndex:
     """What one syncer owes the search index: the matters, clients and statements its stored batches touched,
-    brought into the index at the end of each pass in one transaction. Past CAP rows, or a quarter of the mirror's
-    matters, it rebuilds the whole index instead (a first full sync): a few statements beat thousands of
-    refreshes. Every noted batch also writes this pass's token into search_state in its own transaction, so a pass
-    that finds another's token there (that pass stopped before its catch-up) rebuilds: the index never silently
-    misses a stored row. (A statement moved to another matter leaves its number on the old matter's text until
-    that matter changes or the index is rebuilt.)"""
+    brought into the index in one transaction at the end of a sync() (or of a pass run on its own). Past CAP
+    rows, or a quarter of the mirror's matters, it rebuilds the whole index instead (a first full sync): a few
+    statements beat thousands of refreshes. Every noted batch also writes this syncer's token into search_state
+    in its own transaction, so a pass that finds another's token there (that one stopped before its catch-up)
+    rebuilds: the index never silently misses a stored row. (A statement moved to another matter leaves its
+    number on the old matter's text until that matter changes or the index is rebuilt.)"""
 
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex
