@@ -36,8 +36,8 @@ from connectors.database.contract import (
     readable,
     source_context,
 )
+from connectors.database.driver import DriverFailed, DriverWriter, direct
 from connectors.database.errors import NotReady, classify
-from connectors.database.pipeline import Pipelined, PipelineFailed, pipelines
 from mappings.format import MappingFile, RequestTable, SqlWriteBack
 from mappings.sqlparams import param_names
 
@@ -102,7 +102,7 @@ class SQLAlchemyConnector(Connector):
             event.listen(self.engine, "begin", _sqlite_begin)
         self.froms: dict[str, FromClause] = {e: _from(c.selection) for e, c in self.converters.items()}
         self._writer: Connection | None = None
-        self._pipelined = Pipelined(self.engine.dialect) if pipelines(self.engine.dialect) else None
+        self._direct = DriverWriter(self.engine.dialect) if direct(self.engine.dialect) else None
 
     def _run(self, context: str, fn: Callable[[], T]) -> T:
         try:
@@ -244,15 +244,15 @@ class SQLAlchemyConnector(Connector):
 
     def write_posting(self, params: Mapping[str, Any]) -> bool:
         """ready (if mapped), the existence check and the writes in one transaction; a failed connection is
-        dropped and the next posting opens a fresh one. On psycopg the same transaction is pipelined (two round
-        trips instead of one per statement); any database error there is rolled back and the posting run again
-        statement by statement, which checks the reference first and names the statement that failed."""
+        dropped and the next posting opens a fresh one. On psycopg the same transaction runs on the driver's
+        cursor (no SQLAlchemy work per statement); any database error there is rolled back and the posting run
+        again through SQLAlchemy, which checks the reference first and names the statement that failed."""
         spec = self.write_back_of(params.get("section"))
         conn = self._writer_connection()
-        if self._pipelined is not None:
+        if self._direct is not None:
             try:
-                return self._pipelined.write(conn, spec, params)
-            except PipelineFailed:
+                return self._direct.write(conn, spec, params)
+            except DriverFailed:
                 pass  # rolled back: the statement-by-statement transaction below decides, and explains
             except DBAPIError as exc:
                 self._close_writer()

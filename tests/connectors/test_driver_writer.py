@@ -1,0 +1,75 @@
+"""The psycopg write-back path (connectors/database/driver.py): the same transaction as the stepwise one, on the
+driver's cursor. It must still check the reference inside the write's own SERIALIZABLE transaction, write each
+reference once, and on a database error roll everything back and let the stepwise path name the statement."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from crash_worker import create_firm, firm_mapping, read_firm
+from sqlalchemy import create_engine, text
+
+from agent.core.errors import DataError
+from connectors.database.driver import DriverWriter
+from connectors.database.sql import SQLAlchemyConnector
+from connectors.testkit.databases import TempDatabase
+
+ISOLATION_SQL = """\
+postings:
+  kind: sql
+  exists: SELECT 1 FROM receipts WHERE reference = :reference
+  statements:
+    - >-
+      INSERT INTO receipts (reference, statement_id, amount_pence, received_at, method)
+      VALUES (:reference, :statement_key, :amount_minor, :paid_at, current_setting('transaction_isolation'))
+    - UPDATE statements SET balance_pence = balance_pence - :amount_minor WHERE id = :statement_key
+"""
+
+
+def params(reference: str, statement: str = "S1", amount: int = 250) -> dict[str, Any]:
+    return {"reference": reference, "statement_key": statement, "amount_minor": amount,
+            "paid_at": dt.datetime(2026, 12, 1, 9, 30), "method": "card"}
+
+
+def no_fallback(*_: Any) -> bool:
+    raise AssertionError("the posting fell back to the stepwise path")
+
+
+def test_writes_once_inside_a_serializable_transaction(pg_db: TempDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    create_firm(pg_db.url, {"S1": 1000})
+    connector = SQLAlchemyConnector(firm_mapping(pg_db.url, ISOLATION_SQL))
+    monkeypatch.setattr(connector, "_write_stepwise", no_fallback)  # the driver path alone must do it
+    try:
+        assert isinstance(connector._direct, DriverWriter)
+        assert connector.write_posting(params("P1:S1")) is True
+        assert connector.write_posting(params("P1:S1")) is False  # the reference is there: nothing written
+        assert connector.write_posting(params("P2:S1", amount=100)) is True
+    finally:
+        connector.close()
+    firm = read_firm(pg_db.url)
+    assert firm.receipts == {"P1:S1": 250, "P2:S1": 100}
+    assert firm.balances == {"S1": 650}
+    engine = create_engine(pg_db.url)
+    with engine.connect() as conn:
+        assert set(conn.execute(text("SELECT method FROM receipts")).scalars()) == {"serializable"}
+    engine.dispose()
+
+
+def test_a_failing_write_rolls_back_and_is_named(pg_db: TempDatabase) -> None:
+    create_firm(pg_db.url, {"S1": 1000})
+    engine = create_engine(pg_db.url)
+    with engine.begin() as conn:  # the balance may not go below zero: the UPDATE, second statement, fails
+        conn.execute(text("ALTER TABLE statements ADD CONSTRAINT paid CHECK (balance_pence >= 0)"))
+    engine.dispose()
+    connector = SQLAlchemyConnector(firm_mapping(pg_db.url))
+    try:
+        with pytest.raises(DataError, match=r"posting P1:S1 \(statement S1\), statement UPDATE statements"):
+            connector.write_posting(params("P1:S1", amount=5000))
+        assert connector.write_posting(params("P2:S1")) is True  # the writer connection is usable again
+    finally:
+        connector.close()
+    firm = read_firm(pg_db.url)
+    assert firm.receipts == {"P2:S1": 250}  # the failed posting's INSERT was rolled back
+    assert firm.balances == {"S1": 750}
