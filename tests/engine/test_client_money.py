@@ -548,6 +548,28 @@ def test_a_payout_the_bank_returns_is_reversed_and_its_money_posted_once_with_th
     assert sum(r[0] for r in firm(home, "SELECT amount_pence FROM office_expenses")) == 10000 - pence  # once
 
 
+def test_a_returned_net_trust_payout_keeps_its_fee_and_its_breach(home: Path, money: MoneyWorld) -> None:
+    """The bank returning a payout gives back no fee: only the deposit is reversed, the client money is still
+    short and the transfer request stands."""
+    rt = _runtime(home, money, trust_net=True)
+    try:
+        paid(rt, money, TRUST_MATTER, "250.00", "trust", "card")
+        money.pay_out()
+        [breach] = rt.payouts.sync().breaches
+        post_all(rt)
+        money.fail_payout(breach.payout_ref)
+        assert rt.payouts.sync().updated == 1
+        post_all(rt)
+        net = money.paid_out(Decimal(250), [money.fee("250.00", "card")])
+        short = int((Decimal(250) - net) * 100)
+        assert rt.payouts.breaches() == [breach]
+        assert sorted(firm(home, "SELECT amount_pence FROM bank_deposits")) == [(-int(net * 100),), (int(net * 100),)]
+        assert firm(home, "SELECT amount_pence FROM office_expenses") == [(short,)]
+        assert firm(home, "SELECT amount_pence FROM transfer_requests") == [(short,)]
+    finally:
+        rt.close()
+
+
 def test_client_money_with_no_matter_waits_for_a_person_and_never_goes_to_an_office_bill(
         rt: Runtime, money: MoneyWorld) -> None:
     link = rt.links.create(LinkRequest(amount=Decimal("75.00"), name="Ann Lee", email="ann@example.com",
