@@ -102,11 +102,13 @@ def enqueue_payout_posting(conn: Connection, payout_id: str, section: str, refer
 
 
 def enqueue_payout_reversal(conn: Connection, payout_id: str, reason: str) -> list[int]:
-    """A payout came back from the bank: reverse its fees, deposit and transfer postings (inside the caller's
-    transaction, once each); its money returns to the provider's balance and a later payout carries it again."""
+    """A payout came back from the bank: reverse its bank deposit (inside the caller's transaction, once). Its
+    fees and transfer request stand: the provider took the fees all the same, and its money comes back in a later
+    payout as one line (Stripe's payout_failure transaction), fees already deducted."""
     now = utcnow()
     rows = conn.execute(select(postings).where(postings.c.payout_id == payout_id, postings.c.kind != "reversal",
-                                               postings.c.state != "removed")).mappings().all()
+                                               postings.c.section == "deposits", postings.c.state != "removed")
+                        ).mappings().all()
     return [_reversing(conn, now, row, row["reference"] + REVERSAL_SUFFIX, row["amount"], reason) for row in rows
             if not conn.execute(select(postings.c.id).where(
                 postings.c.reference == row["reference"] + REVERSAL_SUFFIX)).first()]

@@ -11,8 +11,9 @@ Test-only hook: LEDGERLINK_CRASH_AFTER_TARGET_COMMIT=<probability> makes the wor
 write_posting returned, i.e. after the target committed and before the outbox marked the posting posted.
 
 Refunds: with LEDGERLINK_CRASH_SANDBOX=<folder> the worker first finishes the refunds left requested
-(Refunds.resume, against the sandbox in that folder), and the same hook also kills it right after the provider
-refunded and before the state store recorded it.
+(Refunds.resume, against the sandbox in that folder, or with LEDGERLINK_CRASH_PROVIDER="<gocardless|stripe> <url>"
+against that fake provider server), and the same hook also kills it right after the provider refunded and before
+the state store recorded it.
 
     python tests/crash_worker.py zygote STATE_URL FIRM_URL MARKER_FILE BATCH_SIZE
 """
@@ -41,12 +42,17 @@ from agent.state import StateStore
 from agent.state.schema import firm_matters, firm_statements, link_items, links, payments, postings, refunds
 from agent.state.store import utcnow
 from connectors.database.sql import SQLAlchemyConnector
+from connectors.providers.contract import PayoutProvider, Provider
+from connectors.providers.gocardless import GoCardlessProvider
 from connectors.providers.sandbox import SandboxProvider, settled
+from connectors.providers.stripe import StripeProvider
+from connectors.testkit.provider import make_spec
 from mappings.format import MappingFile, parse_mapping
 from postings.outbox import enqueue_payment
 
 CRASH_ENV = "LEDGERLINK_CRASH_AFTER_TARGET_COMMIT"
 SANDBOX_ENV = "LEDGERLINK_CRASH_SANDBOX"
+PROVIDER_ENV = "LEDGERLINK_CRASH_PROVIDER"
 
 # ------------------------------------------------------------------------------------------ the firm database
 
@@ -201,22 +207,43 @@ def seed_crash_run(state_url: str, firm_url: URL | str, n: int, seed: int = 1) -
     return balances, sum(p for pays in by_statement.values() for _, p in pays)
 
 
-def seed_refunds(state_url: str, sandbox_home: Path, every: int = 3) -> dict[str, int]:
-    """Every ``every``-th seeded payment settled in the sandbox and refunded in part, left requested as a crash
-    right after asking would leave it; returns refund id -> pence refunded."""
+def refund_provider(sandbox_home: str, fake: str | None) -> Provider:
+    """The provider refunds are asked of: the sandbox in ``sandbox_home``, or the fake server ``fake`` names
+    ("<gocardless|stripe> <url>")."""
+    if not fake:
+        return SandboxProvider(MerchantAccount(name="operating"), None, home=sandbox_home)
+    kind, url = fake.split()
+    account = MerchantAccount(name="operating", provider=kind, api_base=url)
+    if kind == "gocardless":
+        return GoCardlessProvider(account, "crash_token", timeout=5)
+    return StripeProvider(account, "sk_test_crash", timeout=5)
+
+
+def seed_refunds(state_url: str, sandbox_home: Path, every: int = 3, fake: tuple[str, Any] | None = None
+                 ) -> dict[str, int]:
+    """Every ``every``-th seeded payment settled at the provider and refunded in part, left requested as a crash
+    right after asking would leave it; returns refund id -> pence refunded. ``fake``: (its PROVIDER_ENV value, the
+    fake server), where each payment is made by paying a link and the state store takes the fake's ref."""
+    provider = refund_provider(str(sandbox_home), fake[0] if fake else None)
     store = StateStore(state_url, migrate=False)
-    engine = Refunds(store, lambda _name: SandboxProvider(MerchantAccount(name="operating"), None,
-                                                          home=str(sandbox_home)))
+    engine = Refunds(store, lambda _name: provider)
     out: dict[str, int] = {}
     try:
         with store.read() as conn:
             rows = conn.execute(select(payments.c.payment_ref, payments.c.amount).order_by(payments.c.id)).all()
         for ref, amount in rows[::every]:
-            settled(sandbox_home, "operating", ref, amount, "GBP")
+            if fake is None:
+                settled(sandbox_home, "operating", ref, amount, "GBP")
+            else:
+                at_fake = fake[1].pay(provider.create_link(make_spec(provider, amount=amount)).ref, None, True)
+                with store.begin() as conn:
+                    conn.execute(payments.update().where(payments.c.payment_ref == ref).values(payment_ref=at_fake))
+                ref = at_fake
             part = (amount / 2).quantize(Decimal("0.01"))
             out[engine.request(ref, part, "crash test", Actor("system", "crash"))] = int(part * 100)
     finally:
         store.close()
+        provider.close()
     return out
 
 
@@ -290,7 +317,8 @@ def _refunder(store: StateStore, marker: str, probability: float) -> Refunds | N
     home = os.environ.get(SANDBOX_ENV)
     if not home:
         return None
-    provider = SandboxProvider(MerchantAccount(name="operating"), None, home=home)
+    provider = refund_provider(home, os.environ.get(PROVIDER_ENV))
+    assert isinstance(provider, PayoutProvider)
     refund = provider.refund
 
     def refund_then_maybe_die(*args: Any) -> Any:
@@ -343,14 +371,16 @@ class DriveResult:
 
 def drive(state_url: str, firm_url: URL | str, workdir: Path, *, min_kills: int, delay: tuple[float, float],
           commit_probability: float, batch_size: int = 10, max_runs: int = 20_000, seed: int | None = None,
-          timeout: float = 600.0, sandbox_home: Path | None = None) -> DriveResult:
+          timeout: float = 600.0, sandbox_home: Path | None = None, fake: str | None = None) -> DriveResult:
     """Start, kill and restart workers until every posting is posted (or a worker reports failures);
-    with ``sandbox_home``, every requested refund is finished too."""
+    with ``sandbox_home``, every requested refund is finished too (at the fake provider ``fake`` names, if any)."""
     rng = random.Random(seed)
     marker = workdir / "commit-kills.txt"
     env = {**os.environ, CRASH_ENV: str(commit_probability)}
     if sandbox_home is not None:
         env[SANDBOX_ENV] = str(sandbox_home)
+    if fake is not None:
+        env[PROVIDER_ENV] = fake
     log = open(workdir / "zygote.log", "ab")  # noqa: SIM115 - lives as long as the zygote
     proc = subprocess.Popen(
         [sys.executable, __file__, "zygote", state_url, url_text(firm_url), str(marker), str(batch_size)],

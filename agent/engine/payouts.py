@@ -184,16 +184,13 @@ class Payouts:
 
     def _moved(self, known: Row, account: MerchantAccount, payout: Payout, result: SyncResult) -> None:
         """A stored payout's status moved: paid posts its deposit; failed (the bank returned it) reverses its
-        postings and its breach, since its money goes back to the provider's balance for a later payout."""
+        deposit only. Its fees were taken all the same, so their expense and any breach stand: the money comes
+        back to the provider's balance net of them, as one line of a later payout."""
         with self.store.begin() as conn:
             conn.execute(update(payouts).where(payouts.c.id == known["id"]).values(
                 status=payout.status.value, raw_status=payout.raw_status))
             if payout.status is PayoutStatus.FAILED:
                 result.postings += len(enqueue_payout_reversal(conn, known["id"], f"payout {payout.ref} failed"))
-                conn.execute(update(payouts).where(payouts.c.id == known["id"], payouts.c.shortfall.is_not(None),
-                                                   payouts.c.breach_cleared_at.is_(None))
-                             .values(breach_cleared_at=utcnow(), breach_note="the payout failed; the payout that "
-                                     "carries its money again is checked on its own"))
             else:
                 result.postings += self._deposit(conn, known["id"], account, payout)
         result.updated += 1

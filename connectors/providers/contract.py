@@ -315,7 +315,9 @@ class PayoutItem:
     kind: PayoutItemKind
     amount: Decimal  # signed, in the payout's currency
     payment_ref: str | None  # the payment it concerns (None for an item about no one payment)
-    ref: str = ""  # the provider's id of the line (a balance transaction, a refund, a payout item's own id)
+    # The provider's id of the line (a balance transaction, a payout item's own id); a refund's line: the refund's
+    # id (Refund.ref), so the payouts engine shows which refund a payout carries.
+    ref: str = ""
     raw_type: str = ""  # the provider's own word (payout item type, balance transaction type)
 
 

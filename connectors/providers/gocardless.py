@@ -697,14 +697,15 @@ def _pence(raw: Mapping[str, Any]) -> Decimal:
 
 def _item(raw: Mapping[str, Any], pence: Decimal, currency: str, place: str) -> PayoutItem:
     """One payout item in whole pence. Items have no id of their own, so one is named by its place in the
-    payout."""
+    payout; a refund line by its refund (``links.refund``, PayoutItem.cs), so the refund made is found on it."""
     kind = ITEM_KIND.get(raw["type"])
     if kind is None:
         log.warning("GoCardless payout item type %r is undocumented: kept as an adjustment", raw["type"])
         kind = PayoutItemKind.ADJUSTMENT
     whole = pence.quantize(Decimal(1), rounding=ROUND_HALF_UP)
-    return PayoutItem(kind, from_minor(int(whole), currency), (raw.get("links") or {}).get("payment"), place,
-                      raw["type"])
+    links = raw.get("links") or {}
+    ref = links.get("refund") or place if kind is PayoutItemKind.REFUND else place
+    return PayoutItem(kind, from_minor(int(whole), currency), links.get("payment"), ref, raw["type"])
 
 
 def _refund(raw: Mapping[str, Any]) -> Refund:

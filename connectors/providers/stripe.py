@@ -484,13 +484,15 @@ def _payout(raw: Mapping[str, Any]) -> Payout:
 
 
 def _lines(bt: Mapping[str, Any]) -> list[PayoutItem]:
-    """A balance transaction's gross and its fees (``fee_details``, else ``fee``), which add up to its net."""
+    """A balance transaction's gross and its fees (``fee_details``, else ``fee``), which add up to its net. A
+    refund's line is named by the refund (its source, as PayoutItem.ref asks), its fees by the transaction."""
     currency = bt["currency"].upper()
     source = bt.get("source")
     payment_ref = source.get("payment_intent") if isinstance(source, Mapping) else None
     kind = CATEGORY_KIND.get(bt.get("reporting_category", "")) or TRANSACTION_KIND.get(
         bt["type"], PayoutItemKind.ADJUSTMENT)
-    lines = [PayoutItem(kind, from_minor(int(bt["amount"]), currency), payment_ref, bt["id"], bt["type"])]
+    ref = source["id"] if kind is PayoutItemKind.REFUND and isinstance(source, Mapping) else bt["id"]
+    lines = [PayoutItem(kind, from_minor(int(bt["amount"]), currency), payment_ref, ref, bt["type"])]
     details = bt.get("fee_details") or []
     fees = [(int(d["amount"]), d.get("type") or "stripe_fee") for d in details] or [(int(bt.get("fee") or 0),
                                                                                      "stripe_fee")]

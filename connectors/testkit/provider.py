@@ -472,6 +472,7 @@ class PayoutContract:
         items = provider.payout_items(payer.settle())
         refunds = [i for i in items if i.kind is PayoutItemKind.REFUND]
         assert [(i.payment_ref, i.amount) for i in refunds] == [(payment_ref, Decimal("-20.00"))]
+        assert [i.ref for i in refunds] == [first.ref], "a refund's line is named by the refund (PayoutItem.ref)"
 
     def test_partial_refunds_never_exceed_what_is_left(self, provider: PaysOut, payer: PayoutWorld) -> None:
         payment_ref = paid(provider, payer)

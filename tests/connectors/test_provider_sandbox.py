@@ -18,12 +18,13 @@ from connectors.providers import contract as sandbox_contract
 from connectors.providers import sandbox
 from connectors.providers.contract import EventKind, LinkStatus, ProviderError, ProviderLink
 from connectors.providers.sandbox import SandboxPayServer, SandboxProvider
-from connectors.testkit.provider import ProviderContract, make_spec
+from connectors.testkit.provider import PayoutContract, ProviderContract, make_spec
 
 
 class SandboxWorld:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, account: str = "operating") -> None:
         self.home = home
+        self.account = account
 
     def pay(self, link: ProviderLink, amount: Decimal | None = None, confirm: bool = True) -> str:
         return sandbox.pay(self.home, link.ref, amount, confirm=confirm)
@@ -41,6 +42,27 @@ class SandboxWorld:
     def link_count(self) -> int:
         with sqlite3.connect(self.home / sandbox.DB_NAME) as conn:
             return conn.execute("SELECT count(*) FROM links").fetchone()[0]
+
+    # PayoutWorld (connectors/testkit/provider.py), for the payout kit.
+
+    def settle(self, gross: bool = False) -> str:
+        """The banks' end of day for this account. ``gross``: its fees are billed apart, as an account set to
+        ``payout_fees = "gross"`` charges them to its fees_account ("fees-billed" here) instead of this payout."""
+        if gross:
+            with sqlite3.connect(self.home / sandbox.DB_NAME) as conn:
+                conn.execute("UPDATE balance SET account = 'fees-billed' WHERE account = ? AND kind = 'fee'"
+                             " AND payout_ref IS NULL", (self.account,))
+        made = set(sandbox.pay_out(self.home))
+        with sqlite3.connect(self.home / sandbox.DB_NAME) as conn:
+            refs = [r for (r,) in conn.execute("SELECT ref FROM payouts WHERE account = ?", (self.account,))]
+        (ref,) = made.intersection(refs)
+        return ref
+
+    def fail_payout(self, payout_ref: str) -> None:
+        sandbox.fail_payout(self.home, payout_ref)
+
+    def limit_pages(self, size: int) -> None:
+        """Nothing to limit: the sandbox is read in process, whole (no pages), and the kit still checks the order."""
 
 
 @pytest.fixture
@@ -78,6 +100,10 @@ def webhook() -> None:
 
 class TestSandboxContract(ProviderContract):
     pass
+
+
+class TestSandboxPayouts(PayoutContract):
+    """Payouts, their items and refunds of the sandbox, as every PayoutProvider owes them."""
 
 
 def _get(url: str) -> tuple[int, str]:

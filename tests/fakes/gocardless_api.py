@@ -93,9 +93,11 @@ def _error(status: int, error_type: str, message: str, errors: list[dict[str, ob
 
 
 class FakeGoCardless(FakeAPI):
-    def __init__(self) -> None:
+    def __init__(self, ids_from: int = 1) -> None:
+        """``ids_from``: where this server's ids start, so two accounts' servers never share an id (the
+        provider's ids are unique across its accounts)."""
         super().__init__()
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(ids_from)
         self.billing_requests: dict[str, dict] = {}
         self.flows: dict[str, dict] = {}
         self.payments: dict[str, dict] = {}
@@ -641,6 +643,11 @@ class FakeGoCardless(FakeAPI):
                "exchange_rate": None, "tax_rate_id": "GB_VAT_1"}
         return {"type": "gocardless_fee", "amount": _pence((fee + vat) * sign), "taxes": [tax],
                 "links": {"payment": payment_id}}
+
+    def owes(self) -> bool:
+        """Whether a payout is due: a confirmed payment not yet paid out, or a refund or chargeback to carry."""
+        with self.lock:
+            return bool(self._owed) or any(p["status"] == "confirmed" for p in self.payments.values())
 
     def settle(self, gross: bool = False) -> str:
         """Pay out every confirmed payment not yet paid out and every refund and chargeback since the last

@@ -62,9 +62,11 @@ def _error(error_type: str, message: str, **extra: str) -> dict[str, object]:
 
 
 class FakeStripe(FakeAPI):
-    def __init__(self) -> None:
+    def __init__(self, ids_from: int = 1) -> None:
+        """``ids_from``: where this server's ids start, so two accounts' servers never share an id (the
+        provider's ids are unique across its accounts)."""
         super().__init__()
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(ids_from)
         self.sessions: dict[str, dict] = {}
         self.disputes: dict[str, dict] = {}
         self.events: list[dict] = []  # as published (visible), in publication order
@@ -253,6 +255,11 @@ class FakeStripe(FakeAPI):
         fee = int((Decimal(amount) * CARD_RATE).quantize(Decimal(1), ROUND_HALF_UP)) + CARD_FIXED
         charge["balance_transaction"] = self._transaction("charge", "charge", amount, fee, charge)
         self.charges[charge["id"]] = charge
+
+    def owes(self) -> bool:
+        """Whether a balance transaction is waiting for a payout."""
+        with self.lock:
+            return any(bt not in self._paid_in for bt in self.balance_transactions)
 
     def settle(self, gross: bool = False) -> str:
         """One automatic payout of every balance transaction not yet paid out (``gross``: fees billed

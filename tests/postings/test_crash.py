@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from crash_worker import drive, outbox_states, read_firm, refund_states, seed_crash_run, seed_refunds
+from fakes.gocardless_api import FakeGoCardless
+from fakes.stripe_api import FakeStripe
 
 from connectors.testkit.databases import TempDatabase
 
@@ -69,3 +71,39 @@ def test_refund_and_reversal_exactly_once_under_sigkill(any_db: TempDatabase, tm
     assert sum(firm.receipts.values()) == paid - sum(refunded.values())
     assert sum(balances.values()) - sum(firm.balances.values()) == paid - sum(refunded.values())
     assert outbox_states(state_url) == {"posted": payments + len(refunded)}
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["gocardless", "stripe"])
+def test_refund_and_reversal_exactly_once_under_sigkill_at_a_fake_provider(
+        kind: str, sqlite_db: TempDatabase, tmp_path: Path) -> None:
+    """The same at GoCardless and Stripe (their fakes, which replay or refuse a repeated idempotency key as the
+    providers document): killed right after the provider refunded, the retry under the same key makes no second
+    refund, and each reversal is posted once."""
+    payments = 45
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    api = (FakeGoCardless() if kind == "gocardless" else FakeStripe()).start()
+    try:
+        fake = f"{kind} {api.url}"
+        balances, paid = seed_crash_run(state_url, sqlite_db.url, payments)
+        refunded = seed_refunds(state_url, tmp_path / "sandbox", fake=(fake, api))
+
+        result = drive(state_url, sqlite_db.url, tmp_path, min_kills=10, delay=(0.005, 0.08),
+                       commit_probability=0.05, seed=payments, sandbox_home=tmp_path / "sandbox", fake=fake)
+
+        kills = (tmp_path / "commit-kills.txt").read_text().splitlines()
+        assert any(k.startswith("refund ") for k in kills), result  # killed after the provider refunded
+        answered = "pending" if kind == "gocardless" else "succeeded"  # a GoCardless refund is created, then paid
+        assert refund_states(state_url) == {answered: len(refunded)}
+        at_provider = sorted(int(r["amount"]) for r in api.refunds.values())  # minor units at both
+        assert at_provider == sorted(refunded.values())  # one refund each, of the amount asked
+        firm = read_firm(sqlite_db.url)
+        assert firm.duplicates == 0
+        reversals = {ref: pence for ref, pence in firm.receipts.items() if ":R" in ref}
+        assert sorted(ref.rsplit(":R", 1)[1] for ref in reversals) == sorted(refunded)  # one reversal per refund
+        assert sum(reversals.values()) == -sum(refunded.values())
+        assert sum(firm.receipts.values()) == paid - sum(refunded.values())
+        assert sum(balances.values()) - sum(firm.balances.values()) == paid - sum(refunded.values())
+        assert outbox_states(state_url) == {"posted": payments + len(refunded)}
+    finally:
+        api.stop()

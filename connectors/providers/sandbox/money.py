@@ -97,7 +97,7 @@ def register(conn: sqlite3.Connection, account: MerchantAccount) -> None:
 
 
 def _line(conn: sqlite3.Connection, account: str, kind: PayoutItemKind, amount: Decimal, currency: str,
-          payment_ref: str, raw_type: str, now: str, ref: str | None = None) -> None:
+          payment_ref: str | None, raw_type: str, now: str, ref: str | None = None) -> None:
     conn.execute(
         "INSERT INTO balance (account, kind, amount, currency, payment_ref, ref, raw_type, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -149,6 +149,18 @@ def pay_out_lines(conn: sqlite3.Connection, until: str, now: dt.datetime) -> lis
              (now.date() + dt.timedelta(days=1)).isoformat(), f"SANDBOX {ref[3:11].upper()}"))
         made.append(ref)
     return made
+
+
+def return_payout(conn: sqlite3.Connection, payout_ref: str, now: str) -> bool:
+    """A paid payout the bank returned: failed, its amount one line of the account's next payout (Stripe's
+    payout_failure transaction); False when it is no paid payout."""
+    if conn.execute("UPDATE payouts SET status = 'failed' WHERE ref = ? AND status = 'paid'",
+                    (payout_ref,)).rowcount != 1:
+        return False
+    row = conn.execute("SELECT account, amount, currency FROM payouts WHERE ref = ?", (payout_ref,)).fetchone()
+    _line(conn, row["account"], PayoutItemKind.ADJUSTMENT, Decimal(row["amount"]), row["currency"], None,
+          "payout_failure", now)
+    return True
 
 
 def refundable(conn: sqlite3.Connection, account: str, payment_ref: str) -> tuple[Decimal, str] | None:

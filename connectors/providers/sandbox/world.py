@@ -29,7 +29,7 @@ from connectors.providers.contract import (
     ProviderError,
     ProviderLink,
 )
-from connectors.providers.sandbox.money import MONEY_SCHEMA, pay_out_lines, settle, take_back
+from connectors.providers.sandbox.money import MONEY_SCHEMA, pay_out_lines, return_payout, settle, take_back
 
 DEFAULT_BASE = "http://127.0.0.1:8765"
 DB_NAME = "sandbox.db"
@@ -455,13 +455,12 @@ def pay_out(home: str | Path, until: dt.datetime | None = None) -> list[str]:
 
 
 def fail_payout(home: str | Path, payout_ref: str) -> None:
-    """The firm's bank returned a payout (a closed account): it is failed, and its lines go back to the account's
-    balance for the next payout, as Stripe returns a failed payout's funds."""
+    """The firm's bank returned a payout (a closed account): it is failed, and its amount goes back to the account's
+    balance as one line for the next payout, as Stripe returns a failed payout's funds (a payout_failure balance
+    transaction): its payments and fees stay where they were paid out."""
     with _db(home) as conn:
-        if conn.execute("UPDATE payouts SET status = 'failed' WHERE ref = ? AND status = 'paid'",
-                        (payout_ref,)).rowcount != 1:
+        if not return_payout(conn, payout_ref, _iso(_now())):
             raise ProviderError(f"sandbox payout {payout_ref!r} is not a paid payout")
-        conn.execute("UPDATE balance SET payout_ref = NULL WHERE payout_ref = ?", (payout_ref,))
 
 
 def set_collection(home: str | Path, ref: str, status: str) -> None:
