@@ -90,8 +90,8 @@ def register(commands: Commands) -> None:
     add.add_argument("--no-password", action="store_true", help="sign in only through 'ledgerlink api login-link'")
     commands.add("list", cmd_list, "the staff, their roles and whether they may sign in", group="users", json=True)
     commands.add("disable", cmd_disable, "stop a person signing in; ends their sessions and tokens",
-                 group="users").add_argument("name")
+                 group="users").add_argument("name", help="the user name, as 'ledgerlink users list' shows it")
     reset = commands.add("reset", cmd_reset, "set a new password, lift a lock-out and enable again", group="users")
-    reset.add_argument("name")
+    reset.add_argument("name", help="the user name, as 'ledgerlink users list' shows it")
     reset.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     reset.add_argument("--unlock-only", action="store_true", help="keep the password; only lift the lock-out")
