@@ -10,6 +10,7 @@ from agent.state.store import StateStore
 from connectors.testkit.databases import in_ci
 
 PASSWORD = "correct horse battery"  # every test person's password (argon2-hashed like a real one)
+SETUP = Actor("cli", "test-setup")  # who makes the test people, on the audit trail like any other
 
 
 def require(reason: str | None) -> None:
@@ -26,16 +27,16 @@ def person(store: StateStore, name: str, role: str) -> str:
     with store.read() as conn:
         found = users.get(conn, name)
     if found is None:
-        users.add(store, name, role, PASSWORD)
+        users.add(store, SETUP, name, role, PASSWORD)
     else:
         assert found.role == role, f"{name!r} is a {found.role}, not a {role}"
-        users.reset(store, name, PASSWORD)
+        users.reset(store, SETUP, name, PASSWORD)
     return name
 
 
 def bearer(store: StateStore, role: str = "clerk", name: str | None = None) -> str:
     """A personal API token of the person ``name`` (default: named after the role), made for the test."""
-    return users.new_token(store, person(store, name or role, role), "test")[1]
+    return users.new_token(store, SETUP, person(store, name or role, role), "test")[1]
 
 
 # The person the engine tests act as: the audit trail records every change under an actor.

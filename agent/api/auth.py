@@ -24,6 +24,7 @@ from agent.state.users import FIRST_ADMIN, User, adopt_token, ensure_first_admin
 
 log = logging.getLogger("ledgerlink.api")
 
+SETTLER = Actor("system", "first-run")  # who makes the first admin and adopts the shared tokens
 SHARED_TOKENS = {"api-admin-token": (FIRST_ADMIN, "admin"), "api-token": ("staff", "clerk")}  # 0.2 and earlier
 bearer = HTTPBearer(auto_error=False)
 
@@ -35,7 +36,7 @@ def shared_label(secret: str) -> str:
 
 def settle_users(rt: Runtime) -> None:
     """Make the first admin of a new home, and adopt the shared tokens of an upgraded one (once)."""
-    if ensure_first_admin(rt.store):
+    if ensure_first_admin(rt.store, SETTLER):
         log.info("created the admin user %r: 'ledgerlink api login-link' signs it in, 'ledgerlink users reset %s' "
                  "gives it a password", FIRST_ADMIN, FIRST_ADMIN)
     for secret, (name, role) in SHARED_TOKENS.items():
@@ -43,7 +44,7 @@ def settle_users(rt: Runtime) -> None:
             token = rt.secrets.get(secret)
         except ConfigurationError:
             continue
-        if adopt_token(rt.store, token, name, role, shared_label(secret)):
+        if adopt_token(rt.store, SETTLER, token, name, role, shared_label(secret)):
             log.warning("the shared %s is now the personal token of %r; give each client its own ('ledgerlink api "
                         "token --user NAME') and then revoke it ('ledgerlink api token --list')", secret, name)
         rt.secrets.delete(secret)

@@ -10,7 +10,7 @@ from pathlib import Path
 from agent.api.app import create_app
 from agent.api.auth import settle_users
 from agent.api.console import sign_in_url
-from agent.cli.output import Commands, emit, table
+from agent.cli.output import Commands, cli_actor, emit, table
 from agent.cli.users import mistakes
 from agent.core.errors import RuleError
 from agent.runtime import Runtime
@@ -23,7 +23,7 @@ def cmd_token(args: argparse.Namespace, rt: Runtime) -> int:
     """A personal API token for --user (shown once, kept only as a hash), --revoke one, or --list them."""
     settle_users(rt)
     if args.revoke is not None:
-        print(f"revoked API token {args.revoke} of {users.revoke_token(rt.store, args.revoke)!r}")
+        print(f"revoked API token {args.revoke} of {users.revoke_token(rt.store, cli_actor(), args.revoke)!r}")
     elif args.list:
         found = users.tokens(rt.store)
         emit(args, found, lambda: table(["Id", "User", "Label", "Created", "Revoked"], [
@@ -33,7 +33,7 @@ def cmd_token(args: argparse.Namespace, rt: Runtime) -> int:
         raise RuleError("name the person the token is for: 'ledgerlink api token --user NAME' "
                         "('ledgerlink users list' shows them)")
     else:
-        ident, token = users.new_token(rt.store, args.user, args.label)
+        ident, token = users.new_token(rt.store, cli_actor(), args.user, args.label)
         print(token)
         print(f"API token {ident} of {args.user!r}: keep it now, it is not shown again "
               f"('ledgerlink api token --revoke {ident}' ends it)", file=sys.stderr)

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.cli.output import Commands, emit
-from agent.core.errors import ConfigurationError
+from agent.cli.output import Commands, cli_actor, emit
+from agent.engine.configuration import delete_secret, set_secret
 from agent.engine.payments import parked_events
 from agent.home.demo import init_home
 from agent.home.settings import load_settings
@@ -114,15 +114,13 @@ def cmd_mapping_schema(args: argparse.Namespace, rt: Runtime | None) -> int:
 
 def cmd_secrets_set(args: argparse.Namespace, rt: Runtime) -> int:
     value = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass(f"value for {args.name}: ")
-    if not value:
-        raise ConfigurationError("empty secret value; nothing stored")
-    rt.secrets.set(args.name, value)
+    set_secret(rt.store, rt.secrets, cli_actor(), args.name, value)
     print(f"stored secret {args.name!r} in {rt.secrets.describe()}")
     return 0
 
 
 def cmd_secrets_delete(args: argparse.Namespace, rt: Runtime) -> int:
-    rt.secrets.delete(args.name)
+    delete_secret(rt.store, rt.secrets, cli_actor(), args.name)
     print(f"deleted secret {args.name!r}")
     return 0
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import getpass
 import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from agent.cli.output import Commands, emit, table
+from agent.cli.output import Commands, cli_actor, emit, table
 from agent.core.errors import RuleError
-from agent.core.model import Actor, account_kind_word, to_decimal
+from agent.core.model import account_kind_word, to_decimal
 from agent.engine.payouts import PayoutView
 from agent.runtime import Runtime
 
@@ -98,7 +97,7 @@ def cmd_export(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_clear(args: argparse.Namespace, rt: Runtime) -> int:
-    rt.payouts.clear(args.payout, args.note)
+    rt.payouts.clear(cli_actor(), args.payout, args.note)
     print(f"breach on payout {args.payout} cleared: {args.note}")
     return 0
 
@@ -106,7 +105,7 @@ def cmd_clear(args: argparse.Namespace, rt: Runtime) -> int:
 def cmd_refund(args: argparse.Namespace, rt: Runtime) -> int:
     """A refund the provider or the rules refuse is the user's to fix: one line and exit 2."""
     try:
-        r = rt.refunds.refund(args.payment, args.amount, args.reason, Actor("cli", getpass.getuser()))
+        r = rt.refunds.refund(args.payment, args.amount, args.reason, cli_actor())
     except RuleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

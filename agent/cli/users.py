@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from agent.api.auth import settle_users
-from agent.cli.output import Commands, emit, table
+from agent.cli.output import Commands, cli_actor, emit, table
 from agent.core.errors import RuleError
 from agent.runtime import Runtime
 from agent.state import users
@@ -47,7 +47,7 @@ def mistakes(handler: Handler) -> Handler:
 @mistakes
 def cmd_add(args: argparse.Namespace, rt: Runtime) -> int:
     settle_users(rt)
-    user = users.add(rt.store, args.name, args.role, None if args.no_password else read_password(args))
+    user = users.add(rt.store, cli_actor(), args.name, args.role, None if args.no_password else read_password(args))
     print(f"added {user.role} {user.name!r}" + ("" if user.has_password else
           f"; no password: 'ledgerlink api login-link --user {user.name}' signs them in"))
     return 0
@@ -69,14 +69,14 @@ def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
 
 @mistakes
 def cmd_disable(args: argparse.Namespace, rt: Runtime) -> int:
-    users.disable(rt.store, args.name)
+    users.disable(rt.store, cli_actor(), args.name)
     print(f"disabled {args.name!r}: signed out everywhere, their API tokens refused")
     return 0
 
 
 @mistakes
 def cmd_reset(args: argparse.Namespace, rt: Runtime) -> int:
-    user = users.reset(rt.store, args.name, None if args.unlock_only else read_password(args))
+    user = users.reset(rt.store, cli_actor(), args.name, None if args.unlock_only else read_password(args))
     print(f"{user.name!r} is active and unlocked" + ("" if args.unlock_only else ", with the new password"))
     return 0
 
@@ -90,8 +90,8 @@ def register(commands: Commands) -> None:
     add.add_argument("--no-password", action="store_true", help="sign in only through 'ledgerlink api login-link'")
     commands.add("list", cmd_list, "the staff, their roles and whether they may sign in", group="users", json=True)
     commands.add("disable", cmd_disable, "stop a person signing in; ends their sessions and tokens",
-                 group="users").add_argument("name", help="the person to disable")
+                 group="users").add_argument("name", help="the user name, as 'ledgerlink users list' shows it")
     reset = commands.add("reset", cmd_reset, "set a new password, lift a lock-out and enable again", group="users")
-    reset.add_argument("name", help="the person whose password or lock-out to reset")
+    reset.add_argument("name", help="the user name, as 'ledgerlink users list' shows it")
     reset.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     reset.add_argument("--unlock-only", action="store_true", help="keep the password; only lift the lock-out")

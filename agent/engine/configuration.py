@@ -1,7 +1,9 @@
 """Configuration changes made by a person, audited: one implementation for the CLI and the API.
 
 The account's settings file is replaced inside the audit entry's transaction, so the entry is committed only
-when the file was written, and a refused change (an invalid value) is one ``failed`` entry instead.
+when the file was written, and a refused change (an invalid value) is one ``failed`` entry instead. A credential
+(a provider's API key, the SMTP password) is configuration too: its name and where it went are audited, never
+its value; the keyring has no transactions, so that entry follows the keyring's write.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from agent.core.errors import ConfigurationError
 from agent.core.model import Actor, MerchantAccount
 from agent.home.accounts import set_account
+from agent.home.secrets import Secrets
 from agent.state import StateStore, audit
 
 
@@ -27,3 +31,21 @@ def change_account(store: StateStore, config: Path, actor: Actor, name: str,
             old, new = audit.changed(before, {**before, **changes})
             act.record(conn, before=old, after=new)
     return account, kept
+
+
+def set_secret(store: StateStore, secrets: Secrets, actor: Actor, name: str, value: str) -> None:
+    """Store secret ``name`` and audit it as secret.set (a refusal, such as the env backend, too)."""
+    with audit.attempt(store, actor, "secret.set", "secret", name) as act:
+        if not value:
+            raise ConfigurationError("empty secret value; nothing stored")
+        secrets.set(name, value)
+        with store.begin() as conn:
+            act.record(conn, after={"stored_in": secrets.describe()})
+
+
+def delete_secret(store: StateStore, secrets: Secrets, actor: Actor, name: str) -> None:
+    """Delete secret ``name`` and audit it as secret.delete."""
+    with audit.attempt(store, actor, "secret.delete", "secret", name) as act:
+        secrets.delete(name)
+        with store.begin() as conn:
+            act.record(conn, before={"stored_in": secrets.describe()})

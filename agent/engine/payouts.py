@@ -23,10 +23,10 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agent.core.errors import LedgerlinkError, RuleError, TransientError
-from agent.core.model import MerchantAccount
+from agent.core.model import Actor, MerchantAccount
 from agent.core.retry import call
 from agent.home.settings import Settings
-from agent.state import StateStore
+from agent.state import StateStore, audit
 from agent.state.schema import Row, payout_items, payouts, refunds
 from agent.state.store import utcnow
 from connectors.providers.contract import Payout, PayoutItem, PayoutItemKind, PayoutProvider, PayoutStatus, Provider
@@ -264,13 +264,21 @@ class Payouts:
         with self.store.read() as conn:
             return open_breaches(conn)
 
-    def clear(self, payout: str, note: str) -> None:
-        """A person confirms the shortfall was transferred back to the trust account."""
-        if not note.strip():
-            raise RuleError("say how the shortfall was made good (--note), e.g. the transfer's bank reference")
-        with self.store.begin() as conn:
-            done = conn.execute(update(payouts).where(
-                (payouts.c.id == payout) | (payouts.c.payout_ref == payout), payouts.c.shortfall.is_not(None),
-                payouts.c.breach_cleared_at.is_(None)).values(breach_cleared_at=utcnow(), breach_note=note.strip()))
-        if not done.rowcount:
-            raise RuleError(f"payout {payout!r} has no open breach; 'ledgerlink payouts list' shows them")
+    def clear(self, actor: Actor, payout: str, note: str) -> None:
+        """A person confirms the shortfall was transferred back to the trust account: a money action, audited as
+        payout.clear with the shortfall and the note (a refusal too)."""
+        with audit.attempt(self.store, actor, "payout.clear", "payout", payout) as act:
+            if not note.strip():
+                raise RuleError("say how the shortfall was made good (--note), e.g. the transfer's bank reference")
+            with self.store.begin() as conn:
+                row = conn.execute(select(payouts).where(
+                    (payouts.c.id == payout) | (payouts.c.payout_ref == payout), payouts.c.shortfall.is_not(None),
+                    payouts.c.breach_cleared_at.is_(None)).with_for_update()).mappings().first()
+                if row is None:
+                    raise RuleError(f"payout {payout!r} has no open breach; 'ledgerlink payouts list' shows them")
+                conn.execute(update(payouts).where(payouts.c.id == row["id"]).values(
+                    breach_cleared_at=utcnow(), breach_note=note.strip()))
+                act.target("payout", row["id"])
+                act.record(conn, before={"payout": row["payout_ref"], "shortfall": row["shortfall"],
+                                         "currency": row["currency"], "cleared": False},
+                           after={"cleared": True, "note": note.strip()})

@@ -5,6 +5,11 @@ than was paid less what was already refunded, so two refunds at once can never b
 provider is then asked under an idempotency key derived from our own refund id, so a retry after a crash or a
 timeout returns the same refund instead of paying twice; its result and the reversing postings are written in one
 transaction. A refund left ``requested`` (a crash, an outage) is finished by ``resume`` with the same key.
+
+On the audit trail a refund is two entries: ``refund.request`` (amount, reason, by the person who asked) in the
+transaction that records it, or one failed entry when it is refused before that (more than is left); and
+``refund.complete`` with the provider's answer in the transaction that records the answer (failed when the provider
+refused), by the person who asked or, after a crash or an outage, by the refunds job that finished it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from sqlalchemy import Connection, or_, select, update
 from agent.core.errors import DataError, LedgerlinkError, RuleError
 from agent.core.model import Actor, check_decimals
 from agent.core.retry import call
-from agent.state import StateStore
+from agent.state import StateStore, audit
 from agent.state.schema import Row, payments, refunds
 from agent.state.store import utcnow
 from connectors.providers.contract import PayoutProvider, Provider, ProviderError, RefundStatus
@@ -31,6 +36,7 @@ from postings.outbox import enqueue_refund, refund_room
 log = logging.getLogger("ledgerlink.refunds")
 
 REQUESTED = "requested"  # recorded, the provider not yet known to have it
+RESUMER = Actor("job", "refunds")  # who finishes a refund left requested
 
 
 @dataclass(frozen=True)
@@ -99,13 +105,17 @@ class Refunds:
 
     def refund(self, payment: str, amount: Decimal | None, reason: str, actor: Actor) -> RefundView:
         """Refund ``amount`` (None: all that is left) of a confirmed payment, by its id or provider ref."""
-        return self._complete(self.request(payment, amount, reason, actor))
+        return self._complete(self.request(payment, amount, reason, actor), actor)
 
     def request(self, payment: str, amount: Decimal | None, reason: str, actor: Actor) -> str:
         """Check and record a refund as requested, in one transaction; returns its id (``resume`` finishes it)."""
-        if not reason.strip():
+        with audit.attempt(self.store, actor, "refund.request", "payment", payment,
+                           before={"amount": amount, "reason": reason}) as act:
+            return self._request(payment, amount, reason.strip(), actor, act)
+
+    def _request(self, payment: str, amount: Decimal | None, reason: str, actor: Actor, act: audit.Attempt) -> str:
+        if not reason:
             raise RuleError("say why the payment is refunded (--reason)")
-        reason = reason.strip()
         with self.store.begin() as conn:
             row = conn.execute(select(payments).where(or_(payments.c.id == payment, payments.c.payment_ref == payment))
                                .with_for_update()).mappings().first()
@@ -121,35 +131,49 @@ class Refunds:
                 id=refund_id, payment_id=row["id"], amount=wanted, currency=row["currency"], reason=reason,
                 actor=str(actor), status=REQUESTED, idempotency_key=f"ledgerlink-refund-{refund_id}",
                 created_at=now, updated_at=now))
+            act.target("refund", refund_id)
+            act.record(conn, before={"payment": row["payment_ref"], "paid": row["amount"],
+                                     "refunded": refunded(conn, row["id"]) - wanted},
+                       after={"payment": row["payment_ref"], "amount": wanted, "currency": row["currency"],
+                              "reason": reason, "status": REQUESTED})
         log.info("refund %s of %s %s on payment %s requested by %s", refund_id, wanted, row["currency"],
                  row["payment_ref"], actor)
         return refund_id
 
-    def _complete(self, refund_id: str) -> RefundView:
+    def _complete(self, refund_id: str, actor: Actor) -> RefundView:
         """Ask the provider (idempotently) and record its answer with the reversal; TransientError leaves the
         refund requested, for ``resume``."""
         row = self._get(refund_id)
         provider = self.providers(row["account"])
         if not isinstance(provider, PayoutProvider):
-            self._fail(refund_id, f"{provider.name} cannot refund through Ledgerlink")
+            self._fail(refund_id, f"{provider.name} cannot refund through Ledgerlink", actor)
             raise RuleError(f"account {row['account']!r} uses {provider.name}, which cannot refund through Ledgerlink")
         try:
             result = call(provider.refund, row["payment_ref"], row["amount"], row["currency"], row["reason"],
                           row["idempotency_key"], attempts=self.attempts, initial=self.retry_initial)
         except ProviderError as exc:
-            self._fail(refund_id, str(exc))
+            self._fail(refund_id, str(exc), actor)
             raise RuleError(f"{provider.name} refused the refund: {exc}") from None
         with self.store.begin() as conn:
             done = conn.execute(update(refunds).where(refunds.c.id == refund_id, refunds.c.status == REQUESTED)
                                 .values(status=result.status.value, provider_ref=result.ref, updated_at=utcnow()))
             if done.rowcount and result.status is not RefundStatus.FAILED:
                 enqueue_refund(conn, row["payment_id"], refund_id, row["amount"], f"refunded: {row['reason']}")
+            if done.rowcount:
+                failed = result.status is RefundStatus.FAILED
+                audit.record(conn, actor, "refund.complete", "refund", refund_id, before={"status": REQUESTED},
+                             after={"status": result.status.value, "provider_ref": result.ref},
+                             outcome="failed" if failed else "ok", error="the provider failed it" if failed else None)
         return _view(self._get(refund_id))
 
-    def _fail(self, refund_id: str, error: str) -> None:
+    def _fail(self, refund_id: str, error: str, actor: Actor) -> None:
+        """The provider refused: the refund failed, and that is its one failed entry."""
         with self.store.begin() as conn:
-            conn.execute(update(refunds).where(refunds.c.id == refund_id, refunds.c.status == REQUESTED)
-                         .values(status=RefundStatus.FAILED.value, error=error, updated_at=utcnow()))
+            done = conn.execute(update(refunds).where(refunds.c.id == refund_id, refunds.c.status == REQUESTED)
+                                .values(status=RefundStatus.FAILED.value, error=error, updated_at=utcnow()))
+            if done.rowcount:
+                audit.record(conn, actor, "refund.complete", "refund", refund_id, before={"status": REQUESTED},
+                             after={"status": RefundStatus.FAILED.value}, outcome="failed", error=error)
 
     def _get(self, refund_id: str) -> Row:
         with self.store.read() as conn:
@@ -166,7 +190,7 @@ class Refunds:
         finished = 0
         for refund_id in waiting:
             try:
-                self._complete(refund_id)
+                self._complete(refund_id, RESUMER)
                 finished += 1
             except LedgerlinkError as exc:
                 log.warning("refund %s: %s", refund_id, exc)

@@ -3,7 +3,9 @@
 Roles: ``clerk`` (search, links, bulk, postings to read) and ``admin`` (everything). Session and API tokens are
 256-bit random strings, kept as SHA-256 hashes only (argon2 is for guessable passwords; a random token needs no
 stretching, and every request looks one up). Sessions live in the store, so a restart signs nobody out; they end
-``SESSION_HOURS`` after sign-in. A disabled person's sessions and tokens stop working at once.
+``SESSION_HOURS`` after sign-in. A disabled person's sessions and tokens stop working at once. Every change to a
+person or a token is an audit entry in its own transaction (a refused one too), naming the role, whether they are
+enabled and the token's id and label, never a password, hash or token.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Row
 
 from agent.core.errors import RuleError
-from agent.state import throttle
+from agent.core.model import Actor
+from agent.state import audit, throttle
 from agent.state.schema import api_tokens, user_sessions, users
 from agent.state.store import StateStore, utcnow
 
@@ -67,6 +70,12 @@ def _user(row: Row[Any]) -> User:
     return User(m["name"], m["role"], m["password_hash"] is not None, m["created_at"], m["disabled_at"])
 
 
+def audited(user: User) -> dict[str, object]:
+    """A person as the audit trail keeps them: no password, only how they sign in."""
+    return {"role": user.role, "enabled": user.disabled_at is None,
+            "sign_in": "password" if user.has_password else "link only"}
+
+
 def get(conn: Connection, name: str) -> User | None:
     row = conn.execute(select(users).where(users.c.name == name.strip().lower())).first()
     return None if row is None else _user(row)
@@ -79,17 +88,21 @@ def existing(conn: Connection, name: str) -> User:
     return found
 
 
-def add(store: StateStore, name: str, role: str, password: str | None) -> User:
+def add(store: StateStore, actor: Actor, name: str, role: str, password: str | None) -> User:
     """A new person; without a password they can sign in only through a one-time link."""
-    clean = valid_name(name)
-    if role not in ROLES:
-        raise RuleError(f"role {role!r}: use one of {', '.join(ROLES)}")
-    hashed = None if password is None else _password_hash(password)
-    with store.begin() as conn:
-        if get(conn, clean) is not None:
-            raise RuleError(f"user {clean!r} already exists; 'ledgerlink users reset {clean}' sets a new password")
-        conn.execute(users.insert().values(name=clean, role=role, password_hash=hashed, created_at=utcnow()))
-        return existing(conn, clean)
+    with audit.attempt(store, actor, "user.add", "user", name.strip().lower()) as act:
+        clean = valid_name(name)
+        if role not in ROLES:
+            raise RuleError(f"role {role!r}: use one of {', '.join(ROLES)}")
+        hashed = None if password is None else _password_hash(password)
+        with store.begin() as conn:
+            if get(conn, clean) is not None:
+                raise RuleError(f"user {clean!r} already exists; 'ledgerlink users reset {clean}' sets a new "
+                                "password")
+            conn.execute(users.insert().values(name=clean, role=role, password_hash=hashed, created_at=utcnow()))
+            user = existing(conn, clean)
+            act.record(conn, after=audited(user))
+            return user
 
 
 def listed(store: StateStore) -> list[User]:
@@ -117,7 +130,7 @@ def link_user(store: StateStore, name: str | None) -> str:
     return admins[0]
 
 
-def ensure_first_admin(store: StateStore) -> bool:
+def ensure_first_admin(store: StateStore, actor: Actor) -> bool:
     """On a home with nobody in it, the user ``admin`` (no password: the sign-in link signs it in). True if made."""
     with store.read() as conn:  # read first: a write transaction with nothing to write still claims the store
         if conn.execute(select(func.count()).select_from(users)).scalar():
@@ -126,30 +139,35 @@ def ensure_first_admin(store: StateStore) -> bool:
         if conn.execute(select(func.count()).select_from(users)).scalar():
             return False
         conn.execute(users.insert().values(name=FIRST_ADMIN, role="admin", created_at=utcnow()))
+        audit.record(conn, actor, "user.add", "user", FIRST_ADMIN, after=audited(existing(conn, FIRST_ADMIN)))
         return True
 
 
-def disable(store: StateStore, name: str) -> None:
+def disable(store: StateStore, actor: Actor, name: str) -> None:
     """Sign the person out everywhere and refuse their tokens; the last active admin cannot be disabled."""
-    with store.begin() as conn:
+    with audit.attempt(store, actor, "user.disable", "user", name.strip().lower()) as act, store.begin() as conn:
         user = existing(conn, name)
         if user.role == "admin" and active_admins(conn) == [user.name]:
             raise RuleError(f"{user.name!r} is the only active admin; add another admin first")
         conn.execute(update(users).where(users.c.name == user.name).values(disabled_at=utcnow()))
         conn.execute(delete(user_sessions).where(user_sessions.c.user_name == user.name))
+        act.record(conn, before=audited(user), after={"enabled": False})
 
 
-def reset(store: StateStore, name: str, password: str | None) -> User:
+def reset(store: StateStore, actor: Actor, name: str, password: str | None) -> User:
     """Lift a lock-out, enable the person again and, given one, set a new password."""
-    with store.begin() as conn:
+    with audit.attempt(store, actor, "user.reset", "user", name.strip().lower()) as act, store.begin() as conn:
         user = existing(conn, name)
         values: dict[str, object] = {"disabled_at": None}
         if password is not None:
             values["password_hash"] = _password_hash(password)
             conn.execute(delete(user_sessions).where(user_sessions.c.user_name == user.name))
         conn.execute(update(users).where(users.c.name == user.name).values(**values))
+        after = dataclasses.replace(user, disabled_at=None, has_password=user.has_password or password is not None)
+        act.record(conn, before=audited(user), after={
+            **audited(after), "changed": "new password set" if password is not None else "unlocked only"})
     throttle.cleared(store, throttle.name_key(user.name))
-    return dataclasses.replace(user, disabled_at=None, has_password=user.has_password or password is not None)
+    return after
 
 
 def check_password(store: StateStore, name: str, password: str) -> User | None:
@@ -184,28 +202,32 @@ def close_session(store: StateStore, token: str) -> None:
         conn.execute(delete(user_sessions).where(user_sessions.c.token_hash == token_hash(token)))
 
 
-def new_token(store: StateStore, name: str, label: str) -> tuple[int, str]:
+def new_token(store: StateStore, actor: Actor, name: str, label: str) -> tuple[int, str]:
     """A personal API token for an active person: its id (to revoke it) and the token, which only this shows."""
     token = secrets.token_urlsafe(32)
-    with store.begin() as conn:
+    with audit.attempt(store, actor, "token.create", "user", name.strip().lower()) as act, store.begin() as conn:
         user = existing(conn, name)
         if user.disabled_at is not None:
             raise RuleError(f"{user.name!r} is disabled; 'ledgerlink users reset {user.name}' enables them again")
         key = conn.execute(api_tokens.insert().values(token_hash=token_hash(token), user_name=user.name,
                                                       label=label, created_at=utcnow())).inserted_primary_key
-    assert key is not None, "an INSERT's result has the new row's key"
+        assert key is not None, "an INSERT's result has the new row's key"
+        act.target("token", str(key[0]))
+        act.record(conn, after={"owner": user.name, "label": label})
     return int(key[0]), token
 
 
-def revoke_token(store: StateStore, ident: int) -> str:
+def revoke_token(store: StateStore, actor: Actor, ident: int) -> str:
     """Revoke token ``ident``; the name of its owner."""
-    with store.begin() as conn:
-        owner = conn.execute(select(api_tokens.c.user_name).where(api_tokens.c.id == ident,
-                                                                  api_tokens.c.revoked_at.is_(None))).scalar()
-        if owner is None:
+    with audit.attempt(store, actor, "token.revoke", "token", str(ident)) as act, store.begin() as conn:
+        row = conn.execute(select(api_tokens.c.user_name, api_tokens.c.label).where(
+            api_tokens.c.id == ident, api_tokens.c.revoked_at.is_(None))).mappings().first()
+        if row is None:
             raise RuleError(f"no active API token {ident}; 'ledgerlink api token --list' shows them")
         conn.execute(update(api_tokens).where(api_tokens.c.id == ident).values(revoked_at=utcnow()))
-    return str(owner)
+        act.record(conn, before={"owner": row["user_name"], "label": row["label"], "revoked": False},
+                   after={"revoked": True})
+    return str(row["user_name"])
 
 
 def tokens(store: StateStore) -> list[dict[str, object]]:
@@ -230,13 +252,16 @@ def holder(store: StateStore, token: str) -> User | None:
     return user if user is not None and user.disabled_at is None else None
 
 
-def adopt_token(store: StateStore, token: str, name: str, role: str, label: str) -> bool:
+def adopt_token(store: StateStore, actor: Actor, token: str, name: str, role: str, label: str) -> bool:
     """Keep a token made elsewhere (an old shared one) working as ``name``'s, making that person if need be."""
     with store.begin() as conn:
         if conn.execute(select(api_tokens.c.id).where(api_tokens.c.token_hash == token_hash(token))).first():
             return False
         if get(conn, name) is None:
             conn.execute(users.insert().values(name=name, role=role, created_at=utcnow()))
-        conn.execute(api_tokens.insert().values(token_hash=token_hash(token), user_name=name, label=label,
-                                                created_at=utcnow()))
+            audit.record(conn, actor, "user.add", "user", name, after=audited(existing(conn, name)))
+        key = conn.execute(api_tokens.insert().values(token_hash=token_hash(token), user_name=name, label=label,
+                                                      created_at=utcnow())).inserted_primary_key
+        assert key is not None, "an INSERT's result has the new row's key"
+        audit.record(conn, actor, "token.adopt", "token", str(key[0]), after={"owner": name, "label": label})
     return True

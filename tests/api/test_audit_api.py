@@ -32,7 +32,7 @@ def client(tmp_path: Path) -> Iterator[tuple[httpx.Client, dict[str, str], Runti
     rt.links.retry_initial = 0.01
     Syncer(rt.store, rt.connector).sync()
     server = api.serve_api(rt, "127.0.0.1", 0)
-    clerk, admin = bearer(rt.store, "clerk"), bearer(rt.store, "admin")
+    clerk, admin = bearer(rt.store, "clerk"), bearer(rt.store, "admin")  # made by cli:test-setup, audited
     http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {clerk}"}, timeout=10)
     try:
         yield http, {"Authorization": f"Bearer {admin}"}, rt
@@ -53,6 +53,10 @@ def test_a_clerk_token_gets_403_on_every_audit_route(client: tuple[httpx.Client,
 def test_link_history_is_worded_and_the_admin_reads_the_whole_trail(
         client: tuple[httpx.Client, dict[str, str], Runtime]) -> None:
     http, admin, rt = client
+    with rt.store.read() as conn:  # the first admin, the test's clerk, the admin's password and their tokens
+        setup = [(e.actor, e.action) for e in audit.entries(conn)]
+    assert sorted(setup) == [("cli:test-setup", "token.create")] * 2 + [
+        ("cli:test-setup", "user.add"), ("cli:test-setup", "user.reset"), ("system:first-run", "user.add")]
     link = http.post("/links", json={"matter": MATTER}).json()
     assert http.post(f"/links/{link['id']}/cancel", json={"reason": "client asked"}).status_code == 200
     history = http.get(f"/links/{link['id']}/history").json()
@@ -65,11 +69,11 @@ def test_link_history_is_worded_and_the_admin_reads_the_whole_trail(
     assert last["what"].startswith("Cancelled: failed (") and last["outcome"] == "failed"
     trail = http.get("/audit", headers=admin, params={"object": f"link:{link['id']}"}).json()
     assert [t["seq"] for t in trail] == [h["seq"] for h in http.get(f"/links/{link['id']}/history").json()]
-    assert http.get("/audit/verify", headers=admin).json() == {"count": 3, "intact": True, "bad_entry": None,
-                                                               "problem": None}
+    assert http.get("/audit/verify", headers=admin).json() == {"count": 3 + len(setup), "intact": True,
+                                                               "bad_entry": None, "problem": None}
     book = load_workbook(BytesIO(http.get("/audit/export", headers=admin).content))
     assert [c.value for c in book.active[1]][:4] == ["Entry", "When", "Who", "Action"]
-    assert book.active.max_row == 4
+    assert book.active.max_row == 4 + len(setup)
     with rt.store.begin() as conn:  # a job's entry reads as the job
         audit.record(conn, Actor("job", "reminders"), "link.email", "link", link["id"],
                      after={"recipient": "ada@example.com"})

@@ -30,6 +30,7 @@ from console_support import (
 from openpyxl import load_workbook
 from tests_support import PASSWORD, STAFF, person
 
+from agent.core.model import Actor
 from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
 from agent.service.loop import poll_payments
@@ -589,5 +590,5 @@ def test_payouts_page_the_client_money_banner_and_the_admin_refund(page: Any, ag
         expect(page.locator("#notice")).to_contain_text("succeeded at the provider")
         assert [r.actor for r in agent.rt.refunds.listing()] == ["user:admin"]
     finally:
-        agent.rt.payouts.clear(breach.payout_id, "transferred in the test")
+        agent.rt.payouts.clear(Actor("user", "admin"), breach.payout_id, "transferred in the test")
         SandboxProvider(agent.rt.settings.accounts["trust"], None, home=str(agent.home))

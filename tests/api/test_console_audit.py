@@ -54,7 +54,7 @@ def test_the_popup_shows_who_did_what_and_only_an_admin_reads_the_trail(page: An
     expect(page.locator("#audit-list")).to_have_count(0)
 
     admin = new_page(browser)
-    sign_in(admin, agent, agent.admin_token)
+    sign_in(admin, agent, "admin")
     go(admin, agent, "audit")
     expect(admin.locator("#audit-chain")).to_have_text(re.compile(r"^\d+ entries, chain intact\.$"))
     rows = admin.locator(f'#audit-list tbody tr:has-text("link:{link.id}")')

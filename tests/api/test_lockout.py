@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import or_, update
-from tests_support import PASSWORD, person
+from tests_support import PASSWORD, SETUP, person
 
 from agent.api.app import ApiServer, serve_api
 from agent.api.auth import settle_users
@@ -103,7 +103,7 @@ def test_a_disabled_person_is_signed_out_and_cannot_sign_in(served: tuple[Runtim
     rt, server = served
     person(rt.store, "jo", "clerk")
     session = sign_in(server, "jo", PASSWORD).json()["token"]
-    users.disable(rt.store, "jo")
+    users.disable(rt.store, SETUP, "jo")
     assert httpx.get(f"{server.url}/status", headers={"Authorization": f"Bearer {session}"}).status_code == 401
     assert sign_in(server, "jo", PASSWORD).status_code == 401
 

@@ -29,7 +29,7 @@ PUBLIC = {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET"
           ("GET", "/console/login"), ("POST", "/console/sign-in"), ("GET", "/console/static")}
 ADMIN = {("GET", "/settings/accounts/{name}"), ("PUT", "/settings/accounts/{name}"),
          ("POST", "/postings/{posting_id}/reallocate"), ("POST", "/postings/{posting_id}/remove"),
-         ("POST", "/payments/{payment}/refund")}
+         ("POST", "/payments/{payment}/refund"), ("GET", "/audit"), ("GET", "/audit/verify"), ("GET", "/audit/export")}
 CLERK = {
     ("GET", "/status"), ("GET", "/matters"), ("GET", "/matters/{ref}"), ("GET", "/links"), ("POST", "/links"),
     ("POST", "/links/quick"), ("GET", "/links/{link_id}"), ("POST", "/links/{link_id}/cancel"),
@@ -39,7 +39,8 @@ CLERK = {
     ("GET", "/console-info"), ("GET", "/link-delivery"), ("GET", "/accounts"), ("GET", "/manage-postings"),
     ("GET", "/sent-pages"), ("GET", "/sent-pages/export"), ("GET", "/bulk/template"), ("POST", "/bulk/review"),
     ("POST", "/bulk/links"), ("POST", "/console/sign-out"), ("GET", "/payouts"), ("GET", "/payouts/breaches"),
-    ("GET", "/payouts/{payout}"), ("GET", "/refunds"),
+    ("GET", "/payouts/{payout}"), ("GET", "/refunds"), ("GET", "/links/{link_id}/history"),
+    ("GET", "/postings/{posting_id}/history"),
 }
 PARAMS = {"name": "operating", "ref": "M-2026-0010", "link_id": "lnk_x", "posting_id": "1",
           "collection_id": "col_x", "payout": "po_x", "payment": "pay_x"}

@@ -12,6 +12,7 @@ from crash_worker import drive, outbox_states, read_firm, refund_states, seed_cr
 from fakes.gocardless_api import FakeGoCardless
 from fakes.stripe_api import FakeStripe
 
+from agent.state import StateStore, audit
 from connectors.testkit.databases import TempDatabase
 
 PAYMENTS = int(os.environ.get("LEDGERLINK_TEST_CRASH_PAYMENTS", "600"))  # enough work to land 50 kills
@@ -71,6 +72,17 @@ def test_refund_and_reversal_exactly_once_under_sigkill(any_db: TempDatabase, tm
     assert sum(firm.receipts.values()) == paid - sum(refunded.values())
     assert sum(balances.values()) - sum(firm.balances.values()) == paid - sum(refunded.values())
     assert outbox_states(state_url) == {"posted": payments + len(refunded)}
+    with sqlite3.connect(tmp_path / "state.db") as conn:  # the audit trail: one request and one answer each
+        entries = conn.execute("SELECT action, object_id, COUNT(*) FROM audit_log WHERE action LIKE 'refund.%' "
+                               "GROUP BY action, object_id").fetchall()
+    assert sorted(entries) == sorted([("refund.request", r, 1) for r in refunded] +
+                                     [("refund.complete", r, 1) for r in refunded])
+    store = StateStore(state_url)
+    try:
+        with store.read() as state:
+            assert audit.verify(state).intact
+    finally:
+        store.close()
 
 
 @pytest.mark.timeout(180)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from agent.core.errors import RuleError
+from agent.core.model import Actor
 from agent.state import StateStore, throttle, users
 from agent.state.schema import sign_in_failures, user_sessions
 from agent.state.schema import users as users_table
@@ -16,6 +17,7 @@ from agent.state.signin import new_code, redeem
 from connectors.testkit.databases import TempDatabase
 
 PASSWORD = "a long enough password"
+ADMIN, FIRST_RUN = Actor("user", "boss"), Actor("system", "first-run")
 
 
 @pytest.fixture
@@ -26,8 +28,9 @@ def store(tmp_path: Path) -> StateStore:
 def test_people_sessions_and_tokens_on_every_state_database(any_db: TempDatabase) -> None:
     store = StateStore(any_db.url.render_as_string(hide_password=False))
     try:
-        assert users.ensure_first_admin(store) and not users.ensure_first_admin(store)  # once, on an empty home
-        clerk = users.add(store, "Jo.Smith@firm", "clerk", PASSWORD)
+        made = users.ensure_first_admin(store, FIRST_RUN)
+        assert made and not users.ensure_first_admin(store, FIRST_RUN)  # once, on an empty home
+        clerk = users.add(store, ADMIN, "Jo.Smith@firm", "clerk", PASSWORD)
         assert (clerk.name, clerk.role, clerk.has_password) == ("jo.smith@firm", "clerk", True)
         with store.read() as conn:
             stored = conn.execute(select(users_table.c.password_hash).where(users_table.c.name == clerk.name)).scalar()
@@ -38,7 +41,7 @@ def test_people_sessions_and_tokens_on_every_state_database(any_db: TempDatabase
         assert users.check_password(store, "admin", "") is None  # no password: only a sign-in link
 
         session = users.open_session(store, clerk.name)
-        ident, token = users.new_token(store, clerk.name, "matter software")
+        ident, token = users.new_token(store, ADMIN, clerk.name, "matter software")
         with store.read() as conn:
             hashes = [*conn.execute(select(user_sessions.c.token_hash)).scalars()]
         assert session not in hashes and users.token_hash(session) in hashes  # only the hash is kept
@@ -48,14 +51,14 @@ def test_people_sessions_and_tokens_on_every_state_database(any_db: TempDatabase
         code = new_code(store, "admin")
         assert redeem(store, code) == "admin" and redeem(store, code) is None
 
-        users.disable(store, clerk.name)
+        users.disable(store, ADMIN, clerk.name)
         assert users.holder(store, session) is None and users.holder(store, token) is None
-        users.reset(store, clerk.name, None)
+        users.reset(store, ADMIN, clerk.name, None)
         assert users.holder(store, token) == clerk and users.holder(store, session) is None  # signed out for good
-        assert users.revoke_token(store, ident) == clerk.name
+        assert users.revoke_token(store, ADMIN, ident) == clerk.name
         assert users.holder(store, token) is None
         with pytest.raises(RuleError, match="no active API token"):
-            users.revoke_token(store, ident)
+            users.revoke_token(store, ADMIN, ident)
     finally:
         store.close()
 
@@ -63,7 +66,7 @@ def test_people_sessions_and_tokens_on_every_state_database(any_db: TempDatabase
 def test_sessions_survive_a_restart_and_end_when_they_expire(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     first = StateStore(url)
-    users.add(first, "jo", "clerk", PASSWORD)
+    users.add(first, ADMIN, "jo", "clerk", PASSWORD)
     session = users.open_session(first, "jo")
     first.close()
     again = StateStore(url)  # the agent restarted
@@ -74,22 +77,22 @@ def test_sessions_survive_a_restart_and_end_when_they_expire(tmp_path: Path) -> 
 
 
 def test_mistakes_are_refused_with_the_fix(store: StateStore) -> None:
-    users.add(store, "boss", "admin", PASSWORD)
+    users.add(store, ADMIN, "boss", "admin", PASSWORD)
     for call, message in (
-            (lambda: users.add(store, "boss", "clerk", PASSWORD), "already exists"),
-            (lambda: users.add(store, "with space", "clerk", PASSWORD), "user name 'with space'"),
-            (lambda: users.add(store, "jo", "partner", PASSWORD), "role 'partner': use one of clerk, admin"),
-            (lambda: users.add(store, "jo", "clerk", "short"), "at least 10 characters"),
-            (lambda: users.disable(store, "boss"), "only active admin"),
-            (lambda: users.reset(store, "ghost", PASSWORD), "no user 'ghost'"),
+            (lambda: users.add(store, ADMIN, "boss", "clerk", PASSWORD), "already exists"),
+            (lambda: users.add(store, ADMIN, "with space", "clerk", PASSWORD), "user name 'with space'"),
+            (lambda: users.add(store, ADMIN, "jo", "partner", PASSWORD), "role 'partner': use one of clerk, admin"),
+            (lambda: users.add(store, ADMIN, "jo", "clerk", "short"), "at least 10 characters"),
+            (lambda: users.disable(store, ADMIN, "boss"), "only active admin"),
+            (lambda: users.reset(store, ADMIN, "ghost", PASSWORD), "no user 'ghost'"),
             (lambda: users.link_user(store, "ghost"), "no user 'ghost'")):
         with pytest.raises(RuleError, match=message):
             call()
     assert users.link_user(store, None) == "boss"
-    users.add(store, "second", "admin", None)
+    users.add(store, ADMIN, "second", "admin", None)
     with pytest.raises(RuleError, match=r"name the admin to sign in with --user \(boss, second"):
         users.link_user(store, None)
-    users.disable(store, "boss")  # another admin is left now
+    users.disable(store, ADMIN, "boss")  # another admin is left now
     assert users.link_user(store, None) == "second"
 
 
@@ -122,9 +125,9 @@ def test_one_address_trying_many_names_is_locked_out(store: StateStore) -> None:
 
 
 def test_reset_lifts_a_lock_out(store: StateStore) -> None:
-    users.add(store, "jo", "clerk", PASSWORD)
+    users.add(store, ADMIN, "jo", "clerk", PASSWORD)
     for _ in range(throttle.LOCK_AFTER["user"]):
         throttle.failed(store, throttle.keys("jo", "10.0.0.5"))
     assert throttle.waiting(store, [throttle.name_key("jo")])[1]
-    users.reset(store, "jo", None)
+    users.reset(store, ADMIN, "jo", None)
     assert throttle.waiting(store, [throttle.name_key("jo")]) == (0, False)

@@ -34,9 +34,12 @@ WORDS = {
     "collection.request": "Manual Direct Debit requested", "collection.cancel": "Collection cancelled",
     "mandate.setup": "Mandate set up", "account.change": "Account settings changed",
     "config.reload": "Configuration reloaded", "service.start": "Service started", "service.stop": "Service stopped",
-    # written by the staff users' and refunds' commands through audit.record
-    "user.add": "User added", "user.disable": "User disabled", "user.reset": "Password reset",
-    "user.token": "API token issued", "refund.create": "Refunded",
+    "user.add": "User added", "user.disable": "User disabled", "user.reset": "Enabled again or password reset",
+    "token.create": "API token issued", "token.revoke": "API token revoked",
+    "token.adopt": "Shared token of an earlier release kept as a personal one",
+    "refund.request": "Refund requested", "refund.complete": "Refund answered by the provider",
+    "payout.clear": "Client-money shortfall recorded as made good",
+    "secret.set": "Credential stored", "secret.delete": "Credential deleted",
 }
 
 
