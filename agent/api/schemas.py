@@ -14,6 +14,8 @@ from agent.core.addresses import check_email
 from agent.core.errors import DataError, RuleError
 from agent.core.model import to_decimal
 from agent.engine.links import Link
+from agent.engine.payouts import Breach, PayoutLine, PayoutView
+from agent.engine.refunds import RefundView
 
 
 def _money_in(value: Any) -> Decimal:
@@ -85,21 +87,22 @@ class StatementOut(Out):
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:
+    description = f.metadata.get("description")
     if f.default_factory is not dataclasses.MISSING:
-        return Field(default_factory=f.default_factory)
-    return ... if f.default is dataclasses.MISSING else f.default
+        return Field(default_factory=f.default_factory, description=description)
+    return Field(... if f.default is dataclasses.MISSING else f.default, description=description)
 
 
-def _link_schema() -> type[Out]:
-    """LinkOut is made from agent.engine.links.Link, so the engine's link and the API's cannot drift apart."""
-    hints = get_type_hints(Link)
-    fields: dict[str, Any] = {f.name: (hints[f.name], _default(f)) for f in dataclasses.fields(Link)}
-    fields["existing"] = (bool, Field(False, description="True when the debt already had this link and no new one "
-                                                         "was made."))
-    return create_model("LinkOut", __base__=Out, **fields)
+def schema_of(name: str, source: type, **extra: Any) -> type[Out]:
+    """The API model of an engine dataclass, made from it (descriptions from its fields' metadata), so the engine's
+    record and the API's cannot drift apart; ``extra`` adds or replaces fields as (type, Field)."""
+    hints = get_type_hints(source)
+    fields: dict[str, Any] = {f.name: (hints[f.name], _default(f)) for f in dataclasses.fields(source)}
+    return create_model(name, __base__=Out, **{**fields, **extra})
 
 
-LinkOut = _link_schema()
+LinkOut = schema_of("LinkOut", Link, existing=(bool, Field(
+    False, description="True when the debt already had this link and no new one was made.")))
 
 
 def link_out(link: Link) -> Out:
@@ -224,59 +227,12 @@ class RetriedOut(Out):
     retried: int
 
 
-class PayoutLineOut(Out):
-    kind: str = Field(description="payment, fee, refund, chargeback or adjustment")
-    amount: Decimal = Field(description="Signed: what it adds to the bank credit.")
-    payment_ref: str | None
-    ref: str
-    raw_type: str
-    refund: str | None = Field(None, description="Our refund id, who asked and why, for a refund item.")
-
-
-class PayoutOut(Out):
-    id: str
-    account: str
-    account_kind: str
-    provider: str
-    payout_ref: str
-    amount: Decimal = Field(description="What reached the firm's bank account.")
-    currency: str
-    status: str
-    created_at: dt.datetime
-    arrival_date: dt.date | None
-    bank_reference: str
-    items_total: Decimal
-    fees: Decimal
-    shortfall: Decimal | None = Field(description="Trust payouts: fees taken from client money.")
-    breach_cleared_at: dt.datetime | None
-    adds_up: bool = Field(description="Whether the items add up to the bank amount to the penny.")
-    items: list[PayoutLineOut] = Field(default_factory=list)
-
-
-class BreachOut(Out):
-    payout_id: str
-    payout_ref: str
-    account: str
-    fees_account: str
-    amount: Decimal = Field(description="What to transfer from fees_account to account.")
-    currency: str
-    created_at: dt.datetime
-    message: str
-
-
-class RefundOut(Out):
-    id: str
-    payment_id: str
-    payment_ref: str
-    account: str
-    amount: Decimal
-    currency: str
-    reason: str
-    actor: str
-    status: str = Field(description="requested, pending, succeeded or failed")
-    provider_ref: str | None
-    error: str | None
-    created_at: dt.datetime
+PayoutLineOut = schema_of("PayoutLineOut", PayoutLine)
+PayoutOut = schema_of("PayoutOut", PayoutView, adds_up=(bool, Field(
+    description="Whether the items add up to the bank amount to the penny.")),
+    items=(list[PayoutLineOut], Field(default_factory=list)))  # type: ignore[valid-type]
+BreachOut = schema_of("BreachOut", Breach, message=(str, ...))
+RefundOut = schema_of("RefundOut", RefundView)
 
 
 class RefundIn(BaseModel):

@@ -47,7 +47,7 @@ class Breach:
     payout_ref: str
     account: str
     fees_account: str
-    amount: Decimal
+    amount: Decimal = field(metadata={"description": "What to transfer from fees_account to account."})
     currency: str
     created_at: dt.datetime
 
@@ -60,12 +60,13 @@ class Breach:
 
 @dataclass(frozen=True)
 class PayoutLine:
-    kind: str
-    amount: Decimal
+    kind: str = field(metadata={"description": "payment, fee, refund, chargeback or adjustment"})
+    amount: Decimal = field(metadata={"description": "Signed: what it adds to the bank credit."})
     payment_ref: str | None
     ref: str
     raw_type: str
-    refund: str | None = None  # our refund id and who asked, for a refund item
+    refund: str | None = field(default=None, metadata={
+        "description": "Our refund id, who asked and why, for a refund item."})
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class PayoutView:
     account_kind: str
     provider: str
     payout_ref: str
-    amount: Decimal
+    amount: Decimal = field(metadata={"description": "What reached the firm's bank account."})
     currency: str
     status: str
     created_at: dt.datetime
@@ -83,7 +84,7 @@ class PayoutView:
     bank_reference: str
     items_total: Decimal
     fees: Decimal
-    shortfall: Decimal | None
+    shortfall: Decimal | None = field(metadata={"description": "Trust payouts: fees taken from client money."})
     breach_cleared_at: dt.datetime | None
     items: list[PayoutLine] = field(default_factory=list)
 

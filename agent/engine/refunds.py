@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from sqlalchemy import Connection, or_, select, update
@@ -49,7 +49,7 @@ class RefundView:
     currency: str
     reason: str
     actor: str
-    status: str
+    status: str = field(metadata={"description": "requested, pending, succeeded or failed"})
     provider_ref: str | None
     error: str | None
     created_at: dt.datetime

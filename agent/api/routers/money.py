@@ -18,17 +18,17 @@ from agent.engine.payouts import PayoutView
 router = APIRouter(tags=["payouts"])
 
 
-def _payout(p: PayoutView) -> PayoutOut:
+def _payout(p: PayoutView) -> Any:
     return PayoutOut(**dataclasses.asdict(p), adds_up=p.adds_up)
 
 
-@router.get("/payouts", response_model=list[PayoutOut])
+@router.get("/payouts", response_model=list[PayoutOut])  # type: ignore[valid-type]
 def list_payouts(rt: RuntimeDep, account: Annotated[str | None, Query()] = None) -> list[Any]:
     """Newest first, each with whether its items add up to the bank amount."""
     return [_payout(p) for p in rt.payouts.listing(account)]
 
 
-@router.get("/payouts/breaches", response_model=list[BreachOut])
+@router.get("/payouts/breaches", response_model=list[BreachOut])  # type: ignore[valid-type]
 def breaches(rt: RuntimeDep) -> list[Any]:
     """Fees taken from client money and not yet cleared, each with the transfer that makes it good."""
     return [BreachOut(**dataclasses.asdict(b), message=b.message) for b in rt.payouts.breaches()]
@@ -40,7 +40,7 @@ def get_payout(rt: RuntimeDep, payout: str) -> Any:
     return _payout(rt.payouts.show(payout))
 
 
-@router.get("/refunds", response_model=list[RefundOut])
+@router.get("/refunds", response_model=list[RefundOut])  # type: ignore[valid-type]
 def list_refunds(rt: RuntimeDep, payment: Annotated[str | None, Query()] = None) -> list[Any]:
     return [RefundOut(**dataclasses.asdict(r)) for r in rt.refunds.listing(payment)]
 
