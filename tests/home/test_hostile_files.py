@@ -147,8 +147,10 @@ def test_watcher_survives_an_unforeseen_error_and_a_dead_reload_thread(rt: Runti
             m.setattr(reload, "load_settings", broken)
             assert watcher.reload() is False
         assert "RuntimeError: disk on fire" in rt.store.component_status()[COMPONENT]["last_error"]
-        watcher._stop.set()  # simulate the debounce thread dying
-        watcher._timer.join()
+        watcher._stop.set()  # simulate the debounce thread dying: it sleeps until an edit, so wake it to end
+        watcher._edited.set()
+        watcher._timer.join(timeout=10)
+        assert not watcher._timer.is_alive()
         watcher._stop.clear()
         assert watcher.ensure_alive()
         config = rt.settings.config_path

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Self
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -91,7 +91,7 @@ def _password(rt: Runtime, request: Request, name: str, password: str) -> User:
     return user
 
 
-@public.post("/console/sign-out", status_code=204)
+@public.post("/console/sign-out", status_code=204, response_class=Response, response_model=None)
 def sign_out(rt: RuntimeDep, _user: UserDep,
              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     """End this tab's session (an API token is not ended: revoke those with 'ledgerlink api token --revoke')."""
