@@ -18,6 +18,10 @@ from urllib.parse import parse_qs
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from tests_support import demo_runtime
+
+from agent.home.demo import init_home
+from agent.runtime import Runtime
 
 
 def free_port() -> int:
@@ -117,3 +121,21 @@ def configure(home: Path, smtp_port: int, sms_url: str | None = None, *, login: 
                   'from_number = "+447700900999"']
     with (home / "ledgerlink.toml").open("a", encoding="utf-8") as out:
         out.write("\n".join(lines) + "\n")
+
+
+@contextmanager
+def mail_home(home: Path) -> Iterator[tuple[Path, Mailbox, Gateway]]:
+    """A demo home whose settings point at a real SMTP server and the SMS gateway, both running."""
+    init_home(home)
+    with smtp_server() as (box, port), sms_server() as (gateway, url):
+        configure(home, port, url, login=True)
+        yield home, box, gateway
+
+
+@contextmanager
+def mail_runtime(home: Path) -> Iterator[Runtime]:
+    """demo_runtime on a mail_home, with the relay's and the gateway's secrets in the keyring."""
+    with demo_runtime(home) as runtime:
+        runtime.secrets.set("smtp-relay", "s3cret-relay")
+        runtime.secrets.set("sms-token", "tok-123")
+        yield runtime

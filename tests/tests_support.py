@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 
+from agent.api.app import ApiServer, serve_api
 from agent.core.model import Actor
+from agent.engine.sync import Syncer
+from agent.home.demo import init_home
+from agent.runtime import Runtime
 from agent.state import users
 from agent.state.store import StateStore
 from connectors.testkit.databases import in_ci
@@ -41,3 +49,29 @@ def bearer(store: StateStore, role: str = "clerk", name: str | None = None) -> s
 
 # The person the engine tests act as: the audit trail records every change under an actor.
 STAFF = Actor("user", "test-clerk")
+
+
+@contextmanager
+def demo_runtime(home: Path, *, sync: bool = True) -> Iterator[Runtime]:
+    """A runtime on the demo home at ``home`` (made unless it is there), links retrying at once, the mirror synced
+    first unless ``sync`` is False; closed afterwards."""
+    if not home.exists():
+        init_home(home)
+    runtime = Runtime.for_home(home)
+    runtime.links.retry_initial = 0.01
+    if sync:
+        Syncer(runtime.store, runtime.connector).sync()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+@contextmanager
+def api_server(runtime: Runtime) -> Iterator[ApiServer]:
+    """The HTTP API of ``runtime`` on a free port of 127.0.0.1, stopped afterwards."""
+    server = serve_api(runtime, "127.0.0.1", 0)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import or_, update
-from tests_support import PASSWORD, SETUP, person
+from tests_support import PASSWORD, SETUP, api_server, demo_runtime, person
 
 from agent.api.app import ApiServer, serve_api
 from agent.api.auth import settle_users
@@ -25,15 +25,8 @@ from agent.state.schema import sign_in_failures
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Runtime, ApiServer]]:
-    home = tmp_path / "home"
-    init_home(home)
-    rt = Runtime.for_home(home)
-    server = serve_api(rt, "127.0.0.1", 0)
-    try:
+    with demo_runtime(tmp_path / "home", sync=False) as rt, api_server(rt) as server:
         yield rt, server
-    finally:
-        server.stop()
-        rt.close()
 
 
 def sign_in(server: ApiServer, name: str, password: str) -> httpx.Response:

@@ -17,12 +17,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute, Mount, Route
-from tests_support import PASSWORD, bearer
+from tests_support import PASSWORD, bearer, demo_runtime
 
 from agent.api.app import create_app
 from agent.api.auth import ActorDep
-from agent.engine.sync import Syncer
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 
 PUBLIC = {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/console"), ("GET", "/console/"),
@@ -48,12 +46,8 @@ PARAMS = {"name": "operating", "ref": "M-2026-0010", "link_id": "lnk_x", "postin
 
 @pytest.fixture(scope="module")
 def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
-    home = tmp_path_factory.mktemp("roles") / "home"
-    init_home(home)
-    runtime = Runtime.for_home(home)
-    Syncer(runtime.store, runtime.connector).sync()
-    yield runtime
-    runtime.close()
+    with demo_runtime(tmp_path_factory.mktemp("roles") / "home") as runtime:
+        yield runtime
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,11 @@ import pytest
 from console_support import ARGS, CHROMIUM
 from playwright.sync_api import sync_playwright
 from sqlalchemy import update
-from tests_support import person, require
+from tests_support import api_server, demo_runtime, person, require
 
-from agent.api.app import ApiServer, serve_api
+from agent.api.app import ApiServer
 from agent.api.console import sign_in_url
 from agent.cli.main import main
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.state.schema import sign_in_codes
 from agent.state.signin import new_code, redeem
@@ -26,15 +25,8 @@ from agent.state.signin import new_code, redeem
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Runtime, ApiServer]]:
-    home = tmp_path / "home"
-    init_home(home)
-    rt = Runtime.for_home(home)
-    server = serve_api(rt, "127.0.0.1", 0)
-    try:
+    with demo_runtime(tmp_path / "home", sync=False) as rt, api_server(rt) as server:
         yield rt, server
-    finally:
-        server.stop()
-        rt.close()
 
 
 def test_a_code_signs_in_once_and_its_session_works(served: tuple[Runtime, ApiServer]) -> None:

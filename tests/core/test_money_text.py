@@ -16,15 +16,13 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests_support import bearer
+from tests_support import bearer, demo_runtime
 
 from agent.api import app as api
 from agent.core.errors import DataError
 from agent.core.model import AMOUNT_TEXT_LENGTH, MAX_INTEGER_DIGITS, to_decimal
 from agent.engine.bulk import TEMPLATE_HEADER, read_bulk
 from agent.engine.intake import process_request_table
-from agent.engine.sync import Syncer
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.state.types import DecimalText
 
@@ -101,13 +99,8 @@ def test_property_any_value_is_an_amount_that_fits_or_a_data_error(value: object
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
-    home = tmp_path / "home"
-    init_home(home)
-    runtime = Runtime.for_home(home)
-    runtime.links.retry_initial = 0.01
-    Syncer(runtime.store, runtime.connector).sync()
-    yield runtime
-    runtime.close()
+    with demo_runtime(tmp_path / "home") as runtime:
+        yield runtime
 
 
 def test_api_answers_a_decimal_comma_or_exponent_with_a_422(rt: Runtime) -> None:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from delivery_support import Gateway, Mailbox, configure, sms_server, smtp_server
+from delivery_support import Gateway, Mailbox, mail_home, mail_runtime
 
 from agent.core.errors import RuleError
 from agent.core.model import Actor
@@ -19,8 +19,6 @@ from agent.engine.configuration import change_account
 from agent.engine.export import AUDIT_COLUMNS
 from agent.engine.intake import InboxIntake
 from agent.engine.links import LinkRequest
-from agent.engine.sync import Syncer
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.state import audit
 from connectors.providers import sandbox
@@ -32,22 +30,14 @@ ALICE, BOB = Actor("user", "alice"), Actor("user", "bob")
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[tuple[Path, Mailbox, Gateway]]:
-    home = tmp_path / "home"
-    init_home(home)
-    with smtp_server() as (box, port), sms_server() as (gateway, url):
-        configure(home, port, url, login=True)
-        yield home, box, gateway
+    with mail_home(tmp_path / "home") as found:
+        yield found
 
 
 @pytest.fixture
 def rt(servers: tuple[Path, Mailbox, Gateway]) -> Iterator[Runtime]:
-    runtime = Runtime.for_home(servers[0])
-    runtime.links.retry_initial = 0.01
-    runtime.secrets.set("smtp-relay", "s3cret-relay")
-    runtime.secrets.set("sms-token", "tok-123")
-    Syncer(runtime.store, runtime.connector).sync()
-    yield runtime
-    runtime.close()
+    with mail_runtime(servers[0]) as runtime:
+        yield runtime
 
 
 def trail(rt: Runtime, since: int = 0) -> list[tuple[str, str, str, str]]:

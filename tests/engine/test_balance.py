@@ -3,16 +3,16 @@ moment between the write-back and the next sync (issue 13, item 1: reproduced on
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from tests_support import STAFF
+from tests_support import STAFF, demo_runtime
 
 from agent.core.errors import RuleError
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 from connectors.providers import sandbox
 
@@ -20,14 +20,9 @@ MATTER = "M-2026-0010"  # Okafor probate: INV-1001 (644.30) + INV-1002 (1443.75)
 
 
 @pytest.fixture
-def rt(tmp_path: Path) -> Runtime:
-    home = tmp_path / "home"
-    init_home(home)
-    runtime = Runtime.for_home(home)
-    runtime.links.retry_initial = 0.01
-    runtime.syncer.sync()
-    yield runtime
-    runtime.close()
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    with demo_runtime(tmp_path / "home") as runtime:
+        yield runtime
 
 
 def test_defaults_are_zero_the_moment_the_postings_are_posted(rt: Runtime) -> None:

@@ -10,14 +10,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from delivery_support import Gateway, Mailbox, configure, sms_server, smtp_server
+from delivery_support import Gateway, Mailbox, mail_home, mail_runtime
 from tests_support import STAFF
 
 from agent.cli.main import main
 from agent.core.errors import ConfigurationError, RuleError
 from agent.engine.links import LinkRequest
-from agent.engine.sync import Syncer
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 
 MATTER = "M-2026-0010"
@@ -25,22 +23,14 @@ MATTER = "M-2026-0010"
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[tuple[Path, Mailbox, Gateway]]:
-    home = tmp_path / "home"
-    init_home(home)
-    with smtp_server() as (box, port), sms_server() as (gateway, url):
-        configure(home, port, url, login=True)
-        yield home, box, gateway
+    with mail_home(tmp_path / "home") as found:
+        yield found
 
 
 @pytest.fixture
 def rt(servers: tuple[Path, Mailbox, Gateway]) -> Iterator[Runtime]:
-    runtime = Runtime.for_home(servers[0])
-    runtime.links.retry_initial = 0.01
-    runtime.secrets.set("smtp-relay", "s3cret-relay")
-    runtime.secrets.set("sms-token", "tok-123")
-    Syncer(runtime.store, runtime.connector).sync()
-    yield runtime
-    runtime.close()
+    with mail_runtime(servers[0]) as runtime:
+        yield runtime
 
 
 def quick(rt: Runtime, **extra: object) -> str:

@@ -4,30 +4,24 @@ from __future__ import annotations
 
 import csv
 import sqlite3
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from tests_support import STAFF
+from tests_support import STAFF, demo_runtime
 
 from agent.engine.intake import InboxIntake, process_request_table
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
-from agent.engine.sync import Syncer
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 from connectors.providers import sandbox
 
 
 @pytest.fixture
-def rt(tmp_path: Path) -> Runtime:
-    home = tmp_path / "home"
-    init_home(home)
-    runtime = Runtime.for_home(home)
-    runtime.links.retry_initial = 0.01
-    Syncer(runtime.store, runtime.connector).sync()
-    yield runtime
-    runtime.close()
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    with demo_runtime(tmp_path / "home") as runtime:
+        yield runtime
 
 
 def firm(rt: Runtime) -> sqlite3.Connection:

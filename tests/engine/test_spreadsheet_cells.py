@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
-from tests_support import STAFF, bearer
+from tests_support import STAFF, bearer, demo_runtime
 
 from agent.api import app as api
 from agent.cli.main import main
@@ -35,7 +35,6 @@ from agent.engine.export import (
 )
 from agent.engine.intake import InboxIntake, process_request_table
 from agent.engine.links import LinkRequest
-from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
 
@@ -45,13 +44,8 @@ NAMES = [EVIL, "+SUM(1,2)", "-2+3", "@cmd", "\tTAB", "\rCR", "Ada Lovelace"]
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
-    home = tmp_path / "home"
-    init_home(home)
-    runtime = Runtime.for_home(home)
-    runtime.links.retry_initial = 0.01
-    Syncer(runtime.store, runtime.connector).sync()
-    yield runtime
-    runtime.close()
+    with demo_runtime(tmp_path / "home") as runtime:
+        yield runtime
 
 
 def quick_links(rt: Runtime) -> None:

@@ -44,6 +44,20 @@ def test_exactly_once_under_sigkill(any_db: TempDatabase, tmp_path: Path) -> Non
     assert outbox_states(state_url) == {"posted": PAYMENTS}
 
 
+def assert_reversed_once(firm_url: str, state_url: str, balances: dict[str, int], paid: int, payments: int,
+                         refunded: dict[str, int]) -> None:
+    """The firm database holds each payment once and one reversal per refund, to the penny, with no duplicate
+    reference; every posting of the outbox is posted."""
+    firm = read_firm(firm_url)
+    assert firm.duplicates == 0
+    reversals = {ref: pence for ref, pence in firm.receipts.items() if ":R" in ref}
+    assert sorted(ref.rsplit(":R", 1)[1] for ref in reversals) == sorted(refunded)  # one reversal per refund
+    assert sum(reversals.values()) == -sum(refunded.values())
+    assert sum(firm.receipts.values()) == paid - sum(refunded.values())
+    assert sum(balances.values()) - sum(firm.balances.values()) == paid - sum(refunded.values())
+    assert outbox_states(state_url) == {"posted": payments + len(refunded)}
+
+
 @pytest.mark.timeout(180)
 def test_refund_and_reversal_exactly_once_under_sigkill(any_db: TempDatabase, tmp_path: Path) -> None:
     """Refunds left requested are finished by workers killed at random, some right after the provider refunded
@@ -64,14 +78,7 @@ def test_refund_and_reversal_exactly_once_under_sigkill(any_db: TempDatabase, tm
     with sqlite3.connect(sandbox_home / "sandbox.db") as conn:
         at_provider = conn.execute("SELECT idempotency_key, amount FROM refunds").fetchall()
     assert sorted(key for key, _ in at_provider) == sorted(f"ledgerlink-refund-{r}" for r in refunded)  # once each
-    firm = read_firm(any_db.url)
-    assert firm.duplicates == 0
-    reversals = {ref: pence for ref, pence in firm.receipts.items() if ":R" in ref}
-    assert sorted(ref.rsplit(":R", 1)[1] for ref in reversals) == sorted(refunded)  # one reversal per refund
-    assert sum(reversals.values()) == -sum(refunded.values())
-    assert sum(firm.receipts.values()) == paid - sum(refunded.values())
-    assert sum(balances.values()) - sum(firm.balances.values()) == paid - sum(refunded.values())
-    assert outbox_states(state_url) == {"posted": payments + len(refunded)}
+    assert_reversed_once(any_db.url, state_url, balances, paid, payments, refunded)
     with sqlite3.connect(tmp_path / "state.db") as conn:  # the audit trail: one request and one answer each
         entries = conn.execute("SELECT action, object_id, COUNT(*) FROM audit_log WHERE action LIKE 'refund.%' "
                                "GROUP BY action, object_id").fetchall()
@@ -109,13 +116,6 @@ def test_refund_and_reversal_exactly_once_under_sigkill_at_a_fake_provider(
         assert refund_states(state_url) == {answered: len(refunded)}
         at_provider = sorted(int(r["amount"]) for r in api.refunds.values())  # minor units at both
         assert at_provider == sorted(refunded.values())  # one refund each, of the amount asked
-        firm = read_firm(sqlite_db.url)
-        assert firm.duplicates == 0
-        reversals = {ref: pence for ref, pence in firm.receipts.items() if ":R" in ref}
-        assert sorted(ref.rsplit(":R", 1)[1] for ref in reversals) == sorted(refunded)  # one reversal per refund
-        assert sum(reversals.values()) == -sum(refunded.values())
-        assert sum(firm.receipts.values()) == paid - sum(refunded.values())
-        assert sum(balances.values()) - sum(firm.balances.values()) == paid - sum(refunded.values())
-        assert outbox_states(state_url) == {"posted": payments + len(refunded)}
+        assert_reversed_once(sqlite_db.url, state_url, balances, paid, payments, refunded)
     finally:
         api.stop()

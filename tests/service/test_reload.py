@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests_support import demo_runtime
 
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.service.reload import ConfigWatcher
 
@@ -23,12 +24,9 @@ def wait_for(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyp
 
 
 @pytest.fixture
-def rt(tmp_path: Path) -> Runtime:
-    home = tmp_path / "home"
-    init_home(home)
-    runtime = Runtime.for_home(home)
-    yield runtime
-    runtime.close()
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    with demo_runtime(tmp_path / "home", sync=False) as runtime:
+        yield runtime
 
 
 @pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])

@@ -3,11 +3,12 @@ exactly one entry, under the system's name, with what changed."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests_support import demo_runtime
 
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.service.loop import run_service
 from agent.service.reload import ConfigWatcher
@@ -15,12 +16,9 @@ from agent.state import audit
 
 
 @pytest.fixture
-def rt(tmp_path: Path) -> Runtime:
-    home = tmp_path / "home"
-    init_home(home)
-    runtime = Runtime.for_home(home)
-    yield runtime
-    runtime.close()
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    with demo_runtime(tmp_path / "home", sync=False) as runtime:
+        yield runtime
 
 
 def entries(rt: Runtime) -> list[audit.Entry]:
