@@ -73,3 +73,48 @@ def test_a_failing_write_rolls_back_and_is_named(pg_db: TempDatabase) -> None:
     firm = read_firm(pg_db.url)
     assert firm.receipts == {"P2:S1": 250}  # the failed posting's INSERT was rolled back
     assert firm.balances == {"S1": 750}
+
+
+ODD_SQL = """\
+postings:
+  kind: sql
+  ready: SELECT 1, 'ready' -- the books are open
+  exists: SELECT 1 FROM receipts WHERE reference = :reference AND method LIKE '%' -- any method
+  statements:
+    - >-
+      INSERT INTO receipts (reference, statement_id, amount_pence, received_at, method)
+      VALUES (:reference, :statement_key, :amount_minor, :paid_at, '50%') -- a literal per cent
+    - UPDATE statements SET balance_pence = balance_pence - :amount_minor WHERE id = :statement_key -- last
+"""
+
+
+def test_comments_per_cents_and_a_reset_session_change_nothing(pg_db: TempDatabase,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each statement is prepared once per session and run in two round trips: a literal %, a trailing -- comment
+    and a ready check keep their meaning, and a session whose prepared statements were dropped (a reset, a
+    pooler) prepares them again instead of failing."""
+    create_firm(pg_db.url, {"S1": 1000})
+    connector = SQLAlchemyConnector(firm_mapping(pg_db.url, ODD_SQL))
+    monkeypatch.setattr(connector, "_write_stepwise", no_fallback)
+    try:
+        assert connector.write_posting(params("P1:S1")) is True
+        assert connector.write_posting(params("P1:S1")) is False
+        raw = connector._writer_connection().connection.driver_connection
+        prepared = {r[0] for r in raw.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'ledgerlink%'")}
+        raw.commit()
+        assert len(prepared) == 4  # ready, exists and the two writes
+        raw.execute("DEALLOCATE ALL")  # as a session reset would
+        raw.commit()
+        monkeypatch.undo()  # the posting that finds them gone goes the stepwise way once, and says nothing
+        assert connector.write_posting(params("P2:S1", amount=100)) is True
+        monkeypatch.setattr(connector, "_write_stepwise", no_fallback)
+        assert connector.write_posting(params("P3:S1", amount=50)) is True  # prepared again
+    finally:
+        connector.close()
+    firm = read_firm(pg_db.url)
+    assert firm.receipts == {"P1:S1": 250, "P2:S1": 100, "P3:S1": 50}
+    assert firm.balances == {"S1": 600}
+    engine = create_engine(pg_db.url)
+    with engine.connect() as conn:
+        assert set(conn.execute(text("SELECT method FROM receipts")).scalars()) == {"50%"}
+    engine.dispose()
