@@ -37,6 +37,7 @@ firm_clients = Table(
     Column("email", Text),
     Column("phone", Text),
     Column("deleted", Boolean, nullable=False, default=False),
+    sqlite_with_rowid=False,
 )
 
 firm_payers = Table(
@@ -47,6 +48,7 @@ firm_payers = Table(
     Column("phone", Text),
     Column("client_key", KEY),
     Column("deleted", Boolean, nullable=False, default=False),
+    sqlite_with_rowid=False,
 )
 
 firm_matters = Table(
@@ -58,13 +60,14 @@ firm_matters = Table(
     Column("payer_key", KEY),
     Column("status", String(16), nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
+    sqlite_with_rowid=False,
 )
 
 firm_statements = Table(
     "firm_statements", metadata,
     Column("key", KEY, primary_key=True),
     Column("number", KEY, nullable=False),
-    Column("matter_key", KEY, nullable=False, index=True),
+    Column("matter_key", KEY, nullable=False),
     Column("issue_date", Date),
     Column("due_date", Date),
     Column("amount", DecimalText, nullable=False),
@@ -72,6 +75,9 @@ firm_statements = Table(
     Column("currency", String(3), nullable=False),
     Column("status", String(16), nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
+    # a matter's statements, and the live invoice numbers the search index reads without visiting the rows
+    Index("ix_firm_statements_matter", "matter_key", "deleted", "number"),
+    sqlite_with_rowid=False,
 )
 
 FIRM_TABLES = {

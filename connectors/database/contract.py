@@ -185,6 +185,15 @@ def _key(value: Any) -> str | None:
     return str(value).strip()
 
 
+def _few(column: Sequence[Any], fn: Callable[[Any], Any]) -> list[Any]:
+    """A text column of a handful of distinct values (a status, a currency): each converted once, then looked up
+    in C. Only for text: a dict would take 1, 1.0 and True for one key, whose texts differ."""
+    if not same_type(column, str):
+        return list(map(fn, column))
+    converted = {value: fn(value) for value in set(column)}
+    return list(map(converted.__getitem__, column))
+
+
 def _memo(fn: Callable[[Any], Any], limit: int = 1024) -> Callable[[Any], Any]:
     """Cache a pure conversion by raw value: a status or currency column has a handful of distinct values."""
     seen: dict[Any, Any] = {}
@@ -258,6 +267,8 @@ class RowConverter:
             return lambda col: _dates(col, ours)
         if ours in ("client_key", "payer_key", "matter_key", "number"):
             return _keys
+        if ours in ("status", "currency"):
+            return lambda col: _few(col, fn)
         return lambda col: list(map(fn, col))
 
     def _quantum(self, currency: str) -> Decimal:
@@ -512,6 +523,10 @@ class Connector(ABC):
     """
 
     name: ClassVar[str]
+    # The source database works in another process (a server): the sync reads the next page on a thread while it
+    # stores this one. An in-process engine (SQLite) would only take turns with the store for the GIL, and
+    # measured slower that way (bench/sync.py), so its connector sets this False.
+    reads_elsewhere: bool = True
 
     def __init__(self, mapping: MappingFile, password: str | None = None) -> None:
         self.mapping = mapping

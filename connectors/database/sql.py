@@ -98,6 +98,7 @@ class SQLAlchemyConnector(Connector):
         except (ArgumentError, NoSuchModuleError, ImportError, TypeError) as exc:
             raise ConfigurationError(f"source.url {source.url!r}: {exc}") from None
         if self.engine.dialect.name == "sqlite":
+            self.reads_elsewhere = False
             event.listen(self.engine, "connect", _sqlite_autocommit)
             event.listen(self.engine, "begin", _sqlite_begin)
         self.froms: dict[str, FromClause] = {e: _from(c.selection) for e, c in self.converters.items()}
