@@ -68,7 +68,8 @@ def fill(path: Path, matters: int, statements: int) -> dict[str, list[tuple[str,
     conn.executemany("INSERT INTO firm_statements (key, number, matter_key, amount, balance, currency, status, deleted)"
                      " VALUES (?, ?, ?, '100.00', '0', 'GBP', 'paid', 0)", bills)
     conn.execute("COMMIT")
-    sample = conn.execute("SELECT number, matter_key FROM firm_statements WHERE rowid % 9973 = 0").fetchall()
+    sample = conn.execute("SELECT number, matter_key FROM firm_statements "  # every 9973rd bill: keys are s<i>
+                          "WHERE CAST(substr(key, 2) AS INTEGER) % 9973 = 0").fetchall()
     conn.close()
     return {"clients": clients, "matters": matter_rows, "statements": sample}
 

@@ -36,7 +36,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -273,20 +272,21 @@ def phase_floor(spec: dict[str, Any]) -> dict[str, Any]:
     checkpoints and the search index is the difference to ours."""
     firm = Firm(**spec["firm"])
     batch = spec["batch"]
-    state = Path(spec["state"]).with_name("floor.db")
+    state = Path(spec["state"]).with_name(f"floor-{firm.kind}.db")
     sqlite3.register_adapter(Decimal, str)  # PostgreSQL's numeric: SQLite takes text, as the mirror keeps it
     out = sqlite3.connect(state, isolation_level=None)
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "cache_size=-16384", "wal_autocheckpoint=10000"):
         out.execute(f"PRAGMA {pragma}")
     cols = [f"c{i}" for i in range(10)]
-    out.execute(f"CREATE TABLE mirror ({', '.join(cols)}, PRIMARY KEY (c0)) WITHOUT ROWID")
+    # the key as text, as the mirror keeps every firm key (a text order, not the source's integer order)
+    out.execute(f"CREATE TABLE mirror (c0 TEXT, {', '.join(cols[1:])}, PRIMARY KEY (c0)) WITHOUT ROWID")
     upsert = (f"INSERT INTO mirror VALUES ({', '.join('?' * 10)}) ON CONFLICT (c0) DO UPDATE SET "
               + ", ".join(f"{c} = excluded.{c}" for c in cols[1:]))
     count = 0
 
     def store(rows: list[Any]) -> None:
         out.execute("BEGIN")
-        out.executemany(upsert, sorted(rows, key=itemgetter(0)))
+        out.executemany(upsert, sorted(rows, key=lambda row: str(row[0])))  # in the tree's order, as ours
         out.execute("COMMIT")
 
     started, cpu = time.perf_counter(), time.process_time()
