@@ -80,7 +80,7 @@ def _money_texts(column: Sequence[Any]) -> list[str | None]:
     if same_type(column, Decimal):
         texts = list(map(str, column))
         if not any("E" in t for t in texts):
-            return texts
+            return cast(list[str | None], texts)
         return list(map(format, column, repeat("f")))
     return list(map(_money_text, column))
 

@@ -13,9 +13,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.engine.sync import Syncer
+from agent.engine.sync import Syncer, driver_values
 from agent.state import StateStore
 from agent.state.mirror import get_statement
+from agent.state.schema import firm_statements
 from connectors.database.contract import clock_horizon
 from connectors.database.sql import SQLAlchemyConnector
 from mappings.format import load_mapping
@@ -181,3 +182,16 @@ def test_the_horizon_takes_the_watermark_form() -> None:
     assert clock_horizon(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), now, 5, london) == now - dt.timedelta(seconds=5)
     assert clock_horizon(1234, now, 5, london) is None  # a rowversion: no clock, the lookback alone
     assert clock_horizon("20260601", now, 5, london) is None  # text of a shape we cannot write
+
+
+def test_driver_values_write_money_and_dates_as_exact_text() -> None:
+    """The state store's text for money is format(v, "f") whatever the Decimal's exponent (str() would write
+    1E+2), and dates are ISO text; a page's repeated dates are the same text."""
+    day = dt.date(2026, 12, 1)
+    rows = [(str(i), f"B{i}", "M1", day, None, amount, Decimal("0.00"), "GBP", "open", False)
+            for i, amount in enumerate([Decimal("12.50"), Decimal("1E+2"), Decimal("-0.05"), Decimal("0E-7")])]
+    values = driver_values(firm_statements, "sqlite", rows)
+    assert [v[5] for v in values] == ["12.50", "100", "-0.05", "0.0000000"]
+    assert {v[3] for v in values} == {"2026-12-01"} and {v[4] for v in values} == {None}
+    plain = driver_values(firm_statements, "sqlite", rows[:1] + rows[2:])
+    assert [v[5] for v in plain] == ["12.50", "-0.05", "0.0000000"]
