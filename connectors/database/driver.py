@@ -9,6 +9,10 @@ and COMMIT, or only ROLLBACK when the reference is there. A client-side binding 
 quoting with the driver's own adapters) is what lets one query string hold several statements with values; the
 connection is in autocommit only while this runs, so psycopg adds no BEGIN of its own.
 
+A connection with psycopg's prepared statements turned off (``connect_args: {prepare_threshold: null}`` in the
+mapping's ``source.options``, as psycopg documents for PgBouncer in transaction mode, where a session's prepared
+statements do not survive) posts through SQLAlchemy instead.
+
 Measured in bench/README.md: five round trips with server-side binding were 0.81x the raw loop, all statements
 client-bound in two round trips 0.72x (the server planned every statement every time), prepared and in two round
 trips 0.88x. Pipeline mode was tried first and measured slower on a local server: psycopg flushes and polls the
@@ -111,6 +115,8 @@ class DriverWriter:
         """True when written, False when the reference was there; NotReady when the ready check says not now;
         DriverFailed (rolled back) on any database error, for the caller to run the posting stepwise."""
         raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+        if raw.prepare_threshold is None:  # prepared statements are off (a pooler in transaction mode, as
+            raise DriverFailed("prepared statements are off on this connection")  # psycopg documents it)
         checks, writes, names = self._plan(spec)
         values = {name: params[name] for name in names}
         reason: str | None = None

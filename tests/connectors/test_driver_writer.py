@@ -118,3 +118,19 @@ def test_comments_per_cents_and_a_reset_session_change_nothing(pg_db: TempDataba
     with engine.connect() as conn:
         assert set(conn.execute(text("SELECT method FROM receipts")).scalars()) == {"50%"}
     engine.dispose()
+
+
+def test_prepared_statements_turned_off_post_the_stepwise_way(pg_db: TempDatabase) -> None:
+    """psycopg's documented setting for PgBouncer in transaction mode (no prepared statements): the writer
+    prepares nothing and each posting goes through SQLAlchemy, still once."""
+    create_firm(pg_db.url, {"S1": 1000})
+    connector = SQLAlchemyConnector(firm_mapping(pg_db.url, options="{connect_args: {prepare_threshold: null}}"))
+    try:
+        assert connector.write_posting(params("P1:S1")) is True
+        assert connector.write_posting(params("P1:S1")) is False
+        raw = connector._writer_connection().connection.driver_connection
+        assert [r[0] for r in raw.execute("SELECT name FROM pg_prepared_statements")] == []
+        raw.rollback()
+    finally:
+        connector.close()
+    assert read_firm(pg_db.url).receipts == {"P1:S1": 250}
