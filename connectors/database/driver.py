@@ -140,8 +140,10 @@ class DriverWriter:
                     raw.execute("ROLLBACK")
             raise DriverFailed(str(exc)) from exc
         finally:
-            with contextlib.suppress(psycopg.Error):
+            try:
                 raw.autocommit = False
+            except psycopg.Error:  # never left in autocommit for the stepwise path: closed, it reconnects
+                raw.close()
         if reason is not None:
             raise NotReady(f"the firm database is not ready: {reason}")
         return written

@@ -11,7 +11,7 @@ import pytest
 from crash_worker import create_firm, firm_mapping, read_firm
 from sqlalchemy import create_engine, text
 
-from agent.core.errors import DataError
+from agent.core.errors import DataError, TransientError
 from connectors.database.driver import DriverWriter
 from connectors.database.sql import SQLAlchemyConnector
 from connectors.testkit.databases import TempDatabase
@@ -134,3 +134,26 @@ def test_prepared_statements_turned_off_post_the_stepwise_way(pg_db: TempDatabas
     finally:
         connector.close()
     assert read_firm(pg_db.url).receipts == {"P1:S1": 250}
+
+
+def test_a_dropped_connection_is_a_transient_error_and_the_next_posting_reconnects(pg_db: TempDatabase) -> None:
+    """The server ends the writer's session between postings (a restart, a failover): that posting is a transient
+    error, written nowhere, and the next one runs on a new connection and is written once."""
+    create_firm(pg_db.url, {"S1": 1000})
+    connector = SQLAlchemyConnector(firm_mapping(pg_db.url))
+    engine = create_engine(pg_db.url)
+    try:
+        assert connector.write_posting(params("P1:S1")) is True
+        pid = connector._writer_connection().connection.driver_connection.info.backend_pid
+        with engine.begin() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(TransientError):
+            connector.write_posting(params("P2:S1"))
+        assert connector.write_posting(params("P2:S1")) is True
+        assert connector.write_posting(params("P2:S1")) is False
+    finally:
+        connector.close()
+        engine.dispose()
+    firm = read_firm(pg_db.url)
+    assert firm.receipts == {"P1:S1": 250, "P2:S1": 250} and firm.duplicates == 0
+    assert firm.balances == {"S1": 500}
