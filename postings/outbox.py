@@ -45,7 +45,7 @@ log = logging.getLogger("ledgerlink.postings")
 
 REVERSAL_SUFFIX = ":R"
 WITHDRAWN = "collected after all: reversal withdrawn"
-MARK_GROUP = 50
+MARK_GROUP = 200
 AUDITED = ("state", "amount", "currency", "statement_key", "matter_key", "attempts", "note")  # a posting's audit view
 Clock = Callable[[], dt.datetime]
 

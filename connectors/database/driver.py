@@ -7,7 +7,8 @@ SQLAlchemy's per-statement work and most of the waiting. Each mapping statement 
 first round trip carries BEGIN, the ready check and the existence check as ``EXECUTE``s, and the second the writes
 and COMMIT, or only ROLLBACK when the reference is there. A client-side binding cursor (psycopg's ClientCursor,
 quoting with the driver's own adapters) is what lets one query string hold several statements with values; the
-connection is in autocommit only while this runs, so psycopg adds no BEGIN of its own.
+connection stays in autocommit between postings, so psycopg adds no BEGIN of its own, and leaves it before
+SQLAlchemy runs anything on it.
 
 A connection with psycopg's prepared statements turned off (``connect_args: {prepare_threshold: null}`` in the
 mapping's ``source.options``, as psycopg documents for PgBouncer in transaction mode, where a session's prepared
@@ -82,6 +83,7 @@ class DriverWriter:
         self._plans: dict[tuple[str | None, ...], tuple[list[Prepared], list[Prepared], list[str]]] = {}
         self._session: int | None = None  # the server process whose prepared statements _ready lists
         self._ready: set[str] = set()
+        self._cursor: psycopg.ClientCursor[Any] | None = None
 
     def _plan(self, spec: SqlWriteBack) -> tuple[list[Prepared], list[Prepared], list[str]]:
         """The section's checks and writes as prepared statements, and the parameter names they bind."""
@@ -105,6 +107,23 @@ class DriverWriter:
                 raw.execute(statement.prepare)
                 self._ready.add(statement.name)
 
+    def _cursor_on(self, raw: psycopg.Connection[Any]) -> psycopg.ClientCursor[Any]:
+        """One client-binding cursor per connection, kept between postings."""
+        if self._cursor is None or self._cursor.closed or self._cursor.connection is not raw:
+            self._cursor = psycopg.ClientCursor(raw)
+        return self._cursor
+
+    @staticmethod
+    def release(conn: Connection) -> None:
+        """Out of autocommit, for SQLAlchemy's own transactions on the same connection (the stepwise path); a
+        connection that cannot leave it is closed, so it is never used half-way (the next posting reconnects)."""
+        raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+        try:
+            if raw.autocommit:
+                raw.autocommit = False
+        except psycopg.Error:
+            raw.close()
+
     @staticmethod
     def _send(cursor: psycopg.ClientCursor[Any], parts: list[str], params: Mapping[str, Any]) -> None:
         """Several statements in one query string, each on its own lines (a trailing ``--`` comment in a value's
@@ -121,29 +140,26 @@ class DriverWriter:
         values = {name: params[name] for name in names}
         reason: str | None = None
         try:
-            if raw.info.transaction_status != TransactionStatus.IDLE:
-                raw.rollback()  # nothing of ours is open between postings; never build on what is
-            raw.autocommit = True
+            if not raw.autocommit:  # left in autocommit between postings; release() before anything else uses it
+                if raw.info.transaction_status != TransactionStatus.IDLE:
+                    raw.rollback()  # nothing of ours is open between postings; never build on what is
+                raw.autocommit = True
             self._prepare(raw, checks + writes)
-            with psycopg.ClientCursor(raw) as cursor:
-                self._send(cursor, [BEGIN, *(s.execute for s in checks)], values)
-                cursor.nextset()  # past BEGIN's empty result
-                if spec.ready is not None:
-                    reason = not_ready_reason(cursor.fetchone())
-                    cursor.nextset()
-                written = reason is None and cursor.fetchone() is None
-                self._send(cursor, [*(s.execute for s in writes), "COMMIT"] if written else ["ROLLBACK"], values)
+            cursor = self._cursor_on(raw)
+            self._send(cursor, [BEGIN, *(s.execute for s in checks)], values)
+            cursor.nextset()  # past BEGIN's empty result
+            if spec.ready is not None:
+                reason = not_ready_reason(cursor.fetchone())
+                cursor.nextset()
+            written = reason is None and cursor.fetchone() is None
+            self._send(cursor, [*(s.execute for s in writes), "COMMIT"] if written else ["ROLLBACK"], values)
         except psycopg.Error as exc:
             self._session = None  # list the session's prepared statements again before the next posting
             with contextlib.suppress(psycopg.Error):
                 if raw.info.transaction_status != TransactionStatus.IDLE:
                     raw.execute("ROLLBACK")
+            self.release(conn)
             raise DriverFailed(str(exc)) from exc
-        finally:
-            try:
-                raw.autocommit = False
-            except psycopg.Error:  # never left in autocommit for the stepwise path: closed, it reconnects
-                raw.close()
         if reason is not None:
             raise NotReady(f"the firm database is not ready: {reason}")
         return written

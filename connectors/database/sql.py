@@ -254,7 +254,7 @@ class SQLAlchemyConnector(Connector):
             try:
                 return self._direct.write(conn, spec, params)
             except DriverFailed:
-                pass  # rolled back: the statement-by-statement transaction below decides, and explains
+                pass  # rolled back and out of autocommit: the statement-by-statement transaction decides, explains
             except DBAPIError as exc:
                 self._close_writer()
                 raise classify(exc, posting_context(params)) from None
@@ -287,6 +287,8 @@ class SQLAlchemyConnector(Connector):
     def _close_writer(self) -> None:
         if self._writer is not None:
             with contextlib.suppress(DBAPIError):
+                if self._direct is not None and not (self._writer.closed or self._writer.invalidated):
+                    self._direct.release(self._writer)  # back to the pool as it came: not in autocommit
                 self._writer.close()
             self._writer = None
 
