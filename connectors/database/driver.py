@@ -140,9 +140,9 @@ class DriverWriter:
         values = {name: params[name] for name in names}
         reason: str | None = None
         try:
-            if not raw.autocommit:  # left in autocommit between postings; release() before anything else uses it
-                if raw.info.transaction_status != TransactionStatus.IDLE:
-                    raw.rollback()  # nothing of ours is open between postings; never build on what is
+            if raw.info.transaction_status != TransactionStatus.IDLE:
+                raw.rollback()  # nothing of ours is open between postings; never build on what is
+            if not raw.autocommit:  # and stays so between postings; release() before SQLAlchemy uses it
                 raw.autocommit = True
             self._prepare(raw, checks + writes)
             cursor = self._cursor_on(raw)
@@ -156,8 +156,7 @@ class DriverWriter:
         except psycopg.Error as exc:
             self._session = None  # list the session's prepared statements again before the next posting
             with contextlib.suppress(psycopg.Error):
-                if raw.info.transaction_status != TransactionStatus.IDLE:
-                    raw.execute("ROLLBACK")
+                raw.rollback()
             self.release(conn)
             raise DriverFailed(str(exc)) from exc
         if reason is not None:
