@@ -64,7 +64,7 @@ def main() -> int:
         create_firm(raw.url, balances)
         store = StateStore(state_url)
         with store.read() as conn:
-            rows = [posting_params(r) for r in conn.execute(POSTING_DETAILS.order_by(postings.c.id)).mappings()]
+            rows = [dict(posting_params(r)) for r in conn.execute(POSTING_DETAILS.order_by(postings.c.id)).mappings()]
         mapping = firm_mapping(ours.url, options=args.options)
         connector = SQLAlchemyConnector(mapping)
         outbox = Outbox(store, connector, mapping, batch_size=args.batch_size)

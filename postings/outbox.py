@@ -20,9 +20,9 @@ import datetime as dt
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
@@ -245,29 +245,84 @@ def posting_uuid(reference: str) -> uuid.UUID:
     return uuid.uuid5(POSTING_UUIDS, reference)
 
 
-def posting_params(row: Mapping[str, Any], mapping: MappingFile | None = None) -> dict[str, Any]:
+class PostingParams(Mapping[str, Any]):
     """The values a mapping may bind (mappings.format.POSTING_PARAMS) for a posting row joined with POSTING_DETAILS,
-    plus the mapping's own ``params`` constants; local times are in the mapping's timezone (UTC without one)."""
-    amount: Decimal = row["amount"]
-    when: dt.datetime = ((row["confirmed_at"] if row["kind"] == "payment" else None) or row["status_at"]
-                         or row["payout_at"])
-    paid_at = when.astimezone(dt.UTC).replace(tzinfo=None)
-    local = when.astimezone(ZoneInfo(mapping.timezone) if mapping else dt.UTC).replace(tzinfo=None)
-    uid = posting_uuid(row["reference"])
-    return {**(mapping.params if mapping else {}),
-        "reference": row["reference"], "payment_id": row["payment_ref"], "provider": row["provider"],
-        "kind": row["kind"], "amount": amount, "amount_abs": abs(amount),
-        "amount_minor": to_minor(amount, row["currency"]), "amount_text": format(amount, "f"),
-        "currency": row["currency"], "statement_key": row["statement_key"],
-        "statement_number": row["statement_number"], "matter_key": row["matter_key"],
-        "matter_number": row["matter_number"], "client_key": row["client_key"] or row["link_client"],
-        "paid_at": paid_at, "paid_on": paid_at.date(), "method": row["method"],
-        "description": row["description"], "link_id": row["link_id"],
-        "paid_at_local": local, "paid_on_local": local.date(), "posting_uuid": str(uid), "posting_uuid_hex": uid.hex,
-        "section": row["section"], "account": row["account"],
-        "account_kind": row["account_kind"] or ("trust" if row["section"] == "trust" else "operating"),
-        "payout_id": row["payout_ref"], "bank_reference": row["bank_reference"], "from_account": row["fees_account"],
-    }
+    plus the mapping's own ``params`` constants (a posting value wins over a constant of the same name); local times
+    are in the mapping's timezone (UTC without one). Each value is made when a statement first names it: a
+    posting's transaction binds a handful of the thirty-odd, and making them all for every posting cost about a
+    twentieth of the outbox's time (bench/postings.py)."""
+
+    def __init__(self, row: Mapping[str, Any], mapping: MappingFile | None = None) -> None:
+        self.row = row
+        self.constants: Mapping[str, Any] = mapping.params if mapping else {}
+        self.zone = ZoneInfo(mapping.timezone) if mapping else dt.UTC
+        self._made: dict[str, Any] = {}
+        self._uid: uuid.UUID | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._made[name]
+        except KeyError:
+            pass
+        make = _MAKERS.get(name)
+        if make is None:
+            return self.constants[name]  # KeyError: neither a posting value nor a constant
+        value = self._made[name] = make(self)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self.constants, *_MAKERS]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*self.constants, *_MAKERS]))
+
+    def paid_at(self) -> dt.datetime:
+        """When it was paid (or the payout made), naive UTC."""
+        return cast(dt.datetime, self["paid_at"])
+
+    def local(self) -> dt.datetime:
+        return cast(dt.datetime, self["paid_at_local"])
+
+    def uid(self) -> uuid.UUID:
+        if self._uid is None:
+            self._uid = posting_uuid(self.row["reference"])
+        return self._uid
+
+
+def _when(p: PostingParams) -> dt.datetime:
+    r = p.row
+    paid = (r["confirmed_at"] if r["kind"] == "payment" else None) or r["status_at"] or r["payout_at"]
+    return cast(dt.datetime, paid)
+
+
+def _column(name: str) -> Callable[[PostingParams], Any]:
+    return lambda p: p.row[name]
+
+
+_MAKERS: dict[str, Callable[[PostingParams], Any]] = {
+    **{name: _column(name) for name in ("reference", "provider", "kind", "amount", "currency", "statement_key",
+                                        "statement_number", "matter_key", "matter_number", "method", "description",
+                                        "link_id", "section", "account", "bank_reference")},
+    "payment_id": _column("payment_ref"),
+    "payout_id": _column("payout_ref"),
+    "from_account": _column("fees_account"),
+    "amount_abs": lambda p: abs(p.row["amount"]),
+    "amount_minor": lambda p: to_minor(p.row["amount"], p.row["currency"]),
+    "amount_text": lambda p: format(p.row["amount"], "f"),
+    "client_key": lambda p: p.row["client_key"] or p.row["link_client"],
+    "paid_at": lambda p: _when(p).astimezone(dt.UTC).replace(tzinfo=None),
+    "paid_on": lambda p: p.paid_at().date(),
+    "paid_at_local": lambda p: _when(p).astimezone(p.zone).replace(tzinfo=None),
+    "paid_on_local": lambda p: p.local().date(),
+    "posting_uuid": lambda p: str(p.uid()),
+    "posting_uuid_hex": lambda p: p.uid().hex,
+    "account_kind": lambda p: p.row["account_kind"] or ("trust" if p.row["section"] == "trust" else "operating"),
+}
+
+
+def posting_params(row: Mapping[str, Any], mapping: MappingFile | None = None) -> PostingParams:
+    """What a posting binds: see PostingParams."""
+    return PostingParams(row, mapping)
 
 
 def backoff(attempt: int, initial: float, retry_after: float | None = None) -> float:

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from crash_worker import POSTINGS_SQL, add_payment, add_statement, create_firm, firm_mapping, read_firm
@@ -388,3 +389,37 @@ def test_params_must_not_shadow_ours_and_unknown_ones_are_named(tmp_path: Path) 
     text = str(err.value)
     assert "params.reference: :reference is one of Ledgerlink's own parameters" in text
     assert "unknown parameter :bank;" in text and ":bank_account" in text
+
+
+def test_posting_params_offer_every_documented_name_with_its_value(env: Env) -> None:
+    """Made when named, each value is what the mapping documentation says; a posting value wins over a mapping
+    constant of the same name, and the constants are offered too."""
+    from mappings.format import POSTING_PARAMS
+    from postings.outbox import posting_params
+    from postings.queries import POSTING_DETAILS
+
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    with env.store.read() as conn:
+        row = conn.execute(POSTING_DETAILS.where(postings.c.reference == "p1:S1")).mappings().one()
+    mapping = env.mapping.model_copy(update={"params": {"ledger": "SL", "reference": "not this"},
+                                             "timezone": "Europe/London"})
+    params = posting_params(row, mapping)
+    assert set(params) == set(POSTING_PARAMS) | {"ledger"} and len(params) == len(POSTING_PARAMS) + 1
+    uid = posting_uuid("p1:S1")
+    paid = row["confirmed_at"] or row["status_at"]
+    expected = {
+        "reference": "p1:S1", "payment_id": row["payment_ref"], "provider": row["provider"], "kind": "payment",
+        "amount": D("30.00"), "amount_abs": D("30.00"), "amount_minor": 3000, "amount_text": "30.00",
+        "currency": "GBP", "statement_key": "S1", "statement_number": row["statement_number"],
+        "matter_key": row["matter_key"], "matter_number": row["matter_number"],
+        "client_key": row["client_key"] or row["link_client"], "paid_at": paid.astimezone(dt.UTC).replace(tzinfo=None),
+        "paid_on": paid.astimezone(dt.UTC).date(), "method": row["method"], "description": row["description"],
+        "link_id": row["link_id"], "paid_at_local": paid.astimezone(ZoneInfo("Europe/London")).replace(tzinfo=None),
+        "paid_on_local": paid.astimezone(ZoneInfo("Europe/London")).date(), "posting_uuid": str(uid),
+        "posting_uuid_hex": uid.hex, "section": row["section"], "account": row["account"],
+        "account_kind": "operating", "payout_id": None, "bank_reference": None, "from_account": row["fees_account"],
+        "ledger": "SL",
+    }
+    assert dict(params) == expected
+    with pytest.raises(KeyError):
+        params["no_such_name"]
