@@ -270,11 +270,14 @@ class PostingParams(Mapping[str, Any]):
         value = self._made[name] = make(self)
         return value
 
+    def _names(self) -> dict[str, None]:
+        return dict.fromkeys([*self.constants, *_MAKERS])
+
     def __iter__(self) -> Iterator[str]:
-        return iter(dict.fromkeys([*self.constants, *_MAKERS]))
+        return iter(self._names())
 
     def __len__(self) -> int:
-        return len(dict.fromkeys([*self.constants, *_MAKERS]))
+        return len(self._names())
 
     def paid_at(self) -> dt.datetime:
         """When it was paid (or the payout made), naive UTC."""

@@ -8,7 +8,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from crash_worker import create_firm, firm_mapping, read_firm
+from crash_worker import POSTINGS_SQL, create_firm, firm_mapping, read_firm
 from sqlalchemy import create_engine, text
 
 from agent.core.errors import DataError, TransientError
@@ -16,21 +16,23 @@ from connectors.database.driver import DriverWriter
 from connectors.database.sql import SQLAlchemyConnector
 from connectors.testkit.databases import TempDatabase
 
-ISOLATION_SQL = """\
-postings:
-  kind: sql
-  exists: SELECT 1 FROM receipts WHERE reference = :reference
-  statements:
-    - >-
-      INSERT INTO receipts (reference, statement_id, amount_pence, received_at, method)
-      VALUES (:reference, :statement_key, :amount_minor, :paid_at, current_setting('transaction_isolation'))
-    - UPDATE statements SET balance_pence = balance_pence - :amount_minor WHERE id = :statement_key
-"""
+# the crash firm's write-back, recording the transaction's isolation level as the receipt's method
+ISOLATION_SQL = POSTINGS_SQL.replace(":paid_at, :method)", ":paid_at, current_setting('transaction_isolation'))")
 
 
 def params(reference: str, statement: str = "S1", amount: int = 250) -> dict[str, Any]:
     return {"reference": reference, "statement_key": statement, "amount_minor": amount,
             "paid_at": dt.datetime(2026, 12, 1, 9, 30), "method": "card"}
+
+
+def methods(db: TempDatabase) -> set[str]:
+    """The receipts' method column as written."""
+    engine = create_engine(db.url)
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(text("SELECT method FROM receipts")).scalars())
+    finally:
+        engine.dispose()
 
 
 def no_fallback(*_: Any) -> bool:
@@ -51,10 +53,7 @@ def test_writes_once_inside_a_serializable_transaction(pg_db: TempDatabase, monk
     firm = read_firm(pg_db.url)
     assert firm.receipts == {"P1:S1": 250, "P2:S1": 100}
     assert firm.balances == {"S1": 650}
-    engine = create_engine(pg_db.url)
-    with engine.connect() as conn:
-        assert set(conn.execute(text("SELECT method FROM receipts")).scalars()) == {"serializable"}
-    engine.dispose()
+    assert methods(pg_db) == {"serializable"}
 
 
 def test_a_failing_write_rolls_back_and_is_named(pg_db: TempDatabase) -> None:
@@ -114,10 +113,7 @@ def test_comments_per_cents_and_a_reset_session_change_nothing(pg_db: TempDataba
     firm = read_firm(pg_db.url)
     assert firm.receipts == {"P1:S1": 250, "P2:S1": 100, "P3:S1": 50}
     assert firm.balances == {"S1": 600}
-    engine = create_engine(pg_db.url)
-    with engine.connect() as conn:
-        assert set(conn.execute(text("SELECT method FROM receipts")).scalars()) == {"50%"}
-    engine.dispose()
+    assert methods(pg_db) == {"50%"}
 
 
 def test_prepared_statements_turned_off_post_the_stepwise_way(pg_db: TempDatabase) -> None:
