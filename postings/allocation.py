@@ -15,10 +15,8 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, select
 
-from agent.state.schema import Row, checkpoints, collections, firm_statements, link_items, links, postings
-from agent.state.statuses import POSTING_IN_FLIGHT
-
-# Postings that will still move a statement's balance in the firm database once written.
+from agent.state.owed import available_balances
+from agent.state.schema import Row, collections, firm_statements, link_items, links
 
 
 @dataclass(frozen=True)
@@ -41,26 +39,6 @@ def unusable(st: Row | None, key: str, currency: str) -> str | None:
     if st["currency"] != currency:
         return f"statement {st['number']} is in {st['currency']}, the payment in {currency}"
     return None
-
-
-def available_balances(conn: Connection, keys: list[str]) -> dict[str, Decimal]:
-    """The mirror's balance less our postings the mirror cannot show yet.
-
-    The mirror lags the firm database: postings not yet written, and those written after the last statements
-    sync, have not moved its balance, so two payments on one statement must not both see the full balance.
-    """
-    synced = conn.execute(select(checkpoints.c.updated_at).where(checkpoints.c.entity == "statements")).scalar()
-    pending = postings.c.state.in_(POSTING_IN_FLIGHT)
-    if synced is not None:
-        pending = pending | ((postings.c.state == "posted") & (postings.c.posted_at > synced))
-    owed = {k: v for k, v in conn.execute(select(firm_statements.c.key, firm_statements.c.balance)
-                                          .where(firm_statements.c.key.in_(keys)))}
-    rows = conn.execute(select(postings.c.statement_key, postings.c.amount)
-                        .where(postings.c.statement_key.in_(keys), pending))
-    for key, amount in rows:
-        if key in owed:
-            owed[key] -= amount
-    return {k: max(v, Decimal(0)) for k, v in owed.items()}
 
 
 def _earmarks(conn: Connection, payment: Row) -> tuple[Row, Sequence[Row]] | Share:

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from money_support import WORLDS, MoneyWorld
 from tests_support import require
 
+from agent.home.secrets import env_name
 from connectors.testkit.databases import (
     TempDatabase,
     mariadb_server,
@@ -75,3 +77,14 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("LEDGERLINK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+
+
+@pytest.fixture(params=sorted(WORLDS))
+def money(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MoneyWorld]:
+    """One provider's world (tests/money_support.py) for the test's ``home``; credentials by reference in the
+    environment, never in the config file."""
+    world: MoneyWorld = WORLDS[request.param](home)
+    for name, value in world.secrets().items():
+        monkeypatch.setenv(env_name(name), value)
+    yield world
+    world.close()

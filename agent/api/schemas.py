@@ -113,9 +113,13 @@ class MatterDetailOut(Out):
     matter: MatterOut
     statements: list[StatementOut]
     open_balance: dict[str, Decimal] = Field(description="Per currency.")
-    pending_collections: Decimal
-    unposted_payments: Decimal
-    default_amount: Decimal = Field(description="What a new link asks for: the balance after pending money.")
+    pending_collections: Decimal = Field(description="Direct Debit collections that will still take money.")
+    unposted_payments: Decimal = Field(description="Payments received that the open balance does not show yet.")
+    unposted_reversals: Decimal = Field(description="Refunds, failures and charge-backs the open balance does not "
+                                        "show yet: owed again.")
+    default_amount: Decimal = Field(description="What a new link asks for: what is owed (agent.state.owed), the "
+                                    "open balance less pending collections and unposted payments, plus unposted "
+                                    "reversals.")
     default_description: str
     currency: str
     payer_name: str | None

@@ -97,6 +97,7 @@ def cmd_defaults(args: argparse.Namespace, rt: Runtime) -> int:
                 f"open balance         {d.currency} {d.open_balance}",
                 f"pending collections  {d.currency} {d.pending_collections}",
                 f"unposted payments    {d.currency} {d.unposted_payments}",
+                f"unposted refunds     {d.currency} {d.unposted_reversals}",
                 f"default amount       {d.currency} {d.amount}",
                 f"description          {d.description}",
                 f"payer                {d.payer_name or '(none)'} <{d.payer_email or 'NO EMAIL'}>",

@@ -8,7 +8,8 @@ import sys
 from agent.cli.output import Commands, emit
 from agent.engine.sync import Syncer
 from agent.runtime import Runtime
-from agent.state.mirror import get_matter, open_balance, open_statements
+from agent.state.mirror import get_matter, open_balance
+from agent.state.owed import matter_owed, statements_owed
 from agent.state.search import search_matters
 
 
@@ -64,22 +65,27 @@ def cmd_matters_search(args: argparse.Namespace, rt: Runtime) -> int:
 def cmd_statements(args: argparse.Namespace, rt: Runtime) -> int:
     with rt.store.read() as conn:
         matter = get_matter(conn, args.matter)
-        statements = open_statements(conn, matter.key)
-    totals = open_balance(statements)
+        owing = matter_owed(conn, matter.key)
+        per_statement = statements_owed(conn, owing.statements)
+    totals = open_balance(owing.statements)
     data = {
         "matter": matter.model_dump(mode="json"),
-        "statements": [s.model_dump() for s in statements],
+        "statements": [{**o.statement.model_dump(), "owed": o.figures.amount} for o in per_statement],
         "open_balance": totals,
+        "owed": owing.figures.amount,
     }
 
     def text() -> str:
         lines = [f"{matter.number}  {matter.name}"]
         lines += [
-            f"  {s.number:<12} issued {s.issue_date}  due {s.due_date}  amount {s.amount:>12}  "
-            f"balance {s.balance:>12} {s.currency}"
-            for s in statements
+            f"  {o.statement.number:<12} issued {o.statement.issue_date}  due {o.statement.due_date}  "
+            f"amount {o.statement.amount:>12}  balance {o.statement.balance:>12}  owed {o.figures.amount:>12} "
+            f"{o.statement.currency}"
+            for o in per_statement
         ]
         lines += [f"  open balance {cur} {amt}" for cur, amt in totals.items()] or ["  nothing owing"]
+        if owing.statements and owing.figures.amount != owing.figures.open_balance:
+            lines.append(f"  owed now {owing.figures.amount} (after pending collections and money not yet posted)")
         return "\n".join(lines)
 
     emit(args, data, text)

@@ -1,8 +1,9 @@
 """The flow, one module per stage, in the order money moves (README "How it fits together"):
 
 1. ``sync``        firm DB -> connector (mapping) -> the state store's mirror
-2. ``links``       what is owed (mirror balance less pending collections and unposted payments) -> payment links
-                   at a provider, by the rules of the Instant Bank Pay and Send for Payment articles
+2. ``links``       what is owed (agent.state.owed: the mirror's balance less pending collections and money not
+                   yet in the books) -> payment links at a provider, by the rules of the Instant Bank Pay and
+                   Send for Payment articles
 3. ``directdebit`` mandates and automatic collections on the due date (the Direct Debit article)
 4. ``sending``     delivery of links by email and SMS; ``reminders`` follow-ups on each account's schedule
 5. ``bulk``, ``intake``  links asked for by a bulk file, the firm's request table or the inbox folder

@@ -35,7 +35,8 @@ from agent.core.retry import call
 from agent.home.settings import Settings
 from agent.state import StateStore, audit
 from agent.state.mirror import get_matter, get_payer, get_statement
-from agent.state.schema import Row, collections, firm_matters, firm_statements, mandates, payments
+from agent.state.owed import payer_statements, statements_owed
+from agent.state.schema import Row, collections, firm_statements, mandates, payments
 from agent.state.statuses import (
     COLLECTION_CANCELLABLE,
     COLLECTION_CREATING,
@@ -310,7 +311,7 @@ class DirectDebit:
     def _schedule_payer(self, mandate: Row, today: dt.date, result: ScheduleResult) -> None:
         with self.store.read() as conn:
             planned = plan(conn, mandate["payer_key"], today)
-            open_keys = {p.statement.key for p, _ in planned} | {st.key for st in _payer_statements(
+            open_keys = {p.statement.key for p, _ in planned} | {st.key for st, _ in _payer_statements(
                 conn, mandate["payer_key"])}
             gone = [r for k, r in _currents(conn, mandate["payer_key"]).items()
                     if k not in open_keys and _recomputable(r, None, today)]
@@ -465,15 +466,12 @@ def apply_event(conn: Connection, account: str, event: ProviderEvent) -> bool:
 # ------------------------------------------------------------------------------------------- amounts
 
 
-def _payer_statements(conn: Connection, payer_key: str) -> list[Statement]:
-    """The payer's open statements over all their matters, oldest first (the order credits are used in)."""
-    s, m = firm_statements, firm_matters
-    rows = conn.execute(
-        select(s).join(m, m.c.key == s.c.matter_key)
-        .where(m.c.payer_key == payer_key, m.c.deleted.is_(False), s.c.deleted.is_(False), s.c.status == "open")
-        .order_by(s.c.issue_date, s.c.number)
-    ).mappings()
-    return [Statement(**{k: r[k] for k in Statement.model_fields}) for r in rows]
+def _payer_statements(conn: Connection, payer_key: str | None, fallback: Statement | None = None
+                      ) -> list[tuple[Statement, Decimal]]:
+    """The payer's open statements, oldest first, each with what it still owes before collections (what is owed,
+    agent.state.owed: a payment taken by link but not yet in the books is not collected again)."""
+    owed = payer_statements(conn, payer_key) if payer_key else statements_owed(conn, [fallback] if fallback else [])
+    return [(o.statement, o.figures.before_collections) for o in owed]
 
 
 def _currents(conn: Connection, payer_key: str) -> dict[str, Row]:
@@ -495,38 +493,40 @@ def plan(conn: Connection, payer_key: str, today: dt.date) -> list[tuple[Payable
     """
     statements = _payer_statements(conn, payer_key)
     currents = _currents(conn, payer_key)
-    total = sum((st.balance for st in statements), Decimal(0))
-    by_key = {st.key: st for st in statements}
+    total = sum((owes for _, owes in statements), Decimal(0))
+    by_key = {st.key: st for st, _ in statements}
     fixed = sum((r["amount"] for k, r in currents.items()
                  if r["status"] in COLLECTION_LIVE and not _recomputable(r, by_key.get(k), today)), Decimal(0))
-    todo = [(st, currents.get(st.key)) for st in statements
+    todo = [(st, owes, currents.get(st.key)) for st, owes in statements
             if (st.key in currents and _recomputable(currents[st.key], st, today))
             or (st.key not in currents and st.due_date is not None and st.due_date > today)]
     # Statements still to plan count as collected in full until their turn, so a credit is used once, by the
     # oldest invoice, and a newer invoice never lowers an older one's collection.
-    on_the_way = fixed + sum((max(st.balance, Decimal(0)) for st, _ in todo), Decimal(0))
+    on_the_way = fixed + sum((max(owes, Decimal(0)) for _, owes, _ in todo), Decimal(0))
     out: list[tuple[Payable, Row | None]] = []
-    for st, row in todo:
-        on_the_way -= max(st.balance, Decimal(0))
-        brought_forward = total - st.balance - on_the_way
-        payable = brought_forward + st.balance
-        auto = max(Decimal(0), min(st.balance, payable))
+    for st, owes, row in todo:
+        on_the_way -= max(owes, Decimal(0))
+        brought_forward = total - owes - on_the_way
+        payable = brought_forward + owes
+        auto = max(Decimal(0), min(owes, payable))
         on_the_way += auto
-        out.append((Payable(st, brought_forward, st.balance, payable, auto), row))
+        out.append((Payable(st, brought_forward, owes, payable, auto), row))
     return out
 
 
 def payable_for(conn: Connection, statement: Statement) -> Payable:
     """The figures for a manual request: everything but this statement's own collection is on its way."""
     payer_key = get_matter(conn, statement.matter_key).payer_key
-    statements = _payer_statements(conn, payer_key) if payer_key else [statement]
+    statements = _payer_statements(conn, payer_key, fallback=statement)
     currents = _currents(conn, payer_key) if payer_key else {}
-    others = sum((st.balance for st in statements if st.key != statement.key), Decimal(0))
+    others = sum((owes for st, owes in statements if st.key != statement.key), Decimal(0))
+    invoice = next((owes for st, owes in statements if st.key == statement.key), None)
+    if invoice is None:  # not among the payer's open statements (quarantined, say): its own figure
+        invoice = statements_owed(conn, [statement])[0].figures.before_collections
     on_the_way = sum((r["amount"] for k, r in currents.items()
                       if k != statement.key and r["status"] in COLLECTION_LIVE), Decimal(0))
-    payable = others - on_the_way + statement.balance
-    return Payable(statement, others - on_the_way, statement.balance, payable,
-                   max(Decimal(0), min(statement.balance, payable)))
+    payable = others - on_the_way + invoice
+    return Payable(statement, others - on_the_way, invoice, payable, max(Decimal(0), min(invoice, payable)))
 
 
 def _active_mandate(conn: Connection, payer_key: str | None) -> Row | None:

@@ -1,8 +1,8 @@
 """The link engine: every rule of the Instant Bank Pay flow and the Send for Payment guide, in one place.
 
 Rules (each has its own test in tests/engine/test_links.py):
-* amount defaults to the remaining balance after pending collections: the mirror's open balance, minus Direct
-  Debit collections submitted but not paid, minus payments received but not yet posted back;
+* amount defaults to what is owed (agent.state.owed): the mirror's open balance, minus Direct Debit collections
+  that will still take money, minus payments received but not yet in the books, plus refunds not yet in them;
 * existing-link check: a debt with an outstanding link gets that link back (marked existing). The unique
   ``outstanding_key`` column makes this hold across threads and processes; a link whose creation was cut off
   (status ``creating``) is resumed with the same idempotency key, so the provider never holds two;
@@ -32,9 +32,10 @@ from agent.core.model import Actor, Matter, MatterStatus, MerchantAccount, State
 from agent.core.retry import call
 from agent.home.settings import Settings
 from agent.state import StateStore, audit
-from agent.state.mirror import get_matter, get_payer, get_statement, mirror_as_of, open_statements
-from agent.state.schema import Row, collections, firm_clients, link_items, links, payments, postings
-from agent.state.statuses import COLLECTION_PENDING, LINK_CREATING, LINK_OPEN, PAYMENT_UNPOSTED
+from agent.state.mirror import get_matter, get_payer, get_statement, open_statements
+from agent.state.owed import matter_owed
+from agent.state.schema import Row, firm_clients, link_items, links
+from agent.state.statuses import LINK_CREATING, LINK_OPEN
 from agent.state.store import utcnow
 from connectors.providers.contract import CancelRefused, LinkSpec, LinkStatus, Provider, ProviderLink
 
@@ -112,6 +113,7 @@ class Defaults:
     open_balance: Decimal
     pending_collections: Decimal
     unposted_payments: Decimal
+    unposted_reversals: Decimal  # refunds, failures and charge-backs the mirror does not show yet
     amount: Decimal
     currency: str
     description: str
@@ -131,37 +133,6 @@ class _Plan:
     amount: Decimal
     description: str
     warnings: list[str]
-
-
-def pending_collections(conn: Connection, matter_key: str) -> Decimal:
-    """Direct Debit collections at the provider but not yet paid."""
-    rows = conn.execute(
-        select(collections.c.amount).where(collections.c.matter_key == matter_key,
-                                           collections.c.status.in_(COLLECTION_PENDING))
-    ).scalars()
-    return sum(rows, Decimal(0))
-
-
-def unposted_payments(conn: Connection, matter_key: str) -> Decimal:
-    """Payments taken on this matter's links that the mirror's balances do not show yet.
-
-    A posting counts as shown only once the mirror has read the statements as of after it was written: until a
-    statements pass that began after ``posted_at`` has finished, the firm's new balance is not in the mirror, and
-    the paid amount must keep counting against the stale one, or the debt would be offered again.
-    """
-    as_of = mirror_as_of(conn, "statements")
-    paid = select(payments.c.id, payments.c.amount).join(links, links.c.id == payments.c.link_id).where(
-        links.c.matter_key == matter_key, payments.c.status.in_(PAYMENT_UNPOSTED)
-    )
-    total = Decimal(0)
-    for payment_id, amount in conn.execute(paid):
-        shown = Decimal(0)
-        if as_of is not None:
-            shown = sum(conn.execute(select(postings.c.amount).where(
-                postings.c.payment_id == payment_id, postings.c.state == "posted", postings.c.posted_at < as_of
-            )).scalars(), Decimal(0))
-        total += amount - shown
-    return total
 
 
 def _get(conn: Connection, link_id: str) -> Row:
@@ -192,17 +163,17 @@ class LinkEngine:
     def defaults(self, matter_ref: str) -> Defaults:
         with self.store.read() as conn:
             matter = get_matter(conn, matter_ref)
-            statements = open_statements(conn, matter.key)
+            owing = matter_owed(conn, matter.key)
+            statements = owing.statements
             payer = get_payer(conn, matter.payer_key)
             name, email = (payer.name, payer.email) if payer else self._client_contact(conn, matter.client_key)
-            balance = sum((s.balance for s in statements), Decimal(0))
-            pending = pending_collections(conn, matter.key)
-            unposted = unposted_payments(conn, matter.key)
             existing = _open_for(conn, f"matter:{matter.key}")
         currency = statements[0].currency if statements else self.settings.account(None).currency
+        owed = owing.figures
         return Defaults(
-            matter_key=matter.key, open_balance=balance, pending_collections=pending, unposted_payments=unposted,
-            amount=max(balance - pending - unposted, Decimal(0)), currency=currency, description=self.description(),
+            matter_key=matter.key, open_balance=owed.open_balance, pending_collections=owed.pending_collections,
+            unposted_payments=owed.unposted_payments, unposted_reversals=owed.unposted_reversals,
+            amount=owed.amount, currency=currency, description=self.description(),
             statements=statements, payer_name=name, payer_email=email,
             existing=Link.from_row(existing, existing=True) if existing else None,
         )

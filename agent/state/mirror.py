@@ -40,7 +40,8 @@ def get_payer(conn: Connection, key: str | None) -> Payer | None:
                  client_key=row["client_key"], deleted=row["deleted"])
 
 
-def _statement(row: Any) -> Statement:
+def statement_from_row(row: Any) -> Statement:
+    """A mirror row of firm_statements (by column name) as the model."""
     return Statement(**{k: row[k] for k in ("key", "number", "matter_key", "issue_date", "due_date", "amount",
                                             "balance", "currency", "status", "deleted")})
 
@@ -55,12 +56,12 @@ def open_statements(conn: Connection, matter_key: str) -> list[Statement]:
         .where(s.c.matter_key == matter_key, s.c.deleted.is_(False), s.c.status == "open", s.c.key.not_in(held))
         .order_by(s.c.issue_date, s.c.number)
     ).mappings()
-    return [st for st in map(_statement, rows) if st.balance != 0]
+    return [st for st in map(statement_from_row, rows) if st.balance != 0]
 
 
 def get_statement(conn: Connection, key: str) -> Statement | None:
     row = conn.execute(select(firm_statements).where(firm_statements.c.key == key)).mappings().first()
-    return _statement(row) if row else None
+    return statement_from_row(row) if row else None
 
 
 def open_balance(statements: list[Statement]) -> dict[str, Decimal]:

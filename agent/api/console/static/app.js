@@ -97,13 +97,26 @@ function lastWords(delivery) {
     deliveryWords(delivery.created_at, delivery.sends).at(-1));
 }
 
+// Money on its way that the open balance does not show yet (agent/state/owed.py); a refund only once there is one.
+function inFlight(m) {
+  const facts = [
+    el("dt", {}, "Pending collections"), el("dd", {}, money(m.pending_collections, m.currency)),
+    el("dt", {}, "Paid, not yet posted"), el("dd", {}, money(m.unposted_payments, m.currency)),
+  ];
+  if (Number(m.unposted_reversals) !== 0) {
+    facts.push(el("dt", {}, "Refunded, not yet posted"), el("dd", {}, money(m.unposted_reversals, m.currency)));
+  }
+  return facts;
+}
+
 // The API's matter detail, flattened for the screens.
 async function loadMatter(ref) {
   const d = await api("GET", `/matters/${encodeURIComponent(ref)}`);
   const delivery = d.link_sent ? (await deliveries([d.matter.number])).get(d.matter.number) : undefined;
   return {
     ...d.matter, statements: d.statements, currency: d.currency, open_balance: d.open_balance[d.currency] ?? "0",
-    pending_collections: d.pending_collections, unposted_payments: d.unposted_payments, amount: d.default_amount,
+    pending_collections: d.pending_collections, unposted_payments: d.unposted_payments,
+    unposted_reversals: d.unposted_reversals, amount: d.default_amount,
     description: d.default_description, payer_name: d.payer_name, payer_email: d.payer_email,
     existing: d.existing_link, link_sent: d.link_sent, client_name: clientNames.get(d.matter.number),
     sends: delivery?.sends || [],
@@ -151,8 +164,7 @@ export async function openMatter(ref) {
         el("dt", {}, "Client"), el("dd", {}, m.client_name || "—"),
         el("dt", {}, "Payer"), el("dd", {}, [m.payer_name, m.payer_email || "no email saved"].filter(Boolean).join(" · ")),
         el("dt", {}, "Open balance"), el("dd", { id: "open-balance" }, money(m.open_balance, m.currency)),
-        el("dt", {}, "Pending collections"), el("dd", {}, money(m.pending_collections, m.currency)),
-        el("dt", {}, "Paid, not yet posted"), el("dd", {}, money(m.unposted_payments, m.currency)),
+        ...inFlight(m),
         el("dt", {}, "Left to collect"), el("dd", {}, money(m.amount, m.currency))),
       statements.length ? el("table", { id: "statements-table" },
         el("caption", {}, "Open statements"),
@@ -246,8 +258,7 @@ function payForm(m, replacing) {
       el("dt", {}, "Matter"), el("dd", {}, `${m.number} · ${m.name}`),
       el("dt", {}, "Payer"), el("dd", { id: "pay-payer" }, [m.payer_name, m.payer_email].filter(Boolean).join(" · ") || "none"),
       el("dt", {}, "Open balance"), el("dd", {}, money(m.open_balance, m.currency)),
-      el("dt", {}, "Pending collections"), el("dd", {}, money(m.pending_collections, m.currency)),
-      el("dt", {}, "Paid, not yet posted"), el("dd", {}, money(m.unposted_payments, m.currency))),
+      ...inFlight(m)),
     noEmail ? el("p", { class: "alert", role: "alert", id: "email-required" },
       `Email required: ${m.payer_name || "the payer"} has no email address saved. Add one in the matter system ` +
       "(it is needed even if you will send the link by text); the agent picks it up at the next sync.") : null,
