@@ -36,3 +36,16 @@ def posting_rows(conn: Connection, states: Sequence[str] | None = None, *, newes
     if states:
         query = query.where(postings.c.state.in_(states))
     return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def posting_detail(conn: Connection, posting_id: int) -> dict[str, Any] | None:
+    """One posting with its payment (``None`` for a payout's fees, deposit or transfer) and every posting of the
+    same payment or payout; ``None`` when there is no such posting. The CLI, the API and the console show this."""
+    row = conn.execute(POSTING_DETAILS.where(postings.c.id == posting_id)).mappings().first()
+    if row is None:
+        return None
+    same = (postings.c.payment_id == row["payment_id"] if row["payment_id"] is not None
+            else postings.c.payout_id == row["payout_id"])
+    payment = conn.execute(select(payments).where(payments.c.id == row["payment_id"])).mappings().first()
+    allocations = [dict(r) for r in conn.execute(POSTING_DETAILS.where(same).order_by(postings.c.id)).mappings()]
+    return {"posting": dict(row), "payment": dict(payment) if payment else None, "allocations": allocations}

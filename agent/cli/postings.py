@@ -14,10 +14,10 @@ from sqlalchemy import select
 from agent.cli.output import Commands, cli_actor, emit, table
 from agent.core.errors import RuleError
 from agent.runtime import Runtime
-from agent.state.schema import payments, postings
+from agent.state.schema import payments
 from agent.state.statuses import POSTING_STATES
 from postings.outbox import Outbox
-from postings.queries import POSTING_DETAILS, posting_rows
+from postings.queries import posting_detail, posting_rows
 
 
 def _outbox(rt: Runtime) -> Outbox:
@@ -49,12 +49,10 @@ def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
 
 def cmd_show(args: argparse.Namespace, rt: Runtime) -> int:
     with rt.store.read() as conn:
-        row = conn.execute(POSTING_DETAILS.where(postings.c.id == args.id)).mappings().first()
-        if row is None:
-            raise RuleError(f"no posting {args.id}")
-        payment = dict(conn.execute(select(payments).where(payments.c.id == row["payment_id"])).mappings().one())
-        allocations = [a for a in posting_rows(conn) if a["payment_id"] == row["payment_id"]]
-    data = {"posting": dict(row), "payment": payment, "allocations": allocations}
+        data = posting_detail(conn, args.id)
+    if data is None:
+        raise RuleError(f"no posting {args.id}: 'ledgerlink postings list' shows the postings there are")
+    row, payment, allocations = data["posting"], data["payment"], data["allocations"]
 
     def text() -> str:
         lines = [f"posting {row['id']}  {row['reference']}  ({row['kind']})"]
@@ -75,11 +73,15 @@ def cmd_show(args: argparse.Namespace, rt: Runtime) -> int:
                 "posted_at",
             )
         ]
-        lines.append(
-            f"payment {payment['payment_ref']} ({payment['provider']}, {payment['method']}): "
-            f"{payment['amount']} {payment['currency']} {payment['status']} at {payment['status_at']}"
-        )
-        lines.append("allocations of this payment:")
+        if payment is not None:
+            lines.append(
+                f"payment {payment['payment_ref']} ({payment['provider']}, {payment['method']}): "
+                f"{payment['amount']} {payment['currency']} {payment['status']} at {payment['status_at']}"
+            )
+            lines.append("allocations of this payment:")
+        else:
+            lines.append(f"payout {row['payout_ref']} ({row['provider']}), bank reference {row['bank_reference']}")
+            lines.append("postings of this payout:")
         lines.append(table(POSTING_COLUMNS, map(_cells, allocations), right={"id", "amount"}))
         return "\n".join(lines)
 

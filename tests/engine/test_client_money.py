@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 from money_support import (
     ADMIN,
@@ -28,7 +29,9 @@ from money_support import (
     runtime_for,
 )
 from sqlalchemy import select
+from tests_support import bearer
 
+from agent.api.app import serve_api
 from agent.cli.doctor import diagnose
 from agent.cli.main import main
 from agent.core.errors import RuleError, TransientError
@@ -82,6 +85,31 @@ def test_trust_payment_posts_gross_to_the_client_ledger_and_its_fee_to_operating
     assert firm(home, "SELECT account, amount_pence FROM office_expenses") == [("operating", fee_pence)]
     assert sorted(firm(home, "SELECT account, amount_pence FROM bank_deposits")) == [
         ("operating", 10000 - fee_pence), ("trust", 30000)]
+
+
+def test_a_payout_posting_is_shown_by_the_cli_as_the_api_shows_it(
+        rt: Runtime, money: MoneyWorld, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Fees, deposit and transfer postings have no payment: ``postings show`` once crashed on them."""
+    paid(rt, money, OFFICE_MATTERS[0], "100.00", "operating", "card")
+    money.pay_out()
+    rt.payouts.sync()
+    post_all(rt)
+    with rt.store.read() as conn:
+        ids = conn.execute(select(postings.c.id).where(postings.c.payout_id.is_not(None))).scalars().all()
+    assert ids
+    server = serve_api(rt, "127.0.0.1", 0)
+    client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {bearer(rt.store)}"}, timeout=10)
+    for posting_id in ids:
+        capsys.readouterr()
+        assert main(["--home", str(home), "postings", "show", str(posting_id), "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["payment"] is None and shown["posting"]["id"] == posting_id
+        api = client.get(f"/postings/{posting_id}").json()
+        assert [a["id"] for a in api["allocations"]] == [a["id"] for a in shown["allocations"]]
+        assert main(["--home", str(home), "postings", "show", str(posting_id)]) == 0
+        assert "postings of this payout:" in capsys.readouterr().out
+    client.close()
+    server.stop()
 
 
 def test_a_net_of_fees_trust_payout_raises_the_breach_with_the_exact_amount(

@@ -8,9 +8,10 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
 from agent.api.auth import ActorDep, RuntimeDep
-from agent.api.schemas import PaymentOut, PostingDetailOut, PostingId, PostingOut, RetriedOut
+from agent.api.schemas import PostingDetailOut, PostingId, PostingOut, RetriedOut
 from agent.runtime import Runtime
-from agent.state.schema import payments, postings
+from agent.state.schema import postings
+from postings.queries import posting_detail
 
 from .common import MISSING
 
@@ -37,15 +38,11 @@ def posting_row(rt: Runtime, posting_id: int) -> dict[str, Any]:
 
 @router.get("/postings/{posting_id}", response_model=PostingDetailOut, responses=MISSING)
 def get_posting(rt: RuntimeDep, posting_id: PostingId) -> PostingDetailOut:
-    row = posting_row(rt, posting_id)
-    same = (postings.c.payment_id == row["payment_id"] if row["payment_id"] is not None
-            else postings.c.payout_id == row["payout_id"])
     with rt.store.read() as conn:
-        payment = conn.execute(select(payments).where(payments.c.id == row["payment_id"])).mappings().first()
-        allocations = conn.execute(select(postings).where(same).order_by(postings.c.id)).mappings().all()
-    return PostingDetailOut(posting=PostingOut.model_validate(row),
-                            payment=PaymentOut.model_validate(dict(payment)) if payment else None,
-                            allocations=[PostingOut.model_validate(dict(a)) for a in allocations])
+        detail = posting_detail(conn, posting_id)
+    if detail is None:
+        raise HTTPException(404, f"unknown posting {posting_id}")
+    return PostingDetailOut.model_validate(detail)
 
 
 @router.post("/postings/retry-failed", response_model=RetriedOut)
