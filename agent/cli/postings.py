@@ -133,9 +133,10 @@ def cmd_payments_list(args: argparse.Namespace, rt: Runtime) -> int:
     def text() -> str:
         if not rows:
             return "no payments"
-        return table(("provider ref", "status", "amount", "method", "account", "link", "when (UTC)"),
+        return table(("provider ref", "status", "amount", "method", "account", "link", "paid (UTC)", "status since"),
                      ((p["payment_ref"], p["status"], f"{p['amount']} {p['currency']}", p["method"], p["account"],
-                       p["link_id"], f"{p['status_at']:%Y-%m-%d %H:%M}") for p in rows), right={"amount"})
+                       p["link_id"], f"{p['confirmed_at']:%Y-%m-%d %H:%M}" if p["confirmed_at"] else "-",
+                       f"{p['status_at']:%Y-%m-%d %H:%M}") for p in rows), right={"amount"})
 
     emit(args, rows, text)
     return 0

@@ -110,9 +110,12 @@ def apply_event(conn: Connection, account: str, provider: str, event: ProviderEv
 
 
 def _supersedes(status: str, at: dt.datetime, previous: str, previous_at: dt.datetime) -> bool:
-    """Whether an event's status replaces the payment's: the later event by the provider's time wins."""
-    if status == "pending":
-        return False  # pending over pending changes nothing; over a settled status it is only information
+    """Whether an event's status replaces the payment's: the later event by the provider's time wins.
+
+    The same status again (a repeated event, a re-read that reports "now") changes nothing, so a payment keeps the
+    time it was paid whatever is read about it later."""
+    if status == "pending" or status == previous:
+        return False  # pending over a settled status is only information
     if previous == "pending":
         return True
     return (at, RANK[status]) > (previous_at, RANK[previous])
@@ -145,7 +148,9 @@ def _apply_payment(conn: Connection, account: str, provider: str, event: Provide
         if _supersedes(status, event.occurred_at, row["status"], row["status_at"]):
             conn.execute(update(payments).where(payments.c.id == payment_id).values(
                 status=status, status_at=event.occurred_at,
-                **({"confirmed_at": event.occurred_at} if status == "confirmed" else {})))
+                # Paid once: a payment confirmed again (a dispute won) keeps the time it was first paid.
+                **({"confirmed_at": event.occurred_at} if status == "confirmed" and row["confirmed_at"] is None
+                   else {})))
         else:
             status = row["status"]  # a late or repeated event never moves a payment back
     remainder = None

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,7 +40,8 @@ from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
 from agent.home.demo import init_home
 from agent.runtime import Runtime
-from agent.state.schema import postings
+from agent.state.schema import payments, postings
+from postings.queries import posting_rows
 
 
 @pytest.fixture
@@ -347,3 +349,25 @@ def test_client_money_with_no_matter_waits_for_a_person_and_never_goes_to_an_off
     assert "client money with no matter" in row["note"]
     with pytest.raises(RuleError, match="client money: it belongs on a matter's client ledger"):
         rt.outbox.reallocate(ADMIN, row["id"], {"1": Decimal("75.00")})
+
+
+def test_a_refund_never_moves_the_payments_paid_time(rt: Runtime, money: MoneyWorld) -> None:
+    """Paid at 15:41, refunded in part at 15:46: the receipt stays at 15:41 in every listing and in the books."""
+    ref = paid(rt, money, OFFICE_MATTERS[0], "100.00", "operating", "card")
+    post_all(rt)
+
+    def times() -> tuple[Any, ...]:
+        with rt.store.read() as conn:
+            payment = conn.execute(select(payments).where(payments.c.payment_ref == ref)).mappings().one()
+            posted = [p for p in posting_rows(conn) if p["payment_ref"] == ref and p["kind"] == "payment"]
+        return payment["status"], payment["confirmed_at"], payment["status_at"], [p["status_at"] for p in posted]
+
+    before = times()
+    assert before[0] == "confirmed" and before[1] is not None
+    payment_id = f"pay_{ref}"[:32]
+    rt.refunds.refund(payment_id, Decimal("20.00"), "overcharged", ADMIN)
+    poller = EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01)
+    poller.poll()  # every event the provider has now, the refund's included
+    poller.reconcile(dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))  # the nightly re-read reports "now"
+    post_all(rt)
+    assert times() == before
