@@ -21,6 +21,7 @@ import pytest
 from money_support import (
     ADMIN,
     OFFICE_MATTERS,
+    PENNY,
     TRUST_MATTER,
     TRUST_MATTER_ID,
     MoneyWorld,
@@ -38,10 +39,13 @@ from agent.cli.main import main
 from agent.core.errors import RuleError, TransientError
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
+from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.state.schema import payments, postings
 from postings.queries import posting_rows
+
+ZERO = Decimal(0)
 
 
 @pytest.fixture
@@ -371,3 +375,22 @@ def test_a_refund_never_moves_the_payments_paid_time(rt: Runtime, money: MoneyWo
     poller.reconcile(dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))  # the nightly re-read reports "now"
     post_all(rt)
     assert times() == before
+
+
+def test_a_refund_raises_what_is_owed_by_what_went_back(rt: Runtime, money: MoneyWorld) -> None:
+    """Part paid, part of that refunded: what is owed rises by what went back, and once the mirror shows both
+    postings nothing is "paid, not yet posted" (the refund was once counted as an unposted payment)."""
+    matter = OFFICE_MATTERS[0]
+    start = rt.links.defaults(matter).amount
+    pay, back = (start / 2).quantize(PENNY), Decimal("10.00")
+    ref = paid(rt, money, matter, str(pay), "operating", "card")
+    post_all(rt)
+    rt.refunds.refund(f"pay_{ref}"[:32], back, "overcharged", ADMIN)
+    post_all(rt)
+    before_sync = rt.links.defaults(matter)
+    assert (before_sync.unposted_payments, before_sync.unposted_reversals) == (pay, back)
+    assert before_sync.amount == start - pay + back
+    Syncer(rt.store, rt.connector).sync()
+    after_sync = rt.links.defaults(matter)
+    assert (after_sync.open_balance, after_sync.amount) == (start - pay + back, start - pay + back)
+    assert (after_sync.unposted_payments, after_sync.unposted_reversals) == (ZERO, ZERO)
