@@ -23,6 +23,7 @@ from agent.engine.sync import Syncer
 from agent.home.secrets import Secrets
 from agent.home.settings import Settings, load_settings
 from agent.state import StateStore
+from agent.state.accounts import stamp_kinds
 from connectors.database.contract import Connector
 from connectors.plugins import CONNECTOR_GROUP, PROVIDER_GROUP, load
 from connectors.providers.contract import Provider
@@ -76,7 +77,15 @@ class Runtime:
 
     @cached_property
     def store(self) -> StateStore:
-        return StateStore(self.settings.state_database_url)
+        store = StateStore(self.settings.state_database_url)
+        if store.upgraded:  # rows an older agent made carry no account kind: fix today's, once
+            with store.begin() as conn:
+                stamp_kinds(conn, self.account_kinds())
+        return store
+
+    def account_kinds(self) -> dict[str, str]:
+        """Each account's kind as the settings say now (rows keep the kind they were made with)."""
+        return {name: account.kind for name, account in self.settings.accounts.items()}
 
     @cached_property
     def connector(self) -> Connector:

@@ -30,6 +30,7 @@ from agent.core.scrub import scrub
 from agent.engine.sending import DeliveryFailed, check_relay
 from agent.runtime import Runtime
 from agent.state import users
+from agent.state.accounts import kind_changes
 from agent.state.lock import AlreadyRunning, active_agent
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -150,6 +151,11 @@ def _jobs(rt: Runtime) -> Iterator[Finding]:
 
 
 def _client_money(rt: Runtime) -> Iterator[Finding]:
+    with rt.store.read() as conn:
+        changes = kind_changes(conn, rt.account_kinds())
+    for change in changes:
+        yield Finding("fail", f"account kind {change.account}", change.message,
+                      f"set accounts.{change.account}.kind = {change.was!r} in ledgerlink.toml")
     breaches = rt.payouts.breaches()
     for b in breaches:
         yield Finding("fail", f"client money {b.account}", b.message,

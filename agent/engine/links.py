@@ -27,11 +27,12 @@ from sqlalchemy import Connection, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agent.core.addresses import check_email
-from agent.core.errors import DataError, RuleError
+from agent.core.errors import ConfigurationError, DataError, RuleError
 from agent.core.model import Actor, Matter, MatterStatus, MerchantAccount, Statement, check_decimals, to_decimal
 from agent.core.retry import call
 from agent.home.settings import Settings
 from agent.state import StateStore, audit
+from agent.state.accounts import kind_changes
 from agent.state.mirror import get_matter, get_payer, get_statement, open_statements
 from agent.state.owed import matter_owed
 from agent.state.schema import Row, firm_clients, link_items, links
@@ -142,6 +143,11 @@ def _get(conn: Connection, link_id: str) -> Row:
     return row
 
 
+def matter_debt(matter_key: str, account: str) -> str:
+    """A matter's debt in one account: one outstanding link each, so a trust link never hands back the office's."""
+    return f"matter:{matter_key}/{account}"
+
+
 def _open_for(conn: Connection, debt: str) -> Row | None:
     return conn.execute(select(links).where(links.c.outstanding_key == debt)).mappings().first()
 
@@ -160,14 +166,15 @@ class LinkEngine:
     def description(self) -> str:
         return self.settings.description_template.format(service=self.settings.service_name, date=self.today())
 
-    def defaults(self, matter_ref: str) -> Defaults:
+    def defaults(self, matter_ref: str, account: str | None = None) -> Defaults:
+        """What a link on the matter would be for; ``existing`` is its outstanding link in ``account``."""
         with self.store.read() as conn:
             matter = get_matter(conn, matter_ref)
             owing = matter_owed(conn, matter.key)
             statements = owing.statements
             payer = get_payer(conn, matter.payer_key)
             name, email = (payer.name, payer.email) if payer else self._client_contact(conn, matter.client_key)
-            existing = _open_for(conn, f"matter:{matter.key}")
+            existing = _open_for(conn, matter_debt(matter.key, self.settings.account(account).name))
         currency = statements[0].currency if statements else self.settings.account(None).currency
         owed = owing.figures
         return Defaults(
@@ -212,12 +219,13 @@ class LinkEngine:
             return self._create_quick(request, act)
         with self.store.read() as conn:
             matter = get_matter(conn, request.matter)
-            existing = _open_for(conn, f"matter:{matter.key}")
+            existing = _open_for(conn, matter_debt(matter.key, self.settings.account(request.account).name))
         if existing is not None and existing["status"] != LINK_CREATING:
             return Link.from_row(existing, existing=True)
         plan = self._plan(request, matter)
         row = self._reserve(
-            debt=f"matter:{matter.key}", account=plan.account, amount=plan.amount, description=plan.description,
+            debt=matter_debt(matter.key, plan.account.name), account=plan.account, amount=plan.amount,
+            description=plan.description,
             matter_key=matter.key, client_key=matter.client_key, payer_name=plan.defaults.payer_name,
             payer_email=plan.defaults.payer_email, invoice=None, due_date=None, items=plan.items,
             explicit=bool(request.statements),
@@ -233,8 +241,8 @@ class LinkEngine:
         """Every rule a matter link must pass, checked against the current balances; nothing is written."""
         if matter.status != MatterStatus.OPEN:
             raise RuleError(f"matter {matter.number} is {matter.status}; links are only for open matters")
-        account = self.settings.account(request.account)
-        defaults = self.defaults(matter.key)
+        account = self._account(request.account)
+        defaults = self.defaults(matter.key, account.name)
         if not defaults.payer_email:
             who = f"payer {defaults.payer_name!r}" if defaults.payer_name else "no payer"
             raise RuleError(
@@ -305,8 +313,18 @@ class LinkEngine:
             left -= take
         return items
 
+    def _account(self, name: str | None) -> MerchantAccount:
+        """The account a new link goes to, refused while its kind was changed under links or payments in flight
+        (they would be posted as the other kind of money)."""
+        account = self.settings.account(name)
+        with self.store.read() as conn:
+            changed = kind_changes(conn, {account.name: account.kind})
+        if changed:
+            raise ConfigurationError(changed[0].message)
+        return account
+
     def _create_quick(self, request: LinkRequest, act: audit.Attempt) -> Link:
-        account = self.settings.account(request.account)
+        account = self._account(request.account)
         if not request.email:
             raise RuleError("a quick link needs the recipient's email address")
         check_email(request.email)
@@ -352,7 +370,7 @@ class LinkEngine:
             currency=account.currency, description=description, matter_key=matter_key, client_key=client_key,
             payer_name=payer_name, payer_email=payer_email, invoice_number=invoice, due_date=due_date,
             created_at=now, expires_at=now + expiry, outstanding_key=debt, idempotency_key=secrets.token_hex(16),
-            replaces=replaces,
+            replaces=replaces, account_kind=account.kind,
         )
         try:
             with self.store.begin() as conn:
@@ -484,14 +502,14 @@ class LinkEngine:
                     link_items.c.link_id == old.id, link_items.c.explicit.is_(True)))}
         amount = changes.amount
         if amount is None and not statements:
-            amount = min(old.amount, self.defaults(old.matter_key).amount)
+            amount = min(old.amount, self.defaults(old.matter_key, old.account).amount)
         return LinkRequest(matter=old.matter_key, statements=statements, amount=amount, description=description,
                            account=account)
 
     def create_remainder(self, actor: Actor, link_id: str) -> Link | None:
         """After a partial payment (single-use link closed): a fresh link for what is still owing."""
         old = self.get(link_id)
-        if old.matter_key is None or self.defaults(old.matter_key).amount <= 0:
+        if old.matter_key is None or self.defaults(old.matter_key, old.account).amount <= 0:
             return None
         return self.create(actor, LinkRequest(matter=old.matter_key, account=old.account, description=old.description))
 

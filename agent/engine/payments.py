@@ -133,18 +133,28 @@ def _apply_payment(conn: Connection, account: str, provider: str, event: Provide
                         event.event_id, event.payment_ref)
             return None
         payment_id = f"pay_{event.payment_ref}"[:32]
+        # Client money or not is the link's, fixed when it was sent; a payment with no link of ours takes the
+        # account's kind as it is now, once. The payment keeps it for good.
+        kind = link["account_kind"] if link and link["account_kind"] else "trust" if trust else "operating"
+        trust = kind == "trust"
         conn.execute(payments.insert().values(
             id=payment_id, account=account, provider=provider, payment_ref=event.payment_ref,
             link_id=link["id"] if link else None, amount=event.amount, currency=event.currency, status=status,
             method=event.method.value, status_at=event.occurred_at,
-            confirmed_at=event.occurred_at if status == "confirmed" else None, created_at=utcnow()))
+            confirmed_at=event.occurred_at if status == "confirmed" else None, created_at=utcnow(),
+            account_kind=kind))
     else:
         payment_id = row["id"]
         if link is not None and row["link_id"] is None:
             # The link is learnt late (GoCardless names a payment's billing request only on the request's
             # fulfilled event, which can come after the payment's own events): allocate again through the link.
-            conn.execute(update(payments).where(payments.c.id == payment_id).values(link_id=link["id"]))
+            kind = link["account_kind"] or row["account_kind"]
+            conn.execute(update(payments).where(payments.c.id == payment_id).values(link_id=link["id"],
+                                                                                  account_kind=kind))
             relinked = True
+        else:
+            kind = row["account_kind"]
+        trust = kind == "trust" if kind else trust
         if _supersedes(status, event.occurred_at, row["status"], row["status_at"]):
             conn.execute(update(payments).where(payments.c.id == payment_id).values(
                 status=status, status_at=event.occurred_at,

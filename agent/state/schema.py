@@ -249,6 +249,7 @@ links = Table(
     Column("status_reason", Text),
     Column("flagged", Text, comment="Why a person should look at this outstanding link (debt changed)"),
     Column("replaces", String(32)),
+    Column("account_kind", String(16), comment="operating or trust, fixed when the link is made"),
     # Set to the debt's key while the link is outstanding and NULL afterwards: the unique index is what makes
     # "one outstanding link per debt" hold across threads and processes.
     Column("outstanding_key", KEY, unique=True),
@@ -299,6 +300,7 @@ payments = Table(
     Column("status_at", UTCDateTime, nullable=False, comment="occurred_at of the event that set status"),
     Column("confirmed_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("account_kind", String(16), comment="operating or trust, fixed when the payment is first recorded"),
     UniqueConstraint("account", "payment_ref", name="uq_payments_ref"),
 )
 

@@ -68,6 +68,7 @@ class StateStore:
         # every write transaction (agent.state.lock).
         self.fence: Callable[[Connection], None] | None = None
         self.full: str | None = None  # why writes fail for want of space, while they do (for /status and doctor)
+        self.upgraded = False  # whether opening it upgraded an older agent's schema (the runtime finishes the job)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -82,6 +83,7 @@ class StateStore:
                 if revision == "head" and current == self.head():
                     return
                 command.upgrade(_alembic_config(conn), revision)
+                self.upgraded = current is not None
         except OperationalError as exc:
             raise ConfigurationError(f"cannot open the state store {self.engine.url!r}: {exc.orig}") from None
 

@@ -36,7 +36,7 @@ from tests_support import bearer
 from agent.api.app import serve_api
 from agent.cli.doctor import diagnose
 from agent.cli.main import main
-from agent.core.errors import RuleError, TransientError
+from agent.core.errors import ConfigurationError, RuleError, TransientError
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
 from agent.engine.sync import Syncer
@@ -394,3 +394,44 @@ def test_a_refund_raises_what_is_owed_by_what_went_back(rt: Runtime, money: Mone
     after_sync = rt.links.defaults(matter)
     assert (after_sync.open_balance, after_sync.amount) == (start - pay + back, start - pay + back)
     assert (after_sync.unposted_payments, after_sync.unposted_reversals) == (ZERO, ZERO)
+
+
+def test_a_trust_link_is_never_answered_with_the_matters_office_link(rt: Runtime) -> None:
+    """Link reuse matches the account asked for: each account has its own outstanding link on a matter."""
+    office = rt.links.create(ADMIN, LinkRequest(matter=TRUST_MATTER, amount=Decimal("50.00"), account="operating"))
+    trust = rt.links.create(ADMIN, LinkRequest(matter=TRUST_MATTER, amount=Decimal("2.00"), account="trust"))
+    assert (trust.account, trust.amount, trust.existing) == ("trust", Decimal("2.00"), False)
+    assert trust.id != office.id
+    again = rt.links.create(ADMIN, LinkRequest(matter=TRUST_MATTER, amount=Decimal("2.00"), account="trust"))
+    assert (again.id, again.existing) == (trust.id, True)
+    assert rt.links.defaults(TRUST_MATTER, "trust").existing.id == trust.id  # type: ignore[union-attr]
+    assert rt.links.defaults(TRUST_MATTER, "operating").existing.id == office.id  # type: ignore[union-attr]
+
+
+def test_client_money_stays_client_money_when_the_settings_change_under_it(
+        home: Path, money: MoneyWorld, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A trust link sent, then the account's kind edited to operating: its payment still goes to the client
+    ledger, new links in that account are refused until the kind is put back, and doctor says so."""
+    rt = runtime_for(home, money)
+    try:
+        link = rt.links.create(ADMIN, LinkRequest(matter=TRUST_MATTER, amount=Decimal("300.00"), account="trust"))
+        assert link.provider_ref is not None
+    finally:
+        rt.close()
+    monkeypatch.setenv("LEDGERLINK_ACCOUNTS__TRUST__KIND", "operating")
+    rt = Runtime.for_home(home)
+    rt.links.retry_initial = 0.01
+    try:
+        assert rt.settings.account("trust").kind == "operating"
+        with pytest.raises(ConfigurationError, match=r"account 'trust' is now kind 'operating'.*put its kind back"):
+            rt.links.create(ADMIN, LinkRequest(matter=OFFICE_MATTERS[0], amount=Decimal("5.00"), account="trust"))
+        assert any(f.verdict == "fail" and f.what == "account kind trust" for f in diagnose(rt))
+        money.pay(rt, link.provider_ref, "card")
+        EventPoller(rt.store, rt.provider("trust"), "trust", retry_initial=0.01).poll()
+        post_all(rt)
+        assert firm(home, "SELECT matter_id, amount_pence, entry FROM client_ledger") == [
+            (TRUST_MATTER_ID, 30000, "payment")]
+        with rt.store.read() as conn:
+            assert conn.execute(select(payments.c.account_kind)).scalars().all() == ["trust"]
+    finally:
+        rt.close()

@@ -11,6 +11,7 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import StatementError
 
 from agent.state import StateStore
+from agent.state.accounts import stamp_kinds
 from agent.state.schema import checkpoints, firm_statements, links
 from connectors.testkit.databases import TempDatabase
 
@@ -67,3 +68,34 @@ def test_a_quarantined_statement_is_not_offered_as_owing(tmp_path: Path) -> None
     with store.read() as conn:
         assert [s.number for s in open_statements(conn, "m")] == ["INV-1"]
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_an_older_agents_matter_links_are_keyed_by_account_and_stamped_with_its_kind(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """0016 on every state-store database: a matter's outstanding link becomes its account's, and the first start
+    after the upgrade fixes each row's kind from the settings of that day."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+    else:
+        db: TempDatabase = request.getfixturevalue("pg_db" if kind == "postgresql" else "maria_db")
+        url = db.url.render_as_string(hide_password=False)
+    old = StateStore(url, migrate=False)
+    old.migrate("0015")
+    now = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    with old.begin() as conn:
+        for n, (account, key) in enumerate([("operating", "matter:m1"), ("trust", None)]):
+            conn.execute(links.insert().values(
+                id=f"l{n}", account=account, provider="sandbox", status="outstanding", amount=Decimal("1.00"),
+                currency="GBP", description="d", matter_key="m1", created_at=now, expires_at=now,
+                outstanding_key=key, idempotency_key=f"k{n}"))
+    old.close()
+    new = StateStore(url)
+    assert new.upgraded
+    with new.begin() as conn:
+        assert conn.execute(select(links.c.outstanding_key).order_by(links.c.id)).scalars().all() == [
+            "matter:m1/operating", None]
+        stamp_kinds(conn, {"operating": "operating", "trust": "trust"})
+        assert conn.execute(select(links.c.account_kind).order_by(links.c.id)).scalars().all() == [
+            "operating", "trust"]
+    new.close()
