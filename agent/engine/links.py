@@ -76,6 +76,7 @@ class LinkRequest:
     email: str | None = None
     invoice: str | None = None
     due_date: dt.date | None = None
+    request_key: str | None = None  # an API client's Idempotency-Key: a quick link asked for again is the same one
 
 
 @dataclass(frozen=True)
@@ -335,7 +336,8 @@ class LinkEngine:
         amount = self._check_amount(request.amount, account.currency, field="amount")
         if request.invoice:
             self._refuse_paid_invoice(account.name, request.invoice)
-        debt = f"quick:{account.name}:{request.invoice}" if request.invoice else None
+        debt = (f"quick:{account.name}:{request.invoice}" if request.invoice
+                else f"request:{request.request_key}" if request.request_key else None)
         row = self._reserve(
             debt=debt, account=account, amount=amount, description=request.description or self.description(),
             matter_key=None, client_key=None, payer_name=request.name, payer_email=request.email,

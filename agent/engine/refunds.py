@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -103,20 +104,28 @@ class Refunds:
         self.retry_initial = retry_initial
         self.attempts = attempts
 
-    def refund(self, payment: str, amount: Decimal | None, reason: str, actor: Actor) -> RefundView:
-        """Refund ``amount`` (None: all that is left) of a confirmed payment, by its id or provider ref."""
-        return self._complete(self.request(payment, amount, reason, actor), actor)
+    def refund(self, payment: str, amount: Decimal | None, reason: str, actor: Actor,
+               request_key: str | None = None) -> RefundView:
+        """Refund ``amount`` (None: all that is left) of a confirmed payment, by its id or provider ref. The same
+        ``request_key`` (an API client's Idempotency-Key) asked again is the same refund, never a second one."""
+        return self._complete(self.request(payment, amount, reason, actor, request_key), actor)
 
-    def request(self, payment: str, amount: Decimal | None, reason: str, actor: Actor) -> str:
+    def request(self, payment: str, amount: Decimal | None, reason: str, actor: Actor,
+                request_key: str | None = None) -> str:
         """Check and record a refund as requested, in one transaction; returns its id (``resume`` finishes it)."""
         with audit.attempt(self.store, actor, "refund.request", "payment", payment,
                            before={"amount": amount, "reason": reason}) as act:
-            return self._request(payment, amount, reason.strip(), actor, act)
+            return self._request(payment, amount, reason.strip(), actor, act, request_key)
 
-    def _request(self, payment: str, amount: Decimal | None, reason: str, actor: Actor, act: audit.Attempt) -> str:
+    def _request(self, payment: str, amount: Decimal | None, reason: str, actor: Actor, act: audit.Attempt,
+                 request_key: str | None) -> str:
         if not reason:
             raise RuleError("say why the payment is refunded (--reason)")
+        keyed = "rf" + hashlib.sha256(request_key.encode()).hexdigest()[:16] if request_key else None
         with self.store.begin() as conn:
+            if keyed and conn.execute(select(refunds.c.id).where(refunds.c.id == keyed)).first():
+                act.unchanged()  # asked again after a lost answer: the refund already recorded
+                return keyed
             row = conn.execute(select(payments).where(or_(payments.c.id == payment, payments.c.payment_ref == payment))
                                .with_for_update()).mappings().first()
             if row is None:
@@ -125,7 +134,7 @@ class Refunds:
                 raise RuleError(f"payment {row['payment_ref']} is {row['status'].replace('_', ' ')}; only a "
                                 "confirmed payment can be refunded")
             wanted = _allowed(conn, row, amount)
-            refund_id = "rf" + secrets.token_hex(8)
+            refund_id = keyed or "rf" + secrets.token_hex(8)
             now = utcnow()
             conn.execute(refunds.insert().values(
                 id=refund_id, payment_id=row["id"], amount=wanted, currency=row["currency"], reason=reason,

@@ -225,6 +225,17 @@ component_status = Table(
 
 # ---------------------------------------------------------------------------- links, payments, postings (0002)
 
+api_replays = Table(  # 0017: the first answer to each Idempotency-Key (agent.state.replays)
+    "api_replays", metadata,
+    Column("key", String(64), primary_key=True, comment="sha256 of the caller's credential and key"),
+    Column("method", String(8), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("body_sha256", String(64), nullable=False),
+    Column("status", Integer, comment="the first answer's HTTP status; null while it runs"),
+    Column("body", Text),
+    Column("created_at", UTCDateTime, nullable=False, index=True),
+)
+
 links = Table(
     "links", metadata,
     Column("id", String(32), primary_key=True),

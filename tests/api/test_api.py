@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
+import sqlite3
 import tomllib
 from collections.abc import Iterator
 from decimal import Decimal
@@ -27,7 +29,7 @@ from agent.home.demo import init_home
 from agent.home.settings import load_settings
 from agent.runtime import Runtime
 from agent.service.loop import poll_payments
-from agent.state.schema import links, postings
+from agent.state.schema import api_replays, links, postings
 from connectors.providers import sandbox
 
 MATTER = "M-2026-0010"  # Okafor probate: INV-1001 (644.30) + INV-1002 (1443.75), payer has an email
@@ -67,6 +69,46 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 def create(env: Env, **body: Any) -> httpx.Response:
     return env.client.post("/links", json={"matter": MATTER, **body})
+
+
+def test_a_refund_asked_again_with_its_idempotency_key_is_the_first_refund(env: Env) -> None:
+    """A client that lost the answer (or whose agent was killed mid-request) asks again with the same key: the
+    first answer comes back and the provider holds one refund, as Stripe's Idempotency-Key works."""
+    paid_posting(env)
+    payment_ref = env.client.get("/postings").json()[0]["payment_id"].removeprefix("pay_")
+    body = {"amount": "100.00", "reason": "client overpaid"}
+    keyed = {**env.as_admin(), "Idempotency-Key": "refund-2026-12-06-1"}
+    first = env.client.post(f"/payments/{payment_ref}/refund", json=body, headers=keyed)
+    again = env.client.post(f"/payments/{payment_ref}/refund", json=body, headers=keyed)
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    other = env.client.post(f"/payments/{payment_ref}/refund", json={**body, "amount": "5.00"}, headers=keyed)
+    assert other.status_code == 422 and "other parameters" in other.json()["error"]
+    # Killed after the refund was made and before the answer was kept: the claim is left with no answer.
+    with env.rt.store.begin() as conn:
+        conn.execute(update(api_replays).values(status=None, body=None,
+                                                created_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)))
+    retried = env.client.post(f"/payments/{payment_ref}/refund", json=body, headers=keyed)
+    assert retried.status_code == 200 and retried.json()["id"] == first.json()["id"]
+    assert "Idempotent-Replayed" not in retried.headers  # run again, and the engine found the same refund
+    assert [r["id"] for r in env.client.get("/refunds").json()] == [first.json()["id"]]
+    with sqlite3.connect(env.home / "sandbox.db") as conn:
+        assert conn.execute("SELECT COUNT(*), SUM(amount) FROM refunds").fetchone()[0] == 1
+    unkeyed = env.client.post(f"/payments/{payment_ref}/refund", json=body, headers=env.as_admin())
+    assert unkeyed.json()["id"] != first.json()["id"]  # without a key, a second request is a second refund
+
+
+def test_a_quick_link_asked_again_with_its_idempotency_key_is_one_link(env: Env) -> None:
+    body = {"name": "Ada Payer", "email": "ada@example.com", "amount": "25.00"}
+    keyed = {"Idempotency-Key": "9f2c1e4a-quick"}
+    first = env.client.post("/links/quick", json=body, headers=keyed)
+    with env.rt.store.begin() as conn:  # cut off before its answer was kept
+        conn.execute(update(api_replays).values(status=None, body=None,
+                                                created_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)))
+    again = env.client.post("/links/quick", json=body, headers=keyed)
+    assert first.status_code == 201 and again.json()["id"] == first.json()["id"]
+    assert env.client.post("/links/quick", json=body, headers={"Idempotency-Key": ""}).status_code == 422
+    assert len(env.client.get("/links").json()) == 1
 
 
 def paid_posting(env: Env) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from sqlalchemy import or_, select
 
 from agent.api.auth import ActorDep, RuntimeDep, UserDep, require_admin
 from agent.api.errors import plain
+from agent.api.idempotency import IdempotentRoute
 from agent.api.routers.links import known_account
 from agent.api.schemas import (
     AccountOut,
@@ -50,7 +51,7 @@ from postings.queries import posting_rows
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 UPLOAD_NAME = re.compile(r"[^/\\:*?\"<>|\x00-\x1f]{1,200}\.(?:csv|txt)", re.IGNORECASE)
-router = APIRouter(tags=["console"])
+router = APIRouter(tags=["console"], route_class=IdempotentRoute)
 
 
 @router.get("/console-info", response_model=ConsoleInfoOut)

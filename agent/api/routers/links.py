@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from agent.api.auth import ActorDep, RuntimeDep
 from agent.api.errors import found, plain
+from agent.api.idempotency import IdempotentRoute, request_key
 from agent.api.schemas import CancelIn, ErrorOut, LinkCreate, LinkOut, QuickLinkCreate, Recreate, SendIn, link_out
 from agent.core.model import Actor
 from agent.engine.links import Link, LinkRequest
@@ -16,7 +17,7 @@ from agent.runtime import Runtime
 
 from .common import MISSING
 
-router = APIRouter(tags=["links"])
+router = APIRouter(tags=["links"], route_class=IdempotentRoute)
 NO_DELIVERY = "sending links is not available in this build (no delivery engine)"
 
 
@@ -49,10 +50,12 @@ def create_link(rt: RuntimeDep, actor: ActorDep, body: LinkCreate, response: Res
 
 @router.post("/links/quick", response_model=LinkOut, status_code=201,
              responses={200: {"model": LinkOut, "description": "The invoice's existing outstanding link"}})
-def create_quick_link(rt: RuntimeDep, actor: ActorDep, body: QuickLinkCreate, response: Response) -> Any:
+def create_quick_link(rt: RuntimeDep, actor: ActorDep, body: QuickLinkCreate, response: Response,
+                      request: Request) -> Any:
     """A link for someone without a matter (name, email, amount, optional invoice)."""
     known_account(rt, body.account)
-    return _created(rt.links.create(actor, LinkRequest(**body.model_dump())), response)
+    return _created(rt.links.create(actor, LinkRequest(**body.model_dump(), request_key=request_key(request))),
+                    response)
 
 
 @router.get("/links", response_model=list[LinkOut])  # type: ignore[valid-type]

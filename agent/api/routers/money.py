@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from agent.api.auth import ActorDep, RuntimeDep, require_admin
+from agent.api.idempotency import IdempotentRoute, request_key
 from agent.api.schemas import BreachOut, PayoutOut, RefundIn, RefundOut
 from agent.engine.payouts import PayoutView
 
-router = APIRouter(tags=["payouts"])
+router = APIRouter(tags=["payouts"], route_class=IdempotentRoute)
 
 
 def _payout(p: PayoutView) -> Any:
@@ -46,6 +47,8 @@ def list_refunds(rt: RuntimeDep, payment: Annotated[str | None, Query()] = None)
 
 
 @router.post("/payments/{payment}/refund", response_model=RefundOut, dependencies=[Depends(require_admin)])
-def refund(rt: RuntimeDep, actor: ActorDep, payment: str, body: RefundIn) -> Any:
-    """Refund a confirmed payment (admin only): the provider's refund, then its reversal posted once."""
-    return RefundOut(**dataclasses.asdict(rt.refunds.refund(payment, body.amount, body.reason, actor)))
+def refund(rt: RuntimeDep, actor: ActorDep, payment: str, body: RefundIn, request: Request) -> Any:
+    """Refund a confirmed payment (admin only): the provider's refund, then its reversal posted once. Send an
+    ``Idempotency-Key``: asked again with it after a lost answer, the first refund is answered, not a second."""
+    refund = rt.refunds.refund(payment, body.amount, body.reason, actor, request_key(request))
+    return RefundOut(**dataclasses.asdict(refund))
