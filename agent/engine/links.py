@@ -35,7 +35,7 @@ from agent.state import StateStore, audit
 from agent.state.accounts import kind_changes
 from agent.state.mirror import get_matter, get_payer, get_statement, open_statements
 from agent.state.owed import matter_owed
-from agent.state.schema import Row, firm_clients, link_items, links
+from agent.state.schema import Row, firm_clients, firm_statements, link_items, links
 from agent.state.statuses import LINK_CREATING, LINK_OPEN
 from agent.state.store import utcnow
 from connectors.providers.contract import CancelRefused, LinkSpec, LinkStatus, Provider, ProviderLink
@@ -380,8 +380,11 @@ class LinkEngine:
                     return existing
                 conn.execute(links.insert().values(**values))
                 if items:
+                    bills = dict(conn.execute(select(firm_statements.c.key, firm_statements.c.amount)
+                                              .where(firm_statements.c.key.in_(list(items)))).all())
                     conn.execute(link_items.insert(), [
-                        {"link_id": link_id, "statement_key": k, "amount": v, "explicit": explicit}
+                        {"link_id": link_id, "statement_key": k, "amount": v, "explicit": explicit,
+                         "statement_amount": bills.get(k)}
                         for k, v in items.items()
                     ])
                 return _get(conn, link_id)
@@ -565,6 +568,12 @@ class LinkEngine:
             st = get_statement(conn, item["statement_key"])
             if st is None or st.deleted or st.status == "void":
                 return f"statement {st.number if st else item['statement_key']} was voided or removed"
+            if st.matter_key != row["matter_key"]:
+                return f"statement {st.number} was moved to another matter"
+            then = item["statement_amount"]
+            if then is not None and st.amount > then:
+                return (f"statement {st.number} was raised from {then} to {st.amount} after the link was made "
+                        f"for {row['amount']}")
             if st.balance < item["amount"]:
                 return f"statement {st.number} now owes {st.balance}, less than the link's {item['amount']}"
         balance = sum((s.balance for s in open_statements(conn, row["matter_key"])), Decimal(0))

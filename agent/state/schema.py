@@ -273,6 +273,7 @@ link_items = Table(
     Column("statement_key", KEY, primary_key=True),
     Column("amount", DecimalText, nullable=False),
     Column("explicit", Boolean, nullable=False, default=False),
+    Column("statement_amount", DecimalText, comment="the bill's amount when the link was made (0017)"),
 )
 
 provider_cursors = Table(

@@ -205,6 +205,45 @@ def test_link_never_outlives_its_debt(home: Path, mode: str) -> None:
     rt.close()
 
 
+BILL_CHANGES = [  # (what happened to INV-1001 in the firm database, the flag's words or None)
+    ("unchanged", "SELECT 1", None),
+    ("raised", "UPDATE bills SET total_pence = 74430, balance_pence = 74430 WHERE bill_no = 'INV-1001'",
+     "INV-1001 was raised from 644.30 to 744.30"),
+    ("lowered", "UPDATE bills SET total_pence = 54430, balance_pence = 54430 WHERE bill_no = 'INV-1001'",
+     "INV-1001 now owes 544.30, less than the link's 644.30"),
+    ("part-paid", "UPDATE bills SET balance_pence = 40000 WHERE bill_no = 'INV-1001'",
+     "INV-1001 now owes 400.00, less than the link's 644.30"),
+    ("paid elsewhere", "UPDATE bills SET balance_pence = 0, state = 'PAID' WHERE bill_no = 'INV-1001'",
+     "INV-1001"),
+    ("voided", "UPDATE bills SET state = 'VOID' WHERE bill_no = 'INV-1001'", "INV-1001 was voided or removed"),
+    ("deleted", "DELETE FROM bills WHERE bill_no = 'INV-1001'", "INV-1001 was voided or removed"),
+    ("moved", "UPDATE bills SET matter_id = 11 WHERE bill_no = 'INV-1001'",
+     "INV-1001 was moved to another matter"),
+]
+
+
+@pytest.mark.parametrize(("change", "sql", "flag"), BILL_CHANGES, ids=[c[0] for c in BILL_CHANGES])
+@pytest.mark.parametrize("mode", ["flag", "cancel"])
+def test_every_change_a_bill_can_undergo_reaches_its_outstanding_link(
+        home: Path, mode: str, change: str, sql: str, flag: str | None) -> None:
+    """A link for INV-1001's 644.30, then the bill changes: every change but none is the link's problem."""
+    rt = make_runtime(home, stale_link=mode)
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER, statements={"INV-1001": Decimal("644.30")}))
+    with sqlite3.connect(home / "demo-firm.db") as firm:
+        firm.execute(sql)
+    Syncer(rt.store, rt.connector).sync()
+    Syncer(rt.store, rt.connector).sweep_deletes("statements")
+    assert rt.links.review_outstanding(STAFF) == ([] if flag is None else [link.id])
+    after = rt.links.get(link.id)
+    if flag is None:
+        assert (after.status, after.flagged) == ("outstanding", None)
+    elif mode == "cancel":
+        assert after.status == "cancelled" and flag in (after.status_reason or "")
+    else:
+        assert after.status == "outstanding" and flag in (after.flagged or "")
+    rt.close()
+
+
 def test_balance_paid_elsewhere_flags_the_link(home: Path) -> None:
     rt = make_runtime(home, stale_link="flag")
     link = rt.links.create(STAFF, LinkRequest(matter=MATTER, statements={"INV-1001": Decimal("644.30")}))

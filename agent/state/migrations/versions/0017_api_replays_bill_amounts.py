@@ -1,5 +1,6 @@
 """Idempotent writes for API clients (issue 24, item 8): the first answer to each ``Idempotency-Key``, replayed for
-24 hours, as Stripe's API does (agent.state.replays).
+24 hours, as Stripe's API does (agent.state.replays). And each link item keeps the bill's amount when the link was
+made, so a bill raised afterwards makes its link stale (issue 24, item 4); items of older links have none.
 
 Revision ID: 0017
 Revises: 0016
@@ -25,7 +26,11 @@ def upgrade() -> None:
         sa.Column("body", sa.Text()),
         sa.Column("created_at", lt.UTCDateTime(), nullable=False, index=True),
     )
+    with op.batch_alter_table("link_items") as batch:
+        batch.add_column(sa.Column("statement_amount", lt.DecimalText(), comment="the bill's amount then"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("link_items") as batch:
+        batch.drop_column("statement_amount")
     op.drop_table("api_replays")
