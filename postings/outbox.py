@@ -176,12 +176,13 @@ def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int
     return created
 
 
-def _reversing(conn: Connection, now: dt.datetime, row: Row, reference: str, amount: Decimal, reason: str) -> int:
+def _reversing(conn: Connection, now: dt.datetime, row: Row, reference: str, amount: Decimal, reason: str,
+               state: str = "pending") -> int:
     """The reversing posting of ``amount`` of ``row``: the outbox writes it once the original is posted."""
     return _insert(conn, now, payment_id=row["payment_id"], payout_id=row["payout_id"], reference=reference,
                    kind="reversal",
                    statement_key=row["statement_key"], matter_key=row["matter_key"], amount=-amount,
-                   currency=row["currency"], section=row["section"], account=row["account"], state="pending",
+                   currency=row["currency"], section=row["section"], account=row["account"], state=state,
                    note=reason)
 
 
@@ -191,7 +192,10 @@ def original_reference(reference: str) -> str:
 
 
 def _refundable_postings(conn: Connection, payment_id: str) -> list[tuple[Row, Decimal]]:
-    """The payment's live postings, newest first, each with what is left of it after earlier refunds."""
+    """The payment's live postings, newest first, each with what is left of it after earlier refunds.
+
+    Client money always has a way home: a trust payment whose one posting waits for a matter (incomplete) or was
+    taken out to be posted by hand (removed) is still refunded against that posting."""
     rows = conn.execute(select(postings).where(postings.c.payment_id == payment_id)
                         .order_by(postings.c.id.desc())).mappings().all()
     taken: dict[str, Decimal] = {}
@@ -199,8 +203,10 @@ def _refundable_postings(conn: Connection, payment_id: str) -> list[tuple[Row, D
         if r["kind"] == "reversal" and r["state"] != "removed":
             original = original_reference(r["reference"])
             taken[original] = taken.get(original, Decimal(0)) - r["amount"]
-    return [(r, r["amount"] - taken.get(r["reference"], Decimal(0))) for r in rows
-            if r["kind"] == "payment" and r["state"] not in ("removed", "incomplete")]
+    live = [r for r in rows if r["kind"] == "payment" and r["state"] not in ("removed", "incomplete")]
+    if not live:
+        live = [r for r in rows if r["kind"] == "payment" and r["section"] == "trust"][:1]
+    return [(r, r["amount"] - taken.get(r["reference"], Decimal(0))) for r in live]
 
 
 def refund_room(conn: Connection, payment_id: str) -> Decimal:
@@ -223,7 +229,14 @@ def enqueue_refund(conn: Connection, payment_id: str, refund_id: str, amount: De
         take = min(left, remaining)
         if take <= 0:
             continue
-        created.append(_reversing(conn, now, row, f"{row['reference']}{tag}", take, reason))
+        state, note = "pending", reason
+        if row["state"] == "incomplete":  # client money with no matter yet: the reversal goes with it
+            state, note = "incomplete", f"{reason}; follows its payment's posting {row['id']} to a client ledger"
+        elif row["state"] == "removed":
+            state, note = "incomplete", (f"{reason}; its payment was posted by hand (posting {row['id']} "
+                                         "removed): post this refund by hand on the same client ledger, then "
+                                         "remove this posting")
+        created.append(_reversing(conn, now, row, f"{row['reference']}{tag}", take, note, state))
         remaining -= take
     if remaining > 0:
         raise RuleError(f"payment {payment_id}: {remaining} of the refund is on no posting (an unallocated "
@@ -662,6 +675,39 @@ class Outbox:
             act.record(conn, before={name: row[name] for name in AUDITED},
                        after={"state": "removed", "postings": dict(zip(ids, amounts.items(), strict=True))})
         return ids
+
+    def assign(self, actor: Actor, posting_id: int, matter_key: str) -> int:
+        """Put client money that came through no matter (a trust quick link) on a matter's client ledger, with any
+        refund of it waiting there; returns the new posting's id. Audited as posting.assign."""
+        with audit.attempt(self.store, actor, "posting.assign", "posting", str(posting_id),
+                           before={"matter": matter_key}) as act, self.store.begin() as conn:
+            row = conn.execute(select(postings).where(postings.c.id == posting_id)).mappings().first()
+            if row is None or row["state"] != "incomplete" or row["section"] != "trust" or row["kind"] != "payment":
+                raise RuleError(f"posting {posting_id} is not client money waiting for a matter; only an "
+                                "incomplete trust posting can be put on a matter's client ledger")
+            before = _audited(conn, posting_id)
+            now = self.clock()
+            reference = f"{row['reference'].rsplit(':', 1)[0]}:trust"
+            if conn.execute(select(postings.c.id).where(postings.c.reference == reference)).first():
+                reference = f"{reference}:{posting_id}"
+            new_id = _insert(conn, now, payment_id=row["payment_id"], reference=reference, kind="payment",
+                             statement_key=None, matter_key=matter_key, amount=row["amount"],
+                             currency=row["currency"], section="trust", account=row["account"], state="pending",
+                             note=f"assigned from posting {posting_id}")
+            waiting = conn.execute(select(postings).where(
+                postings.c.payment_id == row["payment_id"], postings.c.kind == "reversal",
+                postings.c.state == "incomplete",
+                postings.c.reference.startswith(f"{row['reference']}{REVERSAL_SUFFIX}", autoescape=True))).mappings()
+            for reversal in waiting.all():
+                conn.execute(update(postings).where(postings.c.id == reversal["id"]).values(
+                    matter_key=matter_key, state="pending", updated_at=now,
+                    reference=reference + reversal["reference"][len(row["reference"]):]))
+            conn.execute(update(postings).where(postings.c.id == posting_id).values(
+                state="removed", updated_at=now, note=f"put on the client ledger of matter {matter_key} as "
+                                                       f"posting {new_id}; was: {row['note']}"))
+            act.record(conn, before=before, after={"state": "removed", "posting": new_id,
+                                                   "new_posting": _audited(conn, new_id)})
+        return new_id
 
     def remove(self, actor: Actor, posting_id: int, reason: str) -> None:
         """Take a posting out of the outbox because a person handles it by hand in the matter system."""

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from agent.cli.output import Commands, cli_actor, emit, table
 from agent.core.errors import RuleError
 from agent.runtime import Runtime
+from agent.state.mirror import get_matter
 from agent.state.schema import payments
 from agent.state.statuses import POSTING_STATES
 from postings.outbox import Outbox
@@ -120,6 +121,14 @@ def cmd_reallocate(args: argparse.Namespace, rt: Runtime) -> int:
     return 0
 
 
+def cmd_assign(args: argparse.Namespace, rt: Runtime) -> int:
+    with rt.store.read() as conn:
+        matter = get_matter(conn, args.matter)
+    new_id = _outbox(rt).assign(cli_actor(), args.id, matter.key)
+    print(f"posting {args.id} is now posting {new_id} on the client ledger of matter {matter.number}")
+    return 0
+
+
 def cmd_remove(args: argparse.Namespace, rt: Runtime) -> int:
     _outbox(rt).remove(cli_actor(), args.id, args.reason)
     print(f"posting {args.id} removed: {args.reason}")
@@ -161,6 +170,10 @@ def register(commands: Commands) -> None:
         metavar="S=AMOUNT",
         help="statement key and amount; repeat; the amounts must add up to the posting's",
     )
+    p = commands.add("assign", cmd_assign, "put client money that came through no matter on a matter's client "
+                     "ledger", group="postings")
+    p.add_argument("id", type=int, help="the incomplete trust posting's id, as 'postings list' shows it")
+    p.add_argument("--matter", required=True, help="the matter number whose client ledger receives it")
     p = commands.add(
         "remove", cmd_remove, "take a posting out: it is handled by hand in the matter system", group="postings"
     )

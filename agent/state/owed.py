@@ -81,17 +81,20 @@ class MatterOwed:
 
 
 def _unshown(as_of: dt.datetime | None) -> ColumnElement[bool]:
-    """Postings of payments (not payouts) the mirror cannot show yet: unwritten, or written after its pass began."""
+    """Postings of payments (not payouts) the mirror cannot show yet: unwritten, or written after its pass began.
+    Client money (section trust) is on a client ledger and never pays an office bill, so it is not counted."""
     p = postings.c
     posted = p.state == "posted"
     if as_of is not None:
         posted = posted & (p.posted_at >= as_of)
-    return p.payment_id.is_not(None) & p.kind.in_(("payment", "reversal")) & (p.state.in_(_UNWRITTEN) | posted)
+    return (p.payment_id.is_not(None) & p.kind.in_(("payment", "reversal")) & p.section.is_(None)
+            & (p.state.in_(_UNWRITTEN) | posted))
 
 
 def _not_allocated_yet() -> ColumnElement[bool]:
     """Payments through a link that have no postings yet: money on its way (pending), counted by its earmarks."""
-    return (payments.c.status.in_(PAYMENT_UNPOSTED) & payments.c.link_id.is_not(None)
+    office = payments.c.account_kind.is_(None) | (payments.c.account_kind != "trust")
+    return (payments.c.status.in_(PAYMENT_UNPOSTED) & payments.c.link_id.is_not(None) & office
             & ~exists().where(postings.c.payment_id == payments.c.id))
 
 

@@ -21,7 +21,6 @@ import pytest
 from money_support import (
     ADMIN,
     OFFICE_MATTERS,
-    PENNY,
     TRUST_MATTER,
     TRUST_MATTER_ID,
     MoneyWorld,
@@ -39,10 +38,9 @@ from agent.cli.main import main
 from agent.core.errors import ConfigurationError, RuleError, TransientError
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
-from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
-from agent.state.schema import payments, postings
+from agent.state.schema import audit_log, payments, postings
 from postings.queries import posting_rows
 
 ZERO = Decimal(0)
@@ -377,25 +375,6 @@ def test_a_refund_never_moves_the_payments_paid_time(rt: Runtime, money: MoneyWo
     assert times() == before
 
 
-def test_a_refund_raises_what_is_owed_by_what_went_back(rt: Runtime, money: MoneyWorld) -> None:
-    """Part paid, part of that refunded: what is owed rises by what went back, and once the mirror shows both
-    postings nothing is "paid, not yet posted" (the refund was once counted as an unposted payment)."""
-    matter = OFFICE_MATTERS[0]
-    start = rt.links.defaults(matter).amount
-    pay, back = (start / 2).quantize(PENNY), Decimal("10.00")
-    ref = paid(rt, money, matter, str(pay), "operating", "card")
-    post_all(rt)
-    rt.refunds.refund(f"pay_{ref}"[:32], back, "overcharged", ADMIN)
-    post_all(rt)
-    before_sync = rt.links.defaults(matter)
-    assert (before_sync.unposted_payments, before_sync.unposted_reversals) == (pay, back)
-    assert before_sync.amount == start - pay + back
-    Syncer(rt.store, rt.connector).sync()
-    after_sync = rt.links.defaults(matter)
-    assert (after_sync.open_balance, after_sync.amount) == (start - pay + back, start - pay + back)
-    assert (after_sync.unposted_payments, after_sync.unposted_reversals) == (ZERO, ZERO)
-
-
 def test_a_trust_link_is_never_answered_with_the_matters_office_link(rt: Runtime) -> None:
     """Link reuse matches the account asked for: each account has its own outstanding link on a matter."""
     office = rt.links.create(ADMIN, LinkRequest(matter=TRUST_MATTER, amount=Decimal("50.00"), account="operating"))
@@ -435,3 +414,43 @@ def test_client_money_stays_client_money_when_the_settings_change_under_it(
             assert conn.execute(select(payments.c.account_kind)).scalars().all() == ["trust"]
     finally:
         rt.close()
+
+
+def _trust_quick_payment(rt: Runtime, money: MoneyWorld) -> tuple[str, int]:
+    """A trust quick link paid: client money with no matter, one incomplete posting waiting for a person."""
+    link = rt.links.create(ADMIN, LinkRequest(amount=Decimal("120.00"), name="Ada Payer", email="ada@example.com",
+                                              account="trust"))
+    assert link.provider_ref is not None
+    ref = money.pay(rt, link.provider_ref, "card")
+    EventPoller(rt.store, rt.provider("trust"), "trust", retry_initial=0.01).poll()
+    with rt.store.read() as conn:
+        [waiting] = [p for p in posting_rows(conn) if p["payment_ref"] == ref]
+    assert (waiting["state"], waiting["section"], waiting["matter_key"]) == ("incomplete", "trust", None)
+    return ref, waiting["id"]
+
+
+def test_client_money_with_no_matter_goes_on_a_client_ledger_and_its_refund_follows(
+        rt: Runtime, money: MoneyWorld, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref, posting_id = _trust_quick_payment(rt, money)
+    rt.refunds.refund(f"pay_{ref}"[:32], Decimal("20.00"), "paid too much", ADMIN)  # waits with it for a matter
+    assert main(["--home", str(home), "postings", "assign", str(posting_id), "--matter", TRUST_MATTER]) == 0
+    assert f"on the client ledger of matter {TRUST_MATTER}" in capsys.readouterr().out
+    post_all(rt)
+    assert sorted(firm(home, "SELECT matter_id, amount_pence FROM client_ledger")) == [
+        (TRUST_MATTER_ID, -2000), (TRUST_MATTER_ID, 12000)]  # the money and its refund, once each
+    with rt.store.read() as conn:
+        assert conn.execute(select(audit_log.c.action).where(audit_log.c.action == "posting.assign")
+                            ).scalars().all() == ["posting.assign"]
+    with pytest.raises(RuleError, match="not client money waiting for a matter"):
+        rt.outbox.assign(ADMIN, posting_id, TRUST_MATTER)  # once
+
+
+def test_client_money_posted_by_hand_can_still_be_refunded(rt: Runtime, money: MoneyWorld) -> None:
+    ref, posting_id = _trust_quick_payment(rt, money)
+    rt.outbox.remove(ADMIN, posting_id, "posted by hand to the Smith client ledger")
+    refund = rt.refunds.refund(f"pay_{ref}"[:32], None, "not needed after all", ADMIN)
+    assert refund.amount == Decimal("120.00")
+    with rt.store.read() as conn:
+        [reversal] = [p for p in posting_rows(conn) if p["payment_ref"] == ref and p["kind"] == "reversal"]
+    assert (reversal["state"], reversal["amount"]) == ("incomplete", Decimal("-120.00"))
+    assert "post this refund by hand" in reversal["note"]

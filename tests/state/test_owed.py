@@ -101,3 +101,14 @@ def test_a_refund_raises_what_is_owed_by_what_went_back(rt: Runtime, money: Mone
     assert Decimal(_owing_pence(home, matter)) / 100 == owing + Decimal("100.00")
     after = rt.links.defaults(matter)
     assert (after.amount, after.unposted_payments, after.unposted_reversals) == (owing + Decimal("100.00"), 0, 0)
+
+
+def test_client_money_never_counts_as_paying_an_office_bill(rt: Runtime, money: MoneyWorld) -> None:
+    """A trust payment on a matter is the client's money on account: the office bills still owe all they did."""
+    matter = "M-2026-0010"
+    before = rt.links.defaults(matter, "operating")
+    paid(rt, money, matter, "300.00", "trust")
+    waiting = rt.links.defaults(matter, "operating")
+    assert (waiting.amount, waiting.unposted_payments) == (before.amount, 0)
+    post_all(rt)
+    assert rt.links.defaults(matter, "operating").amount == before.amount
