@@ -15,7 +15,7 @@ from agent.core.errors import DataError, RuleError
 from agent.core.model import to_decimal
 from agent.engine.links import Link
 from agent.engine.payouts import Breach, PayoutLine, PayoutView
-from agent.engine.refunds import RefundView
+from agent.engine.refunds import Refundable, RefundView
 
 
 def _money_in(value: Any) -> Decimal:
@@ -204,6 +204,8 @@ class PostingOut(Out):
                                 "trust, fees, deposits or transfers.")
     payout_id: str | None = None
     account: str | None = None
+    statement_number: str | None = Field(None, description="The firm's own number for the statement, where known.")
+    matter_number: str | None = Field(None, description="The firm's own number for the matter, where known.")
 
 
 class PaymentOut(Out):
@@ -237,6 +239,7 @@ PayoutOut = schema_of("PayoutOut", PayoutView, adds_up=(bool, Field(
     items=(list[PayoutLineOut], Field(default_factory=list)))  # type: ignore[valid-type]
 BreachOut = schema_of("BreachOut", Breach, message=(str, ...))
 RefundOut = schema_of("RefundOut", RefundView)
+RefundableOut = schema_of("RefundableOut", Refundable)
 
 
 class RefundIn(BaseModel):

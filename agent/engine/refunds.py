@@ -56,6 +56,19 @@ class RefundView:
     created_at: dt.datetime
 
 
+@dataclass(frozen=True)
+class Refundable:
+    """What a payment could still give back: the console's Refund is an action on the payment, not on a posting."""
+
+    payment_id: str
+    payment_ref: str
+    amount: Decimal
+    currency: str
+    status: str
+    refunded: Decimal = field(metadata={"description": "every refund not failed, requested ones included"})
+    left: Decimal = field(metadata={"description": "what a refund may still give back"})
+
+
 def _view(row: Row) -> RefundView:
     return RefundView(**{f.name: row[f.name] for f in dataclasses.fields(RefundView)})
 
@@ -204,6 +217,17 @@ class Refunds:
             except LedgerlinkError as exc:
                 log.warning("refund %s: %s", refund_id, exc)
         return finished
+
+    def refundable(self, payment: str) -> Refundable:
+        """A payment (by id or provider ref) with what was refunded and what is left to refund."""
+        with self.store.read() as conn:
+            row = conn.execute(select(payments).where(or_(payments.c.id == payment,
+                                                          payments.c.payment_ref == payment))).mappings().first()
+            if row is None:
+                raise RuleError(f"no payment {payment!r}; 'ledgerlink payments list' shows the payments")
+            done = refunded(conn, row["id"])
+        left = row["amount"] - done if row["status"] == "confirmed" else Decimal(0)
+        return Refundable(row["id"], row["payment_ref"], row["amount"], row["currency"], row["status"], done, left)
 
     def listing(self, payment: str | None = None) -> list[RefundView]:
         query = _DETAILS.order_by(refunds.c.created_at)

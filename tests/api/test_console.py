@@ -546,6 +546,37 @@ def test_the_footer_says_which_version_is_running(page: Any, agent: Agent) -> No
     expect(page.locator("footer.about")).to_have_text(f"Ledgerlink {__version__}")
 
 
+def test_refund_is_an_action_on_the_payment_prefilled_with_what_is_left(page: Any, agent: Agent) -> None:
+    """A payment split over two bills: one Refund for the payment, pre-filled with all that is left and showing
+    both postings, not one Refund per posting row pre-filled with that row's part."""
+    first, second = agent.rt.links.defaults(THREE).statements[:2]
+    paid = first.balance + Decimal("1.00")  # the first bill in full and 1.00 of the second
+    link = agent.rt.links.create(STAFF, LinkRequest(matter=THREE, amount=paid))
+    assert link.provider_ref is not None
+    ref = sandbox.pay(agent.home, link.provider_ref, method="card")
+    poll_payments(agent.rt)
+    Outbox(agent.rt.store, agent.rt.connector, agent.rt.mapping).run_once()
+    sign_in(page, agent, "admin")
+    go(page, agent, "postings")
+    expect(page.locator("#postings-list tbody tr", has_text=ref)).to_have_count(2)
+    refunds = page.get_by_role("button", name=f"Refund payment {ref}")
+    expect(refunds).to_have_count(1)
+    refunds.click()
+    dialog = page.locator("#posting-dialog")
+    expect(dialog.get_by_label("Amount to refund")).to_have_value(str(paid))
+    expect(dialog.locator("#refund-postings tbody tr")).to_have_count(2)
+    expect(dialog).to_contain_text(first.number)
+    expect(dialog).to_contain_text(second.number)
+    page.screenshot(path=str(agent.home / "refund-popup.png"))
+    dialog.get_by_label("Amount to refund").fill("1.00")
+    dialog.get_by_label("Why").fill("overpaid")
+    dialog.get_by_role("button", name="Refund", exact=True).click()
+    expect(page.locator("#notice")).to_contain_text("succeeded at the provider")
+    page.get_by_role("button", name=f"Refund payment {ref}").click()
+    expect(page.locator("#posting-dialog").get_by_label("Amount to refund")).to_have_value(str(paid - 1))
+    page.keyboard.press("Escape")
+
+
 def test_payouts_page_the_client_money_banner_and_the_admin_refund(page: Any, agent: Agent) -> None:
     """A trust account paid out net of fees (the sandbox set to net for it): the banner names the transfer, the
     Payouts page shows each payout's breakdown and whether it adds up, and only an admin sees Refund."""
@@ -579,7 +610,7 @@ def test_payouts_page_the_client_money_banner_and_the_admin_refund(page: Any, ag
         assert page.get_by_role("button", name=re.compile("^Refund")).count() == 0  # a clerk cannot refund
         sign_in(page, agent, "admin")
         go(page, agent, "postings")
-        page.get_by_role("button", name=re.compile("^Refund posting")).first.click()
+        page.get_by_role("button", name=re.compile("^Refund payment")).first.click()
         page.get_by_label("Amount to refund").fill("999.00")
         page.get_by_label("Why").fill("overpaid")
         page.locator("#posting-dialog").get_by_role("button", name="Refund", exact=True).click()
@@ -588,7 +619,8 @@ def test_payouts_page_the_client_money_banner_and_the_admin_refund(page: Any, ag
         page.get_by_label("Amount to refund").fill("10.00")
         page.locator("#posting-dialog").get_by_role("button", name="Refund", exact=True).click()
         expect(page.locator("#notice")).to_contain_text("succeeded at the provider")
-        assert [r.actor for r in agent.rt.refunds.listing()] == ["user:admin"]
+        newest = agent.rt.refunds.listing()[-1]
+        assert (newest.actor, newest.amount) == ("user:admin", Decimal("10.00"))
     finally:
         agent.rt.payouts.clear(Actor("user", "admin"), breach.payout_id, "transferred in the test")
         SandboxProvider(agent.rt.settings.accounts["trust"], None, home=str(agent.home))

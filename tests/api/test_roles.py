@@ -37,7 +37,8 @@ CLERK = {
     ("GET", "/console-info"), ("GET", "/link-delivery"), ("GET", "/accounts"), ("GET", "/manage-postings"),
     ("GET", "/sent-pages"), ("GET", "/sent-pages/export"), ("GET", "/bulk/template"), ("POST", "/bulk/review"),
     ("POST", "/bulk/links"), ("POST", "/console/sign-out"), ("GET", "/payouts"), ("GET", "/payouts/breaches"),
-    ("GET", "/payouts/{payout}"), ("GET", "/refunds"), ("GET", "/links/{link_id}/history"),
+    ("GET", "/payouts/{payout}"), ("GET", "/refunds"), ("GET", "/payments/{payment}/refund"),
+    ("GET", "/links/{link_id}/history"),
     ("GET", "/postings/{posting_id}/history"),
 }
 PARAMS = {"name": "operating", "ref": "M-2026-0010", "link_id": "lnk_x", "posting_id": "1",

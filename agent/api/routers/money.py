@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from agent.api.auth import ActorDep, RuntimeDep, require_admin
 from agent.api.idempotency import IdempotentRoute, request_key
-from agent.api.schemas import BreachOut, PayoutOut, RefundIn, RefundOut
+from agent.api.schemas import BreachOut, PayoutOut, RefundableOut, RefundIn, RefundOut
 from agent.engine.payouts import PayoutView
 
 router = APIRouter(tags=["payouts"], route_class=IdempotentRoute)
@@ -44,6 +44,12 @@ def get_payout(rt: RuntimeDep, payout: str) -> Any:
 @router.get("/refunds", response_model=list[RefundOut])  # type: ignore[valid-type]
 def list_refunds(rt: RuntimeDep, payment: Annotated[str | None, Query()] = None) -> list[Any]:
     return [RefundOut(**dataclasses.asdict(r)) for r in rt.refunds.listing(payment)]
+
+
+@router.get("/payments/{payment}/refund", response_model=RefundableOut)
+def refundable(rt: RuntimeDep, payment: str) -> Any:
+    """What a refund of the payment may still give back (the console pre-fills its Refund with it)."""
+    return RefundableOut(**dataclasses.asdict(rt.refunds.refundable(payment)))
 
 
 @router.post("/payments/{payment}/refund", response_model=RefundOut, dependencies=[Depends(require_admin)])

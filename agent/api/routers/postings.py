@@ -11,7 +11,7 @@ from agent.api.auth import ActorDep, RuntimeDep
 from agent.api.schemas import PostingDetailOut, PostingId, PostingOut, RetriedOut
 from agent.runtime import Runtime
 from agent.state.schema import postings
-from postings.queries import posting_detail
+from postings.queries import posting_detail, posting_rows
 
 from .common import MISSING
 
@@ -21,11 +21,8 @@ router = APIRouter(tags=["postings"])
 @router.get("/postings", response_model=list[PostingOut])
 def list_postings(rt: RuntimeDep, status: Annotated[list[str] | None, Query(description="Repeat for several")] = None
                   ) -> list[PostingOut]:
-    query = select(postings).order_by(postings.c.id)
-    if status:
-        query = query.where(postings.c.state.in_(status))
     with rt.store.read() as conn:
-        return [PostingOut.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+        return [PostingOut.model_validate(r) for r in posting_rows(conn, status)]
 
 
 def posting_row(rt: Runtime, posting_id: int) -> dict[str, Any]:

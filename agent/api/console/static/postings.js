@@ -97,13 +97,28 @@ function remove(p) {
   reason.focus();
 }
 
-// Admins only (the API refuses anyone else): money back to the payer, and its reversal posted once.
-function refund(p) {
+// Admins only (the API refuses anyone else): money back to the payer, and its reversal posted once. A refund is an
+// action on the payment, pre-filled with what is left to refund, showing every posting the payment was split into.
+async function refund(p) {
+  const ref = encodeURIComponent(p.payment_ref);
+  let payment, detail;
+  try {
+    [payment, detail] = await Promise.all([api("GET", `/payments/${ref}/refund`), api("GET", `/postings/${p.id}`)]);
+  } catch (exc) {
+    say(notice, exc.message, "error");
+    return;
+  }
   const error = el("p", { class: "alert", role: "alert", hidden: true });
-  const amount = el("input", { id: "refund-amount", inputmode: "decimal", value: p.amount, autocomplete: "off" });
+  const amount = el("input", { id: "refund-amount", inputmode: "decimal", value: payment.left, autocomplete: "off" });
   const reason = el("textarea", { id: "refund-reason", rows: 3, required: true });
+  const parts = el("table", { id: "refund-postings" },
+    el("thead", {}, el("tr", {}, ["#", "Statement", "Amount", "State"].map((h) => el("th", { scope: "col", class: h === "Amount" ? "num" : null }, h)))),
+    el("tbody", {}, detail.allocations.map((a) => el("tr", {},
+      el("td", {}, String(a.id)), el("td", {}, a.statement_number || a.matter_number || "—"),
+      el("td", { class: "num" }, money(a.amount, a.currency)), el("td", {}, badge(a.state))))));
   const form = el("form", { class: "stack" },
-    el("p", {}, `Refund payment ${p.payment_ref} at the provider. Its reversal is then written into the matter system once. A refund can never be more than was paid less what was already refunded.`),
+    el("p", {}, `Payment ${payment.payment_ref}: ${money(payment.amount, payment.currency)} paid, ${money(payment.refunded, payment.currency)} refunded, ${money(payment.left, payment.currency)} left to refund. Its reversal is written into the matter system once.`),
+    el("p", { class: "help" }, "Its postings:"), parts,
     el("p", {}, el("label", { for: "refund-amount" }, "Amount to refund"), amount),
     el("p", {}, el("label", { for: "refund-reason" }, "Why"), reason),
     error,
@@ -111,7 +126,7 @@ function refund(p) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
-      const done = await api("POST", `/payments/${encodeURIComponent(p.payment_ref)}/refund`, { amount: amount.value.trim(), reason: reason.value.trim() });
+      const done = await api("POST", `/payments/${ref}/refund`, { amount: amount.value.trim(), reason: reason.value.trim() });
       dialog.close();
       say(notice, `Refund ${done.id} of ${money(done.amount, done.currency)}: ${done.status} at the provider; its reversal is queued.`, "ok");
       await load();
@@ -119,7 +134,7 @@ function refund(p) {
       say(error, exc.message, "error");
     }
   });
-  $("#posting-title").textContent = `Refund payment ${p.payment_ref}`;
+  $("#posting-title").textContent = `Refund payment ${payment.payment_ref}`;
   dialogBody.replaceChildren(form);
   dialog.showModal();
   amount.focus();
@@ -134,10 +149,12 @@ function history(p) {
   dialog.showModal();
 }
 
-function actions(p) {
+function actions(p, refundHere) {
   const buttons = [el("button", { type: "button", class: "small", onclick: () => history(p) }, "History")];
-  if (document.body.dataset.role === "admin" && p.kind === "payment" && p.payment_ref && p.state === "posted") {
-    buttons.push(el("button", { type: "button", class: "small", onclick: () => refund(p) }, "Refund"));
+  if (refundHere) {
+    const button = el("button", { type: "button", class: "small", onclick: () => refund(p) }, "Refund payment");
+    button.setAttribute("aria-label", `Refund payment ${p.payment_ref}`);
+    buttons.push(button);
   }
   if (["failed", "retrying"].includes(p.state)) {
     buttons.push(el("button", { type: "button", class: "small", onclick: () => act(api("POST", `/postings/${p.id}/retry`), `Posting ${p.id} will be retried.`) }, "Retry"));
@@ -148,7 +165,7 @@ function actions(p) {
   if (admin && ["pending", "retrying", "failed", "incomplete"].includes(p.state)) {
     buttons.push(el("button", { type: "button", class: "small danger", onclick: () => remove(p) }, "Remove"));
   }
-  return buttons.map((b) => { b.setAttribute("aria-label", `${b.textContent} posting ${p.id}`); return b; });
+  return buttons.map((b) => { if (!b.hasAttribute("aria-label")) b.setAttribute("aria-label", `${b.textContent} posting ${p.id}`); return b; });
 }
 
 async function load() {
@@ -158,6 +175,14 @@ async function load() {
     table.replaceChildren(el("p", { class: "empty" }, chosen ? `No postings in “${state.selectedOptions[0].textContent}”.` : "No payments have come in yet."));
     return;
   }
+  // One Refund per payment, on its first posted row: the payment is refunded, not a part of it.
+  const admin = document.body.dataset.role === "admin";
+  const offered = new Set();
+  const refundHere = (p) => {
+    if (!admin || p.kind !== "payment" || !p.payment_ref || p.state !== "posted" || offered.has(p.payment_ref)) return false;
+    offered.add(p.payment_ref);
+    return true;
+  };
   table.replaceChildren(el("table", { id: "postings-list" },
     el("thead", {}, el("tr", {}, ["#", "State", "Paid", "Matter", "Statement", "Amount", "What happened", "Action"].map((h) =>
       el("th", { scope: "col", class: h === "Amount" ? "num" : null }, h)))),
@@ -169,7 +194,7 @@ async function load() {
       el("td", {}, p.statement_number || "—"),
       el("td", { class: "num" }, money(p.amount, p.currency)),
       el("td", { class: "story" }, story(p)),
-      el("td", {}, el("div", { class: "actions" }, actions(p))))))));
+      el("td", {}, el("div", { class: "actions" }, actions(p, refundHere(p)))))))));
 }
 
 state.addEventListener("change", () => load().catch((exc) => say(notice, exc.message, "error")));
