@@ -12,19 +12,22 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from agent.core.addresses import check_email
 from agent.core.errors import DataError, RuleError
-from agent.core.model import to_decimal
+from agent.core.model import parse_amount
 from agent.engine.links import Link
 from agent.engine.payouts import Breach, PayoutLine, PayoutView
 from agent.engine.refunds import Refundable, RefundView
 
 
 def _money_in(value: Any) -> Decimal:
-    if isinstance(value, float):
+    """JSON money is a decimal string only (a JSON number is refused, integer or not), by the one amount rule."""
+    if isinstance(value, Decimal):
+        return value
+    if not isinstance(value, str):
         raise ValueError('send money as a decimal string, e.g. "250.00", not a JSON number')
     try:
-        return to_decimal(value)
+        return parse_amount(value, None)
     except DataError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(str(exc).removeprefix("amount: ")) from None
 
 
 MoneyIn = Annotated[Decimal, BeforeValidator(_money_in),

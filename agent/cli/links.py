@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from agent.cli.output import Commands, cli_actor, emit, table
-from agent.core.model import to_decimal
+from agent.core.model import parse_amount
 from agent.engine.links import Link, LinkRequest
 from agent.engine.payments import EventPoller, parked_events
 from agent.runtime import Runtime
@@ -26,14 +26,14 @@ BADGES = {
 
 
 def _amount(text: str) -> Decimal:
-    return to_decimal(text, field="amount")
+    return parse_amount(text, None, field="amount")
 
 
 def _statement_amount(text: str) -> tuple[str, Decimal]:
     ref, sep, amount = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"{text!r}: use STATEMENT=AMOUNT, e.g. INV-1001=250.00")
-    return ref.strip(), to_decimal(amount, field=f"amount for {ref}")
+    return ref.strip(), parse_amount(amount, None, field=f"amount for {ref}")
 
 
 def describe(link: Link) -> str:

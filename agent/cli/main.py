@@ -34,7 +34,7 @@ from agent.cli import (
     users,
 )
 from agent.cli.output import Commands, Handler
-from agent.core.errors import ConfigurationError, LedgerlinkError
+from agent.core.errors import ConfigurationError, LedgerlinkError, RuleError
 from agent.core.scrub import scrub
 from agent.home.logs import setup_logging
 from agent.home.settings import default_home
@@ -120,6 +120,8 @@ def _explain(exc: Exception) -> tuple[int, str]:
     """Exit code and one message for an error: 2 with the fix when a person made a mistake, 1 otherwise."""
     if isinstance(exc, ConfigurationError):
         return 2, f"configuration error: {exc}"
+    if isinstance(exc, RuleError):  # a rule refused what a person asked: they can fix it (README: exit 2)
+        return 2, f"error: {exc}"
     if isinstance(exc, LedgerlinkError):
         return 1, f"error: {exc}"
     if isinstance(exc, tomllib.TOMLDecodeError):

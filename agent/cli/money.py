@@ -12,13 +12,13 @@ from typing import Any
 
 from agent.cli.output import Commands, cli_actor, emit, table
 from agent.core.errors import RuleError
-from agent.core.model import account_kind_word, to_decimal
+from agent.core.model import account_kind_word, parse_amount
 from agent.engine.payouts import PayoutView
 from agent.runtime import Runtime
 
 
 def _amount(text: str) -> Decimal:
-    return to_decimal(text, field="--amount")
+    return parse_amount(text, None, field="--amount")
 
 
 def _since(text: str) -> dt.datetime:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
@@ -54,6 +55,66 @@ def _parse_amount_text(value: str, field: str) -> Decimal:
         raise DataError(f"{field}: {value!r} has a comma out of place; commas may only separate thousands, "
                         "as in 1,050.00")
     raise DataError(f"{field}: {value!r} is not a number")
+
+
+# The symbol a person may write before an amount in an account of each currency (the firm's own currencies; any
+# other currency symbol, Unicode category Sc, is refused naming the account's currency).
+CURRENCY_SYMBOLS: dict[str, tuple[str, ...]] = {
+    "GBP": ("£",), "EUR": ("€",), "USD": ("$", "US$"), "CAD": ("$", "CA$"), "AUD": ("$", "A$"), "NZD": ("$", "NZ$"),
+    "JPY": ("¥",), "INR": ("₹",), "ZAR": ("R",), "CHF": ("CHF",),
+}
+_SPACES = re.compile(r"[ \u00a0\u202f\u2009]")  # space, no-break space, narrow no-break and thin space
+_SPACE_GROUPS = re.compile(r"[+-]?[0-9]{1,3}(?: [0-9]{3})+(?:\.[0-9]*)?", re.ASCII)
+
+
+def parse_amount(text: str, currency: str | None, *, field: str = "amount", positive: bool = True) -> Decimal:
+    """An amount a person typed, by one rule for every entry point (CLI, bulk file, inbox, request table).
+
+    The account's own currency symbol or code may stand before the number (``£250.00``, ``GBP 250.00``); any other
+    symbol is refused naming the account's currency, never read as this currency. A space only separates
+    thousands in correct groups (``1 050.00``), as a comma does: ``10 50`` is refused, never read as 1050. With
+    ``currency`` None (JSON money) no symbol is accepted. The currency's decimals are checked; ``positive`` refuses
+    zero and below."""
+    raw = text
+    body = text.strip()
+    own = (*CURRENCY_SYMBOLS.get(currency, ()), currency) if currency else ()
+    for prefix in sorted(own, key=len, reverse=True):
+        if body.upper().startswith(prefix.upper()):
+            body = body[len(prefix):].strip()
+            break
+    else:
+        if _foreign_symbol(body):
+            where = (f"this account takes {currency}; write {_example(currency)}" if currency
+                     else 'write the amount as a plain decimal string, e.g. "250.00"')
+            raise DataError(f"{field}: {raw.strip()!r} is written in another currency or with a symbol; {where}")
+    if _SPACES.search(body):
+        spaced = _SPACES.sub(" ", body)
+        if not _SPACE_GROUPS.fullmatch(spaced):
+            raise DataError(f"{field}: {raw.strip()!r} has a space out of place; a space may only separate "
+                            "thousands, as in 1 050.00")
+        body = spaced.replace(" ", "")
+    amount = to_decimal(body, field=field)
+    if currency:
+        amount = check_decimals(amount, currency, field=field)
+    if positive and amount <= 0:
+        raise DataError(f"{field}: {raw.strip()!r} must be more than zero")
+    return amount
+
+
+def _foreign_symbol(text: str) -> bool:
+    """Whether the text starts or ends with a currency symbol or an ISO code (``$``, ``US$``, ``EUR 5``, ``5€``)."""
+    if not text:
+        return False
+    ends = (text[0], text[-1])
+    lead = re.match(r"[A-Za-z]{1,3}", text)
+    after = text[lead.end():lead.end() + 1] if lead else ""
+    return (any(unicodedata.category(c) == "Sc" for c in ends) or bool(re.match(r"[A-Z]{3}(?:\s|[0-9])", text))
+            or (lead is not None and after != "" and unicodedata.category(after) == "Sc"))
+
+
+def _example(currency: str) -> str:
+    symbol = CURRENCY_SYMBOLS.get(currency, (currency + " ",))[0]
+    return f"250.00 or {symbol}250.00"
 
 
 def to_decimal(value: Any, *, field: str = "amount") -> Decimal:

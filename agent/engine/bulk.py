@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.core.addresses import check_email
 from agent.core.errors import DataError, RuleError
-from agent.core.model import check_decimals, to_decimal
+from agent.core.model import parse_amount
 from agent.engine.links import LinkRequest
 
 TEMPLATE_HEADER = ["Invoice Number", "Invoice Date", "Due Date", "Recipient Name", "Recipient Email", "Amount",
@@ -191,16 +191,13 @@ def check_records(records: Records, *, outstanding_invoices: frozenset[str] | se
 
 
 def _amount(raw: str, currency: str) -> tuple[Decimal | None, str | None]:
-    """The amount, or why it is bad. A leading currency symbol and thousands separators are fine."""
+    """The amount, or why it is bad, by the one rule for typed amounts (agent.core.model.parse_amount)."""
     if not raw:
         return None, None
     try:
-        amount = check_decimals(to_decimal(re.sub(r"^[£$€]|\s", "", raw), field="amount"), currency)
+        return parse_amount(raw, currency), None
     except DataError as exc:
         return None, f"bad amount: {str(exc).removeprefix('amount: ')}"
-    if amount <= 0:
-        return None, "bad amount: must be more than zero"
-    return amount, None
 
 
 def read_bulk(path: Path, *, outstanding_invoices: frozenset[str] | set[str] = frozenset(), currency: str = "GBP",

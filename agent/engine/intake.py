@@ -14,21 +14,33 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from agent.core.errors import ConfigurationError, DataError, RuleError, TransientError
-from agent.core.model import Actor, to_decimal
+from agent.core.model import Actor, check_decimals, parse_amount, to_decimal
 from agent.core.scrub import scrub
 from agent.engine.bulk import BulkProblem, BulkRow, read_bulk
 from agent.engine.export import neutralise
 from agent.engine.links import LinkEngine, LinkRequest
+from agent.state import audit
 from connectors.database.contract import Connector
 from mappings.format import RequestTable
 
 log = logging.getLogger("ledgerlink.intake")
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
+
+
+def _request_amount(value: object, currency: str) -> Decimal | None:
+    """A request row's amount: text as a person typed it (agent.core.model.parse_amount), a number column as the
+    database holds it; empty asks for what is owed."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return parse_amount(value, currency)
+    return check_decimals(to_decimal(value, field="amount"), currency)
 
 
 def process_request_table(connector: Connector, spec: RequestTable | None, links: LinkEngine, limit: int = 50) -> int:
@@ -39,12 +51,15 @@ def process_request_table(connector: Connector, spec: RequestTable | None, links
     done = 0
     for req in connector.pending_requests(limit):
         try:
-            amount = to_decimal(req["amount"], field="amount") if req.get("amount") not in (None, "") else None
             account = req.get("account") or None
             if account is not None and account not in links.settings.accounts:
                 raise DataError(f"account: unknown merchant account {account!r}; configured: "
                                 f"{sorted(links.settings.accounts)}")
-            link = links.create(Actor("intake", f"{spec.table} row {req['key']}"), LinkRequest(
+            actor = Actor("intake", f"{spec.table} row {req['key']}")
+            with audit.attempt(links.store, actor, "link.create", "request", str(req["key"]),
+                               before={"amount": req.get("amount")}):  # a refused amount is one entry
+                amount = _request_amount(req.get("amount"), links.settings.account(account).currency)
+            link = links.create(actor, LinkRequest(
                 matter=str(req["matter"]), amount=amount, description=req.get("description") or None,
                 account=account))
         except (TransientError, ConfigurationError):
@@ -196,6 +211,11 @@ class InboxIntake:
                   "inbox again."]
         report += [f"row {p.row}, {p.field}: {p.message} (value {p.value!r})" for p in problems]
         target.with_name(target.name + ".errors.txt").write_text("\n".join(report) + "\n", encoding="utf-8")
+        with self.links.store.begin() as conn:  # nothing was made: one entry says why
+            first = problems[0]
+            audit.record(conn, Actor("intake", path.name), "intake.refuse", "file", path.name,
+                         after={"problems": len(problems)}, outcome="failed",
+                         error=f"row {first.row}, {first.field}: {first.message}")
         log.warning("inbox file %s refused with %d problem(s)", path.name, len(problems))
         return target
 

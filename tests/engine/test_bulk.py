@@ -88,13 +88,13 @@ def test_every_bad_row_and_field_is_reported(tmp_path: Path) -> None:
         (3, "Invoice Number", "missing"),
         (4, "Invoice Date", "bad date: use YYYY-MM-DD or DD/MM/YYYY"),
         (5, "Recipient Email", "bad email address"),
-        (6, "Amount", "bad amount: must be more than zero"),
+        (6, "Amount", "bad amount: '-1' must be more than zero"),
         (7, "Amount", "bad amount: 1.005 has more than 2 decimal places, which GBP allows"),
         (8, "Invoice Number", "duplicate invoice number (also on row 2)"),
         (9, "Amount", "bad amount: 'abc' is not a number"),
         (10, "Due Date", "missing"), (10, "Invoice Number", "already on an outstanding link"),
         (11, "Recipient Name", "missing"), (11, "Due Date", "due date is before the invoice date"),
-        (11, "Amount", "bad amount: must be more than zero"),
+        (11, "Amount", "bad amount: '0' must be more than zero"),
     }
     assert [r.row for r in bulk.rows] == [2] and not bulk.ok
     assert {p.value for p in bulk.problems if p.row in (5, 9)} == {"di-at-example", "abc"}

@@ -49,10 +49,10 @@ def test_set_rewrites_only_the_account_and_keeps_comments(home: Path, capsys: py
 def test_set_refuses_bad_values_and_unknown_accounts(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = home / "ledgerlink.toml"
     before = config.read_text()
-    assert main(["--home", str(home), "accounts", "set", "trust", "--expiry-days", "0"]) == 1
+    assert main(["--home", str(home), "accounts", "set", "trust", "--expiry-days", "0"]) == 2
     assert "invalid settings for account 'trust': expiry_days" in capsys.readouterr().err
     assert main(["--home", str(home), "accounts", "set", "nope", "--expiry-days", "5"]) == 2
-    assert main(["--home", str(home), "accounts", "set", "trust"]) == 1
+    assert main(["--home", str(home), "accounts", "set", "trust"]) == 2
     assert config.read_text() == before
 
 
