@@ -279,7 +279,9 @@ function payForm(m, replacing) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.hidden = true;
-    const body = { matter: m.number, description: description.value.trim(), account: account.value };
+    // Cancel & Create New keeps the old link's matter (the API's Recreate names none); a new link names it.
+    const body = replacing ? { description: description.value.trim(), account: account.value }
+      : { matter: m.number, description: description.value.trim(), account: account.value };
     if (chooseSome.checked) {
       body.statements = Object.fromEntries(picks.filter((p) => p.box.checked).map((p) => [p.s.number, p.amount.value.trim()]));
       if (!Object.keys(body.statements).length) { say(error, "Tick at least one statement.", "error"); return; }
