@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import httpx
 from console_support import (
     Agent,
     agent_fixture,  # noqa: F401  (pytest fixture "agent")
@@ -16,6 +17,10 @@ from console_support import (
     shot,
     sign_in,
 )
+from tests_support import PASSWORD, person
+
+from agent.core.model import Actor
+from agent.state import users
 
 MATTER = "M-2026-0010"  # Okafor: two open statements, the payer has an email
 
@@ -39,3 +44,41 @@ def test_cancel_and_create_new_cancels_the_old_link_and_makes_a_new_one(page: An
     assert agent.rt.links.get(old_id).status == "cancelled"
     new = agent.rt.links.get(new_id)
     assert new.status == "outstanding" and new.amount == Decimal("100.00")
+
+
+def test_one_session_for_every_tab_until_sign_out_or_disable(page: Any, agent: Agent) -> None:
+    sign_in(page, agent)
+    jar = {c["name"]: c for c in page.context.cookies()}["ledgerlink_session"]
+    assert jar["httpOnly"] and jar["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""  # no script of the page can read the session
+    second = page.context.new_page()  # a matter opened in a new tab of the same browser: no sign-in page
+    second.goto(f"{agent.url}/console/#debts")
+    search(second, MATTER)
+    second.get_by_role("button", name=f"Open {MATTER}").click()
+    expect(second.locator("#statements-table")).to_contain_text("INV-1002")
+    shot(second, "staff-02-second-tab")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/console/login")
+    second.goto(f"{agent.url}/console/#sent")  # the other tab is signed out too
+    second.wait_for_url("**/console/login**")
+
+    sign_in(page, agent)
+    users.disable(agent.rt.store, Actor("user", "admin"), "clerk")  # ends it in every tab
+    page.reload()
+    page.wait_for_url("**/console/login**")
+    users.reset(agent.rt.store, Actor("user", "admin"), "clerk", None)
+
+
+def test_a_cookie_alone_cannot_change_anything(agent: Agent) -> None:
+    """CSRF: another site's form or fetch carries the cookie but cannot add the console's header."""
+    person(agent.rt.store, "clerk", "clerk")
+    signed = httpx.post(f"{agent.url}/console/sign-in", json={"name": "clerk", "password": PASSWORD})
+    cookie = {"ledgerlink_session": signed.cookies["ledgerlink_session"]}
+    with httpx.Client(base_url=agent.url, cookies=cookie) as browser_like:
+        assert browser_like.get("/status").status_code == 200  # reading with the cookie is fine
+        forged = browser_like.post("/links", json={"matter": MATTER})
+        assert forged.status_code == 403 and "X-Ledgerlink-Console" in forged.json()["error"]
+        bearer = httpx.get(f"{agent.url}/status", headers={"Authorization": f"Bearer {agent.admin_token}"})
+        assert bearer.status_code == 200  # API clients keep their bearer token
+        assert browser_like.post("/console/sign-out", headers={"X-Ledgerlink-Console": "1"}).status_code == 204
+        assert browser_like.get("/status").status_code == 401
