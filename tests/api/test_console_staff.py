@@ -82,3 +82,19 @@ def test_a_cookie_alone_cannot_change_anything(agent: Agent) -> None:
         assert bearer.status_code == 200  # API clients keep their bearer token
         assert browser_like.post("/console/sign-out", headers={"X-Ledgerlink-Console": "1"}).status_code == 204
         assert browser_like.get("/status").status_code == 401
+
+
+def test_a_clerks_menu_has_no_admin_screens(page: Any, agent: Agent) -> None:
+    sign_in(page, agent)
+    menu = page.get_by_role("navigation", name="Screens")
+    expect(menu.get_by_role("link", name="Sent Pages")).to_be_visible()
+    for admin_only in ("Settings", "Audit"):
+        expect(menu.get_by_role("link", name=admin_only)).to_be_hidden()
+    page.evaluate("location.hash = '#audit'")  # typed into the address bar: words that fit sign-in by name
+    expect(page.locator("#admin-only")).to_contain_text("for administrators")
+    expect(page.locator("#admin-only")).not_to_contain_text("token")
+    shot(page, "staff-03-clerk-menu")
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, agent, "admin")
+    for admin_only in ("Settings", "Audit"):
+        expect(menu.get_by_role("link", name=admin_only)).to_be_visible()
