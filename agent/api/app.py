@@ -110,8 +110,12 @@ def serve_api(rt: Runtime, host: str = "127.0.0.1", port: int = 8766, *, start_t
     settle_users(rt)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("the local API listens on %s, not only on this computer; keep the tokens safe", host)
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default, which lets any local process choose its "client
+    # address" (and so dodge the per-address lock-out); only proxies an admin names are believed.
+    proxies = rt.settings.trusted_proxies
     config = uvicorn.Config(create_app(rt), host=host, port=port, log_config=None, lifespan="off",
-                            timeout_graceful_shutdown=5, server_header=False)
+                            timeout_graceful_shutdown=5, server_header=False, proxy_headers=bool(proxies),
+                            forwarded_allow_ips=",".join(proxies) if proxies else "")
     server = CalmServer(config)
     thread = threading.Thread(target=server.run, name="ledgerlink-api", daemon=True)
     thread.start()

@@ -5,11 +5,18 @@ of 0.2 and earlier are adopted on first use: each becomes a personal token (of `
 ``admin``) so clients set up with them keep working, and leaves the keyring. The runtime is put on the app by the
 app factory, so routers read it per request and never import the factory. Every 401 and 403 is logged with the
 path and the client's address, never the token, password or code.
+
+The console holds its session in an HttpOnly, SameSite=Strict cookie, so every tab of one browser shares it and
+no script can read it; a state-changing request carried by that cookie must also send ``X-Ledgerlink-Console``, a
+header another site's page cannot add without a CORS preflight this API never grants (CSRF). API clients send
+their token as a bearer header and need no such header.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from http.cookies import CookieError, SimpleCookie
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -27,6 +34,19 @@ log = logging.getLogger("ledgerlink.api")
 SETTLER = Actor("system", "first-run")  # who makes the first admin and adopts the shared tokens
 SHARED_TOKENS = {"api-admin-token": (FIRST_ADMIN, "admin"), "api-token": ("staff", "clerk")}  # 0.2 and earlier
 bearer = HTTPBearer(auto_error=False)
+SESSION_COOKIE = "ledgerlink_session"
+CSRF_HEADER = "X-Ledgerlink-Console"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cookie_token(cookie_header: str) -> str:
+    """The console session in a raw ``Cookie`` header, or ""."""
+    try:
+        jar = SimpleCookie(cookie_header)
+    except CookieError:
+        return ""
+    morsel = jar.get(SESSION_COOKIE)
+    return morsel.value if morsel is not None else ""
 
 
 def shared_label(secret: str) -> str:
@@ -83,21 +103,31 @@ class Tokens:
             reveal(given)  # only its hash is stored: learnt here, so a log line that quotes it is scrubbed
         return user
 
-    def authorised(self, header: str) -> bool:
-        """For an ``Authorization`` header as sent: is it a right bearer token?"""
-        scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and self.user(given.strip()) is not None
+    def authorised(self, headers: Mapping[str, str]) -> bool:
+        """For a request's headers (lower-case names): a right bearer token, or else a right session cookie?"""
+        header = headers.get("authorization", "")
+        if header:
+            scheme, _, given = header.partition(" ")
+            return scheme.lower() == "bearer" and self.user(given.strip()) is not None
+        given = cookie_token(headers.get("cookie", ""))
+        return bool(given) and self.user(given) is not None
 
 
 def require_token(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
     """The caller's role, ``clerk`` or ``admin``, for a right token (the person is kept for the request); 401."""
     tokens: Tokens = request.app.state.tokens
-    user = tokens.user(credentials.credentials if credentials else "")
+    given = credentials.credentials if credentials else request.cookies.get(SESSION_COOKIE, "")
+    user = tokens.user(given)
     if user is None:
         log.warning("refused %s %s from %s: 401 %s", request.method, request.url.path, client(request),
-                    "wrong or expired token" if credentials else "no token")
+                    "wrong or expired token" if given else "no token")
         raise HTTPException(401, UNAUTHORISED, headers={"WWW-Authenticate": "Bearer"})
+    if credentials is None and request.method not in SAFE_METHODS and CSRF_HEADER not in request.headers:
+        log.warning("refused %s %s from %s: 403 a session cookie without the %s header", request.method,
+                    request.url.path, client(request), CSRF_HEADER)
+        raise HTTPException(403, f"a console request must send the {CSRF_HEADER} header (a request from another "
+                                 "site is refused); API clients send their token as 'Authorization: Bearer'")
     request.state.user = user
     return user.role
 

@@ -1,4 +1,5 @@
-"""The gate in front of every request, before any body is read: the Host header, the bearer token, the body size.
+"""The gate in front of every request, before any body is read: the Host header, the token (bearer or console
+cookie), the body size.
 
 A foreign ``Host`` (DNS rebinding: a web page pointing its own name at 127.0.0.1) is refused; a request to a
 non-public path without a right token is answered 401 before its body is read, so nobody can make the agent
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 Scope = MutableMapping[str, Any]
@@ -36,7 +37,7 @@ class Guard:
     """Pure ASGI middleware, so nothing of the request is read before the checks pass."""
 
     def __init__(self, app: ASGIApp, *, hosts: Callable[[], Iterable[str]],
-                 authorised: Callable[[str], bool]) -> None:
+                 authorised: Callable[[Mapping[str, str]], bool]) -> None:
         self.app = app
         self.hosts = hosts
         self.authorised = authorised
@@ -52,10 +53,11 @@ class Guard:
             return
         path: str = scope.get("path", "")
         public = any(path == p or path.startswith(p + "/") for p in PUBLIC)
-        if not public and not self.authorised(headers.get("authorization", "")):
+        if not public and not self.authorised(headers):
             address = (scope.get("client") or ("unknown",))[0]
             log.warning("refused %s %s from %s: 401 %s", scope.get("method"), path, address,
-                        "wrong or expired token" if headers.get("authorization") else "no token")
+                        "wrong or expired token" if headers.get("authorization") or "cookie" in headers
+                        else "no token")
             await _answer(send, 401, UNAUTHORISED, {"WWW-Authenticate": "Bearer"})
             return
         cap = MAX_UPLOAD if path in UPLOAD_PATHS else MAX_BODY

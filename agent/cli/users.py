@@ -69,15 +69,17 @@ def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
 
 @mistakes
 def cmd_disable(args: argparse.Namespace, rt: Runtime) -> int:
-    users.disable(rt.store, cli_actor(), args.name)
-    print(f"disabled {args.name!r}: signed out everywhere, their API tokens refused")
+    revoked = users.disable(rt.store, cli_actor(), args.name)
+    print(f"disabled {args.name!r}: signed out everywhere, {revoked} API token(s) revoked for good")
     return 0
 
 
 @mistakes
 def cmd_reset(args: argparse.Namespace, rt: Runtime) -> int:
-    user = users.reset(rt.store, cli_actor(), args.name, None if args.unlock_only else read_password(args))
-    print(f"{user.name!r} is active and unlocked" + ("" if args.unlock_only else ", with the new password"))
+    user, lost = users.reset(rt.store, cli_actor(), args.name, None if args.unlock_only else read_password(args))
+    print(f"{user.name!r} is active and unlocked" + ("" if args.unlock_only else ", with the new password")
+          + (f"; {lost} API token(s) revoked when they were disabled stay revoked: 'ledgerlink api token --user "
+             f"{user.name}' makes a new one" if lost else ""))
     return 0
 
 

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     # --- local API and log files (agent/api.py, agent/logs.py) ---
     api_host: str = Field("127.0.0.1", description="Address the local API binds; keep it on loopback.")
     api_port: int = Field(8766, ge=0, le=65535, description="Port of the local API; 0 picks a free one.")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses of reverse proxies whose "
+                                       "X-Forwarded-For names the client; none: the socket's peer is the client.")
     log_file_max_bytes: int = Field(10_000_000, ge=10_000, description="Size at which <home>/logs rotates.")
     log_file_backups: int = Field(5, ge=0, le=100, description="Rotated log files kept.")
     # --- end local API and log files ---

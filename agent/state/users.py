@@ -143,21 +143,35 @@ def ensure_first_admin(store: StateStore, actor: Actor) -> bool:
         return True
 
 
-def disable(store: StateStore, actor: Actor, name: str) -> None:
-    """Sign the person out everywhere and refuse their tokens; the last active admin cannot be disabled."""
+def disable(store: StateStore, actor: Actor, name: str) -> int:
+    """Sign the person out everywhere and revoke their API tokens for good (enabling them again brings none back:
+    a token that leaked while they were away must not return); the last active admin cannot be disabled.
+    Returns how many tokens were revoked."""
     with audit.attempt(store, actor, "user.disable", "user", name.strip().lower()) as act, store.begin() as conn:
         user = existing(conn, name)
         if user.role == "admin" and active_admins(conn) == [user.name]:
             raise RuleError(f"{user.name!r} is the only active admin; add another admin first")
-        conn.execute(update(users).where(users.c.name == user.name).values(disabled_at=utcnow()))
+        now = utcnow()
+        conn.execute(update(users).where(users.c.name == user.name).values(disabled_at=now))
         conn.execute(delete(user_sessions).where(user_sessions.c.user_name == user.name))
-        act.record(conn, before=audited(user), after={"enabled": False})
+        revoked = conn.execute(update(api_tokens).where(api_tokens.c.user_name == user.name,
+                                                        api_tokens.c.revoked_at.is_(None))
+                               .values(revoked_at=now)).rowcount
+        act.record(conn, before=audited(user), after={"enabled": False, "revoked": revoked})
+    return revoked
 
 
-def reset(store: StateStore, actor: Actor, name: str, password: str | None) -> User:
-    """Lift a lock-out, enable the person again and, given one, set a new password."""
+def reset(store: StateStore, actor: Actor, name: str, password: str | None) -> tuple[User, int]:
+    """Lift a lock-out, enable the person again and, given one, set a new password. Also returns how many API
+    tokens their disabling revoked (they stay revoked: 'ledgerlink api token --user' makes new ones)."""
     with audit.attempt(store, actor, "user.reset", "user", name.strip().lower()) as act, store.begin() as conn:
         user = existing(conn, name)
+        if user.disabled_at is not None:  # a home disabled before tokens were revoked on disable: revoke them now
+            conn.execute(update(api_tokens).where(api_tokens.c.user_name == user.name,
+                                                  api_tokens.c.revoked_at.is_(None)).values(revoked_at=utcnow()))
+        lost = 0 if user.disabled_at is None else conn.execute(
+            select(func.count()).select_from(api_tokens).where(
+                api_tokens.c.user_name == user.name, api_tokens.c.revoked_at >= user.disabled_at)).scalar_one()
         values: dict[str, object] = {"disabled_at": None}
         if password is not None:
             values["password_hash"] = _password_hash(password)
@@ -167,7 +181,7 @@ def reset(store: StateStore, actor: Actor, name: str, password: str | None) -> U
         act.record(conn, before=audited(user), after={
             **audited(after), "changed": "new password set" if password is not None else "unlocked only"})
     throttle.cleared(store, throttle.name_key(user.name))
-    return after
+    return after, lost
 
 
 def check_password(store: StateStore, name: str, password: str) -> User | None:

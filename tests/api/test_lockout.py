@@ -126,3 +126,33 @@ def test_the_shared_tokens_of_an_earlier_release_become_personal_ones(tmp_path: 
     assert [(t["user_name"], t["label"]) for t in users.tokens(rt.store)] == [
         ("admin", "shared api-admin-token of an earlier release"), ("staff", "shared api-token of an earlier release")]
     rt.close()
+
+
+def test_a_forwarded_header_neither_dodges_the_address_lock_out_nor_reaches_the_log(
+        served: tuple[Runtime, ApiServer], caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing sits in front of a 127.0.0.1 service: X-Forwarded-For is the caller's own words, not its address."""
+    rt, server = served
+    person(rt.store, "jo", "clerk")
+    with caplog.at_level(logging.WARNING, "ledgerlink.api"):
+        for attempt in range(throttle.LOCK_AFTER["addr"]):  # a guesser rotating the header and the name
+            time_passes(rt)  # (which would lift an address lock: so before each attempt, not after the last)
+            forged = {"X-Forwarded-For": f"10.0.{attempt}.1"}
+            assert httpx.post(f"{server.url}/console/sign-in", json={"name": f"guess{attempt}", "password": "x" * 12},
+                              headers=forged, timeout=10).status_code == 401
+        rotated = httpx.post(f"{server.url}/console/sign-in", json={"name": "jo", "password": PASSWORD},
+                             headers={"X-Forwarded-For": "10.99.0.1"}, timeout=10)
+    assert rotated.status_code == 429  # this address is locked, whatever the header says
+    log = "\n".join(r.getMessage() for r in caplog.records)
+    assert "refused sign-in from 127.0.0.1: 401" in log and "10.0." not in log and "10.99" not in log
+
+
+def test_a_named_proxy_is_believed(tmp_path: Path) -> None:
+    with demo_runtime(tmp_path / "home", sync=False) as rt:
+        rt.settings.trusted_proxies = ["127.0.0.1"]
+        person(rt.store, "jo", "clerk")
+        for _ in range(throttle.LOCK_AFTER["addr"]):
+            throttle.failed(rt.store, ["addr:127.0.0.1"])
+        with api_server(rt) as server:
+            through = httpx.post(f"{server.url}/console/sign-in", json={"name": "jo", "password": PASSWORD},
+                                 headers={"X-Forwarded-For": "192.0.2.7"}, timeout=10)
+    assert through.status_code == 200  # the proxy's own address is locked, the client behind it is not

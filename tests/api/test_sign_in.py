@@ -68,7 +68,8 @@ def test_the_cli_prints_a_link_in_full_and_the_browser_signs_in_with_it(
         page.goto(sign_in_url(server.url, code))
         page.wait_for_url("**/console/#debts")
         assert "code=" not in page.url
-        assert page.evaluate("sessionStorage.getItem('ledgerlink.token')") not in (None, "", code)
+        jar = {c["name"]: c for c in page.context.cookies()}
+        assert jar["ledgerlink_session"]["httpOnly"] and jar["ledgerlink_session"]["value"] not in ("", code)
         page.goto(sign_in_url(server.url, code))  # the same link again: refused, with words
         page.get_by_role("alert").wait_for()
         assert "already used" in page.get_by_role("alert").inner_text()

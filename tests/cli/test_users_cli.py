@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from agent.cli.main import main
+from agent.core.model import Actor
 from agent.runtime import Runtime
 from agent.state import users
 
 PASSWORD = "a long enough password"
+users_actor = Actor("user", "admin")
 
 
 @pytest.fixture
@@ -46,9 +48,15 @@ def test_add_list_disable_reset(home: Path, capsys: pytest.CaptureFixture[str],
     rt = Runtime.for_home(home)
     assert users.check_password(rt.store, "sam", PASSWORD) is not None  # read at the prompt, hashed
 
-    assert run(home, capsys, "users", "disable", "jo")[0] == 0
+    _, token = users.new_token(rt.store, users_actor, "jo", "matter software")
+    assert run(home, capsys, "users", "disable", "jo")[:2] == (
+        0, "disabled 'jo': signed out everywhere, 1 API token(s) revoked for good\n")
     assert "disabled" in run(home, capsys, "users", "list")[1]
     assert users.check_password(rt.store, "jo", PASSWORD) is None
+    code, out, _ = run(home, capsys, "users", "reset", "jo", "--unlock-only")
+    assert code == 0 and "1 API token(s) revoked when they were disabled stay revoked" in out
+    assert users.holder(rt.store, token) is None and users.check_password(rt.store, "jo", PASSWORD) is not None
+    assert run(home, capsys, "users", "disable", "jo")[0] == 0
     assert run(home, capsys, "users", "reset", "jo", "--password-stdin", stdin="another long password\n",
                monkeypatch=monkeypatch)[0] == 0
     assert users.check_password(rt.store, "jo", "another long password") is not None

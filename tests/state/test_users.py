@@ -14,6 +14,7 @@ from agent.state import StateStore, throttle, users
 from agent.state.schema import sign_in_failures, user_sessions
 from agent.state.schema import users as users_table
 from agent.state.signin import new_code, redeem
+from agent.state.store import utcnow
 from connectors.testkit.databases import TempDatabase
 
 PASSWORD = "a long enough password"
@@ -51,14 +52,22 @@ def test_people_sessions_and_tokens_on_every_state_database(any_db: TempDatabase
         code = new_code(store, "admin")
         assert redeem(store, code) == "admin" and redeem(store, code) is None
 
-        users.disable(store, ADMIN, clerk.name)
-        assert users.holder(store, session) is None and users.holder(store, token) is None
-        users.reset(store, ADMIN, clerk.name, None)
-        assert users.holder(store, token) == clerk and users.holder(store, session) is None  # signed out for good
-        assert users.revoke_token(store, ADMIN, ident) == clerk.name
+        _, other = users.new_token(store, ADMIN, clerk.name, "spare")
+        with pytest.MonkeyPatch.context() as later:  # revoked an hour before the disabling (MariaDB keeps seconds)
+            later.setattr(users, "utcnow", lambda: utcnow() - dt.timedelta(hours=1))
+            assert users.revoke_token(store, ADMIN, ident) == clerk.name
         assert users.holder(store, token) is None
         with pytest.raises(RuleError, match="no active API token"):
             users.revoke_token(store, ADMIN, ident)
+        _, third = users.new_token(store, ADMIN, clerk.name, "third")
+
+        assert users.disable(store, ADMIN, clerk.name) == 2  # "spare" and "third"; the revoked one not again
+        assert users.holder(store, session) is None and users.holder(store, other) is None
+        assert users.reset(store, ADMIN, clerk.name, None) == (clerk, 2)  # unlock only: re-enabled ...
+        assert users.check_password(store, clerk.name, PASSWORD) == clerk
+        for old in (session, token, other, third):  # ... but no session or token of before comes back
+            assert users.holder(store, old) is None
+        assert users.reset(store, ADMIN, clerk.name, None)[1] == 0  # not disabled: nothing to say
     finally:
         store.close()
 

@@ -45,13 +45,15 @@ def test_each_user_change_writes_one_entry_with_no_secret(store: StateStore) -> 
     assert newest(store).after == {"owner": "jo", "label": "matter software"}
     users.disable(store, BOSS, "jo")
     assert trail(store, 3) == [("user:boss", "user.disable", "user:jo", "ok")]
-    assert (newest(store).before["enabled"], newest(store).after) == (True, {"enabled": False})
+    assert (newest(store).before["enabled"], newest(store).after) == (True, {"enabled": False, "revoked": 1})
     users.reset(store, BOSS, "jo", "another long password")
     assert trail(store, 4) == [("user:boss", "user.reset", "user:jo", "ok")]
     assert (newest(store).before["enabled"], newest(store).after["enabled"]) == (False, True)
     assert newest(store).after["changed"] == "new password set"
+    ident, token = users.new_token(store, BOSS, "jo", "matter software")  # the old one stays revoked
+    assert trail(store, 5)[0][1] == "token.create"
     assert users.revoke_token(store, BOSS, ident) == "jo"
-    assert trail(store, 5) == [("user:boss", "token.revoke", f"token:{ident}", "ok")]
+    assert trail(store, 6) == [("user:boss", "token.revoke", f"token:{ident}", "ok")]
     assert newest(store).before == {"owner": "jo", "label": "matter software", "revoked": False}
     with store.read() as conn:
         written = "".join(f"{e.before}{e.after}{e.error}" for e in audit.entries(conn))

@@ -14,11 +14,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.api.auth import RuntimeDep, UserDep, bearer, client
+from agent.api.auth import SESSION_COOKIE, RuntimeDep, UserDep, bearer, client
 from agent.runtime import Runtime
 from agent.state import throttle
 from agent.state.signin import redeem
-from agent.state.users import User, check_password, close_session, get, open_session
+from agent.state.users import SESSION_HOURS, User, check_password, close_session, get, open_session
 
 log = logging.getLogger("ledgerlink.api")
 public = APIRouter(tags=["console"])
@@ -39,7 +39,8 @@ class SignInIn(BaseModel):
 
 
 class SessionOut(BaseModel):
-    token: str = Field(description="A session token for this tab: send it as the bearer token.")
+    token: str = Field(description="The session token (the console keeps it in its HttpOnly cookie instead); an "
+                                   "API client may send it as the bearer token.")
     user: str
     role: str
 
@@ -47,7 +48,7 @@ class SessionOut(BaseModel):
 @public.post("/console/sign-in", response_model=SessionOut,
              responses={401: {"description": "Wrong name or password, or a used or expired code"},
                         429: {"description": "Too many failures: wait, or locked out"}})
-def sign_in(rt: RuntimeDep, request: Request, body: SignInIn) -> SessionOut:
+def sign_in(rt: RuntimeDep, request: Request, body: SignInIn, response: Response) -> SessionOut:
     """Sign in with a name and password or a one-time code; a session of the person, ending after 12 hours."""
     if body.code is not None:
         name = redeem(rt.store, body.code)
@@ -58,7 +59,11 @@ def sign_in(rt: RuntimeDep, request: Request, body: SignInIn) -> SessionOut:
         user = _active(rt, name)
     else:
         user = _password(rt, request, str(body.name), str(body.password))
-    return SessionOut(token=open_session(rt.store, user.name), user=user.name, role=user.role)
+    token = open_session(rt.store, user.name)
+    # every tab of this browser shares the session for its hours; no script (nor another site) can read it
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_HOURS * 3600), path="/", httponly=True,
+                        samesite="strict")
+    return SessionOut(token=token, user=user.name, role=user.role)
 
 
 def _active(rt: Runtime, name: str) -> User:
@@ -92,7 +97,9 @@ def _password(rt: Runtime, request: Request, name: str, password: str) -> User:
 
 
 @public.post("/console/sign-out", status_code=204, response_class=Response, response_model=None)
-def sign_out(rt: RuntimeDep, _user: UserDep,
+def sign_out(rt: RuntimeDep, _user: UserDep, request: Request, response: Response,
              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-    """End this tab's session (an API token is not ended: revoke those with 'ledgerlink api token --revoke')."""
-    close_session(rt.store, credentials.credentials if credentials else "")
+    """End the session, in every tab that shares it (an API token is not ended: revoke those with 'ledgerlink api
+    token --revoke')."""
+    close_session(rt.store, credentials.credentials if credentials else request.cookies.get(SESSION_COOKIE, ""))
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")

@@ -1,12 +1,6 @@
-// The one way the console talks to the agent: the local API with the staff member's bearer token.
-const KEY = "ledgerlink.token";
-
-export const token = {
-  get: () => sessionStorage.getItem(KEY),
-  set: (value) => sessionStorage.setItem(KEY, value),
-  clear: () => sessionStorage.removeItem(KEY),
-};
-
+// The one way the console talks to the agent: the local API. The session is an HttpOnly cookie shared by every tab
+// of this browser (no script reads it); the X-Ledgerlink-Console header tells the agent the request is the
+// console's own, which another site's page cannot send (CSRF).
 export class ApiError extends Error {
   constructor(status, message) {
     super(message);
@@ -20,7 +14,7 @@ function explain(body, response) {
 }
 
 export async function api(method, path, body, { raw = false, headers = {} } = {}) {
-  const options = { method, headers: { Authorization: `Bearer ${token.get() || ""}`, ...headers } };
+  const options = { method, credentials: "same-origin", headers: { "X-Ledgerlink-Console": "1", ...headers } };
   if (body instanceof Blob || typeof body === "string") {
     options.body = body;
   } else if (body !== undefined) {
@@ -29,7 +23,6 @@ export async function api(method, path, body, { raw = false, headers = {} } = {}
   }
   const response = await fetch(path, options);
   if (response.status === 401 && !path.startsWith("/status") && path !== "/console/sign-in") {
-    token.clear();
     location.assign("/console/login?expired=1");
   }
   if (!response.ok) {

@@ -1,5 +1,5 @@
 // The console shell: hash routing between screens, the Debts screen and the Instant Bank Pay popup.
-import { $, api, el, fillAccounts, say, session, token } from "./api.js";
+import { $, api, el, fillAccounts, say, session } from "./api.js";
 import { money, useFirmFormat, when } from "./format.js";
 import { deliveryWords, linkView } from "./linkview.js";
 import { showBulk } from "./bulk.js";
@@ -60,7 +60,6 @@ async function start() {
   }
   $("#sign-out").addEventListener("click", async () => {
     try { await api("POST", "/console/sign-out"); } catch { /* signed out here whatever the agent says */ }
-    token.clear();
     location.replace("/console/login");
   });
   // The skip link moves focus only: the #hash is the router's, so following it would switch screens.
@@ -279,7 +278,9 @@ function payForm(m, replacing) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.hidden = true;
-    const body = { matter: m.number, description: description.value.trim(), account: account.value };
+    // Cancel & Create New keeps the old link's matter (the API's Recreate names none); a new link names it.
+    const body = replacing ? { description: description.value.trim(), account: account.value }
+      : { matter: m.number, description: description.value.trim(), account: account.value };
     if (chooseSome.checked) {
       body.statements = Object.fromEntries(picks.filter((p) => p.box.checked).map((p) => [p.s.number, p.amount.value.trim()]));
       if (!Object.keys(body.statements).length) { say(error, "Tick at least one statement.", "error"); return; }
@@ -303,6 +304,5 @@ function payForm(m, replacing) {
   return form;
 }
 
-// Without a token there is nothing to show: straight to sign-in, before any request could fail.
-if (token.get()) start();
-else location.replace("/console/login");
+// Without a session the first request answers 401 and api() goes to the sign-in page.
+start();

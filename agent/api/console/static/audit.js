@@ -58,7 +58,7 @@ function filters(results, status) {
 export async function showAudit() {
   if (session.info?.role !== "admin") {
     body.replaceChildren(el("div", { class: "notice warn", id: "admin-only" },
-      el("p", {}, "The audit trail is for administrators: sign in with the admin token to read it.")));
+      el("p", {}, "The audit trail is for administrators: ask an admin, or sign in with your own name if you are one.")));
     return;
   }
   const status = el("p", { class: "notice", role: "status", hidden: true });

@@ -1,6 +1,6 @@
 // Sign-in: your name and password, or a one-time code from /console/login#code=... (the link the agent prints,
-// exchanged once for a session of the person it names). Either way the session token is kept in this tab only.
-import { api, ApiError, token } from "./api.js";
+// exchanged once for a session of the person it names). Either way the agent sets the session cookie every tab shares.
+import { api, ApiError } from "./api.js";
 
 const form = document.getElementById("login-form");
 const name = document.getElementById("name");
@@ -15,8 +15,7 @@ function fail(message, field = name) {
 
 async function signIn(body, refused) {
   try {
-    const session = await api("POST", "/console/sign-in", body);
-    token.set(session.token);
+    await api("POST", "/console/sign-in", body);
     location.replace("/console/#debts");
   } catch (exc) {
     if (exc instanceof ApiError && exc.status === 401) fail(refused, body.code ? name : password);
