@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from agent.core.addresses import check_email
 from agent.core.errors import DataError, RuleError
-from agent.core.model import parse_amount
+from agent.core.model import check_message, parse_amount
 from agent.engine.links import Link
 from agent.engine.payouts import Breach, PayoutLine, PayoutView
 from agent.engine.refunds import Refundable, RefundView
@@ -257,7 +257,7 @@ class AccountSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", from_attributes=True)
 
-    default_message: str | None = None
+    default_message: Annotated[str, AfterValidator(check_message)] | None = None
     disclaimer: str | None = None
     reminder_days: list[int] | None = None
     expiry_days: int | None = None

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import string
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from agent.core.errors import DataError
 
@@ -290,6 +292,34 @@ def account_kind_word(kind: str, locale: str) -> str:
     return _UK_WORDS.get(kind, kind) if locale.lower().endswith("-gb") else kind
 
 
+def check_message(template: str) -> str:
+    """A message template as an admin may write it: text and plain ``{name}`` placeholders only, so a stray brace
+    or a format width (``{amount:>5000000000}``) is refused when it is saved, not when every email then fails."""
+    try:
+        pieces = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{template!r}: {exc}; write braces in pairs around a placeholder, as in {{amount}}, "
+                         "or double them ({{ or }}) for a brace of their own") from None
+    for _, name, spec, conversion in pieces:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise ValueError(f"{template!r}: {{{name}{'!' + conversion if conversion else ''}"
+                             f"{':' + spec if spec else ''}}} is not a plain placeholder; write one such as "
+                             "{amount}, {description}, {name}, {invoice} or {expires}")
+    return template
+
+
+def render_message(template: str, values: Mapping[str, str]) -> str:
+    """A checked template filled in; an unknown placeholder stays as written instead of failing the send."""
+    out = []
+    for text, name, _, _ in string.Formatter().parse(check_message(template)):
+        out.append(text)
+        if name is not None:
+            out.append(values.get(name, "{" + name + "}"))
+    return "".join(out)
+
+
 class MerchantAccount(BaseModel):
     """A receiving account at a provider (e.g. operating and trust), with its own credentials and link rules."""
 
@@ -314,7 +344,8 @@ class MerchantAccount(BaseModel):
         "{CHECKOUT_SESSION_ID} is filled in by Stripe. Unset: the provider's default page.",
     )
     expiry_days: int = Field(default=7, ge=1, le=90)
-    default_message: str = "Please use the secure link below to pay {amount} for {description}."
+    default_message: Annotated[str, AfterValidator(check_message)] = (
+        "Please use the secure link below to pay {amount} for {description}.")
     disclaimer: str = ""
     reminder_days: list[int] = Field(default_factory=lambda: [3, 7, 14])
     remind_before_expiry_days: int | None = 1

@@ -25,7 +25,7 @@ import httpx
 from sqlalchemy import Connection, select
 
 from agent.core.errors import LedgerlinkError, NotSetUp, RuleError
-from agent.core.model import Actor, MerchantAccount, Money
+from agent.core.model import Actor, MerchantAccount, Money, render_message
 from agent.core.scrub import scrub
 from agent.engine.links import Link, LinkEngine, LinkRequest
 from agent.home.secrets import Secrets
@@ -68,16 +68,9 @@ class SendRecord:
 # ------------------------------------------------------------------------------------------- texts
 
 
-class _Keep(dict[str, str]):
-    """Template values; an unknown {placeholder} an admin typed stays as written instead of failing the send."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
-def _values(link: Link, settings: Settings) -> _Keep:
+def _values(link: Link, settings: Settings) -> dict[str, str]:
     expires = link.expires_at.astimezone(settings.zone)
-    return _Keep(
+    return dict(
         amount=str(Money(amount=link.amount, currency=link.currency)), description=link.description,
         name=link.payer_name or "", invoice=link.invoice_number or "", url=link.url or "",
         service=settings.service_name, expires=f"{expires:%d %B %Y}",
@@ -91,7 +84,7 @@ def email_text(link: Link, account: MerchantAccount, settings: Settings, *, remi
     lines = [f"Dear {link.payer_name}," if link.payer_name else "Hello,", ""]
     if reminder:
         lines += ["This is a reminder that the payment below is still outstanding.", ""]
-    lines += [account.default_message.format_map(values), "", f"Pay securely here: {link.url}", "",
+    lines += [render_message(account.default_message, values), "", f"Pay securely here: {link.url}", "",
               f"Amount:      {values['amount']}", f"For:         {link.description}"]
     if link.invoice_number:
         lines.append(f"Invoice:     {link.invoice_number}")

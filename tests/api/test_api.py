@@ -23,6 +23,7 @@ from agent.api.routers import links as link_routes
 from agent.cli.main import main
 from agent.core.errors import TransientError
 from agent.core.model import Actor
+from agent.engine.sending import email_text
 from agent.engine.sync import Syncer
 from agent.home.accounts import dump_toml
 from agent.home.demo import init_home
@@ -376,6 +377,23 @@ def test_admin_reads_and_changes_account_settings(env: Env) -> None:
     assert bad.status_code == 422 and "expiry_days" in bad.json()["error"]
     assert tomllib.loads(env.rt.settings.config_path.read_text())["accounts"]["trust"]["expiry_days"] == 21
     assert env.client.get("/settings/accounts/nope", headers=env.as_admin()).status_code == 404
+
+
+@pytest.mark.parametrize("message", ["Please pay {amount by Friday", "Pay {amount:>5000000000}", "Pay {amount!r}",
+                                     "Pay {link.__class__}", "Pay } now"])
+def test_a_message_template_that_cannot_be_filled_in_is_refused_when_saved(env: Env, message: str) -> None:
+    """Once every email of the account failed with a 500; a format width could build a 5 GB string."""
+    before = env.rt.settings.config_path.read_text()
+    bad = env.client.put("/settings/accounts/trust", headers=env.as_admin(), json={"default_message": message})
+    assert bad.status_code == 422 and "placeholder" in bad.json()["error"], bad.text
+    assert env.rt.settings.config_path.read_text() == before
+
+
+def test_a_plain_message_template_is_filled_in_and_an_unknown_placeholder_kept(env: Env) -> None:
+    account = env.rt.settings.accounts["trust"].model_copy(update={"default_message": "Pay {amount} {soon} {{ok}}"})
+    link = env.rt.links.get(create(env, amount="10.00").json()["id"])
+    _, body = email_text(link, account, env.rt.settings)
+    assert "Pay GBP 10.00 {soon} {ok}" in body
 
 
 def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path) -> None:
