@@ -33,6 +33,8 @@ from agent.core.model import Actor, to_minor
 from agent.core.retry import MAX_WAIT
 from agent.state import StateStore, audit
 from agent.state.schema import Row, firm_statements, payments, postings
+from agent.state.statuses import PostingState as P
+from agent.state.statuses import move, sources
 from agent.state.store import utcnow
 from connectors.database.contract import Connector, posting_context
 from connectors.database.errors import NotReady
@@ -72,7 +74,7 @@ def _enqueue_shares(conn: Connection, payment: Row, now: dt.datetime, trust: boo
                            kind="payment", statement_key=share.statement_key, matter_key=share.matter_key,
                            amount=share.amount, currency=payment["currency"], section="trust" if trust else None,
                            account=payment["account"],
-                           state="pending" if share.note is None else "incomplete", note=share.note))
+                           state=P.PENDING if share.note is None else P.INCOMPLETE, note=share.note))
     return ids
 
 
@@ -98,7 +100,7 @@ def enqueue_payout_posting(conn: Connection, payout_id: str, section: str, refer
     if conn.execute(select(postings.c.id).where(postings.c.reference == reference)).first():
         return None
     return _insert(conn, utcnow(), payment_id=None, payout_id=payout_id, reference=reference, kind=section,
-                   section=section, account=account, amount=amount, currency=currency, state="pending")
+                   section=section, account=account, amount=amount, currency=currency, state=P.PENDING)
 
 
 def enqueue_payout_reversal(conn: Connection, payout_id: str, reason: str) -> list[int]:
@@ -107,7 +109,7 @@ def enqueue_payout_reversal(conn: Connection, payout_id: str, reason: str) -> li
     payout as one line (Stripe's payout_failure transaction), fees already deducted."""
     now = utcnow()
     rows = conn.execute(select(postings).where(postings.c.payout_id == payout_id, postings.c.kind != "reversal",
-                                               postings.c.section == "deposits", postings.c.state != "removed")
+                                               postings.c.section == "deposits", postings.c.state != P.REMOVED)
                         ).mappings().all()
     return [_reversing(conn, now, row, row["reference"] + REVERSAL_SUFFIX, row["amount"], reason) for row in rows
             if not conn.execute(select(postings.c.id).where(
@@ -119,8 +121,8 @@ def is_posted(conn: Connection, payment_id: str) -> bool:
     rows = conn.execute(select(postings.c.reference, postings.c.kind, postings.c.state)
                         .where(postings.c.payment_id == payment_id)).all()
     reversed_refs = {r.reference.removesuffix(REVERSAL_SUFFIX) for r in rows
-                     if r.kind == "reversal" and r.state != "removed"}
-    return any(r.kind == "payment" and r.state != "removed" and r.reference not in reversed_refs for r in rows)
+                     if r.kind == "reversal" and r.state != P.REMOVED}
+    return any(r.kind == "payment" and r.state != P.REMOVED and r.reference not in reversed_refs for r in rows)
 
 
 def enqueue_repost(conn: Connection, payment_id: str, *, trust: bool = False) -> list[int]:
@@ -130,11 +132,10 @@ def enqueue_repost(conn: Connection, payment_id: str, *, trust: bool = False) ->
     payment is allocated anew under references of a new round (``<ref>:P2``), which its own reversal can follow.
     """
     now = utcnow()
-    withdrawn = conn.execute(update(postings).where(
-        postings.c.payment_id == payment_id, postings.c.kind == "reversal", postings.c.state == "pending",
-        postings.c.attempts == 0, postings.c.last_error.is_(None),
-    ).values(state="removed", note=WITHDRAWN, updated_at=now))
-    if withdrawn.rowcount and is_posted(conn, payment_id):
+    withdrawn = move(conn, postings, P.REMOVED, postings.c.payment_id == payment_id, postings.c.kind == "reversal",
+                     postings.c.attempts == 0, postings.c.last_error.is_(None), from_=(P.PENDING,),
+                     note=WITHDRAWN, updated_at=now)
+    if withdrawn and is_posted(conn, payment_id):
         return []
     payment = _payment(conn, payment_id)
     refs = conn.execute(select(postings.c.reference).where(postings.c.payment_id == payment_id,
@@ -155,21 +156,20 @@ def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int
     rows = conn.execute(select(postings).where(postings.c.payment_id == payment_id,
                                                postings.c.kind == "payment")).mappings().all()
     for row in rows:
-        untried = row["state"] == "pending" and row["attempts"] == 0 and row["last_error"] is None
-        if row["state"] == "incomplete" or untried:
-            cancelled = conn.execute(update(postings).where(postings.c.id == row["id"],
-                                                            postings.c.state == row["state"])
-                                     .values(state="removed", note=f"{reason} before it was posted", updated_at=now))
-            if cancelled.rowcount:
+        untried = row["state"] == P.PENDING and row["attempts"] == 0 and row["last_error"] is None
+        if row["state"] == P.INCOMPLETE or untried:
+            cancelled = move(conn, postings, P.REMOVED, postings.c.id == row["id"], from_=(P(row["state"]),),
+                             note=f"{reason} before it was posted", updated_at=now)
+            if cancelled:
                 continue  # else the outbox claimed it meanwhile: reverse it like any other
-        elif row["state"] == "removed":
+        elif row["state"] == P.REMOVED:
             continue  # handled by hand, so its reversal is too
         reference = row["reference"] + REVERSAL_SUFFIX
         existing = conn.execute(select(postings.c.id, postings.c.note).where(postings.c.reference == reference)).first()
         if existing is not None:
             if existing.note == WITHDRAWN:  # failed again after a withdrawn reversal: the reversal stands again
-                conn.execute(update(postings).where(postings.c.id == existing.id).values(
-                    state="pending", note=reason, updated_at=now))
+                move(conn, postings, P.PENDING, postings.c.id == existing.id, from_=(P.REMOVED,), note=reason,
+                     updated_at=now)
                 created.append(existing.id)
             continue
         created.append(_reversing(conn, now, row, reference, row["amount"], reason))
@@ -177,7 +177,7 @@ def enqueue_reversal(conn: Connection, payment_id: str, reason: str) -> list[int
 
 
 def _reversing(conn: Connection, now: dt.datetime, row: Row, reference: str, amount: Decimal, reason: str,
-               state: str = "pending") -> int:
+               state: P = P.PENDING) -> int:
     """The reversing posting of ``amount`` of ``row``: the outbox writes it once the original is posted."""
     return _insert(conn, now, payment_id=row["payment_id"], payout_id=row["payout_id"], reference=reference,
                    kind="reversal",
@@ -200,10 +200,10 @@ def _refundable_postings(conn: Connection, payment_id: str) -> list[tuple[Row, D
                         .order_by(postings.c.id.desc())).mappings().all()
     taken: dict[str, Decimal] = {}
     for r in rows:
-        if r["kind"] == "reversal" and r["state"] != "removed":
+        if r["kind"] == "reversal" and r["state"] != P.REMOVED:
             original = original_reference(r["reference"])
             taken[original] = taken.get(original, Decimal(0)) - r["amount"]
-    live = [r for r in rows if r["kind"] == "payment" and r["state"] not in ("removed", "incomplete")]
+    live = [r for r in rows if r["kind"] == "payment" and r["state"] not in (P.REMOVED, P.INCOMPLETE)]
     if not live:
         live = [r for r in rows if r["kind"] == "payment" and r["section"] == "trust"][:1]
     return [(r, r["amount"] - taken.get(r["reference"], Decimal(0))) for r in live]
@@ -229,11 +229,11 @@ def enqueue_refund(conn: Connection, payment_id: str, refund_id: str, amount: De
         take = min(left, remaining)
         if take <= 0:
             continue
-        state, note = "pending", reason
-        if row["state"] == "incomplete":  # client money with no matter yet: the reversal goes with it
-            state, note = "incomplete", f"{reason}; follows its payment's posting {row['id']} to a client ledger"
-        elif row["state"] == "removed":
-            state, note = "incomplete", (f"{reason}; its payment was posted by hand (posting {row['id']} "
+        state, note = P.PENDING, reason
+        if row["state"] == P.INCOMPLETE:  # client money with no matter yet: the reversal goes with it
+            state, note = P.INCOMPLETE, f"{reason}; follows its payment's posting {row['id']} to a client ledger"
+        elif row["state"] == P.REMOVED:
+            state, note = P.INCOMPLETE, (f"{reason}; its payment was posted by hand (posting {row['id']} "
                                          "removed): post this refund by hand on the same client ledger, then "
                                          "remove this posting")
         created.append(_reversing(conn, now, row, f"{row['reference']}{tag}", take, note, state))
@@ -358,9 +358,9 @@ def backoff(attempt: int, initial: float, retry_after: float | None = None) -> f
 
 # Due: pending or retrying whose time has come, or left in ``posting`` by a predecessor (older than this Outbox).
 _DUE = or_(
-    and_(postings.c.state.in_(("pending", "retrying")),
+    and_(postings.c.state.in_((P.PENDING, P.RETRYING)),
          or_(postings.c.next_attempt_at.is_(None), postings.c.next_attempt_at <= bindparam("now"))),
-    and_(postings.c.state == "posting", postings.c.updated_at < bindparam("started")),
+    and_(postings.c.state == P.POSTING, postings.c.updated_at < bindparam("started")),
 )
 _ANY_DUE = select(postings.c.id).where(_DUE).limit(1)
 
@@ -445,9 +445,9 @@ class Outbox:
             was = dict(conn.execute(select(p.id, p.state).where(due).order_by(p.id).limit(self.batch_size),
                                     values).all())
             # One UPDATE claims the batch: still due inside this write transaction, so each row is claimed once.
-            conn.execute(update(postings).where(p.id.in_(list(was)), due).values(state="posting", updated_at=now),
-                         values)
-            details = conn.execute(POSTING_DETAILS.where(p.id.in_(list(was)), p.state == "posting")
+            conn.execute(update(postings).where(p.id.in_(list(was)), due, p.state.in_(sources(P.POSTING)))
+                         .values(state=P.POSTING.value, updated_at=now), values)
+            details = conn.execute(POSTING_DETAILS.where(p.id.in_(list(was)), p.state == P.POSTING)
                                    .order_by(p.id)).mappings().all()
         return [{**d, "recovering": was[d["id"]] == "posting" or d["attempts"] > 0 or d["last_error"] is not None}
                 for d in details]
@@ -456,12 +456,12 @@ class Outbox:
         """A reversal goes out only after its original is in the firm database; dropped if it never got there."""
         original = self._get(original_reference(row["reference"]))
         state = original["state"]
-        if state == "posted":
+        if state == P.POSTED:
             return True
         now = self.clock()
         if state in ("pending", "posting", "retrying"):
             wake = max(original["next_attempt_at"] or now, now) + self.reversal_wait
-            self._set(row["id"], state="pending", next_attempt_at=wake)
+            self._move(row["id"], P.PENDING, next_attempt_at=wake)
             counts["deferred"] += 1
             return False
         try:
@@ -471,16 +471,14 @@ class Outbox:
             return False
         if reached:
             with self.store.begin() as conn:
-                conn.execute(update(postings).where(postings.c.id == original["id"], postings.c.state == "failed")
-                             .values(state="posted", posted_at=now, updated_at=now,
-                                     note="found in the firm database after it had failed"))
+                move(conn, postings, P.POSTED, postings.c.id == original["id"], from_=(P.FAILED,), posted_at=now,
+                     updated_at=now, note="found in the firm database after it had failed")
             return True
         with self.store.begin() as conn:
-            conn.execute(update(postings).where(postings.c.id == original["id"], postings.c.state == "failed")
-                         .values(state="removed", updated_at=now, note=f"never posted; {row['note']}"))
-            conn.execute(update(postings).where(postings.c.id == row["id"])
-                         .values(state="removed", updated_at=now,
-                                 note=f"nothing to reverse: {original['reference']} never reached the firm database"))
+            move(conn, postings, P.REMOVED, postings.c.id == original["id"], from_=(P.FAILED,), updated_at=now,
+                 note=f"never posted; {row['note']}")
+            move(conn, postings, P.REMOVED, postings.c.id == row["id"], updated_at=now,
+                 note=f"nothing to reverse: {original['reference']} never reached the firm database")
         counts["removed"] += 1
         return False
 
@@ -548,18 +546,16 @@ class Outbox:
 
     # ------------------------------------------------------------------ state changes
 
-    def _set(self, posting_id: int, **values: Any) -> None:
+    def _move(self, posting_id: int, target: P, **values: Any) -> None:
         with self.store.begin() as conn:
-            conn.execute(update(postings).where(postings.c.id == posting_id)
-                         .values(updated_at=self.clock(), **values))
+            move(conn, postings, target, postings.c.id == posting_id, updated_at=self.clock(), **values)
 
     def _posted(self, ids: list[int], note: str | None) -> None:
         now = self.clock()
         extra = {"note": note} if note else {}
         with self.store.begin() as conn:
-            conn.execute(update(postings).where(postings.c.id.in_(ids), postings.c.state == "posting")
-                         .values(state="posted", posted_at=now, updated_at=now, next_attempt_at=None,
-                                 attempts=postings.c.attempts + 1, **extra))
+            move(conn, postings, P.POSTED, postings.c.id.in_(ids), from_=(P.POSTING,), posted_at=now, updated_at=now,
+                 next_attempt_at=None, attempts=postings.c.attempts + 1, **extra)
 
     def _transient(self, row: Mapping[str, Any], exc: TransientError, counts: Counter[str]) -> None:
         attempts = row["attempts"] + 1
@@ -568,7 +564,7 @@ class Outbox:
             return
         wait = backoff(attempts, self.backoff_initial, exc.retry_after)
         log.warning("posting %s: %s; retrying in %.1fs", row["reference"], exc, wait)
-        self._set(row["id"], state="retrying", attempts=attempts, last_error=str(exc),
+        self._move(row["id"], P.RETRYING, attempts=attempts, last_error=str(exc),
                   next_attempt_at=self.clock() + dt.timedelta(seconds=wait))
         counts["retrying"] += 1
 
@@ -579,22 +575,21 @@ class Outbox:
         reason = str(exc)
         log.info("%d posting(s) wait: %s", len(rows), reason)
         with self.store.begin() as conn:
-            conn.execute(update(postings).where(postings.c.id.in_([r["id"] for r in rows]),
-                                                postings.c.state == "posting")
-                         .values(state="retrying", last_error=reason, next_attempt_at=wake, updated_at=self.clock()))
+            move(conn, postings, P.RETRYING, postings.c.id.in_([r["id"] for r in rows]), from_=(P.POSTING,),
+                 last_error=reason, next_attempt_at=wake, updated_at=self.clock())
         counts["waiting"] += len(rows)
 
     def _failed(self, row: Mapping[str, Any], error: str, counts: Counter[str]) -> None:
         log.error("posting %s failed: %s", row["reference"], error)
-        self._set(row["id"], state="failed", attempts=row["attempts"] + 1, last_error=error, next_attempt_at=None)
+        self._move(row["id"], P.FAILED, attempts=row["attempts"] + 1, last_error=error, next_attempt_at=None)
         counts["failed"] += 1
 
     def _release(self, rows: list[Mapping[str, Any]]) -> None:
         with self.store.begin() as conn:
             for row in rows:
-                conn.execute(update(postings).where(postings.c.id == row["id"], postings.c.state == "posting")
-                             .values(state="retrying", next_attempt_at=self.clock(), updated_at=self.clock(),
-                                     last_error="interrupted by an unexpected error; will check the target"))
+                move(conn, postings, P.RETRYING, postings.c.id == row["id"], from_=(P.POSTING,),
+                     next_attempt_at=self.clock(), updated_at=self.clock(),
+                     last_error="interrupted by an unexpected error; will check the target")
 
     # ------------------------------------------------------------------ Manage Postings operations
 
@@ -611,23 +606,22 @@ class Outbox:
         with audit.attempt(self.store, actor, "posting.retry", "posting", str(posting_id)) as act:
             with self.store.begin() as conn:
                 before = _audited(conn, posting_id)
-                done = conn.execute(update(postings).where(postings.c.id == posting_id,
-                                                           postings.c.state.in_(("failed", "retrying")))
-                                    .values(state="pending", attempts=0, next_attempt_at=None, updated_at=self.clock()))
-                if done.rowcount:
+                done = move(conn, postings, P.PENDING, postings.c.id == posting_id, from_=(P.FAILED, P.RETRYING),
+                            attempts=0, next_attempt_at=None, updated_at=self.clock())
+                if done:
                     act.record(conn, before=before, after=_audited(conn, posting_id))
-            if not done.rowcount:
+            if not done:
                 raise RuleError(f"posting {posting_id} is {self._get(posting_id=posting_id)['state']}; "
                                 "only failed or retrying postings can be retried")
 
     def retry_failed(self, actor: Actor) -> int:
         """Every failed posting back to pending: one posting.retry entry for each."""
         with self.store.begin() as conn:
-            ids = list(conn.execute(select(postings.c.id).where(postings.c.state == "failed")).scalars())
+            ids = list(conn.execute(select(postings.c.id).where(postings.c.state == P.FAILED)).scalars())
             for posting_id in ids:
                 before = _audited(conn, posting_id)
-                conn.execute(update(postings).where(postings.c.id == posting_id).values(
-                    state="pending", attempts=0, next_attempt_at=None, updated_at=self.clock()))
+                move(conn, postings, P.PENDING, postings.c.id == posting_id, from_=(P.FAILED,), attempts=0,
+                     next_attempt_at=None, updated_at=self.clock())
                 audit.record(conn, actor, "posting.retry", "posting", str(posting_id), before=before,
                              after=_audited(conn, posting_id))
             return len(ids)
@@ -641,7 +635,7 @@ class Outbox:
     def _reallocate(self, posting_id: int, amounts: Mapping[str, Decimal], act: audit.Attempt) -> list[int]:
         with self.store.begin() as conn:
             row = conn.execute(select(postings).where(postings.c.id == posting_id)).mappings().first()
-            if row is None or row["state"] != "incomplete":
+            if row is None or row["state"] != P.INCOMPLETE:
                 raise RuleError(f"posting {posting_id} is {row['state'] if row else 'not there'}; "
                                 "only incomplete postings can be reallocated")
             if row["section"] == "trust":
@@ -667,11 +661,11 @@ class Outbox:
                     reference = f"{reference}:{posting_id}"
                 ids.append(_insert(conn, now, payment_id=row["payment_id"], reference=reference, kind="payment",
                                    statement_key=key, matter_key=found[key]["matter_key"], amount=amount,
-                                   currency=row["currency"], state="pending",
+                                   currency=row["currency"], state=P.PENDING,
                                    note=f"reallocated from posting {posting_id}"))
             split = ", ".join(f"{k} {v}" for k, v in amounts.items())
-            conn.execute(update(postings).where(postings.c.id == posting_id)
-                         .values(state="removed", updated_at=now, note=f"reallocated to {split}; was: {row['note']}"))
+            move(conn, postings, P.REMOVED, postings.c.id == posting_id, from_=(P.INCOMPLETE,), updated_at=now,
+                 note=f"reallocated to {split}; was: {row['note']}")
             act.record(conn, before={name: row[name] for name in AUDITED},
                        after={"state": "removed", "postings": dict(zip(ids, amounts.items(), strict=True))})
         return ids
@@ -682,7 +676,7 @@ class Outbox:
         with audit.attempt(self.store, actor, "posting.assign", "posting", str(posting_id),
                            before={"matter": matter_key}) as act, self.store.begin() as conn:
             row = conn.execute(select(postings).where(postings.c.id == posting_id)).mappings().first()
-            if row is None or row["state"] != "incomplete" or row["section"] != "trust" or row["kind"] != "payment":
+            if row is None or row["state"] != P.INCOMPLETE or row["section"] != "trust" or row["kind"] != "payment":
                 raise RuleError(f"posting {posting_id} is not client money waiting for a matter; only an "
                                 "incomplete trust posting can be put on a matter's client ledger")
             before = _audited(conn, posting_id)
@@ -692,19 +686,18 @@ class Outbox:
                 reference = f"{reference}:{posting_id}"
             new_id = _insert(conn, now, payment_id=row["payment_id"], reference=reference, kind="payment",
                              statement_key=None, matter_key=matter_key, amount=row["amount"],
-                             currency=row["currency"], section="trust", account=row["account"], state="pending",
+                             currency=row["currency"], section="trust", account=row["account"], state=P.PENDING,
                              note=f"assigned from posting {posting_id}")
             waiting = conn.execute(select(postings).where(
                 postings.c.payment_id == row["payment_id"], postings.c.kind == "reversal",
-                postings.c.state == "incomplete",
+                postings.c.state == P.INCOMPLETE,
                 postings.c.reference.startswith(f"{row['reference']}{REVERSAL_SUFFIX}", autoescape=True))).mappings()
             for reversal in waiting.all():
-                conn.execute(update(postings).where(postings.c.id == reversal["id"]).values(
-                    matter_key=matter_key, state="pending", updated_at=now,
-                    reference=reference + reversal["reference"][len(row["reference"]):]))
-            conn.execute(update(postings).where(postings.c.id == posting_id).values(
-                state="removed", updated_at=now, note=f"put on the client ledger of matter {matter_key} as "
-                                                       f"posting {new_id}; was: {row['note']}"))
+                move(conn, postings, P.PENDING, postings.c.id == reversal["id"], from_=(P.INCOMPLETE,),
+                     matter_key=matter_key, updated_at=now,
+                     reference=reference + reversal["reference"][len(row["reference"]):])
+            move(conn, postings, P.REMOVED, postings.c.id == posting_id, from_=(P.INCOMPLETE,), updated_at=now,
+                 note=f"put on the client ledger of matter {matter_key} as posting {new_id}; was: {row['note']}")
             act.record(conn, before=before, after={"state": "removed", "posting": new_id,
                                                    "new_posting": _audited(conn, new_id)})
         return new_id
@@ -717,12 +710,12 @@ class Outbox:
                 raise RuleError("say why the posting is removed (--reason)")
             with self.store.begin() as conn:
                 before = _audited(conn, posting_id)
-                done = conn.execute(update(postings).where(
-                    postings.c.id == posting_id, postings.c.state.in_(("pending", "retrying", "failed", "incomplete"))
-                ).values(state="removed", note=reason.strip(), next_attempt_at=None, updated_at=self.clock()))
-                if done.rowcount:
+                done = move(conn, postings, P.REMOVED, postings.c.id == posting_id,
+                            from_=(P.PENDING, P.RETRYING, P.FAILED, P.INCOMPLETE), note=reason.strip(),
+                            next_attempt_at=None, updated_at=self.clock())
+                if done:
                     act.record(conn, before=before, after=_audited(conn, posting_id))
-            if not done.rowcount:
+            if not done:
                 raise RuleError(f"posting {posting_id} is {self._get(posting_id=posting_id)['state']}; only pending, "
                                 "retrying, failed or incomplete postings can be removed")
 

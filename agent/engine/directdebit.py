@@ -43,11 +43,12 @@ from agent.state.statuses import (
     COLLECTION_LIVE,
     COLLECTION_PENDING,
     COLLECTION_REFUSED,
+    CollectionState,
+    move,
 )
 from agent.state.store import utcnow
 from connectors.providers.contract import (
     CollectionCancelRefused,
-    CollectionStatus,
     DirectDebitProvider,
     EventKind,
     MandatePayer,
@@ -253,15 +254,14 @@ class DirectDebit:
             raise
         except ProviderError as exc:
             with self.store.begin() as conn:
-                conn.execute(update(collections).where(collections.c.id == collection_id).values(
-                    status=COLLECTION_REFUSED, note=f"the provider refused it: {exc}", updated_at=utcnow()))
+                move(conn, collections, COLLECTION_REFUSED, collections.c.id == collection_id,
+                     from_=(COLLECTION_CREATING,), note=f"the provider refused it: {exc}", updated_at=utcnow())
             log.warning("collection %s refused by the provider: %s", collection_id, exc)
             return
         with self.store.begin() as conn:
-            conn.execute(update(collections).where(collections.c.id == collection_id,
-                                                   collections.c.status == COLLECTION_CREATING)
-                         .values(provider_ref=made.ref, status=made.status.value, charge_date=made.charge_date,
-                                 updated_at=utcnow()))
+            move(conn, collections, CollectionState(made.status), collections.c.id == collection_id,
+                 from_=(COLLECTION_CREATING,), provider_ref=made.ref, charge_date=made.charge_date,
+                 updated_at=utcnow())
 
     def _cancel_at_provider(self, row: Row) -> None:
         """CollectionCancelRefused when it went to the bank meanwhile; the row is then brought up to date."""
@@ -277,21 +277,21 @@ class DirectDebit:
         except CollectionCancelRefused as exc:
             if exc.collection is not None and RANK[exc.collection.status.value] > RANK.get(row["status"], 0):
                 with self.store.begin() as conn:
-                    conn.execute(update(collections).where(collections.c.id == row["id"]).values(
-                        status=exc.collection.status.value, updated_at=utcnow()))
+                    move(conn, collections, CollectionState(exc.collection.status), collections.c.id == row["id"],
+                         updated_at=utcnow())
             raise
 
     def _close(self, collection_id: str, note: str, *, keep_current: bool = False,
                act: audit.Attempt | None = None) -> None:
-        values: dict[str, Any] = {"status": CollectionStatus.CANCELLED.value, "note": note, "updated_at": utcnow()}
+        values: dict[str, Any] = {"note": note, "updated_at": utcnow()}
         if not keep_current:
             values["current_key"] = None
         with self.store.begin() as conn:
             before = conn.execute(select(collections.c.status, collections.c.amount)
                                   .where(collections.c.id == collection_id)).mappings().one()
-            conn.execute(update(collections).where(collections.c.id == collection_id).values(**values))
+            move(conn, collections, CollectionState.CANCELLED, collections.c.id == collection_id, **values)
             if act is not None:
-                act.record(conn, before=dict(before), after={"status": values["status"], "note": note})
+                act.record(conn, before=dict(before), after={"status": CollectionState.CANCELLED, "note": note})
 
     def schedule_collections(self, today: dt.date | None = None) -> ScheduleResult:
         """The sync job: every payer with an active mandate gets its statements' automatic collections (re)planned."""
@@ -458,8 +458,7 @@ def apply_event(conn: Connection, account: str, event: ProviderEvent) -> bool:
     row = conn.execute(select(collections.c.id, collections.c.status).where(
         collections.c.account == account, collections.c.provider_ref == event.payment_ref)).first()
     if row is not None and _supersedes(conn, account, event, row.status):
-        conn.execute(update(collections).where(collections.c.id == row.id).values(
-            status=event.raw_status, updated_at=utcnow()))
+        move(conn, collections, CollectionState(event.raw_status), collections.c.id == row.id, updated_at=utcnow())
     return event.kind is EventKind.COLLECTION_CANCELLED
 
 

@@ -36,7 +36,7 @@ from agent.state.accounts import kind_changes
 from agent.state.mirror import get_matter, get_payer, get_statement, open_statements
 from agent.state.owed import matter_owed
 from agent.state.schema import Row, firm_clients, firm_statements, link_items, links
-from agent.state.statuses import LINK_CREATING, LINK_OPEN
+from agent.state.statuses import LINK_CREATING, LINK_OPEN, LinkState, move
 from agent.state.store import utcnow
 from connectors.providers.contract import CancelRefused, LinkSpec, LinkStatus, Provider, ProviderLink
 
@@ -415,13 +415,12 @@ class LinkEngine:
             # cannot be found again, so they are marked failed.
             if row["outstanding_key"] is None:
                 with self.store.begin() as conn:
-                    conn.execute(update(links).where(links.c.id == row["id"]).values(status=LinkStatus.FAILED.value))
+                    move(conn, links, LinkState.FAILED, links.c.id == row["id"], from_=(LinkState.CREATING,))
             raise
         with self.store.begin() as conn:
-            conn.execute(update(links).where(links.c.id == row["id"]).values(
-                provider_ref=created.ref, url=created.url, status=LinkStatus.OUTSTANDING.value,
-                expires_at=created.expires_at or row["expires_at"], **({"replaces": replaces} if replaces else {}),
-            ))
+            move(conn, links, LinkState.OUTSTANDING, links.c.id == row["id"], from_=(LinkState.CREATING,),
+                 provider_ref=created.ref, url=created.url, expires_at=created.expires_at or row["expires_at"],
+                 **({"replaces": replaces} if replaces else {}))
             result = _get(conn, row["id"])
             if act is not None:
                 act.record(conn, after=audited(result))
@@ -438,9 +437,9 @@ class LinkEngine:
 
     # ------------------------------------------------------------------------------------------- closing
 
-    def _close(self, conn: Connection, link_id: str, status: str, reason: str | None) -> None:
-        conn.execute(update(links).where(links.c.id == link_id).values(
-            status=status, closed_at=utcnow(), outstanding_key=None, status_reason=reason))
+    def _close(self, conn: Connection, link_id: str, status: LinkState, reason: str | None) -> None:
+        move(conn, links, status, links.c.id == link_id, closed_at=utcnow(), outstanding_key=None,
+             status_reason=reason)
 
     def cancel(self, actor: Actor, link_id: str, reason: str = "cancelled by staff") -> Link:
         """Cancel at the provider first; the local link changes only once the provider confirmed. Audited as
@@ -466,8 +465,8 @@ class LinkEngine:
                                 "no new link was created and the payment will be posted") from None
             raise RuleError(f"the provider would not cancel link {link_id}: {exc}") from None
         with self.store.begin() as conn:
-            self._close(conn, link_id, result.status.value if result.status != LinkStatus.OUTSTANDING
-                        else LinkStatus.CANCELLED.value, reason)
+            self._close(conn, link_id, LinkState(result.status) if result.status != LinkStatus.OUTSTANDING
+                        else LinkState.CANCELLED, reason)
             closed = _get(conn, link_id)
             act.record(conn, before=audited(row), after=audited(closed))
             return Link.from_row(closed)
@@ -534,7 +533,7 @@ class LinkEngine:
             if state.status == LinkStatus.PAYMENT_RECEIVED:
                 continue  # the payment event will close it
             with self.store.begin() as conn:
-                self._close(conn, row["id"], LinkStatus.EXPIRED.value, "passed its expiry")
+                self._close(conn, row["id"], LinkState.EXPIRED, "passed its expiry")
             count += 1
         return count
 

@@ -24,6 +24,7 @@ from agent.core.retry import call
 from agent.engine.directdebit import apply_event as apply_direct_debit
 from agent.state import StateStore
 from agent.state.schema import links, payments, postings, provider_cursors, provider_events
+from agent.state.statuses import LINK_OPEN, PAYMENT_UNPOSTED, LinkState, PaymentState, move
 from agent.state.store import utcnow
 from connectors.providers.contract import (
     EventKind,
@@ -37,12 +38,12 @@ from postings.outbox import enqueue_payment, enqueue_repost, enqueue_reversal, i
 
 log = logging.getLogger("ledgerlink.payments")
 
-RANK = {"pending": 0, "confirmed": 1, "failed": 2, "charged_back": 3}
+RANK = {PaymentState.PENDING: 0, PaymentState.CONFIRMED: 1, PaymentState.FAILED: 2, PaymentState.CHARGED_BACK: 3}
 EVENT_STATUS = {
-    EventKind.PAYMENT_PENDING: "pending",
-    EventKind.PAYMENT_CONFIRMED: "confirmed",
-    EventKind.PAYMENT_FAILED: "failed",
-    EventKind.PAYMENT_CHARGED_BACK: "charged_back",
+    EventKind.PAYMENT_PENDING: PaymentState.PENDING,
+    EventKind.PAYMENT_CONFIRMED: PaymentState.CONFIRMED,
+    EventKind.PAYMENT_FAILED: PaymentState.FAILED,
+    EventKind.PAYMENT_CHARGED_BACK: PaymentState.CHARGED_BACK,
 }
 
 
@@ -101,15 +102,14 @@ def apply_event(conn: Connection, account: str, provider: str, event: ProviderEv
     link = _link_for(conn, account, event.link_ref)
     if event.kind in (EventKind.LINK_EXPIRED, EventKind.LINK_CANCELLED):
         if link and link["status"] == LinkStatus.OUTSTANDING.value:
-            status = LinkStatus.EXPIRED if event.kind == EventKind.LINK_EXPIRED else LinkStatus.CANCELLED
-            conn.execute(update(links).where(links.c.id == link["id"]).values(
-                status=status.value, closed_at=event.occurred_at, outstanding_key=None,
-                status_reason=f"reported by the provider ({event.raw_status or event.kind.value})"))
+            status = LinkState.EXPIRED if event.kind == EventKind.LINK_EXPIRED else LinkState.CANCELLED
+            move(conn, links, status, links.c.id == link["id"], closed_at=event.occurred_at, outstanding_key=None,
+                 status_reason=f"reported by the provider ({event.raw_status or event.kind.value})")
         return True, None
     return True, _apply_payment(conn, account, provider, event, link, trust)
 
 
-def _supersedes(status: str, at: dt.datetime, previous: str, previous_at: dt.datetime) -> bool:
+def _supersedes(status: PaymentState, at: dt.datetime, previous: str, previous_at: dt.datetime) -> bool:
     """Whether an event's status replaces the payment's: the later event by the provider's time wins.
 
     The same status again (a repeated event, a re-read that reports "now") changes nothing, so a payment keeps the
@@ -118,7 +118,7 @@ def _supersedes(status: str, at: dt.datetime, previous: str, previous_at: dt.dat
         return False  # pending over a settled status is only information
     if previous == "pending":
         return True
-    return (at, RANK[status]) > (previous_at, RANK[previous])
+    return (at, RANK[status]) > (previous_at, RANK[PaymentState(previous)])
 
 
 def _apply_payment(conn: Connection, account: str, provider: str, event: ProviderEvent,
@@ -156,22 +156,20 @@ def _apply_payment(conn: Connection, account: str, provider: str, event: Provide
             kind = row["account_kind"]
         trust = kind == "trust" if kind else trust
         if _supersedes(status, event.occurred_at, row["status"], row["status_at"]):
-            conn.execute(update(payments).where(payments.c.id == payment_id).values(
-                status=status, status_at=event.occurred_at,
-                # Paid once: a payment confirmed again (a dispute won) keeps the time it was first paid.
-                **({"confirmed_at": event.occurred_at} if status == "confirmed" and row["confirmed_at"] is None
-                   else {})))
+            # Paid once: a payment confirmed again (a dispute won) keeps the time it was first paid.
+            first_paid: dict[str, Any] = ({"confirmed_at": event.occurred_at}
+                                          if status == "confirmed" and row["confirmed_at"] is None else {})
+            move(conn, payments, status, payments.c.id == payment_id, status_at=event.occurred_at, **first_paid)
         else:
-            status = row["status"]  # a late or repeated event never moves a payment back
+            status = PaymentState(row["status"])  # a late or repeated event never moves a payment back
     remainder = None
-    if link and link["status"] in ("creating", "outstanding") and status in ("pending", "confirmed"):
+    if link and link["status"] in LINK_OPEN and status in PAYMENT_UNPOSTED:
         # Single-use: any payment, full or partial, closes the link.
         paid = event.amount if event.amount is not None else link["amount"]
         short = link["amount"] - paid
         reason = f"partial payment: {short} {link['currency']} still owing" if short > 0 else None
-        conn.execute(update(links).where(links.c.id == link["id"]).values(
-            status=LinkStatus.PAYMENT_RECEIVED.value, closed_at=event.occurred_at, outstanding_key=None,
-            status_reason=reason))
+        move(conn, links, LinkState.PAYMENT_RECEIVED, links.c.id == link["id"], closed_at=event.occurred_at,
+             outstanding_key=None, status_reason=reason)
         remainder = link["id"] if short > 0 and link["matter_key"] else None
     _settle_books(conn, payment_id, status, relinked, trust)
     return remainder
