@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select
 from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 from agent.core.errors import DataError, LedgerlinkError, RuleError, TransientError
@@ -34,7 +34,7 @@ from agent.core.retry import MAX_WAIT
 from agent.state import StateStore, audit
 from agent.state.schema import Row, firm_statements, payments, postings
 from agent.state.statuses import PostingState as P
-from agent.state.statuses import move, sources
+from agent.state.statuses import move
 from agent.state.store import utcnow
 from connectors.database.contract import Connector, posting_context
 from connectors.database.errors import NotReady
@@ -445,8 +445,7 @@ class Outbox:
             was = dict(conn.execute(select(p.id, p.state).where(due).order_by(p.id).limit(self.batch_size),
                                     values).all())
             # One UPDATE claims the batch: still due inside this write transaction, so each row is claimed once.
-            conn.execute(update(postings).where(p.id.in_(list(was)), due, p.state.in_(sources(P.POSTING)))
-                         .values(state=P.POSTING.value, updated_at=now), values)
+            move(conn, postings, P.POSTING, p.id.in_(list(was)), due, params=values, updated_at=now)
             details = conn.execute(POSTING_DETAILS.where(p.id.in_(list(was)), p.state == P.POSTING)
                                    .order_by(p.id)).mappings().all()
         return [{**d, "recovering": was[d["id"]] == "posting" or d["attempts"] > 0 or d["last_error"] is not None}
@@ -552,7 +551,7 @@ class Outbox:
 
     def _posted(self, ids: list[int], note: str | None) -> None:
         now = self.clock()
-        extra = {"note": note} if note else {}
+        extra: dict[str, Any] = {"note": note} if note else {}
         with self.store.begin() as conn:
             move(conn, postings, P.POSTED, postings.c.id.in_(ids), from_=(P.POSTING,), posted_at=now, updated_at=now,
                  next_attempt_at=None, attempts=postings.c.attempts + 1, **extra)

@@ -38,14 +38,26 @@ def posting_rows(conn: Connection, states: Sequence[str] | None = None, *, newes
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
+def posting_row(conn: Connection, posting_id: int) -> dict[str, Any] | None:
+    """One posting with its details; ``None`` when there is no such posting."""
+    row = conn.execute(POSTING_DETAILS.where(postings.c.id == posting_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def state_counts(conn: Connection) -> dict[str, int]:
+    """How many postings are in each state: the backlog /status reports."""
+    return {state: count for state, count in
+            conn.execute(select(postings.c.state, func.count()).group_by(postings.c.state))}
+
+
 def posting_detail(conn: Connection, posting_id: int) -> dict[str, Any] | None:
     """One posting with its payment (``None`` for a payout's fees, deposit or transfer) and every posting of the
     same payment or payout; ``None`` when there is no such posting. The CLI, the API and the console show this."""
-    row = conn.execute(POSTING_DETAILS.where(postings.c.id == posting_id)).mappings().first()
+    row = posting_row(conn, posting_id)
     if row is None:
         return None
     same = (postings.c.payment_id == row["payment_id"] if row["payment_id"] is not None
             else postings.c.payout_id == row["payout_id"])
     payment = conn.execute(select(payments).where(payments.c.id == row["payment_id"])).mappings().first()
     allocations = [dict(r) for r in conn.execute(POSTING_DETAILS.where(same).order_by(postings.c.id)).mappings()]
-    return {"posting": dict(row), "payment": dict(payment) if payment else None, "allocations": allocations}
+    return {"posting": row, "payment": dict(payment) if payment else None, "allocations": allocations}

@@ -17,10 +17,8 @@ from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from sqlalchemy import delete
 
 from agent.state import replays
-from agent.state.schema import api_replays
 from agent.state.store import StateStore
 
 HEADER = "Idempotency-Key"
@@ -36,11 +34,6 @@ def request_key(request: Request) -> str | None:
     it (a refund's id); ``None`` without the header."""
     key: str | None = getattr(request.state, "request_key", None)
     return key
-
-
-def _forget(store: StateStore, key: str) -> None:
-    with store.begin() as conn:
-        conn.execute(delete(api_replays).where(api_replays.c.key == key))
 
 
 def _refusal(status: int, error: str) -> JSONResponse:
@@ -76,7 +69,7 @@ class IdempotentRoute(APIRoute):
             try:
                 response = await handler(request)
             except BaseException:
-                await run_in_threadpool(_forget, store, key)
+                await run_in_threadpool(replays.forget, store, key)
                 raise
             body = bytes(response.body).decode()
             await run_in_threadpool(replays.answer, store, key, response.status_code, body)

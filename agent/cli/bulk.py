@@ -8,24 +8,17 @@ import io
 import sys
 from pathlib import Path
 
-from sqlalchemy import select
-
 from agent.cli.output import Commands, cli_actor, emit
 from agent.core.errors import RuleError
 from agent.engine.bulk import FIELDS, BulkFile, Records, check_records, read_records, write_records, write_template
 from agent.engine.export import neutralise
 from agent.runtime import Runtime
-from agent.state.schema import links
-from agent.state.statuses import LINK_OPEN
+from agent.state.reads import open_link_invoices
 
 
 def outstanding_invoices(rt: Runtime) -> set[str]:
     with rt.store.read() as conn:
-        return set(
-            conn.execute(
-                select(links.c.invoice_number).where(links.c.status.in_(LINK_OPEN), links.c.invoice_number.is_not(None))
-            ).scalars()
-        )
+        return open_link_invoices(conn)
 
 
 class _Bar:

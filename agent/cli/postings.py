@@ -9,13 +9,11 @@ import argparse
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import select
-
 from agent.cli.output import Commands, cli_actor, emit, table
 from agent.core.errors import RuleError
 from agent.runtime import Runtime
 from agent.state.mirror import get_matter
-from agent.state.schema import payments
+from agent.state.reads import payment_rows
 from agent.state.statuses import POSTING_STATES
 from postings.outbox import Outbox
 from postings.queries import posting_detail, posting_rows
@@ -137,7 +135,7 @@ def cmd_remove(args: argparse.Namespace, rt: Runtime) -> int:
 
 def cmd_payments_list(args: argparse.Namespace, rt: Runtime) -> int:
     with rt.store.read() as conn:
-        rows = [dict(r) for r in conn.execute(select(payments).order_by(payments.c.created_at)).mappings()]
+        rows = payment_rows(conn)
 
     def text() -> str:
         if not rows:

@@ -417,10 +417,11 @@ class LinkEngine:
                 with self.store.begin() as conn:
                     move(conn, links, LinkState.FAILED, links.c.id == row["id"], from_=(LinkState.CREATING,))
             raise
+        replacing: dict[str, Any] = {"replaces": replaces} if replaces else {}
         with self.store.begin() as conn:
             move(conn, links, LinkState.OUTSTANDING, links.c.id == row["id"], from_=(LinkState.CREATING,),
                  provider_ref=created.ref, url=created.url, expires_at=created.expires_at or row["expires_at"],
-                 **({"replaces": replaces} if replaces else {}))
+                 **replacing)
             result = _get(conn, row["id"])
             if act is not None:
                 act.record(conn, after=audited(result))

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, or_, select
 
 from agent.core.errors import DataError
 from agent.core.model import Matter, Payer, Statement
-from agent.state.schema import component_status, firm_matters, firm_payers, firm_statements, quarantine
+from agent.state.schema import component_status, firm_clients, firm_matters, firm_payers, firm_statements, quarantine
 
 
 def matter_from_row(row: Any) -> Matter:
@@ -28,6 +28,11 @@ def get_matter(conn: Connection, ref: str) -> Matter:
     if row is None:
         raise DataError(f"unknown matter {ref!r}: no matter with that number or key (has a sync run?)")
     return matter_from_row(row)
+
+
+def client_name(conn: Connection, key: str | None) -> str | None:
+    name: str | None = conn.execute(select(firm_clients.c.name).where(firm_clients.c.key == key)).scalar()
+    return name
 
 
 def get_payer(conn: Connection, key: str | None) -> Payer | None:
@@ -62,6 +67,14 @@ def open_statements(conn: Connection, matter_key: str) -> list[Statement]:
 def get_statement(conn: Connection, key: str) -> Statement | None:
     row = conn.execute(select(firm_statements).where(firm_statements.c.key == key)).mappings().first()
     return statement_from_row(row) if row else None
+
+
+def statement_key(conn: Connection, ref: str) -> str | None:
+    """A statement's key from its number (what staff type) or the key itself; ``None`` when there is none."""
+    s = firm_statements
+    key: str | None = conn.execute(select(s.c.key).where(or_(s.c.number == ref, s.c.key == ref))
+                                   .order_by(s.c.number != ref)).scalar()
+    return key
 
 
 def open_balance(statements: list[Statement]) -> dict[str, Decimal]:

@@ -62,6 +62,12 @@ def _touch(conn: Connection, key: str, now: dt.datetime) -> None:
     conn.execute(update(api_replays).where(api_replays.c.key == key).values(created_at=now))
 
 
+def forget(store: StateStore, key: str) -> None:
+    """Drop a claim whose request failed before it answered, so the client's retry runs again."""
+    with store.begin() as conn:
+        conn.execute(delete(api_replays).where(api_replays.c.key == key))
+
+
 def answer(store: StateStore, key: str, status: int, body: str) -> None:
     """Keep the first answer (2xx or 4xx); a server error is forgotten, so the client's retry runs again."""
     with store.begin() as conn:
@@ -71,4 +77,4 @@ def answer(store: StateStore, key: str, status: int, body: str) -> None:
             conn.execute(update(api_replays).where(api_replays.c.key == key).values(status=status, body=body))
 
 
-__all__ = ["KEPT", "STALE", "Claim", "answer", "claim"]
+__all__ = ["KEPT", "STALE", "Claim", "answer", "claim", "forget"]

@@ -151,9 +151,10 @@ def sources(target: StrEnum) -> tuple[str, ...]:
 
 
 def move(conn: Connection, table: Table, target: StrEnum, *where: ColumnElement[bool],
-         from_: tuple[StrEnum, ...] | None = None, **values: Any) -> int:
+         from_: tuple[StrEnum, ...] | None = None, params: Mapping[str, Any] | None = None, **values: Any) -> int:
     """Move the rows ``where`` selects to ``target`` (with ``values``), only those in a state that may go there;
-    returns how many moved. ``from_`` narrows the states moved from, each of which must be allowed to move."""
+    returns how many moved. ``from_`` narrows the states moved from, each of which must be allowed to move;
+    ``params`` fill bound parameters of ``where``."""
     allowed = sources(target)
     if from_ is not None:
         wrong = [str(state) for state in from_ if state.value not in allowed]
@@ -162,4 +163,4 @@ def move(conn: Connection, table: Table, target: StrEnum, *where: ColumnElement[
         allowed = tuple(state.value for state in from_)
     column = table.c.state if "state" in table.c else table.c.status
     query = update(table).where(*where, column.in_(allowed)).values({column.key: target.value, **values})
-    return conn.execute(query).rowcount
+    return conn.execute(query, dict(params or {})).rowcount

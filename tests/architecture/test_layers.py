@@ -119,3 +119,30 @@ def test_mypy_is_clean() -> None:
     """[tool.mypy] in pyproject.toml: strict for the core, engines, postings and connectors."""
     run = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-6000:]
+
+
+STATE_TABLES = {"postings": "state", "links": "status", "payments": "status", "collections": "status"}
+
+
+def _state_writes(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """``update(<table>)....values(<state column>=...)``: a stored state written around agent.state.statuses.move."""
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "values"):
+            continue
+        tables = {n.args[0].id for n in ast.walk(node.func.value) if isinstance(n, ast.Call)
+                  and isinstance(n.func, ast.Name) and n.func.id == "update" and n.args
+                  and isinstance(n.args[0], ast.Name)}
+        for table in tables & set(STATE_TABLES):
+            if any(k.arg == STATE_TABLES[table] for k in node.keywords):
+                yield node.lineno, table
+
+
+def test_stored_states_change_only_through_move() -> None:
+    """Posting, link, payment and collection states change through agent.state.statuses.move, which refuses a move
+    its state machine does not allow; an UPDATE that sets one directly would slip past it."""
+    found = [f"{path.relative_to(ROOT)}:{line} sets {table}'s state directly"
+             for path in _sources(*CODE) if path.name != "statuses.py"
+             for line, table in _state_writes(ast.parse(path.read_text()))]
+    assert not found, "\n".join(found)
+    sample = ast.parse("conn.execute(update(postings).where(postings.c.id == 1).values(state='posted'))")
+    assert list(_state_writes(sample)) == [(1, "postings")]  # the check itself sees what it looks for

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from sqlalchemy import or_, select
 
 from agent.api.auth import ActorDep, RuntimeDep, UserDep, require_admin
 from agent.api.errors import plain
@@ -45,9 +44,9 @@ from agent.engine.bulk import TEMPLATE_HEADER, read_bulk
 from agent.engine.export import LINK_COLUMNS, link_rows
 from agent.engine.links import LinkRequest
 from agent.engine.sending import BulkSend
-from agent.state.schema import firm_matters, firm_statements, links, postings, sends
-from agent.state.statuses import LINK_OUTSTANDING
-from postings.queries import posting_rows
+from agent.state.mirror import statement_key
+from agent.state.reads import outstanding_deliveries
+from postings.queries import posting_row, posting_rows
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 UPLOAD_NAME = re.compile(r"[^/\\:*?\"<>|\x00-\x1f]{1,200}\.(?:csv|txt)", re.IGNORECASE)
@@ -70,17 +69,9 @@ def link_delivery(rt: RuntimeDep, matter: Annotated[list[str], Query(description
                   ) -> list[DeliveryOut]:
     """Each given matter's outstanding link with its sends, so a debt row says created / emailed / failed."""
     with rt.store.read() as conn:
-        found = conn.execute(
-            select(firm_matters.c.number, links.c.id, links.c.created_at)
-            .join(links, links.c.matter_key == firm_matters.c.key)
-            .where(or_(firm_matters.c.number.in_(matter), firm_matters.c.key.in_(matter)),
-                   links.c.status == LINK_OUTSTANDING)).all()
-        history: dict[str, list[SendOut]] = {}
-        for row in conn.execute(select(sends).where(sends.c.link_id.in_([f.id for f in found]))
-                                .order_by(sends.c.id)).mappings():
-            history.setdefault(row["link_id"], []).append(SendOut.model_validate(dict(row)))
-    return [DeliveryOut(matter_number=number, link_id=link_id, created_at=created, sends=history.get(link_id, []))
-            for number, link_id, created in found]
+        found = outstanding_deliveries(conn, matter)
+    return [DeliveryOut(matter_number=d.matter_number, link_id=d.link_id, created_at=d.created_at,
+                        sends=[SendOut.model_validate(s) for s in d.sends]) for d in found]
 
 
 @router.get("/accounts", response_model=list[AccountOut])
@@ -105,8 +96,7 @@ def reallocate(rt: RuntimeDep, actor: ActorDep, posting_id: PostingId, body: Rea
     with rt.store.read() as conn:
         keys: dict[str, Decimal] = {}
         for ref, amount in body.statements.items():
-            key = conn.execute(select(firm_statements.c.key).where(
-                or_(firm_statements.c.number == ref, firm_statements.c.key == ref))).scalar()
+            key = statement_key(conn, ref)
             if key is None:
                 raise RuleError(f"no statement {ref!r}")
             keys[key] = keys.get(key, Decimal(0)) + amount
@@ -117,8 +107,7 @@ def reallocate(rt: RuntimeDep, actor: ActorDep, posting_id: PostingId, body: Rea
 def remove(rt: RuntimeDep, actor: ActorDep, posting_id: PostingId, body: RemoveIn) -> PostingOut:
     rt.outbox.remove(actor, posting_id, body.reason)
     with rt.store.read() as conn:
-        return PostingOut.model_validate(dict(conn.execute(
-            select(postings).where(postings.c.id == posting_id)).mappings().one()))
+        return PostingOut.model_validate(posting_row(conn, posting_id))
 
 
 @router.get("/sent-pages", response_model=list[LinkRow])

@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
 
 from agent.api.auth import RuntimeDep
 from agent.api.errors import found
 from agent.api.schemas import MatterDetailOut, MatterOut, StatementOut, link_out
 from agent.engine.links import sent_markers
-from agent.state.mirror import get_matter, open_balance
-from agent.state.schema import firm_clients
+from agent.state.mirror import client_name, get_matter, open_balance
 from agent.state.search import search_matters
 
 from .common import MISSING
@@ -36,7 +34,7 @@ def matter(rt: RuntimeDep, ref: str) -> MatterDetailOut:
     """What the Send for Payment popup shows before a link is made."""
     with found(f"matter {ref!r}"), rt.store.read() as conn:
         matter = get_matter(conn, ref)
-        client = conn.execute(select(firm_clients.c.name).where(firm_clients.c.key == matter.client_key)).scalar()
+        client = client_name(conn, matter.client_key)
     defaults = rt.links.defaults(matter.key)
     return MatterDetailOut(
         matter=MatterOut(**matter.model_dump(mode="json"), client_name=client,

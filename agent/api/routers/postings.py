@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
-from sqlalchemy import select
 
 from agent.api.auth import ActorDep, RuntimeDep
 from agent.api.schemas import PostingDetailOut, PostingId, PostingOut, RetriedOut
 from agent.runtime import Runtime
-from agent.state.schema import postings
-from postings.queries import posting_detail, posting_rows
+from postings.queries import posting_detail, posting_row, posting_rows
 
 from .common import MISSING
 
@@ -25,12 +23,12 @@ def list_postings(rt: RuntimeDep, status: Annotated[list[str] | None, Query(desc
         return [PostingOut.model_validate(r) for r in posting_rows(conn, status)]
 
 
-def posting_row(rt: Runtime, posting_id: int) -> dict[str, Any]:
+def known_posting(rt: Runtime, posting_id: int) -> dict[str, Any]:
     with rt.store.read() as conn:
-        row = conn.execute(select(postings).where(postings.c.id == posting_id)).mappings().first()
+        row = posting_row(conn, posting_id)
     if row is None:
         raise HTTPException(404, f"unknown posting {posting_id}")
-    return dict(row)
+    return row
 
 
 @router.get("/postings/{posting_id}", response_model=PostingDetailOut, responses=MISSING)
@@ -50,6 +48,6 @@ def retry_failed(rt: RuntimeDep, actor: ActorDep) -> RetriedOut:
 
 @router.post("/postings/{posting_id}/retry", response_model=PostingOut, responses=MISSING)
 def retry_posting(rt: RuntimeDep, actor: ActorDep, posting_id: PostingId) -> PostingOut:
-    posting_row(rt, posting_id)
+    known_posting(rt, posting_id)
     rt.outbox.retry(actor, posting_id)
-    return PostingOut.model_validate(posting_row(rt, posting_id))
+    return PostingOut.model_validate(known_posting(rt, posting_id))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import func, select
 
 from agent import __version__
 from agent.api.auth import RuntimeDep
 from agent.api.schemas import ComponentOut, HealthOut, StatusOut
 from agent.engine.payouts import open_breaches
-from agent.state.schema import postings
 from agent.state.store import utcnow
+from postings.queries import state_counts
 
 public = APIRouter(tags=["status"])
 router = APIRouter(tags=["status"])
@@ -26,9 +25,8 @@ def health() -> HealthOut:
 def status(rt: RuntimeDep) -> StatusOut:
     parts = rt.store.component_status()
     with rt.store.read() as conn:
-        counts = conn.execute(select(postings.c.state, func.count()).group_by(postings.c.state)).all()
+        backlog = state_counts(conn)
         breaches = [b.message for b in open_breaches(conn)]
-    backlog: dict[str, int] = {state: count for state, count in counts}
     now = utcnow()
     last_sync = parts.get("sync", {}).get("last_ok_at")
     return StatusOut(
