@@ -15,7 +15,8 @@ from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.state import users
 from agent.state.store import StateStore
-from connectors.testkit.databases import in_ci
+from connectors.database.contract import Connector
+from connectors.testkit.databases import in_ci, odbc_unavailable
 
 PASSWORD = "correct horse battery"  # every test person's password (argon2-hashed like a real one)
 SETUP = Actor("cli", "test-setup")  # who makes the test people, on the audit trail like any other
@@ -28,6 +29,15 @@ def require(reason: str | None) -> None:
     if in_ci():
         pytest.fail(f"CI=true and a required server or driver is missing: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def odbc_connector(kind: str) -> type[Connector]:
+    """The ODBC connector, once unixODBC and ``kind``'s driver are known to be installed (a skip, or under CI=true a
+    failure, when not): its module loads libodbc, so nothing imports it before this check."""
+    require(odbc_unavailable(kind))
+    from connectors.database.odbc import ODBCConnector
+
+    return ODBCConnector
 
 
 def person(store: StateStore, name: str, role: str) -> str:

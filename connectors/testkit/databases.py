@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pymysql
-import pyodbc
 from sqlalchemy.engine import URL
 
 if TYPE_CHECKING:
@@ -73,6 +72,12 @@ ODBC_DRIVERS = {"postgresql": "PostgreSQL Unicode", "mariadb": "MariaDB Unicode"
 
 
 def odbc_unavailable(kind: str) -> str | None:
+    """None when unixODBC and ``kind``'s driver are installed, else the reason."""
+    try:
+        import pyodbc
+    except ImportError as exc:  # pyodbc's extension needs libodbc.so.2: no unixODBC on this machine
+        return (f"unixODBC is not installed ({exc}); Debian: apt install unixodbc odbc-postgresql odbc-mariadb "
+                "libsqliteodbc")
     driver = ODBC_DRIVERS[kind]
     if driver not in pyodbc.drivers():
         return (f"ODBC driver {driver!r} is not installed (Debian: unixodbc odbc-postgresql odbc-mariadb "

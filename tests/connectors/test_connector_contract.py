@@ -7,12 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests_support import require
+from tests_support import odbc_connector, require
 
-from connectors.database.odbc import ODBCConnector
 from connectors.database.sql import SQLAlchemyConnector
 from connectors.testkit.connector import ConnectorContract, Firm
-from connectors.testkit.databases import mariadb_server, odbc_unavailable, postgres_server, temp_database, unavailable
+from connectors.testkit.databases import mariadb_server, postgres_server, temp_database, unavailable
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
@@ -36,8 +35,8 @@ class TestSQLAlchemy(ConnectorContract):
 class TestODBC(ConnectorContract):
     @pytest.fixture
     def firm(self, kind: str, tmp_path: Path) -> Iterator[Firm]:
-        require(odbc_unavailable(kind))
+        connector = odbc_connector(kind)
         with temp_database(kind, tmp_path) as db:
-            firm = Firm(db, ODBCConnector, via_odbc=True)
+            firm = Firm(db, connector, via_odbc=True)
             yield firm
             firm.engine.dispose()

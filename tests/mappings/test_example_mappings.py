@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from tests_support import require
+from tests_support import odbc_connector
 
 from agent.engine.sync import Syncer
 from agent.state import StateStore
 from agent.state.schema import firm_matters, firm_statements
-from connectors.database.odbc import ODBCConnector
+from connectors.database.contract import Connector
 from connectors.database.sql import SQLAlchemyConnector
-from connectors.testkit.databases import TempDatabase, odbc_unavailable
+from connectors.testkit.databases import TempDatabase
 from mappings.format import MappingFile, json_schema, load_mapping
 
 MAPPINGS = Path(__file__).parents[2] / "mappings"
@@ -48,7 +48,7 @@ def run(db: TempDatabase, *ddl: str) -> None:
     engine.dispose()
 
 
-def sync_and_post(connector: SQLAlchemyConnector | ODBCConnector, tmp_path: Path, params: dict) -> StateStore:
+def sync_and_post(connector: Connector, tmp_path: Path, params: dict) -> StateStore:
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     refused = [r for r in connector.dry_run() if r.verdict == "refused"]
     assert refused == []  # what check and hot reload run: the real database accepts every mapped statement
@@ -129,7 +129,7 @@ def test_mariadb_example_with_a_stored_procedure(maria_db: TempDatabase, tmp_pat
 
 
 def test_odbc_example(pg_db: TempDatabase, tmp_path: Path) -> None:
-    require(odbc_unavailable("postgresql"))
+    odbc = odbc_connector("postgresql")
     run(pg_db,
         "CREATE TABLE customers (cust_id INT PRIMARY KEY, cust_name TEXT, cust_email TEXT, updated TIMESTAMP)",
         "CREATE TABLE jobs (job_id INT PRIMARY KEY, job_code TEXT, job_name TEXT, cust_id INT, updated TIMESTAMP)",
@@ -139,7 +139,7 @@ def test_odbc_example(pg_db: TempDatabase, tmp_path: Path) -> None:
         "INSERT INTO customers VALUES (1, 'Zoë Brontë', 'z@example.com', now())",
         "INSERT INTO jobs VALUES (5, 'J-5', 'Audit', 1, now())",
         "INSERT INTO invoices VALUES (50, 'INV-50', 5, '2026-10-01', NULL, 123456, 123456, now())")
-    connector = ODBCConnector(pointed("odbc.yaml", connection_string=pg_db.odbc))
+    connector = odbc(pointed("odbc.yaml", connection_string=pg_db.odbc))
     store = sync_and_post(connector, tmp_path, {"reference": "PM3:50", "statement_key": "50",
                                                 "amount_minor": 23456, "paid_on": NOW.date()})
     assert mirror(store, firm_statements)["50"]["amount"] == Decimal("1234.56")
