@@ -237,19 +237,54 @@ class FileColumn(_Strict):
     width: int | None = Field(None, ge=1, description="Fixed-layout width; required for format: fixed.")
 
 
+IBAN = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}")
+BIC = re.compile(r"[A-Z0-9]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?")
+
+
+class StatementAccount(_Strict):
+    """The account a statement file (OFX, camt.053) is of: the provider's clearing account in the firm's books."""
+
+    account_id: str = Field(min_length=1, max_length=34,
+                            description="IBAN, or the account number the accounting software knows it by.")
+    currency: str = Field(pattern="^[A-Z]{3}$", description="ISO 4217 code; postings in another currency fail.")
+    bank_id: str | None = Field(None, max_length=11, description="BIC (camt.053) or bank/sort code (OFX BANKID).")
+    account_name: str | None = Field(None, max_length=70)
+
+    @property
+    def iban(self) -> bool:
+        return IBAN.fullmatch(self.account_id) is not None
+
+
 class FilePostings(_Strict):
-    """One file per batch, written atomically into the folder the matter system imports."""
+    """One file per batch, written atomically into the folder the matter system imports: a CSV or fixed-width
+    layout of the mapping's columns, or a bank statement (OFX 2.2, ISO 20022 camt.053) of ``statement``."""
 
     kind: Literal["file"]
     folder: str
-    format: Literal["csv", "fixed"] = "csv"
+    format: Literal["csv", "fixed", "ofx", "camt.053"] = "csv"
     filename: str = Field("ledgerlink-{batch}.csv", description="Must contain {batch}.")
-    columns: list[FileColumn] = Field(min_length=1)
+    columns: list[FileColumn] = Field([], description="CSV and fixed layouts only: the file's columns.")
+    statement: StatementAccount | None = Field(None, description="OFX and camt.053 only: whose statement it is.")
 
     @model_validator(mode="after")
     def _layout(self) -> FilePostings:
         if "{batch}" not in self.filename:
             raise ValueError("filename must contain {batch} so every batch gets its own file")
+        if self.format in ("ofx", "camt.053"):
+            if self.statement is None:
+                raise ValueError(f"format {self.format} needs a statement: account_id and currency of the account "
+                                 "the statement is of")
+            if self.columns:
+                raise ValueError(f"format {self.format} has its own fields: remove columns")
+            bank = self.statement.bank_id
+            if self.format == "camt.053" and bank is not None and not BIC.fullmatch(bank):
+                raise ValueError(f"statement.bank_id {bank!r} is not a BIC (8 or 11 letters and digits, e.g. "
+                                 "NWBKGB2L); camt.053 names the bank by its BIC")
+            return self
+        if not self.columns:
+            raise ValueError(f"format {self.format} needs columns: the file's header and which parameter fills each")
+        if self.statement is not None:
+            raise ValueError("statement is for the ofx and camt.053 formats only")
         if self.format == "fixed" and any(c.width is None for c in self.columns):
             raise ValueError("every column needs a width when format is fixed")
         return self

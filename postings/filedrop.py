@@ -31,6 +31,7 @@ from agent.core.errors import DataError
 from agent.state import StateStore
 from agent.state.schema import file_drops
 from mappings.format import FilePostings
+from postings.statements import RENDERERS, Entry, entry
 
 LINE_END = "\r\n"  # what Windows import tools expect; harmless elsewhere
 
@@ -58,8 +59,11 @@ class FileDrop:
 
     # ------------------------------------------------------------------ rendering
 
-    def render_row(self, params: Mapping[str, Any]) -> list[str]:
-        """One posting's field texts; DataError when a fixed-width value does not fit (never truncated)."""
+    def render_row(self, params: Mapping[str, Any]) -> list[str] | Entry:
+        """One posting's field texts, or its statement entry; DataError when a fixed-width value does not fit
+        (never truncated) or the posting cannot be a statement entry."""
+        if self.spec.statement is not None:
+            return entry(params, self.spec.statement)
         out = []
         for col in self.spec.columns:
             value = params[col.param]
@@ -75,13 +79,17 @@ class FileDrop:
             out.append(text)
         return out
 
-    def render(self, rows: Sequence[list[str]]) -> bytes:
+    def render(self, rows: Sequence[list[str] | Entry], batch: str = "", now: dt.datetime | None = None) -> bytes:
+        if self.spec.statement is not None:
+            entries = [r for r in rows if isinstance(r, Entry)]
+            return RENDERERS[self.spec.format](entries, self.spec.statement, batch, now or dt.datetime.now(dt.UTC))
+        lines = [r for r in rows if not isinstance(r, Entry)]
         if self.spec.format == "fixed":
-            return "".join("".join(r) + LINE_END for r in rows).encode("utf-8")
+            return "".join("".join(r) + LINE_END for r in lines).encode("utf-8")
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator=LINE_END)
         writer.writerow([c.name for c in self.spec.columns])
-        writer.writerows(rows)
+        writer.writerows(lines)
         return buf.getvalue().encode("utf-8")
 
     # ------------------------------------------------------------------ dropping

@@ -534,7 +534,7 @@ class Outbox:
         batch = f"{self.clock():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
         try:
             path = self.files.drop(self.store, batch, [r["reference"] for r in batch_rows],
-                                   self.files.render(lines), self.clock())
+                                   self.files.render(lines, batch, self.clock()), self.clock())
         except OSError as exc:
             for row in batch_rows:
                 self._transient(row, TransientError(f"writing the posting file: {exc}"), counts)
