@@ -475,6 +475,56 @@ def is_select(sql: str) -> bool:
     return sql.lstrip().lower().startswith(("select", "with"))
 
 
+def _is_dml(sql: str) -> bool:
+    return sql.lstrip().lower().startswith(("insert", "update", "delete", "merge", "replace"))
+
+
+def _is_temporary_ddl(sql: str) -> bool:
+    words = sql.lower().split()
+    return words[:1] in (["create"], ["drop"]) and "temporary" in words[1:3]
+
+
+EXPLAINS = ("postgresql", "mysql", "mariadb", "sqlite")  # dialects whose EXPLAIN checks a write without running it
+TRANSACTIONAL_DDL = ("postgresql", "sqlite")  # CREATE/DROP are undone by a rollback; MariaDB's commit by themselves
+
+
+def rehearsal_step(dialect: str, sql: str) -> Literal["run", "explain", "skip"]:
+    """How the rehearsal tries one statement of a write, in order, inside the transaction it rolls back.
+
+    A write (INSERT, UPDATE ...) is EXPLAINed where the dialect can, so no identity or sequence number is used up;
+    everything else runs as the write runs it, so a later statement finds the TEMP table or the rows an earlier one
+    made. Where a rollback cannot undo a statement (MariaDB's DDL, other than TEMPORARY tables, commits by itself),
+    it is not tried."""
+    if is_select(sql):
+        return "run"
+    if dialect not in EXPLAINS:
+        return "run"
+    if _is_dml(sql):
+        return "explain"
+    if dialect in TRANSACTIONAL_DDL or _is_temporary_ddl(sql):
+        return "run"
+    return "skip"
+
+
+def rehearse_in_order(steps: Sequence[tuple[str, str]], dialect: str,
+                      execute: Callable[[str, bool], object]) -> list[Rehearsal]:
+    """Each ``(what, sql)`` tried in order with ``execute(sql, explain)`` in the caller's transaction (which the
+    caller rolls back): the first refusal ends it, and the statements after it are reported unchecked."""
+    out: list[Rehearsal] = []
+    for i, (what, sql) in enumerate(steps):
+        step = rehearsal_step(dialect, sql)
+        if step == "skip":
+            out.append(Rehearsal(what, sql, "unchecked", f"not tried: on {dialect} this statement commits by itself"))
+            continue
+        verdict = rehearse(what, sql, partial(execute, sql, step == "explain"))
+        out.append(verdict)
+        if verdict.verdict != "ok" or verdict.message:
+            out += [Rehearsal(w, q, "unchecked", f"not tried: {what} came first and did not go through")
+                    for w, q in steps[i + 1:]]
+            break
+    return out
+
+
 def step_back(value: Any, seconds: int) -> Any:
     """The lookback start: re-read rows that committed late with an older timestamp. Only time moves back."""
     if seconds <= 0 or value is None:
@@ -587,10 +637,11 @@ class Connector(ABC):
         """Run the entity's read once (one row); the database's error if a mapped table or column is missing."""
         self.read_raw(entity, Window(), 1)
 
-    def explain(self, sql: str, params: Mapping[str, Any]) -> None:
-        """Have the database check one postings statement without changing anything (EXPLAIN, or a transaction
-        that is rolled back). Connectors that cannot raise ConfigurationError."""
-        raise ConfigurationError(f"the {self.name} connector cannot rehearse postings statements")
+    def rehearse_write(self, steps: Sequence[tuple[str, str]], params: Mapping[str, Any]) -> list[Rehearsal]:
+        """Try one write's statements (ready, exists, then its statements) in order in one transaction that is
+        rolled back, as ``write_posting`` runs them (see rehearse_in_order). Connectors that cannot say so."""
+        reason = f"the {self.name} connector cannot rehearse postings statements"
+        return [Rehearsal(what, sql, "unchecked", reason) for what, sql in steps]
 
     def dry_run(self) -> list[Rehearsal]:
         """Every mapped read and every postings statement, tried without a change: ``check`` and hot reload run
@@ -608,7 +659,7 @@ class Connector(ABC):
             sqls.append((f"{where}.exists", write.exists))
             if isinstance(write, SqlWrite):
                 sqls += [(f"{where}.statements.{i}", sql) for i, sql in enumerate(write.statements)]
-            out += [rehearse(what, sql, partial(self.explain, sql, params)) for what, sql in sqls]
+            out += self.rehearse_write(sqls, params)
             if isinstance(write, ProcedureWrite):
                 out.append(Rehearsal(f"{where}.call", write.call, "unchecked",
                                      "a stored procedure is not rehearsed: it could commit on its own"))

@@ -8,21 +8,22 @@ that matters because MariaDB's ODBC driver cannot stream and psqlODBC streams on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pyodbc
 
-from agent.core.errors import ConfigurationError
+from agent.core.errors import ConfigurationError, LedgerlinkError
 from connectors.database.contract import (
     Connector,
     EntityInfo,
+    Rehearsal,
     Selection,
     Window,
-    is_select,
     not_ready_reason,
     posting_context,
     readable,
+    rehearse_in_order,
     source_context,
 )
 from connectors.database.errors import NotReady, classify
@@ -159,23 +160,41 @@ class ODBCConnector(Connector):
         cols = ", ".join(self.q(c) for c in dict.fromkeys(sel.columns))
         self._fetch(source_context(entity, sel), self._page(cols, self._source(sel), "", self.q(sel.key), 1), [])
 
-    def explain(self, sql: str, params: Mapping[str, Any]) -> None:
-        """SELECTs run as they are; writes are EXPLAINed on PostgreSQL, MariaDB/MySQL and SQLite (checked, never
-        executed), else run in a transaction that is rolled back."""
+    @property
+    def dialect(self) -> str:
+        """The database behind the driver, in SQLAlchemy's names, for the rehearsal's rules ("odbc": unknown)."""
         driver = self.connection_string.lower()
-        explain = not is_select(sql) and any(k in driver for k in ("postgres", "psql", "mariadb", "mysql", "sqlite"))
-        query, values = to_qmark(("EXPLAIN " if explain else "") + sql, params)
-        conn = self._connection()
+        for words, name in ((("postgres", "psql"), "postgresql"), (("mariadb", "mysql"), "mariadb"),
+                            (("sqlite",), "sqlite")):
+            if any(w in driver for w in words):
+                return name
+        return "odbc"
+
+    def rehearse_write(self, steps: Sequence[tuple[str, str]], params: Mapping[str, Any]) -> list[Rehearsal]:
+        """In order, in one transaction that is rolled back, on a connection of its own that is then closed."""
         try:
-            cur = conn.cursor()
-            cur.execute(query, values)
-            if cur.description is not None:
-                cur.fetchall()
-            cur.close()
-            conn.rollback()
-        except pyodbc.Error as exc:
-            self._drop()
-            raise classify(exc, f"rehearsing {readable(sql)}") from None
+            conn = self._open()
+        except LedgerlinkError as exc:
+            return [Rehearsal(what, sql, "unchecked", str(exc)) for what, sql in steps]
+
+        def execute(sql: str, explain: bool) -> None:
+            query, values = to_qmark(("EXPLAIN " if explain else "") + sql, params)
+            try:
+                cur = conn.cursor()
+                cur.execute(query, values)
+                if cur.description is not None:
+                    cur.fetchall()
+                cur.close()
+            except pyodbc.Error as exc:
+                raise classify(exc, f"rehearsing {readable(sql)}") from None
+
+        try:
+            return rehearse_in_order(steps, self.dialect, execute)
+        finally:
+            with contextlib.suppress(pyodbc.Error):
+                conn.rollback()
+            with contextlib.suppress(pyodbc.Error):
+                conn.close()
 
     def read_raw(self, entity: str, window: Window, limit: int) -> list[tuple[Any, ...]]:
         sel = self.converters[entity].selection

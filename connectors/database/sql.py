@@ -4,7 +4,8 @@ through ``mssql+pyodbc``). SQL is built with Core so each dialect renders its ow
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -28,12 +29,13 @@ from agent.core.errors import ConfigurationError, LedgerlinkError
 from connectors.database.contract import (
     Connector,
     EntityInfo,
+    Rehearsal,
     Selection,
     Window,
-    is_select,
     not_ready_reason,
     posting_context,
     readable,
+    rehearse_in_order,
     source_context,
 )
 from connectors.database.driver import DriverFailed, DriverWriter, direct
@@ -149,24 +151,32 @@ class SQLAlchemyConnector(Connector):
 
         self._run(source_context(entity, sel), once)
 
-    def explain(self, sql: str, params: Mapping[str, Any]) -> None:
-        """SELECTs run as they are; writes are EXPLAINed where the dialect can (PostgreSQL, MariaDB/MySQL, SQLite:
-        checked and planned, never executed, so no sequence or identity number is used up), else run in a
-        transaction that is rolled back."""
+    def rehearse_write(self, steps: Sequence[tuple[str, str]], params: Mapping[str, Any]) -> list[Rehearsal]:
+        """In order, in one transaction that is rolled back, on a connection of its own that is then discarded
+        (a MariaDB TEMPORARY table outlives a rollback, and must not meet the next real posting)."""
         dialect = self.engine.dialect.name
-        explain = not is_select(sql) and dialect in ("postgresql", "mysql", "mariadb", "sqlite")
 
-        def attempt() -> None:
-            with self.engine.connect() as conn:
-                trans = conn.begin()
-                try:
-                    result = conn.execute(text(("EXPLAIN " if explain else "") + sql), bound(sql, params))
-                    if result.returns_rows:
-                        result.fetchall()
-                finally:
-                    trans.rollback()
+        def execute(conn: Connection, sql: str, explain: bool) -> None:
+            def attempt() -> None:
+                result = conn.execute(text(("EXPLAIN " if explain else "") + sql), bound(sql, params))
+                if result.returns_rows:
+                    result.fetchall()
 
-        self._run(f"rehearsing {readable(sql)}", attempt)
+            self._run(f"rehearsing {readable(sql)}", attempt)
+
+        try:
+            conn = self.engine.connect()
+        except DBAPIError as exc:
+            reason = str(classify(exc, "rehearsing the postings statements"))
+            return [Rehearsal(what, sql, "unchecked", reason) for what, sql in steps]
+        try:
+            with conn.begin() as trans:
+                out = rehearse_in_order(steps, dialect, partial(execute, conn))
+                trans.rollback()
+            return out
+        finally:
+            conn.invalidate()
+            conn.close()
 
     def read_raw(self, entity: str, window: Window, limit: int) -> list[tuple[Any, ...]]:
         src = self.froms[entity]

@@ -451,6 +451,37 @@ class ConnectorContract:
         assert "INSERT INTO receipts (reference, statement_id, amount_pense) VALUES" in refused["postings.statements.0"]
         bad.close()
 
+    def test_dry_run_runs_a_write_in_order_as_the_write_does(self, firm: Firm) -> None:
+        """A write built as a sequence (a TEMP table one statement makes and the next reads) passes the rehearsal
+        as it passes a real write; a statement the database refuses is named and the rest are not tried."""
+        seed(firm)
+        drop = "DROP TEMPORARY TABLE" if firm.db.kind == "mariadb" else "DROP TABLE"
+        steps = ("postings:\n  kind: sql\n"
+                 "  exists: SELECT 1 FROM receipts WHERE reference = :reference\n  statements:\n"
+                 "    - CREATE TEMPORARY TABLE ledgerlink_guard (reference VARCHAR(64), pence INTEGER)\n"
+                 "    - INSERT INTO ledgerlink_guard (reference, pence) VALUES (:reference, :amount_minor)\n"
+                 "    - INSERT INTO receipts (reference, statement_id, amount_pence) "
+                 "SELECT reference, :statement_key, pence FROM ledgerlink_guard\n"
+                 f"    - {drop} ledgerlink_guard\n")
+        connector = firm.connector(steps)
+        report = [r for r in connector.dry_run() if r.what.startswith("postings")]
+        assert [(r.what, r.verdict, r.message) for r in report] == [
+            ("postings.exists", "ok", None), *((f"postings.statements.{i}", "ok", None) for i in range(4))]
+        assert firm.scalar("SELECT COUNT(*) FROM receipts") == 0  # rolled back, and the temp table went with it
+        params = {"reference": "PM9:101", "statement_key": "101", "amount_minor": 10}
+        assert connector.write_posting(params) is True  # the real write runs the same sequence
+        assert connector.write_posting(params) is False  # and, on the same connection, finds it posted
+        assert firm.scalar("SELECT amount_pence FROM receipts WHERE reference = 'PM9:101'") == 10
+        connector.close()
+
+        bad = firm.connector(steps.replace("SELECT reference, :statement_key, pence", "SELECT reference, "
+                                           ":statement_key, pense"))
+        found = {r.what: r for r in bad.dry_run() if r.what.startswith("postings.statements")}
+        assert [found[f"postings.statements.{i}"].verdict for i in range(4)] == ["ok", "ok", "refused", "unchecked"]
+        assert "pense" in str(found["postings.statements.2"].message)
+        assert "postings.statements.2 came first" in str(found["postings.statements.3"].message)
+        bad.close()
+
     def test_reconciliation_sweep_finds_changes_without_a_watermark_and_rewrites_nothing_else(
             self, firm: Firm, store: StateStore) -> None:
         seed(firm)
