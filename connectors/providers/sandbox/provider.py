@@ -141,9 +141,9 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
             ref = secrets.token_urlsafe(16)
             conn.execute(
                 "INSERT INTO links (ref, account, link_id, idempotency_key, amount, currency, description,"
-                " reference,"
+                " reference, firm_name, matter_number, invoice_numbers, disclaimer,"
                 " payer_name, payer_email, url, status, expires_at, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     ref,
                     self.account.name,
@@ -153,6 +153,10 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
                     spec.currency,
                     spec.description,
                     spec.reference,
+                    spec.firm_name,
+                    spec.matter_number,
+                    "\n".join(spec.invoice_numbers),
+                    spec.disclaimer,
                     spec.payer_name,
                     spec.payer_email,
                     f"{self.base}/pay/{ref}",
