@@ -32,6 +32,7 @@ _PAGE = """<!doctype html>
 <title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem;
 line-height:1.5}}
+dl{{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}} dd{{margin:0}}
 button{{font-size:1rem;padding:.6rem 1.2rem;margin:.3rem .3rem 0 0}}
 .note{{color:#444;font-size:.9rem}}</style>
 </head><body><main>

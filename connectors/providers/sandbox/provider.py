@@ -58,6 +58,7 @@ from connectors.providers.sandbox.world import (
     _to_collection,
     _to_link,
     next_expiry,
+    pay_out,
 )
 
 _PAYMENT_KIND = {
@@ -376,6 +377,11 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
             for row in rows
         ]
 
+    def pay_out_now(self) -> list[str]:
+        """Pay out every sandbox account's settled balance now (a demo need not wait for midnight); the new
+        payouts' refs."""
+        return pay_out(self.home)
+
     def payout_items(self, payout_ref: str) -> list[PayoutItem]:
         with _db(self.home) as conn:
             if conn.execute("SELECT 1 FROM payouts WHERE ref = ? AND account = ?",
@@ -397,5 +403,6 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
         return Refund(ref=row["ref"], payment_ref=row["payment_ref"], amount=Decimal(row["amount"]),
                       currency=row["currency"], status=RefundStatus(row["status"]),
                       created_at=dt.datetime.fromisoformat(row["created_at"]), raw_status=row["status"])
+
     def close(self) -> None:
         self._watch.close()
