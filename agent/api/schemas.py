@@ -14,7 +14,7 @@ from agent.core.addresses import check_email
 from agent.core.errors import DataError, RuleError
 from agent.core.model import check_message, parse_amount
 from agent.engine.links import Link
-from agent.engine.payouts import Breach, PayoutLine, PayoutView
+from agent.engine.payouts import Breach, PayoutLine, PayoutView, SyncResult
 from agent.engine.refunds import Refundable, RefundView
 
 
@@ -241,6 +241,8 @@ PayoutOut = schema_of("PayoutOut", PayoutView, adds_up=(bool, Field(
     description="Whether the items add up to the bank amount to the penny.")),
     items=(list[PayoutLineOut], Field(default_factory=list)))  # type: ignore[valid-type]
 BreachOut = schema_of("BreachOut", Breach, message=(str, ...))
+PayoutRunOut = schema_of("PayoutRunOut", SyncResult, breaches=(list[BreachOut], Field(  # type: ignore[valid-type]
+    default_factory=list, description="Client-money breaches these payouts showed, each with its transfer.")))
 RefundOut = schema_of("RefundOut", RefundView)
 RefundableOut = schema_of("RefundableOut", Refundable)
 

@@ -47,12 +47,27 @@ def cmd_sync(args: argparse.Namespace, rt: Runtime) -> int:
     return 0
 
 
+def cmd_pay_out_now(args: argparse.Namespace, rt: Runtime) -> int:
+    """Sandbox only; without a sandbox account it is refused naming the providers (a RuleError: exit 2)."""
+    result = rt.payouts.pay_out_now(cli_actor())
+
+    def text() -> str:
+        if not result.new:
+            return ("nothing to pay out: the sandbox has no settled payment since its last payout "
+                    "(pay a link on the sandbox pay page first)")
+        return "\n".join([f"{result.new} payout(s) made and read, {result.postings} posting(s) queued; "
+                          "'ledgerlink payouts list' shows them", *(b.message for b in result.breaches)])
+
+    emit(args, dataclasses.asdict(result), text)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
     found = rt.payouts.listing(args.account)
 
     def text() -> str:
         if not found:
-            return "no payouts (run 'ledgerlink payouts sync')"
+            return rt.payouts.why_none()
         return table(("payout", "account", "created (UTC)", "bank amount", "fees", "adds up", "client money"),
                      ((p.payout_ref, f"{p.account} ({_kind(rt, p.account_kind)})", f"{p.created_at:%Y-%m-%d %H:%M}",
                        f"{p.amount} {p.currency}", p.fees, "yes" if p.adds_up else f"NO (items {p.items_total})",
@@ -126,6 +141,8 @@ def cmd_refunds(args: argparse.Namespace, rt: Runtime) -> int:
 def register(commands: Commands) -> None:
     commands.add("sync", cmd_sync, "read new payouts now: post fees and deposits, check client money",
                  group="payouts", json=True).add_argument("--since", type=_since, help="from this day, YYYY-MM-DD")
+    commands.add("pay-out-now", cmd_pay_out_now, "sandbox only: pay out today's payments now and read them",
+                 group="payouts", json=True)
     commands.add("list", cmd_list, "payouts, newest first, and whether each adds up", group="payouts",
                  json=True).add_argument("--account", help="only this merchant account")
     commands.add("show", cmd_show, "one payout's breakdown, item by item", group="payouts",

@@ -33,7 +33,7 @@ from agent.core.retry import call
 from agent.home.settings import Settings
 from agent.state import StateStore, audit
 from agent.state.accounts import kind_changes
-from agent.state.mirror import get_matter, get_payer, get_statement, open_statements
+from agent.state.mirror import get_matter, get_payer, get_statement, matter_number, open_statements
 from agent.state.owed import matter_owed
 from agent.state.schema import Row, firm_clients, firm_statements, link_items, links
 from agent.state.statuses import LINK_CREATING, LINK_OPEN, LinkState, move
@@ -142,6 +142,19 @@ def _get(conn: Connection, link_id: str) -> Row:
     if row is None:
         raise DataError(f"unknown link {link_id!r}")
     return row
+
+
+def _paying_for(conn: Connection, row: Row) -> tuple[str, tuple[str, ...]]:
+    """The matter number and invoice numbers a link pays, as the payer knows them: numbers, never keys (a
+    statement gone from the mirror meanwhile is left out rather than shown by its key)."""
+    invoices = tuple(conn.execute(
+        select(firm_statements.c.number).join(link_items, link_items.c.statement_key == firm_statements.c.key)
+        .where(link_items.c.link_id == row["id"])
+        .order_by(firm_statements.c.issue_date, firm_statements.c.number)).scalars())
+    if not invoices and row["invoice_number"]:
+        invoices = (row["invoice_number"],)
+    matter = matter_number(conn, row["matter_key"]) if row["matter_key"] else None
+    return matter or "", invoices
 
 
 def matter_debt(matter_key: str, account: str) -> str:
@@ -401,11 +414,15 @@ class LinkEngine:
         if act is not None:
             act.target("link", row["id"])
         provider = self.providers(row["account"])
+        with self.store.read() as conn:
+            matter, invoices = _paying_for(conn, row)
         spec = LinkSpec(
             link_id=row["id"], amount=row["amount"], currency=row["currency"], description=row["description"],
             payer_name=row["payer_name"] or "", payer_email=row["payer_email"] or "", expires_at=row["expires_at"],
-            idempotency_key=row["idempotency_key"], reference=row["invoice_number"] or row["matter_key"] or "",
-            metadata={"link_id": row["id"], **({"matter": row["matter_key"]} if row["matter_key"] else {})},
+            idempotency_key=row["idempotency_key"], reference=", ".join(invoices) or matter,
+            metadata={"link_id": row["id"], **({"matter": matter} if matter else {})},
+            firm_name=self.settings.service_name, matter_number=matter, invoice_numbers=invoices,
+            disclaimer=self.settings.account(row["account"]).disclaimer,
         )
         try:
             created: ProviderLink = call(provider.create_link, spec, initial=self.retry_initial)

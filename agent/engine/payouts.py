@@ -30,6 +30,7 @@ from agent.state import StateStore, audit
 from agent.state.schema import Row, payout_items, payouts, refunds
 from agent.state.store import utcnow
 from connectors.providers.contract import Payout, PayoutItem, PayoutItemKind, PayoutProvider, PayoutStatus, Provider
+from connectors.providers.sandbox import SandboxProvider
 from mappings.format import SECTIONS, MappingFile, ProcedurePostings, SqlPostings
 from postings.outbox import enqueue_payout_posting, enqueue_payout_reversal
 
@@ -235,6 +236,43 @@ class Payouts:
     def _post(conn: Connection, payout_id: str, section: str, reference: str, account: str, amount: Decimal,
               currency: str) -> int:
         return 1 if enqueue_payout_posting(conn, payout_id, section, reference, account, amount, currency) else 0
+
+    def pay_out_now(self, actor: Actor) -> SyncResult:
+        """Sandbox only: the sandbox pays out every sandbox account's settled balance now instead of after
+        midnight, then the payouts are read as ``sync`` reads them, so a demo shows payouts, fee postings and the
+        client-money check at once. Without a sandbox account it is refused naming the providers, which pay out
+        on their own schedule. Audited as payout.pay_out_now."""
+        with audit.attempt(self.store, actor, "payout.pay_out_now", "provider", "sandbox") as act:
+            sandboxes = [p for p in map(self.providers, self.settings.accounts) if isinstance(p, SandboxProvider)]
+            if not sandboxes:
+                others = ", ".join(f"{name} ({a.provider})" for name, a in self.settings.accounts.items())
+                raise RuleError(f"pay out now is for the sandbox only; {others} pay out on the provider's own "
+                                "schedule, which 'ledgerlink payouts sync' reads")
+            made = sandboxes[0].pay_out_now()  # one sandbox.db holds every sandbox account's balance
+            result = self.sync()
+            with self.store.begin() as conn:
+                act.record(conn, after={"provider_payouts": made, "new": result.new, "postings": result.postings,
+                                        "breaches": len(result.breaches)})
+            return result
+
+    def why_none(self) -> str:
+        """Why there are no payouts yet, said when the list is empty: when each provider pays out, when they
+        were last read, and for the sandbox how to pay out now."""
+        status = self.store.component_status()
+        reasons = []
+        for name, account in self.settings.accounts.items():
+            if not isinstance(self.providers(name), PayoutProvider):
+                continue
+            last = status.get(f"payouts:{name}", {}).get("last_ok_at")
+            read = f"read {last:%Y-%m-%d %H:%M} UTC" if last else "not read yet"
+            if account.provider == "sandbox":
+                reasons.append(f"{name}: the sandbox pays out each day's settled payments after midnight UTC, and "
+                               f"nothing is waiting from before today ({read}); 'ledgerlink payouts pay-out-now' "
+                               "pays out today's now")
+            else:
+                reasons.append(f"{name}: {account.provider} has paid nothing out since the agent started reading "
+                               f"({read}); it pays out on its own schedule, days after a payment settles")
+        return "no payouts yet. " + ("; ".join(reasons) if reasons else "No account's provider pays out.")
 
     # ------------------------------------------------------------------ reading
 

@@ -283,8 +283,7 @@ def start_pay_page(rt: Runtime) -> object | None:
     if not any(a.provider == "sandbox" for a in rt.settings.accounts.values()):
         return None
     try:
-        server = SandboxPayServer(rt.settings.home, port=rt.settings.sandbox_port,
-                                  disclaimer_for=lambda name: rt.settings.account(name).disclaimer)
+        server = SandboxPayServer(rt.settings.home, port=rt.settings.sandbox_port)
     except OSError as exc:
         raise ConfigurationError(
             f"the sandbox pay page cannot listen on 127.0.0.1:{rt.settings.sandbox_port} ({exc.strerror}); set "

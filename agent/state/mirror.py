@@ -30,6 +30,12 @@ def get_matter(conn: Connection, ref: str) -> Matter:
     return matter_from_row(row)
 
 
+def matter_number(conn: Connection, key: str) -> str | None:
+    """A matter's number (what the firm and its client write) from its key, deleted or not; None when unknown."""
+    number: str | None = conn.execute(select(firm_matters.c.number).where(firm_matters.c.key == key)).scalar()
+    return number
+
+
 def client_name(conn: Connection, key: str | None) -> str | None:
     name: str | None = conn.execute(select(firm_clients.c.name).where(firm_clients.c.key == key)).scalar()
     return name

@@ -52,7 +52,12 @@ class PaymentMethod(StrEnum):
 
 @dataclass(frozen=True)
 class LinkSpec:
-    """What the engine asks for. ``idempotency_key`` makes a retried create return the same link."""
+    """What the engine asks for. ``idempotency_key`` makes a retried create return the same link.
+
+    The payer-facing fields (description, firm_name, matter_number, invoice_numbers, reference, disclaimer) are
+    what the firm's client knows the debt by; none of them holds an internal key. ``link_id`` and ``metadata``
+    are for the provider's records and reconciliation, never shown to the payer.
+    """
 
     link_id: str
     amount: Decimal
@@ -62,8 +67,26 @@ class LinkSpec:
     payer_email: str
     expires_at: dt.datetime
     idempotency_key: str
-    reference: str = ""  # invoice or matter number shown to the payer
+    reference: str = ""  # the invoice numbers (else the matter number) shown to the payer
     metadata: Mapping[str, str] = field(default_factory=dict)
+    firm_name: str = ""  # who is paid (settings.service_name)
+    matter_number: str = ""  # the matter's number as the firm writes it, never its key
+    invoice_numbers: tuple[str, ...] = ()  # the bills the link pays, by number
+    disclaimer: str = ""  # the account's disclaimer (MerchantAccount.disclaimer)
+
+    @property
+    def paying_for(self) -> str:
+        """One line naming what is paid, e.g. "matter M-2026-0010, invoices INV-7, INV-9" ("" for neither)."""
+        parts = [f"matter {self.matter_number}"] if self.matter_number else []
+        if self.invoice_numbers:
+            word = "invoice" if len(self.invoice_numbers) == 1 else "invoices"
+            parts.append(f"{word} {', '.join(self.invoice_numbers)}")
+        return ", ".join(parts)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to a provider's documented length limit, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 @dataclass(frozen=True)

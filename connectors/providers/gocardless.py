@@ -57,11 +57,13 @@ from connectors.providers.contract import (
     Refund,
     RefundRefused,
     RefundStatus,
+    clip,
 )
 from connectors.providers.cursor import Position, pages, read_forward
 
 T = TypeVar("T")
 log = logging.getLogger("ledgerlink.gocardless")
+METADATA_KEYS, METADATA_VALUE_MAX = 3, 500  # API reference: "up to 3 keys ... values up to 500 characters"
 
 # Billing request statuses are pending, ready_to_fulfil, fulfilling, fulfilled and cancelled: there is no expired
 # or failed (gocardless-dotnet Resources/BillingRequest.cs). Fulfilled means a payment was created, not received:
@@ -260,9 +262,23 @@ class GoCardlessProvider(Provider, DirectDebitProvider, PayoutProvider):
             minor = to_minor(spec.amount, spec.currency)
         except DataError as exc:
             raise ProviderError(str(exc)) from None
-        metadata = {"link_id": spec.link_id, **spec.metadata}
-        if len(metadata) > 3:
-            raise ProviderError("GoCardless allows 3 metadata keys: link_id and at most 2 more")
+        # What the payer sees, per GoCardless's API reference (developer.gocardless.com/api-reference, billing
+        # requests): the payment request's description on the payment page, with the matter and invoice numbers;
+        # the firm's name there is the creditor's, set in GoCardless's dashboard, and the API has no field for a
+        # disclaimer. The reference goes in metadata ("up to 3 keys, with key names up to 50 characters and
+        # values up to 500 characters"), for the firm's reconciliation.
+        metadata = {
+            key: clip(value, METADATA_VALUE_MAX)
+            for key, value in {
+                "link_id": spec.link_id,
+                **({"reference": spec.reference} if spec.reference else {}),
+                **spec.metadata,
+            }.items()
+        }
+        if len(metadata) > METADATA_KEYS:
+            raise ProviderError(f"GoCardless allows {METADATA_KEYS} metadata keys, not {len(metadata)}: "
+                                f"{', '.join(metadata)}")
+        description = f"{spec.description} ({spec.paying_for})" if spec.paying_for else spec.description
         # The SDK answers a 409 idempotent_creation_conflict by fetching the conflicting billing request.
         br = self._call(
             self._billing_requests.create,
@@ -270,10 +286,10 @@ class GoCardlessProvider(Provider, DirectDebitProvider, PayoutProvider):
                 "payment_request": {
                     "amount": minor,
                     "currency": spec.currency,
-                    "description": spec.description,
+                    "description": description,
                     "metadata": metadata,
                 },
-                "metadata": {"link_id": spec.link_id},
+                "metadata": {k: v for k, v in metadata.items() if k in ("link_id", "reference")},
             },
             headers={"Idempotency-Key": spec.idempotency_key},
         )

@@ -47,13 +47,14 @@ from connectors.providers.contract import (
     Refund,
     RefundRefused,
     RefundStatus,
+    clip,
 )
 from connectors.providers.cursor import Position, pages, read_forward
 from connectors.providers.gocardless import retry_after
 
 if TYPE_CHECKING:
     from stripe.params import RefundCreateParams
-    from stripe.params.checkout import SessionCreateParams
+    from stripe.params.checkout import SessionCreateParams, SessionCreateParamsLineItemPriceDataProductData
 
 T = TypeVar("T")
 
@@ -70,6 +71,10 @@ EVENT_TYPES = (
 # back to the session's page, which Stripe shows as complete.
 DEFAULT_SUCCESS_URL = "https://checkout.stripe.com/c/pay/{CHECKOUT_SESSION_ID}"
 SESSION_LIFETIME = dt.timedelta(hours=24)
+# Length limits in Stripe's API reference (docs.stripe.com/api/checkout/sessions/create, /api/metadata).
+DISCLAIMER_MAX = 1200  # custom_text[submit][message]
+CLIENT_REFERENCE_MAX = 200  # client_reference_id
+METADATA_VALUE_MAX = 500
 # A dispute's balance_transactions are "zero, one, or two balance transactions that show funds withdrawn and
 # reinstated" (stripe-python _dispute.py): an inquiry (warning_* statuses) moves no money.
 # Payout statuses (stripe-python _payout.py): pending, in_transit, paid, failed, canceled.
@@ -169,16 +174,35 @@ class StripeProvider(Provider, PayoutProvider):
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
 
-    def create_link(self, spec: LinkSpec) -> ProviderLink:
+    def _session_params(self, spec: LinkSpec) -> SessionCreateParams:
         try:
             minor = to_minor(spec.amount, spec.currency)
         except DataError as exc:
             raise ProviderError(str(exc)) from None
+        # What the payer sees and what the firm reconciles by, in the fields Stripe's API reference gives them
+        # (https://docs.stripe.com/api/checkout/sessions/create): the line item's name and description on the
+        # Checkout page, the disclaimer in custom_text[submit][message] beside the pay button (up to 1200
+        # characters), the invoice reference in client_reference_id (up to 200) and on the PaymentIntent's
+        # description ("often useful for displaying to users": receipts) and metadata (docs.stripe.com/api/
+        # metadata: 50 keys, keys up to 40 characters, values up to 500). The firm's name on Checkout is the
+        # Stripe account's business name, set in Stripe's dashboard.
+        if len(spec.disclaimer) > DISCLAIMER_MAX:
+            raise ProviderError(
+                f"account {self.account.name}: the disclaimer is {len(spec.disclaimer)} characters; Stripe shows at "
+                f"most {DISCLAIMER_MAX} beside the pay button (custom_text[submit][message]). Shorten it with "
+                f"'ledgerlink accounts set {self.account.name} --disclaimer ...'")
         metadata = {
-            "link_id": spec.link_id,
-            **({"reference": spec.reference} if spec.reference else {}),
-            **spec.metadata,
+            key: clip(value, METADATA_VALUE_MAX)
+            for key, value in {
+                "link_id": spec.link_id,
+                **({"reference": spec.reference} if spec.reference else {}),
+                **spec.metadata,
+            }.items()
         }
+        product: SessionCreateParamsLineItemPriceDataProductData = {"name": spec.description}
+        if spec.paying_for:
+            product["description"] = spec.paying_for
+        intent_description = " - ".join(p for p in (spec.firm_name, spec.paying_for or spec.description) if p)
         params: SessionCreateParams = {
             "mode": "payment",
             "line_items": [
@@ -187,17 +211,27 @@ class StripeProvider(Provider, PayoutProvider):
                     "price_data": {
                         "currency": spec.currency.lower(),
                         "unit_amount": minor,
-                        "product_data": {"name": spec.description},
+                        "product_data": product,
                     },
                 }
             ],
             "expires_at": int(spec.expires_at.timestamp()),
             "success_url": self.account.success_url or DEFAULT_SUCCESS_URL,
-            "client_reference_id": spec.link_id,
             "customer_email": spec.payer_email,
             "metadata": metadata,
-            "payment_intent_data": {"metadata": {"link_id": spec.link_id}},
+            "payment_intent_data": {
+                "description": intent_description,
+                "metadata": {k: v for k, v in metadata.items() if k in ("link_id", "reference")},
+            },
         }
+        if spec.reference:
+            params["client_reference_id"] = clip(spec.reference, CLIENT_REFERENCE_MAX)
+        if spec.disclaimer:
+            params["custom_text"] = {"submit": {"message": spec.disclaimer}}
+        return params
+
+    def create_link(self, spec: LinkSpec) -> ProviderLink:
+        params = self._session_params(spec)
         try:
             session = self._client.v1.checkout.sessions.create(
                 params=params, options={"idempotency_key": spec.idempotency_key}
@@ -218,10 +252,10 @@ class StripeProvider(Provider, PayoutProvider):
         return self._link(session.to_dict())
 
     def _find_session(self, link_id: str) -> dict[str, Any] | None:
-        """A session made for the link within a session's lifetime (the list cannot filter by reference id)."""
+        """A session made for the link within a session's lifetime (the list cannot filter by metadata)."""
         since = int((dt.datetime.now(dt.UTC) - SESSION_LIFETIME - dt.timedelta(hours=1)).timestamp())
         for session in self._sessions(since):
-            if session.get("client_reference_id") == link_id:
+            if (session.get("metadata") or {}).get("link_id") == link_id:
                 return session
         return None
 

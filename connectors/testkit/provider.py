@@ -69,6 +69,9 @@ class World(Protocol):
     def link_count(self) -> int:
         """How many link objects exist at the provider (to prove a retried create made one)."""
 
+    def payer_view(self, link: ProviderLink) -> str:
+        """The text the payer is shown for the link (the pay page, Checkout, GoCardless's payment page)."""
+
 
 class Faults(Protocol):
     def fail_next(self, status: int, times: int = 1, headers: Mapping[str, str] | None = None) -> None: ...
@@ -137,6 +140,31 @@ class ProviderContract:
     # Whether the provider itself closes a link whose time ran out. GoCardless does not: a billing request has no
     # expired status, only its flow stops working, so the link engine expires the link by its own clock.
     reports_expiry: ClassVar[bool] = True
+    # Whether the payer is shown the spec's firm name and disclaimer. Stripe and GoCardless show the business or
+    # creditor name set in their dashboards, not one per link; GoCardless's API has no field for a disclaimer.
+    shows_firm_name: ClassVar[bool] = True
+    shows_disclaimer: ClassVar[bool] = True
+
+    def test_payer_sees_what_is_paid_for_and_no_internal_key(self, provider: Provider, payer: World) -> None:
+        spec = make_spec(provider, firm_name="Okafor & Co LLP", matter_number="M-2026-0042",
+                         invoice_numbers=("INV-1042", "INV-1043"), reference="INV-1042, INV-1043",
+                         disclaimer="Okafor & Co LLP is regulated by the Solicitors Regulation Authority.",
+                         metadata={"matter": "M-2026-0042"})
+        seen = payer.payer_view(provider.create_link(spec))
+        for text in (f"{spec.currency} 125.50", spec.description, "M-2026-0042", "INV-1042", "INV-1043"):
+            assert text in seen, f"{text!r} is not shown to the payer: {seen!r}"
+        if self.shows_firm_name:
+            assert spec.firm_name in seen
+        if self.shows_disclaimer:
+            assert spec.disclaimer in seen
+        assert spec.link_id not in seen and spec.idempotency_key not in seen
+
+    def test_a_reference_longer_than_the_provider_keeps_still_makes_the_link(self, provider: Provider) -> None:
+        """Sixty invoices on one link: each field is cut to the provider's documented limit, never refused."""
+        invoices = tuple(f"INV-{n:06d}" for n in range(60))
+        spec = make_spec(provider, invoice_numbers=invoices, reference=", ".join(invoices),
+                         metadata={"matter": "M-" + "9" * 600})
+        assert provider.create_link(spec).status is LinkStatus.OUTSTANDING
 
     def test_create_returns_outstanding_link(self, provider: Provider) -> None:
         link = provider.create_link(make_spec(provider))

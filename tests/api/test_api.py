@@ -411,6 +411,7 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
         "/console/sign-out": {"post"}, "/collections": {"get"}, "/collections/{collection_id}": {"get"},
         "/collections/{collection_id}/cancel": {"post"},
         "/payouts": {"get"}, "/payouts/breaches": {"get"}, "/payouts/{payout}": {"get"}, "/refunds": {"get"},
+        "/payouts/pay-out-now": {"post"},
         "/payments/{payment}/refund": {"get", "post"},
         # the audit trail: the whole of it for admins, each link's and posting's own history for staff
         "/audit": {"get"}, "/audit/verify": {"get"}, "/audit/export": {"get"},

@@ -34,6 +34,7 @@ from agent.core.model import Actor
 from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
 from agent.service.loop import poll_payments
+from agent.state import audit
 from connectors.providers import sandbox
 from connectors.providers.sandbox import SandboxProvider
 from postings.outbox import Outbox
@@ -114,8 +115,18 @@ def test_instant_bank_pay_from_search_to_posting(page: Any, agent: Agent) -> Non
     payer = page.context.new_page()
     payer.goto(url)
     expect(payer.locator("#amount")).to_contain_text("2088.05")
+    # what the payer is paying, by the numbers the firm writes (issue 24 item 9)
+    expect(payer.locator("#firm")).to_have_text("Demo Legal LLP")
+    expect(payer.locator("#matter")).to_have_text(MATTER)
+    expect(payer.locator("#invoices")).to_have_text("INV-1001, INV-1002")
+    expect(payer.locator("#disclaimer")).to_contain_text("regulated by the Solicitors Regulation Authority")
     payer.get_by_role("button", name="Pay by bank").click()
     expect(payer.get_by_role("status")).to_contain_text("payment was received")
+    # the receipt says how much was paid, to whom and for what (issue 26)
+    expect(payer.locator("#amount-paid")).to_have_text("GBP 2088.05")
+    expect(payer.get_by_role("status")).to_contain_text("to Demo Legal LLP")
+    expect(payer.locator("#matter")).to_have_text(MATTER)
+    shot(payer, "04b-payer-receipt")
     payer.close()
 
     assert poll_payments(agent.rt) >= 1
@@ -624,3 +635,38 @@ def test_payouts_page_the_client_money_banner_and_the_admin_refund(page: Any, ag
     finally:
         agent.rt.payouts.clear(Actor("user", "admin"), breach.payout_id, "transferred in the test")
         SandboxProvider(agent.rt.settings.accounts["trust"], None, home=str(agent.home))
+
+
+def test_sandbox_pay_out_now_shows_the_payout_and_its_fees_within_a_minute(page: Any, agent: Agent) -> None:
+    """Issue 26 item 6: an admin's Pay out now makes the sandbox pay out today's settled payments and reads
+    them, so the payout, its fee and deposit postings show at once; a clerk has no such button, the API refuses
+    one, and no real provider is asked to (tests/cli/test_cli.py: exit 2 naming it)."""
+    link = agent.rt.links.create(STAFF, LinkRequest(name="Ada Payer", email="ada@example.com",
+                                                    amount=Decimal("40.00")))  # a quick link: owed or not
+    assert link.provider_ref is not None
+    paid = sandbox.pay(agent.home, link.provider_ref, method="card")
+    poll_payments(agent.rt)
+    refused = httpx.post(f"{agent.url}/payouts/pay-out-now", headers={"Authorization": f"Bearer {agent.token}"})
+    assert refused.status_code == 403  # a clerk's token
+    sign_in(page, agent)
+    go(page, agent, "payouts")
+    expect(page.get_by_role("button", name="Pay out now (sandbox)")).to_be_hidden()
+    sign_in(page, agent, "admin")
+    go(page, agent, "payouts")
+    page.get_by_role("button", name="Pay out now (sandbox)").click()
+    expect(page.locator("#notice")).to_contain_text(re.compile(r"\d+ payouts? made and read; \d+ postings? queued"))
+    [payout] = [v for v in map(agent.rt.payouts.show, (p.id for p in agent.rt.payouts.listing()))
+                if any(i.payment_ref == paid for i in v.items)]
+    ours = {(i.kind, i.amount) for i in payout.items if i.payment_ref == paid}
+    assert ours == {("payment", Decimal("40.00")), ("fee", Decimal("-0.80"))}  # card: 1.5% + 0.20
+    assert payout.adds_up and payout.status == "paid"
+    row = page.locator(f'tr[data-payout="{payout.id}"]')
+    expect(row).to_contain_text("Adds up to the penny")
+    expect(row).to_contain_text(f"£{payout.fees:.2f}")
+    assert_accessible(page, "#payouts after pay out now")
+    shot(page, "20-payouts-after-pay-out-now")
+    with agent.rt.store.read() as conn:
+        [entry] = [e for e in audit.entries(conn, obj="provider:sandbox") if e.action == "payout.pay_out_now"]
+    assert entry.actor == "user:admin" and entry.outcome == "ok"
+    page.get_by_role("button", name="Pay out now (sandbox)").click()  # nothing new settled: said so
+    expect(page.locator("#notice")).to_contain_text("Nothing to pay out")

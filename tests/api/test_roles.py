@@ -27,7 +27,8 @@ PUBLIC = {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET"
           ("GET", "/console/login"), ("POST", "/console/sign-in"), ("GET", "/console/static")}
 ADMIN = {("GET", "/settings/accounts/{name}"), ("PUT", "/settings/accounts/{name}"),
          ("POST", "/postings/{posting_id}/reallocate"), ("POST", "/postings/{posting_id}/remove"),
-         ("POST", "/payments/{payment}/refund"), ("GET", "/audit"), ("GET", "/audit/verify"), ("GET", "/audit/export")}
+         ("POST", "/payments/{payment}/refund"), ("GET", "/audit"), ("GET", "/audit/verify"), ("GET", "/audit/export"),
+         ("POST", "/payouts/pay-out-now")}
 CLERK = {
     ("GET", "/status"), ("GET", "/matters"), ("GET", "/matters/{ref}"), ("GET", "/links"), ("POST", "/links"),
     ("POST", "/links/quick"), ("GET", "/links/{link_id}"), ("POST", "/links/{link_id}/cancel"),

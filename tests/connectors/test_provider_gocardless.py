@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -52,16 +55,20 @@ class TestGoCardlessPayouts(PayoutContract):
 class TestGoCardlessContract(ProviderContract):
     stable_url = False  # a flow cannot be read back; each create makes a new flow for the same billing request
     reports_expiry = False  # billing requests have no expired status (BillingRequest.cs)
+    shows_firm_name = False  # the payment page shows the creditor's name, set in GoCardless's dashboard
+    shows_disclaimer = False  # the billing request API has no field for one
 
 
 def test_create_sends_minor_units_metadata_and_prefilled_payer(
     provider: GoCardlessProvider, api: FakeGoCardless
 ) -> None:
-    spec = make_spec(provider, metadata={"matter": "M-77"})
+    spec = make_spec(provider, metadata={"matter": "M-77"}, matter_number="M-77", invoice_numbers=("INV-1042",))
     link = provider.create_link(spec)
     br = api.billing_requests[link.ref]
     assert br["payment_request"]["amount"] == 12550
-    assert br["payment_request"]["metadata"] == {"link_id": spec.link_id, "matter": "M-77"}
+    assert br["payment_request"]["description"] == "Invoice 1042 - conveyancing (matter M-77, invoice INV-1042)"
+    assert br["payment_request"]["metadata"] == {"link_id": spec.link_id, "reference": "INV-1042", "matter": "M-77"}
+    assert br["metadata"] == {"link_id": spec.link_id, "reference": "INV-1042"}
     (flow,) = api.flows.values()
     assert link.url == flow["authorisation_url"]
     assert flow["prefilled_customer"] == {
@@ -231,3 +238,22 @@ def test_a_dashboard_refund_shows_in_the_next_payout(provider: GoCardlessProvide
         (payment_ref, Decimal("-25.00"))]
     with pytest.raises(RefundRefused):
         provider.refund(payment_ref, Decimal("100.51"), "GBP", "more than is left", "rf-after-dashboard")
+
+
+def test_the_fake_enforces_the_documented_metadata_limits(api: FakeGoCardless) -> None:
+    """Up to 3 keys, keys to 50 characters, values to 500 (the API reference): more is a 422 naming metadata."""
+    def create(metadata: dict[str, str]) -> tuple[int, dict]:
+        body = json.dumps({"billing_requests": {"payment_request": {"amount": 100, "currency": "GBP",
+                                                                     "metadata": metadata}}}).encode()
+        request = urllib.request.Request(f"{api.url}/billing_requests", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    assert create({"a": "1", "b": "2", "c": "x" * 500})[0] == 201
+    for bad in ({"a": "1", "b": "2", "c": "3", "d": "4"}, {"k" * 51: "1"}, {"a": "x" * 501}):
+        status, body = create(bad)
+        assert status == 422 and body["error"]["errors"][0]["field"] == "metadata", bad

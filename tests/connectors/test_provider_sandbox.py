@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
 import sqlite3
 import urllib.error
 import urllib.parse
@@ -43,6 +45,12 @@ class SandboxWorld:
         with sqlite3.connect(self.home / sandbox.DB_NAME) as conn:
             return conn.execute("SELECT count(*) FROM links").fetchone()[0]
 
+    def payer_view(self, link: ProviderLink) -> str:
+        """The pay page's text, as a browser shows it (tags dropped, entities read)."""
+        status, page = _get(link.url)
+        assert status == 200
+        return html.unescape(re.sub(r"<[^>]+>", "\n", page))
+
     # PayoutWorld (connectors/testkit/provider.py), for the payout kit.
 
     def settle(self, gross: bool = False) -> str:
@@ -72,7 +80,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(home: Path) -> Iterator[SandboxPayServer]:
-    srv = SandboxPayServer(home, disclaimer_for=lambda name: f"Paid to {name} client account.").start()
+    srv = SandboxPayServer(home).start()
     yield srv
     srv.stop()
 
@@ -127,16 +135,60 @@ def test_health(server: SandboxPayServer) -> None:
     assert _get(f"{server.url}/health") == (200, "ok")
 
 
-def test_pay_page_shows_amount_description_and_disclaimer(provider: SandboxProvider) -> None:
-    link = provider.create_link(make_spec(provider, description="Matter 77 <fees>"))
+def _shown(page: str) -> dict[str, str]:
+    """The pay page's details by their ids (firm, matter, invoices, amount, description, disclaimer)."""
+    return {m[1]: html.unescape(m[2]) for m in re.finditer(r'<(?:dd|p|strong) [^>]*id="([\w-]+)"[^>]*>([^<]*)<',
+                                                             page)}
+
+
+def test_pay_page_shows_what_is_paid_for_and_no_internal_key(provider: SandboxProvider) -> None:
+    spec = make_spec(provider, description="Matter 77 <fees>", firm_name="Okafor & Co LLP",
+                     matter_number="M-2026-0077", invoice_numbers=("INV-7", "INV-9"), reference="INV-7, INV-9",
+                     disclaimer="Paid to the operating client account.",
+                     metadata={"link_id": "lnk_internal", "matter": "M-2026-0077"})
+    link = provider.create_link(spec)
     assert link.url.startswith(provider.base + "/pay/")
     status, page = _get(link.url)
     assert status == 200
-    assert "GBP 125.50" in page
-    assert "Matter 77 &lt;fees&gt;" in page
-    assert "Paid to operating client account." in page
+    assert _shown(page) == {"firm": "Okafor & Co LLP", "matter": "M-2026-0077", "invoices": "INV-7, INV-9",
+                            "amount": "GBP 125.50", "description": "Matter 77 <fees>",
+                            "disclaimer": "Paid to the operating client account."}
+    assert "Matter 77 &lt;fees&gt;" in page  # escaped, never markup
+    assert spec.link_id not in page and "lnk_internal" not in page and spec.idempotency_key not in page
     assert "Pay by bank" in page and "Pay by card" in page
     assert '<label for="partial">' in page
+
+
+def test_receipt_shows_the_amount_paid_the_firm_and_what_for(provider: SandboxProvider) -> None:
+    link = provider.create_link(make_spec(provider, firm_name="Okafor & Co LLP", matter_number="M-2026-0077",
+                                          invoice_numbers=("INV-7",), reference="INV-7"))
+    status, page = _post(link.url, {"method": "bank", "partial": "20.25"})
+    assert status == 200 and "Payment received" in page
+    shown = _shown(page)
+    assert shown["amount-paid"] == "GBP 20.25" and shown["amount"] == "GBP 20.25"
+    assert (shown["firm"], shown["matter"], shown["invoices"]) == ("Okafor & Co LLP", "M-2026-0077", "INV-7")
+    assert "Amount paid" in page and "Invoice<" in page  # one invoice: singular
+    assert "payment was received: <strong id=\"amount-paid\">GBP 20.25</strong> to Okafor &amp; Co LLP" in page
+
+
+def test_a_sandbox_db_from_before_payer_fields_is_upgraded(home: Path) -> None:
+    """A sandbox.db written before links carried what the payer sees gains the columns; its links still show."""
+    home.mkdir(parents=True)
+    with sqlite3.connect(home / sandbox.DB_NAME) as conn:
+        conn.execute("CREATE TABLE links (ref TEXT PRIMARY KEY, account TEXT NOT NULL, link_id TEXT NOT NULL,"
+                     " idempotency_key TEXT NOT NULL, amount TEXT NOT NULL, currency TEXT NOT NULL, description"
+                     " TEXT NOT NULL, reference TEXT NOT NULL, payer_name TEXT NOT NULL, payer_email TEXT NOT NULL,"
+                     " url TEXT NOT NULL, status TEXT NOT NULL, amount_paid TEXT, expires_at TEXT NOT NULL,"
+                     " created_at TEXT NOT NULL, UNIQUE (account, idempotency_key))")
+        conn.execute("INSERT INTO links VALUES ('old', 'operating', 'lnk_1', 'k1', '10.00', 'GBP', 'Old fees', '',"
+                     " 'Ada', 'ada@example.com', 'http://x/pay/old', 'outstanding', NULL,"
+                     " '2999-01-01T00:00:00.000000+00:00', '2026-01-01T00:00:00.000000+00:00')")
+    srv = SandboxPayServer(home).start()
+    try:
+        status, page = _get(f"{srv.url}/pay/old")
+    finally:
+        srv.stop()
+    assert status == 200 and _shown(page) == {"amount": "GBP 10.00", "description": "Old fees"}
 
 
 def test_pay_page_pays_by_card_and_then_refuses(provider: SandboxProvider) -> None:

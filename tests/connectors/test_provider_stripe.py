@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 from fakes import FakeWorld
@@ -60,18 +63,59 @@ class TestStripePayouts(PayoutContract):
 class TestStripeContract(ProviderContract):
     cancelled_status = LinkStatus.EXPIRED  # Stripe can only expire a session
     cancel_event = EventKind.LINK_EXPIRED
+    shows_firm_name = False  # Checkout shows the Stripe account's business name, set in Stripe's dashboard
 
 
 def test_create_sends_the_documented_parameters(provider: StripeProvider, api: FakeStripe) -> None:
-    spec = make_spec(provider, metadata={"matter": "M-77"})
+    spec = make_spec(provider, metadata={"matter": "M-77"}, firm_name="Okafor & Co LLP", matter_number="M-77",
+                     invoice_numbers=("INV-1042",), disclaimer="Regulated by the SRA.")
     link = provider.create_link(spec)
     session = api.sessions[link.ref]
     assert session["amount_total"] == 12550 and session["currency"] == "gbp"
-    assert session["client_reference_id"] == spec.link_id
+    assert session["client_reference_id"] == "INV-1042"
     assert session["customer_email"] == "ada@example.com"
     assert session["metadata"] == {"link_id": spec.link_id, "reference": "INV-1042", "matter": "M-77"}
+    assert session["custom_text"]["submit"] == {"message": "Regulated by the SRA."}
+    assert session["line_item_name"] == "Invoice 1042 - conveyancing"
+    assert session["line_item_description"] == "matter M-77, invoice INV-1042"
     assert session["expires_at"] == int(spec.expires_at.timestamp())
     assert link.url == session["url"]
+    intent = api.payment_intents[api.pay(link.ref)]
+    assert intent["description"] == "Okafor & Co LLP - matter M-77, invoice INV-1042"
+    assert intent["metadata"] == {"link_id": spec.link_id, "reference": "INV-1042"}
+
+
+def test_a_disclaimer_longer_than_checkout_shows_is_refused_naming_the_fix(provider: StripeProvider,
+                                                                          api: FakeStripe) -> None:
+    with pytest.raises(ProviderError, match=r"1201 characters; Stripe shows at most 1200.*accounts set operating"):
+        provider.create_link(make_spec(provider, disclaimer="x" * 1201))
+    assert api.link_count() == 0
+
+
+def test_the_fake_enforces_the_documented_length_limits(api: FakeStripe) -> None:
+    """custom_text[submit][message] to 1200, client_reference_id to 200, metadata 50 keys / 40 / 500: a 400."""
+    def create(extra: dict[str, str]) -> tuple[int, dict]:
+        form = {"mode": "payment", "success_url": "https://example.com", "line_items[0][quantity]": "1",
+                "line_items[0][price_data][currency]": "gbp", "line_items[0][price_data][unit_amount]": "100",
+                "line_items[0][price_data][product_data][name]": "Fees", **extra}
+        request = urllib.request.Request(f"{api.url}/v1/checkout/sessions", data=urlencode(form).encode(),
+                                         method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    assert create({"custom_text[submit][message]": "x" * 1200, "client_reference_id": "r" * 200,
+                   "metadata[k]": "v" * 500})[0] == 200
+    for param, extra in (("custom_text[submit][message]", {"custom_text[submit][message]": "x" * 1201}),
+                         ("client_reference_id", {"client_reference_id": "r" * 201}),
+                         ("metadata", {"metadata[k]": "v" * 501}),
+                         ("metadata", {"metadata[" + "k" * 41 + "]": "v"}),
+                         ("metadata", {f"metadata[k{n}]": "v" for n in range(51)}),
+                         ("payment_intent_data[metadata]", {"payment_intent_data[metadata][k]": "v" * 501})):
+        status, body = create(extra)
+        assert (status, body["error"]["param"]) == (400, param)
 
 
 def test_idempotency_key_is_sent(provider: StripeProvider, api: FakeStripe) -> None:

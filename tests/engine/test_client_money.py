@@ -454,3 +454,40 @@ def test_client_money_posted_by_hand_can_still_be_refunded(rt: Runtime, money: M
         [reversal] = [p for p in posting_rows(conn) if p["payment_ref"] == ref and p["kind"] == "reversal"]
     assert (reversal["state"], reversal["amount"]) == ("incomplete", Decimal("-120.00"))
     assert "post this refund by hand" in reversal["note"]
+
+
+def test_an_empty_payouts_list_says_why_and_pay_out_now_is_the_sandbox_s(
+    rt: Runtime, money: MoneyWorld, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 26: right after 'payouts sync' the list does not tell the reader to run it; it says there are none
+    yet and why. 'payouts pay-out-now' pays the sandbox's settled payments out at once and reads them; a real
+    provider is refused naming it, exit 2."""
+    ref = paid(rt, money, OFFICE_MATTERS[0], "40.00", "operating")
+    assert _cli(home, capsys, "payouts", "sync")[0] == 0
+    code, out, _ = _cli(home, capsys, "payouts", "list")
+    assert code == 0 and out.startswith("no payouts yet") and "run 'ledgerlink payouts sync'" not in out
+    if money.name == "sandbox":
+        assert "after midnight UTC" in out and "'ledgerlink payouts pay-out-now' pays out today's now" in out
+    else:
+        assert f"operating: {money.name} has paid nothing out" in out and "its own schedule" in out
+    code, out, err = _cli(home, capsys, "payouts", "pay-out-now")
+    if money.name == "sandbox":
+        assert code == 0 and out.startswith("1 payout(s) made and read, 2 posting(s) queued"), out
+        [payout] = json.loads(_cli(home, capsys, "payouts", "list", "--json")[1])
+        items = json.loads(_cli(home, capsys, "payouts", "show", payout["id"], "--json")[1])["items"]
+        assert {(i["kind"], i["amount"]) for i in items if i["payment_ref"] == ref} == {
+            ("payment", "40.00"), ("fee", "-0.80")}
+        assert _cli(home, capsys, "payouts", "pay-out-now")[1].startswith("nothing to pay out")
+    else:
+        assert code == 2 and "pay out now is for the sandbox only" in err
+        assert f"operating ({money.name})" in err and "Traceback" not in err
+    server = serve_api(rt, "127.0.0.1", 0)
+    try:
+        answer = httpx.post(f"{server.url}/payouts/pay-out-now", timeout=10,
+                            headers={"Authorization": f"Bearer {bearer(rt.store, 'admin')}"})
+    finally:
+        server.stop()
+    if money.name == "sandbox":
+        assert answer.status_code == 200 and answer.json()["new"] == 0  # paid out above: nothing new
+    else:
+        assert answer.status_code == 422 and f"operating ({money.name})" in answer.text

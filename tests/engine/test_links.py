@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import re
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from tests_support import STAFF
 
 from agent.core.errors import DataError, RuleError, TransientError
@@ -19,6 +21,7 @@ from agent.engine.payments import EventPoller
 from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
+from agent.state.schema import link_items
 from connectors.providers import sandbox
 
 MATTER = "M-2026-0010"  # Okafor probate: INV-1001 (644.30) + INV-1002 (1443.75), payer has an email
@@ -324,3 +327,28 @@ def test_recreate_on_the_command_line_takes_the_changes(rt: Runtime, home: Path)
     assert main(["--home", str(home), "links", "recreate", old.id, "--description", "Costs, part 2", "--json"]) == 0
     new = rt.links.find(["outstanding"])[0]
     assert (new.amount, new.description, new.replaces) == (Decimal("300.00"), "Costs, part 2", old.id)
+
+
+def test_the_payer_sees_firm_matter_invoices_and_disclaimer_and_never_a_key(rt: Runtime, home: Path) -> None:
+    """Issue 24: the pay page names the firm, the matter and invoice numbers, the amount, the description and the
+    account's disclaimer, as the link engine sent them; the matter's and statements' keys appear nowhere."""
+    link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
+    server = sandbox.SandboxPayServer(home)
+    try:
+        status, body = server.render(link.provider_ref or "")
+    finally:
+        server.stop()
+    page = body.decode()
+    shown = dict(re.findall(r'<dd id="(\w+)">([^<]*)</dd>', page))
+    assert status == 200 and shown == {
+        "firm": "Demo Legal LLP", "matter": MATTER, "invoices": "INV-1001, INV-1002", "amount": "GBP 2088.05",
+        "description": link.description}
+    assert re.search(r'id="disclaimer">Demo Legal LLP is authorised and regulated', page)
+    with sqlite3.connect(home / "sandbox.db") as conn:
+        (reference,) = conn.execute("SELECT reference FROM links WHERE ref = ?", (link.provider_ref,)).fetchone()
+    assert reference == "INV-1001, INV-1002"
+    with rt.store.read() as conn:
+        keys = {link.matter_key, *conn.execute(select(link_items.c.statement_key)
+                                               .where(link_items.c.link_id == link.id)).scalars()}
+    words = {w for value in shown.values() for w in re.split(r"[\s,]+", value)}  # the demo's keys are "1", "10"
+    assert len(keys) == 3 and not keys & words, keys & words

@@ -144,6 +144,7 @@ class PaymentsFake(Protocol):
     def charge_back(self, payment_ref: str, /) -> None: ...
     def expire(self, ref: str, /) -> None: ...
     def link_count(self) -> int: ...
+    def payer_view(self, ref: str, /) -> str: ...
 
 
 class PayoutsFake(PaymentsFake, Protocol):
@@ -190,3 +191,6 @@ class FakeWorld:
 
     def link_count(self) -> int:
         return self.api.link_count()
+
+    def payer_view(self, link: ProviderLink) -> str:
+        return self.api.payer_view(link.ref)

@@ -16,6 +16,10 @@ EventService.cs``, ``Resources/Payment.cs``, ``Resources/BillingRequest.cs``, an
   expired or failed. A flow expires 7 days after creation and cannot be read back (only create and initialise).
 * A retried payment: ``resubmission_requested`` (status pending_submission), then submitted and confirmed or
   failed (PaymentsService.retry in gocardless_pro/services/payments_service.py).
+* Metadata (billing requests, their payment requests, payments, refunds): "up to 3 keys, with key names up to 50
+  characters and values up to 500 characters" (the API reference, on every metadata parameter); more is a 422
+  validation_failed naming the field. The payer's payment page shows the creditor's name, the amount and the
+  payment request's ``description`` (``payer_view``); metadata is never shown.
 * Event times are strictly increasing here (a millisecond apart at least); the real API can give several events
   one millisecond, which the adapter's cursor tolerates (connectors/providers/cursor.py).
 
@@ -90,6 +94,20 @@ def _error(status: int, error_type: str, message: str, errors: list[dict[str, ob
             "request_id": "deadbeef-0000-4000-8000-000000000000",
         }
     }
+
+
+CREDITOR_NAME = "Ledgerlink Test Creditor"  # the creditor's name, set in GoCardless's dashboard
+
+
+def _metadata_problem(metadata: dict) -> str | None:
+    """What breaks the API reference's metadata limits (3 keys, keys to 50 characters, values to 500)."""
+    if len(metadata) > 3:
+        return "must have at most 3 keys"
+    if any(len(k) > 50 for k in metadata):
+        return "keys must be at most 50 characters"
+    if any(not isinstance(v, str) or len(v) > 500 for v in metadata.values()):
+        return "values must be strings of at most 500 characters"
+    return None
 
 
 class FakeGoCardless(FakeAPI):
@@ -217,6 +235,10 @@ class FakeGoCardless(FakeAPI):
         if params.get("mandate_request") and not params.get("payment_request"):
             return self._new_mandate_br(params)
         pr = params.get("payment_request") or {}
+        for pointer, metadata in (("/billing_requests/metadata", params.get("metadata")),
+                                  ("/billing_requests/payment_request/metadata", pr.get("metadata"))):
+            if (problem := _metadata_problem(metadata or {})) is not None:
+                return self._invalid("metadata", problem, pointer)
         amount = pr.get("amount")
         if not isinstance(amount, int) or amount <= 0:
             return json_response(
@@ -574,6 +596,13 @@ class FakeGoCardless(FakeAPI):
 
     def link_count(self) -> int:
         return len(self.billing_requests)
+
+    def payer_view(self, br_id: str) -> str:
+        """The text GoCardless's payment page shows the payer for a billing request: the creditor, the amount
+        and the payment request's description."""
+        pr = self.billing_requests[br_id]["payment_request"]
+        amount = f"{pr['currency']} {Decimal(pr['amount']).scaleb(-2)}"
+        return "\n".join(t for t in (CREDITOR_NAME, amount, pr["description"]) if t)
 
     # --- payouts and refunds: the API ----------------------------------------------------------------------
 

@@ -13,6 +13,12 @@ stripe-node issue 1944, and /work/shared/notes/provider-apis.md.
   while another with the same key is in flight gets 409 and is not saved (``key_in_flight``).
 * Hosted Checkout Sessions need ``success_url`` (400 parameter_missing otherwise); ``expires_at`` must be 30
   minutes to 24 hours ahead; only open sessions can be expired.
+* What the payer sees (docs.stripe.com/api/checkout/sessions/create; ``_session_create_params.py``): the line
+  item's ``product_data[name]`` and ``[description]``, and ``custom_text[submit][message]`` beside the pay button,
+  "up to 1200 characters". ``client_reference_id`` is at most 200 characters (stripe/openapi spec3.json
+  ``maxLength``); metadata at most 50 keys, keys up to 40 characters, values up to 500 (docs.stripe.com/api/
+  metadata); a longer one is a 400 naming the parameter. ``payment_intent_data[description]`` and ``[metadata]``
+  land on the PaymentIntent made when the session is paid (``payment_intents``). ``payer_view`` is the page's text.
 * Event ``created`` times are whole seconds, so several events share one (the adapter's cursor and the engine's
   tie-break by status tolerate it); only a dispute's reinstatement is stamped a second later than anything
   before it, as it comes weeks after the dispute.
@@ -61,6 +67,12 @@ def _error(error_type: str, message: str, **extra: str) -> dict[str, object]:
     return {"error": {"type": error_type, "message": message, **extra}}
 
 
+def _nested(form: dict[str, str], prefix: str) -> dict[str, str]:
+    """``prefix[key]=value`` form fields (Stripe's encoding of a hash) as a dict."""
+    return {k[len(prefix) + 1:-1]: v for k, v in form.items() if k.startswith(prefix + "[") and k.endswith("]")
+            and "[" not in k[len(prefix) + 1:-1]}
+
+
 class FakeStripe(FakeAPI):
     def __init__(self, ids_from: int = 1) -> None:
         """``ids_from``: where this server's ids start, so two accounts' servers never share an id (the
@@ -76,6 +88,8 @@ class FakeStripe(FakeAPI):
         self._in_flight: set[str] = set()
         self._poisoned = 0
         self.charges: dict[str, dict] = {}
+        self.payment_intents: dict[str, dict] = {}
+        self._intent_data: dict[str, dict] = {}  # session -> its payment_intent_data, until it is paid
         self.refunds: dict[str, dict] = {}
         self.payouts: dict[str, dict] = {}
         self.balance_transactions: dict[str, dict] = {}
@@ -348,7 +362,12 @@ class FakeStripe(FakeAPI):
                     param="line_items[0][price_data][unit_amount]",
                 ),
             )
+        if (refused := self._too_long(form)) is not None:
+            return refused
         session_id = self._id("cs_test")
+        submit = form.get("custom_text[submit][message]")
+        self._intent_data[session_id] = {"description": form.get("payment_intent_data[description]"),
+                                         "metadata": _nested(form, "payment_intent_data[metadata]")}
         session = {
             "id": session_id,
             "object": "checkout.session",
@@ -364,13 +383,43 @@ class FakeStripe(FakeAPI):
             "created": now,
             "client_reference_id": form.get("client_reference_id"),
             "customer_email": form.get("customer_email"),
-            "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
+            "metadata": _nested(form, "metadata"),
+            "custom_text": {"after_submit": None, "shipping_address": None,
+                            "submit": {"message": submit} if submit else None, "terms_of_service_acceptance": None},
             "line_item_name": form.get("line_items[0][price_data][product_data][name]"),
+            "line_item_description": form.get("line_items[0][price_data][product_data][description]"),
             "payment_intent": None,
             "livemode": False,
         }
         self.sessions[session_id] = session
         return json_response(200, session)
+
+    @staticmethod
+    def _too_long(form: dict[str, str]) -> Response | None:
+        """Stripe's documented length limits on what a session carries: a 400 naming the parameter."""
+        limits = {"custom_text[submit][message]": 1200, "client_reference_id": 200}
+        for param, limit in limits.items():
+            if len(form.get(param) or "") > limit:
+                return json_response(400, _error("invalid_request_error", f"Invalid string: {form[param][:50]}...;"
+                                                 f" must be at most {limit} characters", param=param))
+        for prefix in ("metadata", "payment_intent_data[metadata]"):
+            metadata = _nested(form, prefix)
+            problem = ("metadata must have at most 50 keys" if len(metadata) > 50 else
+                       "metadata keys must be at most 40 characters" if any(len(k) > 40 for k in metadata) else
+                       "metadata values must be at most 500 characters" if any(len(v) > 500 for v in
+                                                                               metadata.values()) else None)
+            if problem:
+                return json_response(400, _error("invalid_request_error", f"Invalid {prefix}: {problem}.",
+                                                 param=prefix))
+        return None
+
+    def payer_view(self, session_id: str) -> str:
+        """The text Checkout shows the payer for a session: the amount, the line item and the custom text."""
+        session = self.sessions[session_id]
+        amount = f"{session['currency'].upper()} {Decimal(session['amount_total']).scaleb(-2)}"
+        submit = (session["custom_text"]["submit"] or {}).get("message")
+        return "\n".join(t for t in (amount, session["line_item_name"], session["line_item_description"], submit)
+                         if t)
 
     def _expire_api(self, session_id: str) -> Response:
         session = self.sessions.get(session_id)
@@ -439,6 +488,9 @@ class FakeStripe(FakeAPI):
             if amount is not None:
                 session["amount_total"] = to_minor(amount, session["currency"].upper())
             session.update(status="complete", payment_intent=self._id("pi"))
+            self.payment_intents[session["payment_intent"]] = {
+                "id": session["payment_intent"], "object": "payment_intent", "amount": session["amount_total"],
+                "currency": session["currency"], **self._intent_data[session_id]}
             self._event("checkout.session.completed", session)
             if confirm:
                 session["payment_status"] = "paid"

@@ -39,6 +39,7 @@ WORDS = {
     "token.adopt": "Shared token of an earlier release kept as a personal one",
     "refund.request": "Refund requested", "refund.complete": "Refund answered by the provider",
     "payout.clear": "Client-money shortfall recorded as made good",
+    "payout.pay_out_now": "Sandbox paid out now",
     "secret.set": "Credential stored", "secret.delete": "Credential deleted",
 }
 

@@ -1,7 +1,7 @@
 """``/payouts`` and ``/payments/{ref}/refund``: payouts with their breakdown, client-money breaches, refunds.
 
-A refund moves money out of the firm, so it takes the admin token; a refund over what is left is a 422 with the
-amount that is left, never a 500.
+A refund moves money out of the firm, so it takes the admin token (so does the sandbox's pay out now); a
+refund over what is left is a 422 with the amount that is left, never a 500.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from agent.api.auth import ActorDep, RuntimeDep, require_admin
 from agent.api.idempotency import IdempotentRoute, request_key
-from agent.api.schemas import BreachOut, PayoutOut, RefundableOut, RefundIn, RefundOut
+from agent.api.schemas import BreachOut, PayoutOut, PayoutRunOut, RefundableOut, RefundIn, RefundOut
 from agent.engine.payouts import PayoutView
 
 router = APIRouter(tags=["payouts"], route_class=IdempotentRoute)
@@ -33,6 +33,16 @@ def list_payouts(rt: RuntimeDep, account: Annotated[str | None, Query()] = None)
 def breaches(rt: RuntimeDep) -> list[Any]:
     """Fees taken from client money and not yet cleared, each with the transfer that makes it good."""
     return [BreachOut(**dataclasses.asdict(b), message=b.message) for b in rt.payouts.breaches()]
+
+
+@router.post("/payouts/pay-out-now", response_model=PayoutRunOut, dependencies=[Depends(require_admin)])
+def pay_out_now(rt: RuntimeDep, actor: ActorDep) -> Any:
+    """Sandbox only (admin): the sandbox pays out its settled payments now and the payouts are read, so the
+    payouts, their fee postings and the client-money check show at once; without a sandbox account a 422 names
+    the providers, which pay out on their own schedule."""
+    result = rt.payouts.pay_out_now(actor)
+    return PayoutRunOut(new=result.new, updated=result.updated, postings=result.postings,
+                        breaches=[BreachOut(**dataclasses.asdict(b), message=b.message) for b in result.breaches])
 
 
 @router.get("/payouts/{payout}", response_model=PayoutOut)

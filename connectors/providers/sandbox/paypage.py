@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import html
+import sqlite3
 import threading
-from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +32,7 @@ _PAGE = """<!doctype html>
 <title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:2rem auto;padding:0 1rem;
 line-height:1.5}}
+dl{{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}} dd{{margin:0}}
 button{{font-size:1rem;padding:.6rem 1.2rem;margin:.3rem .3rem 0 0}}
 .note{{color:#444;font-size:.9rem}}</style>
 </head><body><main>
@@ -44,18 +45,29 @@ def _page(title: str, body: str) -> bytes:
     return _PAGE.format(title=html.escape(title), body=body).encode()
 
 
+def _details(link: sqlite3.Row, amount: str, paid: bool = False) -> str:
+    """What the payer is paying: the firm, the matter and invoice numbers, the amount, the description and the
+    account's disclaimer, each as the engine sent it (LinkSpec); no key of the firm's or the agent's."""
+    invoices = [n for n in link["invoice_numbers"].split("\n") if n]
+    rows = [
+        ("firm", "Paid to", link["firm_name"]),
+        ("matter", "Matter", link["matter_number"]),
+        ("invoices", "Invoice" if len(invoices) == 1 else "Invoices", ", ".join(invoices)),
+        ("amount", "Amount paid" if paid else "Amount", amount),
+        ("description", "Description", link["description"]),
+    ]
+    listed = "".join(f'<dt>{label}</dt><dd id="{ident}">{html.escape(value)}</dd>'
+                     for ident, label, value in rows if value)
+    disclaimer = link["disclaimer"]
+    return f"<dl>{listed}</dl>" + (
+        f'<p class="note" id="disclaimer">{html.escape(disclaimer)}</p>' if disclaimer else "")
+
+
 class SandboxPayServer:
     """The payer's side of the sandbox: GET/POST ``/pay/<ref>`` and ``/health`` on a local threaded server."""
 
-    def __init__(
-        self,
-        home: str | Path,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        disclaimer_for: Callable[[str], str] | str = "",
-    ) -> None:
+    def __init__(self, home: str | Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.home = Path(home)
-        self.disclaimer_for = disclaimer_for
         self._httpd = ThreadingHTTPServer((host, port), self._handler())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -81,9 +93,6 @@ class SandboxPayServer:
             self._thread = None
         self._httpd.server_close()
 
-    def disclaimer(self, account: str) -> str:
-        return self.disclaimer_for(account) if callable(self.disclaimer_for) else self.disclaimer_for
-
     def render(self, ref: str) -> tuple[int, bytes]:
         with _db(self.home) as conn:
             _expire(conn, _now())
@@ -93,14 +102,7 @@ class SandboxPayServer:
                 "Payment link not found", "<p>This payment link does not exist.</p>"
             )
         amount = f"{row['currency']} {row['amount']}"
-        disclaimer = self.disclaimer(row["account"])
-        details = (
-            f'<dl><dt>Amount</dt><dd id="amount">{html.escape(amount)}</dd>'
-            f'<dt>Description</dt><dd id="description">{html.escape(row["description"])}</dd>'
-            + (f"<dt>Reference</dt><dd>{html.escape(row['reference'])}</dd>" if row["reference"] else "")
-            + "</dl>"
-            + (f'<p class="note" id="disclaimer">{html.escape(disclaimer)}</p>' if disclaimer else "")
-        )
+        details = _details(row, amount)
         if row["status"] != LinkStatus.OUTSTANDING:
             status = row["status"].replace("_", " ")
             return HTTPStatus.OK, _page(
@@ -144,12 +146,24 @@ class SandboxPayServer:
             _, body = self.render(ref)
             message = f'<p role="alert">Payment not made: {html.escape(str(exc))}</p>'
             return HTTPStatus.CONFLICT, body.replace(b"<main>", b"<main>" + message.encode(), 1)
-        return HTTPStatus.OK, _page(
+        return HTTPStatus.OK, self.receipt(ref, payment_ref)
+
+    def receipt(self, ref: str, payment_ref: str) -> bytes:
+        """The payer's receipt: what was paid, to whom and for what, and the payment's reference."""
+        with _db(self.home) as conn:
+            link = conn.execute("SELECT * FROM links WHERE ref = ?", (ref,)).fetchone()
+            paid = conn.execute("SELECT amount, currency FROM payments WHERE payment_ref = ?",
+                                (payment_ref,)).fetchone()
+        amount = f"{paid['currency']} {paid['amount']}"
+        to = f" to {link['firm_name']}" if link["firm_name"] else ""
+        return _page(
             "Payment received",
             (
-                f'<p role="status">Thank you. Your payment was received (reference'
+                f'<p role="status">Thank you. Your payment was received: <strong id="amount-paid">'
+                f"{html.escape(amount)}</strong>{html.escape(to)} (reference"
                 f' <span id="payment-ref">{html.escape(payment_ref)}</span>).</p>'
-            ),
+            )
+            + _details(link, amount, paid=True),
         )
 
     def mandate_page(self, ref: str, authorise: bool) -> tuple[int, bytes]:

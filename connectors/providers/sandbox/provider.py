@@ -58,6 +58,7 @@ from connectors.providers.sandbox.world import (
     _to_collection,
     _to_link,
     next_expiry,
+    pay_out,
 )
 
 _PAYMENT_KIND = {
@@ -141,9 +142,9 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
             ref = secrets.token_urlsafe(16)
             conn.execute(
                 "INSERT INTO links (ref, account, link_id, idempotency_key, amount, currency, description,"
-                " reference,"
+                " reference, firm_name, matter_number, invoice_numbers, disclaimer,"
                 " payer_name, payer_email, url, status, expires_at, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     ref,
                     self.account.name,
@@ -153,6 +154,10 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
                     spec.currency,
                     spec.description,
                     spec.reference,
+                    spec.firm_name,
+                    spec.matter_number,
+                    "\n".join(spec.invoice_numbers),
+                    spec.disclaimer,
                     spec.payer_name,
                     spec.payer_email,
                     f"{self.base}/pay/{ref}",
@@ -372,6 +377,11 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
             for row in rows
         ]
 
+    def pay_out_now(self) -> list[str]:
+        """Pay out every sandbox account's settled balance now (a demo need not wait for midnight); the new
+        payouts' refs."""
+        return pay_out(self.home)
+
     def payout_items(self, payout_ref: str) -> list[PayoutItem]:
         with _db(self.home) as conn:
             if conn.execute("SELECT 1 FROM payouts WHERE ref = ? AND account = ?",
@@ -393,5 +403,6 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
         return Refund(ref=row["ref"], payment_ref=row["payment_ref"], amount=Decimal(row["amount"]),
                       currency=row["currency"], status=RefundStatus(row["status"]),
                       created_at=dt.datetime.fromisoformat(row["created_at"]), raw_status=row["status"])
+
     def close(self) -> None:
         self._watch.close()

@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS links (
     currency TEXT NOT NULL,
     description TEXT NOT NULL,
     reference TEXT NOT NULL,
+    firm_name TEXT NOT NULL DEFAULT '',
+    matter_number TEXT NOT NULL DEFAULT '',
+    invoice_numbers TEXT NOT NULL DEFAULT '',
+    disclaimer TEXT NOT NULL DEFAULT '',
     payer_name TEXT NOT NULL,
     payer_email TEXT NOT NULL,
     url TEXT NOT NULL,
@@ -124,8 +128,7 @@ def _db(home: str | Path) -> Iterator[sqlite3.Connection]:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.executescript(_SCHEMA + MONEY_SCHEMA)
         conn.execute("BEGIN IMMEDIATE")
-        if "mandate_ref" not in {col[1] for col in conn.execute("PRAGMA table_info(events)")}:
-            conn.execute("ALTER TABLE events ADD COLUMN mandate_ref TEXT")  # sandbox.db files from before DD
+        _add_columns(conn)
         try:
             yield conn
         except BaseException:
@@ -134,6 +137,21 @@ def _db(home: str | Path) -> Iterator[sqlite3.Connection]:
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+# Columns added after the first sandbox.db files were written: (table, column, definition).
+_ADDED = (
+    ("events", "mandate_ref", "TEXT"),  # Direct Debit
+    *(("links", name, "TEXT NOT NULL DEFAULT ''")  # what the payer sees (issue 24)
+      for name in ("firm_name", "matter_number", "invoice_numbers", "disclaimer")),
+)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Bring a sandbox.db written by an earlier version up to the schema above."""
+    for table, column, definition in _ADDED:
+        if column not in {col[1] for col in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 class ChangeWatch:

@@ -40,10 +40,37 @@ async function show(p) {
   dialog.showModal();
 }
 
+// The sandbox plays the provider: an admin may have it pay out now instead of after midnight (a demo's payouts,
+// fee postings and client-money check within a minute). Real providers pay out on their own schedule.
+const sandboxed = () => session.accounts.some((a) => a.provider === "sandbox");
+
+function noneYet() {
+  return sandboxed()
+    ? "No payouts yet. The sandbox pays out each day's settled payments after midnight (UTC)" +
+      (session.info?.role === "admin" ? "; Pay out now pays out today's at once." : "; an admin can pay them out now.")
+    : "No payouts yet. Each provider pays out on its own schedule, days after a payment settles; the agent reads them daily.";
+}
+
+async function payOutNow() {
+  const button = $("#payouts-now");
+  button.disabled = true;
+  try {
+    const run = await api("POST", "/payouts/pay-out-now");
+    const done = run.new
+      ? `${run.new} payout${run.new === 1 ? "" : "s"} made and read; ${run.postings} posting${run.postings === 1 ? "" : "s"} queued for the books.`
+      : "Nothing to pay out: no settled payment since the sandbox's last payout. Pay a link on the sandbox pay page first.";
+    say(notice, [done, ...run.breaches.map((b) => b.message)].join(" "), run.breaches.length ? "error" : "info");
+    await load();
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function load() {
+  $("#payouts-now").hidden = !(sandboxed() && session.info?.role === "admin");
   const rows = await api("GET", "/payouts");
   if (!rows.length) {
-    table.replaceChildren(el("p", { class: "empty" }, "No payouts yet. They are read daily, or with 'ledgerlink payouts sync'."));
+    table.replaceChildren(el("p", { class: "empty" }, noneYet()));
     return;
   }
   table.replaceChildren(el("table", { id: "payouts-list" },
@@ -61,5 +88,6 @@ async function load() {
 }
 
 $("#payouts-refresh").addEventListener("click", () => load().catch((exc) => say(notice, exc.message, "error")));
+$("#payouts-now").addEventListener("click", () => payOutNow().catch((exc) => say(notice, exc.message, "error")));
 
 export const showPayouts = load;
