@@ -10,7 +10,8 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from agent.cli.output import Commands, emit, table
+from agent.cli.output import Commands, cli_actor, emit, table
+from agent.core.errors import ConfigurationError
 from agent.runtime import Runtime
 from agent.state import audit
 
@@ -62,13 +63,40 @@ def cmd_export(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, rt: Runtime) -> int:
-    with rt.store.read() as conn:
-        verdict = audit.verify(conn)
-    if verdict.intact:
-        print(f"{verdict.count} entries, chain intact")
-        return 0
-    print(f"audit trail broken at entry {verdict.bad_seq}: {verdict.problem}")
-    return 1
+    for path in args.checkpoint:
+        if not path.is_file():
+            raise ConfigurationError(f"--checkpoint {path}: no such file; give the checkpoint file you keep "
+                                     f"elsewhere (a copy of {rt.checkpoint_file}) or the agent's log")
+    verdict = audit.check(rt.store, rt.audit_seal, rt.checkpoint_file, args.checkpoint)
+    if not verdict.intact:
+        print(f"audit trail broken at entry {verdict.bad_seq}: {verdict.problem}")
+        return 1
+    print(f"{verdict.count} entries, chain intact")
+    if verdict.keyed_from is None:
+        print("not sealed: the secrets backend holds no audit keys, so whoever can write the state store could "
+              "rewrite the trail unnoticed (use secrets_backend 'auto' or 'file')")
+    else:
+        before = f"; entries 1 to {verdict.keyed_from - 1} by the first checkpoint" if verdict.keyed_from > 1 else ""
+        print(f"sealed from entry {verdict.keyed_from}{before}")
+    for matched in verdict.checkpoints:
+        print(f"matches {matched}")
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace, rt: Runtime) -> int:
+    checkpoint = rt.checkpoints.write(force=True)
+    if checkpoint is None:
+        raise ConfigurationError("the audit trail is not sealed: the secrets backend holds no audit keys")
+    print(f"checkpoint of entry {checkpoint.seq} appended to {rt.checkpoint_file}; copy that file somewhere the "
+          "state store's holders cannot write")
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace, rt: Runtime) -> int:
+    old, new = audit.rotate_key(rt.store, rt.audit_seal, cli_actor())
+    rt.checkpoints.write(force=True)
+    print(f"audit key {new} seals new entries from now on; {old} still verifies the entries it sealed")
+    return 0
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -86,5 +114,12 @@ def register(commands: Commands) -> None:
     p = commands.add("export", cmd_export, "the audit trail to Excel (.xlsx) or CSV", group="audit")
     _filters(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="the .xlsx or .csv file to write")
-    commands.add("verify", cmd_verify, "check the hash chain: names the first edited, deleted or moved entry",
-                 group="audit")
+    p = commands.add("verify", cmd_verify, "check the chain, each entry's seal and the latest signed checkpoint: "
+                     "names the first edited, deleted, moved or recomputed entry, or the missing range",
+                     group="audit")
+    p.add_argument("--checkpoint", type=Path, action="append", default=[], metavar="FILE",
+                   help="also check against a checkpoint file kept elsewhere (or the agent's log); repeatable")
+    commands.add("checkpoint", cmd_checkpoint, "sign a checkpoint of the trail's newest entry now (the service "
+                 "writes one each minute the trail moved)", group="audit")
+    commands.add("rotate-key", cmd_rotate_key, "seal new entries with a new audit key; the old key still verifies "
+                 "what it sealed", group="audit")

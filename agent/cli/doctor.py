@@ -29,8 +29,9 @@ from agent.core.errors import LedgerlinkError
 from agent.core.scrub import scrub
 from agent.engine.sending import DeliveryFailed, check_relay
 from agent.runtime import Runtime
-from agent.state import users
+from agent.state import audit, users
 from agent.state.accounts import kind_changes
+from agent.state.anchor import latest
 from agent.state.lock import AlreadyRunning, active_agent
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -98,7 +99,7 @@ def _store(rt: Runtime) -> Iterator[Finding]:
         try:
             lock.acquire()
         except AlreadyRunning as exc:
-            yield Finding("ok", "store lock", f"an agent is running: {exc}")
+            yield Finding("ok", "store lock", f"the agent is running ({exc.holder or 'its host and pid unknown'})")
         else:
             lock.release()
             yield Finding("warn", "store lock", "no agent is running on this state store",
@@ -124,6 +125,26 @@ def _staff(rt: Runtime) -> Iterator[Finding]:
                           f"{token['label']}, which every client of that release shared",
                           f"give each client its own ('ledgerlink api token --user NAME'), then 'ledgerlink api "
                           f"token --revoke {token['id']}'")
+
+
+def _audit(rt: Runtime) -> Iterator[Finding]:
+    keys = rt.audit_seal.keys if rt.store else None  # opening the store makes the keys on a new or upgraded home
+    if keys is None:
+        yield Finding("warn", "audit trail", "not sealed: the secrets backend holds no audit keys, so whoever can "
+                      "write the state store could rewrite the trail unnoticed",
+                      "use secrets_backend 'auto' or 'file' (the keys are made at the next start)")
+        return
+    before = f" (entries 1 to {keys.keyed_from - 1} sealed by the first checkpoint)" if keys.keyed_from > 1 else ""
+    yield Finding("ok", "audit trail", f"keyed from entry {keys.keyed_from}{before}, sealed with key {keys.current}")
+    found = latest(rt.checkpoint_file, keys) if rt.checkpoint_file.exists() else None
+    if found is None or found.forged or found.checkpoint is None:
+        yield Finding("fail", "audit checkpoints", found.forged if found and found.forged else
+                      f"{rt.checkpoint_file} is missing or holds no checkpoint", "run 'ledgerlink audit verify'")
+        return
+    newest, cp = audit.newest_seq(rt.store), found.checkpoint
+    waiting = f"; entries {cp.seq + 1} to {newest} are not checkpointed yet" if newest > cp.seq else ""
+    yield Finding("ok", "audit checkpoints", f"latest: entry {cp.seq} at {cp.at:%Y-%m-%d %H:%M} UTC in "
+                  f"{rt.checkpoint_file}{waiting}; copy it somewhere the state store's holders cannot write")
 
 
 def _service(rt: Runtime) -> Iterator[Finding]:
@@ -166,7 +187,8 @@ def _client_money(rt: Runtime) -> Iterator[Finding]:
 
 
 CHECKS: tuple[tuple[str, Check], ...] = (("firm database", _firm), ("providers", _providers), ("email", _mail),
-                                         ("state store", _store), ("staff", _staff), ("service", _service),
+                                         ("state store", _store), ("audit trail", _audit), ("staff", _staff),
+                                         ("service", _service),
                                          ("jobs", _jobs), ("client money", _client_money))
 
 

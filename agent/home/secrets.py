@@ -91,8 +91,8 @@ class Secrets:
             with contextlib.suppress(keyring.errors.PasswordDeleteError):
                 self._backend.delete_password(SERVICE, name)
 
-    def get(self, name: str) -> str:
-        """The value of secret ``name``; a ConfigurationError that says how to set it when it is missing."""
+    def find(self, name: str) -> str | None:
+        """The value of secret ``name``, or None when it is not set anywhere."""
         value: str | None = None
         if self._backend is not None:
             try:
@@ -101,12 +101,18 @@ class Secrets:
                 raise ConfigurationError(f"keyring backend {self.describe()} failed: {exc}") from None
         if value is None:
             value = os.environ.get(env_name(name))
+        if value is not None:
+            reveal(value)
+        return value
+
+    def get(self, name: str) -> str:
+        """The value of secret ``name``; a ConfigurationError that says how to set it when it is missing."""
+        value = self.find(name)
         if value is None:
             raise ConfigurationError(
                 f"secret {name!r} is not set; run 'ledgerlink secrets set {name}' "
                 f"or set the environment variable {env_name(name)}"
             )
-        reveal(value)
         return value
 
     def resolve(self, reference: str | None) -> str | None:

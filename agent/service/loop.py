@@ -197,6 +197,7 @@ class PaymentPolls:
 
 
 RECONCILE_EVERY = 24 * 3600.0  # seconds: the reconciliation job runs daily
+CHECKPOINT_EVERY = 60.0  # seconds between signed checkpoints of the audit trail, while it moves
 RECONCILE_WINDOW = 3  # days of payments and links it compares with the provider
 
 
@@ -268,9 +269,12 @@ def default_jobs(rt: Runtime, wakeup: Wakeup | None = None) -> list[Job]:
         Job("review", intervals.sync, lambda: rt.links.review_outstanding(job("review"))),
         Job("inbox", intervals.intake, inbox.scan),
         Job("collections", intervals.sync, lambda: rt.directdebit.schedule_collections()),
+        Job("plans", intervals.sync, lambda: rt.plans.submit_due()),
         Job("reminders", intervals.expiry, lambda: rt.reminders.run(job("reminders"))),
         Job("refunds", intervals.expiry, lambda: rt.refunds.resume()),
         Job("payouts", intervals.payouts, lambda: rt.payouts.sync(), due=time.monotonic() + 60),
+        # a signed checkpoint of the audit trail's head, each minute it moved (agent.state.anchor)
+        Job("audit-checkpoint", CHECKPOINT_EVERY, lambda: rt.checkpoints.write()),
     ]
     if rt.mapping.requests is not None:
         jobs.append(Job("requests", intervals.intake,
@@ -360,6 +364,9 @@ def _run_locked(rt: Runtime, once: bool, lock: StoreLock, stopping: threading.Ev
     finally:
         reason = "lease lost to another agent" if lock.lost.is_set() else "one pass" if once else "stop requested"
         _audit_service(rt, "service.stop", reason=reason)
+        if not lock.lost.is_set():
+            rt.checkpoints.write()  # the trail as this agent leaves it
+        log.info("stopped")
 
 
 def _serve(rt: Runtime, once: bool, lock: StoreLock, stopping: threading.Event) -> int:
@@ -382,5 +389,4 @@ def _serve(rt: Runtime, once: bool, lock: StoreLock, stopping: threading.Event) 
         for server in reversed(servers):  # the API first: no new requests while the rest winds down
             if server is not None:
                 server.stop()
-    log.info("stopped")
     return 0

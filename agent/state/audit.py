@@ -5,18 +5,23 @@ roll back together; a refused or failed action appends one entry of its own afte
 chained: each holds the hash of the one before it and its own hash over a canonical encoding of its fields, so
 ``verify`` names the first entry that was edited, deleted or moved. Appends lock the one-row ``audit_head`` first,
 which makes writers from several processes take turns: the chain never forks.
+
+The chain alone can be recomputed by whoever holds the database; each entry is therefore also sealed with a key
+kept outside it, and signed checkpoints of the head are kept outside it too (agent.state.anchor).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, or_, select, update
@@ -24,8 +29,9 @@ from sqlalchemy import Connection, or_, select, update
 from agent.core.errors import TransientError
 from agent.core.model import Actor
 from agent.core.scrub import scrub
+from agent.state.anchor import SECRET, AuditKeys, Checkpoint, Latest, Seal, latest
 from agent.state.schema import Row, audit_head, audit_log
-from agent.state.store import StateStore, utcnow
+from agent.state.store import AUDIT_SEAL, StateStore, utcnow
 
 GENESIS = "0" * 64  # the prev_hash of the first entry
 # Keys whose values are never written: a secret's *name* (password_secret, token_secret) is fine, its value is not.
@@ -50,6 +56,8 @@ class Entry:
     after: Any
     prev_hash: str
     hash: str
+    key_id: str | None = None
+    mac: str | None = None
 
     @property
     def object(self) -> str:
@@ -63,6 +71,8 @@ class Verdict:
     count: int
     bad_seq: int | None = None
     problem: str | None = None
+    keyed_from: int | None = None  # the first entry that must carry a seal; None: the trail is not keyed
+    checkpoints: tuple[str, ...] = ()  # the checkpoints the trail was found to match, in words
 
     @property
     def intact(self) -> bool:
@@ -98,6 +108,10 @@ def encode(value: Any) -> str | None:
     return json.dumps(_redact(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain)
 
 
+ENTRY_FIELDS = ("seq", "at", "actor", "action", "object_kind", "object_id", "outcome", "error", "before", "after",
+                "prev_hash", "hash")
+
+
 def entry_hash(fields: Row) -> str:
     """SHA-256 over the canonical encoding of an entry's fields, its seq and the hash before it included."""
     at: dt.datetime = fields["at"]
@@ -128,8 +142,15 @@ def record(conn: Connection, actor: Actor, action: str, object_kind: str, object
         "prev_hash": head["hash"],
     }
     fields["hash"] = entry_hash(fields)
+    seal: Seal | None = conn.info.get(AUDIT_SEAL)
+    sealing = seal.key_for(head["key_id"]) if seal is not None else None
+    moved: dict[str, Any] = {"seq": fields["seq"], "hash": fields["hash"]}
+    if sealing is not None:
+        keys, key_id = sealing
+        fields["key_id"], fields["mac"] = key_id, keys.seal(key_id, fields["seq"], fields["hash"])
+        moved["key_id"] = key_id
     conn.execute(audit_log.insert().values(**fields))
-    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=fields["seq"], hash=fields["hash"]))
+    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(**moved))
     seq: int = fields["seq"]
     return seq
 
@@ -212,24 +233,132 @@ def history(conn: Connection, object_kind: str, object_id: str) -> list[Entry]:
     return entries(conn, obj=f"{object_kind}:{object_id}")
 
 
-def verify(conn: Connection) -> Verdict:
-    """Walk the chain from the first entry; the first entry whose seq, link or hash is wrong is named."""
-    expected_prev, expected_seq, count = GENESIS, 1, 0
-    for row in conn.execute(select(audit_log).order_by(audit_log.c.seq)).mappings():
-        count += 1
+def _sealed(row: Row, keys: AuditKeys, newest: int) -> tuple[int, str | None]:
+    """(the key's ordinal, the problem or None) for an entry that must carry a seal."""
+    seq, key_id, mac = row["seq"], row["key_id"], row["mac"]
+    if key_id is None or mac is None:
+        return newest, (f"entry {seq} carries no seal, though the trail is sealed from entry {keys.keyed_from}: "
+                        "its seal was removed")
+    ordinal = keys.ordinal(key_id)
+    if ordinal is None:
+        return newest, f"entry {seq} is sealed with key {key_id}, which the secrets backend does not hold"
+    if ordinal < newest:
+        return newest, (f"entry {seq} is sealed with the retired key {key_id}, after entries sealed with "
+                        f"{keys.hmac[newest][0]}: it was written with an old key")
+    if not hmac.compare_digest(keys.seal(key_id, seq, row["hash"]), mac):
+        return ordinal, (f"entry {seq} was changed after it was written: its seal does not match (its hashes were "
+                         "recomputed without the audit key)")
+    return ordinal, None
+
+
+def _at(source: Latest, checkpoint: Checkpoint) -> str:
+    return f"the checkpoint of {checkpoint.at:%Y-%m-%d %H:%M:%S} UTC in {source.source}"
+
+
+class _Walk:
+    """The chain walked entry by entry: what the next entry must be, and the newest key seen so far."""
+
+    def __init__(self, keys: AuditKeys | None, checkpoints: Sequence[Latest]) -> None:
+        self.keys, self.checkpoints = keys, checkpoints
+        self.wanted = {c.seq: (cp, c) for cp in checkpoints for c in (cp.sealing, cp.checkpoint) if c is not None}
+        self.prev, self.next, self.count, self.newest = GENESIS, 1, 0, 0
+
+    def step(self, row: Row) -> str | None:
+        """The problem with this entry, or None (and the walk moves on)."""
+        self.count += 1
         seq = row["seq"]
-        if seq != expected_seq:
-            gone = (f"entry {expected_seq} was" if seq == expected_seq + 1
-                    else f"entries {expected_seq} to {seq - 1} were")
-            return Verdict(count, seq, f"{gone} deleted (entry {seq} comes next)")
-        if row["prev_hash"] != expected_prev:
-            return Verdict(count, seq, f"entry {seq} does not follow the entry before it: an entry before it was "
-                           "deleted, changed or moved")
+        if seq != self.next:
+            gone = f"entry {self.next} was" if seq == self.next + 1 else f"entries {self.next} to {seq - 1} were"
+            return f"{gone} deleted (entry {seq} comes next)"
+        if row["prev_hash"] != self.prev:
+            return (f"entry {seq} does not follow the entry before it: an entry before it was deleted, changed or "
+                    "moved")
         if entry_hash(row) != row["hash"]:
-            return Verdict(count, seq, f"entry {seq} was changed after it was written (its hash does not match)")
-        expected_prev, expected_seq = row["hash"], seq + 1
+            return f"entry {seq} was changed after it was written (its hash does not match)"
+        if self.keys is not None and seq >= self.keys.keyed_from:
+            self.newest, problem = _sealed(row, self.keys, self.newest)
+            if problem:
+                return problem
+        elif self.keys is None and row["mac"] is not None:
+            return (f"entry {seq} is sealed, but the secrets backend holds no audit keys to check it: restore the "
+                    f"'{SECRET}' secret")
+        source, cp = self.wanted.get(seq, (None, None))
+        if source is not None and cp is not None and cp.hash != row["hash"]:
+            unkeyed = self.keys is not None and seq < self.keys.keyed_from
+            return (f"entry {seq} is not the entry {_at(source, cp)} sealed: "
+                    + ("an entry from before the trail was sealed was changed" if unkeyed
+                       else "the trail up to it was replaced since"))
+        self.prev, self.next = row["hash"], seq + 1
+        return None
+
+    def missing(self) -> str | None:
+        """Entries a checkpoint saw that the trail no longer has."""
+        last = self.next - 1
+        for cp in self.checkpoints:
+            if cp.checkpoint is not None and cp.checkpoint.seq > last:
+                gone = (f"entry {last + 1} is" if cp.checkpoint.seq == last + 1
+                        else f"entries {last + 1} to {cp.checkpoint.seq} are")
+                return f"{gone} missing: {_at(cp, cp.checkpoint)} says the trail reached entry {cp.checkpoint.seq}"
+        return None
+
+
+def verify(conn: Connection, keys: AuditKeys | None = None, checkpoints: Sequence[Latest] = ()) -> Verdict:
+    """Walk the chain from the first entry, one batch of rows at a time (memory stays flat however long the
+    trail); the first entry whose seq, link, hash or seal is wrong is named. Then each source's latest checkpoint
+    must name an entry that is still there, with the same hash.
+
+    Without ``keys`` only the chain is checked, and a trail that carries seals is refused (the keys are gone).
+    """
+    keyed_from = keys.keyed_from if keys is not None else None
+    forged = next((cp for cp in checkpoints if cp.forged), None)
+    if forged is not None:
+        return Verdict(0, forged.checkpoint.seq if forged.checkpoint else None, forged.forged, keyed_from)
+    walk = _Walk(keys, checkpoints)
+    query = select(*(audit_log.c[name] for name in (*ENTRY_FIELDS, "key_id", "mac")))
+    for row in conn.execute(query.order_by(audit_log.c.seq).execution_options(yield_per=2000)).mappings():
+        problem = walk.step(row)
+        if problem:
+            return Verdict(walk.count, row["seq"], problem, keyed_from)
+    last = walk.next - 1
+    problem = walk.missing()
+    if problem:
+        return Verdict(walk.count, last + 1, problem, keyed_from)
     head = conn.execute(select(audit_head).where(audit_head.c.id == 1)).mappings().one()
-    if head["seq"] != expected_seq - 1 or head["hash"] != expected_prev:
-        return Verdict(count, head["seq"], f"the trail ends at entry {expected_seq - 1} but entry {head['seq']} "
-                       "was written: the newest entries were deleted")
-    return Verdict(count)
+    if head["seq"] != last or head["hash"] != walk.prev:
+        return Verdict(walk.count, head["seq"], f"the trail ends at entry {last} but entry {head['seq']} was "
+                       "written: the newest entries were deleted", keyed_from)
+    matched = tuple(f"entry {cp.checkpoint.seq}, {_at(cp, cp.checkpoint)}" for cp in checkpoints
+                    if cp.checkpoint is not None)
+    return Verdict(walk.count, keyed_from=keyed_from, checkpoints=matched)
+
+
+def check(store: StateStore, seal: Seal | None, home_file: Path, elsewhere: Sequence[Path] = ()) -> Verdict:
+    """``verify`` with this agent's keys and the latest checkpoint of the home's checkpoint file and of each file
+    kept elsewhere (a copy of it, or the agent's log). A keyed trail whose home checkpoint file is gone fails:
+    the keys were made with a first checkpoint in it."""
+    keys = seal.keys if seal is not None else None
+    if keys is None:
+        with store.read() as conn:
+            return verify(conn)
+    if not home_file.exists():
+        return Verdict(0, None, f"the checkpoint file {home_file} is missing, though the trail has been sealed "
+                       f"from entry {keys.keyed_from}: it was deleted", keys.keyed_from)
+    found = [latest(path, keys) for path in (home_file, *elsewhere)]
+    with store.read() as conn:
+        return verify(conn, keys, found)
+
+
+def rotate_key(store: StateStore, seal: Seal, actor: Actor) -> tuple[str, str]:
+    """A new audit key seals every entry from now on, starting with this rotation's own; the old key stays to
+    verify the entries it sealed. Returns (old id, new id)."""
+    with store.begin() as conn:
+        old, new = seal.rotate(conn)
+        record(conn, actor, "audit.key_rotated", "audit_key", new, before={"key": old}, after={"key": new})
+    return old, new
+
+
+def newest_seq(store: StateStore) -> int:
+    """The newest entry's seq (0 for an empty trail)."""
+    with store.read() as conn:
+        seq: int = conn.execute(select(audit_head.c.seq).where(audit_head.c.id == 1)).scalar_one()
+    return seq

@@ -28,6 +28,7 @@ from agent.state.lock import StoreLock
 
 # Alembic's package:resource form: it finds the scripts through importlib.resources, wherever the package lives.
 MIGRATIONS = "agent.state:migrations"
+AUDIT_SEAL = "ledgerlink.audit_seal"  # the key in Connection.info under which begin() hands over the store's seal
 
 
 log = logging.getLogger("ledgerlink.state")
@@ -69,6 +70,9 @@ class StateStore:
         self.fence: Callable[[Connection], None] | None = None
         self.full: str | None = None  # why writes fail for want of space, while they do (for /status and doctor)
         self.upgraded = False  # whether opening it upgraded an older agent's schema (the runtime finishes the job)
+        # The audit trail's keys (agent.state.anchor), set by the runtime from the secrets backend; every write
+        # transaction hands it to audit.record through the connection's info. None: entries are not sealed.
+        self.seal: object | None = None  # an agent.state.anchor.Seal (not imported: anchor builds on this module)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -108,6 +112,7 @@ class StateStore:
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(sqlite_immediate=True)
+                conn.info[AUDIT_SEAL] = self.seal
                 with conn.begin():
                     if self.fence is not None:
                         self.fence(conn)

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import csv
 import getpass
+import io
+import json
+import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 
 from agent.cli.main import main
+from agent.core.model import Actor
 from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
-from agent.state.schema import audit_log
+from agent.state import StateStore, audit
+from agent.state.anchor import CHECKPOINTS
+from agent.state.schema import audit_head, audit_log
 
 MATTER = "M-2026-0010"
 
@@ -37,7 +43,9 @@ def test_list_export_and_verify(home: Path, tmp_path: Path, capsys: pytest.Captu
     assert run(home, "links", "create", "--matter", MATTER) == 0
     capsys.readouterr()
     assert run(home, "audit", "verify") == 0
-    assert capsys.readouterr().out.strip() == "1 entries, chain intact"
+    said = capsys.readouterr().out.splitlines()
+    assert said[:2] == ["1 entries, chain intact", "sealed from entry 1"]
+    assert said[2].startswith("matches entry 1, the checkpoint of ") and len(said) == 3
     assert run(home, "audit", "list", "--user", getpass.getuser()) == 0
     listed = capsys.readouterr().out
     assert f"cli:{getpass.getuser()}" in listed and "link.create" in listed and "link:lnk_" in listed
@@ -69,3 +77,74 @@ def test_verify_names_the_first_edited_or_deleted_entry(home: Path, capsys: pyte
     rt.close()
     assert run(home, "audit", "verify") == 1
     assert capsys.readouterr().out.strip() == "audit trail broken at entry 2: entry 1 was deleted (entry 2 comes next)"
+
+
+def test_an_entry_rewritten_with_every_hash_recomputed_fails_verify(home: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's attack through the command line: a 2000.00 entry edited to 20.00 under another actor, every
+    hash after it recomputed with the public entry_hash and the head moved: verify names that entry."""
+    assert run(home, "links", "quick", "--name", "Ada", "--email", "ada@example.com", "--amount", "2000.00") == 0
+    assert run(home, "links", "create", "--matter", MATTER) == 0
+    rt = Runtime.for_home(home)
+    with rt.store.begin() as conn:
+        rows = [dict(r) for r in conn.execute(select(audit_log).order_by(audit_log.c.seq)).mappings()]
+        assert "2000.00" in rows[0]["after"]
+        rows[0].update(after=rows[0]["after"].replace("2000.00", "20.00"), actor="user:mallory")
+        prev = audit.GENESIS
+        for row in rows:
+            row["prev_hash"], row["hash"] = prev, audit.entry_hash({**row, "prev_hash": prev})
+            prev = row["hash"]
+            conn.execute(update(audit_log).where(audit_log.c.seq == row["seq"]).values(
+                after=row["after"], actor=row["actor"], prev_hash=row["prev_hash"], hash=row["hash"]))
+        conn.execute(update(audit_head).values(hash=prev))
+    rt.store.close()
+    capsys.readouterr()
+    assert run(home, "audit", "verify") == 1
+    assert capsys.readouterr().out.strip() == (
+        "audit trail broken at entry 1: entry 1 was changed after it was written: its seal does not match (its "
+        "hashes were recomputed without the audit key)")
+
+
+def test_entries_deleted_from_the_end_are_named_against_a_copy_kept_elsewhere(
+        home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for amount in ("10.00", "11.00", "12.00"):
+        assert run(home, "links", "quick", "--name", "Ada", "--email", "ada@example.com", "--amount", amount) == 0
+    shipped = tmp_path / "shipped.jsonl"
+    shutil.copy(home / CHECKPOINTS, shipped)
+    rt = Runtime.for_home(home)
+    with rt.store.begin() as conn:
+        conn.execute(delete(audit_log).where(audit_log.c.seq >= 2))
+        first = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == 1)).scalar_one()
+        conn.execute(update(audit_head).values(seq=1, hash=first))
+    rt.store.close()
+    (home / CHECKPOINTS).write_text((home / CHECKPOINTS).read_text().splitlines()[0] + "\n")  # the home copy too
+    capsys.readouterr()
+    assert run(home, "audit", "verify", "--checkpoint", str(shipped)) == 1
+    said = capsys.readouterr().out.strip()
+    assert said.startswith("audit trail broken at entry 2: entries 2 to 3 are missing: the checkpoint of ")
+    assert said.endswith(f"in {shipped} says the trail reached entry 3")
+    assert run(home, "audit", "verify", "--checkpoint", str(tmp_path / "nowhere.jsonl")) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_an_upgraded_trail_is_keyed_from_its_next_entry_and_doctor_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    init_home(home)
+    older = StateStore(f"sqlite:///{home / 'state.db'}")  # an older agent: no keys, entries unsealed
+    for n in range(3):
+        with older.begin() as conn:
+            audit.record(conn, Actor("cli", "bob"), "link.cancel", "link", f"lnk_{n}")
+    older.close()
+    assert run(home, "doctor", "--json") in (0, 1)
+    found = {f["what"]: f for f in json.loads(capsys.readouterr().out)}
+    assert found["audit trail"]["detail"] == (
+        "keyed from entry 4 (entries 1 to 3 sealed by the first checkpoint), sealed with key k1")
+    assert found["audit checkpoints"]["verdict"] == "ok"
+    assert found["audit checkpoints"]["detail"].startswith("latest: entry 3 at ")
+    assert run(home, "audit", "verify") == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        "3 entries, chain intact", "sealed from entry 4; entries 1 to 3 by the first checkpoint"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("attacker's keys\n"))
+    assert run(home, "secrets", "set", "audit-keys", "--stdin") == 2
+    assert "managed by the agent" in capsys.readouterr().err

@@ -41,6 +41,20 @@ def test_a_healthy_demo_has_no_failing_line(home: Path, capsys: pytest.CaptureFi
     assert "firm database" in capsys.readouterr().out
 
 
+def test_a_running_agent_is_an_ok_line_in_an_ok_lines_words(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rt = Runtime.for_home(home)
+    lock = rt.store.instance_lock()
+    lock.acquire()  # as a running agent holds it
+    try:
+        _, findings = run(home, capsys)
+    finally:
+        lock.release()
+        rt.close()
+    [held] = [f for f in findings if f["what"] == "store lock"]
+    assert held["verdict"] == "ok" and "already running" not in held["detail"]
+    assert held["detail"].startswith(("the agent is running (", "held by "))
+
+
 def test_a_broken_write_back_and_a_refusing_relay_fail_with_the_fix(home: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     mapping = home / "mapping.yaml"

@@ -11,6 +11,7 @@ import pytest
 
 from agent.cli.main import main
 from agent.home.demo import init_home
+from agent.home.secrets import Secrets
 from agent.runtime import Runtime
 from agent.state import audit
 
@@ -20,8 +21,8 @@ VALUE = "sk-live-value-never-audited"
 def entries(home: Path) -> list[audit.Entry]:
     rt = Runtime.for_home(home)
     try:
+        assert audit.check(rt.store, rt.audit_seal, rt.checkpoint_file).intact
         with rt.store.read() as conn:
-            assert audit.verify(conn).intact
             return [e for e in audit.entries(conn) if e.object_kind == "secret"]
     finally:
         rt.close()
@@ -41,6 +42,8 @@ def test_secrets_set_and_delete_each_write_one_entry_without_the_value(
     assert found[0].after["stored_in"] and VALUE not in f"{found[0].before}{found[0].after}"
 
     config = home / "ledgerlink.toml"
+    # a container's admin moving to environment secrets brings the audit keys along, or the sealed trail fails
+    monkeypatch.setenv("LEDGERLINK_SECRET_AUDIT_KEYS", Secrets(home, "file").get("audit-keys"))
     config.write_text('secrets_backend = "env"\n' + config.read_text(encoding="utf-8"), encoding="utf-8")
     monkeypatch.setattr("sys.stdin", io.StringIO(VALUE + "\n"))
     capsys.readouterr()

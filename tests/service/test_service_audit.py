@@ -22,8 +22,8 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
 
 
 def entries(rt: Runtime) -> list[audit.Entry]:
+    assert audit.check(rt.store, rt.audit_seal, rt.checkpoint_file).intact
     with rt.store.read() as conn:
-        assert audit.verify(conn).intact
         return audit.entries(conn)
 
 
@@ -41,7 +41,18 @@ def test_a_reload_writes_one_entry_with_the_change_and_a_refused_one_writes_one_
     assert watcher.reload() is False
     refused = entries(rt)[1:]
     assert [(e.action, e.outcome) for e in refused] == [("config.reload", "failed")]
-    assert "toml" in (refused[0].error or "").lower()
+    assert "toml" in (refused[0].error or "").lower() and refused[0].object == f"config:{config}"
+    config.write_text(config.read_text().replace("\nthis is not toml = = =\n", ""))
+    # An edit of the mapping is the mapping's entry, applied or refused, not one of ledgerlink.toml.
+    mapping = rt.settings.mapping_path
+    mapping.write_text(mapping.read_text().replace("name: Demo firm", "name: Demo firm (renamed)"))
+    assert watcher.reload() is True
+    renamed = entries(rt)[-1]
+    assert renamed.object == f"config:{mapping}" and renamed.after == {"settings": {},
+                                                                        "mapping": {"name": "Demo firm (renamed)"}}
+    mapping.write_text(mapping.read_text() + "\nentities: [\n")
+    assert watcher.reload() is False
+    assert (entries(rt)[-1].outcome, entries(rt)[-1].object) == ("failed", f"config:{mapping}")
 
 
 def test_start_and_stop_each_write_one_entry(rt: Runtime) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agent.api.auth import RuntimeDep
 from agent.api.schemas import PostingId
@@ -32,6 +32,9 @@ WORDS = {
     "link.email": "Emailed", "link.sms": "Texted", "bulk.send": "Sent in bulk",
     "posting.retry": "Retried", "posting.reallocate": "Reallocated", "posting.remove": "Removed",
     "collection.request": "Manual Direct Debit requested", "collection.cancel": "Collection cancelled",
+    "plan.create": "Payment plan made", "plan.instalment": "Instalment submitted for collection",
+    "plan.follow_debt": "Instalments lowered to what is owed", "plan.end": "Payment plan ended",
+    "plan.cancel": "Payment plan cancelled",
     "mandate.setup": "Mandate set up", "account.change": "Account settings changed",
     "config.reload": "Configuration reloaded", "service.start": "Service started", "service.stop": "Service stopped",
     "user.add": "User added", "user.disable": "User disabled", "user.reset": "Enabled again or password reset",
@@ -41,6 +44,7 @@ WORDS = {
     "payout.clear": "Client-money shortfall recorded as made good",
     "payout.pay_out_now": "Sandbox paid out now",
     "secret.set": "Credential stored", "secret.delete": "Credential deleted",
+    "request.refused": "Request refused as invalid",
 }
 
 
@@ -66,6 +70,8 @@ class VerifyOut(BaseModel):
     intact: bool
     bad_entry: int | None
     problem: str | None
+    sealed_from: int | None = Field(description="the first entry sealed with the audit key; null: not sealed")
+    checkpoints: list[str] = Field(description="the signed checkpoints the trail matches")
 
 
 def who(actor: str) -> str:
@@ -105,10 +111,10 @@ def list_audit(rt: RuntimeDep, user: str | None = None,
 
 @admin.get("/audit/verify", response_model=VerifyOut)
 def verify_audit(rt: RuntimeDep) -> VerifyOut:
-    """The hash chain checked from the first entry, as ``ledgerlink audit verify``."""
-    with rt.store.read() as conn:
-        verdict = audit.verify(conn)
-    return VerifyOut(count=verdict.count, intact=verdict.intact, bad_entry=verdict.bad_seq, problem=verdict.problem)
+    """The chain, the seals and the home's latest checkpoint, as ``ledgerlink audit verify``."""
+    verdict = audit.check(rt.store, rt.audit_seal, rt.checkpoint_file)
+    return VerifyOut(count=verdict.count, intact=verdict.intact, bad_entry=verdict.bad_seq, problem=verdict.problem,
+                     sealed_from=verdict.keyed_from, checkpoints=list(verdict.checkpoints))
 
 
 @admin.get("/audit/export", response_class=Response,
