@@ -57,6 +57,7 @@ POSTING_PARAMS: dict[str, str] = {
     "posting_uuid_hex": "the same UUID as 32 hex digits, for a CHAR(32) or BINARY(16) id",
     "method": "bank, card or direct_debit",
     "description": "the link's description",
+    "payer_name": "who paid, as the link names them (may be NULL)",
     "link_id": "Ledgerlink's link id",
     "account": "the merchant account's name (trust, fees, deposits, transfers: the account it concerns)",
     "account_kind": "operating or trust",
@@ -560,6 +561,21 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
     return sizes[id(node)]
 
 
+_GUESS = re.compile(r"(?:^|\s)#\s*guess:\s*(.*)$")
+
+
+def _guesses(text: str) -> list[tuple[int, str, str]]:
+    """The '# guess:' comments a draft from 'ledgerlink mapping suggest' is written with and the admin has not yet
+    confirmed: the agent runs on no mapping while one is left."""
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if match := _GUESS.search(line):
+            proposal = line[: match.start()].strip()
+            out.append((number, "(draft)", f"unconfirmed guess {proposal!r} ({match.group(1).strip()}); check it "
+                        "against your database, correct the line if it is wrong, then delete the '# guess' comment"))
+    return out
+
+
 def parse_mapping(text: str, path: Path, trust_accounts: Sequence[str] = ()) -> MappingFile:
     """Validate mapping text; raise MappingErrors listing every problem with its line. ``trust_accounts`` are
     the settings' trust accounts, whose payments need the postings.trust section."""
@@ -584,7 +600,7 @@ def parse_mapping(text: str, path: Path, trust_accounts: Sequence[str] = ()) -> 
               f"version {data.get('version')!r} is not supported by this agent; it reads version {MAPPING_VERSION}")],
         )
     found = _semantic_problems(data) + _trust_problems(data, trust_accounts)
-    problems = [(_line_for(loc, lines), _dotted(loc), msg) for loc, msg in found]
+    problems = [(_line_for(loc, lines), _dotted(loc), msg) for loc, msg in found] + _guesses(text)
     try:
         mapping = MappingFile.model_validate(data)
     except ValidationError as exc:

@@ -64,10 +64,9 @@ def entry(params: Mapping[str, Any], account: StatementAccount) -> Entry:
         raise DataError(f"currency {params['currency']}: this statement file is for the {account.currency} account "
                         f"{account.account_id}")
     amount: Decimal = params["amount"]
-    row = getattr(params, "row", params)
     return Entry(reference=params["reference"], kind=kind, amount=-amount if kind in OUTGOING else amount,
                  currency=params["currency"], booked=params["paid_on_local"], invoice=params["statement_number"],
-                 matter=params["matter_number"], payer=row.get("payer_name"), description=params["description"])
+                 matter=params["matter_number"], payer=params["payer_name"], description=params["description"])
 
 
 def _money(amount: Decimal) -> str:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from agent.cli.output import Commands, cli_actor, emit
+from agent.core.errors import ConfigurationError
+from agent.engine.assistant import Suggestion, firm_source, suggest
 from agent.engine.configuration import delete_secret, set_secret
 from agent.engine.payments import parked_events
 from agent.home.demo import init_home
+from agent.home.firm import init_firm_home
+from agent.home.secrets import Secrets
 from agent.home.settings import load_settings
 from agent.runtime import Runtime
 from agent.service.loop import run_service
@@ -20,8 +25,55 @@ from agent.state.lock import active_agent
 from agent.state.mirror import quarantined_rows
 from mappings.format import json_schema, load_mapping
 
+ODBC_STRING = re.compile(r"^\s*(DSN|DRIVER|FILEDSN)\s*=", re.I)
+
+
+def _proposal(args: argparse.Namespace, secrets: Secrets, name: str) -> Suggestion:
+    """What the assistant proposes for the database ``args.url`` names, the SQLAlchemy URL or ODBC string."""
+    odbc = args.url if ODBC_STRING.match(args.url) else None
+    source = firm_source(url=None if odbc else args.url, odbc=odbc, password_secret=args.password_secret)
+    password = secrets.get(args.password_secret) if args.password_secret else None
+    return suggest(source, password, name=name, currency=args.currency, draft_only=args.draft)
+
+
+def _tell(found: Suggestion, where: str, out: TextIO) -> None:
+    if found.recognised is not None:
+        m = found.recognised
+        print(f"recognised {m.name!r}: the {m.tables} tables and {m.columns} columns its shipped mapping "
+              f"({m.path.name}) reads are all in this database; wrote it to {where}", file=out)
+        return
+    print(f"wrote a draft mapping to {where}: {found.guesses} proposals marked '# guess:' to confirm", file=out)
+    for note in found.notes:
+        print(f"  note: {note}", file=out)
+    print(f"next: 'ledgerlink mapping check {where}' lists each guess by line; the agent runs on the mapping "
+          "once none is left", file=out)
+
+
+def cmd_mapping_suggest(args: argparse.Namespace, rt: Runtime | None) -> int:
+    settings = load_settings(args.home)
+    found = _proposal(args, Secrets(settings.home, settings.secrets_backend), args.name or "Firm")
+    if args.output is None:
+        sys.stdout.write(found.text)
+        _tell(found, "standard output", sys.stderr)
+        return 0
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise ConfigurationError(f"{out} exists; choose another file with -o or add --force to replace it")
+    out.write_text(found.text, encoding="utf-8")
+    _tell(found, str(out), sys.stdout)
+    return 0
+
 
 def cmd_init(args: argparse.Namespace, rt: Runtime) -> int:
+    if args.firm is not None:
+        args.url = args.firm
+        name = args.name or rt.settings.service_name
+        found = _proposal(args, rt.secrets, name)
+        for path in init_firm_home(rt.settings.home, found.text, name=name, currency=args.currency,
+                                   force=args.force):
+            print(f"wrote {path}")
+        _tell(found, str(rt.settings.home / "mapping.yaml"), sys.stdout)
+        return 0
     written = init_home(rt.settings.home, force=args.force)
     for path in written:
         print(f"wrote {path}")
@@ -136,9 +188,13 @@ def cmd_run(args: argparse.Namespace, rt: Runtime) -> int:
 
 
 def register(commands: Commands) -> None:
-    commands.add("init", cmd_init, "write a config, the demo mapping and the demo firm database").add_argument(
-        "--force", action="store_true", help="rewrite the config and mapping even if they exist"
-    )
+    p = commands.add("init", cmd_init, "write a config, the demo mapping and the demo firm database; with --firm, "
+                     "a firm's own home: one office account on the sandbox and the mapping the assistant proposes")
+    p.set_defaults(makes_home=True)
+    p.add_argument("--force", action="store_true", help="rewrite the config and mapping even if they exist")
+    p.add_argument("--firm", metavar="URL", help="the firm database (SQLAlchemy URL without a password, or an ODBC "
+                   "connection string such as DSN=name;UID=user): set up a production home for it, no demo")
+    _assistant_arguments(p, url=False)
     commands.add("check", cmd_check, "validate config and mapping, connect, print per-entity counts", json=True)
     commands.add(
         "check", cmd_mapping_check, "validate a mapping file, listing every problem", group="mapping", runtime=False
@@ -146,6 +202,11 @@ def register(commands: Commands) -> None:
     commands.add(
         "schema", cmd_mapping_schema, "print the mapping JSON Schema", group="mapping", runtime=False
     ).add_argument("-o", "--output", help="file to write (default: standard output)")
+    p = commands.add("suggest", cmd_mapping_suggest, "read a firm database's catalog and propose a mapping: the "
+                     "shipped one that fits it, else a draft with every guess marked", group="mapping", runtime=False)
+    _assistant_arguments(p, url=True)
+    p.add_argument("-o", "--output", help="file to write (default: standard output)")
+    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p = commands.add("set", cmd_secrets_set, "store a secret (prompted, or one line on stdin)", group="secrets")
     p.add_argument("name", help="the secret's name, as a file refers to it (secret:NAME)")
     p.add_argument("--stdin", action="store_true", help="read the value from standard input")
@@ -155,3 +216,20 @@ def register(commands: Commands) -> None:
     p = commands.add("run", cmd_run, "run the agent (sync, links, payments, postings, pay page)")
     p.add_argument("--demo", action="store_true", help="set up the demo firm first if the home is empty")
     p.add_argument("--once", action="store_true", help="one pass of every job, then exit")
+
+
+def _currency(text: str) -> str:
+    if not re.fullmatch(r"[A-Z]{3}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO currency code such as GBP")
+    return text
+
+
+def _assistant_arguments(p: argparse.ArgumentParser, *, url: bool) -> None:
+    if url:
+        p.add_argument("--url", required=True, help="the firm database: a SQLAlchemy URL without a password, or an "
+                       "ODBC connection string such as DSN=name;UID=user")
+    p.add_argument("--password-secret", metavar="NAME", help="the secret holding the database password "
+                   "('ledgerlink secrets set NAME' first)")
+    p.add_argument("--draft", action="store_true", help="write a draft even when a shipped mapping fits")
+    p.add_argument("--name", help="the firm's name, as the mapping and payers see it")
+    p.add_argument("--currency", type=_currency, default="GBP", help="the statements' currency (default GBP)")

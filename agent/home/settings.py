@@ -223,6 +223,12 @@ _TOML_PATH: Path | None = None
 _TOML_LOCK = threading.Lock()
 
 
+def is_home(home: Path) -> bool:
+    """An agent home has its settings file, or is configured by the environment alone (a container names the
+    mapping in LEDGERLINK_MAPPING): anywhere else a command would make an empty home and answer from it."""
+    return (home / CONFIG_NAME).is_file() or "LEDGERLINK_MAPPING" in os.environ
+
+
 def load_settings(home: Path | None = None, **overrides: Any) -> Settings:
     """Read settings for ``home`` (or LEDGERLINK_HOME); a ConfigurationError lists every bad key, or the file and
     line of a TOML syntax error."""

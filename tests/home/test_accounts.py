@@ -51,6 +51,13 @@ def test_set_refuses_bad_values_and_unknown_accounts(home: Path, capsys: pytest.
     before = config.read_text()
     assert main(["--home", str(home), "accounts", "set", "trust", "--expiry-days", "0"]) == 2
     assert "invalid settings for account 'trust': expiry_days" in capsys.readouterr().err
+    # reminder days are days after sending, within a link's life: from the command line or edited in the file
+    assert main(["--home", str(home), "accounts", "set", "trust", "--reminders", "100000"]) == 2
+    assert "reminder_days must be days after sending, each 1 to 90: 100000" in capsys.readouterr().err
+    config.write_text(before.replace("[accounts.trust]", "[accounts.trust]\nreminder_days = [-1, 0]", 1))
+    assert main(["--home", str(home), "accounts", "list"]) == 2
+    assert "reminder_days must be days after sending, each 1 to 90: -1, 0 cannot be" in capsys.readouterr().err
+    config.write_text(before)
     assert main(["--home", str(home), "accounts", "set", "nope", "--expiry-days", "5"]) == 2
     assert main(["--home", str(home), "accounts", "set", "trust"]) == 2
     assert config.read_text() == before

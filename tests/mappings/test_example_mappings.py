@@ -16,9 +16,11 @@ from agent.engine.sync import Syncer
 from agent.state import StateStore
 from agent.state.schema import firm_matters, firm_statements
 from connectors.database.contract import Connector
+from connectors.database.introspect import read_catalog
 from connectors.database.sql import SQLAlchemyConnector
 from connectors.testkit.databases import TempDatabase
 from mappings.format import MappingFile, json_schema, load_mapping
+from mappings.suggest import recognise
 
 MAPPINGS = Path(__file__).parents[2] / "mappings"
 NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
@@ -83,7 +85,9 @@ def test_postgresql_example(pg_db: TempDatabase, tmp_path: Path) -> None:
         "INSERT INTO billing.fee_notes VALUES (70, 'FN-70', 7, 1, '2026-10-01', '2026-10-31', 1200.50, 1200.50,"
         " 'ISSUED', now()), (71, 'FN-71', 7, 2, '2026-10-02', NULL, 99.99, 99.99, 'ISSUED', now()),"
         " (72, 'FN-72', 7, 1, NULL, NULL, 5.00, 5.00, 'DRAFT', now())")
-    connector = SQLAlchemyConnector(pointed("postgresql.yaml", url=pg_db.url.render_as_string(hide_password=False)))
+    url = pg_db.url.render_as_string(hide_password=False)
+    assert [m.path.name for m in recognise(read_catalog(url=url))] == ["postgresql.yaml"]  # mapping suggest's pick
+    connector = SQLAlchemyConnector(pointed("postgresql.yaml", url=url))
     store = sync_and_post(connector, tmp_path, {"reference": "PM1:70", "statement_key": "70",
                                                 "amount": Decimal("200.50"), "paid_at": NOW.replace(tzinfo=None),
                                                 "method": "bank"})
@@ -116,7 +120,9 @@ def test_mariadb_example_with_a_stored_procedure(maria_db: TempDatabase, tmp_pat
         "INSERT INTO case_file VALUES (3, 'C-3', 'Lease', 1, 'open', 0, NOW(6)), (4, 'C-4', 'Gone', 1, 'open', 1,"
         " NOW(6))",
         "INSERT INTO invoice VALUES (30, 'I-30', 3, '2026-10-01', '2026-10-31', 450.00, 450.00, 'open', NOW(6))")
-    connector = SQLAlchemyConnector(pointed("mariadb.yaml", url=maria_db.url.render_as_string(hide_password=False)))
+    url = maria_db.url.render_as_string(hide_password=False)
+    assert [m.path.name for m in recognise(read_catalog(url=url))] == ["mariadb.yaml"]
+    connector = SQLAlchemyConnector(pointed("mariadb.yaml", url=url))
     store = sync_and_post(connector, tmp_path, {"reference": "PM2:30", "statement_key": "30",
                                                 "amount": Decimal("450.00"), "paid_at": NOW.replace(tzinfo=None)})
     assert mirror(store, firm_matters)["4"]["deleted"]
@@ -139,6 +145,8 @@ def test_odbc_example(pg_db: TempDatabase, tmp_path: Path) -> None:
         "INSERT INTO customers VALUES (1, 'Zoë Brontë', 'z@example.com', now())",
         "INSERT INTO jobs VALUES (5, 'J-5', 'Audit', 1, now())",
         "INSERT INTO invoices VALUES (50, 'INV-50', 5, '2026-10-01', NULL, 123456, 123456, now())")
+    # the ODBC catalog functions find the same tables, keys and foreign keys the SQLAlchemy inspector does
+    assert [m.path.name for m in recognise(read_catalog(connection_string=pg_db.odbc))] == ["odbc.yaml"]
     connector = odbc(pointed("odbc.yaml", connection_string=pg_db.odbc))
     store = sync_and_post(connector, tmp_path, {"reference": "PM3:50", "statement_key": "50",
                                                 "amount_minor": 23456, "paid_on": NOW.date()})

@@ -62,13 +62,19 @@ def _fees(env: Env, amount: str) -> None:
         enqueue_payout_posting(conn, "po_1", "fees", "po_1:fees", "operating", Decimal(amount), "GBP")
 
 
-def test_ofx_entries_carry_our_reference_and_the_invoice_and_read_back_with_ofxtools(tmp_path: Path) -> None:
-    env = _env(tmp_path, "ofx")
+def _two_files(tmp_path: Path, fmt: str) -> tuple[Env, Path, Path]:
+    """Two payments in a first file; a charge-back of the first and a payout's fees in a second."""
+    env = _env(tmp_path, fmt)
     (first,) = _drop(env, tmp_path / "import")
     with env.store.begin() as conn:
         enqueue_reversal(conn, "pay_p1", "charged back")
     _fees(env, "2.00")
     (second,) = _drop(env, tmp_path / "import")
+    return env, first, second
+
+
+def test_ofx_entries_carry_our_reference_and_the_invoice_and_read_back_with_ofxtools(tmp_path: Path) -> None:
+    env, first, second = _two_files(tmp_path, "ofx")
 
     tree = OFXTree()
     tree.parse(str(first))
@@ -86,12 +92,7 @@ def test_ofx_entries_carry_our_reference_and_the_invoice_and_read_back_with_ofxt
 
 
 def test_camt053_is_valid_against_the_iso_20022_schema_with_references_where_matchers_look(tmp_path: Path) -> None:
-    env = _env(tmp_path, "camt.053")
-    (first,) = _drop(env, tmp_path / "import")
-    with env.store.begin() as conn:
-        enqueue_reversal(conn, "pay_p1", "charged back")
-    _fees(env, "2.00")
-    (second,) = _drop(env, tmp_path / "import")
+    _, first, second = _two_files(tmp_path, "camt.053")
 
     schema = xmlschema.XMLSchema(str(CAMT_XSD))
     for path in (first, second):
