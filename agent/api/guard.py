@@ -26,7 +26,8 @@ MAX_UPLOAD = 50 * 1024 * 1024
 UPLOAD_PATHS = ("/bulk/review",)
 UNAUTHORISED = ("missing or wrong bearer token; sign in again, or make your own with "
                 "'ledgerlink api token --user NAME'")
-PUBLIC = ("/health", "/openapi.json", "/docs", "/console")  # pages and documents that carry no private data
+# pages and documents that carry no private data; a browser asks for /favicon.ico on its own, without a token
+PUBLIC = ("/health", "/openapi.json", "/docs", "/console", "/favicon.ico")
 
 
 class BodyTooLarge(Exception):

@@ -210,7 +210,7 @@ def register(commands: Commands) -> None:
     p = commands.add("quick", cmd_quick, "a quick link: no matter needed", group="links", json=True)
     p.add_argument("--amount", type=_amount, required=True, help="the amount to ask for, e.g. 120.00")
     p.add_argument("--name", required=True, help="the payer's name, as the pay page shows it")
-    p.add_argument("--email", required=True, help="the payer's email address")
+    p.add_argument("--email", help="the payer's email address (leave out to copy the link and send it yourself)")
     p.add_argument("--invoice", help="the firm's invoice number, shown to the payer and used to find the link")
     p.add_argument("--due", type=_date, help="the invoice's due date, YYYY-MM-DD")
     p.add_argument("--description", help="what the payer sees on the pay page")

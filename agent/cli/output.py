@@ -34,6 +34,7 @@ GROUPS = {
     "reminders": "smart reminders",
     "mandates": "Direct Debit mandates",
     "collections": "Direct Debit collections",
+    "plans": "payment plans: a debt paid in Direct Debit instalments",
     "api": "the local HTTP API",
     "users": "staff who sign in to the console, and their roles",
     "service": "install and control the agent as a system service",

@@ -57,7 +57,7 @@ class BulkRow:
 
     def to_request(self, account: str | None) -> LinkRequest:
         return LinkRequest(amount=self.amount, name=self.recipient_name, email=self.recipient_email,
-                           invoice=self.invoice_number, due_date=self.due_date, description=self.message or None,
+                           invoice=self.invoice_number, due_date=self.due_date, message=self.message or None,
                            account=account)
 
 
@@ -176,6 +176,9 @@ def check_records(records: Records, *, outstanding_invoices: frozenset[str] | se
             problems.append(("invoice_number", invoice, f"duplicate invoice number (also on row {seen[invoice]})"))
         elif invoice in outstanding_invoices:
             problems.append(("invoice_number", invoice, "already on an outstanding link"))
+        if invoice == EXAMPLE["invoice_number"]:
+            problems.append(("invoice_number", invoice, "the template's example row: delete it or replace it with "
+                             "a real invoice"))
         seen.setdefault(invoice, number)
         result.problems += [BulkProblem(number, LABEL[name], value, reason) for name, value, reason in problems]
         if not problems and amount is not None:
@@ -215,5 +218,21 @@ def write_records(path: Path, rows: Iterable[dict[str, str]]) -> None:
         writer.writerows([row.get(f, "") for f in FIELDS] for row in rows)
 
 
+# One filled-in row, so the template shows every column's format; refused if uploaded as it is.
+EXAMPLE = {"invoice_number": "EXAMPLE-1", "invoice_date": "2026-12-01", "due_date": "31/12/2026",
+           "recipient_name": "Ada Example", "recipient_email": "ada@example.com", "amount": "1,250.00",
+           "message": "Dates as YYYY-MM-DD or DD/MM/YYYY. This message goes in the email above the link. "
+                      "Replace this example row with your own."}
+
+
+def template_text() -> str:
+    """The bulk template as CSV text: the headings the reader reads back and the example row."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(TEMPLATE_HEADER)
+    writer.writerow([EXAMPLE[f] for f in FIELDS])
+    return out.getvalue()
+
+
 def write_template(path: Path) -> None:
-    write_records(path, [])
+    Path(path).write_text(template_text(), encoding="utf-8", newline="")

@@ -57,6 +57,17 @@ LINK_COLUMNS = _cols(
 LINK_DEFAULT = ["created_at", "status", "invoice_number", "payer_name", "payer_email", "amount", "currency",
                 "description", "due_date", "expires_at", "last_sent_at", "url", "id"]
 
+# A link's status as Sent Pages shows it (the console's badges), so the workbook does not read "payment_received".
+LINK_STATUS_WORDS = {
+    "creating": "Being created", "outstanding": "Outstanding", "payment_received": "Payment received",
+    "cancelled": "Cancelled", "expired": "Expired", "failed": "Failed",
+}
+
+
+def _status_words(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "status": LINK_STATUS_WORDS.get(r["status"], r["status"])} for r in rows]
+
+
 POSTING_COLUMNS = _cols(
     ("id", "Posting ID"), ("created_at", "Created", "datetime"), ("state", "State"), ("kind", "Kind"),
     ("reference", "Reference"), ("amount", "Amount", "money"), ("currency", "Currency"),
@@ -247,7 +258,7 @@ class Exporter:
         chosen = choose(LINK_COLUMNS, columns, LINK_DEFAULT)
         with self.store.read() as conn:
             rows = link_rows(conn, statuses)
-        return _write(path, rows, chosen, self.zone, "Sent Pages")
+        return _write(path, _status_words(rows), chosen, self.zone, "Sent Pages")
 
     def links_workbook(self, *, statuses: Sequence[str] | None = None, columns: Sequence[str] | None = None,
                        ids: Sequence[str] | None = None) -> bytes:
@@ -256,7 +267,7 @@ class Exporter:
         with self.store.read() as conn:
             rows = link_rows(conn, statuses, ids)
         out = io.BytesIO()
-        write_xlsx(out, rows, chosen, self.zone, "Sent Pages")
+        write_xlsx(out, _status_words(rows), chosen, self.zone, "Sent Pages")
         return out.getvalue()
 
     def audit(self, path: Path, *, actor: str | None = None, obj: str | None = None,

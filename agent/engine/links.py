@@ -27,7 +27,7 @@ from sqlalchemy import Connection, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agent.core.addresses import check_email
-from agent.core.errors import ConfigurationError, DataError, RuleError
+from agent.core.errors import ConfigurationError, DataError, NotFound, RuleError
 from agent.core.model import Actor, Matter, MatterStatus, MerchantAccount, Statement, check_decimals, to_decimal
 from agent.core.retry import call
 from agent.home.settings import Settings
@@ -76,6 +76,7 @@ class LinkRequest:
     email: str | None = None
     invoice: str | None = None
     due_date: dt.date | None = None
+    message: str | None = None  # the firm's own words to the payer, in the email above the link (bulk files)
     request_key: str | None = None  # an API client's Idempotency-Key: a quick link asked for again is the same one
 
 
@@ -95,6 +96,7 @@ class Link:
     created_at: dt.datetime
     provider_ref: str | None
     invoice_number: str | None = None
+    message: str | None = None
     status_reason: str | None = None
     flagged: str | None = None
     replaces: str | None = None
@@ -140,7 +142,7 @@ class _Plan:
 def _get(conn: Connection, link_id: str) -> Row:
     row = conn.execute(select(links).where(links.c.id == link_id)).mappings().first()
     if row is None:
-        raise DataError(f"unknown link {link_id!r}")
+        raise NotFound(f"unknown link {link_id!r}")
     return row
 
 
@@ -339,9 +341,8 @@ class LinkEngine:
 
     def _create_quick(self, request: LinkRequest, act: audit.Attempt) -> Link:
         account = self._account(request.account)
-        if not request.email:
-            raise RuleError("a quick link needs the recipient's email address")
-        check_email(request.email)
+        if request.email:  # none when staff copy the link and send it themselves (the guide's manual delivery)
+            check_email(request.email)
         if not request.name:
             raise RuleError("a quick link needs the recipient's name")
         if request.amount is None:
@@ -354,7 +355,7 @@ class LinkEngine:
         row = self._reserve(
             debt=debt, account=account, amount=amount, description=request.description or self.description(),
             matter_key=None, client_key=None, payer_name=request.name, payer_email=request.email,
-            invoice=request.invoice, due_date=request.due_date, items={}, explicit=False,
+            invoice=request.invoice, due_date=request.due_date, items={}, explicit=False, message=request.message,
         )
         if row["status"] != LINK_CREATING:
             act.unchanged()
@@ -374,7 +375,7 @@ class LinkEngine:
     def _reserve(self, *, debt: str | None, account: MerchantAccount, amount: Decimal, description: str,
                  matter_key: str | None, client_key: str | None, payer_name: str | None, payer_email: str | None,
                  invoice: str | None, due_date: dt.date | None, items: dict[str, Decimal],
-                 explicit: bool, replaces: str | None = None) -> Row:
+                 explicit: bool, replaces: str | None = None, message: str | None = None) -> Row:
         """Insert the link row as ``creating``; if the debt already has one (a concurrent request), return it."""
         provider = self.providers(account.name)
         now = utcnow()
@@ -385,7 +386,7 @@ class LinkEngine:
             currency=account.currency, description=description, matter_key=matter_key, client_key=client_key,
             payer_name=payer_name, payer_email=payer_email, invoice_number=invoice, due_date=due_date,
             created_at=now, expires_at=now + expiry, outstanding_key=debt, idempotency_key=secrets.token_hex(16),
-            replaces=replaces, account_kind=account.kind,
+            replaces=replaces, account_kind=account.kind, message=message,
         )
         try:
             with self.store.begin() as conn:

@@ -99,7 +99,7 @@ def _allowed(conn: Connection, payment: Row, amount: Decimal | None) -> Decimal:
     if wanted > left:
         raise RuleError(f"a refund of {wanted} {currency} is more than is left on payment "
                         f"{payment['payment_ref']}: paid {payment['amount']}, refunded {done}, so at most {left} "
-                        f"{currency}; give --amount {left} or less")
+                        f"{currency}; refund {left} or less")
     room = refund_room(conn, payment["id"])
     if wanted > room:
         raise RuleError(f"payment {payment['payment_ref']}: only {room} {currency} of it is posted to "

@@ -84,7 +84,9 @@ def email_text(link: Link, account: MerchantAccount, settings: Settings, *, remi
     lines = [f"Dear {link.payer_name}," if link.payer_name else "Hello,", ""]
     if reminder:
         lines += ["This is a reminder that the payment below is still outstanding.", ""]
-    lines += [render_message(account.default_message, values), "", f"Pay securely here: {link.url}", "",
+    # a link's own message (a bulk file's Custom Message) is the firm's words as written; else the account's template
+    lines += [link.message or render_message(account.default_message, values), "", f"Pay securely here: {link.url}",
+              "",
               f"Amount:      {values['amount']}", f"For:         {link.description}"]
     if link.invoice_number:
         lines.append(f"Invoice:     {link.invoice_number}")

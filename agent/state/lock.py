@@ -45,11 +45,19 @@ class Store(Protocol):
 
 
 class AlreadyRunning(LedgerlinkError):
-    """Another agent holds this state store."""
+    """Another agent holds this state store; ``holder`` says which (host, pid), when known."""
+
+    exit_code = 2  # start it elsewhere, or stop the other one: a person's choice
+
+    def __init__(self, message: str, holder: str = "") -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class Fenced(LedgerlinkError):
     """Another agent took the lease over: this one must not write to the state store again."""
+
+    exit_code = 3  # the lease went to a standby (README, exit codes)
 
 
 def owner() -> str:
@@ -201,7 +209,7 @@ class StoreLock:
 
     def _refuse(self, holder: str) -> AlreadyRunning:
         return AlreadyRunning(f"another ledgerlink is already running on the state store {self.describe()} "
-                              f"({holder or 'holder unknown'})")
+                              f"({holder or 'holder unknown'})", holder)
 
     def _lock_file(self) -> None:
         path = self.lock_path()

@@ -55,6 +55,8 @@ def _fresh_artifacts() -> None:
 
 def test_login_page_refuses_a_wrong_password_signs_in_by_name_and_signs_out(page: Any, agent: Agent) -> None:
     person(agent.rt.store, "clerk", "clerk")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
     page.goto(f"{agent.url}/console/")
     page.wait_for_url("**/console/login**")  # ?expired=1: the first request found no session
     page.get_by_label("User name").fill("clerk")
@@ -72,6 +74,8 @@ def test_login_page_refuses_a_wrong_password_signs_in_by_name_and_signs_out(page
     page.wait_for_url("**/console/login")
     ended = httpx.get(f"{agent.url}/status", headers={"Authorization": f"Bearer {session}"})
     assert ended.status_code == 401  # signing out ends the session at the agent, not only in the tab
+    assert not [url for url in asked if "favicon" in url]  # the pages name no icon to fetch
+    assert httpx.get(f"{agent.url}/favicon.ico").status_code == 204  # a browser asking anyway gets no 401
 
 
 def test_instant_bank_pay_from_search_to_posting(page: Any, agent: Agent) -> None:
@@ -170,6 +174,11 @@ def test_sent_pages_columns_export_and_cancel(page: Any, agent: Agent) -> None:
     go(page, agent, "sent")
     row = page.locator(f'#links-table tr[data-link="{link.id}"]')
     expect(row).to_contain_text("M-2026-0011")
+    assert "Invoice Number" in page.locator("#links-table thead th").all_inner_texts()  # shown by default
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    row.get_by_role("button", name=f"Copy link {link.id}").click()
+    expect(page.locator("#notice")).to_contain_text("copied")
+    assert page.evaluate("navigator.clipboard.readText()") == link.url
 
     page.get_by_role("button", name="Columns…").click()
     page.get_by_role("checkbox", name="Link ID").check()
@@ -184,10 +193,15 @@ def test_sent_pages_columns_export_and_cancel(page: Any, agent: Agent) -> None:
     saved = ARTIFACTS / "sent-pages.xlsx"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     download.value.save_as(saved)
+    assert re.fullmatch(r"sent-pages-outstanding-\d{4}-\d{2}-\d{2}\.xlsx", download.value.suggested_filename)
     sheet = load_workbook(saved).active
     header = [c.value for c in sheet[1]]
     assert header[: len(headings) - 1] == headings[:-1]
     assert any(link.id in [c.value for c in r] for r in sheet.iter_rows(min_row=2))
+    status = header.index("Status")
+    assert {r[status].value for r in sheet.iter_rows(min_row=2)} <= {"Outstanding", "Being created",
+                                                                      "Payment received", "Cancelled", "Expired",
+                                                                      "Failed"}  # in words, as on the screen
 
     page.once("dialog", lambda confirm: confirm.accept())
     row.get_by_role("button", name=f"Cancel link {link.id}").click()
@@ -202,11 +216,22 @@ def test_quick_link_and_admin_settings(page: Any, agent: Agent) -> None:
     quick.get_by_label("No, I will copy the link myself").check()
     quick.get_by_label("Amount due").fill("120.00")
     quick.get_by_label("Name", exact=True).fill("Dana Reed")
-    quick.get_by_label("Email", exact=True).fill("dana@example.com")
+    # Issue 26: a link staff copy and send themselves needs no email (the guide's manual delivery)
+    expect(quick.get_by_label("Email (optional)")).to_have_value("")
     quick.get_by_label("Invoice number").fill("OLD-77")
+    quick.get_by_label("Amount due").fill("120,00")  # a clerk's slip: said in words beside the field, marked
+    quick.get_by_role("button", name="Generate Link").click()
+    expect(page.locator("#quick-error")).to_contain_text("Amount due: ")
+    expect(page.locator("#quick-error")).not_to_contain_text("body.")
+    expect(quick.get_by_label("Amount due")).to_have_attribute("aria-invalid", "true")
+    expect(quick.get_by_label("Amount due")).to_be_focused()
+    shot(page, "10a-quick-link-refused")
+    quick.get_by_label("Amount due").fill("120.00")
     quick.get_by_role("button", name="Generate Link").click()
     expect(page.locator("#quick-result .badge")).to_have_text("Outstanding")
     expect(page.locator("#quick-result .link-amount")).to_have_text("£120.00")
+    made = next(link for link in agent.rt.links.find(None, None) if link.invoice_number == "OLD-77")
+    assert made.payer_name == "Dana Reed" and made.payer_email is None
     shot(page, "10-quick-link")
 
     sign_in(page, agent, "admin")
@@ -670,3 +695,29 @@ def test_sandbox_pay_out_now_shows_the_payout_and_its_fees_within_a_minute(page:
     assert entry.actor == "user:admin" and entry.outcome == "ok"
     page.get_by_role("button", name="Pay out now (sandbox)").click()  # nothing new settled: said so
     expect(page.locator("#notice")).to_contain_text("Nothing to pay out")
+
+
+def test_debts_open_on_what_is_owed_filtered_and_opened_from_the_list(page: Any, agent: Agent) -> None:
+    """Issue 26: the Debts screen lists what is owed before anything is searched, oldest debt first, with the
+    firm's balance and what is left to collect; the filters narrow it and Open opens the matter."""
+    agent.rt.links.create(Actor("user", "alice"), LinkRequest(matter=THREE))
+    headers = {"Authorization": f"Bearer {agent.token}"}
+    everything = httpx.get(f"{agent.url}/debts", params={"limit": 25}, headers=headers).json()
+    waiting = httpx.get(f"{agent.url}/debts", params={"link": "outstanding", "limit": 25}, headers=headers).json()
+    sign_in(page, agent)
+    rows = page.locator("#owed-table tbody tr")
+    expect(rows).to_have_count(len(everything["debts"]))
+    expect(page.locator("#owed-table caption")).to_have_text(
+        f"1\u2013{len(everything['debts'])} of {everything['total']} matters owing")
+    assert rows.evaluate_all("rs => rs.map(r => r.dataset.matter)") == [d["matter"]["number"]
+                                                                      for d in everything["debts"]]
+    first = rows.first.locator("td")
+    expect(first.nth(4)).to_have_text(re.compile(MONEY))
+    expect(first.nth(2)).to_have_text(re.compile(DATE))
+    shot(page, "05-debts-owed")
+    page.get_by_label("Payment link").select_option("outstanding")
+    expect(rows).to_have_count(len(waiting["debts"]))
+    expect(page.locator(f'#owed-table tr[data-matter="{THREE}"]')).to_contain_text("Waiting to be paid")
+    page.locator(f'#owed-table tr[data-matter="{THREE}"]').get_by_role("button", name="Open").click()
+    expect(page.locator("#matter-title")).to_contain_text(THREE)
+    assert not page.errors, page.errors

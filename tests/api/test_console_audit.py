@@ -21,6 +21,7 @@ from console_support import (
 )
 
 from agent.core.model import Actor
+from agent.engine.configuration import change_account
 from agent.engine.links import LinkRequest
 from agent.state import audit
 
@@ -56,7 +57,8 @@ def test_the_popup_shows_who_did_what_and_only_an_admin_reads_the_trail(page: An
     admin = new_page(browser)
     sign_in(admin, agent, "admin")
     go(admin, agent, "audit")
-    expect(admin.locator("#audit-chain")).to_have_text(re.compile(r"^\d+ entries, chain intact\.$"))
+    expect(admin.locator("#audit-chain")).to_have_text(re.compile(
+        r"^\d+ entries, chain intact\. Sealed from entry 1\. Matches entry \d+, the checkpoint of .*\.$"))
     rows = admin.locator(f'#audit-list tbody tr:has-text("link:{link.id}")')
     expect(rows).to_have_count(2)
     admin.get_by_label("Person").fill("bob")
@@ -64,5 +66,19 @@ def test_the_popup_shows_who_did_what_and_only_an_admin_reads_the_trail(page: An
     expect(admin.locator("#audit-list tbody tr")).to_have_count(1)
     expect(admin.locator("#audit-list tbody tr")).to_contain_text("Emailed")
     shot(admin, "31-audit-trail")
+
+    # The Change column says what changed, field by field, not the objects before and after as JSON.
+    config = agent.rt.settings.config_path
+    days = agent.rt.settings.accounts["operating"].expiry_days
+    change_account(agent.rt.store, config, Actor("user", "ada"), "operating", {"expiry_days": days + 1})
+    try:
+        admin.get_by_label("Person").fill("ada")
+        admin.get_by_role("button", name="Show").click()
+        changed = admin.locator("#audit-list tbody tr .changes li")
+        expect(changed).to_have_count(1)
+        expect(changed).to_have_text(f"expiry_days: {days} → {days + 1}")
+        shot(admin, "32-audit-change")
+    finally:
+        change_account(agent.rt.store, config, Actor("user", "ada"), "operating", {"expiry_days": days})
     assert not admin.errors, admin.errors
     admin.context.close()

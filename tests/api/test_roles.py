@@ -24,17 +24,21 @@ from agent.api.auth import ActorDep
 from agent.runtime import Runtime
 
 PUBLIC = {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/console"), ("GET", "/console/"),
-          ("GET", "/console/login"), ("POST", "/console/sign-in"), ("GET", "/console/static")}
+          ("GET", "/console/login"), ("POST", "/console/sign-in"), ("GET", "/console/static"),
+          ("GET", "/favicon.ico")}
 ADMIN = {("GET", "/settings/accounts/{name}"), ("PUT", "/settings/accounts/{name}"),
          ("POST", "/postings/{posting_id}/reallocate"), ("POST", "/postings/{posting_id}/remove"),
          ("POST", "/payments/{payment}/refund"), ("GET", "/audit"), ("GET", "/audit/verify"), ("GET", "/audit/export"),
          ("POST", "/payouts/pay-out-now")}
 CLERK = {
-    ("GET", "/status"), ("GET", "/matters"), ("GET", "/matters/{ref}"), ("GET", "/links"), ("POST", "/links"),
+    ("GET", "/status"), ("GET", "/matters"), ("GET", "/matters/{ref}"), ("GET", "/debts"), ("GET", "/links"),
+    ("POST", "/links"),
     ("POST", "/links/quick"), ("GET", "/links/{link_id}"), ("POST", "/links/{link_id}/cancel"),
     ("POST", "/links/{link_id}/recreate"), ("POST", "/links/{link_id}/send"), ("GET", "/postings"),
     ("GET", "/postings/{posting_id}"), ("POST", "/postings/retry-failed"), ("POST", "/postings/{posting_id}/retry"),
     ("GET", "/collections"), ("GET", "/collections/{collection_id}"), ("POST", "/collections/{collection_id}/cancel"),
+    ("GET", "/plans"), ("POST", "/plans"), ("POST", "/plans/preview"), ("GET", "/plans/{plan_id}"),
+    ("POST", "/plans/{plan_id}/cancel"),
     ("GET", "/console-info"), ("GET", "/link-delivery"), ("GET", "/accounts"), ("GET", "/manage-postings"),
     ("GET", "/sent-pages"), ("GET", "/sent-pages/export"), ("GET", "/bulk/template"), ("POST", "/bulk/review"),
     ("POST", "/bulk/links"), ("POST", "/console/sign-out"), ("GET", "/payouts"), ("GET", "/payouts/breaches"),
@@ -43,7 +47,7 @@ CLERK = {
     ("GET", "/postings/{posting_id}/history"),
 }
 PARAMS = {"name": "operating", "ref": "M-2026-0010", "link_id": "lnk_x", "posting_id": "1",
-          "collection_id": "col_x", "payout": "po_x", "payment": "pay_x"}
+          "collection_id": "col_x", "plan_id": "plan_x", "payout": "po_x", "payment": "pay_x"}
 
 
 @pytest.fixture(scope="module")

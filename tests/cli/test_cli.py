@@ -80,7 +80,10 @@ def test_search_by_invoice_number_and_with_a_typo(home: Path, capsys: pytest.Cap
 def test_exit_codes(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run(home, capsys, "sync")
     code, _, err = run(home, capsys, "statements", "--matter", "NOPE-1")
-    assert code == 1 and "unknown matter 'NOPE-1'" in err
+    assert code == 2 and "unknown matter 'NOPE-1'" in err
+    for wrong in (["links", "create", "--matter", "NOPE-1"], ["links", "show", "lnk_nope"]):
+        code, _, err = run(home, capsys, *wrong)  # a person's typo: exit 2 with what they named, no traceback
+        assert code == 2 and ("unknown matter 'NOPE-1'" in err or "unknown link 'lnk_nope'" in err), err
     (home / "mapping.yaml").write_text("version: 1\nsource: {url: 'sqlite:///x.db'}\nentities: {}\n")
     code, _, err = run(home, capsys, "check")
     assert code == 2 and "entities must include matters, statements" in err

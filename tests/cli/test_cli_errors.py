@@ -146,3 +146,17 @@ def test_sandbox_link_urls_follow_sandbox_port(home: Path) -> None:
         assert rt.settings.account("operating").api_base == "http://127.0.0.1:9876"
     finally:
         rt.close()
+
+
+def test_a_folder_that_is_not_an_agent_home_is_named_and_left_as_it_was(tmp_path: Path) -> None:
+    """Issue 26 item 7: forgetting LEDGERLINK_HOME must not make an empty home and answer "no matter matches"."""
+    elsewhere = tmp_path / "somewhere"
+    elsewhere.mkdir()
+    for args in (("matters", "search", "okafor"), ("links", "list"), ("run", "--once"), ("users", "list")):
+        done = ledgerlink(elsewhere, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert f"{elsewhere} is not an agent home" in done.stderr and "ledgerlink init" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert list(elsewhere.iterdir()) == []  # no state.db, no logs
+    made = ledgerlink(tmp_path / "new-home", "init")  # init makes homes
+    assert made.returncode == 0 and (tmp_path / "new-home" / "ledgerlink.toml").is_file()

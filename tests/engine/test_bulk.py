@@ -152,7 +152,11 @@ def test_cli_bad_file_lists_every_problem_and_sends_nothing(home: Path, tmp_path
 
 def test_template_and_links_for_download(home: Path, tmp_path: Path) -> None:
     assert main(["--home", str(home), "bulk", "template", "-o", str(tmp_path / "t.csv")]) == 0
-    assert (tmp_path / "t.csv").read_text().strip() == HEADER
+    header, example = (tmp_path / "t.csv").read_text().strip().splitlines()
+    assert header == HEADER and example.startswith("EXAMPLE-1,2026-12-01,31/12/2026,")  # shows every format
+    template = read_bulk(tmp_path / "t.csv")  # read as it is: only the example row's own refusal
+    assert [(p.row, p.field, p.reason) for p in template.problems] == [
+        (2, "Invoice Number", "the template's example row: delete it or replace it with a real invoice")]
     good = write(tmp_path / "good.csv", HEADER + "\n" + GOOD)
     assert main(["--home", str(home), "bulk", "links", str(good), "-o", str(tmp_path / "out.csv")]) == 0
     rows = list(csv.DictReader((tmp_path / "out.csv").open()))
@@ -186,6 +190,15 @@ def test_send_all_creates_and_emails_every_link(home: Path, tmp_path: Path) -> N
         configure(home, port)
         assert main(["--home", str(home), "bulk", "send", str(good), "--account", "trust"]) == 0
     assert sorted(m["To"] for m in box.messages) == ["Ada <ada@example.com>", "Bob <bob@example.com>"]
+    # The Custom Message is the firm's words in the email above the link; the description stays the payment's.
+    ada = next(m for m in box.messages if m["To"] == "Ada <ada@example.com>")
+    text = ada.get_body().get_content() if hasattr(ada, "get_body") else str(ada)
+    custom = GOOD.split(",")[-1].strip()
+    assert custom and custom in text
+    with sqlite3.connect(home / "state.db") as conn:
+        assert conn.execute("SELECT message, description FROM links WHERE invoice_number = 'Q-1'").fetchone()[0] \
+            == custom
+        assert custom not in conn.execute("SELECT description FROM links WHERE invoice_number = 'Q-1'").fetchone()[0]
     assert provider_links(home) == 2
     with sqlite3.connect(home / "state.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM sends WHERE ok AND channel = 'email'").fetchone()[0] == 2

@@ -58,7 +58,7 @@ def test_links_workbook_has_typed_cells(home: Path) -> None:
     assert isinstance(row["Created"].value, dt.datetime) and row["Created"].is_date
     assert row["Due Date"].value.date() == dt.date(2026, 12, 1) and row["Due Date"].number_format == "dd/mm/yyyy"
     assert isinstance(row["Expires"].value, dt.datetime) and row["Expires"].value > row["Created"].value
-    assert row["Invoice Number"].value == "Q-1" and row["Status"].value == "outstanding"
+    assert row["Invoice Number"].value == "Q-1" and row["Status"].value == "Outstanding"
 
 
 def test_columns_choose_and_order(home: Path) -> None:
@@ -68,8 +68,8 @@ def test_columns_choose_and_order(home: Path) -> None:
     ws = load_workbook(out).active
     values = [[c.value for c in r] for r in ws.iter_rows()]
     assert values[0] == ["Amount", "Invoice Number", "Status"]
-    assert sorted(values[1:], key=lambda r: r[2]) == [[7, "Q-2", "cancelled"], [1250.5, "Q-1", "outstanding"],
-                                                      [2088.05, None, "payment_received"]]
+    assert sorted(values[1:], key=lambda r: r[2]) == [[7, "Q-2", "Cancelled"], [1250.5, "Q-1", "Outstanding"],
+                                                      [2088.05, None, "Payment received"]]  # in words
 
 
 def test_unknown_column_lists_the_valid_ones(home: Path) -> None:

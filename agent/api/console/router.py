@@ -40,7 +40,7 @@ from agent.api.schemas import (
 from agent.core.errors import LedgerlinkError, RuleError
 from agent.core.model import account_kind_word
 from agent.core.scrub import scrub
-from agent.engine.bulk import TEMPLATE_HEADER, read_bulk
+from agent.engine.bulk import read_bulk, template_text
 from agent.engine.export import LINK_COLUMNS, link_rows
 from agent.engine.links import LinkRequest
 from agent.engine.sending import BulkSend
@@ -128,14 +128,16 @@ def export(rt: RuntimeDep, status: Annotated[list[str] | None, Query()] = None,
     chosen = [c for c in (columns or []) if c in LINK_COLUMNS] or None
     data = rt.exporter.links_workbook(statuses=status, columns=chosen, ids=ids)
     stamp = dt.datetime.now(rt.settings.zone).strftime("%Y-%m-%d")
-    return Response(data, media_type=XLSX,
-                    headers={"Content-Disposition": f'attachment; filename="sent-pages-{stamp}.xlsx"'})
+    # the file says what it holds: a filtered export is not saved over the full one of the same day
+    which = "-".join(sorted({s for s in status or () if re.fullmatch(r"[a-z_]{1,24}", s)})).replace("_", "-")
+    name = f"sent-pages-{which + '-' if which else ''}{'selected-' if ids is not None else ''}{stamp}.xlsx"
+    return Response(data, media_type=XLSX, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/bulk/template", response_class=Response)
 def bulk_template() -> Response:
     """The CSV to fill in, with the headings the bulk reader reads back."""
-    return Response(",".join(TEMPLATE_HEADER) + "\r\n", media_type="text/csv",
+    return Response(template_text(), media_type="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="bulk-upload-template.csv"'})
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from agent import __version__
 from agent.api.auth import RuntimeDep
@@ -13,6 +13,12 @@ from postings.queries import state_counts
 
 public = APIRouter(tags=["status"])
 router = APIRouter(tags=["status"])
+
+
+@public.get("/favicon.ico", status_code=204, include_in_schema=False)
+def favicon() -> Response:
+    """No icon: answered so that a browser's own request is neither a 401 nor a warning in the log."""
+    return Response(status_code=204)
 
 
 @public.get("/health", response_model=HealthOut)

@@ -2,10 +2,29 @@
 // of this browser (no script reads it); the X-Ledgerlink-Console header tells the agent the request is the
 // console's own, which another site's page cannot send (CSRF).
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, fields = []) {
     super(message);
     this.status = status;
+    this.fields = fields;  // [{field, message}] for a request the API refused as invalid
   }
+}
+
+// A refused form in a clerk's words: each wrong field named by its own label, marked aria-invalid and the first
+// one focused. ``inputs`` maps the API's field names to the form's elements; a rule the engine refused names its
+// field at the start of its message ("amount: ..."), which is read the same way.
+export function formError(region, exc, inputs) {
+  for (const input of Object.values(inputs)) input.removeAttribute("aria-invalid");
+  let problems = (exc.fields || []).map((f) => [f.field.split(".")[0], f.message]);
+  if (!problems.length) {
+    const named = /^([a-z_]+): (.*)$/s.exec(exc.message || "");
+    problems = named && inputs[named[1]] ? [[named[1], named[2]]] : [];
+  }
+  const marked = problems.filter(([field]) => inputs[field]);
+  if (!marked.length) { say(region, exc.message, "error"); return; }
+  const label = (input) => (input.labels && input.labels[0] ? input.labels[0].textContent.trim() : input.name);
+  for (const [field] of marked) inputs[field].setAttribute("aria-invalid", "true");
+  say(region, marked.map(([field, message]) => `${label(inputs[field])}: ${message}`).join(" "), "error");
+  inputs[marked[0][0]].focus();
 }
 
 // The API answers every error with {"error": "what went wrong, in words"}.
@@ -28,7 +47,7 @@ export async function api(method, path, body, { raw = false, headers = {} } = {}
   if (!response.ok) {
     let parsed = null;
     try { parsed = await response.json(); } catch { /* not JSON: use the status line */ }
-    throw new ApiError(response.status, explain(parsed, response));
+    throw new ApiError(response.status, explain(parsed, response), (parsed && parsed.fields) || []);
   }
   if (raw) return response;
   return response.status === 204 ? null : response.json();

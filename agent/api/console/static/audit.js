@@ -9,17 +9,32 @@ const body = $("#audit-body");
 export const historyWords = (entry) => `${entry.what} by ${entry.who} at ${when(entry.at)}`;
 
 // A list that fills itself with an object's history (path: /links/ID/history or /postings/ID/history).
-export function historyList(path, label) {
+// ``none`` is what to say when no person has acted on it yet.
+export function historyList(path, label, none = "No one has acted on it yet.") {
   const list = el("ul", { class: "history", "aria-label": label });
   api("GET", path).then((entries) => {
     list.replaceChildren(...(entries.length ? entries.map((e) => el("li", { class: e.outcome === "ok" ? null : "failed" },
-      historyWords(e))) : [el("li", { class: "muted" }, "Nothing recorded yet.")]));
+      historyWords(e))) : [el("li", { class: "muted" }, none)]));
   }).catch((exc) => list.replaceChildren(el("li", { class: "alert" }, exc.message)));
   return list;
 }
 
-const change = (e) => (e.outcome !== "ok" && e.error) ? e.error
-  : [e.before, e.after].map((side) => (side === null || side === undefined ? "—" : JSON.stringify(side))).join(" → ");
+const shown = (v) => (v === null || v === undefined ? "—" : typeof v === "object" ? JSON.stringify(v) : String(v));
+const isRecord = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+// What an entry changed, field by field: only the fields whose value differs, each as "field: before → after".
+function change(e) {
+  if (e.outcome !== "ok" && e.error) return e.error;
+  const [before, after] = [e.before, e.after];
+  if (!isRecord(before) && !isRecord(after)) return `${shown(before)} → ${shown(after)}`;
+  const b = isRecord(before) ? before : {};
+  const a = isRecord(after) ? after : {};
+  const fields = [...new Set([...Object.keys(b), ...Object.keys(a)])]
+    .filter((k) => JSON.stringify(b[k]) !== JSON.stringify(a[k]));
+  if (!fields.length) return "no field changed";
+  return el("ul", { class: "changes" }, fields.map((k) => el("li", { "data-field": k },
+    el("strong", {}, k), `: ${k in b ? shown(b[k]) : "—"} → ${k in a ? shown(a[k]) : "—"}`)));
+}
 
 function query(form) {
   const params = new URLSearchParams();
@@ -67,7 +82,10 @@ export async function showAudit() {
   const { form, load } = filters(results, status);
   body.replaceChildren(chain, form, status, results);
   const verdict = await api("GET", "/audit/verify");
-  chain.textContent = verdict.intact ? `${verdict.count} entries, chain intact.`
+  const sealed = verdict.sealed_from === null
+    ? " Not sealed: the secrets backend holds no audit keys."
+    : ` Sealed from entry ${verdict.sealed_from}.` + verdict.checkpoints.map((c) => ` Matches ${c}.`).join("");
+  chain.textContent = verdict.intact ? `${verdict.count} entries, chain intact.${sealed}`
     : `The audit trail is broken at entry ${verdict.bad_entry}: ${verdict.problem}`;
   chain.className = verdict.intact ? "notice ok" : "alert";
   await load();

@@ -144,7 +144,8 @@ async function refund(p) {
 function history(p) {
   $("#posting-title").textContent = `Posting ${p.id}: history`;
   dialogBody.replaceChildren(el("p", {}, `${money(p.amount, p.currency)} from payment ${p.payment_ref}. ${story(p)}`),
-    historyList(`/postings/${p.id}/history`, `Who did what to posting ${p.id}`),
+    historyList(`/postings/${p.id}/history`, `Who did what to posting ${p.id}`,
+      "No one has retried, reallocated or removed it."),
     el("p", { class: "actions" }, el("button", { type: "button", "data-close": true }, "Close")));
   dialog.showModal();
 }

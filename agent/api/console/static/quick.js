@@ -1,5 +1,5 @@
 // Quick link: a one-off link without a matter; emailed at once or generated to copy.
-import { $, api, el, say } from "./api.js";
+import { $, api, el, formError } from "./api.js";
 import { linkView, notReady, sendWords, sentence } from "./linkview.js";
 
 const form = $("#quick-form");
@@ -9,7 +9,12 @@ const result = $("#quick-result");
 const sendYes = $("#quick-send-yes");
 
 const sendNow = () => sendYes.checked;
-const label = () => { submit.textContent = sendNow() ? "Send Link" : "Generate Link"; };
+// An email is needed only to send the link now; a link to copy and send by hand needs none.
+const label = () => {
+  submit.textContent = sendNow() ? "Send Link" : "Generate Link";
+  $("#quick-email").required = sendNow();
+  $("#quick-email-optional").hidden = sendNow();
+};
 
 for (const radio of form.querySelectorAll('input[name="send"]')) radio.addEventListener("change", label);
 
@@ -17,8 +22,8 @@ form.addEventListener("submit", async (event) => {
   event.preventDefault();
   error.hidden = true;
   const data = Object.fromEntries(new FormData(form));
-  const body = { name: data.name.trim(), email: data.email.trim(), amount: data.amount.trim(), account: data.account };
-  for (const name of ["invoice", "due_date", "description"]) if (data[name].trim()) body[name] = data[name].trim();
+  const body = { name: data.name.trim(), amount: data.amount.trim(), account: data.account };
+  for (const name of ["email", "invoice", "due_date", "description"]) if (data[name].trim()) body[name] = data[name].trim();
   submit.disabled = true;
   try {
     const link = await api("POST", "/links/quick", body);
@@ -37,7 +42,8 @@ form.addEventListener("submit", async (event) => {
     result.replaceChildren(linkView(link, { note, sends }));
     result.querySelector("button")?.focus();
   } catch (exc) {
-    say(error, exc.message, "error");
+    const inputs = Object.fromEntries([...form.elements].filter((e) => e.name && e.type !== "radio").map((e) => [e.name, e]));
+    formError(error, exc, inputs);
   } finally {
     submit.disabled = false;
   }

@@ -8,7 +8,7 @@ const COLUMNS = {
   payer_email: "Recipient Email", amount: "Amount", description: "Description", invoice_number: "Invoice Number",
   account: "Account", expires_at: "Expires", closed_at: "Closed", status_reason: "Note", url: "Link", id: "Link ID",
 };
-const DEFAULT = ["created_at", "status", "matter_number", "payer_name", "amount", "description", "expires_at"];
+const DEFAULT = ["created_at", "status", "matter_number", "invoice_number", "payer_name", "amount", "expires_at"];
 const STORE = "ledgerlink.sent.columns";
 const notice = $("#notice");
 const table = $("#sent-table");
@@ -37,6 +37,17 @@ function cell(link, column) {
   return el("td", {}, value ?? "");
 }
 
+// An outstanding link to paste into an email or chat of one's own (the guide's manual delivery).
+async function copyLink(link, button) {
+  try {
+    await navigator.clipboard.writeText(link.url);
+    say(notice, `Link for ${link.payer_name || link.id} copied: paste it into your email or chat.`, "ok");
+  } catch {
+    say(notice, `Copy this link: ${link.url}`, "info");  // no clipboard here (permissions): show it to copy by hand
+  }
+  button.focus();
+}
+
 async function cancel(link) {
   if (!confirm(`Cancel the ${money(link.amount, link.currency)} link for ${link.payer_name || "this payer"}? It can no longer be paid.`)) return;
   try {
@@ -63,8 +74,9 @@ async function load() {
       el("th", { scope: "col" }, el("span", { class: "muted" }, "Action")))),
     el("tbody", {}, links.map((link) => el("tr", { "data-link": link.id },
       shown.map((c) => cell(link, c)),
-      el("td", {}, link.status === "outstanding"
-        ? el("button", { type: "button", class: "small danger", "aria-label": `Cancel link ${link.id}`, onclick: () => cancel(link) }, "Cancel")
+      el("td", {}, link.status === "outstanding" ? el("div", { class: "row-actions" },
+        el("button", { type: "button", class: "small", "aria-label": `Copy link ${link.id}`, onclick: (event) => copyLink(link, event.currentTarget) }, "Copy"),
+        el("button", { type: "button", class: "small danger", "aria-label": `Cancel link ${link.id}`, onclick: () => cancel(link) }, "Cancel"))
         : "")))))));
 }
 
