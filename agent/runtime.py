@@ -11,11 +11,13 @@ import threading
 from functools import cached_property
 from pathlib import Path
 
+from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.core.scrub import ScrubFilter
 from agent.engine.directdebit import DirectDebit
 from agent.engine.export import Exporter
 from agent.engine.links import LinkEngine
 from agent.engine.payouts import Payouts
+from agent.engine.plans import Plans
 from agent.engine.refunds import Refunds
 from agent.engine.reminders import Reminders
 from agent.engine.sending import Sender
@@ -24,11 +26,14 @@ from agent.home.secrets import Secrets
 from agent.home.settings import Settings, load_settings
 from agent.state import StateStore
 from agent.state.accounts import stamp_kinds
+from agent.state.anchor import CHECKPOINTS, SECRET, Checkpoints, Seal
 from connectors.database.contract import Connector
 from connectors.plugins import CONNECTOR_GROUP, PROVIDER_GROUP, load
 from connectors.providers.contract import Provider
 from mappings.format import MappingFile, load_mapping
 from postings.outbox import Outbox
+
+log = logging.getLogger("ledgerlink")
 
 
 def resolve_relative(mapping: MappingFile, folder: Path) -> MappingFile:
@@ -49,8 +54,8 @@ def open_connector(mapping: MappingFile, secrets: Secrets) -> Connector:
 
 
 # what a hot reload rebuilds: everything built from the settings, the mapping or the connector
-ENGINES = ("secrets", "syncer", "outbox", "links", "directdebit", "sender", "reminders", "exporter", "payouts",
-           "refunds")
+ENGINES = ("secrets", "syncer", "outbox", "links", "directdebit", "plans", "sender", "reminders", "exporter",
+           "payouts", "refunds")
 
 
 class Runtime:
@@ -76,12 +81,33 @@ class Runtime:
         return resolve_relative(load_mapping(path, self.settings.trust_accounts), path.parent)
 
     @cached_property
+    def audit_seal(self) -> Seal:
+        """The audit trail's keys, in the secrets backend (agent.state.anchor)."""
+        return Seal(lambda: self.secrets.find(SECRET), lambda text: self.secrets.set(SECRET, text))
+
+    @cached_property
     def store(self) -> StateStore:
         store = StateStore(self.settings.state_database_url)
         if store.upgraded:  # rows an older agent made carry no account kind: fix today's, once
             with store.begin() as conn:
                 stamp_kinds(conn, self.account_kinds())
+        store.seal = self.audit_seal
+        try:
+            made = self.audit_seal.establish(store)
+        except ConfigurationError as exc:  # an environment-only backend cannot store them: doctor says so
+            log.warning("the audit trail is not sealed: %s", exc)
+        else:
+            if made:  # keyed from the next entry; this first checkpoint seals the entries before it as they are
+                Checkpoints(store, self.audit_seal, self.checkpoint_file).write(force=True)
         return store
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.settings.home / CHECKPOINTS
+
+    @cached_property
+    def checkpoints(self) -> Checkpoints:
+        return Checkpoints(self.store, self.audit_seal, self.checkpoint_file)
 
     def account_kinds(self) -> dict[str, str]:
         """Each account's kind as the settings say now (rows keep the kind they were made with)."""
@@ -106,6 +132,10 @@ class Runtime:
     @cached_property
     def directdebit(self) -> DirectDebit:
         return DirectDebit(self.settings, self.store, self.provider, retry_initial=self.links.retry_initial)
+
+    @cached_property
+    def plans(self) -> Plans:
+        return Plans(self.settings, self.store, self.directdebit)
 
     @cached_property
     def payouts(self) -> Payouts:
@@ -156,4 +186,8 @@ class Runtime:
         if "connector" in self.__dict__:
             self.connector.close()
         if "store" in self.__dict__:
+            try:  # a command that wrote entries leaves them checkpointed, service running or not
+                self.checkpoints.write()
+            except (LedgerlinkError, OSError) as exc:
+                log.warning("no audit checkpoint written: %s", exc)
             self.store.close()

@@ -16,7 +16,7 @@ from decimal import Decimal
 from sqlalchemy import Connection, select
 
 from agent.state.owed import available_balances
-from agent.state.schema import Row, collections, firm_statements, link_items, links
+from agent.state.schema import Row, collections, firm_statements, link_items, links, plan_instalments, plan_statements
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,12 @@ def _earmarks(conn: Connection, payment: Row) -> tuple[Row, Sequence[Row]] | Sha
         )).mappings().first()
         if collection is None:
             return Share(None, None, payment["amount"], "the payment did not come through a payment link")
+        if collection["kind"] == "plan":  # an instalment pays the plan's statements, oldest first
+            keys = conn.execute(select(plan_statements.c.statement_key).join(
+                plan_instalments, plan_instalments.c.plan_id == plan_statements.c.plan_id).where(
+                plan_instalments.c.collection_id == collection["id"])).scalars().all()
+            return ({"id": collection["id"], "matter_key": collection["matter_key"]},
+                    [{"statement_key": key, "amount": Decimal(0), "explicit": False} for key in keys])
         # A Direct Debit collection is for one statement: like a link earmarking the whole payment for it.
         return ({"id": collection["id"], "matter_key": collection["matter_key"]},
                 [{"statement_key": collection["statement_key"], "amount": payment["amount"], "explicit": True}])

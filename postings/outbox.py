@@ -318,7 +318,7 @@ def _column(name: str) -> Callable[[PostingParams], Any]:
 _MAKERS: dict[str, Callable[[PostingParams], Any]] = {
     **{name: _column(name) for name in ("reference", "provider", "kind", "amount", "currency", "statement_key",
                                         "statement_number", "matter_key", "matter_number", "method", "description",
-                                        "link_id", "section", "account", "bank_reference")},
+                                        "link_id", "section", "account", "bank_reference", "payer_name")},
     "payment_id": _column("payment_ref"),
     "payout_id": _column("payout_ref"),
     "from_account": _column("fees_account"),

@@ -25,7 +25,18 @@ from agent.api.console.router import router as console_router
 from agent.api.docs import mount_docs
 from agent.api.errors import install_error_handlers
 from agent.api.guard import Guard
-from agent.api.routers import audit, collections, links, matters, money, postings, settings, signin, status
+from agent.api.routers import (
+    audit,
+    collections,
+    links,
+    matters,
+    money,
+    plans,
+    postings,
+    settings,
+    signin,
+    status,
+)
 from agent.api.routers.common import ERRORS
 from agent.api.schemas import ErrorOut
 from agent.core.errors import ConfigurationError
@@ -34,8 +45,8 @@ from agent.runtime import Runtime
 __all__ = ["ApiServer", "create_app", "serve_api"]
 
 log = logging.getLogger("ledgerlink.api")
-STAFF_ROUTERS = (status.router, matters.router, links.router, postings.router, collections.router, money.router,
-                 console_router, audit.staff)
+STAFF_ROUTERS = (status.router, matters.router, links.router, postings.router, collections.router, plans.router,
+                 money.router, console_router, audit.staff)
 ADMIN_ROUTERS = (settings.router, audit.admin)
 
 

@@ -15,6 +15,7 @@ from agent.core.errors import DataError, RuleError
 from agent.core.model import check_message, parse_amount
 from agent.engine.links import Link
 from agent.engine.payouts import Breach, PayoutLine, PayoutView, SyncResult
+from agent.engine.plans import FREQUENCIES, Instalment, PlanRequest, PlanView
 from agent.engine.refunds import Refundable, RefundView
 
 
@@ -112,6 +113,21 @@ def link_out(link: Link) -> Out:
     return LinkOut(**{f.name: getattr(link, f.name) for f in dataclasses.fields(link)})
 
 
+class DebtOut(Out):
+    matter: MatterOut
+    currency: str
+    oldest_issue_date: dt.date | None = Field(description="The oldest open statement's issue date.")
+    statements: int = Field(description="How many open statements the matter has.")
+    open_balance: Decimal = Field(description="The firm database's open balance of those statements.")
+    left_to_collect: Decimal = Field(description="What is owed (agent.state.owed): the open balance less money "
+                                     "on its way and collections that will still take money.")
+
+
+class DebtsOut(Out):
+    total: int = Field(description="Matters that owe, with these filters; the page holds at most `limit` of them.")
+    debts: list[DebtOut]
+
+
 class MatterDetailOut(Out):
     matter: MatterOut
     statements: list[StatementOut]
@@ -155,7 +171,8 @@ class QuickLinkCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    email: EmailIn
+    email: EmailIn | None = Field(None, description="Where to email the link; leave out to copy it and send it "
+                                  "yourself.")
     amount: MoneyIn
     invoice: str | None = None
     due_date: dt.date | None = None
@@ -254,6 +271,31 @@ class RefundIn(BaseModel):
     reason: str = Field(min_length=1, description="Why, for the record.")
 
 
+InstalmentOut = schema_of("InstalmentOut", Instalment)
+PlanOut = schema_of("PlanOut", PlanView, instalments=(list[InstalmentOut], Field(  # type: ignore[valid-type]
+    description="Oldest first; state is scheduled or cancelled, else the collection's money status.")))
+
+
+class PlanIn(BaseModel):
+    """A plan's terms: the number of instalments or each instalment's amount (one of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    matter: str = Field(min_length=1, description="The matter's number or key.")
+    instalments: int | None = Field(None, ge=2, le=60, description="How many instalments.")
+    amount: MoneyIn | None = Field(None, description="Each instalment; the last takes what is left.")
+    total: MoneyIn | None = Field(None, description="Default: what the statements owe.")
+    frequency: Literal[FREQUENCIES] = "monthly"  # type: ignore[valid-type]
+    first: dt.date | None = Field(None, description="The first instalment's date; default: five days from today.")
+    statements: list[str] = Field(default_factory=list, description="Numbers or keys; default: all open ones.")
+
+    def request(self) -> PlanRequest:
+        if (self.instalments is None) == (self.amount is None):
+            raise RuleError("give instalments or amount: one of them")
+        return PlanRequest(self.matter, count=self.instalments, amount=self.amount, total=self.total,
+                           frequency=self.frequency, first=self.first, statements=tuple(self.statements))
+
+
 class AccountSettings(BaseModel):
     """The per-account texts and timings an admin may change from the console."""
 
@@ -304,7 +346,8 @@ class RemoveIn(BaseModel):
 
 class BulkRow(BaseModel):
     name: str
-    email: EmailIn
+    email: EmailIn | None = Field(None, description="Where to email the link; leave out to copy it and send it "
+                                  "yourself.")
     amount: MoneyIn
     invoice: str | None = None
     invoice_date: dt.date | None = None

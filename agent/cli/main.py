@@ -28,20 +28,22 @@ from agent.cli import (
     links,
     mirror,
     money,
+    plans,
     postings,
     sending,
     service,
     users,
 )
 from agent.cli.output import Commands, Handler
-from agent.core.errors import ConfigurationError, LedgerlinkError, RuleError
+from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.core.scrub import scrub
 from agent.home.logs import setup_logging
-from agent.home.settings import default_home
+from agent.home.settings import CONFIG_NAME, default_home, is_home
 from agent.runtime import Runtime
 
 log = logging.getLogger("ledgerlink.cli")
-MODULES = (home, mirror, links, sending, postings, money, bulk, directdebit, api, users, service, audit, doctor)
+MODULES = (home, mirror, links, sending, postings, money, bulk, directdebit, plans, api, users, service, audit,
+           doctor)
 
 
 # Whatever starts the agent (a shell with umask 022, a service manager), the state database, logs, sandbox
@@ -96,6 +98,12 @@ def _main(argv: Sequence[str] | None) -> int:
         handler: Handler = args.handler
         if not args.needs_runtime:
             return handler(args, None)
+        home = (args.home or default_home()).resolve()
+        if not (is_home(home) or getattr(args, "makes_home", False) or getattr(args, "demo", False)):
+            raise ConfigurationError(
+                f"{home} is not an agent home (it has no {CONFIG_NAME}); give the agent's folder with --home or "
+                "LEDGERLINK_HOME, or make a home there with 'ledgerlink init' (the demo) or 'ledgerlink init --firm "
+                "URL'")
         rt = Runtime.for_home(args.home)
         # log lines go to the home's log file; the console shows them only with -v (``run`` shows them itself)
         setup_logging(settings=rt.settings, console_level=logging.NOTSET if args.verbose else logging.WARNING)
@@ -118,12 +126,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _explain(exc: Exception) -> tuple[int, str]:
     """Exit code and one message for an error: 2 with the fix when a person made a mistake, 1 otherwise."""
-    if isinstance(exc, ConfigurationError):
-        return 2, f"configuration error: {exc}"
-    if isinstance(exc, RuleError):  # a rule refused what a person asked: they can fix it (README: exit 2)
-        return 2, f"error: {exc}"
-    if isinstance(exc, LedgerlinkError):
-        return 1, f"error: {exc}"
+    if isinstance(exc, LedgerlinkError):  # each class says its exit code (agent.core.errors)
+        return exc.exit_code, f"{exc.label}: {exc}"
     if isinstance(exc, tomllib.TOMLDecodeError):
         return 2, f"configuration error: a settings file is not valid TOML: {exc}; fix it and save it again"
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):

@@ -17,6 +17,7 @@ from agent.core.model import Actor, MerchantAccount
 from agent.home.accounts import set_account
 from agent.home.secrets import Secrets
 from agent.state import StateStore, audit
+from agent.state.anchor import SECRET as AUDIT_KEYS
 
 
 def change_account(store: StateStore, config: Path, actor: Actor, name: str,
@@ -33,11 +34,18 @@ def change_account(store: StateStore, config: Path, actor: Actor, name: str,
     return account, kept
 
 
+def _not_audit_keys(name: str) -> None:
+    if name == AUDIT_KEYS:
+        raise ConfigurationError(f"{AUDIT_KEYS!r} holds the audit trail's keys and is managed by the agent: "
+                                 "'ledgerlink audit rotate-key' replaces the key that seals new entries")
+
+
 def set_secret(store: StateStore, secrets: Secrets, actor: Actor, name: str, value: str) -> None:
     """Store secret ``name`` and audit it as secret.set (a refusal, such as the env backend, too)."""
     with audit.attempt(store, actor, "secret.set", "secret", name) as act:
         if not value:
             raise ConfigurationError("empty secret value; nothing stored")
+        _not_audit_keys(name)
         secrets.set(name, value)
         with store.begin() as conn:
             act.record(conn, after={"stored_in": secrets.describe()})
@@ -46,6 +54,7 @@ def set_secret(store: StateStore, secrets: Secrets, actor: Actor, name: str, val
 def delete_secret(store: StateStore, secrets: Secrets, actor: Actor, name: str) -> None:
     """Delete secret ``name`` and audit it as secret.delete."""
     with audit.attempt(store, actor, "secret.delete", "secret", name) as act:
+        _not_audit_keys(name)
         secrets.delete(name)
         with store.begin() as conn:
             act.record(conn, before={"stored_in": secrets.describe()})

@@ -36,7 +36,7 @@ from agent.home.settings import Settings
 from agent.state import StateStore, audit
 from agent.state.mirror import get_matter, get_payer, get_statement
 from agent.state.owed import payer_statements, statements_owed
-from agent.state.schema import Row, collections, firm_statements, mandates, payments
+from agent.state.schema import Row, collections, firm_statements, mandates, payments, plan_statements, plans
 from agent.state.statuses import (
     COLLECTION_CANCELLABLE,
     COLLECTION_CREATING,
@@ -219,26 +219,19 @@ class DirectDebit:
     def _create(self, mandate: Row, st: Statement, amount: Decimal, kind: str,
                 charge_date: dt.date | None, note: str | None = None, act: audit.Attempt | None = None) -> str | None:
         """Reserve the statement's current collection, then create it at the provider. None: someone else has it."""
-        collection_id = new_id("col")
-        now = utcnow()
         try:
             with self.store.begin() as conn:
-                conn.execute(collections.insert().values(
-                    id=collection_id, account=mandate["account"], provider=mandate["provider"],
-                    mandate_id=mandate["id"], payer_key=mandate["payer_key"], matter_key=st.matter_key,
-                    statement_key=st.key, kind=kind, amount=amount, currency=st.currency, charge_date=charge_date,
-                    status=COLLECTION_CREATING, current_key=st.key, note=note, idempotency_key=f"dd-{collection_id}",
-                    created_at=now, updated_at=now))
+                collection_id = reserve_collection(conn, mandate, st, amount, kind, charge_date, note=note)
                 if act is not None:
                     act.target("collection", collection_id)
                     act.record(conn, after={"statement": st.key, "amount": amount, "currency": st.currency,
                                             "kind": kind, "note": note})
         except IntegrityError:
             return None
-        self._submit(collection_id)
+        self.submit(collection_id)
         return collection_id
 
-    def _submit(self, collection_id: str) -> None:
+    def submit(self, collection_id: str) -> None:
         """Create (or, after a crash, find again under the same key) the reserved collection at the provider."""
         with self.store.read() as conn:
             row = conn.execute(select(collections).where(collections.c.id == collection_id)).mappings().one()
@@ -267,7 +260,7 @@ class DirectDebit:
         """CollectionCancelRefused when it went to the bank meanwhile; the row is then brought up to date."""
         if row["status"] in (COLLECTION_CREATING, COLLECTION_REFUSED) and row["provider_ref"] is None:
             if row["status"] == COLLECTION_CREATING:
-                self._submit(row["id"])
+                self.submit(row["id"])
                 with self.store.read() as conn:
                     row = conn.execute(select(collections).where(collections.c.id == row["id"])).mappings().one()
             if row["provider_ref"] is None:
@@ -303,7 +296,7 @@ class DirectDebit:
             stuck = conn.execute(select(collections.c.id).where(
                 collections.c.status == COLLECTION_CREATING)).scalars().all()
         for collection_id in stuck:  # cut off by a crash: finish under the same idempotency key
-            self._submit(collection_id)
+            self.submit(collection_id)
         for mandate in {m["payer_key"]: m for m in active}.values():  # the newest active mandate per payer
             self._schedule_payer(mandate, today, result)
         return result
@@ -315,9 +308,13 @@ class DirectDebit:
                 conn, mandate["payer_key"])}
             gone = [r for k, r in _currents(conn, mandate["payer_key"]).items()
                     if k not in open_keys and _recomputable(r, None, today)]
+            in_plans = set(conn.execute(select(plan_statements.c.statement_key).join(
+                plans, plans.c.id == plan_statements.c.plan_id).where(plans.c.status == "active")).scalars())
         for row in gone:  # statement paid elsewhere, void or deleted: nothing left to collect
             self._recompute(mandate, row, None, Decimal(0), result)
         for payable, current in planned:
+            if payable.statement.key in in_plans:  # a payment plan collects it, instalment by instalment
+                continue
             if current is None:
                 if payable.auto > 0:
                     made = self._create(mandate, payable.statement, payable.auto, "auto", payable.statement.due_date)
@@ -463,6 +460,22 @@ def apply_event(conn: Connection, account: str, event: ProviderEvent) -> bool:
 
 
 # ------------------------------------------------------------------------------------------- amounts
+
+
+def reserve_collection(conn: Connection, mandate: Row, st: Statement, amount: Decimal, kind: str,
+                       charge_date: dt.date | None, *, note: str | None = None, current: bool = True) -> str:
+    """Insert a collection as ``creating`` in the caller's transaction; ``DirectDebit.submit`` then makes it at the
+    provider under its idempotency key. ``current``: it is the statement's one collection (the unique index refuses
+    a second); a plan's instalment is not, since a plan's own figures keep it from collecting twice."""
+    collection_id = new_id("col")
+    now = utcnow()
+    conn.execute(collections.insert().values(
+        id=collection_id, account=mandate["account"], provider=mandate["provider"], mandate_id=mandate["id"],
+        payer_key=mandate["payer_key"], matter_key=st.matter_key, statement_key=st.key, kind=kind, amount=amount,
+        currency=st.currency, charge_date=charge_date, status=COLLECTION_CREATING,
+        current_key=st.key if current else None, note=note, idempotency_key=f"dd-{collection_id}",
+        created_at=now, updated_at=now))
+    return collection_id
 
 
 def _payer_statements(conn: Connection, payer_key: str | None, fallback: Statement | None = None

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, or_, select
 
-from agent.core.errors import DataError
+from agent.core.errors import NotFound
 from agent.core.model import Matter, Payer, Statement
 from agent.state.schema import component_status, firm_clients, firm_matters, firm_payers, firm_statements, quarantine
 
@@ -26,7 +26,7 @@ def get_matter(conn: Connection, ref: str) -> Matter:
         select(m).where(m.c.deleted.is_(False), or_(m.c.number == ref, m.c.key == ref)).order_by(m.c.number != ref)
     ).mappings().first()
     if row is None:
-        raise DataError(f"unknown matter {ref!r}: no matter with that number or key (has a sync run?)")
+        raise NotFound(f"unknown matter {ref!r}: no matter with that number or key (has a sync run?)")
     return matter_from_row(row)
 
 

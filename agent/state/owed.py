@@ -4,7 +4,8 @@ The mirror shows the firm database's balances as of the start of its last finish
 agent already moved is not in it yet. What is owed is therefore
 
     the mirror's open balance
-    - Direct Debit collections that will still take money (reserved, at the provider, not yet paid)
+    - Direct Debit collections that will still take money (reserved, at the provider, not yet paid), and a
+      payment plan's instalments still to come
     - payments received that the mirror does not show yet
     + refunds, failures and charge-backs whose reversal the mirror does not show yet
 
@@ -25,8 +26,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
-from sqlalchemy import ColumnElement, Connection, exists, select
+from sqlalchemy import ColumnElement, Connection, Numeric, cast, exists, func, select
 
 from agent.core.model import Statement
 from agent.state.mirror import mirror_as_of, open_statements, statement_from_row
@@ -37,10 +39,13 @@ from agent.state.schema import (
     link_items,
     links,
     payments,
+    plan_instalments,
+    plan_statements,
+    plans,
     postings,
     quarantine,
 )
-from agent.state.statuses import COLLECTION_LIVE, PAYMENT_UNPOSTED, POSTING_IN_FLIGHT
+from agent.state.statuses import COLLECTION_LIVE, LINK_OPEN, PAYMENT_UNPOSTED, POSTING_IN_FLIGHT
 
 ZERO = Decimal(0)
 # A payment's posting the firm's books do not hold yet: being written, or set aside for a person to place.
@@ -126,8 +131,12 @@ def _by_statement(conn: Connection, keys: list[str], *, pending_payments: bool) 
     for key, kind, amount in conn.execute(query):
         tally.posting(key, kind, amount)
     for key, amount in conn.execute(select(collections.c.statement_key, collections.c.amount).where(
-            collections.c.statement_key.in_(keys), collections.c.status.in_(COLLECTION_LIVE))):
+            collections.c.statement_key.in_(keys), collections.c.status.in_(COLLECTION_LIVE),
+            collections.c.kind != "plan")):
         tally.collections[key] += amount
+    for key, amount in plan_reserved(conn, plan_statements.c.statement_key.in_(keys)).items():
+        if key in keys:
+            tally.collections[key] += amount
     if pending_payments:
         _earmarked(conn, tally, link_items.c.statement_key.in_(keys))
     return tally
@@ -145,6 +154,32 @@ def _earmarked(conn: Connection, tally: _Tally, where: ColumnElement[bool]) -> N
         take = min(rest, earmark)
         left[payment_id] = rest - take
         tally.payments[key] += take
+
+
+def plan_reserved(conn: Connection, where: ColumnElement[bool]) -> dict[str, Decimal]:
+    """What active payment plans will still collect, per statement: instalments scheduled and instalments at the
+    provider not yet paid, spread over each plan's statements oldest first up to their balance (any rest on the
+    newest). Counted as pending collections, so no link or other collection asks for the same money."""
+    active = select(plans.c.id).join(plan_statements, plan_statements.c.plan_id == plans.c.id).where(
+        plans.c.status == "active", where)
+    plan_ids = list(dict.fromkeys(conn.execute(active).scalars()))
+    out: defaultdict[str, Decimal] = defaultdict(Decimal)
+    for plan_id in plan_ids:
+        i, c = plan_instalments.c, collections.c
+        scheduled = sum(conn.execute(select(i.amount).where(i.plan_id == plan_id, i.state == "scheduled"))
+                        .scalars(), ZERO)
+        live = sum(conn.execute(select(c.amount).join(plan_instalments, i.collection_id == c.id).where(
+            i.plan_id == plan_id, c.status.in_(COLLECTION_LIVE))).scalars(), ZERO)
+        rows = conn.execute(select(firm_statements.c.key, firm_statements.c.balance)
+                            .join(plan_statements, plan_statements.c.statement_key == firm_statements.c.key)
+                            .where(plan_statements.c.plan_id == plan_id)
+                            .order_by(firm_statements.c.issue_date, firm_statements.c.number)).all()
+        left = scheduled + live
+        for n, (key, balance) in enumerate(rows, start=1):
+            take = left if n == len(rows) else min(left, max(balance, ZERO))
+            out[key] += take
+            left -= take
+    return dict(out)
 
 
 def statements_owed(conn: Connection, statements: Iterable[Statement], *,
@@ -175,7 +210,9 @@ def matter_owed(conn: Connection, matter_key: str) -> MatterOwed:
                                                                     _unshown(as_of))):
         tally.posting(matter_key, kind, amount)
     tally.collections[matter_key] = sum(conn.execute(select(collections.c.amount).where(
-        collections.c.matter_key == matter_key, collections.c.status.in_(COLLECTION_LIVE))).scalars(), ZERO)
+        collections.c.matter_key == matter_key, collections.c.status.in_(COLLECTION_LIVE),
+        collections.c.kind != "plan")).scalars(), ZERO)
+    tally.collections[matter_key] += sum(plan_reserved(conn, plans.c.matter_key == matter_key).values(), ZERO)
     tally.payments[matter_key] += sum(conn.execute(
         select(payments.c.amount).join(links, links.c.id == payments.c.link_id)
         .where(links.c.matter_key == matter_key, _not_allocated_yet())).scalars(), ZERO)
@@ -196,5 +233,47 @@ def payer_statements(conn: Connection, payer_key: str) -> list[StatementOwed]:
     return statements_owed(conn, map(statement_from_row, rows))
 
 
-__all__ = ["Figures", "MatterOwed", "StatementOwed", "available_balances", "matter_owed", "payer_statements",
-           "statements_owed"]
+@dataclass(frozen=True)
+class Debt:
+    """A matter that owes money, as the Debts list shows it."""
+
+    matter_key: str
+    currency: str
+    oldest: dt.date | None  # the oldest open statement's issue date
+    statements: int
+    owed: MatterOwed
+
+
+DebtOrder = Literal["oldest", "largest"]
+
+
+def debts(conn: Connection, *, currency: str | None = None, matter_status: str | None = None,
+          link: Literal["none", "outstanding"] | None = None, order: DebtOrder = "oldest", limit: int = 50,
+          offset: int = 0) -> tuple[int, list[Debt]]:
+    """Matters with open statements, oldest debt first (then largest), or largest first; a page of them with what
+    each owes, and how many there are in all. The database orders by its own reading of the text balances; the
+    figures shown are ``matter_owed``'s, exact."""
+    s, m = firm_statements, firm_matters
+    held = select(quarantine.c.key).where(quarantine.c.entity == "statements")
+    size = func.sum(cast(s.c.balance, Numeric(20, 4)))
+    where = [m.c.deleted.is_(False), s.c.deleted.is_(False), s.c.status == "open", s.c.key.not_in(held)]
+    if currency is not None:
+        where.append(s.c.currency == currency)
+    if matter_status is not None:
+        where.append(m.c.status == matter_status)
+    if link is not None:
+        linked = exists().where(links.c.matter_key == m.c.key, links.c.status.in_(LINK_OPEN))
+        where.append(linked if link == "outstanding" else ~linked)
+    grouped = (select(m.c.key, s.c.currency, func.min(s.c.issue_date).label("oldest"),
+                      func.count().label("statements"), size.label("size"))
+               .join(s, s.c.matter_key == m.c.key).where(*where).group_by(m.c.key, s.c.currency)
+               .having(size != 0)).subquery()
+    total = conn.execute(select(func.count()).select_from(grouped)).scalar_one()
+    oldest = (grouped.c.oldest.is_(None), grouped.c.oldest)
+    ranking = (*oldest, grouped.c.size.desc()) if order == "oldest" else (grouped.c.size.desc(), *oldest)
+    rows = conn.execute(select(grouped).order_by(*ranking, grouped.c.key).limit(limit).offset(offset)).all()
+    return total, [Debt(key, ccy, first, count, matter_owed(conn, key)) for key, ccy, first, count, _ in rows]
+
+
+__all__ = ["Debt", "DebtOrder", "Figures", "MatterOwed", "StatementOwed", "available_balances", "debts",
+           "matter_owed", "payer_statements", "plan_reserved", "statements_owed"]

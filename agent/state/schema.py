@@ -203,6 +203,9 @@ audit_log = Table(
     Column("after", Text, comment="JSON of the values after, never secrets"),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # 0018: sealed with an HMAC key kept outside the store (agent.state.anchor); null for entries before keying
+    Column("key_id", String(8), comment="the audit key that sealed it; null before keying"),
+    Column("mac", String(64), comment="HMAC-SHA256 of key id, seq and hash"),
 )
 Index("ix_audit_object", audit_log.c.object_kind, audit_log.c.object_id)
 
@@ -213,6 +216,7 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", Integer, nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("key_id", String(8), comment="the key the next entry is sealed with (0018)"),
 )
 
 component_status = Table(
@@ -254,6 +258,7 @@ links = Table(
     Column("payer_phone", Text),
     Column("invoice_number", Text),
     Column("due_date", Date),
+    Column("message", Text, comment="the firm's own words to the payer for this link (0019)"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("closed_at", UTCDateTime),
@@ -432,7 +437,8 @@ collections = Table(
     Column("payer_key", KEY, nullable=False),
     Column("matter_key", KEY, nullable=False, index=True),
     Column("statement_key", KEY, nullable=False, index=True),
-    Column("kind", String(8), nullable=False, comment="auto (scheduled on the due date) or manual (Pay Now)"),
+    Column("kind", String(8), nullable=False,
+           comment="auto (scheduled on the due date), manual (Pay Now) or plan (a payment plan's instalment)"),
     Column("amount", DecimalText, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("charge_date", Date),
@@ -445,6 +451,43 @@ collections = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("account", "provider_ref", name="uq_collections_ref"),
+)
+
+# ---------------------------------------------------------------------------- payment plans (0020)
+
+plans = Table(
+    "plans", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("mandate_id", String(32), ForeignKey("mandates.id"), nullable=False),
+    Column("payer_key", KEY, nullable=False),
+    Column("matter_key", KEY, nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("total", DecimalText, nullable=False),
+    Column("frequency", String(12), nullable=False),
+    Column("status", String(16), nullable=False, comment="active, ended or cancelled"),
+    Column("active_key", KEY, unique=True, comment="the matter's key while active: one plan each"),
+    Column("note", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+plan_statements = Table(
+    "plan_statements", metadata,
+    Column("plan_id", String(32), ForeignKey("plans.id"), primary_key=True),
+    Column("statement_key", KEY, primary_key=True),
+)
+
+# An instalment's money status is its collection's (collections.kind = 'plan') once it is submitted.
+plan_instalments = Table(
+    "plan_instalments", metadata,
+    Column("plan_id", String(32), ForeignKey("plans.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("amount", DecimalText, nullable=False),
+    Column("due_on", Date, nullable=False),
+    Column("state", String(16), nullable=False, comment="scheduled, submitted or cancelled"),
+    Column("collection_id", String(32), ForeignKey("collections.id"), unique=True),
+    Column("note", Text),
 )
 
 # ---------------------------------------------------------------------------- delivery, reminders (0004)

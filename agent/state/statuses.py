@@ -136,12 +136,40 @@ COLLECTION_MOVES: Mapping[CollectionState, frozenset[CollectionState]] = {
 }
 del _C
 
+# ------------------------------------------------------------------------------------------------ payment plans
+class PlanState(StrEnum):
+    ACTIVE = "active"
+    ENDED = "ended"  # every instalment is paid, failed or cancelled: nothing more will be collected
+    CANCELLED = "cancelled"  # by staff, or because the debt was voided
+
+
+PLAN_MOVES: Mapping[PlanState, frozenset[PlanState]] = {
+    PlanState.ACTIVE: frozenset({PlanState.ENDED, PlanState.CANCELLED}),
+    PlanState.ENDED: frozenset(),
+    PlanState.CANCELLED: frozenset(),
+}
+
+
+class InstalmentState(StrEnum):
+    """Where an instalment is on our side; once submitted, its money status is its collection's."""
+
+    SCHEDULED = "scheduled"  # waiting for its date
+    SUBMITTED = "submitted"  # a Direct Debit collection was made for it
+    CANCELLED = "cancelled"  # the plan was cancelled, or the debt no longer needs it
+
+
+INSTALMENT_MOVES: Mapping[InstalmentState, frozenset[InstalmentState]] = {
+    InstalmentState.SCHEDULED: frozenset({InstalmentState.SUBMITTED, InstalmentState.CANCELLED}),
+    InstalmentState.SUBMITTED: frozenset(),
+    InstalmentState.CANCELLED: frozenset(),
+}
+
 # ------------------------------------------------------------------------------------------------ reminders
 REMINDER_DONE = ("sending", "sent", "unknown", "skipped")  # a step in one of these states is never sent (again)
 
 MOVES: Mapping[type[StrEnum], Mapping[Any, frozenset[Any]]] = {
     LinkState: LINK_MOVES, PaymentState: PAYMENT_MOVES, PostingState: POSTING_MOVES,
-    CollectionState: COLLECTION_MOVES,
+    CollectionState: COLLECTION_MOVES, PlanState: PLAN_MOVES, InstalmentState: INSTALMENT_MOVES,
 }
 
 

@@ -30,6 +30,7 @@ from agent.home.demo import init_home
 from agent.home.settings import load_settings
 from agent.runtime import Runtime
 from agent.service.loop import poll_payments
+from agent.state import audit
 from agent.state.schema import api_replays, links, postings
 from connectors.providers import sandbox
 
@@ -132,7 +133,7 @@ def test_binds_loopback_and_every_endpoint_but_health_needs_the_token(env: Env) 
     checked = 0
     for path, methods in paths.items():
         url = path.format(link_id="lnk_x", ref=MATTER, posting_id=1, name="operating", id=1,
-                          collection_id="col_x", payout="po_x", payment="pay_x")
+                          collection_id="col_x", payout="po_x", payment="pay_x", plan_id="plan_x")
         for method in methods:
             if path == "/health":
                 assert bare.request(method, url).status_code == 200
@@ -251,6 +252,12 @@ def test_quick_link_created_then_existing(env: Env) -> None:
     assert (again.status_code, again.json()["id"], again.json()["existing"]) == (200, first.json()["id"], True)
     missing = env.client.post("/links/quick", json={**body, "email": "not-an-address", "invoice": "Q-2"})
     assert missing.status_code == 422 and "email" in missing.json()["error"]
+    # To copy and send by hand: no email needed; emailing that link later says what is missing.
+    by_hand = env.client.post("/links/quick", json={"name": "Ben Hand", "amount": "30.00", "invoice": "Q-3"})
+    assert by_hand.status_code == 201 and by_hand.json()["url"]
+    sent = env.client.post(f"/links/{by_hand.json()['id']}/send", json={"channel": "email"})
+    assert 400 <= sent.status_code < 500 or sent.json()["ok"] is False, sent.text
+    assert "email" in sent.text.lower()
 
 
 def test_list_and_get_links(env: Env) -> None:
@@ -398,7 +405,7 @@ def test_a_plain_message_template_is_filled_in_and_an_unknown_placeholder_kept(e
 
 def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path) -> None:
     expected = {
-        "/health": {"get"}, "/status": {"get"}, "/matters": {"get"}, "/matters/{ref}": {"get"},
+        "/health": {"get"}, "/status": {"get"}, "/matters": {"get"}, "/matters/{ref}": {"get"}, "/debts": {"get"},
         "/links": {"get", "post"}, "/links/quick": {"post"}, "/links/{link_id}": {"get"},
         "/links/{link_id}/cancel": {"post"}, "/links/{link_id}/recreate": {"post"}, "/links/{link_id}/send": {"post"},
         "/postings": {"get"}, "/postings/{posting_id}": {"get"}, "/postings/{posting_id}/retry": {"post"},
@@ -410,6 +417,8 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
         "/console-info": {"get"}, "/link-delivery": {"get"}, "/console/sign-in": {"post"},
         "/console/sign-out": {"post"}, "/collections": {"get"}, "/collections/{collection_id}": {"get"},
         "/collections/{collection_id}/cancel": {"post"},
+        "/plans": {"get", "post"}, "/plans/preview": {"post"}, "/plans/{plan_id}": {"get"},
+        "/plans/{plan_id}/cancel": {"post"},
         "/payouts": {"get"}, "/payouts/breaches": {"get"}, "/payouts/{payout}": {"get"}, "/refunds": {"get"},
         "/payouts/pay-out-now": {"post"},
         "/payments/{payment}/refund": {"get", "post"},
@@ -461,3 +470,72 @@ def test_refund_is_admin_only_refused_over_what_is_left_and_shown_on_its_payout(
     assert [(p["section"], p["amount"]) for p in payout_postings] == [("fees", "2.00"), ("deposits", "598.00")]
     detail = env.client.get(f"/postings/{payout_postings[1]['id']}").json()
     assert detail["payment"] is None and len(detail["allocations"]) == 2  # the payout's postings
+
+
+# ------------------------------------------------------------------------------------------- debts
+
+
+def test_debts_open_on_what_is_owed_oldest_first_paged_and_filtered(env: Env) -> None:
+    """The Debts list: every matter that owes, oldest debt first (then largest), with the firm's balance and what
+    is left to collect once money on its way is counted; paged; by account currency, matter status and link."""
+    with sqlite3.connect(env.home / "demo-firm.db") as conn:
+        expected = conn.execute(
+            "SELECT m.matter_no, MIN(b.issued_on), SUM(b.balance_pence), m.state FROM bills b JOIN matters m ON m.id = "
+            "b.matter_id WHERE b.state = 'OPEN' GROUP BY m.id HAVING SUM(b.balance_pence) != 0").fetchall()
+    assert len(expected) > 10
+    first = env.client.get("/debts", params={"limit": 5})
+    assert first.status_code == 200
+    body = first.json()
+    assert body["total"] == len(expected) and len(body["debts"]) == 5
+    everything = env.client.get("/debts", params={"limit": 200}).json()["debts"]
+    assert [d["matter"]["number"] for d in everything[:5]] == [d["matter"]["number"] for d in body["debts"]]
+    ranked = sorted(expected, key=lambda r: (r[1], -r[2], r[0]))
+    assert [d["matter"]["number"] for d in everything] == [r[0] for r in ranked]
+    assert {d["matter"]["number"]: Decimal(d["open_balance"]) for d in everything} == {
+        r[0]: Decimal(r[2]) / 100 for r in expected}  # exact, from the mirror
+    second = env.client.get("/debts", params={"limit": 5, "offset": 5}).json()["debts"]
+    assert [d["matter"]["number"] for d in second] == [d["matter"]["number"] for d in everything[5:10]]
+    largest = env.client.get("/debts", params={"order": "largest", "limit": 200}).json()["debts"]
+    sizes = [Decimal(d["open_balance"]) for d in largest]
+    assert sizes == sorted(sizes, reverse=True)
+
+    # A link paid but not yet posted: what is left to collect drops at once, the firm's balance does not.
+    link = create(env, amount="100.00").json()
+    sandbox.pay(env.home, link["provider_ref"])
+    poll_payments(env.rt)
+    okafor = next(d for d in env.client.get("/debts", params={"limit": 200}).json()["debts"]
+                  if d["matter"]["number"] == MATTER)
+    assert Decimal(okafor["open_balance"]) - Decimal(okafor["left_to_collect"]) == Decimal("100.00")
+    waiting = env.client.post("/links", json={"matter": "M-2026-0030"}).json()
+    outstanding = env.client.get("/debts", params={"link": "outstanding"}).json()
+    assert [d["matter"]["number"] for d in outstanding["debts"]] == ["M-2026-0030"] and waiting["id"]
+    assert all(d["matter"]["link_sent"] for d in outstanding["debts"])
+    none = env.client.get("/debts", params={"link": "none", "limit": 200}).json()
+    assert none["total"] == body["total"] - 1
+    closed = env.client.get("/debts", params={"status": "closed"}).json()["debts"]
+    assert [d["matter"]["number"] for d in closed] == [r[0] for r in ranked if r[3] == "C"] != []
+    assert env.client.get("/debts", params={"account": "operating"}).json()["total"] == body["total"]  # GBP
+    for bad in ({"account": "nosuch"}, {"limit": 0}, {"order": "newest"}, {"offset": -1}):
+        answer = env.client.get("/debts", params=bad)
+        assert answer.status_code == 422, bad
+
+
+def test_an_invalid_request_names_its_fields_in_words_and_is_on_the_audit_trail(env: Env) -> None:
+    """Issue 26: a refused request says which field and what is wrong without developer prefixes, so the console can
+    mark the field; a state-changing one is an audit entry (who, the route, the fields), never its values."""
+    answer = env.client.post("/links", json={"matter": MATTER, "amount": "10,50", "colour": "red"})
+    assert answer.status_code == 422
+    body = answer.json()
+    fields = {f["field"]: f["message"] for f in body["fields"]}
+    assert set(fields) == {"amount", "colour"} and fields["colour"] == "is not a field of this request"
+    assert "decimal comma" in fields["amount"] or "10,50" in fields["amount"], fields
+    assert "body." not in body["error"] and "Value error" not in body["error"]
+    assert body["error"].startswith(("amount: ", "colour: "))
+    with env.rt.store.read() as conn:
+        entries = [e for e in audit.entries(conn) if e.action == "request.refused"]
+    assert len(entries) == 1 and entries[0].actor == "user:clerk" and entries[0].outcome == "failed"
+    assert entries[0].object_id == "POST /links" and entries[0].before == {"fields": ["amount", "colour"]}
+    assert "10,50" not in json.dumps(entries[0].before)
+    assert env.client.get("/debts", params={"limit": 0}).status_code == 422
+    with env.rt.store.read() as conn:  # a read refused is not an entry
+        assert len([e for e in audit.entries(conn) if e.action == "request.refused"]) == 1

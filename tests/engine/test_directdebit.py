@@ -6,13 +6,28 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sqlite3
 import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from directdebit_support import (
+    DUE,
+    MATTER,
+    PAST,
+    PAYER,
+    TODAY,
+    add_bill,
+    at_sandbox,
+    balance,
+    firm,
+    home_fixture,  # noqa: F401  (pytest fixture "home")
+    poll,
+    rt_fixture,  # noqa: F401  (pytest fixture "rt")
+    set_balance,
+    sync,
+)
 from fakes.gocardless_api import FakeGoCardless
 from tests_support import STAFF, bearer
 
@@ -20,9 +35,6 @@ from agent.cli.main import main
 from agent.core.errors import RuleError
 from agent.core.model import MerchantAccount
 from agent.engine import directdebit as dd
-from agent.engine.payments import EventPoller
-from agent.engine.sync import Syncer
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.state.schema import payments, postings
 from connectors.providers import sandbox
@@ -37,44 +49,6 @@ from connectors.providers.contract import (
 from connectors.providers.gocardless import GoCardlessProvider
 from connectors.testkit.provider import drain
 
-TODAY = dt.date.today()
-DUE = TODAY + dt.timedelta(days=10)
-PAST = TODAY - dt.timedelta(days=10)
-PAYER = "90"
-MATTER = "M-2026-0900"
-
-
-def firm(home: Path) -> sqlite3.Connection:
-    return sqlite3.connect(home / "demo-firm.db")
-
-
-def add_bill(home: Path, number: str, pence: int, due: dt.date) -> str:
-    """A statement for the test payer; issued 30 days before it is due, as the demo firm does."""
-    with firm(home) as conn:
-        cur = conn.execute(
-            "INSERT INTO bills (bill_no, matter_id, issued_on, due_on, total_pence, balance_pence)"
-            " VALUES (?, 900, ?, ?, ?, ?)", (number, (due - dt.timedelta(days=30)).isoformat(), due.isoformat(),
-                                               pence, pence))
-        return str(cur.lastrowid)
-
-
-def set_balance(home: Path, key: str, pence: int) -> None:
-    with firm(home) as conn:
-        conn.execute("UPDATE bills SET balance_pence = ? WHERE id = ?", (pence, int(key)))
-
-
-def balance(home: Path, key: str) -> int:
-    with firm(home) as conn:
-        return conn.execute("SELECT balance_pence FROM bills WHERE id = ?", (int(key),)).fetchone()[0]
-
-
-def sync(rt: Runtime) -> None:
-    Syncer(rt.store, rt.connector).sync()
-
-
-def poll(rt: Runtime) -> None:
-    EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
-
 
 def schedule(rt: Runtime) -> dd.ScheduleResult:
     sync(rt)
@@ -83,37 +57,6 @@ def schedule(rt: Runtime) -> dd.ScheduleResult:
 
 def current(rt: Runtime) -> dict[str, dd.CollectionView]:
     return {c.statement_key: c for c in rt.directdebit.list_collections() if c.current}
-
-
-def at_sandbox(home: Path, ref: str | None) -> tuple[str, str]:
-    with sqlite3.connect(home / sandbox.DB_NAME) as conn:
-        return conn.execute("SELECT amount, status FROM collections WHERE ref = ?", (ref,)).fetchone()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    init_home(home)
-    with firm(home) as conn:  # a payer of our own, so the demo's bills do not change the figures
-        conn.execute("INSERT INTO clients (id, name, email) VALUES (90, 'Ada Direct', 'ada@example.com')")
-        conn.execute("INSERT INTO payers (id, client_id, name, email) VALUES (90, 90, 'Ada Direct', 'ada@example.com')")
-        conn.execute("INSERT INTO matters (id, matter_no, title, client_id, payer_id) VALUES (900, ?, 'Lease', 90, 90)",
-                     (MATTER,))
-    return home
-
-
-@pytest.fixture
-def rt(home: Path) -> Iterator[Runtime]:
-    runtime = Runtime.for_home(home)
-    runtime.links.retry_initial = 0.01
-    sync(runtime)
-    mandate = runtime.directdebit.setup_mandate(STAFF, PAYER)
-    assert mandate.status == "pending_customer_approval" and mandate.url
-    sandbox.set_mandate(home, mandate.setup_ref, "active")  # the payer completes the flow
-    poll(runtime)
-    assert [m.status for m in runtime.directdebit.list_mandates()] == ["active"]
-    yield runtime
-    runtime.close()
 
 
 def figures(rt: Runtime, key: str) -> dd.Payable:

@@ -418,7 +418,7 @@ def test_posting_params_offer_every_documented_name_with_its_value(env: Env) -> 
         "paid_on_local": paid.astimezone(ZoneInfo("Europe/London")).date(), "posting_uuid": str(uid),
         "posting_uuid_hex": uid.hex, "section": row["section"], "account": row["account"],
         "account_kind": "operating", "payout_id": None, "bank_reference": None, "from_account": row["fees_account"],
-        "ledger": "SL",
+        "payer_name": row["payer_name"], "ledger": "SL",
     }
     assert dict(params) == expected
     with pytest.raises(KeyError):

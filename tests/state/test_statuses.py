@@ -19,8 +19,10 @@ from agent.state.statuses import (
     MOVES,
     CollectionState,
     IllegalMove,
+    InstalmentState,
     LinkState,
     PaymentState,
+    PlanState,
     PostingState,
     move,
     sources,
@@ -32,6 +34,8 @@ INITIAL: dict[type[StrEnum], set[Any]] = {
     PaymentState: {PaymentState.PENDING, PaymentState.CONFIRMED, PaymentState.FAILED},  # a first event may settle
     PostingState: {PostingState.PENDING, PostingState.INCOMPLETE},
     CollectionState: {CollectionState.CREATING},
+    PlanState: {PlanState.ACTIVE},
+    InstalmentState: {InstalmentState.SCHEDULED},
 }
 
 

@@ -1,9 +1,11 @@
-// The console shell: hash routing between screens, the Debts screen and the Instant Bank Pay popup.
-import { $, api, el, fillAccounts, say, session } from "./api.js";
+// The console shell: hash routing between screens, the Debts screen and the Instant Bank Pay popup (the Payment
+// plan popup beside it is plans.js).
+import { $, api, el, fillAccounts, formError, say, session } from "./api.js";
 import { money, useFirmFormat, when } from "./format.js";
 import { deliveryWords, linkView } from "./linkview.js";
 import { showBulk } from "./bulk.js";
 import { showPayouts } from "./payouts.js";
+import { openPlan } from "./plans.js";
 import { showPostings } from "./postings.js";
 import { showQuick } from "./quick.js";
 import { showSent } from "./sent.js";
@@ -76,8 +78,58 @@ async function start() {
 const results = $("#search-results");
 const matterPanel = $("#matter");
 
+const PAGE = 25;
+let owedOffset = 0;
+
 async function showDebts() {
   $("#search-form").onsubmit = (event) => { event.preventDefault(); search($("#search").value.trim()); };
+  const account = $("#owed-account");
+  if (!account.options.length) {
+    account.replaceChildren(el("option", { value: "" }, "All accounts"),
+      ...session.accounts.map((a) => el("option", { value: a.name }, `${a.name} (${a.currency})`)));
+  }
+  $("#owed-filters").onchange = () => { owedOffset = 0; owed(); };
+  await owed();
+}
+
+// The Debts screen opens on what is owed: every matter with open statements, oldest debt first, a page at a time.
+async function owed() {
+  const list = $("#owed-list");
+  const params = new URLSearchParams({ limit: String(PAGE), offset: String(owedOffset) });
+  for (const [name, value] of new FormData($("#owed-filters"))) if (value) params.set(name, String(value));
+  let page;
+  try {
+    page = await api("GET", `/debts?${params}`);
+  } catch (exc) {
+    list.replaceChildren(el("p", { class: "alert", role: "alert" }, exc.message));
+    return;
+  }
+  for (const d of page.debts) clientNames.set(d.matter.number, d.matter.client_name);
+  if (!page.debts.length) {
+    list.replaceChildren(el("p", { class: "empty" }, owedOffset ? "No more debts." : "Nothing is owed on these terms."));
+    return;
+  }
+  const last = Math.min(owedOffset + page.debts.length, page.total);
+  const turn = (by) => { owedOffset = Math.max(0, owedOffset + by); owed(); };
+  list.replaceChildren(el("table", { id: "owed-table" },
+    el("caption", {}, `${owedOffset + 1}–${last} of ${page.total} matter${page.total === 1 ? "" : "s"} owing`),
+    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Matter"), el("th", { scope: "col" }, "Client"),
+      el("th", { scope: "col" }, "Oldest bill"), el("th", { scope: "col", class: "num" }, "Bills"),
+      el("th", { scope: "col", class: "num" }, "Open balance"), el("th", { scope: "col", class: "num" }, "Left to collect"),
+      el("th", { scope: "col" }, "Payment link"), el("th", { scope: "col" }, el("span", { class: "muted" }, "Action")))),
+    el("tbody", {}, page.debts.map((d) => el("tr", { "data-matter": d.matter.number },
+      el("td", { class: "nowrap" }, d.matter.number, el("br"), el("span", { class: "muted" }, d.matter.name)),
+      el("td", {}, d.matter.client_name || ""),
+      el("td", { class: "nowrap" }, when(d.oldest_issue_date)),
+      el("td", { class: "num" }, String(d.statements)),
+      el("td", { class: "num" }, money(d.open_balance, d.currency)),
+      el("td", { class: "num" }, money(d.left_to_collect, d.currency)),
+      el("td", {}, d.matter.link_sent ? "Waiting to be paid" : ""),
+      el("td", {}, el("button", { type: "button", class: "small", "aria-label": `Open ${d.matter.number}`,
+        onclick: () => openMatter(d.matter.number).then(() => $("#matter").scrollIntoView()) }, "Open")))))),
+  el("p", { class: "actions" },
+    el("button", { type: "button", id: "owed-previous", disabled: owedOffset === 0, onclick: () => turn(-PAGE) }, "Previous"),
+    el("button", { type: "button", id: "owed-next", disabled: last >= page.total, onclick: () => turn(PAGE) }, "Next")));
 }
 
 const clientNames = new Map();  // matter number -> client name, from the search (the detail has no client)
@@ -123,6 +175,7 @@ async function loadMatter(ref) {
 }
 
 async function search(text) {
+  $("#debts-owed").hidden = Boolean(text);  // a search narrows the screen to what it finds; an empty one goes back
   if (!text) {
     results.replaceChildren(el("p", { class: "alert", role: "alert" }, "Type part of a matter number, matter name, client name or invoice number."));
     return;
@@ -175,7 +228,8 @@ export async function openMatter(ref) {
           el("td", { class: "num" }, money(s.amount, s.currency)), el("td", { class: "num" }, money(s.balance, s.currency))))),
       ) : el("p", { class: "empty" }, "No open statements on this matter."),
       el("p", { class: "actions" },
-        el("button", { type: "button", class: "primary", id: "instant-bank-pay", onclick: () => openPay(m.number) }, "Instant Bank Pay"))));
+        el("button", { type: "button", class: "primary", id: "instant-bank-pay", onclick: () => openPay(m.number) }, "Instant Bank Pay"),
+        el("button", { type: "button", id: "payment-plan", onclick: () => openPlan(m, () => openMatter(m.number).then(() => $("#payment-plan")?.focus()).catch(() => {})) }, "Payment plan"))));
   matterPanel.hidden = false;
 }
 
@@ -296,7 +350,7 @@ function payForm(m, replacing) {
       showLink(link, m, replacing ? `Link ${replacing.id} was cancelled and this new link replaces it.`
         : link.existing ? "This debt already had a pending payment link, so it is shown instead of creating another one." : "");
     } catch (exc) {
-      say(error, exc.message, "error");
+      formError(error, exc, { amount, description, account });
       submit.disabled = false;
       submit.textContent = replacing ? "Cancel old link & create new" : "Create link";
     }

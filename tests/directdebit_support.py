@@ -1,0 +1,98 @@
+"""A Direct Debit payer on the demo firm, for the Direct Debit and payment-plan tests: payer 90 with matter
+M-2026-0900 (so the demo's own bills never change the figures), an active sandbox mandate, and the firm-database
+and provider steps the tests drive by hand. Its ``home`` and ``rt`` fixtures are imported by each test module."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests_support import STAFF
+
+from agent.engine.payments import EventPoller
+from agent.engine.sync import Syncer
+from agent.home.demo import init_home
+from agent.runtime import Runtime
+from connectors.providers import sandbox
+
+TODAY = dt.date.today()
+DUE = TODAY + dt.timedelta(days=10)
+PAST = TODAY - dt.timedelta(days=10)
+PAYER = "90"
+MATTER = "M-2026-0900"
+
+
+def firm(home: Path) -> sqlite3.Connection:
+    return sqlite3.connect(home / "demo-firm.db")
+
+
+def make_home(home: Path) -> Path:
+    """The demo home with the test payer, its client and matter (no bills yet)."""
+    init_home(home)
+    with firm(home) as conn:
+        conn.execute("INSERT INTO clients (id, name, email) VALUES (90, 'Ada Direct', 'ada@example.com')")
+        conn.execute("INSERT INTO payers (id, client_id, name, email) VALUES (90, 90, 'Ada Direct', 'ada@example.com')")
+        conn.execute("INSERT INTO matters (id, matter_no, title, client_id, payer_id) VALUES (900, ?, 'Lease', 90, 90)",
+                     (MATTER,))
+    return home
+
+
+@pytest.fixture(name="home")
+def home_fixture(tmp_path: Path) -> Path:
+    return make_home(tmp_path / "home")
+
+
+@pytest.fixture(name="rt")
+def rt_fixture(home: Path) -> Iterator[Runtime]:
+    runtime = with_active_mandate(home)
+    yield runtime
+    runtime.close()
+
+
+def with_active_mandate(home: Path) -> Runtime:
+    """A runtime on ``home`` whose payer has completed the sandbox's mandate flow."""
+    runtime = Runtime.for_home(home)
+    runtime.links.retry_initial = 0.01
+    sync(runtime)
+    mandate = runtime.directdebit.setup_mandate(STAFF, PAYER)
+    assert mandate.status == "pending_customer_approval" and mandate.url
+    sandbox.set_mandate(home, mandate.setup_ref, "active")  # the payer completes the flow
+    poll(runtime)
+    assert [m.status for m in runtime.directdebit.list_mandates()] == ["active"]
+    return runtime
+
+
+def add_bill(home: Path, number: str, pence: int, due: dt.date) -> str:
+    """A statement for the test payer; issued 30 days before it is due, as the demo firm does."""
+    with firm(home) as conn:
+        cur = conn.execute(
+            "INSERT INTO bills (bill_no, matter_id, issued_on, due_on, total_pence, balance_pence)"
+            " VALUES (?, 900, ?, ?, ?, ?)", (number, (due - dt.timedelta(days=30)).isoformat(), due.isoformat(),
+                                               pence, pence))
+        return str(cur.lastrowid)
+
+
+def set_balance(home: Path, key: str, pence: int) -> None:
+    with firm(home) as conn:
+        conn.execute("UPDATE bills SET balance_pence = ? WHERE id = ?", (pence, int(key)))
+
+
+def balance(home: Path, key: str) -> int:
+    with firm(home) as conn:
+        return conn.execute("SELECT balance_pence FROM bills WHERE id = ?", (int(key),)).fetchone()[0]
+
+
+def sync(rt: Runtime) -> None:
+    Syncer(rt.store, rt.connector).sync()
+
+
+def poll(rt: Runtime) -> None:
+    EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
+
+
+def at_sandbox(home: Path, ref: str | None) -> tuple[str, str]:
+    with sqlite3.connect(home / sandbox.DB_NAME) as conn:
+        return conn.execute("SELECT amount, status FROM collections WHERE ref = ?", (ref,)).fetchone()
