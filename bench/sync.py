@@ -319,7 +319,7 @@ def _open_agent(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
 
     connector = SQLAlchemyConnector(load_mapping(spec["mapping"]))
     store = StateStore(f"sqlite:///{spec['state']}")
-    return store, connector, Syncer(store, connector, spec["batch"])
+    return store, connector, Syncer(store, connector, spec["batch"], bulk=spec.get("bulk", True))
 
 
 def phase_full(spec: dict[str, Any]) -> dict[str, Any]:
@@ -435,6 +435,7 @@ class Figures:
     full: dict[str, Any]
     incremental: dict[str, Any]
     sums_ok: bool
+    by_rows: dict[str, Any]  # the same full sync by the row path (Syncer(bulk=False))
 
     @property
     def raw_rate(self) -> float:
@@ -513,9 +514,13 @@ def bench_one(firm: Firm, work: Path, rows: int, matters: int, batch: int) -> Fi
     print(f"[{firm.kind}] full sync ...", file=sys.stderr, flush=True)
     full = run_phase("full", spec)
     sums_ok = _source_sum(firm) == _store_sum(spec["state"])
+    print(f"[{firm.kind}] full sync by the row path, for comparison ...", file=sys.stderr, flush=True)
+    rows_only = {**spec, "bulk": False, "state": str(work / f"state-{firm.kind}-rows.db")}
+    by_rows = run_phase("full", rows_only)
+    sums_ok = sums_ok and _source_sum(firm) == _store_sum(rows_only["state"])
     print(f"[{firm.kind}] incremental sync ...", file=sys.stderr, flush=True)
     incremental = run_phase("incremental", spec)
-    return Figures(firm.kind, load_s, raw, floor, full, incremental, sums_ok)
+    return Figures(firm.kind, load_s, raw, floor, full, incremental, sums_ok, by_rows)
 
 
 def _postgres_admin() -> Any:
@@ -554,6 +559,11 @@ def print_table(results: list[Figures], rows: int, matters: int, batch: int) -> 
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
           f"(1 / 5 / 15 min)"
           f" at the end; CPU ratio = ours / raw in rows per CPU second of each process")
+    for f in results:
+        rows_rate = f.by_rows["rows"]["statements"] / f.by_rows["seconds"]["statements"]
+        print(f"- {f.kind}: ours {f.ours_rate:,.0f} rows/s against the row path's {rows_rate:,.0f} in this run "
+              f"({f.ours_rate / rows_rate:.2f}x), "
+              f"row path peak RSS {f.by_rows['rss_mb']:.0f} MB")
     for f in results:
         inc, full = f.incremental, f.full
         matters_rate = full["rows"]["matters"] / full["seconds"]["matters"]

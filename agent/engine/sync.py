@@ -37,6 +37,7 @@ from agent.state.schema import FIRM_TABLES, KEY, checkpoints, quarantine
 from agent.state.search import SearchIndex
 from agent.state.store import dumps_watermark, loads_watermark, utcnow
 from agent.state.types import DecimalText
+from connectors.database.arrow import BulkAbandoned
 from connectors.database.contract import Batch, Connector, Position, same_type
 from mappings.format import EntityName
 
@@ -211,10 +212,13 @@ def _digest(row: Iterable[Any]) -> str:
 
 class Syncer:
     def __init__(self, store: StateStore, connector: Connector, batch_size: int = 5000,
-                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+                 clock: Callable[[], dt.datetime] = utcnow, bulk: bool = True) -> None:
         self.store = store
         self.connector = connector
         self.batch_size = batch_size
+        # a pass from no checkpoint (a first sync, sync --full) reads through Arrow when the source can; the
+        # records are written by the store's own driver (SQLite only: a date is ISO text there)
+        self.bulk = bulk and store.engine.dialect.name == "sqlite"
         self.clock = clock  # when a pass begins: the settle horizon is measured from it
         self._indexed: set[str] = set()  # entities whose mirror indexes this process has seen exist
         self.search = SearchIndex()  # what this syncer's stored batches owe the search index
@@ -335,6 +339,15 @@ class Syncer:
             deferred = self._defer_indexes(entity) if start is None else []
             last = start
             try:
+                if start is None and self.bulk:
+                    loaded = self._bulk_load(entity, progress)
+                    if loaded is not None:
+                        count += loaded[0]
+                        if not has_wm:
+                            return  # everything was read: there is no later row to read after it
+                        start = last = loaded[1]
+                        # read on after it as a first sync's keyset read would: no lookback re-read
+                        settled = horizon = start.watermark if start else None
                 reads = self.connector.read(entity, start, self.batch_size, settled, horizon)
                 table, dialect = FIRM_TABLES[entity], self.store.engine.dialect.name
                 pages = ((b, driver_values(table, dialect, b.rows)) for b in reads)
@@ -358,6 +371,38 @@ class Syncer:
         # The mirror now holds every row of this entity as the firm database had it at ``started`` or later.
         self.store.record_ok(mirror_component(entity), at=started)
         return count + quarantined
+
+    def _bulk_load(self, entity: str, progress: Progress | None) -> tuple[int, Position | None] | None:
+        """Every row of the entity through Arrow (``Connector.bulk_read``, ``agent.state.bulk``), then the
+        checkpoint at where a keyset read of everything would have ended; the pass then reads on from there as
+        usual (what changed meanwhile). Rows the kernels leave to the row path are stored or quarantined by it.
+        None: no bulk read here, or it was abandoned part-way (what it stored is upserted again by the row path)."""
+        read = self.connector.bulk_read(entity, self.batch_size)
+        if read is None:
+            return None
+        table, dialect = FIRM_TABLES[entity], self.store.engine.dialect.name
+        count = 0
+        # the read, the kernels and the driver values on a thread while this one writes the page before
+        pages = ((p.rows, p.values(), p.rejected) for p in read.pages)
+        try:
+            for rows, values, rejected in _ReadAhead(pages) if self.connector.reads_elsewhere else pages:
+                self._store(Batch(entity, [*rows, *values], None, rejected), False,
+                            [*driver_values(table, dialect, rows), *values])
+                count += len(rows) + len(values)
+                if progress:
+                    progress(entity, len(rows) + len(values))
+        except BulkAbandoned as exc:
+            log.warning("bulk read of %s abandoned, reading it row by row: %s", entity, exc)
+            return None
+        self.search.everything = True  # a whole entity was loaded: the index is rebuilt at the catch-up
+        with self.store.begin() as conn:
+            conn.execute(checkpoints.delete().where(checkpoints.c.entity == entity))
+            if read.position is not None:
+                conn.execute(checkpoints.insert().values(
+                    entity=entity, rows_synced=count, updated_at=utcnow(),
+                    watermark=dumps_watermark(read.position.watermark), last_key=dumps_watermark(read.position.key)))
+        log.info("bulk-loaded %d %s", count, entity)
+        return count, read.position
 
     def _defer_indexes(self, entity: str) -> list[Index]:
         """A first full sync into an empty mirror table loads it without its secondary indexes and builds them

@@ -85,6 +85,14 @@ class EntityInfo:
     null_watermarks: int
 
 
+@dataclass
+class BulkRead:
+    """A bulk read (``Connector.bulk_read``): where a keyset read would end, and the pages (``ArrowPage``)."""
+
+    position: Position | None
+    pages: Iterator[Any]
+
+
 @dataclass(frozen=True)
 class Selection:
     """The columns one entity read selects, in order: key, watermark, deleted flag, then mapped fields."""
@@ -464,6 +472,7 @@ def sample_params(mapping: MappingFile) -> dict[str, Any]:
         "matter_key": "0", "matter_number": "0", "client_key": None, "paid_at": now, "paid_on": now.date(),
         "paid_at_local": now, "paid_on_local": now.date(), "posting_uuid": "00000000-0000-0000-0000-000000000000",
         "posting_uuid_hex": "0" * 32, "method": "bank", "description": "ledgerlink dry run", "link_id": "dry-run",
+        "payer_name": "Ledgerlink Dry Run",
         "account": "operating", "account_kind": "operating", "payout_id": "dry-run", "bank_reference": "DRY-RUN",
         "from_account": "operating", "section": None,
     }
@@ -623,6 +632,11 @@ class Connector(ABC):
     def read_keys(self, entity: str, keys: list[Any]) -> list[tuple[Any, ...]] | None:
         """Raw rows (``Selection.columns`` order) for these keys as the database types them, to retry quarantined
         rows on every pass. None: this connector cannot, so such a row is retried when it changes."""
+        return None
+
+    def bulk_read(self, entity: str, batch_size: int) -> BulkRead | None:
+        """Optional: every row of the entity as pages of Arrow records (``connectors.database.arrow``), with the
+        position a keyset read of everything would end at, taken before the read. None: no bulk path here."""
         return None
 
     def read_rows(self, entity: str, keys: list[Any]) -> Batch | None:

@@ -26,7 +26,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.sql.expression import ColumnClause, FromClause, Select, TableClause
 
 from agent.core.errors import ConfigurationError, LedgerlinkError
+from connectors.database import arrow
 from connectors.database.contract import (
+    BulkRead,
     Connector,
     EntityInfo,
     Rehearsal,
@@ -207,6 +209,15 @@ class SQLAlchemyConnector(Connector):
                 return driver_rows(conn, query)
 
         return self._run(f"reading {entity}", fetch)
+
+    def bulk_read(self, entity: str, batch_size: int) -> BulkRead | None:
+        """Through ADBC into Arrow, for SQLite and PostgreSQL sources with the bulk extra installed."""
+        if arrow.bulk_unavailable(self.engine) is not None:
+            return None
+        src, converter = self.froms[entity], self.converters[entity]
+        position = self._run(f"reading {entity}", lambda: arrow.last_position(self.engine, src, converter))
+        return BulkRead(position, arrow.arrow_reader(self.engine, src, converter, batch_size,
+                                                     lambda keys: self.read_keys(entity, keys)))
 
     def read_keys(self, entity: str, keys: list[Any]) -> list[tuple[Any, ...]] | None:
         src = self.froms[entity]

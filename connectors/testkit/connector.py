@@ -219,7 +219,8 @@ class ConnectorContract:
         seed(firm)
         for key in range(200, 211):
             firm.add_statement(key, 11, f"{key}.01")
-        syncer = self.syncer(firm, store, batch=3)
+        # the keyset read's resume; a first sync's bulk read (tests/engine/test_bulk_sync.py) starts again instead
+        syncer = Syncer(store, firm.connector(None), 3, bulk=False)
         batches = []
 
         def stop_after_two(entity: str, n: int) -> None:

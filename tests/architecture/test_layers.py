@@ -24,6 +24,11 @@ DEFERRED_OK = {
     "grp": "POSIX only",
     "keyrings.alt.file": "only the headless file backend needs it",
     "psycopg": "only a PostgreSQL server check needs it",
+    "adbc_driver_postgresql.dbapi": "the optional bulk extra: loaded only once bulk_unavailable() found it",
+    "pyarrow": "the optional bulk extra, some 45 MB: loaded by the first bulk read only",
+    "pyarrow.compute": "the optional bulk extra, some 45 MB: loaded by the first bulk read only",
+    "pyarrow.ipc": "the optional bulk extra, some 45 MB: loaded by the first bulk read only",
+    "adbc_driver_sqlite.dbapi": "the optional bulk extra, in the child process that reads a SQLite source only",
     "pyodbc": "its extension needs unixODBC's libodbc: the test kit asks whether it loads before anything uses it",
 }
 
