@@ -2,12 +2,14 @@
 
 A third party ships a plugin by declaring it under ``ledgerlink.connectors`` or ``ledgerlink.providers`` in its
 own package's metadata. What it registers must be a subclass of the contract (connectors.database.contract's
-``Connector``, connectors.providers.contract's ``Provider``); anything else is refused at once with a message
-that names the plugin, rather than failing later inside a job.
+``Connector``, connectors.providers.contract's ``Provider``) with every abstract method implemented and every
+overridden method callable as the contract's is; anything else is refused at once with a message that names the
+plugin and the method, rather than failing later inside a job.
 """
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
 
@@ -30,7 +32,67 @@ def load(group: str, name: str, contract: type[T]) -> type[T]:
             f"no plugin {name!r} in {group}; installed: {', '.join(sorted(found)) or 'none'}"
         )
     plugin = found[name].load()
+    where = f"plugin {name!r} in {group} ({found[name].value})"
     if not (isinstance(plugin, type) and issubclass(plugin, contract)):
-        raise ConfigurationError(f"plugin {name!r} in {group} ({found[name].value}) is not a {contract.__name__}: "
-                                 "it must subclass the contract and pass connectors.testkit")
+        raise ConfigurationError(f"{where} is not a {contract.__name__}: it must subclass the contract and pass "
+                                 "connectors.testkit")
+    problems = contract_problems(plugin, contract)
+    if problems:
+        raise ConfigurationError(f"{where} does not keep the {contract.__name__} contract: " + "; ".join(problems))
     return plugin
+
+
+def contract_problems(plugin: type, contract: type) -> list[str]:
+    """What keeps ``plugin`` from standing in for ``contract``: methods left abstract, and overridden methods whose
+    parameters differ from the contract's (a call the engines make would fail inside a job, not at start)."""
+    problems = [f"{plugin.__name__}.{m} is not implemented" for m in sorted(getattr(plugin, "__abstractmethods__",
+                                                                                    ()))]
+    for method in sorted(_methods(contract)):
+        theirs = inspect.getattr_static(plugin, method)
+        ours = inspect.getattr_static(contract, method)
+        if theirs is ours or not inspect.isfunction(theirs):
+            continue
+        mismatch = _mismatch(inspect.signature(ours), inspect.signature(theirs))
+        if mismatch:
+            problems.append(f"{plugin.__name__}.{method}{_shape(theirs)} {mismatch} (the contract: "
+                            f"{method}{_shape(ours)})")
+    return problems
+
+
+def _shape(function: object) -> str:
+    """A method's parameters without their annotations: what a reader compares."""
+    sig = inspect.signature(function)  # type: ignore[arg-type]
+    bare = [p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()]
+    return str(sig.replace(parameters=bare, return_annotation=inspect.Signature.empty))
+
+
+def _methods(contract: type) -> set[str]:
+    """The contract's public methods, its bases' included (object's left out)."""
+    return {name for klass in contract.__mro__ if klass is not object for name, value in vars(klass).items()
+            if not name.startswith("_") and inspect.isfunction(value)}
+
+
+def _mismatch(ours: inspect.Signature, theirs: inspect.Signature) -> str | None:
+    """Why a plugin's method cannot be called as the contract's is, or None. It may add parameters with defaults
+    and take ``*args``/``**kwargs``; every parameter of the contract must be there, by name and kind."""
+    mine = theirs.parameters
+    catch_all = {p.kind for p in mine.values()} & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}
+    for param in ours.parameters.values():
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        other = mine.get(param.name)
+        if other is None:
+            if not catch_all:
+                return f"has no parameter {param.name!r}"
+            continue
+        if other.kind != param.kind and not (param.kind in POSITIONAL_OR_KEYWORD and other.kind in
+                                              POSITIONAL_OR_KEYWORD):
+            return f"takes {param.name!r} as {other.kind.description}, not {param.kind.description}"
+        if param.default is not inspect.Parameter.empty and other.default is inspect.Parameter.empty:
+            return f"requires {param.name!r}, which the contract lets callers leave out"
+    extra = [p.name for p in mine.values() if p.name not in ours.parameters and p.default is inspect.Parameter.empty
+             and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    return f"requires {', '.join(map(repr, extra))}, which the contract does not pass" if extra else None
+
+
+POSITIONAL_OR_KEYWORD = {inspect.Parameter.POSITIONAL_OR_KEYWORD}

@@ -15,7 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar
 
-from agent.core.errors import LedgerlinkError
+from agent.core.errors import ProviderError as ProviderError  # re-exported: the contract's refusal, in the one tree
 from agent.core.model import MerchantAccount
 
 
@@ -118,10 +118,6 @@ class EventPage:
     events: list[ProviderEvent]
     cursor: str | None  # store only after the events are stored; pass back to continue
     has_more: bool = False
-
-
-class ProviderError(LedgerlinkError):
-    """The provider refused the request for good (validation error, unknown link): do not retry."""
 
 
 class LinkNotFound(ProviderError):
