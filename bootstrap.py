@@ -20,26 +20,30 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".ledgerlink-installed"
 
 
-def ensure_env() -> None:
-    """Create .venv and (re)install the project whenever pyproject.toml changed."""
+def ensure_env(test_tools: bool) -> None:
+    """Create .venv and (re)install the project whenever pyproject.toml changed; the test tools (mypy, ruff,
+    playwright, ...) only for ``test``: a service host running the agent needs none of them."""
     if sys.version_info < (3, 11):  # noqa: UP036 - this script runs under whatever python3 the machine has
         sys.exit(f"Ledgerlink needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
     if not (BIN / "python").exists() and not (BIN / "python.exe").exists():
         print(f"Creating virtual environment in {VENV} ...", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == digest:
+    installed = STAMP.read_text().split() if STAMP.exists() else []
+    if installed[:1] == [digest] and (not test_tools or "test" in installed):
         return
     python = str(BIN / "python")
     print("Installing Ledgerlink and its dependencies into .venv (the first time takes a minute or two) ...",
           flush=True)
     print("  1/2 updating pip", flush=True)
     subprocess.check_call([python, "-m", "pip", "install", "-q", "--upgrade", "pip"])
-    print("  2/2 installing Ledgerlink with its test tools; pip reports each package as it goes", flush=True)
+    what = "with its test tools" if test_tools else "(the agent only; 'test' adds the test tools)"
+    print(f"  2/2 installing Ledgerlink {what}; pip reports each package as it goes", flush=True)
     # pip's own progress (one "Collecting ..." line a package) says what is happening during the long part
-    subprocess.check_call([python, "-m", "pip", "install", "--progress-bar", "off", "-e", f"{ROOT}[test]"],
+    target = f"{ROOT}[test,bulk]" if test_tools else str(ROOT)  # the tests cover the bulk path too
+    subprocess.check_call([python, "-m", "pip", "install", "--progress-bar", "off", "-e", target],
                           stdout=_Progress())
-    STAMP.write_text(digest)
+    STAMP.write_text(f"{digest} test" if test_tools else digest)
     print("Installed.", flush=True)
 
 
@@ -80,8 +84,8 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"run", "test", "env"}:
         print(USAGE, file=sys.stderr)
         return 2
-    ensure_env()
     command, rest = argv[0], argv[1:]
+    ensure_env(test_tools=command != "run")
     if command == "env":
         return 0
     if command == "run":

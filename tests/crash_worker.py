@@ -393,10 +393,13 @@ def drive(state_url: str, firm_url: URL | str, workdir: Path, *, min_kills: int,
             raise RuntimeError(f"the crash zygote did not start; see {workdir / 'zygote.log'}")
         high = delay[1]
         remaining = total = _unposted(state_url)
+        selfkills = most = 0
         while result.runs < max_runs and time.monotonic() - start < timeout:
-            # Kill right at the start while, at the pace so far, the work would run out before the kills we owe.
-            pace = max((total - remaining) / max(result.runs, 1), 1.0)
-            short = (min_kills - result.kills) * pace * 1.5 > remaining
+            # Kill right at the start while, at the most one run has done so far, the work would run out before
+            # the kills we owe (the average understates a run that went on until a self-kill).
+            pace = max((total - remaining) / max(result.runs, 1), most, 1.0)
+            owed = min_kills - result.kills - selfkills  # a self-kill after a commit counts as one of the kills
+            short = owed > 0 and owed * pace * 1.5 > remaining
             low, top = (delay[0], delay[0] * 2) if short else (delay[0], high)
             proc.stdin.write(f"go {rng.uniform(low, top):.4f}\n")
             proc.stdin.flush()
@@ -407,7 +410,9 @@ def drive(state_url: str, firm_url: URL | str, workdir: Path, *, min_kills: int,
             if verdict not in ("killed", "selfkill"):
                 raise RuntimeError(f"crash worker ended with {verdict!r}; see {workdir / 'zygote.log'}")
             result.kills += verdict == "killed"
+            selfkills += verdict == "selfkill"
             before, remaining = remaining, _unposted(state_url)
+            most = max(most, before - remaining)
             if not short:
                 # A worker needs a while to connect before it posts anything (longer on a loaded machine): widen
                 # the window while runs make no progress, so kills keep landing in the middle of real work.

@@ -144,20 +144,24 @@ class ConfigWatcher:
 
     def reload(self) -> bool:
         """Validate both files; apply them together or not at all. Never raises for a bad edit."""
+        faulty = self.rt.settings.config_path  # the file the entry names when the edit is refused
         try:
             settings = load_settings(self.rt.settings.home)
-            path = settings.mapping_path
+            faulty = path = settings.mapping_path
             mapping = resolve_relative(load_mapping(path, settings.trust_accounts), path.parent)
             rehearse_mapping(mapping, self.rt)
         except ConfigurationError as exc:
-            return self._refused(str(exc))
+            return self._refused(str(exc), faulty)
         except Exception as exc:  # an error nobody foresaw in reading the files still only refuses this edit
             log.exception("reading the changed configuration failed")
-            return self._refused(f"{type(exc).__name__}: {exc}")
+            return self._refused(f"{type(exc).__name__}: {exc}", faulty)
         old = {"settings": self.rt.settings.model_dump(mode="json"), "mapping": self.rt.mapping.model_dump(mode="json")}
         new = {"settings": settings.model_dump(mode="json"), "mapping": mapping.model_dump(mode="json")}
+        # the entry names the file(s) whose content changed: an edit of the mapping is not one of ledgerlink.toml
+        files = [str(f) for f, part in ((settings.config_path, "settings"), (path, "mapping"))
+                 if old[part] != new[part]]
         with self.rt.store.begin() as conn:  # the entry commits only once the swap is done
-            audit.record(conn, RELOADER, "config.reload", "config", str(settings.config_path),
+            audit.record(conn, RELOADER, "config.reload", "config", ", ".join(files) or str(settings.config_path),
                          before={k: audit.changed(old[k], new[k])[0] for k in old},
                          after={k: audit.changed(old[k], new[k])[1] for k in new})
             self.rt.apply(settings, mapping)
@@ -166,13 +170,12 @@ class ConfigWatcher:
         self.reloads += 1  # counted once recorded, so whoever waits on the count also sees the status
         return True
 
-    def _refused(self, message: str) -> bool:
+    def _refused(self, message: str, faulty: Path) -> bool:
         text = scrub(message)
         log.error("configuration change refused, the running configuration is kept:\n%s", text)
         try:
             with self.rt.store.begin() as conn:
-                audit.record(conn, RELOADER, "config.reload", "config", str(self.rt.settings.config_path),
-                             outcome="failed", error=text)
+                audit.record(conn, RELOADER, "config.reload", "config", str(faulty), outcome="failed", error=text)
         except LedgerlinkError as exc:
             log.warning("the refused reload was not written to the audit trail: %s", exc)
         self.rt.store.record_error(COMPONENT, f"configuration change refused, the running one is kept: {text}")

@@ -27,10 +27,9 @@ from connectors.database.contract import (
     source_context,
 )
 from connectors.database.errors import NotReady, classify
+from connectors.database.odbctext import QUOTES, default_quote, with_password
 from mappings.format import MappingFile, RequestTable
 from mappings.sqlparams import to_qmark
-
-QUOTES = {'"': ('"', '"'), "`": ("`", "`"), "[": ("[", "]")}
 
 
 class ODBCConnector(Connector):
@@ -41,15 +40,10 @@ class ODBCConnector(Connector):
         source = mapping.source
         if not source.connection_string:
             raise ConfigurationError("the odbc connector needs source.connection_string (or DSN=name)")
-        self.connection_string = source.connection_string.rstrip(";")
-        if password is not None:
-            self.connection_string += f";PWD={{{password.replace('}', '}}')}}}"
+        self.connection_string = with_password(source.connection_string, password)
         driver = source.connection_string.lower()
         options = source.options
-        default_quote = "`" if "mariadb" in driver or "mysql" in driver else '"'
-        if "sqlite" in driver:
-            default_quote = "["  # SQLite reads an unknown "double-quoted" name as a string literal, silently
-        quote = QUOTES.get(options.get("quote", default_quote))
+        quote = QUOTES.get(options.get("quote", default_quote(driver)[0]))
         if quote is None:
             raise ConfigurationError(f"source.options.quote must be one of {sorted(QUOTES)}")
         self.quote = quote

@@ -62,7 +62,7 @@ def assert_reversed_once(firm_url: str, state_url: str, balances: dict[str, int]
 def test_refund_and_reversal_exactly_once_under_sigkill(any_db: TempDatabase, tmp_path: Path) -> None:
     """Refunds left requested are finished by workers killed at random, some right after the provider refunded
     and before the state store knew: one refund each at the provider, one reversal each in the firm database."""
-    payments = 90
+    payments = 100  # enough work that 20 kills land before it runs out (self-kills count toward them)
     state_url = f"sqlite:///{tmp_path / 'state.db'}"
     sandbox_home = tmp_path / "sandbox"
     balances, paid = seed_crash_run(state_url, any_db.url, payments)

@@ -234,7 +234,7 @@ class Assets(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         found = dict(attrs)
         url = found.get("src") if tag == "script" else found.get("href") if tag == "link" else None
-        if url:
+        if url and not url.startswith("data:"):  # an inline data: URL (the empty icon) is not fetched
             self.urls.append(url)
 
 
