@@ -320,6 +320,18 @@ def render_message(template: str, values: Mapping[str, str]) -> str:
     return "".join(out)
 
 
+REMINDER_LIMIT = 90  # days after sending: a payment link lives far shorter than a quarter
+
+
+def _reminder_days(days: list[int]) -> list[int]:
+    """Days after sending, each 1 to 90 (0 is the send itself), once each, in order."""
+    wrong = [d for d in days if not 1 <= d <= REMINDER_LIMIT]
+    if wrong:
+        raise ValueError(f"reminder_days must be days after sending, each 1 to {REMINDER_LIMIT}: "
+                         f"{', '.join(map(str, wrong))} cannot be (for example [3, 7, 14], or [] for none)")
+    return sorted(set(days))
+
+
 class MerchantAccount(BaseModel):
     """A receiving account at a provider (e.g. operating and trust), with its own credentials and link rules."""
 
@@ -347,7 +359,7 @@ class MerchantAccount(BaseModel):
     default_message: Annotated[str, AfterValidator(check_message)] = (
         "Please use the secure link below to pay {amount} for {description}.")
     disclaimer: str = ""
-    reminder_days: list[int] = Field(default_factory=lambda: [3, 7, 14])
+    reminder_days: Annotated[list[int], AfterValidator(_reminder_days)] = Field(default_factory=lambda: [3, 7, 14])
     remind_before_expiry_days: int | None = 1
     payout_fees: Literal["gross", "net"] = Field(
         default="gross",
