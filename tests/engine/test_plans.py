@@ -310,9 +310,15 @@ def test_plans_in_the_local_api(rt: Runtime, home: Path) -> None:
         assert refused.status_code == 422, refused.text
         if field is not None:
             assert field in [f["field"] for f in refused.json()["fields"]], refused.text
-    made = client.post("/plans", json=terms, headers=auth)
+    keyed = {**auth, "Idempotency-Key": "plan-2026-12-07-1"}
+    made = client.post("/plans", json=terms, headers=keyed)
     assert made.status_code == 201 and made.json()["status"] == "active"
     plan_id = made.json()["id"]
+    # asked again after a lost answer: the first plan comes back, not a refusal or a second plan
+    again = client.post("/plans", json=terms, headers=keyed)
+    assert again.status_code == 201 and again.json()["id"] == plan_id
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert client.post("/plans", json={**terms, "instalments": 4}, headers=keyed).status_code == 422
     assert [p["id"] for p in client.get("/plans", params={"matter": MATTER}, headers=auth).json()] == [plan_id]
     assert client.post("/plans", json=terms, headers=auth).status_code == 422  # one active plan per matter
     assert client.get("/plans/plan_nope", headers=auth).status_code == 404
