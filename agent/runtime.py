@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from agent.home.secrets import Secrets
 from agent.home.settings import Settings, load_settings
 from agent.state import StateStore
 from agent.state.accounts import stamp_kinds
-from agent.state.anchor import CHECKPOINTS, SECRET, Checkpoints, Seal
+from agent.state.anchor import CHECKPOINTS, SECRET, Checkpoint, Checkpoints, Latest, Seal, firm_latest
 from connectors.database.contract import Connector
 from connectors.plugins import CONNECTOR_GROUP, PROVIDER_GROUP, load
 from connectors.providers.contract import Provider
@@ -98,7 +99,7 @@ class Runtime:
             log.warning("the audit trail is not sealed: %s", exc)
         else:
             if made:  # keyed from the next entry; this first checkpoint seals the entries before it as they are
-                Checkpoints(store, self.audit_seal, self.checkpoint_file).write(force=True)
+                Checkpoints(store, self.audit_seal, self.checkpoint_file, self._copies).write(force=True)
         return store
 
     @property
@@ -107,7 +108,24 @@ class Runtime:
 
     @cached_property
     def checkpoints(self) -> Checkpoints:
-        return Checkpoints(self.store, self.audit_seal, self.checkpoint_file)
+        return Checkpoints(self.store, self.audit_seal, self.checkpoint_file, self._copies)
+
+    @property
+    def _copies(self) -> list[tuple[str, Callable[[Checkpoint], object]]]:
+        return [("the firm database", self._checkpoint_to_firm)]
+
+    def _checkpoint_to_firm(self, checkpoint: Checkpoint) -> None:
+        """A copy of each checkpoint in the firm's own database, when the mapping (as it is now) has an audit
+        section: somewhere the state store's holder cannot rewrite alone."""
+        if self.mapping.audit is not None:
+            self.connector.write_checkpoint(checkpoint.fields())
+
+    def firm_checkpoints(self) -> list[Latest]:
+        """The newest checkpoint of the firm database's audit table, for ``audit verify`` (none without one)."""
+        keys = self.audit_seal.keys
+        if self.mapping.audit is None or keys is None:
+            return []
+        return [firm_latest(self.mapping.audit.table, self.connector.newest_checkpoints(), keys)]
 
     def account_kinds(self) -> dict[str, str]:
         """Each account's kind as the settings say now (rows keep the kind they were made with)."""
@@ -183,11 +201,11 @@ class Runtime:
     def close(self) -> None:
         for provider in self._providers.values():
             provider.close()
-        if "connector" in self.__dict__:
-            self.connector.close()
         if "store" in self.__dict__:
             try:  # a command that wrote entries leaves them checkpointed, service running or not
                 self.checkpoints.write()
             except (LedgerlinkError, OSError) as exc:
                 log.warning("no audit checkpoint written: %s", exc)
             self.store.close()
+        if "connector" in self.__dict__:
+            self.connector.close()

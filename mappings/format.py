@@ -317,6 +317,51 @@ class RequestTable(_Strict):
         return self
 
 
+AUDIT_SECTION = "audit"  # the write-back "section" a checkpoint's insert runs as
+AUDIT_FIELDS: dict[str, str] = {
+    "seq": "the audit entry the checkpoint reaches (an integer column)",
+    "hash": "that entry's hash, 64 hex digits (VARCHAR(64))",
+    "at": "when the checkpoint was signed, as text such as 2026-12-07T10:00:00Z (VARCHAR(20))",
+    "signer": "the agent's checkpoint public key, 64 hex digits (VARCHAR(64))",
+    "sig": "the Ed25519 signature, 128 hex digits (VARCHAR(128))",
+}
+
+
+class AuditTable(_Strict):
+    """A table in the firm's own database that receives a copy of each signed audit checkpoint: a place the
+    holder of the agent's state store cannot rewrite alone (agent.state.anchor)."""
+
+    table: str = Field(description="Table (or schema.table) the checkpoints are inserted into; no UNIQUE needed.")
+    columns: dict[Literal["seq", "hash", "at", "signer", "sig"], str] = Field(
+        default_factory=dict, description="Checkpoint field -> column, where the column is named otherwise.")
+
+    @model_validator(mode="after")
+    def _shape(self) -> AuditTable:
+        for name in (self.table, *self.columns.values()):
+            if not _IDENT.match(name):
+                raise ValueError(f"{name!r} is not a plain identifier")
+        return self
+
+    def column(self, field: str) -> str:
+        return next((column for name, column in self.columns.items() if name == field), field)
+
+    @property
+    def write(self) -> SqlWrite:
+        """The insert, with the existence check on (seq, hash) that makes writing one checkpoint again a no-op:
+        it runs through the connectors' one write-back path, like a posting."""
+        cols = [self.column(f) for f in AUDIT_FIELDS]
+        return SqlWrite(kind="sql", exists=f"SELECT 1 FROM {self.table} WHERE {cols[0]} = :seq AND {cols[1]} = :hash",
+                        statements=[f"INSERT INTO {self.table} ({', '.join(cols)}) "
+                                    f"VALUES ({', '.join(':' + f for f in AUDIT_FIELDS)})"])
+
+    @property
+    def newest(self) -> str:
+        """The rows of the highest seq, in AUDIT_FIELDS order (no LIMIT: the same text runs on every dialect)."""
+        cols = [self.column(f) for f in AUDIT_FIELDS]
+        return (f"SELECT {', '.join(cols)} FROM {self.table} "
+                f"WHERE {cols[0]} = (SELECT MAX({cols[0]}) FROM {self.table})")
+
+
 Postings = Annotated[SqlPostings | ProcedurePostings | FilePostings, Field(discriminator="kind")]
 
 
@@ -331,6 +376,7 @@ class MappingFile(_Strict):
     entities: dict[EntityName, EntityMapping]
     postings: Postings | None = Field(None, description="How payments are written back (see mappings/README.md).")
     requests: RequestTable | None = Field(None, description="Optional request table the matter software writes.")
+    audit: AuditTable | None = Field(None, description="Optional table that receives each signed audit checkpoint.")
     params: dict[str, str | int | float | bool | None] = Field(
         default_factory=dict,
         description="Named constants the postings statements bind as :name, e.g. {bank_account_id: 7}.",

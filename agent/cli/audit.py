@@ -67,9 +67,10 @@ def cmd_verify(args: argparse.Namespace, rt: Runtime) -> int:
         if not path.is_file():
             raise ConfigurationError(f"--checkpoint {path}: no such file; give the checkpoint file you keep "
                                      f"elsewhere (a copy of {rt.checkpoint_file}) or the agent's log")
-    verdict = audit.check(rt.store, rt.audit_seal, rt.checkpoint_file, args.checkpoint)
+    verdict = audit.check(rt.store, rt.audit_seal, rt.checkpoint_file, args.checkpoint, rt.firm_checkpoints())
     if not verdict.intact:
-        print(f"audit trail broken at entry {verdict.bad_seq}: {verdict.problem}")
+        at = f" at entry {verdict.bad_seq}" if verdict.bad_seq is not None else ""
+        print(f"audit trail broken{at}: {verdict.problem}")
         return 1
     print(f"{verdict.count} entries, chain intact")
     if verdict.keyed_from is None:

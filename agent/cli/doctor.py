@@ -145,6 +145,16 @@ def _audit(rt: Runtime) -> Iterator[Finding]:
     waiting = f"; entries {cp.seq + 1} to {newest} are not checkpointed yet" if newest > cp.seq else ""
     yield Finding("ok", "audit checkpoints", f"latest: entry {cp.seq} at {cp.at:%Y-%m-%d %H:%M} UTC in "
                   f"{rt.checkpoint_file}{waiting}; copy it somewhere the state store's holders cannot write")
+    for copy in rt.firm_checkpoints():
+        if copy.forged:
+            yield Finding("fail", "audit copy", copy.forged, "run 'ledgerlink audit verify'")
+        elif copy.checkpoint is None:
+            yield Finding("warn", "audit copy", f"{copy.source} holds no checkpoint yet",
+                          "'ledgerlink audit checkpoint' writes one now; the service writes one each minute")
+        else:
+            behind = f" (the home's file is at entry {cp.seq})" if copy.checkpoint.seq < cp.seq else ""
+            yield Finding("ok", "audit copy", f"latest: entry {copy.checkpoint.seq} at "
+                          f"{copy.checkpoint.at:%Y-%m-%d %H:%M} UTC in {copy.source}{behind}")
 
 
 def _service(rt: Runtime) -> Iterator[Finding]:

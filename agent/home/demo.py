@@ -2,7 +2,8 @@
 
 It is shaped like a real firm's schema on purpose (its own names, amounts in pence, a receipts table the
 postings write into, triggers that bump updated_at) so the demo exercises the same mapping path as a firm. The
-client ledger, office expenses, bank deposits and transfer requests take the client-money postings.
+client ledger, office expenses, bank deposits and transfer requests take the client-money postings, and
+ledgerlink_audit a copy of each signed audit checkpoint.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ CREATE TABLE transfer_requests (
     id INTEGER PRIMARY KEY, reference TEXT NOT NULL UNIQUE, from_account TEXT NOT NULL, to_account TEXT NOT NULL,
     payout TEXT NOT NULL, amount_pence INTEGER NOT NULL, requested_at TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'REQUESTED');
+CREATE TABLE ledgerlink_audit (
+    seq INTEGER NOT NULL, entry_hash TEXT NOT NULL, signed_at TEXT NOT NULL, signer TEXT NOT NULL,
+    signature TEXT NOT NULL);
 """
 
 TRIGGERS = [

@@ -7,7 +7,8 @@ recompute it with the public ``entry_hash``. Two keys kept in the secrets backen
   no longer matches its seal, and an entry from ``keyed_from`` on that carries no seal was stripped. Rotation adds
   a key; a retired key still verifies the entries it sealed, but no entry after one sealed by a newer key.
 * an **Ed25519 key** signs checkpoints of the head (seq, hash, time), appended to ``<home>/audit-checkpoints.jsonl``
-  and logged, for the admin to ship elsewhere. Deleting the newest entries and moving the head back leaves a
+  and logged, for the admin to ship elsewhere, and inserted into the firm's own database when the mapping has an
+  ``audit`` section. Deleting the newest entries and moving the head back leaves a
   checkpoint naming entries that are no longer there.
 
 The keys are one JSON secret (``audit-keys``) that the runtime reads and writes through ``load``/``save``, so this
@@ -23,16 +24,17 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import Connection, select
 
-from agent.core.errors import ConfigurationError
+from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.state.schema import audit_head
 from agent.state.store import StateStore, utcnow
 
@@ -183,6 +185,23 @@ class Checkpoint:
                            "at": self.at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                            "signer": self.signer, "sig": self.sig}, separators=(",", ":"))
 
+    def fields(self) -> dict[str, object]:
+        """The checkpoint as a firm-database row's values (mappings.format.AUDIT_FIELDS)."""
+        return {"seq": self.seq, "hash": self.hash, "at": self.at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "signer": self.signer, "sig": self.sig}
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Checkpoint | None:
+        """A checkpoint from a firm-database row (AUDIT_FIELDS order); None when it is no checkpoint at all. A
+        signed time stored in a timestamp column comes back as a datetime: naive is read as UTC."""
+        try:
+            seq, entry_hash, at, signer, sig = row
+            when = at if isinstance(at, dt.datetime) else dt.datetime.fromisoformat(str(at).strip())
+            when = when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+            return cls(int(seq), str(entry_hash).strip(), when, str(signer).strip(), str(sig).strip())
+        except (ValueError, TypeError):
+            return None
+
     @classmethod
     def parse(cls, text: str) -> Checkpoint | None:
         """The checkpoint in a line of the checkpoint file or of the agent's log; None for any other line."""
@@ -226,26 +245,44 @@ class Latest:
     sealing: Checkpoint | None = None  # the one made with the keys: it seals the entries from before keying
 
 
-def latest(path: Path, keys: AuditKeys) -> Latest:
+def latest_of(source: str, found: Iterable[tuple[str, Checkpoint | None]], keys: AuditKeys) -> Latest:
+    """The newest checkpoint among ``(where, checkpoint)`` pairs from one source, each of which this agent's key
+    must have signed (None: a row that is no checkpoint at all)."""
     newest: Checkpoint | None = None
     sealing: Checkpoint | None = None
-    for number, found in read_checkpoints(path):
-        if not found.signed_by(keys.public_key):
-            return Latest(str(path), newest, f"line {number} of {path} is a checkpoint this agent's audit key did "
-                          "not sign: it was written or altered by someone else")
-        if newest is None or found.seq >= newest.seq:
-            newest = found
-        if sealing is None and found.seq == keys.keyed_from - 1:
-            sealing = found
-    return Latest(str(path), newest, sealing=sealing)
+    for where, checkpoint in found:
+        if checkpoint is None or not checkpoint.signed_by(keys.public_key):
+            return Latest(source, newest, f"{where} is a checkpoint this agent's audit key did not sign: it was "
+                          "written or altered by someone else")
+        if newest is None or checkpoint.seq >= newest.seq:
+            newest = checkpoint
+        if sealing is None and checkpoint.seq == keys.keyed_from - 1:
+            sealing = checkpoint
+    return Latest(source, newest, sealing=sealing)
+
+
+def latest(path: Path, keys: AuditKeys) -> Latest:
+    """The newest checkpoint of a checkpoint file or a log; every checkpoint line in it must be signed."""
+    return latest_of(str(path), ((f"line {n} of {path}", cp) for n, cp in read_checkpoints(path)), keys)
+
+
+def firm_latest(table: str, rows: Sequence[Sequence[Any]], keys: AuditKeys) -> Latest:
+    """The newest checkpoint of the firm database's audit table, from its rows of the highest seq."""
+    source = f"the firm database's table {table}"
+    return latest_of(source, ((f"the row of entry {row[0]} in {table}", Checkpoint.from_row(row)) for row in rows),
+                     keys)
 
 
 class Checkpoints:
-    """Writes a signed checkpoint of the head to the home's checkpoint file and the log whenever the head moved."""
+    """Writes a signed checkpoint of the head to the home's checkpoint file and the log whenever the head moved,
+    and hands it to each of ``copies`` (the firm database's audit table). A copy that fails is logged and tried
+    again with the newest checkpoint on the next write, head moved or not."""
 
-    def __init__(self, store: StateStore, seal: Seal, path: Path) -> None:
-        self.store, self.seal, self.path = store, seal, path
+    def __init__(self, store: StateStore, seal: Seal, path: Path,
+                 copies: Sequence[tuple[str, Callable[[Checkpoint], object]]] = ()) -> None:
+        self.store, self.seal, self.path, self.copies = store, seal, path, copies
         self._written: tuple[int, str] | None = None
+        self._owed: dict[str, Checkpoint] = {}  # copies that failed, with the checkpoint they still lack
 
     def write(self, *, force: bool = False) -> Checkpoint | None:
         """Checkpoint the head now (None when the trail is not keyed, or unchanged since the last one)."""
@@ -255,6 +292,7 @@ class Checkpoints:
         with self.store.read() as conn:
             head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).one()
         if not force and (self._written or self._last_in_file()) == (head.seq, head.hash):
+            self._copy(dict(self._owed))
             return None
         checkpoint = Checkpoint.make(keys, head.seq, head.hash, utcnow())
         with self.path.open("a", encoding="utf-8") as out:
@@ -263,7 +301,21 @@ class Checkpoints:
             os.fsync(out.fileno())
         log.info("audit checkpoint %s", checkpoint.line())
         self._written = (head.seq, head.hash)
+        self._copy({name: checkpoint for name, _ in self.copies})
         return checkpoint
+
+    def _copy(self, due: dict[str, Checkpoint]) -> None:
+        for name, send in self.copies:
+            if name not in due:
+                continue
+            try:
+                send(due[name])
+            except LedgerlinkError as exc:
+                self._owed[name] = due[name]
+                log.warning("audit checkpoint of entry %s not copied to %s (tried again with the next): %s",
+                            due[name].seq, name, exc)
+            else:
+                self._owed.pop(name, None)
 
     def _last_in_file(self) -> tuple[int, str] | None:
         """The newest line's (seq, hash), read from the file's end: a command run often stays cheap."""

@@ -332,10 +332,12 @@ def verify(conn: Connection, keys: AuditKeys | None = None, checkpoints: Sequenc
     return Verdict(walk.count, keyed_from=keyed_from, checkpoints=matched)
 
 
-def check(store: StateStore, seal: Seal | None, home_file: Path, elsewhere: Sequence[Path] = ()) -> Verdict:
-    """``verify`` with this agent's keys and the latest checkpoint of the home's checkpoint file and of each file
-    kept elsewhere (a copy of it, or the agent's log). A keyed trail whose home checkpoint file is gone fails:
-    the keys were made with a first checkpoint in it."""
+def check(store: StateStore, seal: Seal | None, home_file: Path, elsewhere: Sequence[Path] = (),
+          also: Sequence[Latest] = ()) -> Verdict:
+    """``verify`` with this agent's keys and the latest checkpoint of the home's checkpoint file, of each file
+    kept elsewhere (a copy of it, or the agent's log), and ``also`` (the firm database's audit table, read by
+    the runtime). A keyed trail whose home checkpoint file is gone fails: the keys were made with a
+    first checkpoint in it."""
     keys = seal.keys if seal is not None else None
     if keys is None:
         with store.read() as conn:
@@ -343,7 +345,7 @@ def check(store: StateStore, seal: Seal | None, home_file: Path, elsewhere: Sequ
     if not home_file.exists():
         return Verdict(0, None, f"the checkpoint file {home_file} is missing, though the trail has been sealed "
                        f"from entry {keys.keyed_from}: it was deleted", keys.keyed_from)
-    found = [latest(path, keys) for path in (home_file, *elsewhere)]
+    found = [latest(path, keys) for path in (home_file, *elsewhere)] + list(also)
     with store.read() as conn:
         return verify(conn, keys, found)
 

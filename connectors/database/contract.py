@@ -22,6 +22,7 @@ from agent.core.errors import ConfigurationError, DataError, LedgerlinkError
 from agent.core.model import MAX_INTEGER_DIGITS, check_decimals, exponent, from_minor, to_decimal
 from agent.state.schema import FIRM_TABLES
 from mappings.format import (
+    AUDIT_SECTION,
     POSTING_PARAMS,
     SECTIONS,
     EntityMapping,
@@ -623,7 +624,12 @@ class Connector(ABC):
         write-back section goes through this one path."""
 
     def write_back_of(self, section: str | None) -> SqlWriteBack:
-        """The mapping's SQL or procedure write-back for ``section``: one lookup for every connector."""
+        """The mapping's SQL or procedure write-back for ``section``: one lookup for every connector. The
+        ``audit`` section is the insert of a signed audit checkpoint (``write_checkpoint``)."""
+        if section == AUDIT_SECTION:
+            if self.mapping.audit is None:
+                raise ConfigurationError("the mapping has no audit section")
+            return self.mapping.audit.write
         postings = self.mapping.postings
         if not isinstance(postings, SqlPostings | ProcedurePostings):
             raise ConfigurationError("the mapping has no SQL or procedure postings section")
@@ -662,12 +668,17 @@ class Connector(ABC):
         this so a mapping naming a missing column is caught before a payment is."""
         out = [rehearse(f"entities.{e}", c.selection.source if c.selection.is_query else None, partial(self.probe, e))
                for e, c in self.converters.items()]
-        postings = self.mapping.postings
-        if not isinstance(postings, SqlPostings | ProcedurePostings):
-            return out
         params = sample_params(self.mapping)
-        writes = [("postings", postings)]
-        writes += [(f"postings.{name}", found) for name in SECTIONS if (found := getattr(postings, name)) is not None]
+        writes: list[tuple[str, SqlWriteBack]] = []
+        if self.mapping.audit is not None:
+            out.append(rehearse("audit.newest", self.mapping.audit.newest, self.newest_checkpoints))
+            writes.append(("audit", self.mapping.audit.write))
+            params |= {"seq": 0, "hash": "0" * 64, "at": "2000-01-01T00:00:00Z", "signer": "0" * 64, "sig": "0" * 128}
+        postings = self.mapping.postings
+        if isinstance(postings, SqlPostings | ProcedurePostings):
+            writes.append(("postings", postings))
+            writes += [(f"postings.{name}", found) for name in SECTIONS
+                       if (found := getattr(postings, name)) is not None]
         for where, write in writes:
             sqls = [(f"{where}.ready", write.ready)] if write.ready else []
             sqls.append((f"{where}.exists", write.exists))
@@ -678,6 +689,16 @@ class Connector(ABC):
                 out.append(Rehearsal(f"{where}.call", write.call, "unchecked",
                                      "a stored procedure is not rehearsed: it could commit on its own"))
         return out
+
+    def write_checkpoint(self, fields: Mapping[str, Any]) -> bool:
+        """Insert one signed audit checkpoint (AUDIT_FIELDS) into the mapping's audit table, idempotently: the
+        (seq, hash) check and the insert share one transaction, as a posting's do. False: it was there."""
+        return self.write_posting({**fields, "section": AUDIT_SECTION,
+                                   "reference": f"audit checkpoint of entry {fields['seq']}"})
+
+    def newest_checkpoints(self) -> list[tuple[Any, ...]]:
+        """The audit table's rows of the highest seq, in AUDIT_FIELDS order, as the database types them."""
+        raise ConfigurationError(f"the {self.name} connector cannot read an audit table")
 
     def pending_requests(self, limit: int) -> list[dict[str, Any]]:
         """Rows of the mapping's request table waiting for a link: {'key', 'matter', 'amount', ...}."""

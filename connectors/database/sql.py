@@ -313,6 +313,17 @@ class SQLAlchemyConnector(Connector):
                 self._writer.close()
             self._writer = None
 
+    def newest_checkpoints(self) -> list[tuple[Any, ...]]:
+        audit = self.mapping.audit
+        if audit is None:
+            raise ConfigurationError("the mapping has no audit section")
+
+        def fetch() -> list[tuple[Any, ...]]:
+            with self.engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(text(audit.newest))]
+
+        return self._run(f"reading audit checkpoints from {audit.table}", fetch)
+
     def _request_table(self) -> tuple[RequestTable, TableClause]:
         spec = self.mapping.requests
         if spec is None:

@@ -27,11 +27,12 @@ import sqlalchemy as sa
 from agent.core.errors import ConfigurationError, TransientError
 from agent.engine.sync import Syncer
 from agent.state import StateStore
+from agent.state.anchor import AuditKeys, Checkpoint, firm_latest
 from agent.state.schema import firm_clients, firm_matters, firm_statements, quarantine
 from connectors.database.contract import Connector
 from connectors.database.errors import NotReady
 from connectors.testkit.databases import TempDatabase
-from mappings.format import MappingFile, parse_mapping
+from mappings.format import AuditTable, MappingFile, parse_mapping
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -307,6 +308,20 @@ class ConnectorContract:
         assert firm.scalar("SELECT COUNT(*) FROM receipts WHERE reference = 'PM1:103'") == 1
         connector.close()
 
+    def test_long_text_is_written_whole(self, firm: Firm) -> None:
+        """A description of 127 to 300 characters, non-ASCII too, goes into a VARCHAR(300) as it is (MariaDB's
+        ODBC driver refused 128 to 254 through pyodbc's default data-at-execution path)."""
+        firm.execute("CREATE TABLE notes (reference VARCHAR(191) NOT NULL, note VARCHAR(300) NOT NULL)")
+        connector = firm.connector("postings:\n  kind: sql\n"
+                                   "  exists: SELECT 1 FROM notes WHERE reference = :reference\n  statements:\n"
+                                   "    - INSERT INTO notes (reference, note) VALUES (:reference, :description)\n")
+        texts = {f"PM{n}:1": ("Zoë " * 75)[:n] for n in (127, 128, 200, 254, 255, 300)}
+        for reference, note in texts.items():
+            assert connector.write_posting({"reference": reference, "description": note}) is True
+        connector.close()
+        with firm.engine.connect() as c:
+            assert dict(c.execute(sa.text("SELECT reference, note FROM notes")).all()) == texts
+
     def test_write_back_naming_a_missing_column_or_table_fails_as_configuration(self, firm: Firm) -> None:
         seed(firm)
         params = {"reference": "PM1:103", "statement_key": "103", "statement_number": "B-103", "amount_minor": 1}
@@ -451,6 +466,39 @@ class ConnectorContract:
         assert "amount_pense" in refused["postings.statements.0"]
         assert "INSERT INTO receipts (reference, statement_id, amount_pense) VALUES" in refused["postings.statements.0"]
         bad.close()
+
+    def test_an_audit_checkpoint_is_written_once_and_read_back_signed(self, firm: Firm) -> None:
+        """The mapping's audit table (no UNIQUE: the (seq, hash) check inside the insert's transaction keeps a
+        checkpoint from being written twice); its newest rows come back as the agent signed them."""
+        firm.execute("CREATE TABLE ledgerlink_audit (seq INTEGER NOT NULL, entry_hash VARCHAR(64) NOT NULL, "
+                     "signed_at VARCHAR(20) NOT NULL, signer VARCHAR(64) NOT NULL, signature VARCHAR(128) NOT NULL)")
+        columns = {"hash": "entry_hash", "at": "signed_at", "sig": "signature"}
+
+        def with_audit(**renamed: str) -> Connector:
+            table = AuditTable(table="ledgerlink_audit", columns={**columns, **renamed})
+            return firm.connector_class(firm.mapping().model_copy(update={"audit": table}))
+
+        connector = with_audit()
+        assert connector.newest_checkpoints() == []
+        keys = AuditKeys.new(keyed_from=1)
+        third, fourth = (Checkpoint.make(keys, n, f"{n:064x}", T0 + dt.timedelta(minutes=n)) for n in (3, 4))
+        assert connector.write_checkpoint(third.fields()) is True
+        assert connector.write_checkpoint(third.fields()) is False
+        assert connector.write_checkpoint(fourth.fields()) is True
+        assert firm.scalar("SELECT COUNT(*) FROM ledgerlink_audit") == 2
+        found = firm_latest("ledgerlink_audit", connector.newest_checkpoints(), keys)
+        assert found.forged is None and found.checkpoint == fourth
+        report = {r.what: r for r in connector.dry_run() if r.what.startswith("audit")}
+        assert list(report) == ["audit.newest", "audit.exists", "audit.statements.0"]
+        assert all(r.verdict == "ok" for r in report.values()), report
+        assert firm.scalar("SELECT COUNT(*) FROM ledgerlink_audit") == 2  # the rehearsal wrote nothing
+        connector.close()
+        misnamed = with_audit(sig="signatur")
+        refused = {r.what: str(r.message) for r in misnamed.dry_run() if r.verdict == "refused"}
+        assert "signatur" in refused["audit.newest"] and "signatur" in refused["audit.statements.0"]
+        with pytest.raises(ConfigurationError, match="signatur"):
+            misnamed.write_checkpoint(Checkpoint.make(keys, 5, f"{5:064x}", T0).fields())
+        misnamed.close()
 
     def test_dry_run_runs_a_write_in_order_as_the_write_does(self, firm: Firm) -> None:
         """A write built as a sequence (a TEMP table one statement makes and the next reads) passes the rehearsal

@@ -8,6 +8,7 @@ import getpass
 import io
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,10 @@ def test_list_export_and_verify(home: Path, tmp_path: Path, capsys: pytest.Captu
     assert run(home, "audit", "verify") == 0
     said = capsys.readouterr().out.splitlines()
     assert said[:2] == ["1 entries, chain intact", "sealed from entry 1"]
-    assert said[2].startswith("matches entry 1, the checkpoint of ") and len(said) == 3
+    assert said[2].startswith("matches entry 1, the checkpoint of ") and said[2].endswith("audit-checkpoints.jsonl")
+    # the demo mapping's audit section: the same checkpoint, copied into the firm's own database
+    assert said[3].startswith("matches entry 1, the checkpoint of ") and said[3].endswith(
+        "in the firm database's table ledgerlink_audit") and len(said) == 4
     assert run(home, "audit", "list", "--user", getpass.getuser()) == 0
     listed = capsys.readouterr().out
     assert f"cli:{getpass.getuser()}" in listed and "link.create" in listed and "link:lnk_" in listed
@@ -142,9 +146,74 @@ def test_an_upgraded_trail_is_keyed_from_its_next_entry_and_doctor_says_so(
         "keyed from entry 4 (entries 1 to 3 sealed by the first checkpoint), sealed with key k1")
     assert found["audit checkpoints"]["verdict"] == "ok"
     assert found["audit checkpoints"]["detail"].startswith("latest: entry 3 at ")
+    assert found["audit copy"]["verdict"] == "ok"  # the sealing checkpoint went to the firm database too
+    assert found["audit copy"]["detail"].startswith("latest: entry 3 at ")
+    assert found["audit copy"]["detail"].endswith(" UTC in the firm database's table ledgerlink_audit")
     assert run(home, "audit", "verify") == 0
     assert capsys.readouterr().out.splitlines()[:2] == [
         "3 entries, chain intact", "sealed from entry 4; entries 1 to 3 by the first checkpoint"]
     monkeypatch.setattr("sys.stdin", io.StringIO("attacker's keys\n"))
     assert run(home, "secrets", "set", "audit-keys", "--stdin") == 2
     assert "managed by the agent" in capsys.readouterr().err
+
+
+def test_entries_deleted_with_every_copy_in_the_home_rewritten_are_named_by_the_firm_databases_copy(
+        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An insider who holds the state store and the agent's home (not the firm database): deletes the newest
+    entries, moves the head back and cuts the checkpoint file to match. The demo mapping's audit section put a
+    copy of each checkpoint in the firm's own ledgerlink_audit table, which still says how far the trail went."""
+    for amount in ("10.00", "11.00", "12.00"):
+        assert run(home, "links", "quick", "--name", "Ada", "--email", "ada@example.com", "--amount", amount) == 0
+    firm = sqlite3.connect(home / "demo-firm.db")
+    rows = firm.execute("SELECT seq, COUNT(*) FROM ledgerlink_audit GROUP BY seq ORDER BY seq").fetchall()
+    assert rows == [(0, 1), (1, 1), (2, 1), (3, 1)]  # one row per checkpoint (0: the sealing one), none twice
+    rt = Runtime.for_home(home)
+    with rt.store.begin() as conn:
+        conn.execute(delete(audit_log).where(audit_log.c.seq >= 2))
+        first = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == 1)).scalar_one()
+        conn.execute(update(audit_head).values(seq=1, hash=first))
+    rt.store.close()
+    lines = (home / CHECKPOINTS).read_text().splitlines()
+    (home / CHECKPOINTS).write_text("\n".join(lines[:2]) + "\n")  # the sealing checkpoint and entry 1's
+    capsys.readouterr()
+    assert run(home, "audit", "verify") == 1
+    said = capsys.readouterr().out.strip()
+    assert said.startswith("audit trail broken at entry 2: entries 2 to 3 are missing: the checkpoint of ")
+    assert said.endswith("in the firm database's table ledgerlink_audit says the trail reached entry 3")
+    firm.close()
+
+
+def test_a_row_put_into_the_firm_databases_audit_table_by_someone_else_fails_verify(
+        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(home, "links", "quick", "--name", "Ada", "--email", "ada@example.com", "--amount", "10.00") == 0
+    with sqlite3.connect(home / "demo-firm.db") as firm:
+        firm.execute("INSERT INTO ledgerlink_audit VALUES (9, ?, '2026-12-07T10:00:00Z', ?, ?)",
+                     ("ab" * 32, "cd" * 32, "ef" * 64))
+    firm.close()
+    capsys.readouterr()
+    assert run(home, "audit", "verify") == 1
+    assert capsys.readouterr().out.strip() == (
+        "audit trail broken: the row of entry 9 in ledgerlink_audit is a checkpoint this agent's audit "
+        "key did not sign: it was written or altered by someone else")
+
+
+def test_a_firm_database_that_cannot_take_the_copy_costs_the_command_nothing_and_gets_it_next_time(
+        home: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    with sqlite3.connect(home / "demo-firm.db") as firm:
+        firm.execute("ALTER TABLE ledgerlink_audit RENAME TO audit_elsewhere")
+    firm.close()
+    assert run(home, "links", "quick", "--name", "Ada", "--email", "ada@example.com", "--amount", "10.00") == 0
+    assert "not copied to the firm database" in caplog.text and "ledgerlink_audit" in caplog.text
+    assert len((home / CHECKPOINTS).read_text().splitlines()) == 2  # the home's copy was written all the same
+    capsys.readouterr()
+    assert run(home, "check") == 2  # the rehearsal names the missing table before a checkpoint needs it
+    assert "audit" in capsys.readouterr().out
+    with sqlite3.connect(home / "demo-firm.db") as firm:
+        firm.execute("ALTER TABLE audit_elsewhere RENAME TO ledgerlink_audit")
+    firm.close()
+    rt = Runtime.for_home(home)
+    rt.checkpoints.write()  # the head has not moved since: nothing new for the home's file or the firm's table
+    assert [row[0] for row in rt.connector.newest_checkpoints()] == [0]  # the sealing one, written before
+    rt.checkpoints.write(force=True)
+    assert [row[0] for row in rt.connector.newest_checkpoints()] == [1]
+    rt.close()

@@ -112,7 +112,7 @@ def list_audit(rt: RuntimeDep, user: str | None = None,
 @admin.get("/audit/verify", response_model=VerifyOut)
 def verify_audit(rt: RuntimeDep) -> VerifyOut:
     """The chain, the seals and the home's latest checkpoint, as ``ledgerlink audit verify``."""
-    verdict = audit.check(rt.store, rt.audit_seal, rt.checkpoint_file)
+    verdict = audit.check(rt.store, rt.audit_seal, rt.checkpoint_file, also=rt.firm_checkpoints())
     return VerifyOut(count=verdict.count, intact=verdict.intact, bad_entry=verdict.bad_seq, problem=verdict.problem,
                      sealed_from=verdict.keyed_from, checkpoints=list(verdict.checkpoints))
 
