@@ -3,9 +3,10 @@
 The firm's schema arrives as a ``Catalog`` (read by ``connectors.database.introspect``): tables, column names and
 kinds, primary and foreign keys, a few distinct values of short text columns. Recognition needs no fingerprint
 file of its own: a shipped mapping fits a database when every table it reads, and every column it names there, is
-present. Otherwise a draft is written by name and type, each proposal on a line that carries a ``# guess:``
-comment; ``parse_mapping`` refuses a mapping while any such comment is left, so ``mapping check`` walks the admin
-through every guess, by line, before the agent may run on it.
+present (for an entity read by a query, every table the query reads from). Otherwise a draft is written by name
+and type, each proposal on a line that carries a ``# guess:`` comment; ``parse_mapping`` refuses a mapping while
+any such comment is left, so ``mapping check`` walks the admin through every guess, by line, before the agent may
+run on it.
 """
 
 from __future__ import annotations
@@ -83,11 +84,16 @@ def shipped_mappings() -> list[tuple[Path, str]]:
                   if f.name.endswith(".yaml"))
 
 
+_QUERY_TABLES = re.compile(r"\b(?:from|join)\s+([A-Za-z_][\w.]*)", re.I)
+
+
 def _names_read(mapping: MappingFile) -> dict[str, set[str]]:
     """Table -> the columns a mapping reads or writes there by name (entities given as a table only)."""
     out: dict[str, set[str]] = {}
     for em in mapping.entities.values():
-        if em.table is None:
+        if em.table is None:  # a query: the tables it reads from must be there (its columns are its own)
+            for name in _QUERY_TABLES.findall(em.query or ""):
+                out.setdefault(name, set())
             continue
         names = {em.key, *em.columns.values()}
         names |= {c for c in (em.watermark.column if em.watermark else None, em.deleted_column) if c}
