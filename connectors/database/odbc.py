@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pyodbc
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.core.errors import ConfigurationError, LedgerlinkError
 from connectors.database.contract import (
@@ -32,6 +33,30 @@ from mappings.format import MappingFile, RequestTable
 from mappings.sqlparams import to_qmark
 
 
+class ODBCOptions(BaseModel):
+    """The odbc connector's ``source.options``. A key not named here is refused: a mistyped option that was
+    silently ignored would leave the connector quoting or paging in a way the admin did not choose."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quote: Literal['"', "`", "["] | None = Field(None, description="How names are quoted; by driver when omitted.")
+    paging: Literal["limit", "top", "fetch"] | None = Field(None, description="LIMIT, TOP or FETCH FIRST.")
+    query_timeout: int = Field(60, ge=1, le=86_400, description="Seconds a query may run.")
+    wchar_encoding: str | None = Field(None, description="How the driver encodes wide-character columns.")
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> ODBCOptions:
+        try:
+            return cls.model_validate(options)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"source.options.{'.'.join(map(str, e['loc']))}: "
+                + ("is not an option of the odbc connector (it has quote, paging, query_timeout and "
+                   "wchar_encoding)" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in exc.errors())
+            raise ConfigurationError(f"{problems}; see mappings/README.md, source") from None
+
+
 class ODBCConnector(Connector):
     name = "odbc"
 
@@ -42,18 +67,13 @@ class ODBCConnector(Connector):
             raise ConfigurationError("the odbc connector needs source.connection_string (or DSN=name)")
         self.connection_string = with_password(source.connection_string, password)
         driver = source.connection_string.lower()
-        options = source.options
-        quote = QUOTES.get(options.get("quote", default_quote(driver)[0]))
-        if quote is None:
-            raise ConfigurationError(f"source.options.quote must be one of {sorted(QUOTES)}")
-        self.quote = quote
-        self.paging = options.get("paging", "top" if "sql server" in driver else "limit")
-        if self.paging not in ("limit", "top", "fetch"):
-            raise ConfigurationError("source.options.paging must be limit, top or fetch")
-        self.query_timeout = int(options.get("query_timeout", 60))
+        options = ODBCOptions.of(source.options)
+        self.quote = QUOTES[options.quote or default_quote(driver)[0]]
+        self.paging = options.paging or ("top" if "sql server" in driver else "limit")
+        self.query_timeout = options.query_timeout
         # MariaDB Connector/ODBC 3.1 hands wide-character columns over as UTF-8 bytes; decoding them as UTF-16
         # silently drops the last character of non-ASCII names. Measured on 3.1.15 (Debian 12).
-        self.wchar_encoding = options.get("wchar_encoding", "utf-8" if "mariadb" in driver else None)
+        self.wchar_encoding = options.wchar_encoding or ("utf-8" if "mariadb" in driver else None)
         # The same driver's data-at-execution path (pyodbc's SQLPutData, taken for text of 128 characters or more
         # by default) fails: 128 to 254 characters are refused ('Memory allocation error', 'Data too long' for
         # a VARCHAR(300)). Bound as one buffer, they go through. Measured on 3.1.15 (Debian 12).

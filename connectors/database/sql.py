@@ -99,7 +99,9 @@ class SQLAlchemyConnector(Connector):
                 url = url.set(password=password)
             options = {"pool_pre_ping": True, "pool_recycle": 1800, **source.options}
             self.engine: Engine = create_engine(url, **options)
-        except (ArgumentError, NoSuchModuleError, ImportError, TypeError) as exc:
+        except TypeError as exc:  # a keyword create_engine does not take
+            raise ConfigurationError(f"source.options: {exc}; they are create_engine's keywords") from None
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise ConfigurationError(f"source.url {source.url!r}: {exc}") from None
         if self.engine.dialect.name == "sqlite":
             self.reads_elsewhere = False

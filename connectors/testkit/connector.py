@@ -308,6 +308,14 @@ class ConnectorContract:
         assert firm.scalar("SELECT COUNT(*) FROM receipts WHERE reference = 'PM1:103'") == 1
         connector.close()
 
+    def test_a_mistyped_source_option_is_refused_naming_it(self, firm: Firm) -> None:
+        """An option the connector does not know fails at once; silently ignored, it would leave the connector
+        working otherwise than the admin wrote."""
+        mapping = firm.mapping()
+        source = mapping.source.model_copy(update={"options": {"no_such_option": 1}})
+        with pytest.raises(ConfigurationError, match=r"source\.options.*no_such_option"):
+            firm.connector_class(mapping.model_copy(update={"source": source}))
+
     def test_long_text_is_written_whole(self, firm: Firm) -> None:
         """A description of 127 to 300 characters, non-ASCII too, goes into a VARCHAR(300) as it is (MariaDB's
         ODBC driver refused 128 to 254 through pyodbc's default data-at-execution path)."""
