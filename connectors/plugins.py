@@ -15,6 +15,14 @@ from typing import TypeVar
 
 from agent.core.errors import ConfigurationError
 
+__all__ = [
+    "CONNECTOR_GROUP",
+    "PROVIDER_GROUP",
+    "available",
+    "contract_problems",
+    "load",
+]
+
 CONNECTOR_GROUP = "ledgerlink.connectors"
 PROVIDER_GROUP = "ledgerlink.providers"
 T = TypeVar("T")

@@ -35,6 +35,34 @@ from mappings.format import (
     write_back,
 )
 
+__all__ = [
+    "EXPLAINS",
+    "TRANSACTIONAL_DDL",
+    "Batch",
+    "BulkRead",
+    "Connector",
+    "EntityInfo",
+    "Position",
+    "Rehearsal",
+    "RowConverter",
+    "RowError",
+    "Selection",
+    "Window",
+    "clock_horizon",
+    "convert_rows",
+    "is_select",
+    "not_ready_reason",
+    "posting_context",
+    "readable",
+    "rehearsal_step",
+    "rehearse",
+    "rehearse_in_order",
+    "same_type",
+    "sample_params",
+    "source_context",
+    "step_back",
+]
+
 
 @dataclass(frozen=True)
 class Position:

@@ -18,6 +18,37 @@ from typing import ClassVar
 from agent.core.errors import ProviderError as ProviderError  # re-exported: the contract's refusal, in the one tree
 from agent.core.model import MerchantAccount
 
+__all__ = [
+    "CancelRefused",
+    "Collection",
+    "CollectionCancelRefused",
+    "CollectionStatus",
+    "DirectDebitProvider",
+    "EventKind",
+    "EventPage",
+    "InvalidSignature",
+    "LinkNotFound",
+    "LinkSpec",
+    "LinkStatus",
+    "Mandate",
+    "MandatePayer",
+    "MandateSetup",
+    "MandateStatus",
+    "PaymentMethod",
+    "Payout",
+    "PayoutItem",
+    "PayoutItemKind",
+    "PayoutProvider",
+    "PayoutStatus",
+    "Provider",
+    "ProviderEvent",
+    "ProviderLink",
+    "Refund",
+    "RefundRefused",
+    "RefundStatus",
+    "clip",
+]
+
 
 class LinkStatus(StrEnum):
     """Sent Pages statuses (send-for-payment guide) plus failed where a provider reports it."""

@@ -34,6 +34,16 @@ from connectors.database.errors import NotReady
 from connectors.testkit.databases import TempDatabase
 from mappings.format import AuditTable, MappingFile, parse_mapping
 
+__all__ = [
+    "DDL",
+    "NAMES",
+    "T0",
+    "ConnectorContract",
+    "Firm",
+    "mirror",
+    "seed",
+]
+
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 

@@ -18,6 +18,18 @@ from typing import TYPE_CHECKING, Any
 import pymysql
 from sqlalchemy.engine import URL
 
+__all__ = [
+    "ODBC_DRIVERS",
+    "Server",
+    "TempDatabase",
+    "in_ci",
+    "mariadb_server",
+    "odbc_unavailable",
+    "postgres_server",
+    "temp_database",
+    "unavailable",
+]
+
 if TYPE_CHECKING:
     import psycopg
 

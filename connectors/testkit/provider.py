@@ -52,6 +52,23 @@ from connectors.providers.contract import (
     RefundStatus,
 )
 
+__all__ = [
+    "AMOUNT",
+    "Faults",
+    "PayoutContract",
+    "PayoutWorld",
+    "PaysOut",
+    "ProviderContract",
+    "WebhookSigner",
+    "World",
+    "drain",
+    "make_spec",
+    "paid",
+    "the_payout",
+    "tied",
+    "total",
+]
+
 AMOUNT = Decimal("125.50")
 
 
