@@ -40,6 +40,22 @@ def run(home: Path, *args: str) -> int:
     return main(["--home", str(home), *args])
 
 
+def three_quick_links(home: Path) -> None:
+    """Three audit entries, each checkpointed as its command ends."""
+    for amount in ("10.00", "11.00", "12.00"):
+        assert run(home, "links", "quick", "--name", "Ada", "--email", "ada@example.com", "--amount", amount) == 0
+
+
+def keep_only_the_first_entry(home: Path) -> None:
+    """The insider's cut: the newest entries deleted and the head moved back to entry 1, all in the state store."""
+    rt = Runtime.for_home(home)
+    with rt.store.begin() as conn:
+        conn.execute(delete(audit_log).where(audit_log.c.seq >= 2))
+        first = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == 1)).scalar_one()
+        conn.execute(update(audit_head).values(seq=1, hash=first))
+    rt.store.close()
+
+
 def test_list_export_and_verify(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(home, "links", "create", "--matter", MATTER) == 0
     capsys.readouterr()
@@ -111,16 +127,10 @@ def test_an_entry_rewritten_with_every_hash_recomputed_fails_verify(home: Path,
 
 def test_entries_deleted_from_the_end_are_named_against_a_copy_kept_elsewhere(
         home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for amount in ("10.00", "11.00", "12.00"):
-        assert run(home, "links", "quick", "--name", "Ada", "--email", "ada@example.com", "--amount", amount) == 0
+    three_quick_links(home)
     shipped = tmp_path / "shipped.jsonl"
     shutil.copy(home / CHECKPOINTS, shipped)
-    rt = Runtime.for_home(home)
-    with rt.store.begin() as conn:
-        conn.execute(delete(audit_log).where(audit_log.c.seq >= 2))
-        first = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == 1)).scalar_one()
-        conn.execute(update(audit_head).values(seq=1, hash=first))
-    rt.store.close()
+    keep_only_the_first_entry(home)
     (home / CHECKPOINTS).write_text((home / CHECKPOINTS).read_text().splitlines()[0] + "\n")  # the home copy too
     capsys.readouterr()
     assert run(home, "audit", "verify", "--checkpoint", str(shipped)) == 1
@@ -162,17 +172,11 @@ def test_entries_deleted_with_every_copy_in_the_home_rewritten_are_named_by_the_
     """An insider who holds the state store and the agent's home (not the firm database): deletes the newest
     entries, moves the head back and cuts the checkpoint file to match. The demo mapping's audit section put a
     copy of each checkpoint in the firm's own ledgerlink_audit table, which still says how far the trail went."""
-    for amount in ("10.00", "11.00", "12.00"):
-        assert run(home, "links", "quick", "--name", "Ada", "--email", "ada@example.com", "--amount", amount) == 0
+    three_quick_links(home)
     firm = sqlite3.connect(home / "demo-firm.db")
     rows = firm.execute("SELECT seq, COUNT(*) FROM ledgerlink_audit GROUP BY seq ORDER BY seq").fetchall()
     assert rows == [(0, 1), (1, 1), (2, 1), (3, 1)]  # one row per checkpoint (0: the sealing one), none twice
-    rt = Runtime.for_home(home)
-    with rt.store.begin() as conn:
-        conn.execute(delete(audit_log).where(audit_log.c.seq >= 2))
-        first = conn.execute(select(audit_log.c.hash).where(audit_log.c.seq == 1)).scalar_one()
-        conn.execute(update(audit_head).values(seq=1, hash=first))
-    rt.store.close()
+    keep_only_the_first_entry(home)
     lines = (home / CHECKPOINTS).read_text().splitlines()
     (home / CHECKPOINTS).write_text("\n".join(lines[:2]) + "\n")  # the sealing checkpoint and entry 1's
     capsys.readouterr()
