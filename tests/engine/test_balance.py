@@ -3,12 +3,10 @@ moment between the write-back and the next sync (issue 13, item 1: reproduced on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-from tests_support import STAFF, demo_runtime
+from tests_support import STAFF
 
 from agent.core.errors import RuleError
 from agent.engine.links import LinkRequest
@@ -17,12 +15,6 @@ from agent.runtime import Runtime
 from connectors.providers import sandbox
 
 MATTER = "M-2026-0010"  # Okafor probate: INV-1001 (644.30) + INV-1002 (1443.75)
-
-
-@pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
-    with demo_runtime(tmp_path / "home") as runtime:
-        yield runtime
 
 
 def test_defaults_are_zero_the_moment_the_postings_are_posted(rt: Runtime) -> None:

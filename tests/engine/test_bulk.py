@@ -14,7 +14,6 @@ from delivery_support import configure, smtp_server
 
 from agent.cli.main import main
 from agent.engine.bulk import TEMPLATE_HEADER, read_bulk
-from agent.home.demo import init_home
 
 HEADER = ",".join(TEMPLATE_HEADER)
 GOOD = "Q-1,2026-11-01,2026-12-01,Ada,ada@example.com,10.00,Fees\n"
@@ -31,13 +30,6 @@ def provider_links(home: Path) -> int:
         return 0
     with sqlite3.connect(db) as conn:
         return conn.execute("SELECT COUNT(*) FROM links").fetchone()[0]
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    init_home(home)
-    return home
 
 
 def test_csv_with_bom_uk_dates_and_thousands(tmp_path: Path) -> None:

@@ -38,19 +38,11 @@ from agent.cli.main import main
 from agent.core.errors import ConfigurationError, RuleError, TransientError
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.state.schema import audit_log, payments, postings
 from postings.queries import posting_rows
 
 ZERO = Decimal(0)
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    init_home(home)
-    return home
 
 
 @pytest.fixture

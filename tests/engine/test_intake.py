@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import csv
 import sqlite3
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-from tests_support import STAFF, demo_runtime
+from tests_support import STAFF
 
 from agent.engine.intake import InboxIntake, process_request_table
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
 from agent.runtime import Runtime
 from connectors.providers import sandbox
-
-
-@pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
-    with demo_runtime(tmp_path / "home") as runtime:
-        yield runtime
 
 
 def firm(rt: Runtime) -> sqlite3.Connection:

