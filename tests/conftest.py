@@ -1,5 +1,5 @@
-"""Shared fixtures: throw-away databases on the real servers. Under CI=true an unreachable server FAILS the
-test (never a silent skip); elsewhere the test skips with the reason."""
+"""Shared fixtures: the demo ``home``, and throw-away databases on the real servers. Under CI=true an unreachable
+server FAILS the test (never a silent skip); elsewhere the test skips with the reason."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from money_support import WORLDS, MoneyWorld
 from tests_support import require
 
+from agent.home.demo import init_home
 from agent.home.secrets import env_name
 from connectors.testkit.databases import (
     TempDatabase,
@@ -19,6 +20,15 @@ from connectors.testkit.databases import (
     temp_database,
     unavailable,
 )
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A fresh demo home (settings, the demo mapping and the demo firm's database); a module that needs another
+    home defines its own ``home``."""
+    made = tmp_path / "home"
+    init_home(made)
+    return made
 
 
 @pytest.fixture(scope="session")

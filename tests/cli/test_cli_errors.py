@@ -19,17 +19,9 @@ from agent.cli import main as cli
 from agent.cli.main import main
 from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
-from agent.home.demo import init_home
 from agent.runtime import Runtime
 
 MATTER = "M-2026-0010"
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    init_home(home)
-    return home
 
 
 def ledgerlink(home: Path, *args: str, env: dict[str, str] | None = None, umask: int | None = None

@@ -10,15 +10,7 @@ import pytest
 
 from agent.cli.main import main
 from agent.home.accounts import set_account
-from agent.home.demo import init_home
 from agent.runtime import Runtime
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    init_home(home)
-    return home
 
 
 def test_list(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,7 +15,6 @@ from tests_support import bearer
 from agent.api import app as api
 from agent.cli.main import main
 from agent.core.errors import ConfigurationError
-from agent.home.demo import init_home
 from agent.home.settings import load_settings
 from agent.runtime import Runtime
 from agent.service.reload import COMPONENT, ConfigWatcher
@@ -33,13 +32,6 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    init_home(home)
-    return home
 
 
 @pytest.fixture

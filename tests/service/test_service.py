@@ -38,13 +38,6 @@ LEDGERLINK = Path(sys.executable).with_name("ledgerlink")
 API_LINE = re.compile(r"local API on (http://127\.0\.0\.1:\d+)")
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    home = tmp_path / "home"
-    init_home(home)
-    return home
-
-
 def test_second_lock_on_the_same_home_is_refused_while_the_first_holds_it(home: Path) -> None:
     first, second = Runtime.for_home(home).store.instance_lock(), Runtime.for_home(home).store.instance_lock()
     first.acquire()
