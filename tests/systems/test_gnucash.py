@@ -207,3 +207,24 @@ def test_killed_while_writing_every_payment_is_in_the_book_exactly_once(rt: Runt
         assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT num) FROM transactions WHERE num LIKE 'pay_%'"
                             ).fetchone() == (25, 25)
     conn.close()
+
+
+def test_an_invoice_unposted_since_it_was_read_fails_its_payment_and_nothing_is_written(
+        rt: Runtime, book: Path) -> None:
+    with sqlite3.connect(book) as conn:
+        transactions = conn.execute("SELECT COUNT(*) FROM transactions").fetchone()
+        conn.execute("UPDATE invoices SET post_txn = NULL WHERE id = 'INV-1'")  # as GnuCash's Unpost leaves it
+    conn.close()
+    link = rt.links.create(ADMIN, LinkRequest(matter="J001", statements={"INV-1": Decimal("100.00")}))
+    assert link.provider_ref is not None
+    sandbox.pay(rt.settings.home, link.provider_ref)
+    EventPoller(rt.store, rt.provider(), "operating", retry_initial=0.01).poll()
+    post_all(rt)
+    with rt.store.read() as conn:
+        [row] = posting_rows(conn)
+    assert row["state"] != "posted"
+    assert "statement INV-1" in str(row["last_error"]) and "transactions.currency_guid" in str(row["last_error"])
+    with sqlite3.connect(book) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM transactions").fetchone() == transactions
+        assert conn.execute("SELECT COUNT(*) FROM splits WHERE memo LIKE 'Ledgerlink %'").fetchone() == (0,)
+    conn.close()
