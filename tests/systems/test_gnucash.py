@@ -10,22 +10,18 @@ recognising the book, and the rehearsal passing on it.
 from __future__ import annotations
 
 import json
-import random
-import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from money_support import ADMIN, post_all
+from money_support import post_all
+from systems_support import paid_link, pay, poll, post_while_killing
 from tests_support import require
 
-from agent.engine.links import LinkRequest
-from agent.engine.payments import EventPoller
 from agent.engine.sync import Syncer
 from agent.home.firm import init_firm_home
 from agent.runtime import Runtime
@@ -39,7 +35,6 @@ from postings.queries import posting_rows
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3-gnucash is built for it
 BOOK_TOOL = Path(__file__).with_name("gnucash_book.py")
 MAPPING = Path(__file__).parents[2] / "mappings" / "gnucash.yaml"
-KILL_WORKER = Path(__file__).with_name("gnucash_kill_worker.py")
 
 
 def gnucash_unavailable() -> str | None:
@@ -79,17 +74,6 @@ def rt(book: Path) -> Iterator[Runtime]:
     Syncer(runtime.store, runtime.connector).sync()
     yield runtime
     runtime.close()
-
-
-def pay(rt: Runtime, matter: str, amount: str | None = None, statements: dict[str, str] | None = None) -> str:
-    link = rt.links.create(ADMIN, LinkRequest(matter=matter, amount=Decimal(amount) if amount else None,
-                                              statements={k: Decimal(v) for k, v in (statements or {}).items()}))
-    assert link.provider_ref is not None
-    ref = sandbox.pay(rt.settings.home, link.provider_ref)
-    EventPoller(rt.store, rt.provider(), "operating", retry_initial=0.01).poll()
-    post_all(rt)
-    Syncer(rt.store, rt.connector).sync()
-    return ref
 
 
 def debts(rt: Runtime, matter: str) -> dict[str, Decimal]:
@@ -138,7 +122,7 @@ def test_one_link_paying_two_invoices_writes_one_payment_into_each(rt: Runtime, 
 def test_a_charge_back_is_reversed_in_the_invoices_lot(rt: Runtime, book: Path) -> None:
     ref = pay(rt, "J001", statements={"INV-1": "100.00"})
     sandbox.charge_back(rt.settings.home, ref)
-    EventPoller(rt.store, rt.provider(), "operating", retry_initial=0.01).poll()
+    poll(rt)
     post_all(rt)
     seen = judge(book)["INV-1"]
     assert seen["balance_pence"] == 10000 and seen["paid"] is False and seen["balanced"] is True
@@ -177,29 +161,8 @@ def test_killed_while_writing_every_payment_is_in_the_book_exactly_once(rt: Runt
     by themselves right after GnuCash's book committed and before the state store knew. GnuCash then counts the
     payments in the invoice's lot; the transactions table has no UNIQUE on num to hide a double."""
     for _ in range(25):
-        link = rt.links.create(ADMIN, LinkRequest(matter="customer C001", amount=Decimal("10.00")))
-        assert link.provider_ref is not None
-        sandbox.pay(rt.settings.home, link.provider_ref)
-        EventPoller(rt.store, rt.provider(), "operating", retry_initial=0.01).poll()  # paid: the next is new
-    rng = random.Random(1207)
-    runs = killed = 0
-    while runs < 60:
-        runs += 1
-        worker = subprocess.Popen([sys.executable, str(KILL_WORKER), str(rt.settings.home), "0.3", str(runs)])
-        try:
-            worker.wait(timeout=rng.uniform(0.8, 3.0))
-        except subprocess.TimeoutExpired:
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
-        assert worker.returncode in (0, -signal.SIGKILL), f"worker {runs} failed: exit {worker.returncode}"
-        killed += worker.returncode == -signal.SIGKILL
-        with rt.store.read() as conn:
-            if not posting_rows(conn, ["pending", "posting", "retrying"]):
-                break
-    assert killed >= 3, "the workers were hardly killed: the test proved nothing"
-    with rt.store.read() as conn:
-        states = {row["state"] for row in posting_rows(conn)}
-    assert states == {"posted"}
+        paid_link(rt, "customer C001", "10.00")  # each paid before the next is asked for
+    assert post_while_killing(rt) >= 3, "the workers were hardly killed: the test proved nothing"
     seen = judge(book)["INV-2"]
     assert seen["paid"] is True and seen["balance_pence"] == 0 and seen["balanced"] is True
     assert len(seen["payments"]) == len(set(seen["payments"])) == 25
@@ -215,10 +178,7 @@ def test_an_invoice_unposted_since_it_was_read_fails_its_payment_and_nothing_is_
         transactions = conn.execute("SELECT COUNT(*) FROM transactions").fetchone()
         conn.execute("UPDATE invoices SET post_txn = NULL WHERE id = 'INV-1'")  # as GnuCash's Unpost leaves it
     conn.close()
-    link = rt.links.create(ADMIN, LinkRequest(matter="J001", statements={"INV-1": Decimal("100.00")}))
-    assert link.provider_ref is not None
-    sandbox.pay(rt.settings.home, link.provider_ref)
-    EventPoller(rt.store, rt.provider(), "operating", retry_initial=0.01).poll()
+    paid_link(rt, "J001", statements={"INV-1": "100.00"})
     post_all(rt)
     with rt.store.read() as conn:
         [row] = posting_rows(conn)

@@ -1,7 +1,7 @@
-"""Post a GnuCash home's outbox until nothing is left, killing itself (SIGKILL) at random right after the book
+"""Post a home's outbox until nothing is left, killing itself (SIGKILL) at random right after the firm's system
 committed a payment and before the state store marked it posted: the moment a second write would come from.
 
-    python gnucash_kill_worker.py HOME PROBABILITY SEED
+    python kill_worker.py HOME PROBABILITY SEED
 """
 
 from __future__ import annotations
