@@ -15,11 +15,30 @@ from money_support import ADMIN, post_all
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
 from agent.engine.sync import Syncer
+from agent.home.firm import init_firm_home
 from agent.runtime import Runtime
+from agent.state.mirror import get_matter
+from agent.state.owed import matter_owed
 from connectors.providers import sandbox
 from postings.queries import posting_rows
 
 KILL_WORKER = Path(__file__).with_name("kill_worker.py")
+
+
+def firm_runtime(home: Path, mapping_text: str) -> Runtime:
+    """A production home (``init --firm``) on the system's database with this mapping, synced once."""
+    init_firm_home(home, mapping_text, name="Lovelace & Co", currency="GBP")
+    runtime = Runtime.for_home(home)
+    runtime.links.retry_initial = 0.01
+    Syncer(runtime.store, runtime.connector).sync()
+    return runtime
+
+
+def debts(rt: Runtime, matter: str) -> dict[str, Decimal]:
+    """What the agent would still ask for on a matter, by invoice number."""
+    with rt.store.read() as conn:
+        owed = matter_owed(conn, get_matter(conn, matter).key)
+    return {s.number: s.balance for s in owed.statements}
 
 
 def poll(rt: Runtime) -> None:

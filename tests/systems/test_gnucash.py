@@ -19,14 +19,11 @@ from typing import Any
 
 import pytest
 from money_support import post_all
-from systems_support import paid_link, pay, poll, post_while_killing
+from systems_support import debts, firm_runtime, paid_link, pay, poll, post_while_killing
 from tests_support import require
 
 from agent.engine.sync import Syncer
-from agent.home.firm import init_firm_home
 from agent.runtime import Runtime
-from agent.state.mirror import get_matter
-from agent.state.owed import matter_owed
 from connectors.database.introspect import read_catalog
 from connectors.providers import sandbox
 from mappings.suggest import recognise
@@ -68,19 +65,9 @@ def book(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def rt(book: Path) -> Iterator[Runtime]:
-    init_firm_home(book.parent, MAPPING.read_text(encoding="utf-8"), name="Lovelace & Co", currency="GBP")
-    runtime = Runtime.for_home(book.parent)
-    runtime.links.retry_initial = 0.01
-    Syncer(runtime.store, runtime.connector).sync()
+    runtime = firm_runtime(book.parent, MAPPING.read_text(encoding="utf-8"))
     yield runtime
     runtime.close()
-
-
-def debts(rt: Runtime, matter: str) -> dict[str, Decimal]:
-    """What the agent would still ask for on a matter, by invoice number."""
-    with rt.store.read() as conn:
-        owed = matter_owed(conn, get_matter(conn, matter).key)
-    return {s.number: s.balance for s in owed.statements}
 
 
 def test_the_book_reads_as_customers_matters_and_posted_invoices(rt: Runtime, book: Path) -> None:

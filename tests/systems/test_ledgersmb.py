@@ -20,14 +20,11 @@ from typing import Any
 import psycopg
 import pytest
 from money_support import ADMIN, post_all
-from systems_support import paid_link, pay, poll, post_while_killing
+from systems_support import debts, firm_runtime, paid_link, pay, poll, post_while_killing
 from tests_support import require
 
 from agent.engine.sync import Syncer
-from agent.home.firm import init_firm_home
 from agent.runtime import Runtime
-from agent.state.mirror import get_matter
-from agent.state.owed import matter_owed
 from connectors.database.introspect import read_catalog
 from connectors.providers import sandbox
 from connectors.testkit.databases import postgres_server, unavailable
@@ -126,19 +123,9 @@ def rt(db: str, tmp_path: Path) -> Iterator[Runtime]:
         "postgresql+psycopg://ledgerlink@db.example.internal/acme",
         f"postgresql+psycopg://{server.user}@{server.host}:{server.port}/{db}").replace(
         "  password_secret: ledgersmb-db-password\n", "")
-    home = tmp_path / "home"
-    init_firm_home(home, text, name="Lovelace & Co", currency="GBP")
-    runtime = Runtime.for_home(home)
-    runtime.links.retry_initial = 0.01
-    Syncer(runtime.store, runtime.connector).sync()
+    runtime = firm_runtime(tmp_path / "home", text)
     yield runtime
     runtime.close()
-
-
-def debts(rt: Runtime, matter: str) -> dict[str, Decimal]:
-    with rt.store.read() as conn:
-        owed = matter_owed(conn, get_matter(conn, matter).key)
-    return {s.number: s.balance for s in owed.statements}
 
 
 def test_the_company_reads_as_customers_and_open_ar(rt: Runtime, db: str) -> None:
