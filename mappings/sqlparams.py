@@ -30,3 +30,15 @@ def to_qmark(sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         return "?"
 
     return _TOKEN.sub(replace, sql), values
+
+
+def literal_colons_escaped(sql: str) -> str:
+    """``sql`` with each colon inside a quoted string escaped (``\\:``) for SQLAlchemy's ``text()``, which would
+    otherwise read the ``:R`` of ``LIKE '%:R%'`` as a parameter named R. The strings are those ``param_names``
+    skips, so the agent and the driver agree on what is a parameter."""
+
+    def escape(match: re.Match[str]) -> str:
+        token = match.group(0)
+        return token.replace(":", "\\:") if token[0] in "'\"" else token
+
+    return _TOKEN.sub(escape, sql)

@@ -30,19 +30,24 @@ from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.engine import Dialect
 
 from connectors.database.contract import not_ready_reason
 from connectors.database.errors import NotReady
 from mappings.format import SqlWriteBack
-from mappings.sqlparams import param_names
+from mappings.sqlparams import literal_colons_escaped, param_names
 
 # The writer connection's level (SQLAlchemyConnector._writer_connection): no other writer can slip the same
 # reference in between the existence check and the writes.
 BEGIN = "BEGIN ISOLATION LEVEL SERIALIZABLE"
 PREFIX = "ledgerlink_"  # our prepared statements' names; psycopg's own are _pg3_*
 _PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s")  # as SQLAlchemy renders for psycopg: a literal % is doubled
+
+
+def mapping_text(sql: str) -> TextClause:
+    """A mapping's SQL as SQLAlchemy text: a colon inside a quoted string stays a colon, not a parameter."""
+    return text(literal_colons_escaped(sql))
 
 
 class DriverFailed(Exception):
@@ -90,7 +95,7 @@ class DriverWriter:
         key = (spec.ready, spec.exists, *spec.writes)
         if key not in self._plans:
             checks = [spec.ready] if spec.ready is not None else []
-            prepared = [Prepared(str(text(sql).compile(dialect=self.dialect))) for sql in [*checks, spec.exists,
+            prepared = [Prepared(str(mapping_text(sql).compile(dialect=self.dialect))) for sql in [*checks, spec.exists,
                                                                                           *spec.writes]]
             names = sorted({name for sql in key if sql is not None for name in param_names(sql)})
             self._plans[key] = (prepared[:len(checks) + 1], prepared[len(checks) + 1:], names)

@@ -19,7 +19,6 @@ from sqlalchemy import (
     or_,
     select,
     table,
-    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -40,7 +39,7 @@ from connectors.database.contract import (
     rehearse_in_order,
     source_context,
 )
-from connectors.database.driver import DriverFailed, DriverWriter, direct
+from connectors.database.driver import DriverFailed, DriverWriter, direct, mapping_text
 from connectors.database.errors import NotReady, classify
 from mappings.format import MappingFile, RequestTable, SqlWriteBack
 from mappings.sqlparams import param_names
@@ -51,7 +50,7 @@ T = TypeVar("T")
 def _from(selection: Selection) -> FromClause:
     cols: list[ColumnClause[Any]] = [column(c) for c in dict.fromkeys(selection.columns)]
     if selection.is_query:
-        return text(selection.source).columns(*cols).subquery("src")
+        return mapping_text(selection.source).columns(*cols).subquery("src")
     schema, _, name = selection.source.rpartition(".")
     return table(name, *cols, schema=schema or None)
 
@@ -162,7 +161,7 @@ class SQLAlchemyConnector(Connector):
 
         def execute(conn: Connection, sql: str, explain: bool) -> None:
             def attempt() -> None:
-                result = conn.execute(text(("EXPLAIN " if explain else "") + sql), bound(sql, params))
+                result = conn.execute(mapping_text(("EXPLAIN " if explain else "") + sql), bound(sql, params))
                 if result.returns_rows:
                     result.fetchall()
 
@@ -248,7 +247,7 @@ class SQLAlchemyConnector(Connector):
 
         def probe() -> bool:
             with self.engine.connect() as conn:
-                return conn.execute(text(exists), {"reference": reference}).first() is not None
+                return conn.execute(mapping_text(exists), {"reference": reference}).first() is not None
 
         return self._run("postings existence check", probe)
 
@@ -288,14 +287,14 @@ class SQLAlchemyConnector(Connector):
         try:
             with conn.begin():
                 if spec.ready is not None:
-                    reason = not_ready_reason(conn.execute(text(spec.ready), bound(spec.ready, params)).first())
+                    reason = not_ready_reason(conn.execute(mapping_text(spec.ready), bound(spec.ready, params)).first())
                     if reason is not None:
                         raise NotReady(f"the firm database is not ready: {reason}")
-                if conn.execute(text(spec.exists), bound(spec.exists, params)).first() is not None:
+                if conn.execute(mapping_text(spec.exists), bound(spec.exists, params)).first() is not None:
                     return False
                 for sql in spec.writes:
                     try:
-                        conn.execute(text(sql), bound(sql, params))
+                        conn.execute(mapping_text(sql), bound(sql, params))
                     except DBAPIError as exc:
                         raise classify(exc, f"{context}, statement {readable(sql)}") from None
                 return True
@@ -322,7 +321,7 @@ class SQLAlchemyConnector(Connector):
 
         def fetch() -> list[tuple[Any, ...]]:
             with self.engine.connect() as conn:
-                return [tuple(r) for r in conn.execute(text(audit.newest))]
+                return [tuple(r) for r in conn.execute(mapping_text(audit.newest))]
 
         return self._run(f"reading audit checkpoints from {audit.table}", fetch)
 

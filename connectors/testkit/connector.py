@@ -326,6 +326,26 @@ class ConnectorContract:
         with pytest.raises(ConfigurationError, match=r"source\.options.*no_such_option"):
             firm.connector_class(mapping.model_copy(update={"source": source}))
 
+    def test_a_colon_inside_a_quoted_string_is_text_not_a_parameter(self, firm: Firm) -> None:
+        """``'[:]R'`` or ``'a:b'`` in mapping SQL (a regex, a time, a URL) is the string it reads as; only a bare
+        ``:name`` is a parameter, for the agent's checks and the driver alike."""
+        seed(firm)
+        connector = firm.connector(
+            "postings:\n  kind: sql\n"
+            "  exists: SELECT 1 FROM receipts WHERE reference = :reference AND 'a:b' <> ':c'\n  statements:\n"
+            "    - INSERT INTO receipts (reference, statement_id, amount_pence) "
+            "SELECT :reference, :statement_key, :amount_minor FROM statements WHERE id = 103 AND 'x:y' <> ''\n",
+            statements={"query": "SELECT id, bill_no, matter_id, amount, balance, currency, updated_at FROM "
+                                 "statements WHERE bill_no <> 'no:such'", "table": None,
+                        "columns": {"number": "bill_no", "matter_key": "matter_id", "amount": "amount",
+                                    "balance": "balance", "currency": "currency"}})
+        assert [r for r in connector.dry_run() if r.verdict != "ok"] == []
+        params = {"reference": "PM1:103", "statement_key": "103", "amount_minor": 64430}
+        assert connector.write_posting(params) is True
+        assert connector.write_posting(params) is False
+        assert firm.scalar("SELECT COUNT(*) FROM receipts") == 1
+        connector.close()
+
     def test_long_text_is_written_whole(self, firm: Firm) -> None:
         """A description of 127 to 300 characters, non-ASCII too, goes into a VARCHAR(300) as it is (MariaDB's
         ODBC driver refused 128 to 254 through pyodbc's default data-at-execution path)."""
