@@ -509,22 +509,30 @@ def _sql_parameter_problems(postings: dict[Any, Any], known: list[str], valid: s
             for loc, sql in sqls for name in (param_names(sql) if isinstance(sql, str) else []) if name not in known]
 
 
-def _write_problems(postings: dict[Any, Any], known: list[str], valid: str, at: tuple[str, ...]) -> list[Problem]:
+def _write_problems(postings: dict[Any, Any], known: list[str], valid: str, at: tuple[str, ...],
+                    constants: Sequence[str] = ()) -> list[Problem]:
     problems = _sql_parameter_problems(postings, known, valid, at)
     exists = postings.get("exists")
     if isinstance(exists, str) and "reference" not in param_names(exists):
         problems.append(((*at, "exists"),
                          "the existence check must bind :reference (that is what makes it idempotent)"))
+    if isinstance(exists, str):
+        others = [n for n in dict.fromkeys(param_names(exists)) if n in known and n != "reference"
+                  and n not in constants]
+        problems += [((*at, "exists"), f":{name} cannot be bound here: the existence check also runs on its own, "
+                      "knowing only :reference (and the mapping's params); keep the other parameters for the "
+                      "statements") for name in others]
     return problems
 
 
 def _postings_problems(postings: dict[Any, Any], constants: dict[Any, Any]) -> list[Problem]:
     known = list(dict.fromkeys([*POSTING_PARAMS, *(n for n in constants if isinstance(n, str))]))
     valid = ", ".join(f":{p}" for p in known)
-    problems = _write_problems(postings, known, valid, ("postings",))
+    names = [n for n in constants if isinstance(n, str)]
+    problems = _write_problems(postings, known, valid, ("postings",), names)
     for section in SECTIONS:
         if isinstance(postings.get(section), dict):
-            problems += _write_problems(postings[section], known, valid, ("postings", section))
+            problems += _write_problems(postings[section], known, valid, ("postings", section), names)
     problems += [(("postings", "columns", i, "param"), f"unknown parameter {col.get('param')!r}; valid: {valid}")
                  for i, col in enumerate(postings.get("columns") or [])
                  if isinstance(col, dict) and col.get("param") not in known]

@@ -271,7 +271,7 @@ class ODBCConnector(Connector):
     # ------------------------------------------------------------------------------------------ sink
 
     def posting_exists(self, reference: str, section: str | None = None) -> bool:
-        sql, params = to_qmark(self.write_back_of(section).exists, {"reference": reference})
+        sql, params = to_qmark(self.write_back_of(section).exists, {**self.mapping.params, "reference": reference})
         return bool(self._fetch("postings existence check", sql, params))
 
     def _end(self, conn: pyodbc.Connection, commit: bool) -> None:

@@ -247,7 +247,8 @@ class SQLAlchemyConnector(Connector):
 
         def probe() -> bool:
             with self.engine.connect() as conn:
-                return conn.execute(mapping_text(exists), {"reference": reference}).first() is not None
+                return conn.execute(mapping_text(exists), bound(exists, {**self.mapping.params,
+                                                                         "reference": reference})).first() is not None
 
         return self._run("postings existence check", probe)
 

@@ -423,3 +423,22 @@ def test_posting_params_offer_every_documented_name_with_its_value(env: Env) -> 
     assert dict(params) == expected
     with pytest.raises(KeyError):
         params["no_such_name"]
+
+
+def test_the_existence_check_binds_only_the_reference_and_the_mappings_params(tmp_path: Path) -> None:
+    """The check also runs on its own (before a retry, after a failed write), knowing only the reference: a
+    posting's other parameters there are refused at load, by line; the mapping's own params are bound."""
+    with pytest.raises(ConfigurationError) as err:
+        Env(tmp_path, PARAMS_SQL.replace("WHERE reference = :reference", "WHERE reference = :reference AND "
+                                         "statement_id = :statement_key"))
+    assert ":statement_key cannot be bound here: the existence check also runs on its own" in str(err.value)
+    (tmp_path / "constants").mkdir()
+    env = Env(tmp_path / "constants", PARAMS_SQL.replace("WHERE reference = :reference",
+                                                         "WHERE reference = :reference AND method = :source_tag"))
+    with sqlite3.connect(env.firm_path) as firm:
+        firm.execute("CREATE TABLE journal (id TEXT, hex TEXT, account INTEGER, reference TEXT, day TEXT)")
+    env.pay("p1", "30.00", [("S1", "30.00", True)])
+    env.outbox().run_once()
+    assert env.states() == {"p1:S1": "posted"}
+    assert env.connector.posting_exists("p1:S1") is True
+    env.connector.close()
