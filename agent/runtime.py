@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
@@ -99,7 +98,7 @@ class Runtime:
             log.warning("the audit trail is not sealed: %s", exc)
         else:
             if made:  # keyed from the next entry; this first checkpoint seals the entries before it as they are
-                Checkpoints(store, self.audit_seal, self.checkpoint_file, self._copies).write(force=True)
+                Checkpoints(store, self.audit_seal, self.checkpoint_file, self._checkpoint_to_firm).write(force=True)
         return store
 
     @property
@@ -108,11 +107,7 @@ class Runtime:
 
     @cached_property
     def checkpoints(self) -> Checkpoints:
-        return Checkpoints(self.store, self.audit_seal, self.checkpoint_file, self._copies)
-
-    @property
-    def _copies(self) -> list[tuple[str, Callable[[Checkpoint], object]]]:
-        return [("the firm database", self._checkpoint_to_firm)]
+        return Checkpoints(self.store, self.audit_seal, self.checkpoint_file, self._checkpoint_to_firm)
 
     def _checkpoint_to_firm(self, checkpoint: Checkpoint) -> None:
         """A copy of each checkpoint in the firm's own database, when the mapping (as it is now) has an audit

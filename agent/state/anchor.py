@@ -275,14 +275,14 @@ def firm_latest(table: str, rows: Sequence[Sequence[Any]], keys: AuditKeys) -> L
 
 class Checkpoints:
     """Writes a signed checkpoint of the head to the home's checkpoint file and the log whenever the head moved,
-    and hands it to each of ``copies`` (the firm database's audit table). A copy that fails is logged and tried
-    again with the newest checkpoint on the next write, head moved or not."""
+    and hands it to ``copy`` (the firm database's audit table). A copy that fails is logged and tried again with
+    the newest checkpoint on the next write, head moved or not."""
 
     def __init__(self, store: StateStore, seal: Seal, path: Path,
-                 copies: Sequence[tuple[str, Callable[[Checkpoint], object]]] = ()) -> None:
-        self.store, self.seal, self.path, self.copies = store, seal, path, copies
+                 copy: Callable[[Checkpoint], object] | None = None) -> None:
+        self.store, self.seal, self.path, self.copy = store, seal, path, copy
         self._written: tuple[int, str] | None = None
-        self._owed: dict[str, Checkpoint] = {}  # copies that failed, with the checkpoint they still lack
+        self._owed: Checkpoint | None = None  # the checkpoint a failed copy still lacks
 
     def write(self, *, force: bool = False) -> Checkpoint | None:
         """Checkpoint the head now (None when the trail is not keyed, or unchanged since the last one)."""
@@ -292,7 +292,7 @@ class Checkpoints:
         with self.store.read() as conn:
             head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).one()
         if not force and (self._written or self._last_in_file()) == (head.seq, head.hash):
-            self._copy(dict(self._owed))
+            self._copy(self._owed)
             return None
         checkpoint = Checkpoint.make(keys, head.seq, head.hash, utcnow())
         with self.path.open("a", encoding="utf-8") as out:
@@ -301,21 +301,20 @@ class Checkpoints:
             os.fsync(out.fileno())
         log.info("audit checkpoint %s", checkpoint.line())
         self._written = (head.seq, head.hash)
-        self._copy({name: checkpoint for name, _ in self.copies})
+        self._copy(checkpoint)
         return checkpoint
 
-    def _copy(self, due: dict[str, Checkpoint]) -> None:
-        for name, send in self.copies:
-            if name not in due:
-                continue
-            try:
-                send(due[name])
-            except LedgerlinkError as exc:
-                self._owed[name] = due[name]
-                log.warning("audit checkpoint of entry %s not copied to %s (tried again with the next): %s",
-                            due[name].seq, name, exc)
-            else:
-                self._owed.pop(name, None)
+    def _copy(self, checkpoint: Checkpoint | None) -> None:
+        if self.copy is None or checkpoint is None:
+            return
+        try:
+            self.copy(checkpoint)
+        except LedgerlinkError as exc:
+            self._owed = checkpoint
+            log.warning("audit checkpoint of entry %s not copied to the firm database (tried again with the "
+                        "next): %s", checkpoint.seq, exc)
+        else:
+            self._owed = None
 
     def _last_in_file(self) -> tuple[int, str] | None:
         """The newest line's (seq, hash), read from the file's end: a command run often stays cheap."""
