@@ -327,9 +327,18 @@ def verify(conn: Connection, keys: AuditKeys | None = None, checkpoints: Sequenc
     if head["seq"] != last or head["hash"] != walk.prev:
         return Verdict(walk.count, head["seq"], f"the trail ends at entry {last} but entry {head['seq']} was "
                        "written: the newest entries were deleted", keyed_from)
-    matched = tuple(f"entry {cp.checkpoint.seq}, {_at(cp, cp.checkpoint)}" for cp in checkpoints
-                    if cp.checkpoint is not None)
+    matched = tuple(f"entry {cp.checkpoint.seq}, {_at(cp, cp.checkpoint)}{_newer(cp.checkpoint.seq, last)}"
+                    for cp in checkpoints if cp.checkpoint is not None)
     return Verdict(walk.count, keyed_from=keyed_from, checkpoints=matched)
+
+
+def _newer(seq: int, last: int) -> str:
+    """Entries written since a checkpoint are chained but not yet anchored outside: say so, so that "matches entry
+    5" is not read as "all 9 entries are anchored"."""
+    if last <= seq:
+        return ""
+    which = f"entry {last} was" if last == seq + 1 else f"entries {seq + 1} to {last} were"
+    return f" ({which} written after it; the next checkpoint anchors them)"
 
 
 def check(store: StateStore, seal: Seal | None, home_file: Path, elsewhere: Sequence[Path] = (),

@@ -92,6 +92,16 @@ def refund_to_20(row: dict[str, Any]) -> None:
     row["after"], row["actor"] = audit.encode({"amount": "20.00"}), MALLORY
 
 
+def test_entries_newer_than_the_checkpoint_are_named_as_not_yet_anchored(trail: Trail) -> None:
+    trail.add(1)
+    assert trail.check().checkpoints[0].endswith(" (entry 6 was written after it; the next checkpoint anchors them)")
+    trail.add(2)
+    assert trail.check().checkpoints[0].endswith(
+        " (entries 6 to 8 were written after it; the next checkpoint anchors them)")
+    trail.checkpoints.write()
+    assert trail.check().checkpoints[0].startswith("entry 8, ") and "after it" not in trail.check().checkpoints[0]
+
+
 def test_an_untouched_sealed_trail_verifies_against_its_checkpoint(trail: Trail) -> None:
     v = trail.check()
     assert v.intact and v.count == 5 and v.keyed_from == 1
