@@ -17,6 +17,7 @@ BUILT_ON = {
                                       "ProviderLink", "ProviderEvent", "EventPage", "LinkStatus", "EventKind"},
     "connectors.testkit.connector": {"ConnectorContract", "Firm"},
     "connectors.testkit.provider": {"ProviderContract", "PayoutContract", "World"},
+    "connectors.testkit.directdebit": {"DirectDebitContract", "DirectDebitWorld", "Collects"},
     "connectors.testkit.databases": {"temp_database", "TempDatabase", "in_ci"},
     "connectors.plugins": {"load", "available", "contract_problems", "CONNECTOR_GROUP", "PROVIDER_GROUP"},
 }

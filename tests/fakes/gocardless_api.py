@@ -564,10 +564,22 @@ class FakeGoCardless(FakeAPI):
             return mandate["id"]
 
     def set_mandate(self, mandate_id: str, status: str) -> None:
-        """The mandate's status changes (the action named as GoCardless names it: active, failed, cancelled...)."""
+        """The mandate's status changes (the action named as GoCardless names it: active, failed, cancelled...).
+
+        A cancelled mandate takes its cancellable payments with it: "Immediately cancels a mandate and all
+        associated cancellable payments" (MandatesService.cancel in gocardless_pro/services/mandates_service.py,
+        from the API reference); a payment is cancellable only while pending_submission (PaymentsService.cancel:
+        "fail with a cancellation_failed error unless the payment's status is pending_submission"). Each is
+        announced with its own payments ``cancelled`` event, after the mandate's.
+        """
         with self.lock:
             self.mandates[mandate_id]["status"] = status
             self._event("mandates", status, mandate=mandate_id)
+            if status == "cancelled":
+                for payment in self.payments.values():
+                    if (payment["links"].get("mandate") == mandate_id
+                            and payment["status"] == "pending_submission"):
+                        self._set(payment["id"], "cancelled")
 
     def fail(self, payment_id: str) -> None:
         with self.lock:

@@ -411,15 +411,15 @@ def _dd_event(
 
 def _mandate_row(conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
     row: sqlite3.Row | None = conn.execute("SELECT * FROM mandates WHERE ref = ?", (ref,)).fetchone()
-    if row is None:
-        raise ProviderError(f"sandbox mandate {ref!r} does not exist")
+    if row is None:  # the contract's not-found refusal, as GoCardless's 404 is (DirectDebitContract)
+        raise LinkNotFound(f"sandbox mandate {ref!r} does not exist")
     return row
 
 
 def _collection_row(conn: sqlite3.Connection, ref: str) -> sqlite3.Row:
     row: sqlite3.Row | None = conn.execute("SELECT * FROM collections WHERE ref = ?", (ref,)).fetchone()
     if row is None:
-        raise ProviderError(f"sandbox collection {ref!r} does not exist")
+        raise LinkNotFound(f"sandbox collection {ref!r} does not exist")
     return row
 
 

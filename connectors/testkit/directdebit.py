@@ -1,0 +1,351 @@
+"""The Direct Debit contract test kit: subclass ``DirectDebitContract`` and provide the fixtures below.
+
+A payment plan (agent/engine/plans.py) collects each instalment as a collection with a future charge date, and
+the Direct Debit engine (agent/engine/directdebit.py) learns every result from ``Provider.events``: this kit is
+what proves a ``DirectDebitProvider`` can carry both.
+
+Fixtures a subclass provides:
+
+* ``provider`` - a ``Collects``: the Provider under test (its fake API, or the sandbox), also a
+  DirectDebitProvider, in the account's currency.
+* ``world`` - a ``DirectDebitWorld``: the payer (authorise a mandate, cancel it) and the provider's back office and
+  the banks (submit, confirm, pay out, fail or charge back a collection; report any documented status).
+
+Class attributes say where providers documentedly differ; each carries its reason. The mandate a payer authorises
+may have a ref of its own (GoCardless: a mandate ``MD...`` made from the billing request ``BRQ...``) or keep the
+setup's (the sandbox): the world says which, and the kit holds both to the contract's meaning of ``Mandate.ref``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import ClassVar, Protocol
+
+import pytest
+
+from connectors.providers.contract import (
+    Collection,
+    CollectionCancelRefused,
+    CollectionStatus,
+    DirectDebitProvider,
+    EventKind,
+    LinkNotFound,
+    MandatePayer,
+    MandateSetup,
+    MandateStatus,
+    PaymentMethod,
+    Provider,
+    ProviderError,
+    ProviderEvent,
+)
+from connectors.testkit.provider import drain
+
+__all__ = ["INSTALMENT", "Collects", "DirectDebitContract", "DirectDebitWorld"]
+
+INSTALMENT = Decimal("500.01")  # pence a float would lose: the amount must come back exactly
+# A mandate the payer authorised is on its way (pending_submission, submitted: days at GoCardless) or active;
+# payments can be created against all three (gocardless_pro PaymentsService.create).
+_ON_ITS_WAY = (MandateStatus.PENDING_SUBMISSION, MandateStatus.SUBMITTED, MandateStatus.ACTIVE)
+_NOT_AT_THE_BANK = (CollectionStatus.PENDING_CUSTOMER_APPROVAL, CollectionStatus.PENDING_SUBMISSION)
+
+
+class DirectDebitWorld(Protocol):
+    """The payer, the provider's back office and the banks, for one provider under the kit."""
+
+    def authorise(self, setup: MandateSetup) -> str:
+        """The payer completes the mandate flow at ``setup.url``; returns the mandate's own ref."""
+
+    def cancel_mandate(self, mandate_ref: str) -> None:
+        """The payer cancels the mandate (at their bank or with the provider)."""
+
+    def submit(self, collection_ref: str) -> None:
+        """The provider sends the collection to the payer's bank (it can no longer be cancelled)."""
+
+    def confirm(self, collection_ref: str) -> None:
+        """The payer's bank paid a submitted collection."""
+
+    def pay_out(self, collection_ref: str) -> None:
+        """A confirmed collection's money is paid out to the firm."""
+
+    def fail(self, collection_ref: str) -> None:
+        """The payer's bank refused a submitted collection."""
+
+    def charge_back(self, collection_ref: str) -> None:
+        """The payer disputed a collected collection at their bank, which took the money back."""
+
+    def set_mandate_status(self, mandate_ref: str, status: str) -> None:
+        """The provider moves the mandate to ``status`` (any it documents), announcing it as it would."""
+
+    def set_collection_status(self, collection_ref: str, status: str) -> None:
+        """The provider's record of the collection says ``status`` (any it documents), however it got there."""
+
+    def setup_count(self) -> int:
+        """How many mandate setups exist at the provider (to prove a retried setup made one)."""
+
+    def collection_count(self) -> int:
+        """How many collections exist at the provider (to prove a retried create made one)."""
+
+
+class Collects(Provider, DirectDebitProvider):
+    """A provider under the kit: a Provider (for its event cursor) that is also a DirectDebitProvider."""
+
+
+def _payer() -> MandatePayer:
+    key = uuid.uuid4().hex
+    return MandatePayer(key=key[:8], name="Ada Direct", email="ada@example.com", idempotency_key=f"mandate-{key}")
+
+
+def _instalment_date(days: int = 30) -> dt.date:
+    """A plan's instalment date about ``days`` ahead, on a weekday: a scheme collects on working days only, and a
+    provider may move a weekend date to the next one, which the kit would take for a changed date."""
+    day = dt.date.today() + dt.timedelta(days=days)
+    while day.weekday() >= 5:
+        day += dt.timedelta(days=1)
+    return day
+
+
+def _mandate(provider: Collects, world: DirectDebitWorld) -> str:
+    """A mandate the payer authorised; its ref."""
+    return world.authorise(provider.setup_mandate(_payer()))
+
+
+def _collect(provider: Collects, mandate_ref: str, key: str | None = None,
+             charge_date: dt.date | None = None) -> Collection:
+    """An instalment of a plan against ``mandate_ref``, under ``key`` (a new one by default)."""
+    return provider.create_collection(mandate_ref, INSTALMENT, provider.account.currency,
+                                      charge_date or _instalment_date(), "Instalment 2 of 6, matter M-2026-0900",
+                                      key or f"collect-{uuid.uuid4().hex}")
+
+
+def _of(events: list[ProviderEvent], collection_ref: str) -> list[ProviderEvent]:
+    return [e for e in events if e.payment_ref == collection_ref]
+
+
+def _changes(events: list[ProviderEvent]) -> list[ProviderEvent]:
+    return [e for e in events if e.kind is EventKind.MANDATE_CHANGED]
+
+
+class DirectDebitContract:
+    """Behaviour every DirectDebitProvider owes the Direct Debit and payment-plan engines."""
+
+    # Whether a retried setup_mandate gives the original URL. GoCardless: no - a Billing Request Flow cannot be
+    # read back (the flows service has create and initialise only: /work/shared/notes/provider-apis.md), so a
+    # retry makes a new flow for the same billing request; the setup (its ref) is the same.
+    stable_setup_url: ClassVar[bool] = True
+    # What get_mandate says by the setup ref before the payer finished. GoCardless has no mandate then, only a
+    # billing request (pending, ready_to_fulfil or fulfilling: BillingRequest.cs), which the adapter reports as
+    # pending_customer_approval (gocardless.py SETUP_STATUS); the sandbox's mandate starts in that status.
+    pre_approval_status: ClassVar[MandateStatus] = MandateStatus.PENDING_CUSTOMER_APPROVAL
+
+    # --- mandates ---------------------------------------------------------------------------------------------
+
+    def test_setup_gives_a_url_and_a_retry_gives_the_same_setup(
+        self, provider: Collects, world: DirectDebitWorld
+    ) -> None:
+        payer = _payer()
+        setup = provider.setup_mandate(payer)
+        assert setup.ref
+        assert setup.url.startswith(("http://", "https://"))
+        again = provider.setup_mandate(payer)
+        assert again.ref == setup.ref
+        if self.stable_setup_url:
+            assert again.url == setup.url
+        assert world.setup_count() == 1
+        other = provider.setup_mandate(_payer())
+        assert other.ref != setup.ref
+        assert world.setup_count() == 2
+
+    def test_mandate_awaits_the_payer_then_is_read_by_its_own_ref(
+        self, provider: Collects, world: DirectDebitWorld
+    ) -> None:
+        """Before the payer finishes, the setup ref stands for the mandate; after, get_mandate by either ref gives
+        the mandate's own ref, which is what collections are made against."""
+        setup = provider.setup_mandate(_payer())
+        waiting = provider.get_mandate(setup.ref)
+        assert (waiting.ref, waiting.status) == (setup.ref, self.pre_approval_status)
+        assert waiting.raw_status
+        mandate_ref = world.authorise(setup)
+        got = provider.get_mandate(setup.ref)
+        assert got.ref == mandate_ref
+        assert got.status in _ON_ITS_WAY
+        assert got.raw_status == got.status.value  # a mandate's own status, in the provider's (same) words
+        assert provider.get_mandate(mandate_ref) == got
+
+    def test_authorised_mandate_is_announced_naming_its_setup(
+        self, provider: Collects, world: DirectDebitWorld
+    ) -> None:
+        """The engine learns a mandate from its events: each names the mandate (mandate_ref), and one ties it to
+        the setup the engine asked for (the setup ref in link_ref, or the mandate keeps the setup's ref)."""
+        setup = provider.setup_mandate(_payer())
+        mandate_ref = world.authorise(setup)
+        events, _ = drain(provider, None)
+        changed = _changes(events)
+        assert changed, "the authorised mandate was not announced"
+        for event in changed:
+            assert event.mandate_ref == mandate_ref
+            assert event.link_ref in (None, setup.ref)
+            assert event.method is PaymentMethod.DIRECT_DEBIT
+            assert (event.payment_ref, event.amount) == (None, None)
+        assert any(setup.ref in (e.link_ref, e.mandate_ref) for e in changed), "no event ties the mandate to its setup"
+        assert changed[-1].raw_status == provider.get_mandate(mandate_ref).status.value
+
+    def test_mandate_cancelled_by_the_payer_is_announced_and_cancels_what_is_not_submitted(
+        self, provider: Collects, world: DirectDebitWorld
+    ) -> None:
+        """The engine does not cancel a cancelled mandate's collections itself: the provider does, and says so on
+        the cursor (GoCardless: a cancelled mandate takes "all associated cancellable payments" with it,
+        gocardless_pro MandatesService.cancel). One already at the bank stands."""
+        mandate_ref = _mandate(provider, world)
+        waiting = _collect(provider, mandate_ref)
+        sent = _collect(provider, mandate_ref)
+        world.submit(sent.ref)
+        _, cursor = drain(provider, None)
+        world.cancel_mandate(mandate_ref)
+        events, _ = drain(provider, cursor)
+        changed = _changes(events)
+        assert changed and all(e.mandate_ref == mandate_ref for e in changed)
+        assert changed[-1].raw_status == MandateStatus.CANCELLED.value
+        assert provider.get_mandate(mandate_ref).status is MandateStatus.CANCELLED
+        assert [(e.kind, e.raw_status) for e in _of(events, waiting.ref)] == [
+            (EventKind.COLLECTION_CANCELLED, CollectionStatus.CANCELLED.value)]
+        assert provider.get_collection(waiting.ref).status is CollectionStatus.CANCELLED
+        assert _of(events, sent.ref) == []
+        assert provider.get_collection(sent.ref).status is CollectionStatus.SUBMITTED
+        with pytest.raises(ProviderError):  # mandate_is_inactive (gocardless_pro PaymentsService.create)
+            _collect(provider, mandate_ref)
+
+    # --- collections ------------------------------------------------------------------------------------------
+
+    def test_instalment_keeps_its_charge_date_amount_and_currency(
+        self, provider: Collects, world: DirectDebitWorld
+    ) -> None:
+        mandate_ref = _mandate(provider, world)
+        day = _instalment_date()
+        made = _collect(provider, mandate_ref, charge_date=day)
+        assert made.ref
+        assert made.charge_date == day
+        assert made.amount == INSTALMENT and isinstance(made.amount, Decimal)
+        assert made.currency == provider.account.currency
+        assert made.status in _NOT_AT_THE_BANK
+        assert provider.get_collection(made.ref) == made
+
+    def test_create_collection_is_idempotent_under_its_key(
+        self, provider: Collects, world: DirectDebitWorld
+    ) -> None:
+        """A create retried after a timeout must not collect the instalment twice; another key is another one."""
+        mandate_ref = _mandate(provider, world)
+        first = _collect(provider, mandate_ref, key="instalment-2")
+        again = _collect(provider, mandate_ref, key="instalment-2")
+        assert again == first
+        assert world.collection_count() == 1
+        other = _collect(provider, mandate_ref, key="instalment-3")
+        assert other.ref != first.ref
+        assert world.collection_count() == 2
+        assert provider.get_collection(first.ref) == first and provider.get_collection(other.ref) == other
+
+    def test_cancel_before_submission_cancels_and_is_announced(
+        self, provider: Collects, world: DirectDebitWorld
+    ) -> None:
+        """A cancel retried because its answer was lost gives the cancelled collection, not a refusal."""
+        made = _collect(provider, _mandate(provider, world))
+        cancelled = provider.cancel_collection(made.ref)
+        assert (cancelled.ref, cancelled.status) == (made.ref, CollectionStatus.CANCELLED)
+        assert (cancelled.amount, cancelled.charge_date) == (made.amount, made.charge_date)
+        assert provider.get_collection(made.ref).status is CollectionStatus.CANCELLED
+        assert provider.cancel_collection(made.ref).status is CollectionStatus.CANCELLED
+        events, _ = drain(provider, None)
+        assert [(e.kind, e.raw_status) for e in _of(events, made.ref)][-1] == (
+            EventKind.COLLECTION_CANCELLED, CollectionStatus.CANCELLED.value)
+
+    @pytest.mark.parametrize("steps", [("submit",), ("submit", "confirm")], ids=["submitted", "confirmed"])
+    def test_cancel_after_it_went_to_the_bank_is_refused_with_its_state(
+        self, provider: Collects, world: DirectDebitWorld, steps: tuple[str, ...]
+    ) -> None:
+        made = _collect(provider, _mandate(provider, world))
+        for step in steps:
+            getattr(world, step)(made.ref)
+        now = CollectionStatus.SUBMITTED if steps[-1] == "submit" else CollectionStatus.CONFIRMED
+        with pytest.raises(CollectionCancelRefused) as refused:
+            provider.cancel_collection(made.ref)
+        assert refused.value.collection is not None
+        assert (refused.value.collection.ref, refused.value.collection.status) == (made.ref, now)
+        assert provider.get_collection(made.ref).status is now
+
+    @pytest.mark.parametrize(("steps", "results"), [
+        (("submit", "confirm"), [(EventKind.PAYMENT_CONFIRMED, "confirmed")]),
+        (("submit", "fail"), [(EventKind.PAYMENT_FAILED, "failed")]),
+        (("submit", "confirm", "pay_out", "charge_back"), [
+            (EventKind.PAYMENT_CONFIRMED, "confirmed"), (EventKind.PAYMENT_CONFIRMED, "paid_out"),
+            (EventKind.PAYMENT_CHARGED_BACK, "charged_back")]),
+    ], ids=["confirmed", "failed", "charged_back"])
+    def test_results_arrive_on_the_cursor_once(
+        self, provider: Collects, world: DirectDebitWorld, steps: tuple[str, ...],
+        results: list[tuple[EventKind, str]],
+    ) -> None:
+        """Each status change of a collection is one event after the cursor, in order: method direct_debit,
+        payment_ref the collection, raw_status its new status; read on from the cursor returned, none comes
+        again (the engine would post a payment twice)."""
+        mandate_ref = _mandate(provider, world)
+        _, cursor = drain(provider, None)
+        made = _collect(provider, mandate_ref)
+        for step in steps:
+            getattr(world, step)(made.ref)
+        events, cursor = drain(provider, cursor)
+        mine = _of(events, made.ref)
+        assert [(e.kind, e.raw_status) for e in mine] == [
+            (EventKind.PAYMENT_PENDING, "pending_submission"), (EventKind.PAYMENT_PENDING, "submitted"), *results]
+        for event in mine:
+            assert event.method is PaymentMethod.DIRECT_DEBIT
+            assert (event.amount, event.currency) == (INSTALMENT, provider.account.currency)
+            assert event.mandate_ref == mandate_ref
+        assert [e.occurred_at for e in mine] == sorted(e.occurred_at for e in mine)
+        assert provider.get_collection(made.ref).status.value == results[-1][1]
+        rest, _ = drain(provider, cursor)
+        assert not {e.event_id for e in rest} & {e.event_id for e in events}
+        assert _of(rest, made.ref) == []
+
+    # --- refs the provider does not know ----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("ref", ["MD0000NOSUCH", "BRQ0000NOSUCH", "nosuchmandate"])
+    def test_unknown_mandate_is_not_found(self, provider: Collects, ref: str) -> None:
+        """LinkNotFound, the contract's one not-found refusal, so "no such ref" is never taken for "refused"."""
+        with pytest.raises(LinkNotFound):
+            provider.get_mandate(ref)
+
+    @pytest.mark.parametrize("ref", ["PM0000NOSUCH", "nosuchcollection"])
+    def test_unknown_collection_is_not_found(self, provider: Collects, ref: str) -> None:
+        with pytest.raises(LinkNotFound):
+            provider.get_collection(ref)
+        with pytest.raises(LinkNotFound):
+            provider.cancel_collection(ref)
+
+    # --- every documented status ------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("status", list(MandateStatus), ids=str)
+    def test_every_mandate_status_reads_back_and_is_announced_exactly(
+        self, provider: Collects, world: DirectDebitWorld, status: MandateStatus
+    ) -> None:
+        """MandateStatus is the provider's documented vocabulary kept exactly: none is folded into another."""
+        setup = provider.setup_mandate(_payer())
+        mandate_ref = world.authorise(setup)
+        _, cursor = drain(provider, None)
+        world.set_mandate_status(mandate_ref, status.value)
+        for ref in (mandate_ref, setup.ref):
+            got = provider.get_mandate(ref)
+            assert (got.ref, got.status, got.raw_status) == (mandate_ref, status, status.value)
+        changed = _changes(drain(provider, cursor)[0])
+        assert changed and all(e.mandate_ref == mandate_ref for e in changed)
+        assert changed[-1].raw_status == status.value
+
+    @pytest.mark.parametrize("status", list(CollectionStatus), ids=str)
+    def test_every_collection_status_reads_back_exactly(
+        self, provider: Collects, world: DirectDebitWorld, status: CollectionStatus
+    ) -> None:
+        made = _collect(provider, _mandate(provider, world))
+        world.set_collection_status(made.ref, status.value)
+        got = provider.get_collection(made.ref)
+        assert got.status is status
+        assert (got.ref, got.amount, got.currency, got.charge_date) == (
+            made.ref, made.amount, made.currency, made.charge_date)
