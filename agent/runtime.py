@@ -17,6 +17,7 @@ from agent.engine.directdebit import DirectDebit
 from agent.engine.export import Exporter
 from agent.engine.links import LinkEngine
 from agent.engine.payouts import Payouts
+from agent.engine.plan_reminders import PlanReminders
 from agent.engine.plans import Plans
 from agent.engine.refunds import Refunds
 from agent.engine.reminders import Reminders
@@ -54,8 +55,8 @@ def open_connector(mapping: MappingFile, secrets: Secrets) -> Connector:
 
 
 # what a hot reload rebuilds: everything built from the settings, the mapping or the connector
-ENGINES = ("secrets", "syncer", "outbox", "links", "directdebit", "plans", "sender", "reminders", "exporter",
-           "payouts", "refunds")
+ENGINES = ("secrets", "syncer", "outbox", "links", "directdebit", "plans", "sender", "reminders", "plan_reminders",
+           "exporter", "payouts", "refunds")
 
 
 class Runtime:
@@ -165,6 +166,10 @@ class Runtime:
     @cached_property
     def reminders(self) -> Reminders:
         return Reminders(self.settings, self.store, self.sender)
+
+    @cached_property
+    def plan_reminders(self) -> PlanReminders:
+        return PlanReminders(self.settings, self.store, self.sender)
 
     @cached_property
     def exporter(self) -> Exporter:

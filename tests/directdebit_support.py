@@ -32,12 +32,26 @@ def firm(home: Path) -> sqlite3.Connection:
 def make_home(home: Path) -> Path:
     """The demo home with the test payer, its client and matter (no bills yet)."""
     init_home(home)
+    add_payer(home)
+    return home
+
+
+def add_payer(home: Path) -> None:
+    """Payer 90, Ada Direct, with her client and matter M-2026-0900, in the demo firm at ``home``."""
     with firm(home) as conn:
         conn.execute("INSERT INTO clients (id, name, email) VALUES (90, 'Ada Direct', 'ada@example.com')")
         conn.execute("INSERT INTO payers (id, client_id, name, email) VALUES (90, 90, 'Ada Direct', 'ada@example.com')")
         conn.execute("INSERT INTO matters (id, matter_no, title, client_id, payer_id) VALUES (900, ?, 'Lease', 90, 90)",
                      (MATTER,))
-    return home
+
+
+def owing_3000_with_a_mandate(runtime: Runtime, home: Path) -> None:
+    """Payer 90 (M-2026-0900) owes 3,000.00 on one bill, due on DUE, and has finished the sandbox's mandate flow."""
+    add_payer(home)
+    add_bill(home, "INV-3000", 300000, DUE)
+    sync(runtime)
+    sandbox.set_mandate(home, runtime.directdebit.setup_mandate(STAFF, PAYER).setup_ref, "active")
+    poll(runtime)
 
 
 @pytest.fixture(name="home")
@@ -82,7 +96,8 @@ def set_balance(home: Path, key: str, pence: int) -> None:
 
 def balance(home: Path, key: str) -> int:
     with firm(home) as conn:
-        return conn.execute("SELECT balance_pence FROM bills WHERE id = ?", (int(key),)).fetchone()[0]
+        pence: int = conn.execute("SELECT balance_pence FROM bills WHERE id = ?", (int(key),)).fetchone()[0]
+        return pence
 
 
 def sync(rt: Runtime) -> None:
@@ -95,4 +110,5 @@ def poll(rt: Runtime) -> None:
 
 def at_sandbox(home: Path, ref: str | None) -> tuple[str, str]:
     with sqlite3.connect(home / sandbox.DB_NAME) as conn:
-        return conn.execute("SELECT amount, status FROM collections WHERE ref = ?", (ref,)).fetchone()
+        row: tuple[str, str] = conn.execute("SELECT amount, status FROM collections WHERE ref = ?", (ref,)).fetchone()
+        return row

@@ -15,6 +15,7 @@ from agent.core.errors import DataError, RuleError
 from agent.core.model import check_message, parse_amount
 from agent.engine.links import Link
 from agent.engine.payouts import Breach, PayoutLine, PayoutView, SyncResult
+from agent.engine.plan_reminders import PlanReminder
 from agent.engine.plans import FREQUENCIES, Instalment, PlanRequest, PlanView
 from agent.engine.refunds import Refundable, RefundView
 
@@ -272,8 +273,13 @@ class RefundIn(BaseModel):
 
 
 InstalmentOut = schema_of("InstalmentOut", Instalment)
+PlanReminderOut = schema_of("PlanReminderOut", PlanReminder)
 PlanOut = schema_of("PlanOut", PlanView, instalments=(list[InstalmentOut], Field(  # type: ignore[valid-type]
-    description="Oldest first; state is scheduled or cancelled, else the collection's money status.")))
+    description="Oldest first; state is scheduled or cancelled, else the collection's money status.")),
+    reminders=(list[PlanReminderOut], Field(  # type: ignore[valid-type]
+        default_factory=list, description="The emails to the payer, by instalment: before it is collected and "
+        "after it failed, each sent at most once (status sent, failed, unknown, skipped or sending); none in a "
+        "preview.")))
 
 
 class PlanIn(BaseModel):

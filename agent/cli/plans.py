@@ -1,23 +1,28 @@
-"""``ledgerlink plans ...``: the CLI face of agent.engine.plans (a debt paid in Direct Debit instalments)."""
+"""``ledgerlink plans ...``: the CLI face of agent.engine.plans (a debt paid in Direct Debit instalments), and
+``plans export`` through the shared exporter (agent.engine.export), beside ``links export``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from agent.cli.output import Commands, cli_actor, emit
+from agent.cli.sending import column_names
 from agent.core.model import to_decimal
+from agent.engine.plan_reminders import PlanReminder
 from agent.engine.plans import FREQUENCIES, PlanRequest, PlanView
 from agent.runtime import Runtime
+from agent.state.statuses import PlanState
 
 
 def _data(view: PlanView) -> dict[str, Any]:
     return dataclasses.asdict(view)
 
 
-def describe(p: PlanView) -> str:
+def describe(p: PlanView, reminders: list[PlanReminder] | None = None) -> str:
     head = f"[{p.status.upper()}] {p.id or 'preview'}  matter {p.matter_number}  payer {p.payer_name or '-'}"
     lines = [
         head,
@@ -31,7 +36,17 @@ def describe(p: PlanView) -> str:
         tail = f"  {i.collection_id}" if i.collection_id else ""
         note = f"  ({i.note})" if i.note else ""
         lines.append(f"  {i.seq:>3}. {i.due_on}  {p.currency} {i.amount:>10}  {i.state}{tail}{note}")
+    if reminders is not None:
+        lines.append("  emails to the payer" if reminders else "  emails to the payer: none yet")
+        lines += [f"  {r.seq:>3}. {r.step:<7} {r.status:<8}{_reminded(r)}" for r in reminders]
     return "\n".join(lines)
+
+
+def _reminded(r: PlanReminder) -> str:
+    """When and to whom an email went (a failed one with the relay's answer); nothing for a skipped step."""
+    if r.sent_at is None:
+        return ""
+    return f" {r.sent_at:%Y-%m-%d %H:%M} UTC  to {r.recipient}" + ("" if r.result == "ok" else f"  {r.result}")
 
 
 def _date(text: str) -> dt.date:
@@ -75,7 +90,8 @@ def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
 
 def cmd_show(args: argparse.Namespace, rt: Runtime) -> int:
     view = rt.plans.get(args.id)
-    emit(args, _data(view), lambda: describe(view))
+    sent = rt.plan_reminders.history(args.id)
+    emit(args, {**_data(view), "reminders": [dataclasses.asdict(r) for r in sent]}, lambda: describe(view, sent))
     return 0
 
 
@@ -88,6 +104,12 @@ def cmd_cancel(args: argparse.Namespace, rt: Runtime) -> int:
 def cmd_run(args: argparse.Namespace, rt: Runtime) -> int:
     made = rt.plans.submit_due()
     emit(args, {"submitted": made}, lambda: f"{made} instalment(s) submitted as Direct Debit collections")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, rt: Runtime) -> int:
+    count = rt.exporter.plans(args.output, statuses=args.status, columns=args.columns)
+    print(f"wrote {count} instalment(s) to {args.output}")
     return 0
 
 
@@ -113,10 +135,15 @@ def register(commands: Commands) -> None:
                         group="plans", json=True))
     commands.add("list", cmd_list, "payment plans, newest first", group="plans", json=True).add_argument(
         "--matter", help="matter number or key")
-    commands.add("show", cmd_show, "one plan with its instalments", group="plans", json=True).add_argument(
+    commands.add("show", cmd_show, "one plan with its instalments and the emails about them", group="plans",
+                 json=True).add_argument(
         "id", help="the plan's id (plan_...)")
     p = commands.add("cancel", cmd_cancel, "cancel the instalments still to come", group="plans", json=True)
     p.add_argument("id", help="the plan's id (plan_...)")
     p.add_argument("--reason", default="cancelled by staff", help="saved with the plan and in the audit trail")
+    p = commands.add("export", cmd_export, "plans instalment by instalment to Excel (.xlsx) or CSV", group="plans")
+    p.add_argument("--status", action="append", choices=[s.value for s in PlanState], help="repeat for several")
+    p.add_argument("--columns", type=column_names, help="columns in order, e.g. plan_id,seq,due_on,amount,state")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .xlsx or .csv file to write")
     commands.add("run", cmd_run, "submit the instalments now due (the service does this on its own)",
                  group="plans", json=True)

@@ -16,7 +16,8 @@ from agent.state.statuses import POSTING_STATES
 from connectors.providers.contract import LinkStatus
 
 
-def _columns(text: str) -> list[str]:
+def column_names(text: str) -> list[str]:
+    """``--columns a,b,c`` as names in order; the exporter checks each against its columns."""
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
@@ -105,7 +106,7 @@ def cmd_accounts_list(args: argparse.Namespace, rt: Runtime) -> int:
 
 def _days(text: str) -> list[int]:
     try:
-        days = sorted({int(d) for d in _columns(text)})
+        days = sorted({int(d) for d in column_names(text)})
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give days as numbers, e.g. 3,7,14") from None
     if any(d <= 0 for d in days):
@@ -159,12 +160,12 @@ def register(commands: Commands) -> None:
     ).add_argument("id", help="the link's id (lnk_...)")
     p = commands.add("export", cmd_links_export, "Sent Pages to Excel (.xlsx) or CSV", group="links")
     p.add_argument("--status", action="append", choices=[s.value for s in LinkStatus], help="repeat for several")
-    p.add_argument("--columns", type=_columns, help="columns in order, e.g. invoice_number,amount,status")
+    p.add_argument("--columns", type=column_names, help="columns in order, e.g. invoice_number,amount,status")
     p.add_argument("-o", "--output", type=Path, required=True, help="the .xlsx or .csv file to write")
 
     p = commands.add("export", cmd_postings_export, "postings to Excel (.xlsx) or CSV", group="postings")
     p.add_argument("--status", action="append", choices=POSTING_STATES, help="repeat for several")
-    p.add_argument("--columns", type=_columns, help="columns in order, e.g. reference,amount,state")
+    p.add_argument("--columns", type=column_names, help="columns in order, e.g. reference,amount,state")
     p.add_argument("-o", "--output", type=Path, required=True, help="the .xlsx or .csv file to write")
 
     commands.add(

@@ -1,4 +1,5 @@
-"""Export to Excel (or CSV): Sent Pages (links), Manage Postings and payouts, with chosen and ordered columns.
+"""Export to Excel (or CSV): Sent Pages (links and payment plans), Manage Postings and payouts, with chosen and
+ordered columns.
 
 A workbook is for analysis, so its cells are typed: dates are real dates, timestamps real date-times in the
 firm's time zone (Excel has no zones), and money is a number with the currency's number format - written from
@@ -26,10 +27,23 @@ from sqlalchemy import Connection, func, select
 from agent.core.errors import RuleError
 from agent.core.model import exponent
 from agent.state import StateStore, audit
-from agent.state.schema import firm_matters, links, payout_items, payouts, sends
+from agent.state.schema import (
+    collections,
+    firm_matters,
+    firm_payers,
+    firm_statements,
+    links,
+    payout_items,
+    payouts,
+    plan_instalments,
+    plan_statements,
+    plans,
+    sends,
+)
+from agent.state.statuses import COLLECTION_LIVE, CollectionState, InstalmentState, PlanState
 from postings.queries import posting_rows
 
-Kind = Literal["text", "money", "date", "datetime"]
+Kind = Literal["text", "money", "date", "datetime", "number"]  # number: a count, e.g. an instalment's seq
 SYMBOLS = {"GBP": "£", "EUR": "€", "USD": "$"}
 DATE_FORMAT = "dd/mm/yyyy"  # UK firms read day first
 DATETIME_FORMAT = "dd/mm/yyyy hh:mm"
@@ -66,6 +80,117 @@ LINK_STATUS_WORDS = {
 
 def _status_words(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**r, "status": LINK_STATUS_WORDS.get(r["status"], r["status"])} for r in rows]
+
+
+# Payment plans, one row per instalment with its plan's columns repeated: a bookkeeper reconciles instalments
+# (against the provider's payouts by Payment Reference), and a filter on Plan ID gives back one plan.
+PLAN_COLUMNS = _cols(
+    ("plan_id", "Plan ID"), ("plan_created_at", "Plan Created", "datetime"), ("plan_status", "Plan Status"),
+    ("matter_number", "Matter"), ("payer_name", "Payer"), ("account", "Account"), ("statements", "Statements"),
+    ("plan_total", "Plan Total", "money"), ("currency", "Currency"), ("frequency", "Frequency"),
+    ("seq", "Instalment", "number"), ("count", "Of", "number"), ("due_on", "Due Date", "date"),
+    ("amount", "Amount", "money"), ("state", "State"), ("charge_date", "Charge Date", "date"),
+    ("collection_id", "Collection ID"), ("provider_ref", "Payment Reference"), ("note", "Note"),
+    ("plan_note", "Plan Note"),
+)
+PLAN_DEFAULT = ["plan_id", "matter_number", "payer_name", "plan_status", "seq", "count", "due_on", "amount",
+                "currency", "state", "collection_id", "provider_ref", "note"]
+
+# Words as a person reads them (the console's plan view says the same), not "pending_submission".
+PLAN_STATUS_WORDS = {PlanState.ACTIVE: "Active", PlanState.ENDED: "Ended", PlanState.CANCELLED: "Cancelled"}
+INSTALMENT_STATE_WORDS = {
+    InstalmentState.SCHEDULED: "Scheduled", InstalmentState.CANCELLED: "Cancelled",
+    CollectionState.CREATING: "Being submitted", CollectionState.PENDING_CUSTOMER_APPROVAL: "Waiting for the payer",
+    CollectionState.PENDING_SUBMISSION: "With the provider", CollectionState.SUBMITTED: "With the bank",
+    CollectionState.CONFIRMED: "Paid", CollectionState.PAID_OUT: "Paid out", CollectionState.FAILED: "Failed",
+    CollectionState.CHARGED_BACK: "Charged back", CollectionState.REFUSED: "Refused by the provider",
+    CollectionState.CUSTOMER_APPROVAL_DENIED: "Refused by the payer",
+}
+PAID = frozenset({CollectionState.CONFIRMED.value, CollectionState.PAID_OUT.value})
+TO_COME = frozenset({InstalmentState.SCHEDULED.value, *(s.value for s in COLLECTION_LIVE)})  # will still collect
+
+
+def instalment_rows(conn: Connection, statuses: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Every instalment of every plan (newest plan first, each plan's in order) with its plan's columns; its state
+    is its collection's money status once submitted, else scheduled or cancelled - as the plan view shows it."""
+    query = (select(plans.c.id.label("plan_id"), plans.c.created_at.label("plan_created_at"),
+                    plans.c.status.label("plan_status"), plans.c.account, plans.c.currency,
+                    plans.c.total.label("plan_total"), plans.c.frequency, plans.c.note.label("plan_note"),
+                    firm_matters.c.number.label("matter_number"), firm_payers.c.name.label("payer_name"),
+                    plan_instalments.c.seq, plan_instalments.c.due_on, plan_instalments.c.amount,
+                    plan_instalments.c.state.label("instalment_state"), collections.c.status.label("money"),
+                    collections.c.charge_date, plan_instalments.c.collection_id, collections.c.provider_ref,
+                    plan_instalments.c.note)
+             .join(plan_instalments, plan_instalments.c.plan_id == plans.c.id)
+             .outerjoin(collections, collections.c.id == plan_instalments.c.collection_id)
+             .outerjoin(firm_matters, firm_matters.c.key == plans.c.matter_key)
+             .outerjoin(firm_payers, firm_payers.c.key == plans.c.payer_key)
+             .order_by(plans.c.created_at.desc(), plans.c.id, plan_instalments.c.seq))
+    statements_query = (select(plan_statements.c.plan_id, firm_statements.c.number)
+                        .join(firm_statements, firm_statements.c.key == plan_statements.c.statement_key)
+                        .order_by(firm_statements.c.issue_date, firm_statements.c.number))
+    if statuses:
+        query = query.where(plans.c.status.in_(statuses))
+        statements_query = statements_query.join(plans, plans.c.id == plan_statements.c.plan_id).where(
+            plans.c.status.in_(statuses))
+    numbers: dict[str, list[str]] = {}
+    for plan_id, number in conn.execute(statements_query):
+        numbers.setdefault(plan_id, []).append(number)
+    rows = [dict(r) for r in conn.execute(query).mappings()]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["plan_id"]] = counts.get(row["plan_id"], 0) + 1
+    for row in rows:
+        money, own = row.pop("money"), row.pop("instalment_state")
+        row["state"] = money or own
+        row["count"] = counts[row["plan_id"]]
+        row["statements"] = ", ".join(numbers.get(row["plan_id"], []))
+    return rows
+
+
+def _plan_words(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "plan_status": PLAN_STATUS_WORDS.get(r["plan_status"], r["plan_status"]),
+             "state": INSTALMENT_STATE_WORDS.get(r["state"], r["state"])} for r in rows]
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """A plan as Sent Pages lists it beside the links: what was asked of the payer and how far it has got."""
+
+    id: str
+    created_at: dt.datetime
+    status: str  # active, ended or cancelled
+    matter_number: str | None
+    payer_name: str | None
+    account: str
+    currency: str
+    total: Decimal
+    frequency: str
+    instalments: int
+    paid: int  # instalments paid (confirmed or paid out)
+    to_collect: Decimal  # scheduled instalments and those still with the provider or bank
+    next_due_on: dt.date | None  # the first instalment still to collect
+    next_amount: Decimal | None
+    note: str | None = None
+
+
+def plan_summaries(conn: Connection, statuses: Sequence[str] | None = None) -> list[PlanSummary]:
+    """Plans newest first, summed from their instalments (instalment_rows), so the screen and the export agree."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in instalment_rows(conn, statuses):
+        grouped.setdefault(row["plan_id"], []).append(row)
+    found = []
+    for plan_id, rows in grouped.items():
+        first = rows[0]
+        to_come = [r for r in rows if r["state"] in TO_COME]
+        zero = Decimal(0).scaleb(-exponent(first["currency"]))  # "0.00", as the plan's other amounts
+        found.append(PlanSummary(
+            plan_id, first["plan_created_at"], first["plan_status"], first["matter_number"], first["payer_name"],
+            first["account"], first["currency"], first["plan_total"], first["frequency"], len(rows),
+            sum(1 for r in rows if r["state"] in PAID), sum((r["amount"] for r in to_come), zero),
+            to_come[0]["due_on"] if to_come else None, to_come[0]["amount"] if to_come else None,
+            first["plan_note"]))
+    return found
 
 
 POSTING_COLUMNS = _cols(
@@ -168,25 +293,39 @@ def write_xlsx(path: Path | BinaryIO, rows: Iterable[Mapping[str, Any]], columns
     for r, row in enumerate(rows, start=2):
         for i, col in enumerate(columns, start=1):
             value = row.get(col.key)
-            if value is None:
-                continue
-            cell = ws.cell(row=r, column=i)
-            if col.kind == "money":
-                cell.value = value  # a Decimal: openpyxl writes its exact digits
-                cell.number_format = money_format(str(row.get("currency") or "GBP"))
-            elif col.kind == "datetime":
-                cell.value = _local(value, zone)
-                cell.number_format = DATETIME_FORMAT
-            elif col.kind == "date":
-                cell.value = value
-                cell.number_format = DATE_FORMAT
-            else:
-                set_text_cell(cell, value)
+            if value is not None:
+                _set_cell(ws.cell(row=r, column=i), value, col.kind, row, zone)
     for i, col in enumerate(columns, start=1):
         ws.column_dimensions[get_column_letter(i)].width = max(12, len(col.header) + 2)
     if isinstance(path, Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(path)
     wb.save(path)
+
+
+def _set_cell(cell: Cell, value: Any, kind: Kind, row: Mapping[str, Any], zone: ZoneInfo) -> None:
+    """One typed cell: money a number in its row's currency format, dates real dates, counts numbers."""
+    if kind == "money":
+        cell.value = value  # a Decimal: openpyxl writes its exact digits
+        cell.number_format = money_format(str(row.get("currency") or "GBP"))
+    elif kind == "datetime":
+        cell.value = _local(value, zone)
+        cell.number_format = DATETIME_FORMAT
+    elif kind == "date":
+        cell.value = value
+        cell.number_format = DATE_FORMAT
+    elif kind == "number":
+        cell.value = value
+    else:
+        set_text_cell(cell, value)
+
+
+def _make_folder(path: Path) -> None:
+    """The file's folder, made if missing; a file where a folder should be is a person's mistake (the CLI's exit
+    2), not an internal error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RuleError(f"cannot write {path}: a part of {path.parent} is a file, not a folder") from None
 
 
 # A cell beginning with one of these is run as a formula by Excel, LibreOffice and Google Sheets (OWASP, CSV
@@ -227,7 +366,7 @@ def _csv_value(value: Any, col: ColumnSpec, zone: ZoneInfo) -> str:
 
 
 def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[ColumnSpec], zone: ZoneInfo) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(path)
     with path.open("w", newline="", encoding="utf-8-sig") as out:  # the BOM makes Excel read UTF-8 names right
         writer = csv.writer(out, quoting=csv.QUOTE_ALL)  # OWASP: every field quoted, so no cell splits in two
         writer.writerow([c.header for c in columns])
@@ -245,8 +384,15 @@ def _write(path: Path, rows: list[dict[str, Any]], columns: list[ColumnSpec], zo
     return len(rows)
 
 
+def _workbook(rows: list[dict[str, Any]], columns: list[ColumnSpec], zone: ZoneInfo, title: str) -> bytes:
+    out = io.BytesIO()
+    write_xlsx(out, rows, columns, zone, title)
+    return out.getvalue()
+
+
 class Exporter:
-    """Sent Pages, Manage Postings and payouts exports, for the CLI and the console alike, in the firm's zone."""
+    """Sent Pages (links, plans), Manage Postings, payouts and audit exports, for the CLI and the console alike, in
+    the firm's zone. Like every read, an export is not an audit entry: the trail records changes."""
 
     def __init__(self, store: StateStore, zone: ZoneInfo) -> None:
         self.store = store
@@ -266,9 +412,23 @@ class Exporter:
         chosen = choose(LINK_COLUMNS, columns, LINK_DEFAULT)
         with self.store.read() as conn:
             rows = link_rows(conn, statuses, ids)
-        out = io.BytesIO()
-        write_xlsx(out, _status_words(rows), chosen, self.zone, "Sent Pages")
-        return out.getvalue()
+        return _workbook(_status_words(rows), chosen, self.zone, "Sent Pages")
+
+    def plans(self, path: Path, *, statuses: Sequence[str] | None = None,
+              columns: Sequence[str] | None = None) -> int:
+        """Payment plans instalment by instalment to ``path`` (.xlsx or .csv); returns the instalments written."""
+        chosen = choose(PLAN_COLUMNS, columns, PLAN_DEFAULT)
+        with self.store.read() as conn:
+            rows = instalment_rows(conn, statuses)
+        return _write(path, _plan_words(rows), chosen, self.zone, "Payment plans")
+
+    def plans_workbook(self, *, statuses: Sequence[str] | None = None,
+                       columns: Sequence[str] | None = None) -> bytes:
+        """Payment plans instalment by instalment as .xlsx bytes, for the console's download."""
+        chosen = choose(PLAN_COLUMNS, columns, PLAN_DEFAULT)
+        with self.store.read() as conn:
+            rows = instalment_rows(conn, statuses)
+        return _workbook(_plan_words(rows), chosen, self.zone, "Payment plans")
 
     def audit(self, path: Path, *, actor: str | None = None, obj: str | None = None,
               since: dt.datetime | None = None, until: dt.datetime | None = None,

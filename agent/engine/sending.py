@@ -1,7 +1,9 @@
-"""Sending a link to the payer by email (SMTP) or text (an SMS gateway plugin), and recording every send.
+"""Sending a link to the payer by email (SMTP) or text (an SMS gateway plugin), and recording every send; and
+emailing a payer a notice that is not a link (a payment plan's instalment, agent.engine.plan_reminders).
 
 Every attempt, good or bad, becomes a row in ``sends`` (when, link, recipient, channel, result, the provider's
-message id) so staff can answer "did the client get it?". A failure carries ``definite``: True when nothing can
+message id) so staff can answer "did the client get it?"; a notice's attempt is its audit entry and its sender's
+own row (``plan_reminders``). A failure carries ``definite``: True when nothing can
 have reached the payer (connection refused, the server said no), False when it is unknown (the connection dropped
 after the message was handed over). Smart reminders retry only definite failures, so a payer is never sent the
 same reminder twice.
@@ -160,13 +162,18 @@ def send_email(smtp: SmtpSettings, secrets: Secrets, message: EmailMessage) -> s
 
 
 def build_email(link: Link, account: MerchantAccount, settings: Settings, to: str, *, reminder: bool) -> EmailMessage:
+    subject, body = email_text(link, account, settings, reminder=reminder)
+    return compose(settings, to, link.payer_name, subject, body)
+
+
+def compose(settings: Settings, to: str, name: str | None, subject: str, body: str) -> EmailMessage:
+    """An email from the firm (its service name at ``[smtp] from_address``) to one payer."""
     if not settings.smtp.from_address:
         raise NotSetUp("email is not set up: set [smtp] from_address (and host, port, security, user, "
                                  "password_secret) in ledgerlink.toml")
-    subject, body = email_text(link, account, settings, reminder=reminder)
     message = EmailMessage()
     message["From"] = formataddr((settings.service_name, settings.smtp.from_address))
-    message["To"] = formataddr((link.payer_name or "", to))
+    message["To"] = formataddr((name or "", to))
     message["Subject"] = subject
     message["Date"] = formatdate(localtime=True)
     message["Message-ID"] = make_msgid(domain=settings.smtp.from_address.rpartition("@")[2] or None)
@@ -256,8 +263,39 @@ def payer_phone(conn: Connection, link_id: str) -> str | None:
     return None
 
 
+def _try(attempt: Callable[[], str]) -> tuple[str | None, bool, str, bool]:
+    """(message id, ok, result, definite) of one hand-over to the relay or gateway."""
+    try:
+        return attempt(), True, "ok", True
+    except DeliveryFailed as exc:
+        return None, False, scrub(str(exc)), exc.definite
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An email to a payer that is not a link: to whom (None: no address known), and what it says."""
+
+    to: str | None
+    name: str | None
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a notice went; ``definite`` as for a SendRecord."""
+
+    recipient: str
+    sent_at: dt.datetime
+    ok: bool
+    result: str
+    message_id: str | None
+    definite: bool
+
+
 class Sender:
-    """Delivery of links by email and SMS, every attempt recorded; built by the composition root."""
+    """Delivery of links by email and SMS, and of notices by email, every attempt recorded; built by the
+    composition root."""
 
     def __init__(self, settings: Settings, store: StateStore, secrets: Secrets, links: LinkEngine) -> None:
         self.settings = settings
@@ -301,11 +339,7 @@ class Sender:
             body = sms_text(link, self.settings, reminder=reminder)
             attempt = lambda: gateway.send(recipient, body)  # noqa: E731
         sent_at = utcnow()
-        try:
-            message_id: str | None = attempt()
-            ok, result, definite = True, "ok", True
-        except DeliveryFailed as exc:
-            message_id, ok, result, definite = None, False, scrub(str(exc)), exc.definite
+        message_id, ok, result, definite = _try(attempt)
         with self.store.begin() as conn:
             send_id = conn.execute(sends.insert().values(
                 link_id=link_id, channel=channel, recipient=recipient, purpose=purpose, sent_at=sent_at, ok=ok,
@@ -316,6 +350,27 @@ class Sender:
         (log.info if ok else log.warning)("link %s %s by %s to %s: %s", link_id, purpose, channel, recipient, result)
         return SendRecord(id=int(send_id[0]), link_id=link_id, channel=channel, recipient=recipient, purpose=purpose,
                           sent_at=sent_at, ok=ok, result=result, provider_message_id=message_id, definite=definite)
+
+    def notify(self, actor: Actor, object_kind: str, object_id: str, notice: Notice, *, purpose: str,
+               details: Mapping[str, Any] | None = None) -> Delivery:
+        """Email a payer about something that is not a link (a plan's instalment); the delivery says whether it went.
+
+        Refused (RuleError) when there is no address; a NotSetUp when email is not set up. Audited as
+        ``<object_kind>.email`` on the object, as a link's send is: recipient, message id and ``details``, a
+        failure or refusal too."""
+        with audit.attempt(self.store, actor, f"{object_kind}.email", object_kind, object_id) as act:
+            if not notice.to or "@" not in notice.to:
+                raise RuleError(f"{object_kind} {object_id}: the payer has no email address in the matter system")
+            message = compose(self.settings, notice.to, notice.name, notice.subject, notice.body)
+            sent_at = utcnow()
+            message_id, ok, result, definite = _try(lambda: send_email(self.settings.smtp, self.secrets, message))
+            with self.store.begin() as conn:
+                act.record(conn, after={"purpose": purpose, "recipient": notice.to, "message_id": message_id,
+                                        **(details or {})}, outcome="ok" if ok else "failed",
+                           error=None if ok else result)
+        (log.info if ok else log.warning)("%s %s %s by email to %s: %s", object_kind, object_id, purpose, notice.to,
+                                          result)
+        return Delivery(notice.to, sent_at, ok, result, message_id, definite)
 
     def history(self, link_id: str) -> list[SendRecord]:
         """The send history of one link, oldest first."""

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     over_balance: Literal["refuse", "warn"] = "refuse"
     remainder_link: Literal["auto", "offer"] = "offer"
     stale_link: Literal["cancel", "flag"] = "cancel"
+    plan_reminder_days: int = Field(3, ge=0, le=30, description=(
+        "Days before each payment-plan instalment's charge date that the payer is emailed the amount and date; "
+        "0: no such email (a failed instalment is emailed still)."))
     sandbox_port: int = Field(8765, ge=0, le=65535, description="Port of the sandbox pay page on 127.0.0.1.")
     log_json: bool = False
     standby: bool = Field(False, description="With a PostgreSQL state store: wait as the hot standby while another "

@@ -271,6 +271,7 @@ def default_jobs(rt: Runtime, wakeup: Wakeup | None = None) -> list[Job]:
         Job("collections", intervals.sync, lambda: rt.directdebit.schedule_collections()),
         Job("plans", intervals.sync, lambda: rt.plans.submit_due()),
         Job("reminders", intervals.expiry, lambda: rt.reminders.run(job("reminders"))),
+        Job("plan-reminders", intervals.expiry, lambda: rt.plan_reminders.run(job("plan-reminders"))),
         Job("refunds", intervals.expiry, lambda: rt.refunds.resume()),
         Job("payouts", intervals.payouts, lambda: rt.payouts.sync(), due=time.monotonic() + 60),
         # a signed checkpoint of the audit trail's head, each minute it moved (agent.state.anchor)

@@ -516,3 +516,19 @@ reminders = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("send_id", Integer),
 )
+
+# One row per (plan, instalment, step): the at-most-once rule of ``reminders`` (agent.engine.reminders.Ledger) for
+# a plan's emails (agent.engine.plan_reminders); the email's own record is here too, a plan having no link to send.
+plan_reminders = Table(
+    "plan_reminders", metadata,
+    Column("plan_id", String(32), ForeignKey("plans.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("step", String(32), primary_key=True, comment="before (the instalment is coming) or failed"),
+    Column("status", String(16), nullable=False, comment="sending, sent, failed, unknown or skipped"),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("recipient", Text),
+    Column("sent_at", UTCDateTime),
+    Column("result", Text, comment="'ok' or the error text"),
+    Column("message_id", String(191), comment="the SMTP Message-ID"),
+)

@@ -118,7 +118,8 @@ def paid_posting(env: Env) -> list[dict[str, Any]]:
     link = create(env, amount="700.00").json()
     sandbox.pay(env.home, link["provider_ref"])
     poll_payments(env.rt)
-    return env.client.get("/postings").json()
+    listed: list[dict[str, Any]] = env.client.get("/postings").json()
+    return listed
 
 
 # ------------------------------------------------------------------------------------------- auth
@@ -413,6 +414,7 @@ def test_openapi_lists_every_path_and_money_as_strings(env: Env, tmp_path: Path)
         # the console's endpoints, same token
         "/accounts": {"get"}, "/manage-postings": {"get"}, "/postings/{posting_id}/reallocate": {"post"},
         "/postings/{posting_id}/remove": {"post"}, "/sent-pages": {"get"}, "/sent-pages/export": {"get"},
+        "/sent-pages/plans": {"get"}, "/sent-pages/plans/export": {"get"},
         "/bulk/template": {"get"}, "/bulk/review": {"post"}, "/bulk/links": {"post"},
         "/console-info": {"get"}, "/link-delivery": {"get"}, "/console/sign-in": {"post"},
         "/console/sign-out": {"post"}, "/collections": {"get"}, "/collections/{collection_id}": {"get"},

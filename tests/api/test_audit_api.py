@@ -93,3 +93,12 @@ def test_posting_history_and_filters(client: tuple[httpx.Client, dict[str, str],
     assert http.get("/audit", headers=admin, params={"user": "bob"}).json() == []
     assert http.get("/audit", headers=admin, params={"since": "2999-01-01T00:00:00"}).json() == []
     assert http.get("/postings/abc/history").status_code == 422
+
+
+def test_a_plan_email_reads_as_whom_the_payer_was_emailed(client: tuple[httpx.Client, dict[str, str], Runtime]) -> None:
+    http, admin, rt = client
+    with rt.store.begin() as conn:
+        audit.record(conn, Actor("job", "plan-reminders"), "plan.email", "plan", "plan_x",
+                     after={"purpose": "before", "recipient": "ada@example.com", "seq": 2})
+    [entry] = http.get("/audit", headers=admin, params={"object": "plan:plan_x"}).json()
+    assert entry["what"] == "Payer emailed about an instalment to ada@example.com"

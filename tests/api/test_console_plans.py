@@ -3,7 +3,6 @@ whose Direct Debit mandate is active at the sandbox (tests/console_support.py ha
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from console_support import (
@@ -17,24 +16,11 @@ from console_support import (
     shot,
     sign_in,
 )
-from directdebit_support import DUE, MATTER, PAYER, poll, sync
-from tests_support import STAFF
-
-from connectors.providers import sandbox
+from directdebit_support import MATTER, owing_3000_with_a_mandate
 
 
 def with_mandate(agent: Agent) -> None:
-    """Payer 90 (M-2026-0900) owes 3,000.00 on one bill and has finished the sandbox's mandate flow."""
-    with sqlite3.connect(agent.home / "demo-firm.db") as conn:
-        conn.execute("INSERT INTO clients (id, name, email) VALUES (90, 'Ada Direct', 'ada@example.com')")
-        conn.execute("INSERT INTO payers (id, client_id, name, email) VALUES (90, 90, 'Ada Direct', 'ada@example.com')")
-        conn.execute("INSERT INTO matters (id, matter_no, title, client_id, payer_id) VALUES (900, ?, 'Lease', 90, 90)",
-                     (MATTER,))
-        conn.execute("INSERT INTO bills (bill_no, matter_id, issued_on, due_on, total_pence, balance_pence) VALUES "
-                     "('INV-3000', 900, ?, ?, 300000, 300000)", (DUE.replace(day=1).isoformat(), DUE.isoformat()))
-    sync(agent.rt)
-    sandbox.set_mandate(agent.home, agent.rt.directdebit.setup_mandate(STAFF, PAYER).setup_ref, "active")
-    poll(agent.rt)
+    owing_3000_with_a_mandate(agent.rt, agent.home)
 
 
 def test_a_clerk_sets_up_six_monthly_instalments_previewed_to_the_penny(page: Any, agent: Agent) -> None:

@@ -40,7 +40,8 @@ CLERK = {
     ("GET", "/plans"), ("POST", "/plans"), ("POST", "/plans/preview"), ("GET", "/plans/{plan_id}"),
     ("POST", "/plans/{plan_id}/cancel"),
     ("GET", "/console-info"), ("GET", "/link-delivery"), ("GET", "/accounts"), ("GET", "/manage-postings"),
-    ("GET", "/sent-pages"), ("GET", "/sent-pages/export"), ("GET", "/bulk/template"), ("POST", "/bulk/review"),
+    ("GET", "/sent-pages"), ("GET", "/sent-pages/export"), ("GET", "/sent-pages/plans"),
+    ("GET", "/sent-pages/plans/export"), ("GET", "/bulk/template"), ("POST", "/bulk/review"),
     ("POST", "/bulk/links"), ("POST", "/console/sign-out"), ("GET", "/payouts"), ("GET", "/payouts/breaches"),
     ("GET", "/payouts/{payout}"), ("GET", "/refunds"), ("GET", "/payments/{payment}/refund"),
     ("GET", "/links/{link_id}/history"),
@@ -71,6 +72,7 @@ def _walk(table: Sequence[BaseRoute], prefix: str) -> set[tuple[str, str]]:
     for route in table:
         included = getattr(route, "original_router", None)  # FastAPI >= 0.16x keeps an included router whole
         if included is not None:
+            # route is FastAPI's private _IncludedRouter, which BaseRoute's type does not describe
             found |= _walk(included.routes, prefix + route.include_context.prefix)  # type: ignore[attr-defined]
         elif isinstance(route, Mount):
             found.add(("GET", prefix + route.path))

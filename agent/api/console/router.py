@@ -1,5 +1,6 @@
 """API endpoints the console needs beyond the resource routers: merchant accounts for the pickers, Manage
-Postings' details, reallocate and remove, the Sent Pages export, and bulk upload review and creation.
+Postings' details, reallocate and remove, Sent Pages (links and payment plans) and its exports, and bulk upload
+review and creation.
 
 Like the other routers they add no business rule: each calls the link engine, the outbox, the exporter, the bulk
 reader or the sender. Paths avoid the API's own ``/links/{id}`` and ``/postings/{id}`` so neither swallows the other.
@@ -36,21 +37,25 @@ from agent.api.schemas import (
     RemoveIn,
     SendOut,
     link_out,
+    schema_of,
 )
 from agent.core.errors import LedgerlinkError, RuleError
 from agent.core.model import account_kind_word
 from agent.core.scrub import scrub
 from agent.engine.bulk import read_bulk, template_text
-from agent.engine.export import LINK_COLUMNS, link_rows
+from agent.engine.export import LINK_COLUMNS, PlanSummary, link_rows, plan_summaries
 from agent.engine.links import LinkRequest
 from agent.engine.sending import BulkSend
 from agent.state.mirror import statement_key
 from agent.state.reads import outstanding_deliveries
+from agent.state.statuses import PlanState
 from postings.queries import posting_row, posting_rows
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 UPLOAD_NAME = re.compile(r"[^/\\:*?\"<>|\x00-\x1f]{1,200}\.(?:csv|txt)", re.IGNORECASE)
 router = APIRouter(tags=["console"], route_class=IdempotentRoute)
+PlanRow = schema_of("PlanRow", PlanSummary)  # a console shape, made from the engine's record like PlanOut
+PlanStatuses = Annotated[list[PlanState] | None, Query(description="active, ended or cancelled; repeat for several")]
 
 
 @router.get("/console-info", response_model=ConsoleInfoOut)
@@ -131,6 +136,27 @@ def export(rt: RuntimeDep, status: Annotated[list[str] | None, Query()] = None,
     # the file says what it holds: a filtered export is not saved over the full one of the same day
     which = "-".join(sorted({s for s in status or () if re.fullmatch(r"[a-z_]{1,24}", s)})).replace("_", "-")
     name = f"sent-pages-{which + '-' if which else ''}{'selected-' if ids is not None else ''}{stamp}.xlsx"
+    return Response(data, media_type=XLSX, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/sent-pages/plans", response_model=list[PlanRow])  # type: ignore[valid-type]
+def sent_plans(rt: RuntimeDep, status: PlanStatuses = None) -> list[Any]:
+    """Payment plans for Sent Pages, newest first: instalments paid, what is still to collect and the next one."""
+    with rt.store.read() as conn:
+        return [PlanRow.model_validate(p) for p in plan_summaries(conn, status)]
+
+
+@router.get("/sent-pages/plans/export", response_class=Response,
+            responses={200: {"content": {XLSX: {}}, "description": "An Excel workbook, a row per instalment"}})
+def export_plans(rt: RuntimeDep, status: PlanStatuses = None,
+                 columns: Annotated[list[str] | None, Query(description="Keys of the plan export's columns, in "
+                                                                      "order; an unknown one is a 422")] = None,
+                 ) -> Response:
+    """Plans instalment by instalment through the same exporter as ``ledgerlink plans export``."""
+    data = rt.exporter.plans_workbook(statuses=status, columns=columns)
+    stamp = dt.datetime.now(rt.settings.zone).strftime("%Y-%m-%d")
+    which = "-".join(sorted({s.value for s in status or ()}))
+    name = f"payment-plans-{which + '-' if which else ''}{stamp}.xlsx"
     return Response(data, media_type=XLSX, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 

@@ -34,7 +34,7 @@ WORDS = {
     "collection.request": "Manual Direct Debit requested", "collection.cancel": "Collection cancelled",
     "plan.create": "Payment plan made", "plan.instalment": "Instalment submitted for collection",
     "plan.follow_debt": "Instalments lowered to what is owed", "plan.end": "Payment plan ended",
-    "plan.cancel": "Payment plan cancelled",
+    "plan.cancel": "Payment plan cancelled", "plan.email": "Payer emailed about an instalment",
     "mandate.setup": "Mandate set up", "account.change": "Account settings changed",
     "config.reload": "Configuration reloaded", "service.start": "Service started", "service.stop": "Service stopped",
     "user.add": "User added", "user.disable": "User disabled", "user.reset": "Enabled again or password reset",
@@ -85,7 +85,8 @@ def what(entry: audit.Entry) -> str:
     words = WORDS.get(entry.action, entry.action)
     if entry.outcome == "failed":
         return f"{words}: failed ({entry.error})" if entry.error else f"{words}: failed"
-    if entry.action in ("link.email", "link.sms") and isinstance(entry.after, dict) and entry.after.get("recipient"):
+    if entry.action in ("link.email", "link.sms", "plan.email") and isinstance(entry.after, dict) and \
+            entry.after.get("recipient"):
         return f"{words} to {entry.after['recipient']}"
     return words
 

@@ -16,36 +16,39 @@ from agent.api.errors import found
 from agent.api.idempotency import IdempotentRoute
 from agent.api.schemas import CancelIn, PlanIn, PlanOut
 from agent.engine.plans import PlanView
+from agent.runtime import Runtime
 
 router = APIRouter(tags=["payment plans"], route_class=IdempotentRoute)
 
 
-def _out(view: PlanView) -> Any:
-    return PlanOut(**dataclasses.asdict(view))
+def _out(rt: Runtime, view: PlanView) -> Any:
+    """The plan, with the emails sent to its payer about it (a preview has none)."""
+    reminders = [dataclasses.asdict(r) for r in rt.plan_reminders.history(view.id)] if view.id else []
+    return PlanOut(**dataclasses.asdict(view), reminders=reminders)
 
 
 @router.get("/plans", response_model=list[PlanOut])  # type: ignore[valid-type]
 def list_plans(rt: RuntimeDep, matter: str | None = None) -> list[Any]:
     """Newest first, each with its instalments."""
-    return [_out(p) for p in rt.plans.list(matter)]
+    return [_out(rt, p) for p in rt.plans.list(matter)]
 
 
 @router.post("/plans/preview", response_model=PlanOut)
 def preview_plan(rt: RuntimeDep, body: PlanIn) -> Any:
     """The instalments a plan would make, to the penny, changing nothing."""
-    return _out(rt.plans.preview(body.request()))
+    return _out(rt, rt.plans.preview(body.request()))
 
 
 @router.post("/plans", response_model=PlanOut, status_code=201)
 def create_plan(rt: RuntimeDep, actor: ActorDep, body: PlanIn) -> Any:
     """Make the plan (audited); instalments due within five days are submitted at once."""
-    return _out(rt.plans.create(actor, body.request()))
+    return _out(rt, rt.plans.create(actor, body.request()))
 
 
 @router.get("/plans/{plan_id}", response_model=PlanOut)
 def get_plan(rt: RuntimeDep, plan_id: str) -> Any:
     with found(f"plan {plan_id!r}"):
-        return _out(rt.plans.get(plan_id))
+        return _out(rt, rt.plans.get(plan_id))
 
 
 @router.post("/plans/{plan_id}/cancel", response_model=PlanOut)
@@ -53,4 +56,4 @@ def cancel_plan(rt: RuntimeDep, actor: ActorDep, plan_id: str, body: CancelIn | 
     """Cancel what is still to come; a collection already with the bank is kept and named in the audit entry."""
     with found(f"plan {plan_id!r}"):
         rt.plans.get(plan_id)
-    return _out(rt.plans.cancel(actor, plan_id, (body or CancelIn()).reason))
+    return _out(rt, rt.plans.cancel(actor, plan_id, (body or CancelIn()).reason))

@@ -39,9 +39,10 @@ function showPlan(plan, note = "") {
     }
   });
   body.replaceChildren(
-    note ? el("p", { class: "notice", role: "status" }, note) : null,
+    ...(note ? [el("p", { class: "notice", role: "status" }, note)] : []),  // (replaceChildren writes a null as "null")
     el("dl", { class: "facts" },
       el("dt", {}, "Plan"), el("dd", { id: "plan-id" }, `${plan.id} · ${plan.status}`),
+      el("dt", {}, "Matter"), el("dd", {}, plan.matter_number),
       el("dt", {}, "Payer"), el("dd", {}, plan.payer_name || "—"),
       el("dt", {}, "Statements"), el("dd", {}, plan.statements.join(", ")),
       el("dt", {}, "Still owed"), el("dd", {}, `${money(plan.owed, plan.currency)}, besides instalments with the bank`)),
@@ -117,6 +118,18 @@ function planForm(m) {
     }
   });
   return form;
+}
+
+// Opens the popup on one plan (from its row on Sent Pages); `closed` runs when it closes.
+export async function openPlanById(id, closed) {
+  onClosed = closed;
+  body.replaceChildren(el("p", { role: "status" }, "Opening the payment plan…"));
+  dialog.showModal();
+  try {
+    showPlan(await api("GET", `/plans/${encodeURIComponent(id)}`));  // focus stays on the popup's Close (×)
+  } catch (exc) {
+    body.replaceChildren(el("p", { class: "alert", role: "alert" }, exc.message));
+  }
 }
 
 // Opens the popup for a matter (from the matter card); `closed` runs when it closes.

@@ -1,6 +1,8 @@
-// Sent Pages: links by status, a column configurator (tick and order, kept in this browser), Export to Excel, cancel.
+// Sent Pages: links by status, a column configurator (tick and order, kept in this browser), Export to Excel, cancel;
+// below them the payment plans under the same filter, each openable (plans.js's view) and cancellable.
 import { $, api, badge, download, el, say } from "./api.js";
 import { day, money, when } from "./format.js";
+import { openPlanById } from "./plans.js";
 
 // The headings are the export's own (agent/engine/export.py LINK_COLUMNS), so the screen and the workbook agree.
 const COLUMNS = {
@@ -24,6 +26,15 @@ function saved() {
 }
 let shown = saved();
 const status = () => document.querySelector('input[name="sent-status"]:checked').value;
+const label = () => document.querySelector(`label[for="${document.querySelector('input[name="sent-status"]:checked').id}"]`).textContent;
+
+// Plans are their own table, not rows among the links: their columns (instalments, next date) are not a link's, and
+// the links' column choice and export stay as they were. The one filter reads for plans as for links: a plan still
+// collecting is outstanding, an ended one has nothing left to collect; a plan never expires (null).
+const PLAN_STATUS = { outstanding: "active", payment_received: "ended", cancelled: "cancelled", expired: null, "": "" };
+const PLAN_WORDS = { active: "Active", ended: "Ended", cancelled: "Cancelled", "": "All" };
+const plansTable = $("#sent-plans-table");
+const plansExport = $("#sent-plans-export");
 
 function cell(link, column) {
   const value = link[column];
@@ -59,17 +70,16 @@ async function cancel(link) {
   await load();
 }
 
-async function load() {
+async function loadLinks() {
   const chosen = status();
   const links = await api("GET", `/sent-pages${chosen ? `?status=${chosen}` : ""}`);
-  const label = document.querySelector(`label[for="${document.querySelector('input[name="sent-status"]:checked').id}"]`).textContent;
   if (!links.length) {
-    table.replaceChildren(el("p", { class: "empty" }, `No links in “${label}”.`));
+    table.replaceChildren(el("p", { class: "empty" }, `No links in “${label()}”.`));
     return;
   }
   // Wide column choices scroll inside their own region, never the whole page.
-  table.replaceChildren(el("div", { class: "table-scroll", tabindex: 0, role: "region", "aria-label": `${label} links` }, el("table", { id: "links-table" },
-    el("caption", {}, `${label}: ${links.length} link${links.length === 1 ? "" : "s"}`),
+  table.replaceChildren(el("div", { class: "table-scroll", tabindex: 0, role: "region", "aria-label": `${label()} links` }, el("table", { id: "links-table" },
+    el("caption", {}, `${label()}: ${links.length} link${links.length === 1 ? "" : "s"}`),
     el("thead", {}, el("tr", {}, shown.map((c) => el("th", { class: c === "amount" ? "num" : null, scope: "col" }, COLUMNS[c])),
       el("th", { scope: "col" }, el("span", { class: "muted" }, "Action")))),
     el("tbody", {}, links.map((link) => el("tr", { "data-link": link.id },
@@ -78,6 +88,67 @@ async function load() {
         el("button", { type: "button", class: "small", "aria-label": `Copy link ${link.id}`, onclick: (event) => copyLink(link, event.currentTarget) }, "Copy"),
         el("button", { type: "button", class: "small danger", "aria-label": `Cancel link ${link.id}`, onclick: () => cancel(link) }, "Cancel"))
         : "")))))));
+}
+
+async function cancelPlan(plan) {
+  if (!confirm(`Cancel the payment plan for ${plan.payer_name || "this payer"} on matter ${plan.matter_number}? ` +
+    "The instalments still to come are not collected; one already with the bank goes ahead.")) return;
+  try {
+    await api("POST", `/plans/${encodeURIComponent(plan.id)}/cancel`, { reason: "cancelled by staff (Sent Pages)" });
+    say(notice, `Plan ${plan.id} cancelled.`, "ok");
+  } catch (exc) {
+    say(notice, exc.message, "error");
+  }
+  await load();
+  focusPlan(plan.id);
+}
+
+// After a redraw keyboard focus goes back to the plan's row (its Open button), not to the top of the page.
+function focusPlan(id) {
+  plansTable.querySelector(`tr[data-plan="${CSS.escape(id)}"] button`)?.focus();
+}
+
+function nextInstalment(plan) {
+  if (!plan.next_due_on) return "—";
+  return [el("time", { datetime: plan.next_due_on }, when(plan.next_due_on)), ` · ${money(plan.next_amount, plan.currency)}`];
+}
+
+async function loadPlans() {
+  const wanted = PLAN_STATUS[status()];
+  plansExport.disabled = wanted === null;
+  if (wanted === null) {
+    plansTable.replaceChildren(el("p", { class: "empty" }, `Payment plans do not expire, so none are in “${label()}”.`));
+    return;
+  }
+  const plans = await api("GET", `/sent-pages/plans${wanted ? `?status=${wanted}` : ""}`);
+  const words = `${PLAN_WORDS[wanted]} payment plans`;
+  if (!plans.length) {
+    plansTable.replaceChildren(el("p", { class: "empty" }, `No ${words.toLowerCase()}.`));
+    return;
+  }
+  const num = (text) => el("th", { class: "num", scope: "col" }, text);
+  plansTable.replaceChildren(el("div", { class: "table-scroll", tabindex: 0, role: "region", "aria-label": words }, el("table", { id: "plans-list" },
+    el("caption", {}, `${words}: ${plans.length}`),
+    el("thead", {}, el("tr", {}, ["Created", "Status", "Matter", "Payer"].map((h) => el("th", { scope: "col" }, h)),
+      num("Total"), el("th", { scope: "col" }, "Instalments paid"), num("Still to collect"), el("th", { scope: "col" }, "Next instalment"),
+      el("th", { scope: "col" }, el("span", { class: "muted" }, "Action")))),
+    el("tbody", {}, plans.map((plan) => el("tr", { "data-plan": plan.id },
+      el("td", { class: "nowrap" }, el("time", { datetime: plan.created_at, title: when(plan.created_at) }, day(plan.created_at))),
+      el("td", {}, badge(plan.status)),
+      el("td", { class: "nowrap" }, plan.matter_number ?? ""),
+      el("td", {}, plan.payer_name ?? ""),
+      el("td", { class: "num" }, money(plan.total, plan.currency)),
+      el("td", { class: "nowrap" }, `${plan.paid} of ${plan.instalments}`),
+      el("td", { class: "num" }, money(plan.to_collect, plan.currency)),
+      el("td", { class: "nowrap" }, nextInstalment(plan)),
+      el("td", {}, el("div", { class: "row-actions" },
+        el("button", { type: "button", class: "small", "aria-label": `Open plan ${plan.id}`,
+          onclick: () => openPlanById(plan.id, () => load().then(() => focusPlan(plan.id)).catch((exc) => say(notice, exc.message, "error"))) }, "Open"),
+        plan.status === "active" ? el("button", { type: "button", class: "small danger", "aria-label": `Cancel plan ${plan.id}`, onclick: () => cancelPlan(plan) }, "Cancel") : null))))))));
+}
+
+async function load() {
+  await Promise.all([loadLinks(), loadPlans()]);
 }
 
 function renderColumns() {
@@ -114,6 +185,16 @@ $("#sent-export").addEventListener("click", async () => {
   try {
     const name = await download(`/sent-pages/export?${query}`, "sent-pages.xlsx");
     say(notice, `Exported ${name}.`, "ok");
+  } catch (exc) {
+    say(notice, exc.message, "error");
+  }
+});
+
+plansExport.addEventListener("click", async () => {
+  const wanted = PLAN_STATUS[status()];
+  try {
+    const name = await download(`/sent-pages/plans/export${wanted ? `?status=${wanted}` : ""}`, "payment-plans.xlsx");
+    say(notice, `Exported ${name}: a row per instalment.`, "ok");
   } catch (exc) {
     say(notice, exc.message, "error");
   }
