@@ -42,7 +42,7 @@ from agent.state import StateStore
 from agent.state.schema import firm_matters, firm_statements, link_items, links, payments, postings, refunds
 from agent.state.store import utcnow
 from connectors.database.sql import SQLAlchemyConnector
-from connectors.providers.contract import PayoutProvider, Provider
+from connectors.providers.contract import PayoutProvider, Provider, Refund
 from connectors.providers.gocardless import GoCardlessProvider
 from connectors.providers.sandbox import SandboxProvider, settled
 from connectors.providers.stripe import StripeProvider
@@ -292,6 +292,7 @@ def work(state_url: str, firm_url: str, marker: str, batch_size: int) -> int:
                 os.kill(os.getpid(), signal.SIGKILL)
             return written
 
+        # patched in this worker process only (mypy refuses any assignment to a method)
         connector.write_posting = write_then_maybe_die  # type: ignore[method-assign]
     outbox = Outbox(store, connector, mapping, batch_size=batch_size, attempts=1000, backoff_initial=0.01,
                     reversal_wait=0.005)
@@ -321,14 +322,16 @@ def _refunder(store: StateStore, marker: str, probability: float) -> Refunds | N
     assert isinstance(provider, PayoutProvider)
     refund = provider.refund
 
-    def refund_then_maybe_die(*args: Any) -> Any:
-        done = refund(*args)
+    def refund_then_maybe_die(payment_ref: str, amount: Decimal, currency: str, reason: str,
+                              idempotency_key: str) -> Refund:
+        done = refund(payment_ref, amount, currency, reason, idempotency_key)
         if random.random() < min(1.0, probability * 6):  # few refunds: kill often enough to land some here
             fd = os.open(marker, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            os.write(fd, f"refund {args[-1]}\n".encode())
+            os.write(fd, f"refund {idempotency_key}\n".encode())
             os.kill(os.getpid(), signal.SIGKILL)
         return done
 
+    # patched in this worker process only (mypy refuses any assignment to a method)
     provider.refund = refund_then_maybe_die  # type: ignore[method-assign]
     return Refunds(store, lambda _name: provider, retry_initial=0.01)
 

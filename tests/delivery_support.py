@@ -43,7 +43,7 @@ class Mailbox:
         if self.refuse:
             return "550 mailbox unavailable"
         assert isinstance(envelope.content, bytes)
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
         self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
         return "250 OK"
 

@@ -77,10 +77,10 @@ class MoneyWorld(Protocol):
 
 
 class SandboxMoney:
-    name = "sandbox"
-    fees_billed_apart = False  # charged to the fees_account's payout
-    repays_failed_payout = True
-    holds_mandates = True
+    name: ClassVar[str] = "sandbox"
+    fees_billed_apart: ClassVar[bool] = False  # charged to the fees_account's payout
+    repays_failed_payout: ClassVar[bool] = True
+    holds_mandates: ClassVar[bool] = True
 
     def __init__(self, home: Path) -> None:
         self.home = home
@@ -127,7 +127,8 @@ class FakeMoney:
     """A provider played by one fake server per account; ``trust_net`` chooses how the trust server settles."""
 
     name: ClassVar[str]
-    fees_billed_apart = True  # settle(gross=True): the fees are invoiced (GoCardless) or billed separately (Stripe)
+    # settle(gross=True): the fees are invoiced (GoCardless) or billed separately (Stripe)
+    fees_billed_apart: ClassVar[bool] = True
     repays_failed_payout: ClassVar[bool]
     holds_mandates: ClassVar[bool]
 

@@ -17,11 +17,13 @@ from typing import Any
 
 from agent.engine.plans import Plans
 from agent.runtime import Runtime
+from connectors.providers.contract import DirectDebitProvider
 
 
 def main(home: Path, day: dt.date, probability: float) -> int:
     rt = Runtime.for_home(home)
     provider = rt.provider("operating")
+    assert isinstance(provider, DirectDebitProvider)
     create = provider.create_collection
 
     def create_then_maybe_die(*args: Any, **kwargs: Any) -> Any:
@@ -30,6 +32,7 @@ def main(home: Path, day: dt.date, probability: float) -> int:
             os.kill(os.getpid(), signal.SIGKILL)
         return made
 
+    # patched in this worker process only (mypy refuses any assignment to a method)
     provider.create_collection = create_then_maybe_die  # type: ignore[method-assign]
     try:
         rt.directdebit.schedule_collections(day)  # finishes a collection a kill left 'creating'

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -49,6 +50,6 @@ def admin_token() -> str:
 
 @schema.parametrize()
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-def test_no_generated_request_gets_a_server_error(case: schemathesis.Case) -> None:
+def test_no_generated_request_gets_a_server_error(case: schemathesis.Case[Any]) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {admin_token()}", "Host": "127.0.0.1"},
                            checks=[not_a_server_error])

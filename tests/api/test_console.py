@@ -535,6 +535,7 @@ def test_extra_endpoints_remove_and_reallocate_postings(agent: Agent) -> None:
     from connectors.providers import sandbox
 
     link = agent.rt.links.create(STAFF, LinkRequest(matter="M-2026-0020"))
+    assert link.provider_ref is not None
     sandbox.pay(agent.home, link.provider_ref)
     poll_payments(agent.rt)
     with httpx.Client(base_url=agent.url, headers={"Authorization": f"Bearer {agent.token}"}) as client:

@@ -35,6 +35,7 @@ def api_answers(page: Any) -> list[tuple[int, str]]:
 
 def test_a_clerk_goes_through_every_screen_unrefused_and_sees_no_admin_action(page: Any, agent: Agent) -> None:
     link = agent.rt.links.create(STAFF, LinkRequest(matter="M-2026-0030"))
+    assert link.provider_ref is not None
     sandbox.pay(agent.home, link.provider_ref)
     poll_payments(agent.rt)  # a pending posting: an admin may remove it
     answers = api_answers(page)

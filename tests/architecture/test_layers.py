@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,9 +123,17 @@ def test_every_module_says_why_it_exists() -> None:
 
 @pytest.mark.timeout(600)
 def test_mypy_is_clean() -> None:
-    """[tool.mypy] in pyproject.toml: strict for the core, engines, postings and connectors."""
+    """[tool.mypy] in pyproject.toml: strict for every package and for the tests."""
     run = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-6000:]
+
+
+def test_mypy_checks_everything_strictly() -> None:
+    """A clean run means something only if it covers the tree: strict at the top, no override turning it off."""
+    mypy = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["mypy"]
+    assert mypy["strict"] is True
+    assert {*PACKAGES, "tests"} <= set(mypy["files"])
+    assert [o["module"] for o in mypy.get("overrides", []) if o.get("strict") is False] == []
 
 
 STATE_TABLES = {"postings": "state", "links": "status", "payments": "status", "collections": "status"}

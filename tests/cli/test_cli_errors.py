@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from tests_support import STAFF
 
-from agent.cli import main as cli
 from agent.cli.main import main
 from agent.engine.links import LinkRequest
 from agent.engine.sync import Syncer
@@ -66,7 +65,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
     def boom(_home: Path | None = None) -> Runtime:
         raise RuntimeError("the unforeseen")
 
-    monkeypatch.setattr(cli.Runtime, "for_home", boom)
+    monkeypatch.setattr(Runtime, "for_home", boom)
     assert main(["--home", str(home), "check"]) == 1
     line = one_line(capsys.readouterr().err)
     assert "internal error: RuntimeError: the unforeseen" in line and "--debug" in line
@@ -134,7 +133,7 @@ def test_sandbox_link_urls_follow_sandbox_port(home: Path) -> None:
     try:
         Syncer(rt.store, rt.connector).sync()
         link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
-        assert link.url.startswith("http://127.0.0.1:9876/pay/")
+        assert link.url is not None and link.url.startswith("http://127.0.0.1:9876/pay/")
         assert rt.settings.account("operating").api_base == "http://127.0.0.1:9876"
     finally:
         rt.close()

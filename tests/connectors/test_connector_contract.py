@@ -20,7 +20,7 @@ def kind(request: pytest.FixtureRequest) -> str:
         require(unavailable(postgres_server()))
     elif request.param == "mariadb":
         require(unavailable(mariadb_server()))
-    return request.param
+    return str(request.param)
 
 
 class TestSQLAlchemy(ConnectorContract):

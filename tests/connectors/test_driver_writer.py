@@ -99,6 +99,7 @@ def test_comments_per_cents_and_a_reset_session_change_nothing(pg_db: TempDataba
         assert connector.write_posting(params("P1:S1")) is True
         assert connector.write_posting(params("P1:S1")) is False
         raw = connector._writer_connection().connection.driver_connection
+        assert raw is not None
         prepared = {r[0] for r in raw.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'ledgerlink%'")}
         raw.commit()
         assert len(prepared) == 4  # ready, exists and the two writes
@@ -125,6 +126,7 @@ def test_prepared_statements_turned_off_post_the_stepwise_way(pg_db: TempDatabas
         assert connector.write_posting(params("P1:S1")) is True
         assert connector.write_posting(params("P1:S1")) is False
         raw = connector._writer_connection().connection.driver_connection
+        assert raw is not None
         assert [r[0] for r in raw.execute("SELECT name FROM pg_prepared_statements")] == []
         raw.rollback()
     finally:
@@ -140,7 +142,9 @@ def test_a_dropped_connection_is_a_transient_error_and_the_next_posting_reconnec
     engine = create_engine(pg_db.url)
     try:
         assert connector.write_posting(params("P1:S1")) is True
-        pid = connector._writer_connection().connection.driver_connection.info.backend_pid
+        raw = connector._writer_connection().connection.driver_connection
+        assert raw is not None
+        pid = raw.info.backend_pid
         with engine.begin() as admin:
             admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         with pytest.raises(TransientError):

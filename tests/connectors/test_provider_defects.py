@@ -90,7 +90,8 @@ def on_the_books(store: StateStore, payment_ref: str) -> Decimal:
 
 def status(store: StateStore, payment_ref: str) -> str:
     with store.read() as conn:
-        return conn.execute(select(payments.c.status).where(payments.c.payment_ref == payment_ref)).scalar_one()
+        state: str = conn.execute(select(payments.c.status).where(payments.c.payment_ref == payment_ref)).scalar_one()
+        return state
 
 
 def apply_all(store: StateStore, events: list[ProviderEvent], provider: str = "gocardless") -> None:
@@ -338,7 +339,7 @@ def test_a_won_dispute_posts_again(st: StripeProvider, st_api: FakeStripe, store
     assert (status(store, intent), on_the_books(store, intent)) == ("confirmed", AMOUNT)
     st_api.charge_back(intent)
     poller.poll()
-    assert (status(store, intent), on_the_books(store, intent)) == ("charged_back", 0)
+    assert (status(store, intent), on_the_books(store, intent)) == ("charged_back", Decimal(0))
     st_api.win_dispute(intent)
     poller.poll()
     assert (status(store, intent), on_the_books(store, intent)) == ("confirmed", AMOUNT)
@@ -409,7 +410,7 @@ def test_reconcile_applies_a_missed_status_and_reports_what_the_provider_lacks(
             id="pay_pi_ghost", account=ACCOUNT, provider="stripe", payment_ref="pi_ghost", amount=AMOUNT,
             currency="GBP", status="confirmed", method="card", status_at=utcnow(), created_at=utcnow()))
     result = poller.reconcile(since)
-    assert (status(store, kept), on_the_books(store, kept)) == ("charged_back", 0)
+    assert (status(store, kept), on_the_books(store, kept)) == ("charged_back", Decimal(0))
     assert on_the_books(store, lost) == AMOUNT
     assert result.unknown_at_provider == ["pay_pi_ghost"]
     assert poller.reconcile(since).applied == 0
@@ -434,7 +435,7 @@ def test_a_failing_account_backs_off_alone_and_shows_its_error(
                              settings=SimpleNamespace(accounts=providers, remainder_link="off"))
         link = gc.create_link(make_spec(gc))
         payment_ref = gc_api.pay(link.ref)
-        polls = PaymentPolls(rt, backoff=60)  # type: ignore[arg-type]
+        polls = PaymentPolls(rt, backoff=60)  # type: ignore[arg-type]  # a stand-in: only what PaymentPolls reads
         assert polls() >= 1
         assert status(store, payment_ref) == "confirmed"
         parts = store.component_status()
@@ -468,6 +469,7 @@ def test_cli_reconcile_heals_a_sandbox_feed_that_lost_its_events(
         link = rt.links.create(STAFF, LinkRequest(matter="M-2026-0010", amount=Decimal("500.00")))
     finally:
         rt.close()
+    assert link.provider_ref is not None
     payment_ref = sandbox.pay(home, link.provider_ref)
     with sqlite3.connect(home / sandbox.DB_NAME) as conn:
         conn.execute("DELETE FROM events")  # the feed lost the payment

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-from fakes import FakeWorld
+from fakes import FakeWorld, Json
 from fakes.gocardless_api import SECRET, FakeGoCardless, GoCardlessSigner
 
 from agent.core.errors import TransientError
@@ -242,7 +242,7 @@ def test_a_dashboard_refund_shows_in_the_next_payout(provider: GoCardlessProvide
 
 def test_the_fake_enforces_the_documented_metadata_limits(api: FakeGoCardless) -> None:
     """Up to 3 keys, keys to 50 characters, values to 500 (the API reference): more is a 422 naming metadata."""
-    def create(metadata: dict[str, str]) -> tuple[int, dict]:
+    def create(metadata: dict[str, str]) -> tuple[int, Json]:
         body = json.dumps({"billing_requests": {"payment_request": {"amount": 100, "currency": "GBP",
                                                                      "metadata": metadata}}}).encode()
         request = urllib.request.Request(f"{api.url}/billing_requests", data=body, method="POST",

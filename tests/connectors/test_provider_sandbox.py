@@ -43,7 +43,8 @@ class SandboxWorld:
 
     def link_count(self) -> int:
         with sqlite3.connect(self.home / sandbox.DB_NAME) as conn:
-            return conn.execute("SELECT count(*) FROM links").fetchone()[0]
+            count: int = conn.execute("SELECT count(*) FROM links").fetchone()[0]
+            return count
 
     def payer_view(self, link: ProviderLink) -> str:
         """The pay page's text, as a browser shows it (tags dropped, entities read)."""

@@ -11,7 +11,7 @@ from decimal import Decimal
 from urllib.parse import parse_qs, urlencode
 
 import pytest
-from fakes import FakeWorld
+from fakes import FakeWorld, Json, Request, Response
 from fakes.stripe_api import SECRET, FakeStripe, StripeSigner
 
 from agent.core.errors import TransientError
@@ -94,7 +94,7 @@ def test_a_disclaimer_longer_than_checkout_shows_is_refused_naming_the_fix(provi
 
 def test_the_fake_enforces_the_documented_length_limits(api: FakeStripe) -> None:
     """custom_text[submit][message] to 1200, client_reference_id to 200, metadata 50 keys / 40 / 500: a 400."""
-    def create(extra: dict[str, str]) -> tuple[int, dict]:
+    def create(extra: dict[str, str]) -> tuple[int, Json]:
         form = {"mode": "payment", "success_url": "https://example.com", "line_items[0][quantity]": "1",
                 "line_items[0][price_data][currency]": "gbp", "line_items[0][price_data][unit_amount]": "100",
                 "line_items[0][price_data][product_data][name]": "Fees", **extra}
@@ -166,15 +166,16 @@ def test_chargeback_names_the_session(provider: StripeProvider, payer: FakeWorld
     assert events[-1].kind is EventKind.PAYMENT_CHARGED_BACK and events[-1].link_ref == link.ref
 
 
-def test_form_encoding_of_line_items(provider: StripeProvider, api: FakeStripe) -> None:
+def test_form_encoding_of_line_items(provider: StripeProvider, api: FakeStripe,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     captured: list[bytes] = []
     original = api._route
 
-    def spy(request):  # type: ignore[no-untyped-def]
+    def spy(request: Request) -> Response:
         captured.append(request.body)
         return original(request)
 
-    api._route = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(api, "_route", spy)
     provider.create_link(make_spec(provider))
     form = parse_qs(captured[0].decode())
     assert form["line_items[0][price_data][product_data][name]"] == ["Invoice 1042 - conveyancing"]

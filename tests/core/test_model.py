@@ -14,9 +14,9 @@ from agent.state.types import DecimalText
 
 def test_float_is_refused_as_money() -> None:
     with pytest.raises(ValidationError, match="must not be a float"):
-        Money(amount=0.1, currency="GBP")  # type: ignore[arg-type]
+        Money(amount=0.1, currency="GBP")
     with pytest.raises(TypeError, match="money must be Decimal"):
-        DecimalText().process_bind_param(12.5, None)  # type: ignore[arg-type]
+        DecimalText().process_bind_param(12.5, None)  # type: ignore[arg-type]  # the float is the point
 
 
 def test_exact_float_repr_is_accepted_but_inexact_sum_is_not() -> None:

@@ -70,6 +70,7 @@ def test_create_cancel_and_a_refused_create_each_write_one_entry(rt: Runtime) ->
 
 def test_a_cancel_the_provider_refuses_writes_one_failed_entry(rt: Runtime) -> None:
     link = rt.links.create(ALICE, LinkRequest(matter=MATTER))
+    assert link.provider_ref is not None
     sandbox.pay(rt.settings.home, link.provider_ref)  # paid at the provider before the cancel reaches it
     with pytest.raises(RuleError, match="was paid before it could be cancelled"):
         rt.links.cancel(BOB, link.id)
@@ -86,6 +87,7 @@ def test_cancel_and_create_new_writes_the_old_links_cancel_and_the_new_links_rec
     assert made.before == {"replaces": old.id} and made.after["replaces"] == old.id
     assert made.after["amount"] == "100.00"
     paid = rt.links.create(ALICE, LinkRequest(amount=Decimal("5.00"), name="Ada", email="ada@example.com"))
+    assert paid.provider_ref is not None
     sandbox.pay(rt.settings.home, paid.provider_ref)
     with pytest.raises(RuleError):
         rt.links.recreate(BOB, paid.id)

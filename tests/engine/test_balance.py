@@ -3,7 +3,9 @@ moment between the write-back and the next sync (issue 13, item 1: reproduced on
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from tests_support import STAFF
@@ -12,6 +14,7 @@ from agent.core.errors import RuleError
 from agent.engine.links import LinkRequest
 from agent.engine.payments import EventPoller
 from agent.runtime import Runtime
+from connectors.database.contract import Batch
 from connectors.providers import sandbox
 
 MATTER = "M-2026-0010"  # Okafor probate: INV-1001 (644.30) + INV-1002 (1443.75)
@@ -20,6 +23,7 @@ MATTER = "M-2026-0010"  # Okafor probate: INV-1001 (644.30) + INV-1002 (1443.75)
 def test_defaults_are_zero_the_moment_the_postings_are_posted(rt: Runtime) -> None:
     link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
     assert link.amount == Decimal("2088.05")
+    assert link.provider_ref is not None
     sandbox.pay(rt.settings.home, link.provider_ref)
     EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
     assert rt.outbox.run_once().get("posted") == 2
@@ -33,21 +37,23 @@ def test_defaults_are_zero_the_moment_the_postings_are_posted(rt: Runtime) -> No
     assert (after.open_balance, after.unposted_payments, after.amount) == (Decimal(0), Decimal(0), Decimal(0))
 
 
-def test_a_sync_pass_begun_before_the_posting_does_not_count_as_seeing_it(rt: Runtime) -> None:
+def test_a_sync_pass_begun_before_the_posting_does_not_count_as_seeing_it(rt: Runtime,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A pass that read the statements before the write-back must not make the paid amount vanish."""
     link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
+    assert link.provider_ref is not None
     sandbox.pay(rt.settings.home, link.provider_ref)
     EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
     real_read = rt.connector.read
 
-    def read_then_post(*args: object, **kwargs: object) -> object:
+    def read_then_post(*args: Any, **kwargs: Any) -> Iterator[Batch]:
         batches = list(real_read(*args, **kwargs))  # read as the firm has it now: unpaid
         rt.outbox.run_once()  # ... and the write-back lands while this pass is still storing
         return iter(batches)
 
-    rt.connector.read = read_then_post  # type: ignore[method-assign]
-    rt.syncer.sync(["statements"])
-    rt.connector.read = real_read  # type: ignore[method-assign]
+    with monkeypatch.context() as patched:  # this pass only
+        patched.setattr(rt.connector, "read", read_then_post)
+        rt.syncer.sync(["statements"])
     assert rt.links.defaults(MATTER).amount == Decimal("0.00")
 
 
@@ -56,9 +62,11 @@ def test_the_service_reads_the_statements_again_right_after_a_write_back(rt: Run
     from agent.service.loop import default_jobs
 
     link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
+    assert link.provider_ref is not None
     sandbox.pay(rt.settings.home, link.provider_ref)
     EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
     postings_job = next(job for job in default_jobs(rt) if job.name == "postings")
-    assert postings_job.run()["posted"] == 2
+    ran = postings_job.run()
+    assert isinstance(ran, dict) and ran["posted"] == 2
     after = rt.links.defaults(MATTER)  # no sync job has run since
     assert (after.open_balance, after.unposted_payments, after.amount) == (Decimal(0), Decimal(0), Decimal(0))

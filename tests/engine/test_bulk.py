@@ -29,7 +29,8 @@ def provider_links(home: Path) -> int:
     if not db.exists():
         return 0
     with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT COUNT(*) FROM links").fetchone()[0]
+        count: int = conn.execute("SELECT COUNT(*) FROM links").fetchone()[0]
+        return count
 
 
 def test_csv_with_bom_uk_dates_and_thousands(tmp_path: Path) -> None:
@@ -184,7 +185,9 @@ def test_send_all_creates_and_emails_every_link(home: Path, tmp_path: Path) -> N
     assert sorted(m["To"] for m in box.messages) == ["Ada <ada@example.com>", "Bob <bob@example.com>"]
     # The Custom Message is the firm's words in the email above the link; the description stays the payment's.
     ada = next(m for m in box.messages if m["To"] == "Ada <ada@example.com>")
-    text = ada.get_body().get_content() if hasattr(ada, "get_body") else str(ada)
+    body = ada.get_body()  # the mailbox parses with policy.default: an EmailMessage
+    assert body is not None
+    text = body.get_content()
     custom = GOOD.split(",")[-1].strip()
     assert custom and custom in text
     with sqlite3.connect(home / "state.db") as conn:

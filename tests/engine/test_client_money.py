@@ -375,8 +375,10 @@ def test_a_trust_link_is_never_answered_with_the_matters_office_link(rt: Runtime
     assert trust.id != office.id
     again = rt.links.create(ADMIN, LinkRequest(matter=TRUST_MATTER, amount=Decimal("2.00"), account="trust"))
     assert (again.id, again.existing) == (trust.id, True)
-    assert rt.links.defaults(TRUST_MATTER, "trust").existing.id == trust.id  # type: ignore[union-attr]
-    assert rt.links.defaults(TRUST_MATTER, "operating").existing.id == office.id  # type: ignore[union-attr]
+    open_trust = rt.links.defaults(TRUST_MATTER, "trust").existing
+    assert open_trust is not None and open_trust.id == trust.id
+    open_office = rt.links.defaults(TRUST_MATTER, "operating").existing
+    assert open_office is not None and open_office.id == office.id
 
 
 def test_client_money_stays_client_money_when_the_settings_change_under_it(

@@ -38,6 +38,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
                                                    invoice="Q-2"))
     rt.links.cancel(STAFF, cancelled.id)
     paid = rt.links.create(STAFF, LinkRequest(matter=MATTER))
+    assert paid.provider_ref is not None
     sandbox.pay(home, paid.provider_ref)
     EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
     rt.close()

@@ -94,6 +94,7 @@ def test_a_file_dropped_again_after_its_link_was_paid_makes_no_new_link(rt: Runt
     inbox.ready()
     inbox.scan()
     first = {x.invoice_number: x for x in rt.links.find(["outstanding"])}
+    assert first["Q-100"].provider_ref is not None
     sandbox.pay(rt.settings.home, first["Q-100"].provider_ref)
     EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
     (inbox.folder / "again.csv").write_text(BULK)

@@ -10,6 +10,7 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -33,7 +34,8 @@ def provider_links(home: Path) -> int:
     if not db.exists():
         return 0
     with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT count(*) FROM links").fetchone()[0]
+        count: int = conn.execute("SELECT count(*) FROM links").fetchone()[0]
+        return count
 
 
 def firm_balances(home: Path) -> dict[str, int]:
@@ -58,8 +60,9 @@ def poll(rt: Runtime, account: str = "operating") -> None:
 def test_amount_defaults_to_balance_after_unposted_payments(rt: Runtime, home: Path) -> None:
     before = firm_balances(home)
     d = rt.links.defaults(MATTER)
-    assert (d.open_balance, d.amount, d.pending_collections) == (Decimal("2088.05"), Decimal("2088.05"), 0)
+    assert (d.open_balance, d.amount, d.pending_collections) == (Decimal("2088.05"), Decimal("2088.05"), Decimal(0))
     link = rt.links.create(STAFF, LinkRequest(matter=MATTER, amount=Decimal("500.00")))
+    assert link.provider_ref is not None
     sandbox.pay(home, link.provider_ref)
     poll(rt)
     d = rt.links.defaults(MATTER)
@@ -139,6 +142,7 @@ def test_cancel_failure_creates_nothing(rt: Runtime, home: Path, monkeypatch: py
 
 def test_recreate_after_payment_tells_the_user(rt: Runtime, home: Path) -> None:
     old = rt.links.create(STAFF, LinkRequest(matter=MATTER))
+    assert old.provider_ref is not None
     sandbox.pay(home, old.provider_ref)  # paid before the agent heard of it
     with pytest.raises(RuleError, match="was paid before it could be cancelled; no new link"):
         rt.links.recreate(STAFF, old.id)
@@ -151,6 +155,7 @@ def test_partial_payment_closes_the_link_and_leaves_the_remainder(home: Path, mo
 
     rt = make_runtime(home, remainder_link=mode)
     link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
+    assert link.provider_ref is not None
     sandbox.pay(home, link.provider_ref, Decimal("88.05"))
     poll_payments(rt)
     closed = rt.links.get(link.id)
@@ -275,7 +280,7 @@ def test_over_balance_warns_when_set_to_warn(home: Path) -> None:
     ({"matter": MATTER, "statements": {"INV-1001": Decimal("644.31")}}, RuleError, "more than the 644.30"),
     ({"amount": Decimal("10"), "name": "X", "email": "not-an-email"}, RuleError, "email"),
 ])
-def test_bad_input_reaches_no_provider(rt: Runtime, home: Path, request_kwargs: dict, error: type,
+def test_bad_input_reaches_no_provider(rt: Runtime, home: Path, request_kwargs: dict[str, Any], error: type,
                                        message: str) -> None:
     with pytest.raises(error, match=message):
         rt.links.create(STAFF, LinkRequest(**request_kwargs))

@@ -112,6 +112,7 @@ def actions(rt: Runtime, plan_id: str | None) -> list[str]:
 
 
 def pay(rt: Runtime, home: Path, ref: str | None, *statuses: str) -> None:
+    assert ref is not None, "the collection was never created at the provider"
     for status in statuses:
         sandbox.set_collection(home, ref, status)
     poll(rt)

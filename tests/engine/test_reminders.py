@@ -149,7 +149,9 @@ def test_stops_at_payment_cancellation_and_expiry(rt: Runtime, home: tuple[Path,
     paid, sent = sent_link(rt, "INV-PAID")
     cancelled, _ = sent_link(rt, "INV-CANCEL")
     expiring, _ = sent_link(rt, "INV-EXPIRE")
-    sandbox.pay(home[0], rt.links.get(paid).provider_ref)
+    paid_ref = rt.links.get(paid).provider_ref
+    assert paid_ref is not None
+    sandbox.pay(home[0], paid_ref)
     EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
     assert rt.links.get(paid).status == "payment_received"
     rt.links.cancel(STAFF, cancelled)

@@ -177,7 +177,7 @@ def test_the_horizon_takes_the_watermark_form() -> None:
     now = dt.datetime(2026, 6, 1, 12, 0, 10, tzinfo=dt.UTC)
     london = ZoneInfo("Europe/London")
     assert clock_horizon("2026-06-01 11:00:00", now, 5, london) == "2026-06-01 13:00:05"  # naive text, firm zone
-    assert clock_horizon("2026-06-01T11:00:00.123", now, 5, dt.UTC) == "2026-06-01T12:00:05.000"
+    assert clock_horizon("2026-06-01T11:00:00.123", now, 5, ZoneInfo("UTC")) == "2026-06-01T12:00:05.000"
     assert clock_horizon(dt.datetime(2026, 1, 1), now, 5, london) == dt.datetime(2026, 6, 1, 13, 0, 5)
     assert clock_horizon(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), now, 5, london) == now - dt.timedelta(seconds=5)
     assert clock_horizon(1234, now, 5, london) is None  # a rowversion: no clock, the lookback alone

@@ -16,13 +16,15 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from typing import Any, Protocol, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from connectors.providers.contract import ProviderLink
 
 Response = tuple[int, dict[str, str], bytes]
+Json = dict[str, Any]  # a resource, its parameters or a body: a JSON object, in the shape the API reference gives
 
 
 @dataclass
@@ -30,7 +32,7 @@ class Request:
     method: str
     path: str
     query: list[tuple[str, str]]
-    headers: Mapping[str, str]
+    headers: Message[str, str]  # the handler's own: names are case-insensitive, as in HTTP
     body: bytes
 
     def param(self, name: str) -> str | None:
@@ -62,9 +64,10 @@ class FakeAPI:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
+        assert isinstance(host, str), host  # bound to an IPv4 address by name in __init__
         return f"http://{host}:{port}"
 
-    def start(self) -> FakeAPI:
+    def start(self) -> Self:
         self._thread.start()
         return self
 

@@ -60,7 +60,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from agent.core.model import to_minor
-from fakes import FakeAPI, Request, Response, json_response
+from fakes import FakeAPI, Json, Request, Response, json_response
 
 SECRET = "gc-webhook-secret"
 FEE_RATE, FEE_FIXED, VAT_RATE = Decimal("0.01"), Decimal(20), Decimal("0.2")  # pence
@@ -99,7 +99,7 @@ def _error(status: int, error_type: str, message: str, errors: list[dict[str, ob
 CREDITOR_NAME = "Ledgerlink Test Creditor"  # the creditor's name, set in GoCardless's dashboard
 
 
-def _metadata_problem(metadata: dict) -> str | None:
+def _metadata_problem(metadata: Json) -> str | None:
     """What breaks the API reference's metadata limits (3 keys, keys to 50 characters, values to 500)."""
     if len(metadata) > 3:
         return "must have at most 3 keys"
@@ -116,18 +116,18 @@ class FakeGoCardless(FakeAPI):
         provider's ids are unique across its accounts)."""
         super().__init__()
         self._ids = itertools.count(ids_from)
-        self.billing_requests: dict[str, dict] = {}
-        self.flows: dict[str, dict] = {}
-        self.payments: dict[str, dict] = {}
-        self.mandates: dict[str, dict] = {}
-        self.events: list[dict] = []  # as published (visible), in publication order
-        self._held: list[dict] | None = None  # created but not yet visible (delay_events)
+        self.billing_requests: dict[str, Json] = {}
+        self.flows: dict[str, Json] = {}
+        self.payments: dict[str, Json] = {}
+        self.mandates: dict[str, Json] = {}
+        self.events: list[Json] = []  # as published (visible), in publication order
+        self._held: list[Json] | None = None  # created but not yet visible (delay_events)
         self._last_stamp: dt.datetime | None = None
         self._keys: dict[tuple[str, str], str] = {}
-        self.payouts: dict[str, dict] = {}
-        self.payout_items: dict[str, list[dict]] = {}
-        self.refunds: dict[str, dict] = {}
-        self._owed: list[dict] = []  # payout items not yet in a payout (refunds, chargebacks)
+        self.payouts: dict[str, Json] = {}
+        self.payout_items: dict[str, list[Json]] = {}
+        self.refunds: dict[str, Json] = {}
+        self._owed: list[Json] = []  # payout items not yet in a payout (refunds, chargebacks)
         self._fee_taken: set[str] = set()  # payments whose fee a payout deducted (given back on a chargeback)
         self.max_page = 500  # the API's largest page; limit_pages makes it smaller
 
@@ -172,7 +172,7 @@ class FakeGoCardless(FakeAPI):
             return self._list_items(request)
         return self._not_found()
 
-    def _builders(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any] | Response]]:
+    def _builders(self) -> dict[str, Callable[[Json], Json | Response]]:
         """What makes each resource a POST creates, by path (the body wraps its parameters under the kind)."""
         return {"/billing_requests": self._new_br, "/billing_request_flows": self._new_flow,
                 "/payments": self._new_payment, "/refunds": self._new_refund}
@@ -206,7 +206,7 @@ class FakeGoCardless(FakeAPI):
             ),
         )
 
-    def _create(self, request: Request, kind: str, params: dict, build) -> Response:  # type: ignore[no-untyped-def]
+    def _create(self, request: Request, kind: str, params: Json, build: Callable[[Json], Json | Response]) -> Response:
         key = request.headers.get("Idempotency-Key")
         if key and (kind, key) in self._keys:
             return json_response(
@@ -231,7 +231,7 @@ class FakeGoCardless(FakeAPI):
             self._keys[(kind, key)] = created["id"]
         return json_response(201, {kind: created})
 
-    def _new_br(self, params: dict) -> dict | Response:
+    def _new_br(self, params: Json) -> Json | Response:
         if params.get("mandate_request") and not params.get("payment_request"):
             return self._new_mandate_br(params)
         pr = params.get("payment_request") or {}
@@ -272,7 +272,7 @@ class FakeGoCardless(FakeAPI):
                     ],
                 ),
             )
-        br = {
+        br: Json = {
             "id": self._id("BRQ"),
             "created_at": _now(),
             "status": "pending",
@@ -298,9 +298,9 @@ class FakeGoCardless(FakeAPI):
         self._event("billing_requests", "created", billing_request=br["id"])
         return br
 
-    def _new_mandate_br(self, params: dict) -> dict:
+    def _new_mandate_br(self, params: Json) -> Json:
         currency = params["mandate_request"].get("currency", "GBP")
-        br = {
+        br: Json = {
             "id": self._id("BRQ"),
             "created_at": _now(),
             "status": "pending",
@@ -323,10 +323,10 @@ class FakeGoCardless(FakeAPI):
                    [{"field": field, "message": message, "request_pointer": pointer}]),
         )
 
-    def _new_payment(self, params: dict) -> dict | Response:
+    def _new_payment(self, params: Json) -> Json | Response:
         """POST /payments against a mandate, which must be pending_customer_approval, pending_submission,
         submitted or active (the API reference)."""
-        mandate = self.mandates.get((params.get("links") or {}).get("mandate"))
+        mandate = self.mandates.get((params.get("links") or {}).get("mandate", ""))
         if mandate is None:
             return self._invalid("mandate", "not found", "/payments/links/mandate")
         if mandate["status"] not in ("pending_customer_approval", "pending_submission", "submitted", "active"):
@@ -367,7 +367,7 @@ class FakeGoCardless(FakeAPI):
         self._set(payment_id, "cancelled")
         return json_response(200, {"payments": payment})
 
-    def _new_flow(self, params: dict) -> dict | Response:
+    def _new_flow(self, params: Json) -> Json | Response:
         br_id = (params.get("links") or {}).get("billing_request")
         if br_id not in self.billing_requests:
             return json_response(
@@ -425,7 +425,7 @@ class FakeGoCardless(FakeAPI):
         self._event("billing_requests", "cancelled", billing_request=br_id)
         return json_response(200, {"billing_requests": br})
 
-    def _list(self, request: Request, kind: str, records: list[dict]) -> Response:
+    def _list(self, request: Request, kind: str, records: list[Json]) -> Response:
         """Newest first by created_at, filtered by created_at[...] and paged by after/before (cursor pagination)."""
         limit = min(int(request.param("limit") or 50), self.max_page)
         newest_first = sorted(records, key=lambda r: (r["created_at"], r["id"]), reverse=True)
@@ -488,10 +488,10 @@ class FakeGoCardless(FakeAPI):
             held, self._held = self._held or [], None
             self.events.extend(held)
 
-    def delete_events(self, **match: str) -> list[dict]:
+    def delete_events(self, **match: str) -> list[Json]:
         """Lose events (a feed that dropped them): those whose fields or links match; returns them."""
         with self.lock:
-            def hit(event: dict) -> bool:
+            def hit(event: Json) -> bool:
                 return all(event.get(k) == v or event["links"].get(k) == v for k, v in match.items())
 
             lost = [e for e in self.events if hit(e)]
@@ -523,7 +523,7 @@ class FakeGoCardless(FakeAPI):
             self._set(payment["id"], "submitted")
             if confirm:
                 self._set(payment["id"], "confirmed")
-            return payment["id"]
+            return str(payment["id"])
 
     def _set(self, payment_id: str, status: str, action: str | None = None) -> None:
         """A payment event names only the payment (Payment.cs has no billing request link)."""
@@ -561,7 +561,7 @@ class FakeGoCardless(FakeAPI):
             self._event("mandates", "created", mandate=mandate["id"])
             self._event("billing_requests", "fulfilled", billing_request=br_id,
                         mandate_request_mandate=mandate["id"])
-            return mandate["id"]
+            return str(mandate["id"])
 
     def set_mandate(self, mandate_id: str, status: str) -> None:
         """The mandate's status changes (the action named as GoCardless names it: active, failed, cancelled...).
@@ -633,10 +633,10 @@ class FakeGoCardless(FakeAPI):
         cursors = {"before": str(start) if start else None, "after": str(end) if end < len(items) else None}
         return json_response(200, {"payout_items": items[start:end], "meta": {"cursors": cursors, "limit": limit}})
 
-    def _new_refund(self, params: dict) -> dict | Response:
+    def _new_refund(self, params: Json) -> Json | Response:
         """POST /refunds (RefundsService.create): the payment must have been collected; the confirmation must be
         what the payment's live refunds come to with this one; no more than is left."""
-        payment = self.payments.get((params.get("links") or {}).get("payment"))
+        payment = self.payments.get((params.get("links") or {}).get("payment", ""))
         if payment is None:
             return self._invalid("payment", "not found", "/refunds/links/payment")
         amount = params.get("amount")
@@ -675,7 +675,7 @@ class FakeGoCardless(FakeAPI):
         fee = (Decimal(amount) * FEE_RATE + FEE_FIXED).quantize(TENTH, ROUND_HALF_UP)
         return fee, (fee * VAT_RATE).quantize(TENTH, ROUND_HALF_UP)
 
-    def _fee_item(self, payment_id: str, sign: int) -> dict:
+    def _fee_item(self, payment_id: str, sign: int) -> Json:
         """A gocardless_fee line: the fee with its VAT (a debit; a credit when given back), ``taxes`` the VAT
         within it (signed as the fee here: the reference does not say, and the adapter never adds it)."""
         fee, vat = self.fee(self.payments[payment_id]["amount"])

@@ -57,7 +57,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import parse_qsl
 
 from agent.core.model import to_minor
-from fakes import FakeAPI, Request, Response, json_response
+from fakes import FakeAPI, Json, Request, Response, json_response
 
 SECRET = "whsec_fake"
 CARD_RATE, CARD_FIXED, DISPUTE_FEE = Decimal("0.015"), 20, 2000  # minor units
@@ -79,20 +79,20 @@ class FakeStripe(FakeAPI):
         provider's ids are unique across its accounts)."""
         super().__init__()
         self._ids = itertools.count(ids_from)
-        self.sessions: dict[str, dict] = {}
-        self.disputes: dict[str, dict] = {}
-        self.events: list[dict] = []  # as published (visible), in publication order
-        self._held: list[dict] | None = None
+        self.sessions: dict[str, Json] = {}
+        self.disputes: dict[str, Json] = {}
+        self.events: list[Json] = []  # as published (visible), in publication order
+        self._held: list[Json] | None = None
         self._last_created = 0
         self._replays: dict[str, tuple[str, Response]] = {}
         self._in_flight: set[str] = set()
         self._poisoned = 0
-        self.charges: dict[str, dict] = {}
-        self.payment_intents: dict[str, dict] = {}
-        self._intent_data: dict[str, dict] = {}  # session -> its payment_intent_data, until it is paid
-        self.refunds: dict[str, dict] = {}
-        self.payouts: dict[str, dict] = {}
-        self.balance_transactions: dict[str, dict] = {}
+        self.charges: dict[str, Json] = {}
+        self.payment_intents: dict[str, Json] = {}
+        self._intent_data: dict[str, Json] = {}  # session -> its payment_intent_data, until it is paid
+        self.refunds: dict[str, Json] = {}
+        self.payouts: dict[str, Json] = {}
+        self.balance_transactions: dict[str, Json] = {}
         self._paid_in: dict[str, str] = {}  # balance transaction -> the payout that carried it
         self.max_page = 100  # the API's largest page; limit_pages makes it smaller
 
@@ -212,7 +212,7 @@ class FakeStripe(FakeAPI):
             bt["source"] = self._object(bt["source"])
         return json_response(status, page)
 
-    def _object(self, ident: str) -> dict | None:
+    def _object(self, ident: str) -> Json | None:
         """What a balance transaction's source id names, by its prefix."""
         stores = {"ch": self.charges, "re": self.refunds, "dp": self.disputes, "po": self.payouts}
         return stores.get(ident.split("_", 1)[0], {}).get(ident)
@@ -249,7 +249,7 @@ class FakeStripe(FakeAPI):
         charge["refunded"] = charge["amount_refunded"] == charge["amount"]
         return json_response(200, refund)
 
-    def _transaction(self, bt_type: str, category: str, amount: int, fee: int, source: dict) -> str:
+    def _transaction(self, bt_type: str, category: str, amount: int, fee: int, source: Json) -> str:
         """A balance transaction on the account's balance, not yet paid out."""
         txn = {"id": self._id("txn"), "object": "balance_transaction", "amount": amount, "fee": fee,
                "net": amount - fee, "currency": source["currency"], "type": bt_type, "reporting_category": category,
@@ -258,9 +258,9 @@ class FakeStripe(FakeAPI):
                "fee_details": [{"amount": fee, "application": None, "currency": source["currency"],
                                 "description": "Stripe processing fees", "type": "stripe_fee"}] if fee else []}
         self.balance_transactions[txn["id"]] = txn
-        return txn["id"]
+        return str(txn["id"])
 
-    def _charge(self, session: dict) -> None:
+    def _charge(self, session: Json) -> None:
         """The payment succeeded: a charge and its balance transaction, the card fee taken from it."""
         amount = session["amount_total"]
         charge = {"id": self._id("ch"), "object": "charge", "amount": amount, "amount_refunded": 0,
@@ -296,7 +296,7 @@ class FakeStripe(FakeAPI):
                 self._paid_in[bt["id"]] = payout["id"]
                 bt["status"] = "available"
             self.payouts[payout["id"]] = payout
-            return payout["id"]
+            return str(payout["id"])
 
     def refund(self, payment_intent: str, amount: Decimal | None = None) -> str:
         """The firm refunds from Stripe's dashboard (all that is left by default), as POST /v1/refunds would."""
@@ -436,11 +436,11 @@ class FakeStripe(FakeAPI):
         self._expire(session)
         return json_response(200, session)
 
-    def _expire(self, session: dict) -> None:
+    def _expire(self, session: Json) -> None:
         session["status"] = "expired"
         self._event("checkout.session.expired", session)
 
-    def _list(self, request: Request, url: str, records: list[dict]) -> Response:
+    def _list(self, request: Request, url: str, records: list[Json]) -> Response:
         """Newest first by created, filtered by created[...], paged by starting_after / ending_before."""
         limit = min(int(request.param("limit") or 10), self.max_page)
         newest_first = sorted(records, key=lambda r: (r["created"], r["id"]), reverse=True)
@@ -464,7 +464,7 @@ class FakeStripe(FakeAPI):
         self._last_created = max(int(time.time()), self._last_created)
         return self._last_created
 
-    def _event(self, event_type: str, obj: dict) -> None:
+    def _event(self, event_type: str, obj: Json) -> None:
         (self.events if self._held is None else self._held).append(
             {
                 "id": self._id("evt"),
@@ -487,18 +487,19 @@ class FakeStripe(FakeAPI):
             session = self.sessions[session_id]
             if amount is not None:
                 session["amount_total"] = to_minor(amount, session["currency"].upper())
-            session.update(status="complete", payment_intent=self._id("pi"))
-            self.payment_intents[session["payment_intent"]] = {
-                "id": session["payment_intent"], "object": "payment_intent", "amount": session["amount_total"],
+            intent = self._id("pi")
+            session.update(status="complete", payment_intent=intent)
+            self.payment_intents[intent] = {
+                "id": intent, "object": "payment_intent", "amount": session["amount_total"],
                 "currency": session["currency"], **self._intent_data[session_id]}
             self._event("checkout.session.completed", session)
             if confirm:
                 session["payment_status"] = "paid"
                 self._charge(session)
                 self._event("checkout.session.async_payment_succeeded", session)
-            return session["payment_intent"]
+            return intent
 
-    def _by_intent(self, payment_intent: str) -> dict:
+    def _by_intent(self, payment_intent: str) -> Json:
         return next(s for s in self.sessions.values() if s["payment_intent"] == payment_intent)
 
     def fail(self, payment_intent: str) -> None:
@@ -530,7 +531,7 @@ class FakeStripe(FakeAPI):
             self.disputes[dispute["id"]] = dispute
             self._event("charge.dispute.created", dispute)
 
-    def _dispute_move(self, dispute: dict, amount: int, fee: int, category: str) -> None:
+    def _dispute_move(self, dispute: Json, amount: int, fee: int, category: str) -> None:
         txn = self._transaction("adjustment", category, amount, fee, dispute)
         dispute["balance_transactions"].append(dict(self.balance_transactions[txn]))
 
@@ -565,7 +566,7 @@ class FakeStripe(FakeAPI):
             held, self._held = self._held or [], None
             self.events.extend(held)
 
-    def delete_events(self, event_type: str | None = None) -> list[dict]:
+    def delete_events(self, event_type: str | None = None) -> list[Json]:
         """Lose events (a feed that dropped them), of one type or all; returns them."""
         with self.lock:
             lost = [e for e in self.events if event_type in (None, e["type"])]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -28,8 +30,8 @@ NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
 @pytest.mark.parametrize("path", sorted(MAPPINGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_example_validates(path: Path) -> None:
-    mapping = load_mapping(path)
-    assert mapping.source.password_secret or mapping.source.url.startswith("sqlite")
+    source = load_mapping(path).source
+    assert source.password_secret or (source.url is not None and source.url.startswith("sqlite"))
 
 
 def test_committed_schema_is_current() -> None:
@@ -50,7 +52,7 @@ def run(db: TempDatabase, *ddl: str) -> None:
     engine.dispose()
 
 
-def sync_and_post(connector: Connector, tmp_path: Path, params: dict) -> StateStore:
+def sync_and_post(connector: Connector, tmp_path: Path, params: Mapping[str, Any]) -> StateStore:
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     refused = [r for r in connector.dry_run() if r.verdict == "refused"]
     assert refused == []  # what check and hot reload run: the real database accepts every mapped statement
@@ -60,7 +62,7 @@ def sync_and_post(connector: Connector, tmp_path: Path, params: dict) -> StateSt
     return store
 
 
-def mirror(store: StateStore, table: sa.Table) -> dict[str, dict]:
+def mirror(store: StateStore, table: sa.Table) -> dict[str, dict[str, Any]]:
     with store.read() as conn:
         return {r["key"]: dict(r) for r in conn.execute(sa.select(table)).mappings()}
 

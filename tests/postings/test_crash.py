@@ -11,6 +11,7 @@ import pytest
 from crash_worker import drive, outbox_states, read_firm, refund_states, seed_crash_run, seed_refunds
 from fakes.gocardless_api import FakeGoCardless
 from fakes.stripe_api import FakeStripe
+from sqlalchemy.engine import URL
 
 from agent.state import StateStore, audit
 from connectors.testkit.databases import TempDatabase
@@ -44,7 +45,7 @@ def test_exactly_once_under_sigkill(any_db: TempDatabase, tmp_path: Path) -> Non
     assert outbox_states(state_url) == {"posted": PAYMENTS}
 
 
-def assert_reversed_once(firm_url: str, state_url: str, balances: dict[str, int], paid: int, payments: int,
+def assert_reversed_once(firm_url: URL | str, state_url: str, balances: dict[str, int], paid: int, payments: int,
                          refunded: dict[str, int]) -> None:
     """The firm database holds each payment once and one reversal per refund, to the penny, with no duplicate
     reference; every posting of the outbox is posted."""

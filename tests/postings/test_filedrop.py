@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,6 @@ from sqlalchemy import select
 from test_outbox import Env
 
 from agent.state.schema import file_drops
-from postings import filedrop
 from postings.outbox import Outbox
 
 
@@ -91,7 +91,7 @@ def rerun(env: Env, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 def test_crash_between_record_and_rename_finishes_the_rename(tmp_path: Path, drop: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     env = make_env(tmp_path, drop)
-    crash_at(monkeypatch, filedrop.os, "replace")
+    crash_at(monkeypatch, os, "replace")  # filedrop's os.replace
     with pytest.raises(Crash):
         env.outbox().run_once()
     (temp,) = drop.iterdir()

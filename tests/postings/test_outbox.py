@@ -89,7 +89,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
     e.store.close()
 
 
-def test_pending_posting_posted_and_the_balance_moves(env: Env) -> None:
+def test_pending_posting_posted_and_the_balance_moves(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     env.pay("p1", "30.00", [("S1", "30.00", True)])
     env.pay("p2", "20.00", [("S2", "20.00", True)])
     seen: list[str] = []
@@ -99,7 +99,7 @@ def test_pending_posting_posted_and_the_balance_moves(env: Env) -> None:
         seen.append(env.posting(params["reference"])["state"])  # committed before the target is touched
         return write(params)
 
-    env.connector.write_posting = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(env.connector, "write_posting", spy)
     assert env.outbox().run_once() == {"posted": 2}
     assert seen == ["posting", "posting"]
     firm = read_firm(env.firm_url)
@@ -240,7 +240,8 @@ def test_reversal_waits_for_its_original_and_is_dropped_if_it_never_got_there(en
     assert read_firm(env.firm_url).receipts == {}
 
 
-def test_posting_left_by_a_crash_is_checked_against_the_target_first(env: Env) -> None:
+def test_posting_left_by_a_crash_is_checked_against_the_target_first(env: Env,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     env.pay("p1", "30.00", [("S1", "30.00", True)])
     env.pay("p2", "20.00", [("S2", "20.00", True)])
     crashed = env.outbox()
@@ -251,7 +252,7 @@ def test_posting_left_by_a_crash_is_checked_against_the_target_first(env: Env) -
 
     with env.store.read() as conn:  # ... p1 after the target committed, p2 before it wrote anything
         row = conn.execute(POSTING_DETAILS.where(postings.c.reference == "p1:S1")).mappings().one()
-    assert crashed.connector is not None and crashed.connector.write_posting(posting_params(row))
+    assert crashed.connector is not None and crashed.connector.write_posting(posting_params(dict(row)))
     asked: list[str] = []
     exists = env.connector.posting_exists
 
@@ -259,7 +260,7 @@ def test_posting_left_by_a_crash_is_checked_against_the_target_first(env: Env) -
         asked.append(reference)
         return exists(reference, section)
 
-    env.connector.posting_exists = spy  # type: ignore[method-assign]
+    monkeypatch.setattr(env.connector, "posting_exists", spy)
     env.clock.advance(1)
     assert env.outbox().run_once() == {"already": 1, "posted": 1}
     assert asked == ["p1:S1", "p2:S2"]
@@ -284,7 +285,8 @@ def run_cli(env: Env, argv: list[str]) -> int:
     cli.register(Commands(parser))
     args = parser.parse_args(argv)
     rt = SimpleNamespace(store=env.store, connector=env.connector, mapping=env.mapping)
-    return args.handler(args, rt)
+    code: int = args.handler(args, rt)
+    return code
 
 
 def test_manage_postings_cli(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
@@ -403,7 +405,7 @@ def test_posting_params_offer_every_documented_name_with_its_value(env: Env) -> 
         row = conn.execute(POSTING_DETAILS.where(postings.c.reference == "p1:S1")).mappings().one()
     mapping = env.mapping.model_copy(update={"params": {"ledger": "SL", "reference": "not this"},
                                              "timezone": "Europe/London"})
-    params = posting_params(row, mapping)
+    params = posting_params(dict(row), mapping)
     assert set(params) == set(POSTING_PARAMS) | {"ledger"} and len(params) == len(POSTING_PARAMS) + 1
     uid = posting_uuid("p1:S1")
     paid = row["confirmed_at"] or row["status_at"]

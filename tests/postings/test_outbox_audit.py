@@ -4,6 +4,7 @@ with the person and the posting, in the change's transaction; a refused one writ
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +24,7 @@ ALICE, BOB = Actor("user", "alice"), Actor("cli", "bob")
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Outbox:
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
     firm_url = f"sqlite:///{tmp_path / 'firm.db'}"
     create_firm(firm_url, {"S1": 10_000, "S2": 5_000})
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
@@ -35,7 +36,8 @@ def outbox(tmp_path: Path) -> Outbox:
     mapping = firm_mapping(firm_url, POSTINGS_SQL, "{connect_args: {timeout: 0.05}}")
     box = Outbox(store, SQLAlchemyConnector(mapping), mapping)
     yield box
-    box.connector.close()  # type: ignore[union-attr]
+    assert box.connector is not None
+    box.connector.close()
     store.close()
 
 

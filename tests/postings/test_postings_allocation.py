@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from crash_worker import add_payment, add_statement
@@ -25,7 +26,7 @@ def store(tmp_path: Path) -> Iterator[StateStore]:
     s.close()
 
 
-def rows(store: StateStore) -> list[dict]:
+def rows(store: StateStore) -> list[dict[str, Any]]:
     with store.read() as conn:
         return [dict(r) for r in conn.execute(select(postings).order_by(postings.c.id)).mappings()]
 

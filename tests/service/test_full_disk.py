@@ -75,6 +75,7 @@ def test_a_full_state_store_keeps_the_agent_running_and_it_recovers_by_itself(tm
     rt.links.retry_initial = 0.01
     rt.syncer.sync()
     link = rt.links.create(STAFF, LinkRequest(matter=MATTER))
+    assert link.provider_ref is not None
     sandbox.pay(home, link.provider_ref)
     service = Service(rt, default_jobs(rt))
     for job in service.jobs:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -135,7 +136,7 @@ def cluster_unavailable() -> str | None:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -205,6 +206,7 @@ def test_agent_rides_out_a_60_second_database_outage_and_posts_every_payment_onc
         amount = Decimal("10.00") + Decimal(n) + Decimal(n % 7) / 100  # distinct pennies: a lost or doubled one shows
         link = rt.links.create(STAFF, LinkRequest(matter=matter, amount=amount))
         assert not link.existing, f"{matter} still had an open link"
+        assert link.provider_ref is not None
         sandbox.pay(home, link.provider_ref)
         paid.append((matter, amount))
 
@@ -212,7 +214,7 @@ def test_agent_rides_out_a_60_second_database_outage_and_posts_every_payment_onc
         with rt.store.read() as conn:
             return len(conn.execute(select(postings.c.id).where(postings.c.state == "posted")).all())
 
-    def status(component: str) -> dict:
+    def status(component: str) -> dict[str, Any]:
         return rt.store.component_status().get(component, {})
 
     try:
@@ -255,10 +257,10 @@ def test_agent_rides_out_a_60_second_database_outage_and_posts_every_payment_onc
             states = conn.execute(select(postings.c.reference, postings.c.state)).all()
         assert len(states) == len(paid)
         assert {state for _, state in states} == {"posted"}
-        with cluster.connect() as conn:
-            receipts = conn.execute("SELECT reference, amount FROM receipts ORDER BY id").fetchall()
-            balances = dict(conn.execute("SELECT m.matter_no, s.balance FROM statements s "
-                                         "JOIN matters m ON m.id = s.matter_id").fetchall())
+        with cluster.connect() as firm:
+            receipts = firm.execute("SELECT reference, amount FROM receipts ORDER BY id").fetchall()
+            balances: dict[str, Decimal] = dict(firm.execute("SELECT m.matter_no, s.balance FROM statements s "
+                                                             "JOIN matters m ON m.id = s.matter_id").fetchall())
         assert sorted(ref for ref, _ in receipts) == sorted(ref for ref, _ in states)  # each payment once
         assert sorted(amount for _, amount in receipts) == sorted(amount for _, amount in paid)
         assert sum(amount for _, amount in receipts) == sum(amount for _, amount in paid)

@@ -308,8 +308,8 @@ def test_the_installed_agent_runs_serves_its_console_and_posts_a_sandbox_payment
 
     matter = json.loads(installed.ledgerlink("matters", "search", "--json", ""))[0]["number"]
     link = json.loads(installed.ledgerlink("links", "create", "--matter", matter, "--json"))
-    page = httpx.post(link["url"], data={"method": "bank"}, timeout=10)
-    assert page.status_code == 200, page.text
+    paid = httpx.post(link["url"], data={"method": "bank"}, timeout=10)
+    assert paid.status_code == 200, paid.text
     deadline = time.monotonic() + 30
     while True:
         postings = json.loads(installed.ledgerlink("postings", "list", "--json"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from agent.runtime import Runtime
 from agent.service.reload import ConfigWatcher
 
 
-def wait_for(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -70,8 +70,10 @@ def test_dead_watcher_is_restarted(rt: Runtime) -> None:
     watcher = ConfigWatcher(rt, debounce=0.2).start()
     try:
         assert not watcher.ensure_alive()
-        watcher._observer.stop()  # simulate the observer thread dying
-        watcher._observer.join()
+        observer = watcher._observer
+        assert observer is not None  # started
+        observer.stop()  # simulate the observer thread dying
+        observer.join()
         assert watcher.ensure_alive()
         config = rt.settings.config_path
         config.write_text(config.read_text().replace("Demo Legal LLP", "After Restart"))

@@ -265,6 +265,7 @@ def test_a_recorded_payment_wakes_the_outbox_without_waiting_for_its_timer(home:
     worker = threading.Thread(target=service.loop, daemon=True)
     worker.start()
     try:
+        assert link.provider_ref is not None
         sandbox.pay(home, link.provider_ref)
         deadline = time.monotonic() + 60
         states: list[str] = []

@@ -21,6 +21,7 @@ from agent.core.model import Actor
 from agent.state import StateStore, audit
 from agent.state.anchor import CHECKPOINTS, SECRET, AuditKeys, Checkpoint, Checkpoints, Seal
 from agent.state.schema import audit_head, audit_log
+from agent.state.store import utcnow
 
 ALICE = Actor("user", "alice")
 MALLORY = "user:mallory"
@@ -179,7 +180,9 @@ def test_a_checkpoint_signed_with_another_key_is_named(trail: Trail) -> None:
     with trail.store.read() as conn:
         head = conn.execute(select(audit_head)).mappings().one()
     lines = trail.file.read_text().splitlines()
-    fake = Checkpoint.make(forger, head["seq"], head["hash"], Checkpoint.parse(lines[-1]).at)  # type: ignore[union-attr]
+    last = Checkpoint.parse(lines[-1])
+    assert last is not None
+    fake = Checkpoint.make(forger, head["seq"], head["hash"], last.at)
     trail.file.write_text("\n".join([*lines[:-1], fake.line()]) + "\n")
     v = trail.check()
     assert not v.intact and v.problem == (f"line {len(lines)} of {trail.file} is a checkpoint this agent's audit key "
@@ -294,7 +297,7 @@ def _bulk_sealed(t: Trail, total: int) -> None:
     """``total`` sealed entries written in bulk, exactly as record() would write them one by one."""
     keys = t.seal.keys
     assert keys is not None
-    prev, at = audit.GENESIS, audit.utcnow().replace(microsecond=0)
+    prev, at = audit.GENESIS, utcnow().replace(microsecond=0)
     after = audit.encode({"amount": "2000.00"})
     with t.store.engine.connect() as conn:
         raw = conn.connection.dbapi_connection

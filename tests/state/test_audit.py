@@ -4,6 +4,7 @@ one store (SQLite and PostgreSQL) never fork it; secrets never reach it."""
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def filled(url: str, n: int = 5) -> StateStore:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> StateStore:
+def store(tmp_path: Path) -> Iterator[StateStore]:
     s = filled(f"sqlite:///{tmp_path / 'state.db'}")
     yield s
     s.close()

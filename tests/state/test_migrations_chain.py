@@ -19,7 +19,8 @@ def test_the_readme_table_is_the_chain_the_files_declare() -> None:
     rows = re.findall(r"^\| (\d{4}) \| (\(first\)|\d{4}) \|", (FOLDER / "README.md").read_text(encoding="utf-8"),
                       re.M)
     assert {rev: (None if after == "(first)" else after) for rev, after in rows} == declared
-    chain, at = [], None
+    chain: list[str] = []
+    at: str | None = None
     while len(chain) < len(declared):  # one line of history, oldest first, exactly as the README lists it
         at = next(rev for rev, down in declared.items() if down == at)
         chain.append(at)

@@ -89,18 +89,19 @@ def test_a_refund_raises_what_is_owed_by_what_went_back(rt: Runtime, money: Mone
     Syncer(rt.store, rt.connector).sync()
     owing = Decimal(_owing_pence(home, matter)) / 100
     before = rt.links.defaults(matter)
-    assert (before.amount, before.unposted_payments, before.unposted_reversals) == (owing, 0, 0)
+    assert (before.amount, before.unposted_payments, before.unposted_reversals) == (owing, Decimal(0), Decimal(0))
 
     rt.refunds.refund(ref, Decimal("100.00"), "overcharged", ADMIN)
     waiting = rt.links.defaults(matter)  # the reversal is not in the firm's books yet: the 100.00 is owed again
-    assert (waiting.unposted_payments, waiting.unposted_reversals) == (0, Decimal("100.00"))
+    assert (waiting.unposted_payments, waiting.unposted_reversals) == (Decimal(0), Decimal("100.00"))
     assert waiting.amount == owing + Decimal("100.00")
 
     post_all(rt)
     Syncer(rt.store, rt.connector).sync()
     assert Decimal(_owing_pence(home, matter)) / 100 == owing + Decimal("100.00")
     after = rt.links.defaults(matter)
-    assert (after.amount, after.unposted_payments, after.unposted_reversals) == (owing + Decimal("100.00"), 0, 0)
+    assert (after.amount, after.unposted_payments, after.unposted_reversals) == (
+        owing + Decimal("100.00"), Decimal(0), Decimal(0))
 
 
 def test_client_money_never_counts_as_paying_an_office_bill(rt: Runtime, money: MoneyWorld) -> None:
@@ -109,6 +110,6 @@ def test_client_money_never_counts_as_paying_an_office_bill(rt: Runtime, money: 
     before = rt.links.defaults(matter, "operating")
     paid(rt, money, matter, "300.00", "trust")
     waiting = rt.links.defaults(matter, "operating")
-    assert (waiting.amount, waiting.unposted_payments) == (before.amount, 0)
+    assert (waiting.amount, waiting.unposted_payments) == (before.amount, Decimal(0))
     post_all(rt)
     assert rt.links.defaults(matter, "operating").amount == before.amount

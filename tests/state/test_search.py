@@ -42,7 +42,9 @@ def numbers(rt: Runtime, text: str) -> list[str]:
 
 
 def _firm_db(rt: Runtime) -> Path:
-    return Path(rt.mapping.source.url.removeprefix("sqlite:///"))
+    url = rt.mapping.source.url
+    assert url is not None  # the demo firm: a SQLite file by URL
+    return Path(url.removeprefix("sqlite:///"))
 
 
 def firm(rt: Runtime, sql: str, *params: object) -> None:

@@ -35,7 +35,7 @@ def test_people_sessions_and_tokens_on_every_state_database(any_db: TempDatabase
         assert (clerk.name, clerk.role, clerk.has_password) == ("jo.smith@firm", "clerk", True)
         with store.read() as conn:
             stored = conn.execute(select(users_table.c.password_hash).where(users_table.c.name == clerk.name)).scalar()
-        assert stored.startswith("$argon2id$") and PASSWORD not in stored
+        assert stored is not None and stored.startswith("$argon2id$") and PASSWORD not in stored
         assert users.check_password(store, "JO.SMITH@FIRM", PASSWORD) == clerk
         assert users.check_password(store, clerk.name, PASSWORD + "!") is None
         assert users.check_password(store, "nobody", PASSWORD) is None

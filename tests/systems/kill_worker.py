@@ -6,6 +6,7 @@ committed a payment and before the state store marked it posted: the moment a se
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import random
 import signal
@@ -20,7 +21,7 @@ from agent.runtime import Runtime
 def main(home: str, probability: float, seed: int) -> None:
     rng = random.Random(seed)
     rt = Runtime.for_home(Path(home))
-    rt.outbox.reversal_wait = 0
+    rt.outbox.reversal_wait = dt.timedelta(0)  # a timedelta: 0 made a deferred reversal raise TypeError
     write = rt.connector.write_posting
 
     def write_then_maybe_die(params: Mapping[str, Any]) -> bool:
@@ -29,6 +30,7 @@ def main(home: str, probability: float, seed: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return written
 
+    # patched in this worker process only (mypy refuses any assignment to a method)
     rt.connector.write_posting = write_then_maybe_die  # type: ignore[method-assign]
     while rt.outbox.run_once():
         pass

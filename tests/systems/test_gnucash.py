@@ -125,8 +125,8 @@ def test_a_book_open_in_gnucash_holds_the_payment_until_it_is_closed(rt: Runtime
     rt.outbox.ready_wait = 0  # ask the book again at once, not after the usual wait
     pay(rt, "J001", statements={"INV-1": "100.00"})
     assert judge(book)["INV-1"]["paid"] is False
-    with rt.store.read() as conn:
-        held = posting_rows(conn, ["retrying"])
+    with rt.store.read() as state:
+        held = posting_rows(state, ["retrying"])
     assert held and "the book is open in GnuCash on bookkeeper-pc (process 4242)" in str(held[0]["last_error"])
     with sqlite3.connect(book) as conn:
         conn.execute("DELETE FROM gnclock")
@@ -167,8 +167,8 @@ def test_an_invoice_unposted_since_it_was_read_fails_its_payment_and_nothing_is_
     conn.close()
     paid_link(rt, "J001", statements={"INV-1": "100.00"})
     post_all(rt)
-    with rt.store.read() as conn:
-        [row] = posting_rows(conn)
+    with rt.store.read() as state:
+        [row] = posting_rows(state)
     assert row["state"] != "posted"
     assert "statement INV-1" in str(row["last_error"]) and "transactions.currency_guid" in str(row["last_error"])
     with sqlite3.connect(book) as conn:

@@ -57,23 +57,30 @@ def make_company(name: str) -> None:
         for number, (person, email) in CUSTOMERS.items():
             entity = conn.execute("INSERT INTO entity (name, entity_class, country_id) VALUES (%s, 2, "
                                   "(SELECT id FROM country WHERE short_name = 'GB')) RETURNING id", (person,))
-            entity_id = entity.fetchone()[0]
+            entity_id = returned(entity)
             conn.execute("INSERT INTO company (entity_id, legal_name) VALUES (%s, %s)", (entity_id, person))
             credit = conn.execute("INSERT INTO entity_credit_account (entity_id, entity_class, meta_number, "
                                   "ar_ap_account_id, curr) VALUES (%s, 2, %s, (SELECT id FROM account WHERE "
                                   "accno = '1100'), 'GBP') RETURNING id", (entity_id, number))
             conn.execute("INSERT INTO eca_to_contact (credit_id, contact_class_id, contact) VALUES (%s, 12, %s)",
-                         (credit.fetchone()[0], email))
+                         (returned(credit), email))
         for invoice, (customer, amount) in INVOICES.items():  # an AR transaction as AA.pm posts one
             row = conn.execute(
                 "INSERT INTO ar (invnumber, transdate, amount, netamount, duedate, curr, approved, "
                 "entity_credit_account) SELECT %s, DATE '2026-11-02', %s, %s, DATE '2026-12-02', 'GBP', true, id "
                 "FROM entity_credit_account WHERE meta_number = %s RETURNING id", (invoice, amount, amount, customer))
-            ar_id = row.fetchone()[0]
+            ar_id = returned(row)
             conn.execute("INSERT INTO acc_trans (trans_id, chart_id, amount, transdate, approved) VALUES "
                          "(%s, (SELECT id FROM account WHERE accno = '1100'), -%s, DATE '2026-11-02', true), "
                          "(%s, (SELECT id FROM account WHERE accno = '4000'), %s, DATE '2026-11-02', true)",
                          (ar_id, Decimal(amount), ar_id, Decimal(amount)))
+
+
+def returned(cursor: psycopg.Cursor[Any]) -> Any:
+    """The id an ``INSERT ... RETURNING id`` gave back."""
+    row = cursor.fetchone()
+    assert row is not None
+    return row[0]
 
 
 def company(name: str) -> psycopg.Connection[Any]:
