@@ -212,10 +212,13 @@ class SQLAlchemyConnector(Connector):
         return self._run(f"reading {entity}", fetch)
 
     def bulk_read(self, entity: str, batch_size: int) -> BulkRead | None:
-        """Through ADBC into Arrow, for SQLite and PostgreSQL sources with the bulk extra installed."""
+        """Through ADBC into Arrow, for SQLite and PostgreSQL sources with the bulk extra installed (a small
+        SQLite entity is left to the row path, which reads it sooner)."""
         if arrow.bulk_unavailable(self.engine) is not None:
             return None
         src, converter = self.froms[entity], self.converters[entity]
+        if self._run(f"counting {entity}", lambda: arrow.too_small(self.engine, src)):
+            return None
         position = self._run(f"reading {entity}", lambda: arrow.last_position(self.engine, src, converter))
         return BulkRead(position, arrow.arrow_reader(self.engine, src, converter, batch_size,
                                                      lambda keys: self.read_keys(entity, keys)))

@@ -18,6 +18,7 @@ from tests_support import require
 from agent.engine.sync import Syncer
 from agent.state import StateStore
 from agent.state.schema import FIRM_TABLES, checkpoints, quarantine
+from connectors.database import arrow
 from connectors.database.arrow import HAVE_ARROW
 from connectors.database.sql import SQLAlchemyConnector
 from connectors.testkit.databases import TempDatabase
@@ -122,6 +123,27 @@ def mirror(store: StateStore) -> dict[str, list[tuple[Any, ...]]]:
         out["checkpoints"] = [tuple(r) for r in conn.execute(select(
             checkpoints.c.entity, checkpoints.c.watermark, checkpoints.c.last_key).order_by(checkpoints.c.entity))]
     return out
+
+
+@pytest.fixture(autouse=True)
+def bulk_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These firms are small, so that the tests are quick: read them in bulk all the same."""
+    monkeypatch.setattr(arrow, "SQLITE_BULK_MIN_ROWS", 0)
+
+
+def test_a_small_sqlite_entity_is_left_to_the_row_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child process costs more than the kernels save on a few rows: below the threshold no child is started."""
+    url = f"sqlite:///{tmp_path / 'firm.db'}"
+    build(url, "sqlite", bills("sqlite", 1200))
+    monkeypatch.setattr(arrow, "SQLITE_BULK_MIN_ROWS", 1200)
+    connector = SQLAlchemyConnector(mapping(url, "minor_units"))
+    try:
+        assert connector.bulk_read("statements", 10) is not None  # 1200 rows: as many as the threshold
+        monkeypatch.setattr(arrow, "SQLITE_BULK_MIN_ROWS", 1201)
+        assert connector.bulk_read("statements", 10) is None
+        assert connector.bulk_read("clients", 10) is None
+    finally:
+        connector.close()
 
 
 def synced(url: URL | str, money: str, state: Path, bulk: bool) -> tuple[Syncer, StateStore]:
