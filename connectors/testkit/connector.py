@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import sqlalchemy as sa
@@ -35,10 +35,11 @@ from connectors.testkit.databases import TempDatabase
 from mappings.format import AuditTable, MappingFile, parse_mapping
 
 __all__ = [
-    "DDL",
+    "DIALECTS",
     "NAMES",
     "T0",
     "ConnectorContract",
+    "Dialect",
     "Firm",
     "mirror",
     "seed",
@@ -47,10 +48,37 @@ __all__ = [
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
-DDL = {
-    "postgresql": ("TIMESTAMPTZ", "NUMERIC(12,2)", "SERIAL PRIMARY KEY"),
-    "mariadb": ("DATETIME(6)", "DECIMAL(12,2)", "INTEGER AUTO_INCREMENT PRIMARY KEY"),
-    "sqlite": ("TEXT", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT"),  # TEXT: SQLite's NUMERIC would be a float
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What the kit must know of a database to build the standard schema in it and to speak to it; a database the
+    kit does not ship (SQL Server, Firebird, a vendor's own) is described by one of these, not by editing the kit.
+
+    ``timestamp``, ``money`` and ``serial`` are the column types of a watermark, an exact amount and an
+    auto-numbered key. ``stamps`` says how a moment is written: ``aware`` (an aware datetime), ``naive`` (naive
+    UTC) or ``text`` (ISO text, naive UTC). ``money_as_text`` binds amounts as text rather than Decimal.
+    ``hold`` is a statement that keeps a transaction open for ``{seconds}`` (two writers made to overlap), or None
+    for a database whose writers take one file lock in turn (SQLite): the kit then checks that the existence
+    check waits for that lock instead. ``drop_temporary`` drops a TEMPORARY table."""
+
+    name: str
+    timestamp: str
+    money: str
+    serial: str
+    stamps: Literal["aware", "naive", "text"]
+    money_as_text: bool = False
+    hold: str | None = None
+    drop_temporary: str = "DROP TABLE"
+
+
+DIALECTS = {
+    "postgresql": Dialect("postgresql", "TIMESTAMPTZ", "NUMERIC(12,2)", "SERIAL PRIMARY KEY", "aware",
+                          hold="SELECT pg_sleep({seconds})"),
+    "mariadb": Dialect("mariadb", "DATETIME(6)", "DECIMAL(12,2)", "INTEGER AUTO_INCREMENT PRIMARY KEY", "naive",
+                       hold="SELECT SLEEP({seconds})", drop_temporary="DROP TEMPORARY TABLE"),
+    # TEXT amounts: SQLite's NUMERIC affinity would make them floats
+    "sqlite": Dialect("sqlite", "TEXT", "TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT", "text", money_as_text=True),
 }
 
 NAMES = ["Siobhán Ó Súilleabháin", "渡辺 さくら", "Zoë Brontë-Øvergaard", "Plain Smith"]
@@ -58,15 +86,22 @@ NAMES = ["Siobhán Ó Súilleabháin", "渡辺 さくら", "Zoë Brontë-Øverga
 
 @dataclass
 class Firm:
-    """A throw-away firm database with the standard schema, administered through SQLAlchemy."""
+    """A throw-away firm database with the standard schema, administered through SQLAlchemy; ``dialect`` describes
+    it (by default the shipped description of ``db.kind``)."""
 
     db: TempDatabase
     connector_class: type[Connector]
     via_odbc: bool
+    dialect: Dialect | None = None
 
     def __post_init__(self) -> None:
+        if self.dialect is None:
+            if self.db.kind not in DIALECTS:
+                raise ValueError(f"no shipped description of a {self.db.kind!r} database: pass "
+                                 f"Firm(..., dialect=Dialect(...))")
+            self.dialect = DIALECTS[self.db.kind]
         self.engine = sa.create_engine(self.db.url)
-        ts, money, serial = DDL[self.db.kind]
+        ts, money, serial = self.speaks.timestamp, self.speaks.money, self.speaks.serial
         with self.engine.begin() as c:
             c.exec_driver_sql(f"CREATE TABLE clients (id INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL, "
                               f"email VARCHAR(200), phone VARCHAR(50), updated_at {ts} NOT NULL)")
@@ -83,12 +118,18 @@ class Firm:
                 c.exec_driver_sql(f"CREATE INDEX {table}_wm ON {table} (updated_at, id)")
         self.clock = T0
 
+    @property
+    def speaks(self) -> Dialect:
+        """The database's description (set in __post_init__)."""
+        assert self.dialect is not None
+        return self.dialect
+
     def ts(self, moment: dt.datetime) -> Any:
-        """A timestamp as this database stores it: aware for PostgreSQL, naive UTC elsewhere."""
-        if self.db.kind == "postgresql":
+        """A timestamp as this database stores it: aware, naive UTC, or naive UTC as ISO text."""
+        if self.speaks.stamps == "aware":
             return moment
         utc = moment.astimezone(UTC).replace(tzinfo=None)
-        return utc.isoformat(sep=" ", timespec="microseconds") if self.db.kind == "sqlite" else utc
+        return utc.isoformat(sep=" ", timespec="microseconds") if self.speaks.stamps == "text" else utc
 
     def tick(self) -> Any:
         self.clock += dt.timedelta(seconds=1)
@@ -118,7 +159,7 @@ class Firm:
                      b=self.money(balance or amount), t=stamp)
 
     def money(self, text: str) -> Any:
-        return text if self.db.kind == "sqlite" else Decimal(text)
+        return text if self.speaks.money_as_text else Decimal(text)
 
     def mapping(self, postings: str | None = None, **entity_overrides: dict[str, Any]) -> MappingFile:
         if self.via_odbc:
@@ -147,14 +188,15 @@ class Firm:
                    "  statements:\n"
                    "    - INSERT INTO receipts (reference, statement_id, amount_pence) "
                    "VALUES (:reference, :statement_key, :amount_minor)\n"))
-        return parse_mapping(text, Path(f"<{self.db.kind} contract mapping>"))
+        return parse_mapping(text, Path(f"<{self.speaks.name} contract mapping>"))
 
     def connector(self, postings: str | None = None, **entity_overrides: dict[str, Any]) -> Connector:
         return self.connector_class(self.mapping(postings, **entity_overrides))
 
     def sleep_sql(self, seconds: float) -> str:
         """A statement that holds the transaction open (to make two writers overlap)."""
-        return {"postgresql": f"SELECT pg_sleep({seconds})", "mariadb": f"SELECT SLEEP({seconds})"}[self.db.kind]
+        assert self.speaks.hold is not None, f"{self.speaks.name}'s writers take one lock in turn"
+        return self.speaks.hold.format(seconds=seconds)
 
 
 def seed(firm: Firm) -> None:
@@ -292,8 +334,8 @@ class ConnectorContract:
             assert "reading statements" in text and any(w in text for w in ("no_such", "syntax", "near", "from"))
 
     def test_unreachable_database_is_transient(self, firm: Firm) -> None:
-        if firm.db.kind == "sqlite":
-            pytest.skip("SQLite has no server to be unreachable")
+        if firm.db.server is None:
+            pytest.skip(f"{firm.speaks.name} has no server to be unreachable")
         mapping = firm.mapping()
         source, server = mapping.source, firm.db.server
         assert server is not None, "a server database has its server"
@@ -399,7 +441,7 @@ class ConnectorContract:
         and the writes are one transaction at the isolation the check needs, so exactly one row lands."""
         seed(firm)
         firm.execute("CREATE TABLE plain_receipts (reference VARCHAR(191) NOT NULL, amount_pence INTEGER NOT NULL)")
-        if firm.db.kind == "sqlite":
+        if firm.speaks.hold is None:
             self._sqlite_check_waits_for_the_write_lock(firm)
             return
         postings = ("postings:\n  kind: sql\n  exists: SELECT 1 FROM plain_receipts WHERE reference = :reference\n"
@@ -542,7 +584,7 @@ class ConnectorContract:
         """A write built as a sequence (a TEMP table one statement makes and the next reads) passes the rehearsal
         as it passes a real write; a statement the database refuses is named and the rest are not tried."""
         seed(firm)
-        drop = "DROP TEMPORARY TABLE" if firm.db.kind == "mariadb" else "DROP TABLE"
+        drop = firm.speaks.drop_temporary
         steps = ("postings:\n  kind: sql\n"
                  "  exists: SELECT 1 FROM receipts WHERE reference = :reference\n  statements:\n"
                  "    - CREATE TEMPORARY TABLE ledgerlink_guard (reference VARCHAR(64), pence INTEGER)\n"

@@ -15,7 +15,7 @@ BUILT_ON = {
                                      "Rehearsal", "BulkRead"},
     "connectors.providers.contract": {"Provider", "DirectDebitProvider", "PayoutProvider", "LinkSpec",
                                       "ProviderLink", "ProviderEvent", "EventPage", "LinkStatus", "EventKind"},
-    "connectors.testkit.connector": {"ConnectorContract", "Firm"},
+    "connectors.testkit.connector": {"ConnectorContract", "Firm", "Dialect", "DIALECTS"},
     "connectors.testkit.provider": {"ProviderContract", "PayoutContract", "World"},
     "connectors.testkit.directdebit": {"DirectDebitContract", "DirectDebitWorld", "Collects"},
     "connectors.testkit.databases": {"temp_database", "TempDatabase", "in_ci"},
