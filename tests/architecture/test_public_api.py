@@ -19,6 +19,7 @@ BUILT_ON = {
     "connectors.testkit.provider": {"ProviderContract", "PayoutContract", "World"},
     "connectors.testkit.directdebit": {"DirectDebitContract", "DirectDebitWorld", "Collects"},
     "connectors.testkit.databases": {"temp_database", "TempDatabase", "in_ci"},
+    "connectors.testkit.fakehttp": {"FakeAPI", "Request", "json_response"},
     "connectors.plugins": {"load", "available", "contract_problems", "CONNECTOR_GROUP", "PROVIDER_GROUP"},
 }
 

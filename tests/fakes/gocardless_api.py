@@ -60,7 +60,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from agent.core.model import to_minor
-from fakes import FakeAPI, Json, Request, Response, json_response
+from connectors.testkit.fakehttp import FakeAPI, Json, Request, Response, json_response
 
 SECRET = "gc-webhook-secret"
 FEE_RATE, FEE_FIXED, VAT_RATE = Decimal("0.01"), Decimal(20), Decimal("0.2")  # pence
