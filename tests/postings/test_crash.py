@@ -63,7 +63,8 @@ def assert_reversed_once(firm_url: URL | str, state_url: str, balances: dict[str
 def test_refund_and_reversal_exactly_once_under_sigkill(any_db: TempDatabase, tmp_path: Path) -> None:
     """Refunds left requested are finished by workers killed at random, some right after the provider refunded
     and before the state store knew: one refund each at the provider, one reversal each in the firm database."""
-    payments = 100  # enough work that 20 kills land before it runs out (self-kills count toward them)
+    payments = 130  # enough work that 20 kills land before it runs out (self-kills count toward them; at 100, a
+    # loaded machine once ran out after 19)
     state_url = f"sqlite:///{tmp_path / 'state.db'}"
     sandbox_home = tmp_path / "sandbox"
     balances, paid = seed_crash_run(state_url, any_db.url, payments)
