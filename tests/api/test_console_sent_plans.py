@@ -4,6 +4,7 @@ and cancels it from its row (tests/console_support.py has the harness)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from console_support import (
@@ -12,6 +13,7 @@ from console_support import (
     agent_fixture,  # noqa: F401  (pytest fixture "agent")
     assert_accessible,
     browser_fixture,  # noqa: F401  (pytest fixture "browser")
+    delivery_set_up,
     expect,
     go,
     page_fixture,  # noqa: F401  (pytest fixture "page")
@@ -22,10 +24,13 @@ from directdebit_support import MATTER, owing_3000_with_a_mandate, poll
 from openpyxl import load_workbook
 from tests_support import STAFF
 
+from agent.core.model import Actor
 from agent.engine.export import money_format
 from agent.engine.plans import PlanRequest
 from agent.state import audit
 from connectors.providers import sandbox
+
+JOB = Actor("job", "plan-reminders")
 
 
 def with_mandate(agent: Agent) -> None:
@@ -41,6 +46,8 @@ def test_a_clerk_sees_opens_exports_and_cancels_a_plan_on_sent_pages(page: Any, 
         sandbox.set_collection(agent.home, first, status)
     poll(agent.rt)
     second = plan.instalments[1].due_on
+    with delivery_set_up(agent):  # the second instalment's reminder, three days before it (a real SMTP server)
+        assert agent.rt.plan_reminders.run(JOB, today=second - dt.timedelta(days=3)) == 1
 
     sign_in(page, agent)
     go(page, agent, "sent")
@@ -82,6 +89,11 @@ def test_a_clerk_sees_opens_exports_and_cancels_a_plan_on_sent_pages(page: Any, 
     expect(instalments).to_have_count(6)
     expect(instalments.nth(0)).to_contain_text("Paid")
     expect(instalments.nth(1)).to_contain_text("Scheduled")
+    emails = dialog.locator("#plan-emails tbody tr")
+    expect(emails).to_have_count(1)
+    expect(emails.nth(0)).to_contain_text("Before the instalment")
+    expect(emails.nth(0)).to_contain_text("ada@example.com")
+    expect(emails.nth(0)).to_contain_text("Sent")
     shot(page, "sent-plans-03-plan-view")
     assert_accessible(page, "the plan view opened from Sent Pages")
     page.keyboard.press("Escape")

@@ -25,6 +25,20 @@ function instalmentTable(plan) {
     el("tfoot", {}, el("tr", {}, el("th", { colspan: 2, scope: "row" }, "Total"), el("th", { class: "num" }, money(plan.total, plan.currency)), el("th", {}))));
 }
 
+const STEPS = { before: "Before the instalment", failed: "After it failed" };
+const SENDS = { sent: "Sent", sending: "Sending", failed: "Not delivered (tried again)", unknown: "Handed over, delivery unknown", skipped: "Not sent" };
+
+// The emails the payer was sent about the instalments (agent.engine.plan_reminders): what, when, to whom, how it went.
+function emailTable(plan) {
+  if (!plan.reminders || !plan.reminders.length) return el("p", { id: "plan-emails", class: "hint" }, "No emails to the payer yet.");
+  return el("table", { id: "plan-emails" },
+    el("caption", {}, "Emails to the payer"),
+    el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "Email"), el("th", {}, "When"), el("th", {}, "To"), el("th", {}, "Result"))),
+    el("tbody", {}, plan.reminders.map((r) => el("tr", {},
+      el("td", {}, String(r.seq)), el("td", {}, STEPS[r.step] || r.step), el("td", { class: "nowrap" }, when(r.sent_at || r.due_at)),
+      el("td", {}, r.recipient || "—"), el("td", {}, SENDS[r.status] || r.status)))));
+}
+
 function showPlan(plan, note = "") {
   const error = el("p", { class: "alert", role: "alert", hidden: true });
   const cancel = el("button", { type: "button", id: "plan-cancel" }, "Cancel plan");
@@ -47,6 +61,7 @@ function showPlan(plan, note = "") {
       el("dt", {}, "Statements"), el("dd", {}, plan.statements.join(", ")),
       el("dt", {}, "Still owed"), el("dd", {}, `${money(plan.owed, plan.currency)}, besides instalments with the bank`)),
     instalmentTable(plan),
+    emailTable(plan),
     error,
     el("p", { class: "actions" }, plan.status === "active" ? cancel : null, el("button", { type: "button", "data-close": true }, "Close")));
 }
