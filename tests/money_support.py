@@ -38,7 +38,7 @@ class MoneyWorld(Protocol):
     name: ClassVar[str]
     fees_billed_apart: ClassVar[bool]  # a gross account's fees are invoiced, in no payout (else the fees_account's)
     repays_failed_payout: ClassVar[bool]  # a returned payout's money is paid out again with the next one
-    holds_mandates: ClassVar[bool]
+    holds_mandates: ClassVar[bool]  # Direct Debit: statements collected automatically (a saved card is not that)
 
     def secrets(self) -> dict[str, str]:
         """Secret name -> value the configured accounts refer to (set in the environment)."""
@@ -56,10 +56,10 @@ class MoneyWorld(Protocol):
         """The provider's end of day: pay every account out."""
 
     def activate_mandate(self, setup_ref: str) -> None:
-        """The payer finishes the provider's mandate flow."""
+        """The payer finishes the provider's mandate flow (at Stripe: saves a card in a setup-mode Checkout)."""
 
     def collect(self, collection_ref: str) -> None:
-        """The banks take a Direct Debit collection: submitted, then confirmed."""
+        """The banks take a Direct Debit collection: submitted, then confirmed (a card: charged when made)."""
 
     def fail_payout(self, payout_ref: str) -> None:
         """The firm's bank returns a payout."""
@@ -217,12 +217,12 @@ class GoCardlessMoney(FakeMoney):
 
 
 class StripeMoney(FakeMoney):
-    """Checkout; the fee is the fake's (tests/fakes/stripe_api.py, Stripe's UK prices): 1.5% + 20p on every
-    charge, GBP 20 a dispute."""
+    """Checkout, and saved cards for payment plans; the fee is the fake's (tests/fakes/stripe_api.py, Stripe's UK
+    prices): 1.5% + 20p on every charge, GBP 20 a dispute."""
 
     name = "stripe"
     repays_failed_payout = True  # a payout_failure transaction returns the money to the balance
-    holds_mandates = False
+    holds_mandates = False  # a saved card pays a plan's instalments; no statement is collected automatically
 
     @staticmethod
     def server(ids_from: int) -> FakeStripe:
@@ -230,14 +230,20 @@ class StripeMoney(FakeMoney):
 
     @staticmethod
     def knows(api: Any, ref: str) -> bool:
-        return (ref in api.sessions or ref in api.payouts
-                or any(s["payment_intent"] == ref for s in api.sessions.values()))
+        return ref in api.sessions or ref in api.payouts or ref in api.payment_intents
 
     def activate_mandate(self, setup_ref: str) -> None:
-        raise AssertionError("Stripe holds no mandates")
+        self._api(setup_ref).complete_setup(setup_ref)
 
     def collect(self, collection_ref: str) -> None:
-        raise AssertionError("Stripe holds no mandates")
+        """A card charge has no stage at the bank: the PaymentIntent succeeded when it was made."""
+        assert self._api(collection_ref).payment_intents[collection_ref]["status"] == "succeeded"
+
+    def decline_next(self, account: str = "operating") -> None:
+        """The payer's bank declines the account's next card charge."""
+        api = self.apis[account]
+        assert isinstance(api, FakeStripe)
+        api.decline_next()
 
     def fee(self, amount: str, method: str) -> Decimal:
         return ((Decimal(amount) * Decimal("0.015")).quantize(PENNY, ROUND_HALF_UP) + Decimal("0.20"))

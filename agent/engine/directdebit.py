@@ -152,6 +152,12 @@ class DirectDebit:
             raise RuleError(f"account {account!r} uses {provider.name}, which offers no Direct Debit")
         return provider
 
+    def holds_collections(self, account: str) -> bool:
+        """Whether the account's provider holds a collection until its charge date (contract.DirectDebitProvider):
+        only then are statements collected automatically, or by Pay Now; a card saved for a plan (Stripe) is
+        charged when the collection is made, so it is used for the plan's instalments on their dates alone."""
+        return self._provider(account).holds_collections
+
     def setup_mandate(self, actor: Actor, payer_key: str, account: str | None = None) -> MandateView:
         """Send the payer the provider's mandate flow; a payer with a mandate that is not over gets it back.
         Audited as mandate.setup on the payer (an existing mandate handed back changes nothing and is not)."""
@@ -219,6 +225,10 @@ class DirectDebit:
     def _create(self, mandate: Row, st: Statement, amount: Decimal, kind: str,
                 charge_date: dt.date | None, note: str | None = None, act: audit.Attempt | None = None) -> str | None:
         """Reserve the statement's current collection, then create it at the provider. None: someone else has it."""
+        if not self.holds_collections(mandate["account"]):
+            raise RuleError(f"account {mandate['account']!r} charges a saved card when a collection is made and "
+                            "cannot hold one until a due date; its cards pay payment-plan instalments only, never "
+                            "a statement collected automatically or by Pay Now")
         try:
             with self.store.begin() as conn:
                 collection_id = reserve_collection(conn, mandate, st, amount, kind, charge_date, note=note)
@@ -297,7 +307,8 @@ class DirectDebit:
                 collections.c.status == COLLECTION_CREATING)).scalars().all()
         for collection_id in stuck:  # cut off by a crash: finish under the same idempotency key
             self.submit(collection_id)
-        for mandate in {m["payer_key"]: m for m in active}.values():  # the newest active mandate per payer
+        held = [m for m in active if self.holds_collections(m["account"])]  # a saved card is for its plan alone
+        for mandate in {m["payer_key"]: m for m in held}.values():  # the newest active mandate per payer
             self._schedule_payer(mandate, today, result)
         return result
 
@@ -352,6 +363,9 @@ class DirectDebit:
             mandate = _active_mandate(conn, get_matter(conn, st.matter_key).payer_key)
             if mandate is None:
                 raise RuleError(f"statement {st.number}: the payer has no active Direct Debit mandate")
+            if not self.holds_collections(mandate["account"]):
+                raise RuleError(f"statement {st.number}: the payer's saved card at account {mandate['account']!r} "
+                                "is for a payment plan's instalments only; send a payment link instead")
             if st.due_date is not None and today >= st.due_date:
                 raise RuleError(f"statement {st.number} was due on {st.due_date}: a manual Direct Debit must be "
                                 "requested before the due date. Send a payment link instead")

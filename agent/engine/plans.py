@@ -13,6 +13,10 @@ still owe (agent.state.owed) caps what is left to collect, so an instalment is r
 was paid elsewhere or lowered, and a voided debt ends the plan. The instalments still to come count as pending
 collections in what is owed, so no link or other collection asks for the same money.
 
+Where the provider charges when a collection is made instead of holding it to a date (a card saved at Stripe:
+``DirectDebitProvider.holds_collections`` False), an instalment is submitted on its date, not LEAD_DAYS ahead,
+with no charge date: the card is charged that day.
+
 Instalments are collected one by one as payments with a charge date, not as a GoCardless instalment schedule:
 a schedule's payments are fixed when it is made, and a plan must be able to collect less when the debt shrinks.
 """
@@ -367,19 +371,23 @@ class Plans:
     def _reserve_next(self, plan_id: str, today: dt.date) -> str | None:
         """The next instalment due within LEAD_DAYS and its collection, in one transaction: a crash leaves both
         or neither, and DirectDebit.submit finishes a collection left 'creating'."""
+        with self.store.read() as conn:
+            account = conn.execute(select(plans.c.account).where(plans.c.id == plan_id)).scalar_one()
+        held = self.directdebit.holds_collections(account)
         with self.store.begin() as conn:
             plan = conn.execute(select(plans).where(plans.c.id == plan_id)).mappings().one()
             due = conn.execute(select(plan_instalments).where(
                 plan_instalments.c.plan_id == plan_id,
                 plan_instalments.c.state == InstalmentState.SCHEDULED.value,
-                plan_instalments.c.due_on <= today + dt.timedelta(days=LEAD_DAYS))
+                plan_instalments.c.due_on <= today + dt.timedelta(days=LEAD_DAYS if held else 0))
                 .order_by(plan_instalments.c.seq).limit(1)).mappings().first()
             if due is None or plan["status"] != PlanState.ACTIVE.value:
                 return None
             mandate = conn.execute(select(mandates).where(mandates.c.id == plan["mandate_id"])).mappings().one()
             statement = self._first_owing(conn, plan_id)
             charge = max(due["due_on"], today)
-            collection_id = reserve_collection(conn, mandate, statement, due["amount"], "plan", charge,
+            collection_id = reserve_collection(conn, mandate, statement, due["amount"], "plan",
+                                               charge if held else None,
                                                note=f"plan {plan_id}, instalment {due['seq']}", current=False)
             moved = move(conn, plan_instalments, InstalmentState.SUBMITTED, plan_instalments.c.plan_id == plan_id,
                          plan_instalments.c.seq == due["seq"], from_=(InstalmentState.SCHEDULED,),

@@ -296,8 +296,17 @@ class DirectDebitProvider(ABC):
     """Mixed into a Provider that can hold mandates and collect against them.
 
     Collection results arrive through ``Provider.events`` (the same cursor as link payments) with
-    method=direct_debit, payment_ref the collection ref and raw_status the collection's new status.
+    method=direct_debit (it names this contract, a collection against a mandate, not the rail: a Stripe
+    collection is a card charge), payment_ref the collection ref and raw_status the collection's new status as a
+    CollectionStatus value (a mandate's: a MandateStatus value), which the engine reads. GoCardless's words are
+    these; the sandbox shares them; Stripe's are mapped onto them (connectors/providers/stripe.py).
     """
+
+    # True: the provider holds a collection until its charge date and it can be cancelled until it goes to the
+    # bank (GoCardless pending_submission; the sandbox). False: it charges when the collection is created (Stripe:
+    # a PaymentIntent confirmed off-session on a saved card), so create_collection refuses a future charge_date,
+    # the plan engine submits an instalment on its date, and no statement is collected automatically.
+    holds_collections: ClassVar[bool] = True
 
     @abstractmethod
     def setup_mandate(self, payer: MandatePayer) -> MandateSetup:

@@ -5,6 +5,15 @@ paging (connectors.providers.cursor), not by ``ending_before=<last id>``: that r
 the id (stripe-python ``_list_object.py`` ``previous_page``), and an event that becomes visible after newer ones
 would be behind the cursor for good.
 
+Payment plans (issue 27) ride the Direct Debit contract on a saved card (docs.stripe.com/payments/save-and-reuse
+?platform=checkout): ``setup_mandate`` makes a Customer and a Checkout Session in ``setup`` mode for it; the
+"mandate" is the SetupIntent the finished session holds (``seti_``), from which the customer and the card are read
+when charging. A card cannot be held until a date (``holds_collections`` False): ``create_collection`` confirms a
+PaymentIntent off-session at once, under the instalment's idempotency key, with the collection's key in its
+metadata, which is how its events are told from those of Checkout's own PaymentIntents (a paid link, whose
+metadata carries link_id and no collection key). The mapping onto the contract's words is MANDATE_STATUS /
+COLLECTION_STATUS below; events carry the mapped word in raw_status, as the engine reads it.
+
 Idempotency (docs.stripe.com/idempotency; stripe-python ``_http_client.py`` ``_should_retry``): the first answer
 for a key, a 500 included, is replayed for 24 hours, and a request made while another with the same key is in
 flight gets 409. So a replayed 5xx is recovered from by finding the session the link may already have, else by
@@ -28,12 +37,20 @@ from agent.core.errors import DataError, TransientError
 from agent.core.model import MerchantAccount, from_minor, to_minor
 from connectors.providers.contract import (
     CancelRefused,
+    Collection,
+    CollectionCancelRefused,
+    CollectionStatus,
+    DirectDebitProvider,
     EventKind,
     EventPage,
     InvalidSignature,
     LinkNotFound,
     LinkSpec,
     LinkStatus,
+    Mandate,
+    MandatePayer,
+    MandateSetup,
+    MandateStatus,
     PaymentMethod,
     Payout,
     PayoutItem,
@@ -53,7 +70,7 @@ from connectors.providers.cursor import Position, pages, read_forward
 from connectors.providers.gocardless import retry_after
 
 if TYPE_CHECKING:
-    from stripe.params import RefundCreateParams
+    from stripe.params import CustomerCreateParams, PaymentIntentCreateParams, RefundCreateParams
     from stripe.params.checkout import SessionCreateParams, SessionCreateParamsLineItemPriceDataProductData
 
 T = TypeVar("T")
@@ -65,7 +82,51 @@ EVENT_TYPES = (
     "checkout.session.expired",
     "charge.dispute.created",
     "charge.dispute.funds_reinstated",  # a dispute the firm won: the money is back (docs.stripe.com/disputes)
+    # Saved cards and their charges (docs.stripe.com/api/events/types): a plan's instalments.
+    "payment_intent.processing",
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "payment_intent.canceled",
+    "payment_method.detached",
 )
+# A setup session and its SetupIntent (stripe-python _checkout/_session.py status open/complete/expired;
+# _setup_intent.py status) as the contract's mandate: open waits for the payer; complete with its SetupIntent
+# succeeded is a card that can be charged; an expired session was never finished; a SetupIntent canceled, or
+# succeeded but its card detached from the customer (POST /v1/payment_methods/{id}/detach, payment_method.detached),
+# can be charged no more. requires_* / processing: the payer has not finished authenticating the card.
+SESSION_MANDATE = {"open": MandateStatus.PENDING_CUSTOMER_APPROVAL, "expired": MandateStatus.EXPIRED}
+SETUP_MANDATE = {
+    "succeeded": MandateStatus.ACTIVE,
+    "canceled": MandateStatus.CANCELLED,
+    "requires_payment_method": MandateStatus.PENDING_CUSTOMER_APPROVAL,
+    "requires_confirmation": MandateStatus.PENDING_CUSTOMER_APPROVAL,
+    "requires_action": MandateStatus.PENDING_CUSTOMER_APPROVAL,
+    "processing": MandateStatus.PENDING_CUSTOMER_APPROVAL,
+}
+# A PaymentIntent we create (confirm=true, off_session=true) as a collection (stripe-python _payment_intent.py;
+# docs.stripe.com/payments/paymentintents/lifecycle): processing is with the card network (submitted); succeeded
+# is collected (confirmed; charged_back once its charge is disputed); requires_payment_method after our confirm is
+# a decline (failed: "if the payment attempt fails ... the PaymentIntent's status returns to
+# requires_payment_method"); canceled is cancelled; requires_action: the card's bank asks the payer to
+# authenticate. requires_confirmation and requires_capture never arise for an intent confirmed with automatic
+# capture, and are reported unreadable rather than guessed.
+COLLECTION_STATUS = {
+    "processing": CollectionStatus.SUBMITTED,
+    "succeeded": CollectionStatus.CONFIRMED,
+    "requires_payment_method": CollectionStatus.FAILED,
+    "canceled": CollectionStatus.CANCELLED,
+    "requires_action": CollectionStatus.PENDING_CUSTOMER_APPROVAL,
+}
+INTENT_EVENTS = {
+    "payment_intent.processing": EventKind.PAYMENT_PENDING,
+    "payment_intent.succeeded": EventKind.PAYMENT_CONFIRMED,
+    "payment_intent.payment_failed": EventKind.PAYMENT_FAILED,
+    "payment_intent.canceled": EventKind.COLLECTION_CANCELLED,
+}
+COLLECTION_KEY = "ledgerlink_collection"  # PaymentIntent metadata: the collection's idempotency key (ours)
+MANDATE_KEY = "ledgerlink_mandate"  # PaymentIntent metadata: the SetupIntent (our mandate ref) it charged
+CHARGE_DATE_KEY = "charge_date"
+DESCRIPTION_MAX = 1000  # PaymentIntent description (stripe/openapi spec3.json maxLength)
 # Hosted Checkout requires success_url (only embedded ui_mode may omit it: stripe/stripe-node issue 1944, Stripe
 # staff; stripe-python params/checkout/_session_create_params.py). Without an account's own page, the payer comes
 # back to the session's page, which Stripe shows as complete.
@@ -141,8 +202,9 @@ def _translate(exc: stripe.StripeError) -> Exception:
     return ProviderError(f"Stripe refused the request ({status}): {exc.user_message or exc}")
 
 
-class StripeProvider(Provider, PayoutProvider):
+class StripeProvider(Provider, PayoutProvider, DirectDebitProvider):
     name: ClassVar[str] = "stripe"
+    holds_collections: ClassVar[bool] = False  # a card is charged when the PaymentIntent is confirmed
     # Checkout Session expires_at "must be between 30 minutes and 24 hours after the current time"
     # (docs.stripe.com/payments/checkout/managing-limited-inventory).
     max_expiry: ClassVar[dt.timedelta] = dt.timedelta(hours=24)
@@ -339,7 +401,7 @@ class StripeProvider(Provider, PayoutProvider):
                 EventKind.UNREADABLE,
                 dt.datetime.fromtimestamp(raw["created"], dt.UTC),
                 obj.get("id") if obj.get("object") == "checkout.session" else None,
-                obj.get("payment_intent"),
+                obj.get("id") if obj.get("object") == "payment_intent" else obj.get("payment_intent"),
                 None,
                 None,
                 raw_status=str(raw.get("type")),
@@ -383,6 +445,13 @@ class StripeProvider(Provider, PayoutProvider):
         """A dispute takes the money back; a won one (funds reinstated) gives it again. The link is the session
         of the disputed payment intent."""
         intent = obj.get("payment_intent")
+        if intent:
+            disputed = self._call(self._client.v1.payment_intents.retrieve, intent).to_dict()
+            if COLLECTION_KEY in (disputed.get("metadata") or {}):  # an instalment charged on a saved card
+                won = raw["type"] == "charge.dispute.funds_reinstated"
+                return self._collection_event(
+                    raw, disputed, EventKind.PAYMENT_CONFIRMED if won else EventKind.PAYMENT_CHARGED_BACK,
+                    CollectionStatus.CONFIRMED if won else CollectionStatus.CHARGED_BACK, occurred)
         sessions = (self._call(self._client.v1.checkout.sessions.list, params={"payment_intent": intent, "limit": 1})
                     if intent else None)
         link_ref = sessions.data[0].id if sessions and sessions.data else None
@@ -401,6 +470,10 @@ class StripeProvider(Provider, PayoutProvider):
             return None  # an inquiry: no funds are withdrawn unless it becomes a dispute
         if event_type in ("charge.dispute.created", "charge.dispute.funds_reinstated"):
             return self._dispute_event(raw, obj, occurred)
+        if event_type.startswith(("payment_intent.", "payment_method.")):
+            return self._card_event(raw, obj, occurred)
+        if obj.get("mode") == "setup" and event_type in ("checkout.session.completed", "checkout.session.expired"):
+            return self._setup_event(raw, obj, occurred)
         if event_type == "checkout.session.expired":
             return ProviderEvent(
                 raw["id"],
@@ -435,6 +508,184 @@ class StripeProvider(Provider, PayoutProvider):
             PaymentMethod.CARD,
             raw_status=f"{event_type}:{obj.get('payment_status', '')}",
         )
+
+    # --- saved cards: the Direct Debit contract (payment plans) ----------------------------------------------
+
+    def setup_mandate(self, payer: MandatePayer) -> MandateSetup:
+        """``POST /v1/customers`` then ``POST /v1/checkout/sessions`` in ``mode=setup`` for that customer, each
+        under a key derived from the payer's, so a retry gives the same customer and the same session
+        (docs.stripe.com/payments/save-and-reuse?platform=checkout; ``_session_create_params.py``: ``currency``
+        is required in setup mode unless allowed_payment_method_types is set; we set both, cards only, as only a
+        card can be charged off-session here)."""
+        customer_params: CustomerCreateParams = {
+            "name": payer.name, "email": payer.email, "metadata": {"payer": clip(payer.key, METADATA_VALUE_MAX)}}
+        customer = self._call(self._client.v1.customers.create, params=customer_params,
+                              options={"idempotency_key": f"{payer.idempotency_key}:customer"})
+        params: SessionCreateParams = {
+            "mode": "setup",
+            "customer": customer.id,
+            "currency": self.account.currency.lower(),
+            "allowed_payment_method_types": ["card"],
+            "success_url": self.account.success_url or DEFAULT_SUCCESS_URL,
+            "metadata": {"payer": clip(payer.key, METADATA_VALUE_MAX)},
+        }
+        session = self._call(self._client.v1.checkout.sessions.create, params=params,
+                             options={"idempotency_key": f"{payer.idempotency_key}:session"})
+        return MandateSetup(session.id, session.url or "")
+
+    def get_mandate(self, ref: str) -> Mandate:
+        """By the SetupIntent (``seti_``) or by the setup session, which stands for it until it is complete."""
+        if ref.startswith("seti_"):
+            return self._mandate(self._setup_intent(ref))
+        session = self._call(self._client.v1.checkout.sessions.retrieve, ref).to_dict()
+        if session.get("mode") != "setup":
+            raise LinkNotFound(f"Stripe: {ref} is a payment link, not a saved card's setup")
+        if session["status"] == "complete" and session.get("setup_intent"):
+            return self._mandate(self._setup_intent(session["setup_intent"]))
+        status = SESSION_MANDATE.get(session["status"])
+        if status is None:
+            raise ProviderError(f"Stripe setup session {ref} has an undocumented status {session['status']!r}")
+        return Mandate(ref, status, session["status"])
+
+    def _setup_intent(self, ref: str) -> dict[str, Any]:
+        """The SetupIntent with its PaymentMethod expanded (its ``customer`` is null once detached)."""
+        intent = self._call(self._client.v1.setup_intents.retrieve, ref, params={"expand": ["payment_method"]})
+        return intent.to_dict()
+
+    @staticmethod
+    def _mandate(intent: Mapping[str, Any]) -> Mandate:
+        status = SETUP_MANDATE.get(intent["status"])
+        if status is None:
+            raise ProviderError(f"Stripe SetupIntent {intent['id']} has an undocumented status {intent['status']!r}")
+        card = intent.get("payment_method")
+        if status is MandateStatus.ACTIVE and isinstance(card, Mapping) and not card.get("customer"):
+            return Mandate(intent["id"], MandateStatus.CANCELLED, "succeeded:payment_method_detached")
+        return Mandate(intent["id"], status, intent["status"])
+
+    def create_collection(self, mandate_ref: str, amount: Decimal, currency: str, charge_date: dt.date | None,
+                          description: str, idempotency_key: str) -> Collection:
+        """``POST /v1/payment_intents`` confirmed off-session on the saved card, now (docs.stripe.com/payments/
+        save-and-reuse "charge the saved payment method later"; ``_payment_intent_create_params.py``). A card
+        cannot be charged on a later date, so a ``charge_date`` after today (UTC, a day's grace for the firm's
+        zone) is refused. A decline is Stripe's 402 card_error with the PaymentIntent in ``error.payment_intent``
+        (docs.stripe.com/declines): that is a failed collection, not a refusal; a retry under the same key is
+        answered the same 402 (docs.stripe.com/idempotency), so it gives the same failed collection."""
+        if charge_date is not None and charge_date > dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1):
+            raise ProviderError(f"Stripe charges a saved card when asked; it cannot hold a charge until {charge_date}")
+        try:
+            minor = to_minor(amount, currency)
+        except DataError as exc:
+            raise ProviderError(str(exc)) from None
+        mandate = self.get_mandate(mandate_ref)
+        if mandate.status is not MandateStatus.ACTIVE:
+            raise ProviderError(f"Stripe: the saved card {mandate_ref} is {mandate.status} ({mandate.raw_status}); "
+                                "it cannot be charged")
+        intent = self._setup_intent(mandate.ref)
+        card = intent["payment_method"]
+        metadata = {COLLECTION_KEY: clip(idempotency_key, METADATA_VALUE_MAX), MANDATE_KEY: mandate.ref}
+        if charge_date is not None:
+            metadata[CHARGE_DATE_KEY] = charge_date.isoformat()
+        params: PaymentIntentCreateParams = {
+            "amount": minor,
+            "currency": currency.lower(),
+            "customer": intent["customer"],
+            "payment_method": card["id"] if isinstance(card, Mapping) else card,
+            "allowed_payment_method_types": ["card"],
+            "off_session": True,
+            "confirm": True,
+            "description": clip(description, DESCRIPTION_MAX),
+            "metadata": metadata,
+        }
+        try:
+            made = self._client.v1.payment_intents.create(params=params, options={"idempotency_key": idempotency_key})
+        except stripe.CardError as exc:
+            body: Any = exc.json_body or {}
+            declined = (body.get("error") or {}).get("payment_intent")
+            if not isinstance(declined, Mapping):
+                raise ProviderError(f"Stripe declined the card: {exc.user_message or exc}") from exc
+            return self._collection(declined, False)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return self._collection(made.to_dict(), False)
+
+    def get_collection(self, ref: str) -> Collection:
+        """``GET /v1/payment_intents/{id}?expand[]=latest_charge``: the charge says whether it is disputed."""
+        if not ref.startswith("pi_"):
+            raise LinkNotFound(f"Stripe: no such payment_intent: {ref!r}")
+        intent = self._call(self._client.v1.payment_intents.retrieve, ref,
+                            params={"expand": ["latest_charge"]}).to_dict()
+        charge = intent.get("latest_charge")
+        return self._collection(intent, isinstance(charge, Mapping) and bool(charge.get("disputed")))
+
+    @staticmethod
+    def _collection(intent: Mapping[str, Any], disputed: bool) -> Collection:
+        if COLLECTION_KEY not in (intent.get("metadata") or {}):
+            raise LinkNotFound(f"Stripe: {intent['id']} is no collection of ours (a link's payment)")
+        status = COLLECTION_STATUS.get(intent["status"])
+        if status is None:
+            raise ProviderError(f"Stripe PaymentIntent {intent['id']} has a status a collection never has: "
+                                f"{intent['status']!r}")
+        if status is CollectionStatus.CONFIRMED and disputed:
+            status = CollectionStatus.CHARGED_BACK
+        currency = intent["currency"].upper()
+        day = (intent.get("metadata") or {}).get(CHARGE_DATE_KEY)
+        return Collection(intent["id"], status, from_minor(int(intent["amount"]), currency), currency,
+                          dt.date.fromisoformat(day) if day else
+                          dt.datetime.fromtimestamp(intent["created"], dt.UTC).date())
+
+    def cancel_collection(self, ref: str) -> Collection:
+        """``POST /v1/payment_intents/{id}/cancel``; Stripe refuses it once succeeded (400
+        payment_intent_unexpected_state: only requires_* and processing intents can be canceled)."""
+        current = self.get_collection(ref)
+        if current.status is CollectionStatus.CANCELLED:
+            return current  # a retried cancel whose answer was lost
+        try:
+            self._call(self._client.v1.payment_intents.cancel, ref)
+        except LinkNotFound:
+            raise
+        except ProviderError as exc:
+            now = self.get_collection(ref)
+            raise CollectionCancelRefused(f"Stripe would not cancel {ref} ({now.status}): {exc}", now) from exc
+        return self.get_collection(ref)
+
+    def _collection_event(self, raw: Mapping[str, Any], intent: Mapping[str, Any], kind: EventKind,
+                          status: CollectionStatus, occurred: dt.datetime) -> ProviderEvent:
+        currency = intent["currency"].upper()
+        return ProviderEvent(raw["id"], kind, occurred, None, intent["id"],
+                             from_minor(int(intent["amount"]), currency), currency, PaymentMethod.DIRECT_DEBIT,
+                             raw_status=status.value, mandate_ref=(intent.get("metadata") or {}).get(MANDATE_KEY))
+
+    def _card_event(self, raw: Mapping[str, Any], obj: Mapping[str, Any],
+                    occurred: dt.datetime) -> ProviderEvent | None:
+        """payment_intent.* of our collections (a link's PaymentIntents are told by its metadata: no collection
+        key; their results come from its checkout.session.* events) and a detached card."""
+        event_type = raw["type"]
+        if event_type == "payment_method.detached":
+            found = self._call(self._client.v1.setup_intents.list,
+                               params={"payment_method": obj["id"], "limit": 1}).to_dict()["data"]
+            if not found:
+                return None  # a card saved otherwise than by our setup
+            return ProviderEvent(raw["id"], EventKind.MANDATE_CHANGED, occurred, None, None, None, None,
+                                 PaymentMethod.DIRECT_DEBIT, raw_status=MandateStatus.CANCELLED.value,
+                                 mandate_ref=found[0]["id"])
+        if COLLECTION_KEY not in (obj.get("metadata") or {}):
+            return None
+        status = COLLECTION_STATUS.get(obj["status"])
+        if event_type == "payment_intent.payment_failed":
+            status = CollectionStatus.FAILED  # the event says it; the object may have moved on since
+        if status is None:
+            raise ProviderError(f"Stripe {event_type} for {obj['id']} with status {obj['status']!r}")
+        return self._collection_event(raw, obj, INTENT_EVENTS[event_type], status, occurred)
+
+    def _setup_event(self, raw: Mapping[str, Any], obj: Mapping[str, Any], occurred: dt.datetime) -> ProviderEvent:
+        """A setup session finished (its SetupIntent is the mandate) or expired unfinished."""
+        if raw["type"] == "checkout.session.expired" or not obj.get("setup_intent"):
+            return ProviderEvent(raw["id"], EventKind.MANDATE_CHANGED, occurred, obj["id"], None, None, None,
+                                 PaymentMethod.DIRECT_DEBIT, raw_status=MandateStatus.EXPIRED.value,
+                                 mandate_ref=obj["id"])
+        mandate = self._mandate(self._setup_intent(obj["setup_intent"]))
+        return ProviderEvent(raw["id"], EventKind.MANDATE_CHANGED, occurred, obj["id"], None, None, None,
+                             PaymentMethod.DIRECT_DEBIT, raw_status=mandate.status.value, mandate_ref=mandate.ref)
 
     # --- payouts and refunds ---------------------------------------------------------------------------------
 

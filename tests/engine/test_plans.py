@@ -29,9 +29,10 @@ from directdebit_support import (
     set_balance,
     sync,
 )
+from fakes.stripe_api import FakeStripe
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from money_support import MoneyWorld, post_all, runtime_for
+from money_support import MoneyWorld, StripeMoney, post_all, runtime_for
 from tests_support import STAFF, bearer
 
 from agent.cli.main import main
@@ -328,20 +329,27 @@ def test_plans_in_the_local_api(rt: Runtime, home: Path) -> None:
     assert client.post("/plans/plan_nope/cancel", headers=auth).status_code == 404
 
 
-@pytest.mark.parametrize("money", ["gocardless", "sandbox"], indirect=True)  # Stripe holds no mandates
+@pytest.mark.parametrize("money", ["gocardless", "sandbox", "stripe"], indirect=True)
 def test_a_3000_bill_in_six_monthly_instalments_at_each_direct_debit_provider(home: Path, money: MoneyWorld) -> None:
     """The issue's case at the GoCardless fake (payments with a charge_date on the mandate, as the API reference
-    documents) and the sandbox: each instalment posted once, a charged-back one reversed, the debt paid to the end."""
+    documents), the sandbox and Stripe (a card saved in setup-mode Checkout, a PaymentIntent charged off-session on
+    each instalment's date): each instalment posted once, a charged-back one reversed, the debt paid to the end."""
     bill = add_bill(home, "INV-3000", 300000, DUE)
     rt = runtime_for(home, money)
     try:
         money.activate_mandate(rt.directdebit.setup_mandate(STAFF, PAYER, "operating").setup_ref)
         poller = EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01)
         poller.poll()
+        held = rt.directdebit.holds_collections("operating")
+        assert held is (money.name != "stripe")
         view = engine(rt).create(STAFF, PlanRequest(MATTER, count=6))
         assert [i.amount for i in view.instalments] == [Decimal("500.00")] * 6
         for n in range(6):
-            engine(rt, TODAY + dt.timedelta(days=31 * n)).submit_due()
+            due_on = view.instalments[n].due_on
+            if not held:  # a card is charged on the instalment's date, not a day before
+                engine(rt, due_on - dt.timedelta(days=1)).submit_due()
+                assert instalment_refs(rt, view.id or "")[n] is None
+            engine(rt, due_on - dt.timedelta(days=LEAD_DAYS if held else 0)).submit_due()
             ref = instalment_refs(rt, view.id or "")[n]
             assert ref is not None
             money.collect(ref)
@@ -405,3 +413,73 @@ def test_instalments_are_collected_once_each_when_the_job_is_killed_at_random(rt
     post_all(rt)
     mine = receipts(home, refs)
     assert sum(p for _, p in mine) == 300001 and len(mine) == 30 and balance(home, bill) == 0
+
+
+@pytest.mark.parametrize("money", ["stripe"], indirect=True)
+def test_a_declined_card_instalment_is_reported_and_the_plan_goes_on(home: Path, money: MoneyWorld) -> None:
+    """Stripe declines the second charge (402 card_declined): the instalment is failed, nothing is posted for it,
+    it is still owed, and the plan charges the next instalments on their dates (the engine does not retry it:
+    a card decline has no retry on the provider's terms, unlike GoCardless's Success+)."""
+    bill = add_bill(home, "INV-CARD", 90000, DUE)
+    rt = runtime_for(home, money)
+    try:
+        money.activate_mandate(rt.directdebit.setup_mandate(STAFF, PAYER, "operating").setup_ref)
+        poller = EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01)
+        poller.poll()
+        view = engine(rt).create(STAFF, PlanRequest(MATTER, count=3, first=TODAY))
+        plan_id = view.id or ""
+        for n, instalment in enumerate(view.instalments):
+            if n == 1:
+                assert isinstance(money, StripeMoney)
+                money.decline_next()
+            engine(rt, instalment.due_on).submit_due()
+            poller.poll()
+            post_all(rt)
+        states = [i.state for i in rt.plans.get(plan_id).instalments]
+        assert states == ["confirmed", "failed", "confirmed"]
+        refs = instalment_refs(rt, plan_id)
+        assert [p for _, p in receipts(home, refs)] == [30000, 30000]
+        assert balance(home, bill) == 30000  # the declined instalment is still owed
+        assert rt.plans.get(plan_id).status == "ended"
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("money", ["stripe"], indirect=True)
+def test_a_saved_card_is_never_charged_for_a_statement_by_itself(home: Path, money: MoneyWorld) -> None:
+    """Automatic collection and Pay Now need a provider that holds a collection to its date; a card saved for a
+    plan is charged for the plan's instalments alone."""
+    add_bill(home, "INV-AUTO", 12000, DUE)
+    rt = runtime_for(home, money)
+    try:
+        money.activate_mandate(rt.directdebit.setup_mandate(STAFF, PAYER, "operating").setup_ref)
+        EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
+        assert [m.status for m in rt.directdebit.list_mandates(PAYER)] == ["active"]
+        assert rt.directdebit.schedule_collections(TODAY).created == []
+        with pytest.raises(RuleError, match="payment plan's instalments only"):
+            rt.directdebit.request_manual(STAFF, "INV-AUTO", Decimal("10.00"), today=TODAY)
+        assert rt.directdebit.list_collections() == []
+        assert isinstance(money, StripeMoney)
+        assert all(api.payment_intents == {} for api in money.apis.values() if isinstance(api, FakeStripe))
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("money", ["stripe"], indirect=True)
+def test_plans_create_on_a_stripe_account_from_the_command_line(home: Path, money: MoneyWorld,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI goes through the engines: a plan on a saved card is made, and no card is charged before an
+    instalment's date (the first, by default, is LEAD_DAYS ahead: a held provider would submit it now)."""
+    add_bill(home, "INV-CLI", 12000, DUE)
+    rt = runtime_for(home, money)
+    try:
+        money.activate_mandate(rt.directdebit.setup_mandate(STAFF, PAYER, "operating").setup_ref)
+        EventPoller(rt.store, rt.provider("operating"), "operating", retry_initial=0.01).poll()
+        base = ["--home", str(home)]
+        assert main([*base, "plans", "create", "--matter", MATTER, "--instalments", "3"]) == 0
+        assert "[ACTIVE]" in capsys.readouterr().out
+        [plan] = rt.plans.list()
+        assert [i.state for i in plan.instalments] == ["scheduled"] * 3  # the first is due in LEAD_DAYS days
+        assert rt.directdebit.list_collections() == []
+    finally:
+        rt.close()

@@ -23,6 +23,33 @@ stripe-node issue 1944, and /work/shared/notes/provider-apis.md.
   tie-break by status tolerate it); only a dispute's reinstatement is stamped a second later than anything
   before it, as it comes weeks after the dispute.
 
+Saved cards and off-session charges (a payment plan's instalments: stripe-python ``_customer.py``,
+``_setup_intent.py``, ``_payment_intent.py``, ``_payment_method.py``, ``_error.py`` ``CardError``, ``params/
+checkout/_session_create_params.py``, ``params/_payment_intent_create_params.py``, ``params/
+_setup_intent_list_params.py``; docs.stripe.com/payments/save-and-reuse?platform=checkout, /api/payment_intents,
+/declines/codes, /error-codes, /api/events/types):
+
+* ``POST /v1/customers`` (name, email, metadata). ``POST /v1/checkout/sessions`` with ``mode=setup``: no line
+  items, ``currency`` "required in setup mode when allowed_payment_method_types is not set", optional ``customer``; its
+  ``setup_intent`` is null until the payer finishes. ``complete_setup`` is the payer entering a test card: a
+  PaymentMethod (type card) attached to the customer, a SetupIntent ``succeeded`` (usage off_session), the
+  session ``complete`` with ``payment_status`` ``no_payment_required``, and the events ``setup_intent.succeeded``
+  and ``checkout.session.completed``. ``GET /v1/setup_intents/{id}`` and ``?payment_method=`` list;
+  ``POST /v1/payment_methods/{id}/detach`` (``detach``) clears its ``customer`` and emits
+  ``payment_method.detached``; a detached card cannot be charged again (400).
+* ``POST /v1/payment_intents`` with ``confirm=true`` and ``off_session=true`` on the customer's card: a card
+  charge has no waiting stage, so it answers ``succeeded`` (a charge, its balance transaction and the card fee)
+  with ``payment_intent.created``, ``charge.succeeded`` and ``payment_intent.succeeded``. After
+  ``decline_next`` it answers 402 ``card_error`` / ``card_declined`` with the PaymentIntent in
+  ``error.payment_intent``, now ``requires_payment_method`` with ``last_payment_error``, and emits
+  ``payment_intent.payment_failed``. Keyed, so a replay gives the same object and other parameters under the same
+  key are a 400 ``idempotency_error`` (above). ``POST /v1/payment_intents/{id}/cancel`` only from
+  requires_payment_method / requires_capture / requires_confirmation / requires_action / processing, else 400
+  ``payment_intent_unexpected_state``; it emits ``payment_intent.canceled``. ``expand[]=latest_charge`` gives the
+  charge (``disputed``). ``charge_back`` works on these charges as on Checkout's.
+* Checkout's own PaymentIntents (a paid link) emit ``payment_intent.succeeded`` too, carrying
+  ``payment_intent_data[metadata]``.
+
 Payouts, balance transactions and refunds (stripe-python ``_payout.py``, ``_balance_transaction.py``,
 ``_refund.py``, ``params/_balance_transaction_list_params.py``, ``params/_refund_create_params.py``;
 docs.stripe.com/payouts/reconciliation, /reports/balance-transaction-types, /reports/reporting-categories,
@@ -95,6 +122,10 @@ class FakeStripe(FakeAPI):
         self.balance_transactions: dict[str, Json] = {}
         self._paid_in: dict[str, str] = {}  # balance transaction -> the payout that carried it
         self.max_page = 100  # the API's largest page; limit_pages makes it smaller
+        self.customers: dict[str, Json] = {}
+        self.setup_intents: dict[str, Json] = {}
+        self.payment_methods: dict[str, Json] = {}
+        self._declines = 0
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):014d}"
@@ -165,8 +196,11 @@ class FakeStripe(FakeAPI):
             return self._list(request, path, data)
         if request.method == "GET" and path == "/v1/disputes":
             return self._list(request, path, list(self.disputes.values()))
-        if path.startswith(("/v1/refunds", "/v1/payouts", "/v1/balance_transactions")):
-            return self._money(request, form)
+        sections = {"refunds": self._money, "payouts": self._money, "balance_transactions": self._money,
+                    "customers": self._cards, "setup_intents": self._cards, "payment_methods": self._cards,
+                    "payment_intents": self._intents}
+        if (handler := sections.get([*path.split("/"), "", "", ""][2])) is not None:
+            return handler(request, form)
         if request.method == "GET" and path == "/v1/events":
             types = {v for k, v in request.query if re.fullmatch(r"types\[\d*\]", k)}
             return self._list(request, path, [e for e in self.events if not types or e["type"] in types])
@@ -177,6 +211,166 @@ class FakeStripe(FakeAPI):
                                                  code="resource_missing", param="id"))
             return json_response(200, event)
         return json_response(404, _error("invalid_request_error", f"Unrecognized request URL ({path})."))
+
+    def _cards(self, request: Request, form: dict[str, str]) -> Response:
+        """Customers, SetupIntents, PaymentMethods and PaymentIntents (saved cards charged off-session)."""
+        path, method = request.path, request.method
+        if method == "POST" and path == "/v1/customers":
+            made: Json = {"id": self._id("cus"), "object": "customer", "name": form.get("name"),
+                          "email": form.get("email"), "metadata": _nested(form, "metadata"),
+                          "created": int(time.time()), "livemode": False}
+            self.customers[made["id"]] = made
+            return json_response(200, made)
+        if method == "GET" and path == "/v1/setup_intents":
+            card, customer = request.param("payment_method"), request.param("customer")
+            return self._list(request, path, [i for i in self.setup_intents.values()
+                                              if card in (None, i["payment_method"])
+                                              and customer in (None, i["customer"])])
+        if method == "GET" and (m := re.fullmatch(r"/v1/(setup_intents|payment_methods|payment_intents)/(\w+)", path)):
+            found: Json | None = getattr(self, m[1]).get(m[2])
+            if found is None:
+                return self._no_such(m[1][:-1], m[2], "intent" if "intents" in m[1] else "payment_method")
+            return json_response(200, self._expanded(request, found))
+        if method == "POST" and (m := re.fullmatch(r"/v1/payment_methods/(\w+)/detach", path)):
+            pm = self.payment_methods.get(m[1])
+            if pm is None:
+                return self._no_such("payment_method", m[1], "payment_method")
+            if pm["customer"] is None:
+                return json_response(400, _error("invalid_request_error", "The payment method you provided is "
+                                                 "not attached to a customer so detachment is impossible."))
+            self._detach(pm)
+            return json_response(200, pm)
+        return json_response(404, _error("invalid_request_error", f"Unrecognized request URL ({path})."))
+
+    def _intents(self, request: Request, form: dict[str, str]) -> Response:
+        """PaymentIntents: create (confirmed off-session), retrieve, cancel."""
+        path, method = request.path, request.method
+        if method == "GET" and (m := re.fullmatch(r"/v1/payment_intents/(\w+)", path)):
+            return self._cards(request, form)
+        if method == "POST" and path == "/v1/payment_intents":
+            return self._create_intent(form)
+        if method == "POST" and (m := re.fullmatch(r"/v1/payment_intents/(\w+)/cancel", path)):
+            intent = self.payment_intents.get(m[1])
+            if intent is None:
+                return self._no_such("payment_intent", m[1], "intent")
+            cancellable = ("requires_payment_method", "requires_capture", "requires_confirmation", "requires_action",
+                           "processing")
+            if intent["status"] not in cancellable:
+                return json_response(400, _error(
+                    "invalid_request_error", "You cannot cancel this PaymentIntent because it has a status of "
+                    f"{intent['status']}. Only a PaymentIntent with one of the following statuses may be canceled: "
+                    f"{', '.join(cancellable)}.", code="payment_intent_unexpected_state"))
+            intent.update(status="canceled", canceled_at=int(time.time()),
+                          cancellation_reason=form.get("cancellation_reason"))
+            self._event("payment_intent.canceled", intent)
+            return json_response(200, intent)
+        return json_response(404, _error("invalid_request_error", f"Unrecognized request URL ({path})."))
+
+    def _expanded(self, request: Request, obj: Json) -> Json:
+        """``expand[]=latest_charge`` / ``payment_method``: the object in place of its id."""
+        expand = {v for k, v in request.query if re.fullmatch(r"expand\[\d*\]", k)}
+        out = dict(obj)
+        if "latest_charge" in expand and out.get("latest_charge"):
+            out["latest_charge"] = self.charges[out["latest_charge"]]
+        if "payment_method" in expand and out.get("payment_method"):
+            out["payment_method"] = self.payment_methods[out["payment_method"]]
+        return out
+
+    def _create_intent(self, form: dict[str, str]) -> Response:
+        """POST /v1/payment_intents, confirmed off-session on a saved card."""
+        amount = int(form.get("amount") or 0)
+        if amount <= 0:
+            return json_response(400, _error("invalid_request_error", "Invalid integer: must be positive.",
+                                             param="amount"))
+        if not form.get("currency"):
+            return json_response(400, _error("invalid_request_error", "Missing required param: currency.",
+                                             code="parameter_missing", param="currency"))
+        pm = self.payment_methods.get(form.get("payment_method", ""))
+        customer = form.get("customer")
+        if pm is None:
+            return self._no_such("PaymentMethod", form.get("payment_method", ""), "payment_method", 400)
+        if pm["customer"] is None:
+            return json_response(400, _error(
+                "invalid_request_error", "The provided PaymentMethod was previously used with a PaymentIntent without "
+                "Customer attachment, shared with a connected account without Customer attachment, or was detached "
+                "from a Customer. It may not be used again.", param="payment_method"))
+        if pm["customer"] != customer:
+            return json_response(400, _error("invalid_request_error", "The provided PaymentMethod does not belong "
+                                             f"to Customer {customer}.", param="payment_method"))
+        intent = {"id": self._id("pi"), "object": "payment_intent", "amount": amount, "amount_received": 0,
+                  "currency": form["currency"], "customer": customer, "payment_method": pm["id"],
+                  "description": form.get("description"), "metadata": _nested(form, "metadata"),
+                  "status": "requires_confirmation", "created": int(time.time()), "latest_charge": None,
+                  "last_payment_error": None, "canceled_at": None, "cancellation_reason": None,
+                  "capture_method": "automatic", "confirmation_method": "automatic", "livemode": False}
+        self.payment_intents[intent["id"]] = intent
+        self._event("payment_intent.created", intent)
+        if form.get("confirm") != "true":
+            return json_response(200, intent)
+        if self._declines:
+            self._declines -= 1
+            error = {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
+                     "message": "Your card was declined.", "payment_method": dict(pm)}
+            intent.update(status="requires_payment_method", last_payment_error=error)
+            self._event("payment_intent.payment_failed", intent)
+            return json_response(402, {"error": {**error, "payment_intent": dict(intent)}})
+        intent.update(status="succeeded", amount_received=amount)
+        intent["latest_charge"] = self._charge_intent(intent)
+        self._event("charge.succeeded", self.charges[intent["latest_charge"]])
+        self._event("payment_intent.succeeded", intent)
+        return json_response(200, intent)
+
+    def _charge_intent(self, intent: Json) -> str:
+        """The charge a succeeded PaymentIntent made, with its balance transaction and the card fee."""
+        amount = intent["amount"]
+        charge = {"id": self._id("ch"), "object": "charge", "amount": amount, "amount_refunded": 0,
+                  "refunded": False, "currency": intent["currency"], "payment_intent": intent["id"],
+                  "status": "succeeded", "disputed": False, "created": int(time.time()), "balance_transaction": None}
+        fee = int((Decimal(amount) * CARD_RATE).quantize(Decimal(1), ROUND_HALF_UP)) + CARD_FIXED
+        charge["balance_transaction"] = self._transaction("charge", "charge", amount, fee, charge)
+        self.charges[charge["id"]] = charge
+        return str(charge["id"])
+
+    def _detach(self, pm: Json) -> None:
+        pm["customer"] = None
+        event_obj = dict(pm)
+        self._event("payment_method.detached", event_obj)
+
+    # --- the payer's card and the card networks (saved cards) ------------------------------------------------
+
+    def complete_setup(self, session_id: str, card: str = "4242424242424242") -> str:
+        """The payer enters a test card on a setup-mode session; returns the SetupIntent's id."""
+        with self.lock:
+            session = self.sessions[session_id]
+            assert session["mode"] == "setup" and session["status"] == "open", session
+            customer = session["customer"]
+            pm = {"id": self._id("pm"), "object": "payment_method", "type": "card", "customer": customer,
+                  "card": {"brand": "visa", "last4": card[-4:], "exp_month": 12, "exp_year": 2030},
+                  "created": int(time.time()), "livemode": False}
+            self.payment_methods[pm["id"]] = pm
+            intent = {"id": self._id("seti"), "object": "setup_intent", "status": "succeeded", "customer": customer,
+                      "payment_method": pm["id"], "usage": "off_session", "created": int(time.time()),
+                      "metadata": {}, "last_setup_error": None, "livemode": False}
+            self.setup_intents[intent["id"]] = intent
+            session.update(status="complete", setup_intent=intent["id"])
+            self._event("setup_intent.succeeded", intent)
+            self._event("checkout.session.completed", session)
+            return str(intent["id"])
+
+    def detach(self, payment_method: str) -> None:
+        """The firm removes the saved card (the payer asked, or their bank cancelled the card)."""
+        with self.lock:
+            self._detach(self.payment_methods[payment_method])
+
+    def decline_next(self, times: int = 1) -> None:
+        """The payer's bank declines the next off-session charges (test card 4000000000000002's card_declined)."""
+        with self.lock:
+            self._declines += times
+
+    def set_intent_status(self, payment_intent: str, status: str) -> None:
+        """Stripe's record of the PaymentIntent says ``status`` (any it documents), however it got there."""
+        with self.lock:
+            self.payment_intents[payment_intent]["status"] = status
 
     def _money(self, request: Request, form: dict[str, str]) -> Response:
         """Refunds, payouts and balance transactions."""
@@ -262,13 +456,9 @@ class FakeStripe(FakeAPI):
 
     def _charge(self, session: Json) -> None:
         """The payment succeeded: a charge and its balance transaction, the card fee taken from it."""
-        amount = session["amount_total"]
-        charge = {"id": self._id("ch"), "object": "charge", "amount": amount, "amount_refunded": 0,
-                  "refunded": False, "currency": session["currency"], "payment_intent": session["payment_intent"],
-                  "status": "succeeded", "disputed": False, "created": int(time.time()), "balance_transaction": None}
-        fee = int((Decimal(amount) * CARD_RATE).quantize(Decimal(1), ROUND_HALF_UP)) + CARD_FIXED
-        charge["balance_transaction"] = self._transaction("charge", "charge", amount, fee, charge)
-        self.charges[charge["id"]] = charge
+        intent = self.payment_intents[session["payment_intent"]]
+        intent.update(status="succeeded", amount_received=intent["amount"], latest_charge=self._charge_intent(intent))
+        self._event("payment_intent.succeeded", intent)
 
     def owes(self) -> bool:
         """Whether a balance transaction is waiting for a payout."""
@@ -352,6 +542,8 @@ class FakeStripe(FakeAPI):
                 _error("invalid_request_error", "Missing required param: success_url.", code="parameter_missing",
                        param="success_url"),
             )
+        if form.get("mode") == "setup":
+            return self._create_setup(form, now, expires_at)
         amount = int(form.get("line_items[0][price_data][unit_amount]") or 0)
         if amount <= 0:
             return json_response(
@@ -391,6 +583,30 @@ class FakeStripe(FakeAPI):
             "payment_intent": None,
             "livemode": False,
         }
+        self.sessions[session_id] = session
+        return json_response(200, session)
+
+    def _create_setup(self, form: dict[str, str], now: int, expires_at: int) -> Response:
+        """A setup-mode session: saves a card for later, takes no money (no line items)."""
+        if any(k.startswith("line_items") for k in form):
+            return json_response(400, _error("invalid_request_error", "You can not pass `line_items` in `setup` "
+                                             "mode.", param="line_items"))
+        if not form.get("currency") and not any(k.startswith("allowed_payment_method_types") for k in form):
+            return json_response(400, _error("invalid_request_error", "Missing required param: currency.",
+                                             code="parameter_missing", param="currency"))
+        customer = form.get("customer")
+        if customer is not None and customer not in self.customers:
+            return self._no_such("customer", customer, "customer", 400)
+        if (refused := self._too_long(form)) is not None:
+            return refused
+        session_id = self._id("cs_test")
+        session = {"id": session_id, "object": "checkout.session", "mode": "setup", "status": "open",
+                   "payment_status": "no_payment_required", "amount_total": None, "amount_subtotal": None,
+                   "currency": form.get("currency"), "customer": customer,
+                   "url": f"https://checkout.stripe.com/c/pay/{session_id}", "success_url": form.get("success_url"),
+                   "expires_at": expires_at, "created": now, "client_reference_id": form.get("client_reference_id"),
+                   "metadata": _nested(form, "metadata"), "setup_intent": None, "payment_intent": None,
+                   "livemode": False}
         self.sessions[session_id] = session
         return json_response(200, session)
 
@@ -491,7 +707,8 @@ class FakeStripe(FakeAPI):
             session.update(status="complete", payment_intent=intent)
             self.payment_intents[intent] = {
                 "id": intent, "object": "payment_intent", "amount": session["amount_total"],
-                "currency": session["currency"], **self._intent_data[session_id]}
+                "currency": session["currency"], "status": "processing", "customer": None, "payment_method": None,
+                "latest_charge": None, "created": int(time.time()), **self._intent_data[session_id]}
             self._event("checkout.session.completed", session)
             if confirm:
                 session["payment_status"] = "paid"
@@ -504,19 +721,22 @@ class FakeStripe(FakeAPI):
 
     def fail(self, payment_intent: str) -> None:
         with self.lock:
+            intent = self.payment_intents[payment_intent]
+            intent["status"] = "requires_payment_method"
+            self._event("payment_intent.payment_failed", intent)
             self._event("checkout.session.async_payment_failed", self._by_intent(payment_intent))
 
     def charge_back(self, payment_intent: str) -> None:
         """The payer disputes the charge: the amount and the dispute fee are withdrawn from the firm's balance
         (a balance transaction of type adjustment, reporting_category dispute)."""
         with self.lock:
-            session = self._by_intent(payment_intent)
+            intent = self.payment_intents[payment_intent]
             charge = next((c for c in self.charges.values() if c["payment_intent"] == payment_intent), None)
             dispute = {
                 "id": self._id("dp"),
                 "object": "dispute",
-                "amount": session["amount_total"],
-                "currency": session["currency"],
+                "amount": intent["amount"],
+                "currency": intent["currency"],
                 "payment_intent": payment_intent,
                 "charge": charge["id"] if charge else self._id("ch"),
                 "reason": "fraudulent",
