@@ -10,6 +10,7 @@ import logging
 import threading
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.core.scrub import ScrubFilter
@@ -29,7 +30,7 @@ from agent.state import StateStore
 from agent.state.accounts import stamp_kinds
 from agent.state.anchor import CHECKPOINTS, SECRET, Checkpoint, Checkpoints, Latest, Seal, firm_latest
 from connectors.database.contract import Connector
-from connectors.plugins import CONNECTOR_GROUP, PROVIDER_GROUP, load
+from connectors.plugins import CONNECTOR_GROUP, PROVIDER_GROUP, available, load
 from connectors.providers.contract import Provider
 from mappings.format import MappingFile, load_mapping
 from postings.outbox import Outbox
@@ -46,6 +47,20 @@ def resolve_relative(mapping: MappingFile, folder: Path) -> MappingFile:
             source = mapping.source.model_copy(update={"url": f"sqlite:///{(folder / path).resolve()}"})
             return mapping.model_copy(update={"source": source})
     return mapping
+
+
+def check_plugins(settings: Settings, mapping: MappingFile) -> None:
+    """Every plugin the configuration names, loaded and verified, and its options read: a broken plugin or a
+    mistyped option is refused when the configuration is read (start, check, hot reload), not at first use."""
+    load(CONNECTOR_GROUP, mapping.source.connector, Connector).options_of(mapping.source)
+    for account in settings.accounts.values():
+        load(PROVIDER_GROUP, account.provider, Provider).options_of(account)
+
+
+def connector_options() -> dict[str, dict[str, Any]]:
+    """Each installed connector's name and the JSON Schema of its ``source.options``, for the mapping schema."""
+    return {name: load(CONNECTOR_GROUP, name, Connector).Options.model_json_schema()
+            for name in available(CONNECTOR_GROUP)}
 
 
 def open_connector(mapping: MappingFile, secrets: Secrets) -> Connector:
@@ -79,7 +94,9 @@ class Runtime:
     @cached_property
     def mapping(self) -> MappingFile:
         path = self.settings.mapping_path
-        return resolve_relative(load_mapping(path, self.settings.trust_accounts), path.parent)
+        mapping = resolve_relative(load_mapping(path, self.settings.trust_accounts), path.parent)
+        check_plugins(self.settings, mapping)
+        return mapping
 
     @cached_property
     def audit_seal(self) -> Seal:

@@ -3,21 +3,30 @@
 A third party ships a plugin by declaring it under ``ledgerlink.connectors`` or ``ledgerlink.providers`` in its
 own package's metadata. What it registers must be a subclass of the contract (connectors.database.contract's
 ``Connector``, connectors.providers.contract's ``Provider``) with every abstract method implemented and every
-overridden method callable as the contract's is; anything else is refused at once with a message that names the
-plugin and the method, rather than failing later inside a job.
+overridden method callable as the contract's is, its declarations (``capabilities``, ``Options``) true to its
+class; anything else is refused at once with a message that names the plugin and the method, rather than failing
+later inside a job.
+
+A plugin's own settings (a connector's ``source.options``, a provider account's ``options``) are a
+``PluginOptions`` model declared on the class as ``Options``: unknown keys are refused, naming the key and the
+options the plugin has.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
-from typing import TypeVar
+from typing import Any, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent.core.errors import ConfigurationError
 
 __all__ = [
     "CONNECTOR_GROUP",
     "PROVIDER_GROUP",
+    "PluginOptions",
     "available",
     "contract_problems",
     "load",
@@ -50,9 +59,31 @@ def load(group: str, name: str, contract: type[T]) -> type[T]:
     return plugin
 
 
+class PluginOptions(BaseModel):
+    """A plugin's own settings; subclass it with the plugin's fields and declare it as the class's ``Options``.
+    This base has none, so a plugin that declares nothing refuses every key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any], where: str, plugin: str) -> Self:
+        """``options`` validated; a ConfigurationError naming each bad key under ``where`` (e.g.
+        ``accounts.trust.options``) and the options ``plugin`` (e.g. "the stripe provider") has."""
+        try:
+            return cls.model_validate(dict(options))
+        except ValidationError as exc:
+            has = ", ".join(cls.model_fields) or "no options"
+            problems = "; ".join(
+                f"{where}.{'.'.join(map(str, e['loc']))}: "
+                + (f"is not an option of {plugin} (it has {has})" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in exc.errors())
+            raise ConfigurationError(problems) from None
+
+
 def contract_problems(plugin: type, contract: type) -> list[str]:
-    """What keeps ``plugin`` from standing in for ``contract``: methods left abstract, and overridden methods whose
-    parameters differ from the contract's (a call the engines make would fail inside a job, not at start)."""
+    """What keeps ``plugin`` from standing in for ``contract``: methods left abstract, overridden methods whose
+    parameters differ from the contract's (a call the engines make would fail inside a job, not at start), and
+    declarations the contract's own ``declaration_problems`` finds untrue (always the contract's version)."""
     problems = [f"{plugin.__name__}.{m} is not implemented" for m in sorted(getattr(plugin, "__abstractmethods__",
                                                                                     ()))]
     for method in sorted(_methods(contract)):
@@ -64,6 +95,9 @@ def contract_problems(plugin: type, contract: type) -> list[str]:
         if mismatch:
             problems.append(f"{plugin.__name__}.{method}{_shape(theirs)} {mismatch} (the contract: "
                             f"{method}{_shape(ours)})")
+    declared = inspect.getattr_static(contract, "declaration_problems", None)
+    if isinstance(declared, classmethod):
+        problems += declared.__func__(plugin)
     return problems
 
 

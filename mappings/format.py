@@ -8,7 +8,7 @@ one pass. ``ledgerlink mapping schema`` exports the JSON Schema for editors (map
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -390,10 +390,20 @@ class MappingFile(_Strict):
         return self
 
 
-def json_schema() -> dict[str, Any]:
+def json_schema(options: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The mapping file's JSON Schema; ``options``: each connector's name and the JSON Schema of its
+    ``source.options`` (its Options model), applied by ``source.connector`` so an editor flags a mistyped key."""
     schema = MappingFile.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Ledgerlink mapping file"
+    default = SourceConfig.model_fields["connector"].default
+    rules = []
+    for name, model in sorted((options or {}).items()):
+        named = {"properties": {"connector": {"const": name}}, "required": ["connector"]}
+        chosen = {"anyOf": [named, {"not": {"required": ["connector"]}}]} if name == default else named
+        rules.append({"if": chosen, "then": {"properties": {"options": model}}})
+    if rules:
+        schema["$defs"]["SourceConfig"]["allOf"] = rules
     return schema
 
 

@@ -19,7 +19,7 @@ from agent.home.demo import init_home
 from agent.home.firm import init_firm_home
 from agent.home.secrets import Secrets
 from agent.home.settings import load_settings
-from agent.runtime import Runtime
+from agent.runtime import Runtime, check_plugins, connector_options
 from agent.service.loop import run_service
 from agent.state.lock import active_agent
 from agent.state.mirror import quarantined_rows
@@ -147,7 +147,9 @@ def _provider_problems(rt: Runtime) -> list[str]:
 
 def cmd_mapping_check(args: argparse.Namespace, rt: Runtime | None) -> int:
     # The home's settings say which accounts hold client money: their payments need postings.trust.
-    mapping = load_mapping(args.file, load_settings(args.home).trust_accounts)
+    settings = load_settings(args.home)
+    mapping = load_mapping(args.file, settings.trust_accounts)
+    check_plugins(settings, mapping)
     print(
         f"{args.file}: ok ({', '.join(mapping.entities)}; postings: "
         f"{mapping.postings.kind if mapping.postings else 'none'})"
@@ -156,7 +158,7 @@ def cmd_mapping_check(args: argparse.Namespace, rt: Runtime | None) -> int:
 
 
 def cmd_mapping_schema(args: argparse.Namespace, rt: Runtime | None) -> int:
-    text = json.dumps(json_schema(), indent=2) + "\n"
+    text = json.dumps(json_schema(connector_options()), indent=2) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:

@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from agent.core.errors import DataError
 
@@ -332,6 +332,9 @@ def _reminder_days(days: list[int]) -> list[int]:
     return sorted(set(days))
 
 
+LEGACY_OPTIONS = {"success_url", "payout_fees"}  # provider options once written on the account itself
+
+
 class MerchantAccount(BaseModel):
     """A receiving account at a provider (e.g. operating and trust), with its own credentials and link rules."""
 
@@ -350,27 +353,35 @@ class MerchantAccount(BaseModel):
     )
     webhook_secret: str | None = Field(default=None, description="Secret reference for webhook signatures.")
     api_base: str | None = Field(default=None, description="Override the provider's API address (tests, sandboxes).")
-    success_url: str | None = Field(
-        default=None,
-        description="Where the payer lands after paying at a hosted page (Stripe Checkout requires one); "
-        "{CHECKOUT_SESSION_ID} is filled in by Stripe. Unset: the provider's default page.",
-    )
     expiry_days: int = Field(default=7, ge=1, le=90)
     default_message: Annotated[str, AfterValidator(check_message)] = (
         "Please use the secure link below to pay {amount} for {description}.")
     disclaimer: str = ""
     reminder_days: Annotated[list[int], AfterValidator(_reminder_days)] = Field(default_factory=lambda: [3, 7, 14])
     remind_before_expiry_days: int | None = 1
-    payout_fees: Literal["gross", "net"] = Field(
-        default="gross",
-        description="Sandbox only: gross pays this account out in full and takes its fees from the fees_account's "
-        "payout (the compliant set-up for trust money); net deducts them from this account's own payout.",
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The provider's own settings (the provider's Options model, e.g. Stripe's success_url, the "
+        "sandbox's payout_fees); a key the provider does not have is refused when the configuration is checked.",
     )
     fees_account: str | None = Field(
         default=None,
         description="The operating account whose payouts carry this account's fees and whose money tops up a "
         "trust account paid out net of fees; unset: the default account.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_keys_into_options(cls, data: Any) -> Any:
+        """Configs written before provider options had their own table kept these two keys on the account; they
+        are read into ``options``, where the provider's model checks them."""
+        if isinstance(data, dict) and LEGACY_OPTIONS & data.keys():
+            data = dict(data)
+            options = dict(data.get("options") or {})
+            for key in LEGACY_OPTIONS & data.keys():
+                options.setdefault(key, data.pop(key))
+            data["options"] = options
+        return data
 
 
 ActorKind = Literal["user", "job", "intake", "cli", "system"]

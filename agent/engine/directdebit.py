@@ -56,6 +56,7 @@ from connectors.providers.contract import (
     Provider,
     ProviderError,
     ProviderEvent,
+    direct_debit,
 )
 
 log = logging.getLogger("ledgerlink.directdebit")
@@ -148,15 +149,15 @@ class DirectDebit:
 
     def _provider(self, account: str) -> DirectDebitProvider:
         provider = self.providers(account)
-        if not isinstance(provider, DirectDebitProvider):
+        if not provider.capabilities.direct_debit:
             raise RuleError(f"account {account!r} uses {provider.name}, which offers no Direct Debit")
-        return provider
+        return direct_debit(provider)
 
     def holds_collections(self, account: str) -> bool:
-        """Whether the account's provider holds a collection until its charge date (contract.DirectDebitProvider):
+        """Whether the account's provider holds a collection until its charge date (contract.Capabilities):
         only then are statements collected automatically, or by Pay Now; a card saved for a plan (Stripe) is
         charged when the collection is made, so it is used for the plan's instalments on their dates alone."""
-        return self._provider(account).holds_collections
+        return self.providers(account).capabilities.holds_collections
 
     def setup_mandate(self, actor: Actor, payer_key: str, account: str | None = None) -> MandateView:
         """Send the payer the provider's mandate flow; a payer with a mandate that is not over gets it back.

@@ -379,7 +379,7 @@ class LinkEngine:
         """Insert the link row as ``creating``; if the debt already has one (a concurrent request), return it."""
         provider = self.providers(account.name)
         now = utcnow()
-        expiry = min(dt.timedelta(days=account.expiry_days), provider.max_expiry)
+        expiry = min(dt.timedelta(days=account.expiry_days), provider.capabilities.max_expiry)
         link_id = new_id()
         values = dict(
             id=link_id, account=account.name, provider=provider.name, status=LINK_CREATING, amount=amount,

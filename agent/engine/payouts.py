@@ -29,7 +29,7 @@ from agent.home.settings import Settings
 from agent.state import StateStore, audit
 from agent.state.schema import Row, payout_items, payouts, refunds
 from agent.state.store import utcnow
-from connectors.providers.contract import Payout, PayoutItem, PayoutItemKind, PayoutProvider, PayoutStatus, Provider
+from connectors.providers.contract import Payout, PayoutItem, PayoutItemKind, PayoutStatus, Provider, pays_out
 from connectors.providers.sandbox import SandboxProvider
 from mappings.format import SECTIONS, MappingFile, ProcedurePostings, SqlPostings
 from postings.outbox import enqueue_payout_posting, enqueue_payout_reversal
@@ -143,10 +143,10 @@ class Payouts:
         failed: list[str] = []
         for name, account in self.settings.accounts.items():
             provider = self.providers(name)
-            if not isinstance(provider, PayoutProvider):
+            if not provider.capabilities.payouts:
                 continue
             try:
-                found = call(provider.payouts, since or self._since(name), attempts=self.attempts,
+                found = call(pays_out(provider).payouts, since or self._since(name), attempts=self.attempts,
                              initial=self.retry_initial)
                 for payout in found:
                     self._one(account, provider, payout, result)
@@ -173,8 +173,7 @@ class Payouts:
             if known["status"] != payout.status.value:
                 self._moved(known, account, payout, result)
             return
-        assert isinstance(provider, PayoutProvider)
-        items = call(provider.payout_items, payout.ref, attempts=self.attempts, initial=self.retry_initial)
+        items = call(pays_out(provider).payout_items, payout.ref, attempts=self.attempts, initial=self.retry_initial)
         try:
             breach = self._store(account, provider.name, payout, items, result)
         except IntegrityError:
@@ -261,7 +260,7 @@ class Payouts:
         status = self.store.component_status()
         reasons = []
         for name, account in self.settings.accounts.items():
-            if not isinstance(self.providers(name), PayoutProvider):
+            if not self.providers(name).capabilities.payouts:
                 continue
             last = status.get(f"payouts:{name}", {}).get("last_ok_at")
             read = f"read {last:%Y-%m-%d %H:%M} UTC" if last else "not read yet"

@@ -14,7 +14,7 @@ was paid elsewhere or lowered, and a voided debt ends the plan. The instalments 
 collections in what is owed, so no link or other collection asks for the same money.
 
 Where the provider charges when a collection is made instead of holding it to a date (a card saved at Stripe:
-``DirectDebitProvider.holds_collections`` False), an instalment is submitted on its date, not LEAD_DAYS ahead,
+``Capabilities.holds_collections`` False), an instalment is submitted on its date, not LEAD_DAYS ahead,
 with no charge date: the card is charged that day.
 
 Instalments are collected one by one as payments with a charge date, not as a GoCardless instalment schedule:

@@ -31,7 +31,7 @@ from agent.core.retry import call
 from agent.state import StateStore, audit
 from agent.state.schema import Row, payments, refunds
 from agent.state.store import utcnow
-from connectors.providers.contract import PayoutProvider, Provider, ProviderError, RefundStatus
+from connectors.providers.contract import Provider, ProviderError, RefundStatus, pays_out
 from postings.outbox import enqueue_refund, refund_room
 
 log = logging.getLogger("ledgerlink.refunds")
@@ -167,11 +167,11 @@ class Refunds:
         refund requested, for ``resume``."""
         row = self._get(refund_id)
         provider = self.providers(row["account"])
-        if not isinstance(provider, PayoutProvider):
+        if not provider.capabilities.payouts:
             self._fail(refund_id, f"{provider.name} cannot refund through Ledgerlink", actor)
             raise RuleError(f"account {row['account']!r} uses {provider.name}, which cannot refund through Ledgerlink")
         try:
-            result = call(provider.refund, row["payment_ref"], row["amount"], row["currency"], row["reason"],
+            result = call(pays_out(provider).refund, row["payment_ref"], row["amount"], row["currency"], row["reason"],
                           row["idempotency_key"], attempts=self.attempts, initial=self.retry_initial)
         except ProviderError as exc:
             self._fail(refund_id, str(exc), actor)

@@ -139,8 +139,8 @@ kind = "client"          # client money (SRA Accounts Rules): posted to the matt
 provider = "sandbox"
 currency = "GBP"
 expiry_days = 14
-payout_fees = "gross"    # sandbox: paid out in full, its fees charged to fees_account's payout
 fees_account = "operating"
+options = { payout_fees = "gross" }  # sandbox: paid out in full, its fees charged to fees_account's payout
 """
 
 

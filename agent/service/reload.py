@@ -23,7 +23,7 @@ from agent.core.errors import ConfigurationError, LedgerlinkError
 from agent.core.model import Actor
 from agent.core.scrub import scrub
 from agent.home.settings import load_settings
-from agent.runtime import Runtime, open_connector, resolve_relative
+from agent.runtime import Runtime, check_plugins, open_connector, resolve_relative
 from agent.state import audit
 from mappings.format import MappingFile, load_mapping
 
@@ -149,6 +149,7 @@ class ConfigWatcher:
             settings = load_settings(self.rt.settings.home)
             faulty = path = settings.mapping_path
             mapping = resolve_relative(load_mapping(path, settings.trust_accounts), path.parent)
+            check_plugins(settings, mapping)
             rehearse_mapping(mapping, self.rt)
         except ConfigurationError as exc:
             return self._refused(str(exc), faulty)

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from agent.core.errors import ConfigurationError, DataError, LedgerlinkError
 from agent.core.model import MAX_INTEGER_DIGITS, check_decimals, exponent, from_minor, to_decimal
 from agent.state.schema import FIRM_TABLES
+from connectors.plugins import PluginOptions
 from mappings.format import (
     AUDIT_SECTION,
     POSTING_PARAMS,
@@ -29,6 +30,7 @@ from mappings.format import (
     MappingFile,
     ProcedurePostings,
     ProcedureWrite,
+    SourceConfig,
     SqlPostings,
     SqlWrite,
     SqlWriteBack,
@@ -40,6 +42,7 @@ __all__ = [
     "TRANSACTIONAL_DDL",
     "Batch",
     "BulkRead",
+    "Capabilities",
     "Connector",
     "EntityInfo",
     "Position",
@@ -603,6 +606,20 @@ def clock_horizon(sample: Any, now: dt.datetime, seconds: int, zone: ZoneInfo) -
     return None
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What one connector can do beyond the abstract methods, declared once on its class and read by the sync
+    engine, ``check`` and the connector kit alike (each flag true exactly when the class implements the method)."""
+
+    # The source database works in another process (a server): the sync reads the next page on a thread while it
+    # stores this one. An in-process engine (SQLite) would only take turns with the store for the GIL, and
+    # measured slower that way (bench/sync.py).
+    reads_elsewhere: bool = True
+    bulk_read: bool = False  # whole entities as Arrow record batches (bulk_read), for a full sync
+    read_keys: bool = False  # raw rows by key (read_keys): a quarantined row is retried on every pass
+    rehearses_writes: bool = False  # postings statements tried in a rolled-back transaction (rehearse_write)
+
+
 class Connector(ABC):
     """One firm database: read mapped entities incrementally, and write postings idempotently.
 
@@ -611,18 +628,46 @@ class Connector(ABC):
     """
 
     name: ClassVar[str]
-    # The source database works in another process (a server): the sync reads the next page on a thread while it
-    # stores this one. An in-process engine (SQLite) would only take turns with the store for the GIL, and
-    # measured slower that way (bench/sync.py), so its connector sets this False.
-    reads_elsewhere: bool = True
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    Options: ClassVar[type[PluginOptions]] = PluginOptions  # the mapping's ``source.options``; none by default
 
     def __init__(self, mapping: MappingFile, password: str | None = None) -> None:
+        self.options = self.options_of(mapping.source)
         self.mapping = mapping
         self.password = password
         self.zone = ZoneInfo(mapping.timezone)
         # keyed by plain str: callers name an entity with text (the CLI, the sync's state rows)
         self.converters: dict[str, RowConverter] = {
             e: RowConverter(e, em, mapping) for e, em in mapping.entities.items()}
+
+    @classmethod
+    def options_of(cls, source: SourceConfig) -> PluginOptions:
+        """The mapping's ``source.options`` as this connector's model; a ConfigurationError naming a bad key."""
+        return cls.Options.parse(source.options, "source.options", f"the {cls.name} connector")
+
+    @property
+    def reads_elsewhere(self) -> bool:
+        """Whether this database works in another process (``Capabilities.reads_elsewhere``); an instance may
+        know better than its class (the sqlalchemy connector on a SQLite file: no)."""
+        return self.capabilities.reads_elsewhere
+
+    @classmethod
+    def declaration_problems(cls) -> list[str]:
+        """What is untrue in the class's declarations (plugins.load refuses the plugin for any); not overridden."""
+        caps = getattr(cls, "capabilities", None)
+        if not isinstance(caps, Capabilities):
+            return [f"{cls.__name__}.capabilities is not a connectors.database.contract.Capabilities"]
+        problems = [] if isinstance(getattr(cls, "name", None), str) else [f"{cls.__name__}.name is not set"]
+        if not (isinstance(cls.Options, type) and issubclass(cls.Options, PluginOptions)):
+            problems.append(f"{cls.__name__}.Options is not a connectors.plugins.PluginOptions")
+        for flag, method in (("bulk_read", "bulk_read"), ("read_keys", "read_keys"),
+                             ("rehearses_writes", "rehearse_write")):
+            keeps = getattr(cls, method) is not getattr(Connector, method)
+            if getattr(caps, flag) != keeps:
+                said = "declares" if getattr(caps, flag) else "does not declare"
+                does = "does not implement" if not keeps else "implements"
+                problems.append(f"{cls.__name__}.capabilities {said} {flag} but {does} Connector.{method}")
+        return problems
 
     @abstractmethod
     def check(self) -> None:

@@ -12,10 +12,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import pyodbc
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from agent.core.errors import ConfigurationError, LedgerlinkError
 from connectors.database.contract import (
+    Capabilities,
     Connector,
     EntityInfo,
     Rehearsal,
@@ -29,36 +30,26 @@ from connectors.database.contract import (
 )
 from connectors.database.errors import NotReady, classify
 from connectors.database.odbctext import QUOTES, default_quote, with_password
+from connectors.plugins import PluginOptions
 from mappings.format import MappingFile, RequestTable
 from mappings.sqlparams import to_qmark
 
 
-class ODBCOptions(BaseModel):
+class ODBCOptions(PluginOptions):
     """The odbc connector's ``source.options``. A key not named here is refused: a mistyped option that was
     silently ignored would leave the connector quoting or paging in a way the admin did not choose."""
-
-    model_config = ConfigDict(extra="forbid")
 
     quote: Literal['"', "`", "["] | None = Field(None, description="How names are quoted; by driver when omitted.")
     paging: Literal["limit", "top", "fetch"] | None = Field(None, description="LIMIT, TOP or FETCH FIRST.")
     query_timeout: int = Field(60, ge=1, le=86_400, description="Seconds a query may run.")
     wchar_encoding: str | None = Field(None, description="How the driver encodes wide-character columns.")
 
-    @classmethod
-    def of(cls, options: Mapping[str, Any]) -> ODBCOptions:
-        try:
-            return cls.model_validate(options)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"source.options.{'.'.join(map(str, e['loc']))}: "
-                + ("is not an option of the odbc connector (it has quote, paging, query_timeout and "
-                   "wchar_encoding)" if e["type"] == "extra_forbidden" else e["msg"])
-                for e in exc.errors())
-            raise ConfigurationError(f"{problems}; see mappings/README.md, source") from None
-
 
 class ODBCConnector(Connector):
     name = "odbc"
+    capabilities = Capabilities(read_keys=True, rehearses_writes=True)
+    Options = ODBCOptions
+    options: ODBCOptions  # set by Connector.__init__ from source.options
 
     def __init__(self, mapping: MappingFile, password: str | None = None) -> None:
         super().__init__(mapping, password)
@@ -67,7 +58,7 @@ class ODBCConnector(Connector):
             raise ConfigurationError("the odbc connector needs source.connection_string (or DSN=name)")
         self.connection_string = with_password(source.connection_string, password)
         driver = source.connection_string.lower()
-        options = ODBCOptions.of(source.options)
+        options = self.options
         self.quote = QUOTES[options.quote or default_quote(driver)[0]]
         self.paging = options.paging or ("top" if "sql server" in driver else "limit")
         self.query_timeout = options.query_timeout

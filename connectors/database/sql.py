@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
+from pydantic import Field
 from sqlalchemy import (
     Connection,
     Engine,
@@ -28,6 +29,7 @@ from agent.core.errors import ConfigurationError, LedgerlinkError
 from connectors.database import arrow
 from connectors.database.contract import (
     BulkRead,
+    Capabilities,
     Connector,
     EntityInfo,
     Rehearsal,
@@ -41,6 +43,7 @@ from connectors.database.contract import (
 )
 from connectors.database.driver import DriverFailed, DriverWriter, direct, mapping_text
 from connectors.database.errors import NotReady, classify
+from connectors.plugins import PluginOptions
 from mappings.format import MappingFile, RequestTable, SqlWriteBack
 from mappings.sqlparams import param_names
 
@@ -84,8 +87,24 @@ def bound(sql: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return {name: params[name] for name in param_names(sql)}
 
 
+class SQLAlchemyOptions(PluginOptions):
+    """The sqlalchemy connector's ``source.options``: the ``create_engine`` keywords an admin tunes for the firm's
+    server. Any other key is refused, naming it."""
+
+    pool_size: int | None = Field(None, ge=1, description="Connections kept open (create_engine pool_size).")
+    max_overflow: int | None = Field(None, ge=0, description="Connections opened beyond pool_size at a peak.")
+    pool_timeout: float | None = Field(None, gt=0, description="Seconds to wait for a free connection.")
+    pool_recycle: int = Field(1800, description="Seconds after which a connection is opened anew (-1: never).")
+    pool_pre_ping: bool = Field(True, description="Test a connection before each use (a server restart is met).")
+    isolation_level: str | None = Field(None, description="The driver's isolation level name, e.g. READ COMMITTED.")
+    connect_args: dict[str, Any] = Field(default_factory=dict, description="Keywords for the DBAPI's connect().")
+
+
 class SQLAlchemyConnector(Connector):
     name = "sqlalchemy"
+    capabilities = Capabilities(bulk_read=True, read_keys=True, rehearses_writes=True)
+    Options = SQLAlchemyOptions
+    options: SQLAlchemyOptions  # set by Connector.__init__ from source.options
 
     def __init__(self, mapping: MappingFile, password: str | None = None) -> None:
         super().__init__(mapping, password)
@@ -96,14 +115,15 @@ class SQLAlchemyConnector(Connector):
             url = make_url(source.url)
             if password is not None:
                 url = url.set(password=password)
-            options = {"pool_pre_ping": True, "pool_recycle": 1800, **source.options}
+            options = self.options.model_dump(exclude_none=True)
+            if not options["connect_args"]:
+                del options["connect_args"]
             self.engine: Engine = create_engine(url, **options)
         except TypeError as exc:  # a keyword create_engine does not take
             raise ConfigurationError(f"source.options: {exc}; they are create_engine's keywords") from None
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise ConfigurationError(f"source.url {source.url!r}: {exc}") from None
         if self.engine.dialect.name == "sqlite":
-            self.reads_elsewhere = False
             event.listen(self.engine, "connect", _sqlite_autocommit)
             event.listen(self.engine, "begin", _sqlite_begin)
         self.froms: dict[str, FromClause] = {e: _from(c.selection) for e, c in self.converters.items()}
@@ -115,6 +135,11 @@ class SQLAlchemyConnector(Connector):
             return fn()
         except DBAPIError as exc:
             raise classify(exc, context) from None
+
+    @property
+    def reads_elsewhere(self) -> bool:
+        """A SQLite file is read in this process: a read-ahead thread would only take turns with the store."""
+        return self.engine.dialect.name != "sqlite"
 
     def check(self) -> None:
         def probe() -> None:

@@ -3,6 +3,11 @@
 Small on purpose (pluggy-style): the link engine owns every business rule, a provider only talks to its API.
 Payments are learnt by polling ``events`` from a stored cursor, so the agent needs no inbound port; webhook
 verification is offered for installations that can receive them.
+
+A provider describes itself once, on its class: ``capabilities`` (a ``Capabilities`` value: its payment methods,
+longest link life, what its API can and cannot do, which optional contracts it keeps) is read by the engines and
+by the contract kits alike, and ``Options`` is the model of an account's provider-specific ``options``.
+``connectors.plugins.load`` refuses a class whose declarations are untrue (``Provider.declaration_problems``).
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar
 
+from agent.core.errors import ConfigurationError
 from agent.core.errors import ProviderError as ProviderError  # re-exported: the contract's refusal, in the one tree
 from agent.core.model import MerchantAccount
+from connectors.plugins import PluginOptions
 
 __all__ = [
     "CancelRefused",
+    "Capabilities",
     "Collection",
     "CollectionCancelRefused",
     "CollectionStatus",
@@ -47,6 +55,8 @@ __all__ = [
     "RefundRefused",
     "RefundStatus",
     "clip",
+    "direct_debit",
+    "pays_out",
 ]
 
 
@@ -167,17 +177,96 @@ class InvalidSignature(ProviderError):
     pass
 
 
+class MandateStatus(StrEnum):
+    """GoCardless's documented mandate statuses, kept exactly: the sandbox speaks the same vocabulary."""
+
+    PENDING_CUSTOMER_APPROVAL = "pending_customer_approval"
+    PENDING_SUBMISSION = "pending_submission"
+    SUBMITTED = "submitted"
+    ACTIVE = "active"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    CONSUMED = "consumed"
+    BLOCKED = "blocked"
+    SUSPENDED_BY_PAYER = "suspended_by_payer"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What one provider can do, declared once on its class and read by the engines and the kits alike.
+
+    Each flag that says a provider cannot do something carries the reason in a comment where it is declared.
+    """
+
+    methods: tuple[PaymentMethod, ...]  # how a payer can pay a link there
+    max_expiry: dt.timedelta  # the longest a link may live there; the link engine never asks for longer
+    # Links ---------------------------------------------------------------------------------------------------
+    stable_url: bool = True  # get_link and a repeated create give the original URL
+    # The provider itself closes a link whose time ran out (else the link engine expires it by its own clock)
+    reports_expiry: bool = True
+    cancelled_status: LinkStatus = LinkStatus.CANCELLED  # what get_link says after cancel_link
+    cancel_event: EventKind | None = EventKind.LINK_CANCELLED  # what events() reports for it, if anything
+    shows_firm_name: bool = True  # the payer is shown LinkSpec.firm_name (not only a dashboard-wide name)
+    shows_disclaimer: bool = True  # the payer is shown LinkSpec.disclaimer
+    webhooks: bool = False  # verify_webhook reads signed deliveries
+    # Optional contracts (each true exactly when the class keeps it) ------------------------------------------
+    direct_debit: bool = False  # a DirectDebitProvider: mandates and collections against them
+    payouts: bool = False  # a PayoutProvider: payouts, their items and refunds
+    # Direct Debit: True, the provider holds a collection until its charge date and it can be cancelled until it
+    # goes to the bank (GoCardless pending_submission; the sandbox). False: it charges when the collection is
+    # created (Stripe: a PaymentIntent confirmed off-session on a saved card), so create_collection refuses a
+    # future charge_date, the plan engine submits an instalment on its date, and no statement is collected
+    # automatically.
+    holds_collections: bool = True
+    stable_setup_url: bool = True  # a retried setup_mandate gives the original URL
+    # What get_mandate says by the setup ref before the payer finished
+    pre_approval_status: MandateStatus = MandateStatus.PENDING_CUSTOMER_APPROVAL
+
+
 class Provider(ABC):
     """One merchant account at one provider. Raise agent.core.errors.TransientError for 429/5xx/timeouts."""
 
     name: ClassVar[str]
-    max_expiry: ClassVar[dt.timedelta]
-    methods: ClassVar[tuple[PaymentMethod, ...]]
+    capabilities: ClassVar[Capabilities]
+    Options: ClassVar[type[PluginOptions]] = PluginOptions  # an account's ``options``; none by default
 
     def __init__(self, account: MerchantAccount, credentials: str | None, *, home: str | None = None) -> None:
         self.account = account
         self.credentials = credentials
         self.home = home
+        self.options = self.options_of(account)
+
+    @classmethod
+    def options_of(cls, account: MerchantAccount) -> PluginOptions:
+        """The account's ``options`` as this provider's model; a ConfigurationError naming a bad key."""
+        return cls.Options.parse(account.options, f"accounts.{account.name}.options", f"the {cls.name} provider")
+
+    @classmethod
+    def declaration_problems(cls) -> list[str]:
+        """What is untrue in the class's declarations (plugins.load refuses the plugin for any); not overridden."""
+        caps = getattr(cls, "capabilities", None)
+        if not isinstance(caps, Capabilities):
+            return [f"{cls.__name__}.capabilities is not a connectors.providers.contract.Capabilities"]
+        problems = []
+        if not isinstance(getattr(cls, "name", None), str):
+            problems.append(f"{cls.__name__}.name is not set")
+        if not caps.methods:
+            problems.append(f"{cls.__name__}.capabilities.methods names no payment method")
+        if caps.max_expiry <= dt.timedelta(0):
+            problems.append(f"{cls.__name__}.capabilities.max_expiry is not positive")
+        if not (isinstance(cls.Options, type) and issubclass(cls.Options, PluginOptions)):
+            problems.append(f"{cls.__name__}.Options is not a connectors.plugins.PluginOptions")
+        kept = {"direct_debit": issubclass(cls, DirectDebitProvider), "payouts": issubclass(cls, PayoutProvider),
+                "webhooks": cls.verify_webhook is not Provider.verify_webhook}
+        contracts = {"direct_debit": "DirectDebitProvider", "payouts": "PayoutProvider",
+                     "webhooks": "verify_webhook"}
+        for flag, keeps in kept.items():
+            if getattr(caps, flag) != keeps:
+                said = "declares" if getattr(caps, flag) else "does not declare"
+                does = "does not implement" if not keeps else "implements"
+                problems.append(f"{cls.__name__}.capabilities {said} {flag} but {does} {contracts[flag]}")
+        return problems
 
     @abstractmethod
     def create_link(self, spec: LinkSpec) -> ProviderLink:
@@ -221,21 +310,6 @@ class Provider(ABC):
 
 
 # --- Direct Debit: an optional second contract, for providers that hold mandates --------------------------------
-
-
-class MandateStatus(StrEnum):
-    """GoCardless's documented mandate statuses, kept exactly: the sandbox speaks the same vocabulary."""
-
-    PENDING_CUSTOMER_APPROVAL = "pending_customer_approval"
-    PENDING_SUBMISSION = "pending_submission"
-    SUBMITTED = "submitted"
-    ACTIVE = "active"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-    CONSUMED = "consumed"
-    BLOCKED = "blocked"
-    SUSPENDED_BY_PAYER = "suspended_by_payer"
 
 
 class CollectionStatus(StrEnum):
@@ -302,11 +376,7 @@ class DirectDebitProvider(ABC):
     these; the sandbox shares them; Stripe's are mapped onto them (connectors/providers/stripe.py).
     """
 
-    # True: the provider holds a collection until its charge date and it can be cancelled until it goes to the
-    # bank (GoCardless pending_submission; the sandbox). False: it charges when the collection is created (Stripe:
-    # a PaymentIntent confirmed off-session on a saved card), so create_collection refuses a future charge_date,
-    # the plan engine submits an instalment on its date, and no statement is collected automatically.
-    holds_collections: ClassVar[bool] = True
+    # Whether it holds a collection until its charge date: Capabilities.holds_collections.
 
     @abstractmethod
     def setup_mandate(self, payer: MandatePayer) -> MandateSetup:
@@ -423,3 +493,21 @@ class PayoutProvider(ABC):
     def refund(self, payment_ref: str, amount: Decimal, currency: str, reason: str,
                idempotency_key: str) -> Refund:
         """Refund part or all of a payment; retried with the same key it returns the same refund."""
+
+
+def direct_debit(provider: Provider) -> DirectDebitProvider:
+    """``provider`` as the Direct Debit contract, which its capabilities declare (checked against its class at
+    load); a ConfigurationError naming the account otherwise."""
+    if provider.capabilities.direct_debit and isinstance(provider, DirectDebitProvider):
+        return provider
+    raise ConfigurationError(f"account {provider.account.name!r} is at {provider.name}, which holds no Direct "
+                             "Debit mandates")
+
+
+def pays_out(provider: Provider) -> PayoutProvider:
+    """``provider`` as the payouts-and-refunds contract, which its capabilities declare; a ConfigurationError
+    naming the account otherwise."""
+    if provider.capabilities.payouts and isinstance(provider, PayoutProvider):
+        return provider
+    raise ConfigurationError(f"account {provider.account.name!r} is at {provider.name}, which reports no payouts "
+                             "or refunds")

@@ -30,6 +30,7 @@ from agent.core.errors import DataError, TransientError
 from agent.core.model import MerchantAccount, from_minor, to_minor
 from connectors.providers.contract import (
     CancelRefused,
+    Capabilities,
     Collection,
     CollectionCancelRefused,
     CollectionStatus,
@@ -218,10 +219,22 @@ def _translate(exc: Exception) -> Exception:
 
 class GoCardlessProvider(Provider, DirectDebitProvider, PayoutProvider):
     name: ClassVar[str] = "gocardless"
-    # A Billing Request Flow expires 7 days after creation (API reference example: created_at
-    # 2022-11-01T16:28:31Z, expires_at 2022-11-08T16:28:31Z) and its lifetime cannot be set.
-    max_expiry: ClassVar[dt.timedelta] = FLOW_LIFETIME
-    methods: ClassVar[tuple[PaymentMethod, ...]] = (PaymentMethod.BANK,)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        methods=(PaymentMethod.BANK,),
+        # A Billing Request Flow expires 7 days after creation (API reference example: created_at
+        # 2022-11-01T16:28:31Z, expires_at 2022-11-08T16:28:31Z) and its lifetime cannot be set.
+        max_expiry=FLOW_LIFETIME,
+        # A flow cannot be read back (the flows service has create and initialise only): each create, and each
+        # retried mandate setup, makes a new flow for the same billing request, at a new URL.
+        stable_url=False,
+        stable_setup_url=False,
+        reports_expiry=False,  # billing requests have no expired status (BillingRequest.cs)
+        shows_firm_name=False,  # the payment page shows the creditor's name, set in GoCardless's dashboard
+        shows_disclaimer=False,  # the billing request API has no field for one
+        webhooks=True,
+        direct_debit=True,
+        payouts=True,
+    )
 
     def __init__(
         self,

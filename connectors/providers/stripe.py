@@ -32,11 +32,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import stripe
+from pydantic import Field
 
 from agent.core.errors import DataError, TransientError
 from agent.core.model import MerchantAccount, from_minor, to_minor
+from connectors.plugins import PluginOptions
 from connectors.providers.contract import (
     CancelRefused,
+    Capabilities,
     Collection,
     CollectionCancelRefused,
     CollectionStatus,
@@ -202,13 +205,33 @@ def _translate(exc: stripe.StripeError) -> Exception:
     return ProviderError(f"Stripe refused the request ({status}): {exc.user_message or exc}")
 
 
+class StripeOptions(PluginOptions):
+    """A Stripe account's ``options``."""
+
+    success_url: str | None = Field(
+        default=None,
+        description="Where the payer lands after paying at Checkout (hosted Checkout requires one); "
+        "{CHECKOUT_SESSION_ID} is filled in by Stripe. Unset: the session's own page, shown as complete.",
+    )
+
+
 class StripeProvider(Provider, PayoutProvider, DirectDebitProvider):
     name: ClassVar[str] = "stripe"
-    holds_collections: ClassVar[bool] = False  # a card is charged when the PaymentIntent is confirmed
-    # Checkout Session expires_at "must be between 30 minutes and 24 hours after the current time"
-    # (docs.stripe.com/payments/checkout/managing-limited-inventory).
-    max_expiry: ClassVar[dt.timedelta] = dt.timedelta(hours=24)
-    methods: ClassVar[tuple[PaymentMethod, ...]] = (PaymentMethod.CARD, PaymentMethod.BANK)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        methods=(PaymentMethod.CARD, PaymentMethod.BANK),
+        # Checkout Session expires_at "must be between 30 minutes and 24 hours after the current time"
+        # (docs.stripe.com/payments/checkout/managing-limited-inventory).
+        max_expiry=dt.timedelta(hours=24),
+        cancelled_status=LinkStatus.EXPIRED,  # a session can only be expired (POST /v1/checkout/sessions/:id/expire)
+        cancel_event=EventKind.LINK_EXPIRED,  # ... and reports checkout.session.expired
+        shows_firm_name=False,  # Checkout shows the Stripe account's business name, set in Stripe's dashboard
+        webhooks=True,
+        direct_debit=True,
+        payouts=True,
+        holds_collections=False,  # a card is charged when the PaymentIntent is confirmed
+    )
+    Options: ClassVar[type[PluginOptions]] = StripeOptions
+    options: StripeOptions  # set by Provider.__init__ from the account's options
 
     def __init__(
         self,
@@ -278,7 +301,7 @@ class StripeProvider(Provider, PayoutProvider, DirectDebitProvider):
                 }
             ],
             "expires_at": int(spec.expires_at.timestamp()),
-            "success_url": self.account.success_url or DEFAULT_SUCCESS_URL,
+            "success_url": self.options.success_url or DEFAULT_SUCCESS_URL,
             "customer_email": spec.payer_email,
             "metadata": metadata,
             "payment_intent_data": {
@@ -526,7 +549,7 @@ class StripeProvider(Provider, PayoutProvider, DirectDebitProvider):
             "customer": customer.id,
             "currency": self.account.currency.lower(),
             "allowed_payment_method_types": ["card"],
-            "success_url": self.account.success_url or DEFAULT_SUCCESS_URL,
+            "success_url": self.options.success_url or DEFAULT_SUCCESS_URL,
             "metadata": {"payer": clip(payer.key, METADATA_VALUE_MAX)},
         }
         session = self._call(self._client.v1.checkout.sessions.create, params=params,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import pytest
 
@@ -130,14 +130,8 @@ def _changes(events: list[ProviderEvent]) -> list[ProviderEvent]:
 class DirectDebitContract:
     """Behaviour every DirectDebitProvider owes the Direct Debit and payment-plan engines."""
 
-    # Whether a retried setup_mandate gives the original URL. GoCardless: no - a Billing Request Flow cannot be
-    # read back (the flows service has create and initialise only: /work/shared/notes/provider-apis.md), so a
-    # retry makes a new flow for the same billing request; the setup (its ref) is the same.
-    stable_setup_url: ClassVar[bool] = True
-    # What get_mandate says by the setup ref before the payer finished. GoCardless has no mandate then, only a
-    # billing request (pending, ready_to_fulfil or fulfilling: BillingRequest.cs), which the adapter reports as
-    # pending_customer_approval (gocardless.py SETUP_STATUS); the sandbox's mandate starts in that status.
-    pre_approval_status: ClassVar[MandateStatus] = MandateStatus.PENDING_CUSTOMER_APPROVAL
+    # What the provider cannot do (a stable setup URL, what a mandate reads as before the payer finished, whether
+    # it holds collections until a date) is read from its Provider.capabilities, as the engines read it.
 
     # --- mandates ---------------------------------------------------------------------------------------------
 
@@ -150,7 +144,7 @@ class DirectDebitContract:
         assert setup.url.startswith(("http://", "https://"))
         again = provider.setup_mandate(payer)
         assert again.ref == setup.ref
-        if self.stable_setup_url:
+        if provider.capabilities.stable_setup_url:
             assert again.url == setup.url
         assert world.setup_count() == 1
         other = provider.setup_mandate(_payer())
@@ -164,7 +158,7 @@ class DirectDebitContract:
         the mandate's own ref, which is what collections are made against."""
         setup = provider.setup_mandate(_payer())
         waiting = provider.get_mandate(setup.ref)
-        assert (waiting.ref, waiting.status) == (setup.ref, self.pre_approval_status)
+        assert (waiting.ref, waiting.status) == (setup.ref, provider.capabilities.pre_approval_status)
         assert waiting.raw_status
         mandate_ref = world.authorise(setup)
         got = provider.get_mandate(setup.ref)

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import pytest
 
@@ -46,6 +46,7 @@ from connectors.providers.contract import (
     PayoutProvider,
     PayoutStatus,
     Provider,
+    ProviderError,
     ProviderEvent,
     ProviderLink,
     RefundRefused,
@@ -110,7 +111,7 @@ class WebhookSigner(Protocol):
 def make_spec(provider: Provider, **overrides: object) -> LinkSpec:
     """A valid spec within the provider's expiry limits, unique per call."""
     link_id = uuid.uuid4().hex
-    expiry = min(provider.max_expiry, dt.timedelta(days=2)) - dt.timedelta(hours=1)
+    expiry = min(provider.capabilities.max_expiry, dt.timedelta(days=2)) - dt.timedelta(hours=1)
     values: dict[str, object] = {
         "link_id": link_id,
         "amount": AMOUNT,
@@ -143,6 +144,15 @@ def tied(events: list[ProviderEvent]) -> dict[str, str]:
     return {e.payment_ref: e.link_ref for e in events if e.payment_ref and e.link_ref}
 
 
+def _signer(provider: Provider, webhook: WebhookSigner | None) -> WebhookSigner:
+    """The test's signer where the provider declares webhooks; a provider that declares none is skipped (its
+    refusal is tested apart), and a provider that declares them must be given a signer."""
+    if not provider.capabilities.webhooks:
+        pytest.skip(f"{provider.name} declares no webhooks (Capabilities.webhooks)")
+    assert webhook is not None, f"{provider.name} declares webhooks: give the kit a webhook fixture that signs"
+    return webhook
+
+
 def _need(fixture: object, reason: str) -> None:
     if fixture is None:
         pytest.skip(reason)
@@ -151,16 +161,8 @@ def _need(fixture: object, reason: str) -> None:
 class ProviderContract:
     """Behaviour every provider owes the link engine."""
 
-    cancelled_status: ClassVar[LinkStatus] = LinkStatus.CANCELLED  # what get_link shows after cancel_link
-    cancel_event: ClassVar[EventKind | None] = EventKind.LINK_CANCELLED  # what events() reports, if anything
-    stable_url: ClassVar[bool] = True  # get_link and a repeated create return the original URL
-    # Whether the provider itself closes a link whose time ran out. GoCardless does not: a billing request has no
-    # expired status, only its flow stops working, so the link engine expires the link by its own clock.
-    reports_expiry: ClassVar[bool] = True
-    # Whether the payer is shown the spec's firm name and disclaimer. Stripe and GoCardless show the business or
-    # creditor name set in their dashboards, not one per link; GoCardless's API has no field for a disclaimer.
-    shows_firm_name: ClassVar[bool] = True
-    shows_disclaimer: ClassVar[bool] = True
+    # What the provider cannot do is read from its own declaration (Provider.capabilities), as the engines read
+    # it: the kit holds no list of its own.
 
     def test_payer_sees_what_is_paid_for_and_no_internal_key(self, provider: Provider, payer: World) -> None:
         spec = make_spec(provider, firm_name="Okafor & Co LLP", matter_number="M-2026-0042",
@@ -170,9 +172,9 @@ class ProviderContract:
         seen = payer.payer_view(provider.create_link(spec))
         for text in (f"{spec.currency} 125.50", spec.description, "M-2026-0042", "INV-1042", "INV-1043"):
             assert text in seen, f"{text!r} is not shown to the payer: {seen!r}"
-        if self.shows_firm_name:
+        if provider.capabilities.shows_firm_name:
             assert spec.firm_name in seen
-        if self.shows_disclaimer:
+        if provider.capabilities.shows_disclaimer:
             assert spec.disclaimer in seen
         assert spec.link_id not in seen and spec.idempotency_key not in seen
 
@@ -195,7 +197,7 @@ class ProviderContract:
         got = provider.get_link(link.ref)
         assert got.ref == link.ref
         assert got.status is LinkStatus.OUTSTANDING
-        if self.stable_url:
+        if provider.capabilities.stable_url:
             assert got.url == link.url
 
     def test_get_unknown_link_raises_link_not_found(self, provider: Provider) -> None:
@@ -207,7 +209,7 @@ class ProviderContract:
         first = provider.create_link(spec)
         second = provider.create_link(spec)
         assert second.ref == first.ref
-        if self.stable_url:
+        if provider.capabilities.stable_url:
             assert second.url == first.url
         assert payer.link_count() == 1
         provider.create_link(make_spec(provider))
@@ -271,10 +273,10 @@ class ProviderContract:
         cancelled = provider.cancel_link(link.ref)
         assert cancelled.ref == link.ref
         assert cancelled.status is LinkStatus.CANCELLED
-        assert provider.get_link(link.ref).status is self.cancelled_status
-        if self.cancel_event is not None:
+        assert provider.get_link(link.ref).status is provider.capabilities.cancelled_status
+        if provider.capabilities.cancel_event is not None:
             events, _ = drain(provider, None)
-            assert [e.kind for e in events if e.link_ref == link.ref] == [self.cancel_event]
+            assert [e.kind for e in events if e.link_ref == link.ref] == [provider.capabilities.cancel_event]
 
     def test_cancel_of_paid_link_is_refused(self, provider: Provider, payer: World) -> None:
         link = provider.create_link(make_spec(provider))
@@ -288,7 +290,7 @@ class ProviderContract:
         link = provider.create_link(make_spec(provider))
         payer.expire(link)
         events, _ = drain(provider, None)
-        if not self.reports_expiry:
+        if not provider.capabilities.reports_expiry:
             assert provider.get_link(link.ref).status is LinkStatus.OUTSTANDING
             assert [e.kind for e in events if e.link_ref == link.ref] == []
             assert provider.cancel_link(link.ref).status is LinkStatus.CANCELLED  # what the engine does after
@@ -384,24 +386,28 @@ class ProviderContract:
         assert by_payment[pending_ref].kind is EventKind.PAYMENT_PENDING
         assert tied(snapshot)[payment_ref] == paid.ref and tied(snapshot)[pending_ref] == pending.ref
         closed_kinds = [e.kind for e in snapshot if e.link_ref == closed.ref]
-        assert closed_kinds == [self.cancel_event or EventKind.LINK_CANCELLED]
+        assert closed_kinds == [provider.capabilities.cancel_event or EventKind.LINK_CANCELLED]
         assert len({e.event_id for e in snapshot}) == len(snapshot)
         # Ids name the state, so a state already reconciled is not applied twice.
         assert sorted(e.event_id for e in provider.snapshot(since)) == sorted(e.event_id for e in snapshot)
 
+    def test_a_provider_without_webhooks_refuses_a_delivery(self, provider: Provider) -> None:
+        if provider.capabilities.webhooks:
+            pytest.skip(f"{provider.name} takes webhooks: the signature tests below cover it")
+        with pytest.raises(ProviderError):
+            provider.verify_webhook(b"{}", {})
+
     def test_webhook_with_good_signature_is_parsed(
         self, provider: Provider, webhook: WebhookSigner | None
     ) -> None:
-        _need(webhook, "provider takes no webhooks")
-        assert webhook is not None
+        webhook = _signer(provider, webhook)
         body = webhook.body()
         assert provider.verify_webhook(body, webhook.sign(body))
 
     def test_webhook_with_bad_signature_is_rejected(
         self, provider: Provider, webhook: WebhookSigner | None
     ) -> None:
-        _need(webhook, "provider takes no webhooks")
-        assert webhook is not None
+        webhook = _signer(provider, webhook)
         body = webhook.body()
         with pytest.raises(InvalidSignature):
             provider.verify_webhook(body + b" ", webhook.sign(body))
@@ -413,8 +419,7 @@ class ProviderContract:
     def test_webhook_with_old_signature_is_rejected(
         self, provider: Provider, webhook: WebhookSigner | None
     ) -> None:
-        _need(webhook, "provider takes no webhooks")
-        assert webhook is not None
+        webhook = _signer(provider, webhook)
         if not webhook.timestamped:
             pytest.skip("this provider's signatures carry no timestamp")
         body = webhook.body()

@@ -376,8 +376,9 @@ def test_admin_reads_and_changes_account_settings(env: Env) -> None:
     assert changed.status_code == 200 and changed.json()["expiry_days"] == 21
     data = tomllib.loads(env.rt.settings.config_path.read_text())
     assert data["accounts"]["trust"] == {"kind": "client", "provider": "sandbox", "currency": "GBP",
-                                         "expiry_days": 21, "payout_fees": "gross", "fees_account": "operating",
-                                         "reminder_days": [2, 5], "disclaimer": 'Say "hi"\nback'}
+                                         "expiry_days": 21, "options": {"payout_fees": "gross"},
+                                         "fees_account": "operating", "reminder_days": [2, 5],
+                                         "disclaimer": 'Say "hi"\nback'}
     assert data["service_name"] == "Demo Legal LLP" and data["accounts"]["operating"]["expiry_days"] == 7
     settings = load_settings(env.home)  # takes effect on the next start
     assert (settings.accounts["trust"].expiry_days, settings.accounts["trust"].reminder_days) == (21, [2, 5])

@@ -619,7 +619,7 @@ def test_payouts_page_the_client_money_banner_and_the_admin_refund(page: Any, ag
     Payouts page shows each payout's breakdown and whether it adds up, and only an admin sees Refund."""
     link = agent.rt.links.create(STAFF, LinkRequest(matter=THREE, amount=Decimal("200.00"), account="trust"))
     assert link.provider_ref is not None
-    net = agent.rt.settings.accounts["trust"].model_copy(update={"payout_fees": "net"})
+    net = agent.rt.settings.accounts["trust"].model_copy(update={"options": {"payout_fees": "net"}})
     SandboxProvider(net, None, home=str(agent.home))  # the provider's own setting for this account, from now
     sandbox.pay(agent.home, link.provider_ref, method="card")
     office = agent.rt.links.create(STAFF, LinkRequest(matter=SENDS, amount=Decimal("50.00")))

@@ -300,7 +300,7 @@ def test_stripe_refuses_a_session_without_success_url_and_the_adapter_sends_one(
     link = st.create_link(make_spec(st))
     assert st_api.sessions[link.ref]["success_url"] == DEFAULT_SUCCESS_URL
     own = MerchantAccount(name=ACCOUNT, provider="stripe", api_base=st_api.url,
-                          success_url="https://firm.example/paid?s={CHECKOUT_SESSION_ID}")
+                          options={"success_url": "https://firm.example/paid?s={CHECKOUT_SESSION_ID}"})
     link = StripeProvider(own, "sk_test_fake", timeout=2).create_link(make_spec(st))
     assert st_api.sessions[link.ref]["success_url"] == "https://firm.example/paid?s={CHECKOUT_SESSION_ID}"
 

@@ -53,10 +53,7 @@ class TestGoCardlessPayouts(PayoutContract):
 
 
 class TestGoCardlessContract(ProviderContract):
-    stable_url = False  # a flow cannot be read back; each create makes a new flow for the same billing request
-    reports_expiry = False  # billing requests have no expired status (BillingRequest.cs)
-    shows_firm_name = False  # the payment page shows the creditor's name, set in GoCardless's dashboard
-    shows_disclaimer = False  # the billing request API has no field for one
+    """The link contract against the fake; what GoCardless cannot do is in GoCardlessProvider.capabilities."""
 
 
 def test_create_sends_minor_units_metadata_and_prefilled_payer(

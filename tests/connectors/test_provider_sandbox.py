@@ -273,7 +273,7 @@ def test_confirm_later(provider: SandboxProvider, home: Path) -> None:
 
 def _accounts(home: Path, trust_fees: str) -> tuple[SandboxProvider, SandboxProvider]:
     office = SandboxProvider(MerchantAccount(name="office"), None, home=str(home))
-    client = SandboxProvider(MerchantAccount(name="client", kind="client", payout_fees=trust_fees,
+    client = SandboxProvider(MerchantAccount(name="client", kind="client", options={"payout_fees": trust_fees},
                                              fees_account="office"), None, home=str(home))
     return office, client
 

@@ -18,7 +18,6 @@ from agent.core.errors import TransientError
 from agent.core.model import MerchantAccount
 from connectors.providers.contract import (
     EventKind,
-    LinkStatus,
     PayoutItemKind,
     ProviderError,
     RefundRefused,
@@ -61,9 +60,7 @@ class TestStripePayouts(PayoutContract):
 
 
 class TestStripeContract(ProviderContract):
-    cancelled_status = LinkStatus.EXPIRED  # Stripe can only expire a session
-    cancel_event = EventKind.LINK_EXPIRED
-    shows_firm_name = False  # Checkout shows the Stripe account's business name, set in Stripe's dashboard
+    """The link contract against the fake; what Stripe cannot do is in StripeProvider.capabilities."""
 
 
 def test_create_sends_the_documented_parameters(provider: StripeProvider, api: FakeStripe) -> None:

@@ -124,7 +124,7 @@ def test_a_later_charge_date_is_refused_as_a_card_cannot_be_held(provider: Strip
     with pytest.raises(ProviderError, match="cannot hold"):
         provider.create_collection(seti, AMOUNT, "GBP", dt.date.today() + dt.timedelta(days=30), "x", "dd-col_2")
     assert api.payment_intents == {}
-    assert StripeProvider.holds_collections is False
+    assert StripeProvider.capabilities.holds_collections is False
 
 
 def test_a_decline_is_a_failed_collection_and_a_retry_gives_the_same(provider: StripeProvider,

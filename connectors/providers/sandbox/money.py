@@ -13,7 +13,7 @@ bank           1.0%, at least 0.20, at most 2.00
 direct_debit   1.0% + 0.20, at most 4.00
 =============  =====================================
 
-An account set to pay out ``gross`` (MerchantAccount.payout_fees) is paid every payment in full and its fees are
+An account set to pay out ``gross`` (its ``options.payout_fees``) is paid every payment in full and its fees are
 charged to its ``fees_account``'s payout, the compliant set-up for client money; ``net`` deducts them from its own
 payout, which for a trust account is the breach the agent must report.
 """
@@ -87,12 +87,12 @@ def fee_for(amount: Decimal, currency: str, method: str) -> Decimal:
     return fee.quantize(Decimal(1).scaleb(-exponent(currency)), rounding=ROUND_HALF_UP)
 
 
-def register(conn: sqlite3.Connection, account: MerchantAccount) -> None:
+def register(conn: sqlite3.Connection, account: MerchantAccount, payout_fees: str) -> None:
     """Remember how the account is paid out, for the lines its payments write (the provider registers itself)."""
     conn.execute(
         "INSERT INTO accounts (name, payout_fees, fees_account) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
         " SET payout_fees = excluded.payout_fees, fees_account = excluded.fees_account",
-        (account.name, account.payout_fees, account.fees_account or account.name),
+        (account.name, payout_fees, account.fees_account or account.name),
     )
 
 

@@ -6,12 +6,16 @@ import datetime as dt
 import secrets
 import sqlite3
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from agent.core.errors import ConfigurationError, DataError
 from agent.core.model import MerchantAccount, check_decimals
+from connectors.plugins import PluginOptions
 from connectors.providers.contract import (
     CancelRefused,
+    Capabilities,
     Collection,
     CollectionCancelRefused,
     CollectionStatus,
@@ -95,16 +99,28 @@ def _to_event(row: sqlite3.Row) -> ProviderEvent:
     )
 
 
+class SandboxOptions(PluginOptions):
+    """A sandbox account's ``options``."""
+
+    payout_fees: Literal["gross", "net"] = Field(
+        default="gross",
+        description="gross pays this account out in full and takes its fees from the fees_account's payout (the "
+        "compliant set-up for trust money); net deducts them from this account's own payout.",
+    )
+
+
 class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
     """Offline provider: state in ``<home>/sandbox.db``, links paid at ``{api_base}/pay/<ref>``."""
 
     name: ClassVar[str] = "sandbox"
-    max_expiry: ClassVar[dt.timedelta] = dt.timedelta(days=90)
-    methods: ClassVar[tuple[PaymentMethod, ...]] = (
-        PaymentMethod.BANK,
-        PaymentMethod.CARD,
-        PaymentMethod.DIRECT_DEBIT,
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        methods=(PaymentMethod.BANK, PaymentMethod.CARD, PaymentMethod.DIRECT_DEBIT),
+        max_expiry=dt.timedelta(days=90),
+        direct_debit=True,
+        payouts=True,
     )
+    Options: ClassVar[type[PluginOptions]] = SandboxOptions
+    options: SandboxOptions  # set by Provider.__init__ from the account's options
 
     def __init__(self, account: MerchantAccount, credentials: str | None, *, home: str | None = None) -> None:
         super().__init__(account, credentials, home=home)
@@ -113,7 +129,7 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
         self.home: str = home  # the contract allows None; refused above, so every _db(self.home) has a folder
         self.base = (account.api_base or DEFAULT_BASE).rstrip("/")
         with _db(self.home) as conn:
-            register(conn, account)
+            register(conn, account, self.options.payout_fees)
         self._watch = ChangeWatch(home)
         # After a read that reached the end of the feed: its cursor, the file's data_version before it, and the
         # next expiry. The same cursor, the same version and no expiry due: nothing new, without opening the file.
@@ -128,8 +144,8 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
             raise ProviderError(f"amount must be above 0, not {amount}")
         now = _now()
         expires_at = spec.expires_at if spec.expires_at.tzinfo else spec.expires_at.replace(tzinfo=dt.UTC)
-        if not now < expires_at <= now + self.max_expiry:
-            raise ProviderError(f"expires_at must be in the future and within {self.max_expiry.days} days")
+        if not now < expires_at <= now + self.capabilities.max_expiry:
+            raise ProviderError(f"expires_at must be in the future and within {self.capabilities.max_expiry.days} days")
         with _db(self.home) as conn:
             existing = conn.execute(
                 "SELECT * FROM links WHERE account = ? AND idempotency_key = ?",
@@ -225,7 +241,7 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
             _expire(conn, now)
             links = conn.execute(
                 "SELECT * FROM links WHERE account = ? AND created_at >= ?",
-                (self.account.name, _iso(since - self.max_expiry)),
+                (self.account.name, _iso(since - self.capabilities.max_expiry)),
             ).fetchall()
             for link in links:
                 if link["status"] in (LinkStatus.CANCELLED, LinkStatus.EXPIRED):
