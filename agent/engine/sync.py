@@ -377,8 +377,10 @@ class Syncer:
         checkpoint at where a keyset read of everything would have ended; the pass then reads on from there as
         usual (what changed meanwhile). Rows the kernels leave to the row path are stored or quarantined by it.
         None: no bulk read here, or it was abandoned part-way (what it stored is upserted again by the row path)."""
+        if not self.connector.capabilities.bulk_read:
+            return None
         read = self.connector.bulk_read(entity, self.batch_size)
-        if read is None:
+        if read is None:  # declared, but not for this database or this entity (a small SQLite one)
             return None
         table, dialect = FIRM_TABLES[entity], self.store.engine.dialect.name
         count = 0
