@@ -13,6 +13,7 @@ import pytest
 from tests_support import STAFF
 
 from agent.engine.payments import EventPoller
+from agent.engine.plans import Plans
 from agent.engine.sync import Syncer
 from agent.home.demo import init_home
 from agent.runtime import Runtime
@@ -112,3 +113,24 @@ def at_sandbox(home: Path, ref: str | None) -> tuple[str, str]:
     with sqlite3.connect(home / sandbox.DB_NAME) as conn:
         row: tuple[str, str] = conn.execute("SELECT amount, status FROM collections WHERE ref = ?", (ref,)).fetchone()
         return row
+
+
+# --- payment plans ---------------------------------------------------------------------------------------------
+
+
+def plans_on(rt: Runtime, day: dt.date = TODAY) -> Plans:
+    """The plan engine as the service runs it on ``day``."""
+    return Plans(rt.settings, rt.store, rt.directdebit, today=lambda: day)
+
+
+def instalment_refs(rt: Runtime, plan_id: str) -> list[str | None]:
+    """Each instalment's collection at the provider (None: not asked for yet)."""
+    return [rt.directdebit.get_collection(i.collection_id).provider_ref if i.collection_id else None
+            for i in rt.plans.get(plan_id).instalments]
+
+
+def receipts(home: Path, refs: list[str | None]) -> list[tuple[str, int]]:
+    """The firm's receipts for these provider payments, in the order they were written."""
+    with firm(home) as conn:
+        rows = conn.execute("SELECT reference, amount_pence FROM receipts ORDER BY id").fetchall()
+    return [(r, p) for r, p in rows if r.split(":")[0] in refs]

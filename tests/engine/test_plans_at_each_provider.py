@@ -18,12 +18,14 @@ from directdebit_support import (  # noqa: F401  (home_fixture: the pytest fixtu
     add_bill,
     balance,
     home_fixture,
+    instalment_refs,
+    plans_on,
+    receipts,
     set_balance,
     sync,
 )
 from fakes.gocardless_api import FakeGoCardless
 from money_support import GoCardlessMoney, MoneyWorld, SandboxMoney, StripeMoney, post_all, runtime_for
-from test_plans import engine, instalment_refs, receipts
 from tests_support import STAFF
 
 from agent.core.errors import RuleError
@@ -47,7 +49,7 @@ def _submit(rt: Runtime, due_on: dt.date) -> None:
     """The plan job on the day the provider is asked: LEAD_DAYS ahead where it holds a collection to its date,
     on the date itself where it charges at once (a card)."""
     held = rt.provider("operating").capabilities.holds_collections
-    engine(rt, due_on - dt.timedelta(days=LEAD_DAYS if held else 0)).submit_due()
+    plans_on(rt, due_on - dt.timedelta(days=LEAD_DAYS if held else 0)).submit_due()
 
 
 def _fail(money: MoneyWorld, ref: str) -> None:
@@ -68,7 +70,7 @@ def test_a_failed_instalment_is_never_posted_stays_owed_and_the_plan_goes_on(hom
     bill = add_bill(home, "INV-F3", 90000, DUE)
     rt, poller = _with_mandate(home, money)
     try:
-        view = engine(rt).create(STAFF, PlanRequest(MATTER, count=3, first=TODAY + dt.timedelta(days=7)))
+        view = plans_on(rt).create(STAFF, PlanRequest(MATTER, count=3, first=TODAY + dt.timedelta(days=7)))
         plan_id = view.id or ""
         for n, instalment in enumerate(view.instalments):
             if n == 1 and isinstance(money, StripeMoney):
@@ -86,7 +88,7 @@ def test_a_failed_instalment_is_never_posted_stays_owed_and_the_plan_goes_on(hom
         refs = instalment_refs(rt, plan_id)
         assert [p for _, p in receipts(home, refs)] == [30000, 30000]  # nothing for the failed one, each once
         assert balance(home, bill) == 30000  # still owed: the plan never collects a missed instalment again
-        engine(rt, view.instalments[-1].due_on + dt.timedelta(days=1)).submit_due()  # the job's next pass
+        plans_on(rt, view.instalments[-1].due_on + dt.timedelta(days=1)).submit_due()  # the job's next pass
         assert rt.plans.get(plan_id).status == "ended"
     finally:
         rt.close()
@@ -97,7 +99,7 @@ def test_a_debt_paid_elsewhere_mid_plan_trims_what_is_still_to_come(home: Path, 
     bill = add_bill(home, "INV-E4", 40000, DUE)
     rt, poller = _with_mandate(home, money)
     try:
-        view = engine(rt).create(STAFF, PlanRequest(MATTER, count=4, first=TODAY + dt.timedelta(days=7)))
+        view = plans_on(rt).create(STAFF, PlanRequest(MATTER, count=4, first=TODAY + dt.timedelta(days=7)))
         plan_id = view.id or ""
         _submit(rt, view.instalments[0].due_on)
         first = instalment_refs(rt, plan_id)[0]
@@ -107,7 +109,7 @@ def test_a_debt_paid_elsewhere_mid_plan_trims_what_is_still_to_come(home: Path, 
         post_all(rt)
         set_balance(home, bill, 15000)  # the payer paid 150.00 by bank transfer as well
         sync(rt)
-        engine(rt, view.instalments[0].due_on).submit_due()
+        plans_on(rt, view.instalments[0].due_on).submit_due()
         after = rt.plans.get(plan_id)
         assert [(i.amount, i.state) for i in after.instalments] == [
             (Decimal("100.00"), "confirmed"), (Decimal("100.00"), "scheduled"), (Decimal("50.00"), "scheduled"),
@@ -122,7 +124,7 @@ def test_a_debt_paid_elsewhere_mid_plan_trims_what_is_still_to_come(home: Path, 
             sync(rt)
         assert balance(home, bill) == 0  # never more than is owed: 100 + 150 elsewhere + 100 + 50
         assert [p for _, p in receipts(home, instalment_refs(rt, plan_id))] == [10000, 10000, 5000]
-        engine(rt, after.instalments[2].due_on + dt.timedelta(days=1)).submit_due()  # the job's next pass
+        plans_on(rt, after.instalments[2].due_on + dt.timedelta(days=1)).submit_due()  # the job's next pass
         assert rt.plans.get(plan_id).status == "ended"
     finally:
         rt.close()
@@ -137,7 +139,7 @@ def test_a_plan_for_a_payer_in_credit_is_refused_and_nothing_is_asked_of_the_pro
     rt, _ = _with_mandate(home, money)
     try:
         with pytest.raises(RuleError, match="in credit"):
-            engine(rt).create(STAFF, PlanRequest(MATTER, count=2, statements=("INV-C1",)))
+            plans_on(rt).create(STAFF, PlanRequest(MATTER, count=2, statements=("INV-C1",)))
         assert rt.plans.list() == [] and rt.directdebit.list_collections() == []
     finally:
         rt.close()
