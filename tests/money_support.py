@@ -23,6 +23,10 @@ from agent.engine.payments import EventPoller
 from agent.engine.sync import Syncer
 from agent.runtime import Runtime
 from connectors.providers import sandbox
+from connectors.providers.contract import Provider
+from connectors.providers.gocardless import GoCardlessProvider
+from connectors.providers.sandbox.provider import SandboxProvider
+from connectors.providers.stripe import StripeProvider
 
 TRUST_MATTER, TRUST_MATTER_ID = "M-2026-0010", 10
 OFFICE_MATTERS = ("M-2026-0011", "M-2026-0020", "M-2026-0030")
@@ -38,7 +42,7 @@ class MoneyWorld(Protocol):
     name: ClassVar[str]
     fees_billed_apart: ClassVar[bool]  # a gross account's fees are invoiced, in no payout (else the fees_account's)
     repays_failed_payout: ClassVar[bool]  # a returned payout's money is paid out again with the next one
-    holds_mandates: ClassVar[bool]  # Direct Debit: statements collected automatically (a saved card is not that)
+    provider: ClassVar[type[Provider]]  # its class: what it can do is its capabilities
 
     def secrets(self) -> dict[str, str]:
         """Secret name -> value the configured accounts refer to (set in the environment)."""
@@ -80,7 +84,7 @@ class SandboxMoney:
     name: ClassVar[str] = "sandbox"
     fees_billed_apart: ClassVar[bool] = False  # charged to the fees_account's payout
     repays_failed_payout: ClassVar[bool] = True
-    holds_mandates: ClassVar[bool] = True
+    provider: ClassVar[type[Provider]] = SandboxProvider
 
     def __init__(self, home: Path) -> None:
         self.home = home
@@ -130,7 +134,7 @@ class FakeMoney:
     # settle(gross=True): the fees are invoiced (GoCardless) or billed separately (Stripe)
     fees_billed_apart: ClassVar[bool] = True
     repays_failed_payout: ClassVar[bool]
-    holds_mandates: ClassVar[bool]
+    provider: ClassVar[type[Provider]]
 
     def __init__(self, home: Path) -> None:
         self.apis = {"operating": self.server(1), "trust": self.server(10**6)}
@@ -190,7 +194,7 @@ class GoCardlessMoney(FakeMoney):
 
     name = "gocardless"
     repays_failed_payout = False  # a bounced payout is GoCardless's to re-send; the fake does not (Payout.cs)
-    holds_mandates = True
+    provider: ClassVar[type[Provider]] = GoCardlessProvider
 
     @staticmethod
     def server(ids_from: int) -> FakeGoCardless:
@@ -225,7 +229,7 @@ class StripeMoney(FakeMoney):
 
     name = "stripe"
     repays_failed_payout = True  # a payout_failure transaction returns the money to the balance
-    holds_mandates = False  # a saved card pays a plan's instalments; no statement is collected automatically
+    provider: ClassVar[type[Provider]] = StripeProvider
 
     @staticmethod
     def server(ids_from: int) -> FakeStripe:

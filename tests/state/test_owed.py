@@ -24,7 +24,7 @@ from agent.state.schema import postings
 
 DUE = dt.date.today() + dt.timedelta(days=10)
 DD_MATTER = "M-DD"
-DIRECT_DEBIT = sorted(name for name, world in WORLDS.items() if world.holds_mandates)
+DIRECT_DEBIT = sorted(name for name, world in WORLDS.items() if world.provider.capabilities.holds_collections)
 
 
 @pytest.fixture
