@@ -52,6 +52,23 @@ def _submit(rt: Runtime, due_on: dt.date) -> None:
     plans_on(rt, due_on - dt.timedelta(days=LEAD_DAYS if held else 0)).submit_due()
 
 
+def _instalment(rt: Runtime, poller: EventPoller, money: MoneyWorld, plan_id: str, n: int, due_on: dt.date, *,
+                fails: bool = False) -> None:
+    """Instalment ``n`` asked of the provider on its day, paid (or refused by the payer's bank: a card declined
+    when charged, a Direct Debit failed once submitted), its result read and posted."""
+    if fails and isinstance(money, StripeMoney):
+        money.decline_next()  # 402 card_declined
+    _submit(rt, due_on)
+    ref = instalment_refs(rt, plan_id)[n]
+    assert ref is not None, "the instalment was not asked of the provider on its day"
+    if not fails:
+        money.collect(ref)
+    elif not isinstance(money, StripeMoney):
+        _fail(money, ref)
+    poller.poll()
+    post_all(rt)
+
+
 def _fail(money: MoneyWorld, ref: str) -> None:
     """The payer's bank refuses a collection already sent to it, as each provider's back office reports it."""
     if isinstance(money, GoCardlessMoney):
@@ -73,17 +90,7 @@ def test_a_failed_instalment_is_never_posted_stays_owed_and_the_plan_goes_on(hom
         view = plans_on(rt).create(STAFF, PlanRequest(MATTER, count=3, first=TODAY + dt.timedelta(days=7)))
         plan_id = view.id or ""
         for n, instalment in enumerate(view.instalments):
-            if n == 1 and isinstance(money, StripeMoney):
-                money.decline_next()  # a card fails when it is charged: 402 card_declined
-            _submit(rt, instalment.due_on)
-            ref = instalment_refs(rt, plan_id)[n]
-            assert ref is not None
-            if n != 1:
-                money.collect(ref)
-            elif not isinstance(money, StripeMoney):  # a declined card failed when charged
-                _fail(money, ref)
-            poller.poll()
-            post_all(rt)
+            _instalment(rt, poller, money, plan_id, n, instalment.due_on, fails=n == 1)
         assert [i.state for i in rt.plans.get(plan_id).instalments] == ["confirmed", "failed", "confirmed"]
         refs = instalment_refs(rt, plan_id)
         assert [p for _, p in receipts(home, refs)] == [30000, 30000]  # nothing for the failed one, each once
@@ -101,12 +108,7 @@ def test_a_debt_paid_elsewhere_mid_plan_trims_what_is_still_to_come(home: Path, 
     try:
         view = plans_on(rt).create(STAFF, PlanRequest(MATTER, count=4, first=TODAY + dt.timedelta(days=7)))
         plan_id = view.id or ""
-        _submit(rt, view.instalments[0].due_on)
-        first = instalment_refs(rt, plan_id)[0]
-        assert first is not None
-        money.collect(first)
-        poller.poll()
-        post_all(rt)
+        _instalment(rt, poller, money, plan_id, 0, view.instalments[0].due_on)
         set_balance(home, bill, 15000)  # the payer paid 150.00 by bank transfer as well
         sync(rt)
         plans_on(rt, view.instalments[0].due_on).submit_due()
@@ -115,12 +117,7 @@ def test_a_debt_paid_elsewhere_mid_plan_trims_what_is_still_to_come(home: Path, 
             (Decimal("100.00"), "confirmed"), (Decimal("100.00"), "scheduled"), (Decimal("50.00"), "scheduled"),
             (Decimal("100.00"), "cancelled")]
         for n in (1, 2):
-            _submit(rt, after.instalments[n].due_on)
-            ref = instalment_refs(rt, plan_id)[n]
-            assert ref is not None
-            money.collect(ref)
-            poller.poll()
-            post_all(rt)
+            _instalment(rt, poller, money, plan_id, n, after.instalments[n].due_on)
             sync(rt)
         assert balance(home, bill) == 0  # never more than is owed: 100 + 150 elsewhere + 100 + 50
         assert [p for _, p in receipts(home, instalment_refs(rt, plan_id))] == [10000, 10000, 5000]
