@@ -81,7 +81,7 @@ def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
             return "no payment plans"
         return "\n".join(
             f"{p.id}  {p.status:<9} matter {p.matter_number:<14} {p.currency} {p.total:>10}  {p.frequency:<11} "
-            f"{sum(1 for i in p.instalments if i.state == 'confirmed')}/{len(p.instalments)} paid"
+            f"{p.paid}/{len(p.instalments)} paid"
             for p in found)
 
     emit(args, [_data(p) for p in found], text)

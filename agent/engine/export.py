@@ -40,7 +40,7 @@ from agent.state.schema import (
     plans,
     sends,
 )
-from agent.state.statuses import COLLECTION_LIVE, CollectionState, InstalmentState, PlanState
+from agent.state.statuses import COLLECTION_LIVE, COLLECTION_PAID, CollectionState, InstalmentState, PlanState
 from postings.queries import posting_rows
 
 Kind = Literal["text", "money", "date", "datetime", "number"]  # number: a count, e.g. an instalment's seq
@@ -106,7 +106,6 @@ INSTALMENT_STATE_WORDS = {
     CollectionState.CHARGED_BACK: "Charged back", CollectionState.REFUSED: "Refused by the provider",
     CollectionState.CUSTOMER_APPROVAL_DENIED: "Refused by the payer",
 }
-PAID = frozenset({CollectionState.CONFIRMED.value, CollectionState.PAID_OUT.value})
 TO_COME = frozenset({InstalmentState.SCHEDULED.value, *(s.value for s in COLLECTION_LIVE)})  # will still collect
 
 
@@ -187,7 +186,7 @@ def plan_summaries(conn: Connection, statuses: Sequence[str] | None = None) -> l
         found.append(PlanSummary(
             plan_id, first["plan_created_at"], first["plan_status"], first["matter_number"], first["payer_name"],
             first["account"], first["currency"], first["plan_total"], first["frequency"], len(rows),
-            sum(1 for r in rows if r["state"] in PAID), sum((r["amount"] for r in to_come), zero),
+            sum(1 for r in rows if r["state"] in COLLECTION_PAID), sum((r["amount"] for r in to_come), zero),
             to_come[0]["due_on"] if to_come else None, to_come[0]["amount"] if to_come else None,
             first["plan_note"]))
     return found

@@ -53,6 +53,7 @@ from agent.state.schema import (
 from agent.state.statuses import (
     COLLECTION_CANCELLABLE,
     COLLECTION_LIVE,
+    COLLECTION_PAID,
     InstalmentState,
     PlanState,
     move,
@@ -148,6 +149,11 @@ class PlanView:
     instalments: tuple[Instalment, ...]
     owed: Decimal  # a preview: what the statements owe; a plan: what they still owe less its instalments in progress
     note: str | None = None
+
+    @property
+    def paid(self) -> int:
+        """How many instalments were paid (confirmed, or paid out since)."""
+        return sum(1 for i in self.instalments if i.state in COLLECTION_PAID)
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,7 @@ COLLECTION_REFUSED = _C.REFUSED
 COLLECTION_PENDING = (_C.PENDING_CUSTOMER_APPROVAL, _C.PENDING_SUBMISSION, _C.SUBMITTED)  # no money moved yet
 COLLECTION_LIVE = (_C.CREATING, *COLLECTION_PENDING)  # will still take money
 COLLECTION_CANCELLABLE = (_C.PENDING_CUSTOMER_APPROVAL, _C.PENDING_SUBMISSION)
+COLLECTION_PAID = frozenset({_C.CONFIRMED.value, _C.PAID_OUT.value})  # the money arrived (paid out: and moved on)
 _REPORTED = frozenset(_C) - {_C.CREATING, _C.REFUSED}  # what the provider can report of a collection it made
 COLLECTION_MOVES: Mapping[CollectionState, frozenset[CollectionState]] = {
     _C.CREATING: _REPORTED | {_C.REFUSED},
