@@ -222,6 +222,17 @@ class Capabilities:
     stable_setup_url: bool = True  # a retried setup_mandate gives the original URL
     # What get_mandate says by the setup ref before the payer finished
     pre_approval_status: MandateStatus = MandateStatus.PENDING_CUSTOMER_APPROVAL
+    # Direct Debit words. MandateStatus and CollectionStatus are GoCardless's documented statuses, kept exactly (the
+    # sandbox speaks them too); a provider with fewer words of its own maps them onto these. True: the provider's
+    # words are these, so Mandate.raw_status is the mandate's MandateStatus value. False: raw_status keeps the
+    # provider's own word (Stripe: a SetupIntent's status); events carry the mapped value all the same.
+    speaks_contract_statuses: bool = True
+    # The MandateStatus values get_mandate and events can give a mandate once the payer authorised it (None: every
+    # one). Non-empty, with one a mandate can be collected on (pending_submission, submitted or active).
+    mandate_statuses: frozenset[MandateStatus] | None = None
+    # The CollectionStatus values get_collection and events can give a collection (None: every one). Non-empty,
+    # with confirmed among them.
+    collection_statuses: frozenset[CollectionStatus] | None = None
 
 
 class Provider(ABC):
@@ -266,6 +277,7 @@ class Provider(ABC):
                 said = "declares" if getattr(caps, flag) else "does not declare"
                 does = "does not implement" if not keeps else "implements"
                 problems.append(f"{cls.__name__}.capabilities {said} {flag} but {does} {contracts[flag]}")
+        problems.extend(_vocabulary_problems(cls.__name__, caps))
         return problems
 
     @abstractmethod
@@ -493,6 +505,31 @@ class PayoutProvider(ABC):
     def refund(self, payment_ref: str, amount: Decimal, currency: str, reason: str,
                idempotency_key: str) -> Refund:
         """Refund part or all of a payment; retried with the same key it returns the same refund."""
+
+
+def _vocabulary_problems(owner: str, caps: Capabilities) -> list[str]:
+    """What is untrue in a provider's declared Direct Debit statuses (Capabilities.mandate_statuses and
+    collection_statuses): each, where declared, a non-empty set of the contract's values a Direct Debit provider can
+    collect by."""
+    problems = []
+    declared: tuple[tuple[str, frozenset[MandateStatus] | frozenset[CollectionStatus] | None, type[StrEnum],
+                          frozenset[StrEnum]], ...] = (
+        ("mandate_statuses", caps.mandate_statuses, MandateStatus,
+         frozenset({MandateStatus.PENDING_SUBMISSION, MandateStatus.SUBMITTED, MandateStatus.ACTIVE})),
+        ("collection_statuses", caps.collection_statuses, CollectionStatus, frozenset({CollectionStatus.CONFIRMED})))
+    for flag, said, vocabulary, needed in declared:
+        if said is None:
+            continue
+        name = f"{owner}.capabilities.{flag}"
+        if not caps.direct_debit:
+            problems.append(f"{name} is declared but it does not declare direct_debit")
+        if not isinstance(said, frozenset) or not all(isinstance(s, vocabulary) for s in said):
+            problems.append(f"{name} is not a frozenset of {vocabulary.__name__}")
+        elif not said:
+            problems.append(f"{name} names no status")
+        elif not said & needed:
+            problems.append(f"{name} names none of {', '.join(sorted(needed))}: nothing could be collected")
+    return problems
 
 
 def direct_debit(provider: Provider) -> DirectDebitProvider:

@@ -229,6 +229,27 @@ class StripeProvider(Provider, PayoutProvider, DirectDebitProvider):
         direct_debit=True,
         payouts=True,
         holds_collections=False,  # a card is charged when the PaymentIntent is confirmed
+        # A mandate is a SetupIntent, a collection a PaymentIntent: Stripe's words, mapped (SETUP_MANDATE,
+        # COLLECTION_STATUS); Mandate.raw_status keeps the SetupIntent's.
+        speaks_contract_statuses=False,
+        # A SetupIntent is succeeded when the payer finishes the setup session, and a succeeded one cannot be
+        # canceled (only requires_payment_method / requires_confirmation / requires_action ones can: stripe-python
+        # _setup_intent.py ``cancel``); what it can still lose is its card, detached for good ("Detachment is
+        # permanent and irreversible": _payment_method.py ``detach``). pending_customer_approval and expired are
+        # said of the setup session before that (pre_approval_status; an expired session).
+        mandate_statuses=frozenset({MandateStatus.ACTIVE, MandateStatus.CANCELLED}),
+        # COLLECTION_STATUS's words, and charged_back for a disputed charge. A PaymentIntent is never held for a
+        # date or a bank's submission (no pending_submission), a card payment is not paid out on its own (a Payout
+        # carries the balance: no paid_out), and a card has no approval to deny (no customer_approval_denied). Of
+        # those kept, Stripe documents that a card confirmed off-session never stops at processing ("cards ... are
+        # processed more quickly and don't go into the processing status": docs.stripe.com/payments/paymentintents/
+        # lifecycle) nor at requires_action (an off-session intent that needs authentication fails to
+        # requires_payment_method: support.stripe.com/questions/manual-confirmation-for-off-session-payments-
+        # requiring-strong-customer-authentication-sca); submitted and pending_customer_approval are read should it
+        # ever say them.
+        collection_statuses=frozenset({
+            CollectionStatus.PENDING_CUSTOMER_APPROVAL, CollectionStatus.SUBMITTED, CollectionStatus.CONFIRMED,
+            CollectionStatus.FAILED, CollectionStatus.CANCELLED, CollectionStatus.CHARGED_BACK}),
     )
     Options: ClassVar[type[PluginOptions]] = StripeOptions
     options: StripeOptions  # set by Provider.__init__ from the account's options

@@ -23,7 +23,7 @@ from connectors.database.contract import Capabilities as ConnectorCapabilities
 from connectors.database.contract import Connector, EntityInfo, Window
 from connectors.plugins import CONNECTOR_GROUP, PROVIDER_GROUP, available, contract_problems, load
 from connectors.providers.contract import Capabilities as ProviderCapabilities
-from connectors.providers.contract import LinkStatus, PaymentMethod, Provider
+from connectors.providers.contract import CollectionStatus, LinkStatus, MandateStatus, PaymentMethod, Provider
 from connectors.providers.gocardless import GoCardlessProvider
 from connectors.providers.sandbox.provider import SandboxOptions, SandboxProvider
 from connectors.providers.stripe import StripeOptions, StripeProvider
@@ -147,12 +147,36 @@ def test_a_provider_without_capabilities_is_refused() -> None:
         "Bare.capabilities is not a connectors.providers.contract.Capabilities"]
 
 
+def test_declared_direct_debit_statuses_must_be_the_contracts_and_let_something_be_collected() -> None:
+    """Capabilities.mandate_statuses / collection_statuses: non-empty sets of the contract's own values, one a
+    mandate can be collected on and confirmed among a collection's; only on a Direct Debit provider."""
+    def problems(**statuses: Any) -> list[str]:
+        class Declared(SandboxProvider):
+            capabilities = ProviderCapabilities(methods=(PaymentMethod.BANK,), max_expiry=dt.timedelta(days=1),
+                                                direct_debit=True, payouts=True, **statuses)
+        return contract_problems(Declared, Provider)
+
+    assert problems(mandate_statuses=frozenset({MandateStatus.ACTIVE}),
+                    collection_statuses=frozenset({CollectionStatus.CONFIRMED})) == []
+    assert problems(mandate_statuses=frozenset()) == ["Declared.capabilities.mandate_statuses names no status"]
+    assert problems(mandate_statuses=frozenset({MandateStatus.CANCELLED})) == [
+        "Declared.capabilities.mandate_statuses names none of active, pending_submission, submitted: nothing could "
+        "be collected"]
+    assert problems(collection_statuses=frozenset({CollectionStatus.FAILED})) == [
+        "Declared.capabilities.collection_statuses names none of confirmed: nothing could be collected"]
+    assert problems(collection_statuses=frozenset({MandateStatus.ACTIVE})) == [
+        "Declared.capabilities.collection_statuses is not a frozenset of CollectionStatus"]
+    assert problems(collection_statuses={CollectionStatus.CONFIRMED}) == [
+        "Declared.capabilities.collection_statuses is not a frozenset of CollectionStatus"]
+
+
 def test_the_engines_and_the_kits_read_one_declaration() -> None:
     """What GoCardless and Stripe cannot do is said once, on their classes."""
     assert GoCardlessProvider.capabilities.stable_url is False
     assert GoCardlessProvider.capabilities.reports_expiry is False
     assert StripeProvider.capabilities.cancelled_status is LinkStatus.EXPIRED
     assert StripeProvider.capabilities.holds_collections is False
+    assert StripeProvider.capabilities.mandate_statuses == frozenset({MandateStatus.ACTIVE, MandateStatus.CANCELLED})
     assert SandboxProvider.capabilities.webhooks is False and GoCardlessProvider.capabilities.webhooks is True
 
 
