@@ -115,10 +115,7 @@ class SQLAlchemyConnector(Connector):
             url = make_url(source.url)
             if password is not None:
                 url = url.set(password=password)
-            options = self.options.model_dump(exclude_none=True)
-            if not options["connect_args"]:
-                del options["connect_args"]
-            self.engine: Engine = create_engine(url, **options)
+            self.engine: Engine = create_engine(url, **self.options.model_dump(exclude_none=True))
         except TypeError as exc:  # a keyword create_engine does not take
             raise ConfigurationError(f"source.options: {exc}; they are create_engine's keywords") from None
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
