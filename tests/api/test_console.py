@@ -21,6 +21,7 @@ from console_support import (
     delivery_set_up,
     expect,
     go,
+    lands_on,
     new_page,
     page_fixture,  # noqa: F401  (pytest fixture "page")
     search,
@@ -58,7 +59,7 @@ def test_login_page_refuses_a_wrong_password_signs_in_by_name_and_signs_out(page
     asked: list[str] = []
     page.on("request", lambda request: asked.append(request.url))
     page.goto(f"{agent.url}/console/")
-    page.wait_for_url("**/console/login**")  # ?expired=1: the first request found no session
+    lands_on(page, "/console/login")  # ?expired=1: the first request found no session
     page.get_by_label("User name").fill("clerk")
     page.get_by_label("Password").fill("not the password")
     page.keyboard.press("Enter")
@@ -66,12 +67,12 @@ def test_login_page_refuses_a_wrong_password_signs_in_by_name_and_signs_out(page
     shot(page, "01-login")
     page.get_by_label("Password").fill(PASSWORD)
     page.keyboard.press("Enter")
-    page.wait_for_url("**/console/#debts")
+    lands_on(page, "/console/#debts")
     expect(page.locator("#signed-in-as")).to_have_text("clerk (clerk)")
     session = {c["name"]: c["value"] for c in page.context.cookies()}["ledgerlink_session"]
     assert session and PASSWORD not in page.url
     page.get_by_role("button", name="Sign out").click()
-    page.wait_for_url("**/console/login")
+    lands_on(page, "/console/login")
     ended = httpx.get(f"{agent.url}/status", headers={"Authorization": f"Bearer {session}"})
     assert ended.status_code == 401  # signing out ends the session at the agent, not only in the tab
     assert not [url for url in asked if "favicon" in url]  # the pages name no icon to fetch

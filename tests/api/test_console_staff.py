@@ -12,6 +12,7 @@ from console_support import (
     agent_fixture,  # noqa: F401  (pytest fixture "agent")
     browser_fixture,  # noqa: F401  (pytest fixture "browser")
     expect,
+    lands_on,
     page_fixture,  # noqa: F401  (pytest fixture "page")
     search,
     shot,
@@ -58,14 +59,14 @@ def test_one_session_for_every_tab_until_sign_out_or_disable(page: Any, agent: A
     expect(second.locator("#statements-table")).to_contain_text("INV-1002")
     shot(second, "staff-02-second-tab")
     page.get_by_role("button", name="Sign out").click()
-    page.wait_for_url("**/console/login")
+    lands_on(page, "/console/login")
     second.goto(f"{agent.url}/console/#sent")  # the other tab is signed out too
-    second.wait_for_url("**/console/login**")
+    lands_on(second, "/console/login")
 
     sign_in(page, agent)
     users.disable(agent.rt.store, Actor("user", "admin"), "clerk")  # ends it in every tab
-    page.reload()
-    page.wait_for_url("**/console/login**")
+    page.reload(wait_until="commit")  # the console's script navigates on at once
+    lands_on(page, "/console/login")
     users.reset(agent.rt.store, Actor("user", "admin"), "clerk", None)
 
 
@@ -95,7 +96,7 @@ def test_a_clerks_menu_has_no_admin_screens(page: Any, agent: Agent) -> None:
     expect(page.locator("#admin-only")).not_to_contain_text("token")
     shot(page, "staff-03-clerk-menu")
     page.get_by_role("button", name="Sign out").click()
-    page.wait_for_url("**/console/login")  # the console's own navigation, or our goto below is aborted by it
+    lands_on(page, "/console/login")  # the console's own navigation, or our goto below is aborted by it
     sign_in(page, agent, "admin")
     for admin_only in ("Settings", "Audit"):
         expect(menu.get_by_role("link", name=admin_only)).to_be_visible()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from console_support import ARGS, CHROMIUM
+from console_support import ARGS, CHROMIUM, lands_on
 from playwright.sync_api import sync_playwright
 from sqlalchemy import update
 from tests_support import api_server, demo_runtime, person, require
@@ -66,7 +66,7 @@ def test_the_cli_prints_a_link_in_full_and_the_browser_signs_in_with_it(
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page()
         page.goto(sign_in_url(server.url, code))
-        page.wait_for_url("**/console/#debts")
+        lands_on(page, "/console/#debts")
         assert "code=" not in page.url
         jar = {c["name"]: c for c in page.context.cookies()}
         assert jar["ledgerlink_session"]["httpOnly"] and jar["ledgerlink_session"]["value"] not in ("", code)
