@@ -653,13 +653,22 @@ class StripeProvider(Provider, PayoutProvider, DirectDebitProvider):
         return self._collection(made.to_dict(), False)
 
     def get_collection(self, ref: str) -> Collection:
-        """``GET /v1/payment_intents/{id}?expand[]=latest_charge``: the charge says whether it is disputed."""
+        """``GET /v1/payment_intents/{id}?expand[]=latest_charge``: a charge that was ever disputed says so
+        (``disputed`` stays true after a won dispute), and then its disputes' balance transactions ("zero, one,
+        or two ... that show funds withdrawn and reinstated", stripe-python ``_dispute.py``) say whether the money
+        is gone: withdrawn and not reinstated is a charge-back; an inquiry or a won dispute is not."""
         if not ref.startswith("pi_"):
             raise LinkNotFound(f"Stripe: no such payment_intent: {ref!r}")
         intent = self._call(self._client.v1.payment_intents.retrieve, ref,
                             params={"expand": ["latest_charge"]}).to_dict()
         charge = intent.get("latest_charge")
-        return self._collection(intent, isinstance(charge, Mapping) and bool(charge.get("disputed")))
+        disputed = isinstance(charge, Mapping) and bool(charge.get("disputed"))
+        return self._collection(intent, disputed and self._withdrawn(ref))
+
+    def _withdrawn(self, intent: str) -> bool:
+        """Whether the payment intent's disputes have taken its money and not given it back."""
+        disputes = self._all(self._client.v1.disputes.list, payment_intent=intent)
+        return sum(int(t["amount"]) for d in disputes for t in d.get("balance_transactions") or []) < 0
 
     @staticmethod
     def _collection(intent: Mapping[str, Any], disputed: bool) -> Collection:

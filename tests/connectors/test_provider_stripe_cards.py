@@ -123,6 +123,25 @@ def test_a_processing_intent_can_be_cancelled_and_a_retried_cancel_gives_it(
     assert _mine(events, made.ref)[-1] == (EventKind.COLLECTION_CANCELLED, "cancelled")
 
 
+def test_a_disputed_instalment_is_charged_back_until_the_dispute_is_won(provider: StripeProvider,
+                                                                        api: FakeStripe) -> None:
+    """The charge's ``disputed`` stays true after a won dispute; the dispute's balance transactions say where the
+    money is, so a won dispute reads as collected again and an inquiry never as charged back."""
+    card = _saved_card(provider, api)
+    made = provider.create_collection(card, AMOUNT, "GBP", None, "Instalment", "dd-col_6")
+    assert provider.get_collection(made.ref).status is CollectionStatus.CONFIRMED
+    api.charge_back(made.ref)
+    assert provider.get_collection(made.ref).status is CollectionStatus.CHARGED_BACK
+    api.win_dispute(made.ref)
+    charge = next(c for c in api.charges.values() if c["payment_intent"] == made.ref)
+    assert charge["disputed"]
+    assert provider.get_collection(made.ref).status is CollectionStatus.CONFIRMED
+    other = provider.create_collection(card, AMOUNT, "GBP", None, "Instalment", "dd-col_7")
+    api.charge_back(other.ref)  # another intent's dispute is not this one's
+    assert provider.get_collection(made.ref).status is CollectionStatus.CONFIRMED
+    assert provider.get_collection(other.ref).status is CollectionStatus.CHARGED_BACK
+
+
 def test_a_link_payment_is_never_taken_for_a_collection_nor_a_collection_for_a_link(
         provider: StripeProvider, api: FakeStripe) -> None:
     """Checkout's own PaymentIntent (a paid link) emits payment_intent.succeeded too; its metadata carries the

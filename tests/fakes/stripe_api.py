@@ -195,7 +195,9 @@ class FakeStripe(FakeAPI):
             data = [s for s in self.sessions.values() if pi is None or s["payment_intent"] == pi]
             return self._list(request, path, data)
         if request.method == "GET" and path == "/v1/disputes":
-            return self._list(request, path, list(self.disputes.values()))
+            # filtered by charge and payment_intent (stripe-python params/_dispute_list_params.py)
+            return self._list(request, path, [d for d in self.disputes.values() if all(
+                request.param(key) in (None, "", d[key]) for key in ("charge", "payment_intent"))])
         sections = {"refunds": self._money, "payouts": self._money, "balance_transactions": self._money,
                     "customers": self._cards, "setup_intents": self._cards, "payment_methods": self._cards,
                     "payment_intents": self._intents}
