@@ -72,7 +72,8 @@ USAGE = """usage: python3 bootstrap.py run [ledgerlink run options]
 
   run   set up .venv, create the demo firm in .demo/ (SQLite) and run the agent with the sandbox provider;
         the console's sign-in link is printed at start. Ctrl-C stops it; delete .demo/ to start the demo afresh.
-  test  set up .venv and run the whole test suite (PostgreSQL, MariaDB and the ODBC drivers: see README.md).
+  test  set up .venv and run the whole test suite (PostgreSQL, MariaDB and the ODBC drivers: see README.md),
+        in two pytest-xdist workers unless the options say otherwise (-n 0: one process).
 
 Only Python 3.11+ is needed; the first run installs Ledgerlink and its dependencies into .venv/."""
 
@@ -95,7 +96,14 @@ def main(argv: list[str]) -> int:
         if os.name == "posix":  # hand the process over: a signal to this pid now reaches the agent itself
             os.execv(command_line[0], command_line)
         return subprocess.call(command_line)
-    return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT)
+    return subprocess.call([str(BIN / "python"), "-m", "pytest", *parallel(rest), *rest], cwd=ROOT)
+
+
+def parallel(options: list[str]) -> list[str]:
+    """Two pytest-xdist workers, a test file each at a time (its module fixtures made once), unless the options
+    choose otherwise: much of the suite waits on servers, browsers and child processes, so two share the cores."""
+    chosen = any(o == "-n" or o.startswith(("-n", "--numprocesses", "--dist")) for o in options)
+    return [] if chosen or "no:xdist" in options else ["-n", "2", "--dist", "loadfile"]
 
 
 if __name__ == "__main__":

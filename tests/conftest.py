@@ -3,12 +3,13 @@ server FAILS the test (never a silent skip); elsewhere the test skips with the r
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from money_support import WORLDS, MoneyWorld
-from tests_support import require
+from tests_support import ARTIFACTS, require
 
 from agent.home.demo import init_home
 from agent.home.secrets import env_name
@@ -20,6 +21,13 @@ from connectors.testkit.databases import (
     temp_database,
     unavailable,
 )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The console's screenshots are made afresh each run, cleared once by the run itself: never by a worker of
+    a parallel run (pytest-xdist), which would delete what another worker has just saved."""
+    if not hasattr(session.config, "workerinput"):
+        shutil.rmtree(ARTIFACTS, ignore_errors=True)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 from delivery_support import sms_server, smtp_server
-from tests_support import PASSWORD, bearer, person, require
+from tests_support import ARTIFACTS, PASSWORD, bearer, person, require
 
 from agent.api.app import create_app
 from agent.engine.sync import Syncer
@@ -30,7 +30,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
 # axe-core, vendored for the tests only (MPL-2.0, licence beside it); the agent never serves it.
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
 

@@ -18,6 +18,7 @@ from agent.state.store import StateStore
 from connectors.database.contract import Connector
 from connectors.testkit.databases import in_ci, odbc_unavailable
 
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"  # the console's screenshots
 PASSWORD = "correct horse battery"  # every test person's password (argon2-hashed like a real one)
 SETUP = Actor("cli", "test-setup")  # who makes the test people, on the audit trail like any other
 

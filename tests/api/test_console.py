@@ -4,7 +4,6 @@ Screenshots of each screen go to test-artifacts/console/ (tests/console_support.
 from __future__ import annotations
 
 import re
-import shutil
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from console_support import (
-    ARTIFACTS,
     Agent,
     agent_fixture,  # noqa: F401  (pytest fixture "agent")
     assert_accessible,
@@ -29,7 +27,7 @@ from console_support import (
     sign_in,
 )
 from openpyxl import load_workbook
-from tests_support import PASSWORD, STAFF, person
+from tests_support import ARTIFACTS, PASSWORD, STAFF, person
 
 from agent.core.model import Actor
 from agent.engine.links import LinkRequest
@@ -47,11 +45,6 @@ THREE = "M-2026-0050"  # Fernández: three open statements
 MONEY = r"^-?£\d{1,3}(,\d{3})*\.\d{2}$"
 DATE = r"^\d{1,2} [A-Z][a-z]{2} \d{4}$"
 MOMENT = r"^\d{1,2} [A-Z][a-z]{2} \d{4}, \d{2}:\d{2}$"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _fresh_artifacts() -> None:
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
 
 
 def test_login_page_refuses_a_wrong_password_signs_in_by_name_and_signs_out(page: Any, agent: Agent) -> None:

@@ -8,7 +8,6 @@ import datetime as dt
 from typing import Any
 
 from console_support import (
-    ARTIFACTS,
     Agent,
     agent_fixture,  # noqa: F401  (pytest fixture "agent")
     assert_accessible,
@@ -22,7 +21,7 @@ from console_support import (
 )
 from directdebit_support import MATTER, owing_3000_with_a_mandate, poll
 from openpyxl import load_workbook
-from tests_support import STAFF
+from tests_support import ARTIFACTS, STAFF
 
 from agent.core.model import Actor
 from agent.engine.export import money_format
