@@ -294,12 +294,16 @@ class PlanIn(BaseModel):
     frequency: Literal[FREQUENCIES] = "monthly"  # type: ignore[valid-type]
     first: dt.date | None = Field(None, description="The first instalment's date; default: five days from today.")
     statements: list[str] = Field(default_factory=list, description="Numbers or keys; default: all open ones.")
+    set_up_mandate: bool = Field(False, description="If the payer has no active Direct Debit mandate, ask them for "
+                                 "one with the plan: it waits as awaiting_mandate and setup_url is the page to send "
+                                 "them, showing the instalments. Otherwise such a plan is refused (422).")
 
     def request(self) -> PlanRequest:
         if (self.instalments is None) == (self.amount is None):
             raise RuleError("give instalments or amount: one of them")
         return PlanRequest(self.matter, count=self.instalments, amount=self.amount, total=self.total,
-                           frequency=self.frequency, first=self.first, statements=tuple(self.statements))
+                           frequency=self.frequency, first=self.first, statements=tuple(self.statements),
+                           set_up_mandate=self.set_up_mandate)
 
 
 class AccountSettings(BaseModel):

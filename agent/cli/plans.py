@@ -30,6 +30,9 @@ def describe(p: PlanView, reminders: list[PlanReminder] | None = None) -> str:
         f"  statements   {', '.join(p.statements)}   account {p.account}",
         f"  still owed   {p.currency} {p.owed}" + ("" if p.id else " (what the plan may collect at most)"),
     ]
+    if p.needs_mandate:
+        lines.append(f"  mandate      awaiting the payer: send them {p.setup_url}" if p.setup_url else
+                     "  mandate      none active: making the plan asks the payer to set one up, showing these dates")
     if p.note:
         lines.append(f"  note         {p.note}")
     for i in p.instalments:
@@ -58,7 +61,8 @@ def _date(text: str) -> dt.date:
 
 def _request(args: argparse.Namespace) -> PlanRequest:
     return PlanRequest(args.matter, count=args.instalments, amount=args.amount, total=args.total,
-                       frequency=args.frequency, first=args.first, statements=tuple(args.statement or ()))
+                       frequency=args.frequency, first=args.first, statements=tuple(args.statement or ()),
+                       set_up_mandate=args.set_up_mandate)
 
 
 def cmd_preview(args: argparse.Namespace, rt: Runtime) -> int:
@@ -80,7 +84,7 @@ def cmd_list(args: argparse.Namespace, rt: Runtime) -> int:
         if not found:
             return "no payment plans"
         return "\n".join(
-            f"{p.id}  {p.status:<9} matter {p.matter_number:<14} {p.currency} {p.total:>10}  {p.frequency:<11} "
+            f"{p.id}  {p.status:<16} matter {p.matter_number:<14} {p.currency} {p.total:>10}  {p.frequency:<11} "
             f"{p.paid}/{len(p.instalments)} paid"
             for p in found)
 
@@ -126,6 +130,9 @@ def _terms(p: argparse.ArgumentParser) -> None:
                    "(default: five days from today)")
     p.add_argument("--statement", action="append", metavar="NUMBER",
                    help="only this statement (repeat for more; default: the matter's open statements)")
+    p.add_argument("--set-up-mandate", action="store_true",
+                   help="if the payer has no active Direct Debit mandate, ask them for one with the plan: the plan "
+                   "waits for it, and the link to send them (a page showing the instalments) is printed")
 
 
 def register(commands: Commands) -> None:

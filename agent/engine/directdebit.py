@@ -43,6 +43,7 @@ from agent.state.statuses import (
     COLLECTION_LIVE,
     COLLECTION_PENDING,
     COLLECTION_REFUSED,
+    PLAN_HOLDING,
     CollectionState,
     move,
 )
@@ -53,6 +54,7 @@ from connectors.providers.contract import (
     EventKind,
     MandatePayer,
     MandateStatus,
+    PlannedDebit,
     Provider,
     ProviderError,
     ProviderEvent,
@@ -159,13 +161,16 @@ class DirectDebit:
         charged when the collection is made, so it is used for the plan's instalments on their dates alone."""
         return self.providers(account).capabilities.holds_collections
 
-    def setup_mandate(self, actor: Actor, payer_key: str, account: str | None = None) -> MandateView:
+    def setup_mandate(self, actor: Actor, payer_key: str, account: str | None = None, *,
+                      schedule: tuple[PlannedDebit, ...] = ()) -> MandateView:
         """Send the payer the provider's mandate flow; a payer with a mandate that is not over gets it back.
-        Audited as mandate.setup on the payer (an existing mandate handed back changes nothing and is not)."""
+        ``schedule``: the payment plan it is for, shown where the provider can (a flow handed back keeps what it
+        showed). Audited as mandate.setup on the payer (an existing mandate handed back changes nothing and is not)."""
         with audit.attempt(self.store, actor, "mandate.setup", "payer", payer_key) as act:
-            return self._setup_mandate(payer_key, account, act)
+            return self._setup_mandate(payer_key, account, schedule, act)
 
-    def _setup_mandate(self, payer_key: str, account: str | None, act: audit.Attempt) -> MandateView:
+    def _setup_mandate(self, payer_key: str, account: str | None, schedule: tuple[PlannedDebit, ...],
+                       act: audit.Attempt) -> MandateView:
         acct = self.settings.account(account)
         with self.store.read() as conn:
             payer = get_payer(conn, payer_key)
@@ -182,7 +187,8 @@ class DirectDebit:
             raise RuleError(f"payer {payer.name!r} has no email address; the mandate flow is sent by email")
         mandate_id = new_id("mdt")
         provider = self._provider(acct.name)
-        setup = call(provider.setup_mandate, MandatePayer(payer.key, payer.name, payer.email, f"dd-{mandate_id}"),
+        setup = call(provider.setup_mandate,
+                     MandatePayer(payer.key, payer.name, payer.email, f"dd-{mandate_id}", schedule),
                      initial=self.retry_initial)
         state = call(provider.get_mandate, setup.ref, initial=self.retry_initial)
         now = utcnow()
@@ -321,7 +327,7 @@ class DirectDebit:
             gone = [r for k, r in _currents(conn, mandate["payer_key"]).items()
                     if k not in open_keys and _recomputable(r, None, today)]
             in_plans = set(conn.execute(select(plan_statements.c.statement_key).join(
-                plans, plans.c.id == plan_statements.c.plan_id).where(plans.c.status == "active")).scalars())
+                plans, plans.c.id == plan_statements.c.plan_id).where(plans.c.status.in_(PLAN_HOLDING))).scalars())
         for row in gone:  # statement paid elsewhere, void or deleted: nothing left to collect
             self._recompute(mandate, row, None, Decimal(0), result)
         for payable, current in planned:

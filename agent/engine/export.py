@@ -97,7 +97,8 @@ PLAN_DEFAULT = ["plan_id", "matter_number", "payer_name", "plan_status", "seq", 
                 "currency", "state", "collection_id", "provider_ref", "note"]
 
 # Words as a person reads them (the console's plan view says the same), not "pending_submission".
-PLAN_STATUS_WORDS = {PlanState.ACTIVE: "Active", PlanState.ENDED: "Ended", PlanState.CANCELLED: "Cancelled"}
+PLAN_STATUS_WORDS = {PlanState.AWAITING_MANDATE: "Awaiting mandate", PlanState.ACTIVE: "Active",
+                     PlanState.ENDED: "Ended", PlanState.CANCELLED: "Cancelled"}
 INSTALMENT_STATE_WORDS = {
     InstalmentState.SCHEDULED: "Scheduled", InstalmentState.CANCELLED: "Cancelled",
     CollectionState.CREATING: "Being submitted", CollectionState.PENDING_CUSTOMER_APPROVAL: "Waiting for the payer",

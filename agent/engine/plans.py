@@ -19,6 +19,14 @@ with no charge date: the card is charged that day.
 
 Instalments are collected one by one as payments with a charge date, not as a GoCardless instalment schedule:
 a schedule's payments are fixed when it is made, and a plan must be able to collect less when the debt shrinks.
+
+A payer without an active mandate gets one only when the clerk asks (``PlanRequest.set_up_mandate``): the plan is
+made ``awaiting_mandate`` on the mandate setup the Direct Debit engine starts (or a pending one it hands back),
+whose page shows the payer the schedule they agree to where the provider can show it. Its instalments hold the
+money as an active plan's do. The job starts the plan once the mandate is active, moving every date later, spacing
+kept, if the first would now come with less notice than the provider's lead (LEAD_DAYS where it holds a
+collection to its date, none for a card charged at once); it cancels the plan if the setup fails, is cancelled or
+expires, as staff can at any time.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.core.errors import NotFound, RuleError
 from agent.core.model import Actor, Payer, Statement, check_decimals, exponent
-from agent.engine.directdebit import DirectDebit, new_id, reserve_collection
+from agent.engine.directdebit import SETTLED_MANDATES, DirectDebit, new_id, reserve_collection
 from agent.home.settings import Settings
 from agent.state import StateStore, audit
 from agent.state.mirror import get_matter, get_payer, open_statements, statement_from_row
@@ -54,12 +62,13 @@ from agent.state.statuses import (
     COLLECTION_CANCELLABLE,
     COLLECTION_LIVE,
     COLLECTION_PAID,
+    PLAN_HOLDING,
     InstalmentState,
     PlanState,
     move,
 )
 from agent.state.store import utcnow
-from connectors.providers.contract import CollectionCancelRefused, MandateStatus
+from connectors.providers.contract import CollectionCancelRefused, MandateStatus, PlannedDebit
 
 __all__ = ["FREQUENCIES", "LEAD_DAYS", "Instalment", "PlanRequest", "PlanView", "Plans", "instalments"]
 
@@ -122,6 +131,8 @@ class PlanRequest:
     frequency: Frequency = "monthly"
     first: dt.date | None = None  # default: LEAD_DAYS from today
     statements: tuple[str, ...] = ()  # numbers or keys; default: the matter's open statements
+    # a payer without an active office mandate: set one up for the plan (else refused, so no clerk is surprised)
+    set_up_mandate: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,8 @@ class PlanView:
     instalments: tuple[Instalment, ...]
     owed: Decimal  # a preview: what the statements owe; a plan: what they still owe less its instalments in progress
     note: str | None = None
+    needs_mandate: bool = False  # awaiting the payer's mandate (a preview: making it sets one up)
+    setup_url: str | None = None  # while awaiting: the page where the payer sees the schedule and authorises it
 
     @property
     def paid(self) -> int:
@@ -162,7 +175,8 @@ class _Checked:
     matter_number: str
     payer_key: str
     payer_name: str | None
-    mandate: Row
+    mandate: Row | None  # None: the plan sets one up, on ``account``
+    account: str
     statements: list[Statement]
     owed: Decimal
     total: Decimal
@@ -200,11 +214,12 @@ class Plans:
         matter = get_matter(conn, request.matter)
         if matter.status != "open":
             raise RuleError(f"matter {matter.number} is closed; a plan is only for an open matter")
-        active = conn.execute(select(plans.c.id).where(plans.c.active_key == matter.key)).scalar()
-        if active is not None:
-            raise RuleError(f"matter {matter.number} already has an active plan, {active}; cancel it first "
-                            f"('ledgerlink plans cancel {active}')")
-        payer, mandate = self._payer(conn, matter.payer_key, matter.number)
+        held = conn.execute(select(plans.c.id, plans.c.status).where(plans.c.active_key == matter.key)).first()
+        if held is not None:
+            which = "an active plan" if held.status == PlanState.ACTIVE else "a plan awaiting its mandate"
+            raise RuleError(f"matter {matter.number} already has {which}, {held.id}; cancel it first "
+                            f"('ledgerlink plans cancel {held.id}')")
+        payer, mandate, account = self._payer(conn, matter.payer_key, matter.number, request.set_up_mandate)
         chosen = _chosen(open_statements(conn, matter.key), request.statements, matter.number)
         credit = sum((o.figures.before_collections for o in payer_statements(conn, payer.key)), Decimal(0))
         if credit <= 0:
@@ -221,10 +236,13 @@ class Plans:
             raise RuleError(f"the first instalment's date {first} is in the past")
         schedule = instalments(total, chosen[0].currency, count=request.count, amount=request.amount,
                                frequency=request.frequency, first=first)
-        return _Checked(matter.key, matter.number, payer.key, payer.name, mandate, chosen, owed, total, schedule)
+        return _Checked(matter.key, matter.number, payer.key, payer.name, mandate, account, chosen, owed, total,
+                        schedule)
 
-    def _payer(self, conn: Connection, payer_key: str | None, number: str) -> tuple[Payer, Row]:
-        """The matter's payer, with an email and an active mandate on an office account."""
+    def _payer(self, conn: Connection, payer_key: str | None, number: str,
+               set_up: bool) -> tuple[Payer, Row | None, str]:
+        """The matter's payer, with an email and an active mandate on an office account, and that account; with
+        ``set_up`` and no such mandate, no mandate and the office account one is set up on."""
         payer = get_payer(conn, payer_key)
         if payer is None:
             raise RuleError(f"matter {number} has no payer to collect from")
@@ -234,15 +252,35 @@ class Plans:
         active = conn.execute(select(mandates).where(
             mandates.c.payer_key == payer.key, mandates.c.status == MandateStatus.ACTIVE.value)
             .order_by(mandates.c.created_at.desc())).mappings().all()
-        if not active:
-            raise RuleError(f"{payer.name} has no active Direct Debit mandate; set one up first "
-                            f"('ledgerlink mandates setup --payer {payer.key}') and wait for the payer to finish it")
         office = [m for m in active if self._kind(m["account"]) != "trust"]
-        if not office:
-            raise RuleError(f"{payer.name}'s mandate is on account {active[0]['account']!r}, which holds client "
-                            "money and never pays an office bill; a plan collects office bills, so set up a mandate "
-                            "on an operating account")
-        return payer, office[0]
+        if office:
+            return payer, office[0], office[0]["account"]
+        if set_up:
+            return payer, None, self._setup_account(conn, payer)
+        if not active:
+            raise RuleError(f"{payer.name} has no active Direct Debit mandate; make the plan with its mandate setup "
+                            "(--set-up-mandate: the payer gets one page to see the instalments and authorise the "
+                            f"Direct Debit), or set one up first ('ledgerlink mandates setup --payer {payer.key}') and "
+                            "wait for the payer to finish it")
+        raise RuleError(f"{payer.name}'s mandate is on account {active[0]['account']!r}, which holds client "
+                        "money and never pays an office bill; a plan collects office bills, so set up a mandate "
+                        "on an operating account (--set-up-mandate does, with the plan)")
+
+    def _setup_account(self, conn: Connection, payer: Payer) -> str:
+        """Where a plan's mandate is set up: the account of the payer's newest office mandate still being set up
+        (handed back by the Direct Debit engine), else the default account, never one holding client money."""
+        pending = conn.execute(select(mandates.c.account).where(
+            mandates.c.payer_key == payer.key, mandates.c.status.not_in([s.value for s in SETTLED_MANDATES]))
+            .order_by(mandates.c.created_at.desc())).scalars().all()
+        office = [a for a in pending if self._kind(a) != "trust"]
+        if office:
+            return str(office[0])
+        default = self.settings.account(None)
+        if default.kind == "trust":
+            raise RuleError(f"the default account {default.name!r} holds client money and a plan collects office "
+                            f"bills; set up {payer.name}'s mandate on an operating account first ('ledgerlink mandates "
+                            f"setup --payer {payer.key} --account NAME')")
+        return default.name
 
     def _kind(self, account: str) -> str | None:
         known = self.settings.accounts.get(account)
@@ -252,30 +290,35 @@ class Plans:
         """What ``create`` would make, changing nothing."""
         with self.store.read() as conn:
             c = self._check(conn, request, self._today())
-        return PlanView(None, c.matter_key, c.matter_number, c.payer_name, c.mandate["account"],
+        return PlanView(None, c.matter_key, c.matter_number, c.payer_name, c.account,
                         c.statements[0].currency, c.total, request.frequency, "preview",
                         tuple(s.number for s in c.statements),
                         tuple(Instalment(n, d, a, InstalmentState.SCHEDULED) for n, (d, a) in
-                              enumerate(c.schedule, start=1)), c.owed)
+                              enumerate(c.schedule, start=1)), c.owed, needs_mandate=c.mandate is None)
 
     def create(self, actor: Actor, request: PlanRequest) -> PlanView:
         """Make the plan (audited as plan.create); the matter's automatic collections it replaces are cancelled
-        first, and instalments already within LEAD_DAYS are submitted at once."""
+        first, and instalments already within LEAD_DAYS are submitted at once. Without an active mandate (and
+        asked to) the payer's mandate setup is started first, showing the schedule, and the plan awaits it: its
+        view's ``setup_url`` is the page to send the payer."""
         today = self._today()
         with self.store.read() as conn:
             checked = self._check(conn, request, today)
         with audit.attempt(self.store, actor, "plan.create", "matter", checked.matter_key) as act:
+            if checked.mandate is not None:
+                mandate_id, status = checked.mandate["id"], PlanState.ACTIVE
+            else:
+                mandate_id, status = self._set_up_mandate(actor, checked), PlanState.AWAITING_MANDATE
             self._replace_collections(checked)
             plan_id = new_id("plan")
             now = utcnow()
             try:
                 with self.store.begin() as conn:
                     conn.execute(plans.insert().values(
-                        id=plan_id, account=checked.mandate["account"], mandate_id=checked.mandate["id"],
+                        id=plan_id, account=checked.account, mandate_id=mandate_id,
                         payer_key=checked.payer_key, matter_key=checked.matter_key,
                         currency=checked.statements[0].currency, total=checked.total, frequency=request.frequency,
-                        status=PlanState.ACTIVE.value, active_key=checked.matter_key, created_at=now,
-                        updated_at=now))
+                        status=status.value, active_key=checked.matter_key, created_at=now, updated_at=now))
                     conn.execute(plan_statements.insert(), [{"plan_id": plan_id, "statement_key": s.key}
                                                             for s in checked.statements])
                     conn.execute(plan_instalments.insert(), [
@@ -283,13 +326,22 @@ class Plans:
                          "state": InstalmentState.SCHEDULED.value} for n, (d, a) in enumerate(checked.schedule, 1)])
                     act.target("plan", plan_id)
                     act.record(conn, after={"matter": checked.matter_number, "total": checked.total,
-                                            "frequency": request.frequency, "instalments": [
+                                            "frequency": request.frequency, "status": status.value,
+                                            "mandate": mandate_id, "instalments": [
                                                 [d.isoformat(), a] for d, a in checked.schedule]})
             except IntegrityError:
                 raise RuleError(f"matter {checked.matter_number} already has an active plan; cancel it first "
                                 "('ledgerlink plans cancel ID')") from None
-        self.submit_due(today)
+        self.submit_due(today)  # a mandate handed back active meanwhile starts the plan at once
         return self.get(plan_id)
+
+    def _set_up_mandate(self, actor: Actor, checked: _Checked) -> str:
+        """The payer's mandate setup for this plan, through the Direct Debit engine (audited there as
+        mandate.setup; a pending one is handed back): its id."""
+        currency = checked.statements[0].currency
+        mandate = self.directdebit.setup_mandate(actor, checked.payer_key, checked.account, schedule=tuple(
+            PlannedDebit(d, a, currency) for d, a in checked.schedule))
+        return mandate.id
 
     def _replace_collections(self, checked: _Checked) -> None:
         """The statements' own automatic or manual collections give way to the plan, or the plan is refused."""
@@ -308,18 +360,67 @@ class Plans:
     # ------------------------------------------------------------------------------------------- the job
 
     def submit_due(self, today: dt.date | None = None) -> int:
-        """Follow each active plan's debt and submit the instalments now within LEAD_DAYS; returns how many
-        collections were made. Safe to run at any time, in any number of processes."""
+        """Start or cancel each plan awaiting its mandate as the mandate goes, follow each plan's debt and submit
+        the instalments now within LEAD_DAYS; returns how many collections were made. Safe to run at any time, in
+        any number of processes."""
         today = today or self._today()
         with self.store.read() as conn:
-            active = conn.execute(select(plans.c.id).where(plans.c.status == PlanState.ACTIVE.value)
-                                  .order_by(plans.c.created_at)).scalars().all()
+            holding = conn.execute(select(plans.c.id).where(plans.c.status.in_(PLAN_HOLDING))
+                                   .order_by(plans.c.created_at)).scalars().all()
         made = 0
-        for plan_id in active:
+        for plan_id in holding:
+            self._follow_mandate(plan_id, today)
             self._follow_the_debt(plan_id)
             made += self._submit_plan(plan_id, today)
             self._end_if_done(plan_id)
         return made
+
+    def _lead(self, account: str) -> int:
+        """Days before its date an instalment is asked of the provider: LEAD_DAYS where it holds a collection to
+        its date, none where a card is charged when asked."""
+        return LEAD_DAYS if self.directdebit.holds_collections(account) else 0
+
+    def _follow_mandate(self, plan_id: str, today: dt.date) -> None:
+        """A plan awaiting its mandate starts once the mandate is active, and is cancelled once it never can be."""
+        with self.store.read() as conn:
+            row = conn.execute(select(plans.c.status, plans.c.account, mandates.c.status.label("mandate")).join(
+                mandates, mandates.c.id == plans.c.mandate_id).where(plans.c.id == plan_id)).mappings().one()
+        if row["status"] != PlanState.AWAITING_MANDATE.value:
+            return
+        if row["mandate"] == MandateStatus.ACTIVE.value:
+            self._start(plan_id, today + dt.timedelta(days=self._lead(row["account"])), today)
+        elif row["mandate"] in {s.value for s in SETTLED_MANDATES}:
+            reason = f"the payer's Direct Debit setup is {row['mandate']}: nothing was collected"
+            with self.store.begin() as conn:
+                if move(conn, plans, PlanState.CANCELLED, plans.c.id == plan_id,
+                        from_=(PlanState.AWAITING_MANDATE,), active_key=None, note=reason, updated_at=utcnow()):
+                    cancelled = move(conn, plan_instalments, InstalmentState.CANCELLED,
+                                     plan_instalments.c.plan_id == plan_id, note=reason)
+                    audit.record(conn, SYSTEM, "plan.cancel", "plan", plan_id, before={"status": row["status"]},
+                                 after={"status": "cancelled", "reason": reason, "instalments_cancelled": cancelled})
+
+    def _start(self, plan_id: str, earliest: dt.date, today: dt.date) -> None:
+        """Activate the plan (audited as plan.start); if its first instalment is before ``earliest``, every date
+        moves so that the first falls on it, the frequency's spacing kept: never collected early or short of
+        notice."""
+        with self.store.begin() as conn:
+            if not move(conn, plans, PlanState.ACTIVE, plans.c.id == plan_id, from_=(PlanState.AWAITING_MANDATE,),
+                        updated_at=utcnow()):
+                return  # another process started it
+            frequency = conn.execute(select(plans.c.frequency).where(plans.c.id == plan_id)).scalar_one()
+            scheduled = conn.execute(select(plan_instalments).where(
+                plan_instalments.c.plan_id == plan_id, plan_instalments.c.state == InstalmentState.SCHEDULED.value)
+                .order_by(plan_instalments.c.seq)).mappings().all()
+            moved = []
+            if scheduled and scheduled[0]["due_on"] < earliest:
+                for n, row in enumerate(scheduled):
+                    due = _step(earliest, n, frequency)
+                    conn.execute(update(plan_instalments).where(
+                        plan_instalments.c.plan_id == plan_id, plan_instalments.c.seq == row["seq"]).values(
+                        due_on=due, note=f"moved from {row['due_on']}: the Direct Debit was set up on {today}"))
+                    moved.append([row["seq"], row["due_on"].isoformat(), due.isoformat()])
+            audit.record(conn, SYSTEM, "plan.start", "plan", plan_id, before={"status": "awaiting_mandate"},
+                         after={"status": "active", "moved": moved})
 
     def _left_to_collect(self, conn: Connection, plan_id: str) -> Decimal:
         """What the plan's statements still owe before this plan's own instalments, less its live collections."""
@@ -379,13 +480,14 @@ class Plans:
         or neither, and DirectDebit.submit finishes a collection left 'creating'."""
         with self.store.read() as conn:
             account = conn.execute(select(plans.c.account).where(plans.c.id == plan_id)).scalar_one()
-        held = self.directdebit.holds_collections(account)
+        lead = self._lead(account)
+        held = lead > 0
         with self.store.begin() as conn:
             plan = conn.execute(select(plans).where(plans.c.id == plan_id)).mappings().one()
             due = conn.execute(select(plan_instalments).where(
                 plan_instalments.c.plan_id == plan_id,
                 plan_instalments.c.state == InstalmentState.SCHEDULED.value,
-                plan_instalments.c.due_on <= today + dt.timedelta(days=LEAD_DAYS if held else 0))
+                plan_instalments.c.due_on <= today + dt.timedelta(days=lead))
                 .order_by(plan_instalments.c.seq).limit(1)).mappings().first()
             if due is None or plan["status"] != PlanState.ACTIVE.value:
                 return None
@@ -430,11 +532,13 @@ class Plans:
     # ------------------------------------------------------------------------------------------- staff
 
     def cancel(self, actor: Actor, plan_id: str, reason: str = "cancelled by staff") -> PlanView:
-        """Cancel what is still to come: scheduled instalments, and submitted ones the bank has not taken yet."""
+        """Cancel what is still to come: scheduled instalments, and submitted ones the bank has not taken yet. A
+        plan awaiting its mandate leaves the setup with the payer (a mandate alone, if they finish it)."""
         with audit.attempt(self.store, actor, "plan.cancel", "plan", plan_id) as act:
             plan = self._row(plan_id)
-            if plan["status"] != PlanState.ACTIVE.value:
-                raise RuleError(f"plan {plan_id} is {plan['status']}; only an active plan can be cancelled")
+            if plan["status"] not in PLAN_HOLDING:
+                raise RuleError(f"plan {plan_id} is {plan['status']}; only an active plan or one awaiting its "
+                                "mandate can be cancelled")
             with self.store.read() as conn:
                 live = conn.execute(select(collections.c.id).join(
                     plan_instalments, plan_instalments.c.collection_id == collections.c.id).where(
@@ -450,7 +554,7 @@ class Plans:
                                  plan_instalments.c.plan_id == plan_id, note=reason)
                 move(conn, plans, PlanState.CANCELLED, plans.c.id == plan_id, active_key=None, note=reason,
                      updated_at=utcnow())
-                act.record(conn, before={"status": "active"}, after={
+                act.record(conn, before={"status": plan["status"]}, after={
                     "status": "cancelled", "reason": reason, "instalments_cancelled": cancelled,
                     "collections_already_with_the_bank": kept})
         return self.get(plan_id)
@@ -474,10 +578,13 @@ class Plans:
                 plan_statements, plan_statements.c.statement_key == firm_statements.c.key).where(
                 plan_statements.c.plan_id == plan_id).order_by(firm_statements.c.issue_date)).scalars())
             left = self._left_to_collect(conn, plan_id)
+            url = conn.execute(select(mandates.c.url).where(mandates.c.id == plan["mandate_id"])).scalar()
+        awaiting = plan["status"] == PlanState.AWAITING_MANDATE.value
         return PlanView(plan["id"], plan["matter_key"], matter.number, payer.name if payer else None,
                         plan["account"], plan["currency"], plan["total"], plan["frequency"], plan["status"], numbers,
                         tuple(Instalment(r["seq"], r["due_on"], r["amount"], r["money"] or r["state"],
-                                         r["collection_id"], r["note"]) for r in rows), left, plan["note"])
+                                         r["collection_id"], r["note"]) for r in rows), left, plan["note"],
+                        needs_mandate=awaiting, setup_url=url if awaiting else None)
 
     def list(self, matter: str | None = None) -> list[PlanView]:
         with self.store.read() as conn:

@@ -45,7 +45,7 @@ from agent.state.schema import (
     postings,
     quarantine,
 )
-from agent.state.statuses import COLLECTION_LIVE, LINK_OPEN, PAYMENT_UNPOSTED, POSTING_IN_FLIGHT
+from agent.state.statuses import COLLECTION_LIVE, LINK_OPEN, PAYMENT_UNPOSTED, PLAN_HOLDING, POSTING_IN_FLIGHT
 
 ZERO = Decimal(0)
 # A payment's posting the firm's books do not hold yet: being written, or set aside for a person to place.
@@ -157,11 +157,12 @@ def _earmarked(conn: Connection, tally: _Tally, where: ColumnElement[bool]) -> N
 
 
 def plan_reserved(conn: Connection, where: ColumnElement[bool]) -> dict[str, Decimal]:
-    """What active payment plans will still collect, per statement: instalments scheduled and instalments at the
-    provider not yet paid, spread over each plan's statements oldest first up to their balance (any rest on the
-    newest). Counted as pending collections, so no link or other collection asks for the same money."""
+    """What payment plans will still collect, per statement: instalments scheduled and instalments at the provider
+    not yet paid, spread over each plan's statements oldest first up to their balance (any rest on the newest).
+    Counted as pending collections, so no link or other collection asks for the same money; a plan awaiting its
+    mandate counts as an active one does, as its payer is being asked to agree to those very instalments."""
     active = select(plans.c.id).join(plan_statements, plan_statements.c.plan_id == plans.c.id).where(
-        plans.c.status == "active", where)
+        plans.c.status.in_(PLAN_HOLDING), where)
     plan_ids = list(dict.fromkeys(conn.execute(active).scalars()))
     out: defaultdict[str, Decimal] = defaultdict(Decimal)
     for plan_id in plan_ids:

@@ -139,16 +139,22 @@ del _C
 
 # ------------------------------------------------------------------------------------------------ payment plans
 class PlanState(StrEnum):
+    AWAITING_MANDATE = "awaiting_mandate"  # made with the payer's mandate setup: nothing is collected until it is done
     ACTIVE = "active"
     ENDED = "ended"  # every instalment is paid, failed or cancelled: nothing more will be collected
-    CANCELLED = "cancelled"  # by staff, or because the debt was voided
+    CANCELLED = "cancelled"  # by staff, because the debt was voided, or because its mandate setup failed
 
 
 PLAN_MOVES: Mapping[PlanState, frozenset[PlanState]] = {
+    # the payer finished the setup; the debt was paid elsewhere meanwhile; the setup failed or staff gave up
+    PlanState.AWAITING_MANDATE: frozenset({PlanState.ACTIVE, PlanState.ENDED, PlanState.CANCELLED}),
     PlanState.ACTIVE: frozenset({PlanState.ENDED, PlanState.CANCELLED}),
     PlanState.ENDED: frozenset(),
     PlanState.CANCELLED: frozenset(),
 }
+# A plan in one of these holds its matter (one plan each) and its instalments' money: what is owed counts them,
+# and no link or automatic collection asks for the same money.
+PLAN_HOLDING = (PlanState.AWAITING_MANDATE, PlanState.ACTIVE)
 
 
 class InstalmentState(StrEnum):

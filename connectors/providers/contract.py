@@ -48,6 +48,7 @@ __all__ = [
     "PayoutItemKind",
     "PayoutProvider",
     "PayoutStatus",
+    "PlannedDebit",
     "Provider",
     "ProviderEvent",
     "ProviderLink",
@@ -57,6 +58,7 @@ __all__ = [
     "clip",
     "direct_debit",
     "pays_out",
+    "schedule_text",
 ]
 
 
@@ -339,13 +341,39 @@ class CollectionStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class PlannedDebit:
+    """One debit of the payment plan a mandate is set up for: what the payer agrees to on the provider's page."""
+
+    due_on: dt.date
+    amount: Decimal
+    currency: str
+
+
+@dataclass(frozen=True)
 class MandatePayer:
-    """Who is asked for a mandate; ``idempotency_key`` makes a retried setup return the same request."""
+    """Who is asked for a mandate; ``idempotency_key`` makes a retried setup return the same request.
+    ``schedule``: the plan the mandate is for, oldest first (empty: a mandate alone), for the provider to show
+    where its API lets it (``schedule_text``), or to leave out where it does not."""
 
     key: str
     name: str
     email: str
     idempotency_key: str
+    schedule: tuple[PlannedDebit, ...] = ()
+
+
+def schedule_text(schedule: tuple[PlannedDebit, ...]) -> str:
+    """A plan in one line, for a provider's page that takes a sentence, not a table: its total, how many debits,
+    from when to when and how much each (a plan's are equal but the last, else each is listed)."""
+    currency = schedule[0].currency
+    total = sum((d.amount for d in schedule), Decimal(0))
+    *most, last = [d.amount for d in schedule]
+    if len(set(most)) == 1:
+        each = f"{currency} {most[0]} each" + ("" if last == most[0] else f", the last {currency} {last}")
+    else:
+        each = "; ".join(f"{d.due_on} {currency} {d.amount}" for d in schedule)
+    return (f"Payment plan: {len(schedule)} payments, {currency} {total} in all, {schedule[0].due_on} to "
+            f"{schedule[-1].due_on} ({each})")
 
 
 @dataclass(frozen=True)

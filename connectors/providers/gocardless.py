@@ -59,6 +59,7 @@ from connectors.providers.contract import (
     RefundRefused,
     RefundStatus,
     clip,
+    schedule_text,
 )
 from connectors.providers.cursor import Position, pages, read_forward
 
@@ -538,11 +539,16 @@ class GoCardlessProvider(Provider, DirectDebitProvider, PayoutProvider):
     # --- Direct Debit ---------------------------------------------------------------------------------------
 
     def setup_mandate(self, payer: MandatePayer) -> MandateSetup:
-        """A Billing Request with a mandate_request, and the Billing Request Flow the payer completes."""
+        """A Billing Request with a mandate_request, and the Billing Request Flow the payer completes. A plan's
+        schedule goes in the mandate request's ``description``, "displayed to the payer when authorising the
+        billing request" (BillingRequest.cs, MandateRequest.Description in gocardless-dotnet)."""
+        mandate_request: dict[str, str] = {"currency": self.account.currency}
+        if payer.schedule:
+            mandate_request["description"] = schedule_text(payer.schedule)
         br = self._call(
             self._billing_requests.create,
             params={
-                "mandate_request": {"currency": self.account.currency},
+                "mandate_request": mandate_request,
                 "metadata": {"payer_key": payer.key[:500]},
             },
             headers={"Idempotency-Key": payer.idempotency_key},

@@ -68,6 +68,7 @@ from connectors.providers.contract import (
     RefundRefused,
     RefundStatus,
     clip,
+    schedule_text,
 )
 from connectors.providers.cursor import Position, pages, read_forward
 from connectors.providers.gocardless import retry_after
@@ -136,7 +137,7 @@ DESCRIPTION_MAX = 1000  # PaymentIntent description (stripe/openapi spec3.json m
 DEFAULT_SUCCESS_URL = "https://checkout.stripe.com/c/pay/{CHECKOUT_SESSION_ID}"
 SESSION_LIFETIME = dt.timedelta(hours=24)
 # Length limits in Stripe's API reference (docs.stripe.com/api/checkout/sessions/create, /api/metadata).
-DISCLAIMER_MAX = 1200  # custom_text[submit][message]
+CUSTOM_TEXT_MAX = 1200  # custom_text[submit][message]: a link's disclaimer, a saved card's plan
 CLIENT_REFERENCE_MAX = 200  # client_reference_id
 METADATA_VALUE_MAX = 500
 # A dispute's balance_transactions are "zero, one, or two balance transactions that show funds withdrawn and
@@ -292,10 +293,10 @@ class StripeProvider(Provider, PayoutProvider, DirectDebitProvider):
         # description ("often useful for displaying to users": receipts) and metadata (docs.stripe.com/api/
         # metadata: 50 keys, keys up to 40 characters, values up to 500). The firm's name on Checkout is the
         # Stripe account's business name, set in Stripe's dashboard.
-        if len(spec.disclaimer) > DISCLAIMER_MAX:
+        if len(spec.disclaimer) > CUSTOM_TEXT_MAX:
             raise ProviderError(
                 f"account {self.account.name}: the disclaimer is {len(spec.disclaimer)} characters; Stripe shows at "
-                f"most {DISCLAIMER_MAX} beside the pay button (custom_text[submit][message]). Shorten it with "
+                f"most {CUSTOM_TEXT_MAX} beside the pay button (custom_text[submit][message]). Shorten it with "
                 f"'ledgerlink accounts set {self.account.name} --disclaimer ...'")
         metadata = {
             key: clip(value, METADATA_VALUE_MAX)
@@ -573,6 +574,8 @@ class StripeProvider(Provider, PayoutProvider, DirectDebitProvider):
             "success_url": self.options.success_url or DEFAULT_SUCCESS_URL,
             "metadata": {"payer": clip(payer.key, METADATA_VALUE_MAX)},
         }
+        if payer.schedule:  # beside the confirmation button, "up to 1200 characters" (_session_create_params.py)
+            params["custom_text"] = {"submit": {"message": clip(schedule_text(payer.schedule), CUSTOM_TEXT_MAX)}}
         session = self._call(self._client.v1.checkout.sessions.create, params=params,
                              options={"idempotency_key": f"{payer.idempotency_key}:session"})
         return MandateSetup(session.id, session.url or "")

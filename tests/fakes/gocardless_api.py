@@ -19,7 +19,8 @@ EventService.cs``, ``Resources/Payment.cs``, ``Resources/BillingRequest.cs``, an
 * Metadata (billing requests, their payment requests, payments, refunds): "up to 3 keys, with key names up to 50
   characters and values up to 500 characters" (the API reference, on every metadata parameter); more is a 422
   validation_failed naming the field. The payer's payment page shows the creditor's name, the amount and the
-  payment request's ``description`` (``payer_view``); metadata is never shown.
+  payment request's ``description`` (``payer_view``); metadata is never shown. A mandate-only request's page shows
+  the mandate request's ``description`` ("displayed to the payer when authorising the billing request").
 * Event times are strictly increasing here (a millisecond apart at least); the real API can give several events
   one millisecond, which the adapter's cursor tolerates (connectors/providers/cursor.py).
 
@@ -305,7 +306,7 @@ class FakeGoCardless(FakeAPI):
             "created_at": _now(),
             "status": "pending",
             "mandate_request": {"currency": currency, "scheme": "bacs" if currency == "GBP" else "sepa_core",
-                                "links": {}},
+                                "description": params["mandate_request"].get("description"), "links": {}},
             "payment_request": None,
             "metadata": params.get("metadata") or {},
             "links": {"customer": self._id("CU"), "creditor": "CR000000000001", "mandate_request": self._id("MRQ")},
@@ -611,8 +612,12 @@ class FakeGoCardless(FakeAPI):
 
     def payer_view(self, br_id: str) -> str:
         """The text GoCardless's payment page shows the payer for a billing request: the creditor, the amount
-        and the payment request's description."""
-        pr = self.billing_requests[br_id]["payment_request"]
+        and the payment request's description; for a mandate alone, the creditor and the mandate request's
+        description, "displayed to the payer when authorising the billing request" (BillingRequest.cs)."""
+        br = self.billing_requests[br_id]
+        if br["payment_request"] is None:
+            return "\n".join(t for t in (CREDITOR_NAME, br["mandate_request"]["description"]) if t)
+        pr = br["payment_request"]
         amount = f"{pr['currency']} {Decimal(pr['amount']).scaleb(-2)}"
         return "\n".join(t for t in (CREDITOR_NAME, amount, pr["description"]) if t)
 

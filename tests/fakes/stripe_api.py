@@ -100,6 +100,14 @@ def _nested(form: dict[str, str], prefix: str) -> dict[str, str]:
             and "[" not in k[len(prefix) + 1:-1]}
 
 
+def _custom_text(form: dict[str, str]) -> Json:
+    """A session's ``custom_text`` as Stripe returns it; only ``submit`` (beside the confirmation button, in payment
+    and setup mode alike: _session_create_params.py) is kept, the rest is null."""
+    submit = form.get("custom_text[submit][message]")
+    return {"after_submit": None, "shipping_address": None, "submit": {"message": submit} if submit else None,
+            "terms_of_service_acceptance": None}
+
+
 class FakeStripe(FakeAPI):
     def __init__(self, ids_from: int = 1) -> None:
         """``ids_from``: where this server's ids start, so two accounts' servers never share an id (the
@@ -559,7 +567,6 @@ class FakeStripe(FakeAPI):
         if (refused := self._too_long(form)) is not None:
             return refused
         session_id = self._id("cs_test")
-        submit = form.get("custom_text[submit][message]")
         self._intent_data[session_id] = {"description": form.get("payment_intent_data[description]"),
                                          "metadata": _nested(form, "payment_intent_data[metadata]")}
         session = {
@@ -578,8 +585,7 @@ class FakeStripe(FakeAPI):
             "client_reference_id": form.get("client_reference_id"),
             "customer_email": form.get("customer_email"),
             "metadata": _nested(form, "metadata"),
-            "custom_text": {"after_submit": None, "shipping_address": None,
-                            "submit": {"message": submit} if submit else None, "terms_of_service_acceptance": None},
+            "custom_text": _custom_text(form),
             "line_item_name": form.get("line_items[0][price_data][product_data][name]"),
             "line_item_description": form.get("line_items[0][price_data][product_data][description]"),
             "payment_intent": None,
@@ -608,7 +614,7 @@ class FakeStripe(FakeAPI):
                    "url": f"https://checkout.stripe.com/c/pay/{session_id}", "success_url": form.get("success_url"),
                    "expires_at": expires_at, "created": now, "client_reference_id": form.get("client_reference_id"),
                    "metadata": _nested(form, "metadata"), "setup_intent": None, "payment_intent": None,
-                   "livemode": False}
+                   "custom_text": _custom_text(form), "livemode": False}
         self.sessions[session_id] = session
         return json_response(200, session)
 
@@ -632,10 +638,13 @@ class FakeStripe(FakeAPI):
         return None
 
     def payer_view(self, session_id: str) -> str:
-        """The text Checkout shows the payer for a session: the amount, the line item and the custom text."""
+        """The text Checkout shows the payer for a session: the amount, the line item and the custom text (a
+        setup session: the custom text alone, as it takes no money and has no line items)."""
         session = self.sessions[session_id]
-        amount = f"{session['currency'].upper()} {Decimal(session['amount_total']).scaleb(-2)}"
         submit = (session["custom_text"]["submit"] or {}).get("message")
+        if session["mode"] == "setup":
+            return submit or ""
+        amount = f"{session['currency'].upper()} {Decimal(session['amount_total']).scaleb(-2)}"
         return "\n".join(t for t in (amount, session["line_item_name"], session["line_item_description"], submit)
                          if t)
 

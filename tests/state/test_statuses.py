@@ -34,7 +34,7 @@ INITIAL: dict[type[StrEnum], set[Any]] = {
     PaymentState: {PaymentState.PENDING, PaymentState.CONFIRMED, PaymentState.FAILED},  # a first event may settle
     PostingState: {PostingState.PENDING, PostingState.INCOMPLETE},
     CollectionState: {CollectionState.CREATING},
-    PlanState: {PlanState.ACTIVE},
+    PlanState: {PlanState.ACTIVE, PlanState.AWAITING_MANDATE},  # made on a mandate, or with its setup
     InstalmentState: {InstalmentState.SCHEDULED},
 }
 

@@ -55,7 +55,8 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 UPLOAD_NAME = re.compile(r"[^/\\:*?\"<>|\x00-\x1f]{1,200}\.(?:csv|txt)", re.IGNORECASE)
 router = APIRouter(tags=["console"], route_class=IdempotentRoute)
 PlanRow = schema_of("PlanRow", PlanSummary)  # a console shape, made from the engine's record like PlanOut
-PlanStatuses = Annotated[list[PlanState] | None, Query(description="active, ended or cancelled; repeat for several")]
+PlanStatuses = Annotated[list[PlanState] | None,
+                         Query(description="awaiting_mandate, active, ended or cancelled; repeat for several")]
 
 
 @router.get("/console-info", response_model=ConsoleInfoOut)

@@ -1,7 +1,7 @@
 """``/plans``: payment plans through the plan engine (a debt paid in Direct Debit instalments).
 
-A plan that cannot be kept (a payer in credit, no active office mandate, more than is owed, a second plan for
-the matter) is a 422 saying why; a preview changes nothing.
+A plan that cannot be kept (a payer in credit, no active office mandate without ``set_up_mandate``, more than is
+owed, a second plan for the matter) is a 422 saying why; a preview changes nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def preview_plan(rt: RuntimeDep, body: PlanIn) -> Any:
 
 @router.post("/plans", response_model=PlanOut, status_code=201)
 def create_plan(rt: RuntimeDep, actor: ActorDep, body: PlanIn) -> Any:
-    """Make the plan (audited); instalments due within five days are submitted at once."""
+    """Make the plan (audited); instalments due within five days are submitted at once. With ``set_up_mandate``
+    and no active mandate it is ``awaiting_mandate``, and ``setup_url`` is the page to send the payer."""
     return _out(rt, rt.plans.create(actor, body.request()))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
+import json
 import sqlite3
 import threading
 from decimal import Decimal, InvalidOperation
@@ -34,6 +36,8 @@ _PAGE = """<!doctype html>
 line-height:1.5}}
 dl{{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}} dd{{margin:0}}
 button{{font-size:1rem;padding:.6rem 1.2rem;margin:.3rem .3rem 0 0}}
+table{{border-collapse:collapse;margin:.5rem 0}} caption{{text-align:left;font-weight:600}}
+th,td{{padding:.2rem .8rem .2rem 0;text-align:left}} .num{{text-align:right}}
 .note{{color:#444;font-size:.9rem}}</style>
 </head><body><main>
 <h1>{title}</h1>
@@ -61,6 +65,26 @@ def _details(link: sqlite3.Row, amount: str, paid: bool = False) -> str:
     disclaimer = link["disclaimer"]
     return f"<dl>{listed}</dl>" + (
         f'<p class="note" id="disclaimer">{html.escape(disclaimer)}</p>' if disclaimer else "")
+
+
+def _schedule(stored: str) -> str:
+    """The payment plan a mandate is set up for (the setup's MandatePayer.schedule): each date and amount and the
+    total; empty for a mandate alone."""
+    debits = [(dt.date.fromisoformat(d), Decimal(a), c) for d, a, c in json.loads(stored or "[]")]
+    if not debits:
+        return ""
+    currency = debits[0][2]
+    total = sum((a for _, a, _ in debits), Decimal(0))
+    rows = "".join(f"<tr><td>{n}</td><td>{d:%d %B %Y}</td><td class=\"num\">{html.escape(f'{c} {a}')}</td></tr>"
+                   for n, (d, a, c) in enumerate(debits, start=1))
+    return (
+        '<table id="plan"><caption>Your payment plan</caption>'
+        '<thead><tr><th>#</th><th>Date</th><th class="num">Amount</th></tr></thead>'
+        f'<tbody>{rows}</tbody><tfoot><tr><th colspan="2" scope="row">Total</th>'
+        f'<th class="num" id="plan-total">{html.escape(f"{currency} {total}")}</th></tr></tfoot></table>'
+        '<p class="note">Each payment is taken by Direct Debit on its date. If the Direct Debit is set up too close '
+        "to the first date to give notice, the dates move later, keeping their spacing.</p>"
+    )
 
 
 class SandboxPayServer:
@@ -167,7 +191,8 @@ class SandboxPayServer:
         )
 
     def mandate_page(self, ref: str, authorise: bool) -> tuple[int, bytes]:
-        """The payer's Direct Debit setup: GET shows it, POST authorises it (the mandate becomes active)."""
+        """The payer's Direct Debit setup: GET shows it (with the plan it is for, if any), POST authorises it (the
+        mandate becomes active)."""
         with _db(self.home) as conn:
             row = conn.execute("SELECT * FROM mandates WHERE ref = ?", (ref,)).fetchone()
         if row is None:
@@ -178,8 +203,10 @@ class SandboxPayServer:
         if row["status"] != MandateStatus.PENDING_CUSTOMER_APPROVAL:
             status = html.escape(row["status"].replace("_", " "))
             return HTTPStatus.OK, _page("Direct Debit", f'<p role="status" id="status">This mandate is {status}.</p>')
+        plan = _schedule(row["schedule"])
+        asked = "to pay this plan" if plan else "from your account"
         form = (
-            f'<p>{html.escape(row["payer_name"])}, authorise Direct Debits from your account.</p>'
+            f'<p>{html.escape(row["payer_name"])}, authorise Direct Debits {asked}.</p>{plan}'
             f'<form method="post" action="/mandate/{html.escape(ref)}"><button type="submit">Set up Direct Debit'
             '</button></form><p class="note">Sandbox: no real mandate is made.</p>'
         )

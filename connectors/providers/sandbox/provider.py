@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 import sqlite3
 from decimal import Decimal
@@ -267,7 +268,8 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
     # --- Direct Debit -----------------------------------------------------------------------------------------
 
     def setup_mandate(self, payer: MandatePayer) -> MandateSetup:
-        """A mandate awaiting the payer; set_mandate(home, ref, "active") is the payer finishing the flow."""
+        """A mandate awaiting the payer; set_mandate(home, ref, "active") is the payer finishing the flow. A plan's
+        schedule is kept whole (JSON), for the mandate page to show as a table."""
         with _db(self.home) as conn:
             row = conn.execute(
                 "SELECT * FROM mandates WHERE account = ? AND idempotency_key = ?",
@@ -277,7 +279,7 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
             if row is None:
                 conn.execute(
                     "INSERT INTO mandates (ref, account, payer_key, payer_name, payer_email, idempotency_key,"
-                    " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " status, created_at, schedule) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         ref,
                         self.account.name,
@@ -287,6 +289,7 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
                         payer.idempotency_key,
                         MandateStatus.PENDING_CUSTOMER_APPROVAL.value,
                         _iso(_now()),
+                        json.dumps([[d.due_on.isoformat(), str(d.amount), d.currency] for d in payer.schedule]),
                     ),
                 )
         return MandateSetup(ref=ref, url=f"{self.base}/mandate/{ref}")

@@ -87,6 +87,7 @@ CREATE TABLE IF NOT EXISTS mandates (
     idempotency_key TEXT NOT NULL,
     status TEXT NOT NULL,
     created_at TEXT NOT NULL,
+    schedule TEXT NOT NULL DEFAULT '[]',
     UNIQUE (account, idempotency_key)
 );
 CREATE TABLE IF NOT EXISTS collections (
@@ -144,6 +145,7 @@ _ADDED = (
     ("events", "mandate_ref", "TEXT"),  # Direct Debit
     *(("links", name, "TEXT NOT NULL DEFAULT ''")  # what the payer sees (issue 24)
       for name in ("firm_name", "matter_number", "invoice_numbers", "disclaimer")),
+    ("mandates", "schedule", "TEXT NOT NULL DEFAULT '[]'"),  # the plan a mandate is set up for (issue 27)
 )
 
 

@@ -77,7 +77,7 @@ const BADGES = {
   outstanding: "Outstanding", creating: "Being created", payment_received: "Payment received",
   cancelled: "Cancelled", expired: "Expired", failed: "Failed",
   pending: "Pending", posting: "Posting now", posted: "Posted", retrying: "Retrying", incomplete: "Needs allocation",
-  removed: "Removed", active: "Active", ended: "Ended",
+  removed: "Removed", active: "Active", ended: "Ended", awaiting_mandate: "Awaiting mandate",
 };
 
 // A status badge always carries its words; the colour only repeats them.

@@ -39,6 +39,27 @@ function emailTable(plan) {
       el("td", {}, r.recipient || "—"), el("td", {}, SENDS[r.status] || r.status)))));
 }
 
+// A plan awaiting its mandate: the page to send the payer, where they see the instalments and authorise the Direct Debit.
+function setupLink(plan) {
+  const copy = el("button", { type: "button", class: "small", id: "plan-setup-copy" }, "Copy link");
+  const copied = el("span", { class: "hint", role: "status" });
+  copy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(plan.setup_url);
+      copied.textContent = "Copied: paste it into your email to the payer.";
+    } catch {
+      copied.textContent = "Select the link and copy it by hand.";  // no clipboard here (permissions)
+    }
+  });
+  return el("div", { class: "notice", id: "plan-setup" },
+    el("p", {}, `Waiting for ${plan.payer_name || "the payer"} to set up the Direct Debit. Nothing is collected until they do; ` +
+      "if they finish too close to the first date, the dates move later."),
+    el("p", {}, el("a", { href: plan.setup_url, id: "plan-setup-url", target: "_blank", rel: "noopener" }, plan.setup_url), " ", copy, " ", copied));
+}
+
+const HOLDING = ["active", "awaiting_mandate"];  // a plan still to collect: one per matter, cancellable
+const PLAN_WORDS = { awaiting_mandate: "waiting for the payer's Direct Debit", active: "active", ended: "ended", cancelled: "cancelled" };
+
 function showPlan(plan, note = "") {
   const error = el("p", { class: "alert", role: "alert", hidden: true });
   const cancel = el("button", { type: "button", id: "plan-cancel" }, "Cancel plan");
@@ -55,15 +76,16 @@ function showPlan(plan, note = "") {
   body.replaceChildren(
     ...(note ? [el("p", { class: "notice", role: "status" }, note)] : []),  // (replaceChildren writes a null as "null")
     el("dl", { class: "facts" },
-      el("dt", {}, "Plan"), el("dd", { id: "plan-id" }, `${plan.id} · ${plan.status}`),
+      el("dt", {}, "Plan"), el("dd", { id: "plan-id" }, `${plan.id} · ${PLAN_WORDS[plan.status] || plan.status}`),
       el("dt", {}, "Matter"), el("dd", {}, plan.matter_number),
       el("dt", {}, "Payer"), el("dd", {}, plan.payer_name || "—"),
       el("dt", {}, "Statements"), el("dd", {}, plan.statements.join(", ")),
       el("dt", {}, "Still owed"), el("dd", {}, `${money(plan.owed, plan.currency)}, besides instalments with the bank`)),
+    ...(plan.setup_url ? [setupLink(plan)] : []),
     instalmentTable(plan),
     emailTable(plan),
     error,
-    el("p", { class: "actions" }, plan.status === "active" ? cancel : null, el("button", { type: "button", "data-close": true }, "Close")));
+    el("p", { class: "actions" }, HOLDING.includes(plan.status) ? cancel : null, el("button", { type: "button", "data-close": true }, "Close")));
 }
 
 function planForm(m) {
@@ -79,11 +101,15 @@ function planForm(m) {
   const first = el("input", { id: "plan-first", name: "first", type: "date", value: soon, min: new Date().toISOString().slice(0, 10) });
   const preview = el("div", { id: "plan-preview" });
   const create = el("button", { type: "submit", class: "primary", id: "plan-create", disabled: true }, "Set up plan");
+  // Offered only when the preview says the payer has no active mandate, and never ticked for the clerk.
+  const setUp = el("input", { type: "checkbox", id: "plan-set-up-mandate", name: "set_up_mandate" });
+  setUp.addEventListener("change", () => { create.disabled = !setUp.checked; });
   const sync = () => { instalments.disabled = !byCount.checked; amount.disabled = byCount.checked; create.disabled = true; preview.replaceChildren(); };
   for (const input of [byCount, byAmount]) input.addEventListener("change", sync);
   for (const input of [instalments, amount, total, frequency, first]) input.addEventListener("input", () => { create.disabled = true; });
   const terms = () => {
-    const t = { matter: m.number, frequency: frequency.value, first: first.value || null, total: total.value.trim() || null };
+    const t = { matter: m.number, frequency: frequency.value, first: first.value || null, total: total.value.trim() || null,
+      set_up_mandate: setUp.checked };
     if (byCount.checked) t.instalments = Number(instalments.value); else t.amount = amount.value.trim();
     return t;
   };
@@ -92,10 +118,21 @@ function planForm(m) {
   check.addEventListener("click", async () => {
     error.hidden = true;
     try {
-      const plan = await api("POST", "/plans/preview", terms());
-      preview.replaceChildren(instalmentTable(plan));
-      create.disabled = false;
-      create.focus();
+      // Previewed as if the setup were asked for, which changes nothing: so the popup learns whether it is needed.
+      const plan = await api("POST", "/plans/preview", { ...terms(), set_up_mandate: true });
+      setUp.checked = false;
+      if (plan.needs_mandate) {
+        preview.replaceChildren(instalmentTable(plan), el("div", { class: "notice", id: "plan-no-mandate" },
+          el("p", {}, `${m.payer_name || "The payer"} has no active Direct Debit mandate.`),
+          el("p", { class: "choices consent" }, setUp,
+            el("label", { for: setUp.id }, "Send the payer a page to see these instalments and set up the Direct Debit; the plan starts when they do"))));
+        create.disabled = true;
+        setUp.focus();
+      } else {
+        preview.replaceChildren(instalmentTable(plan));
+        create.disabled = false;
+        create.focus();
+      }
     } catch (exc) {
       preview.replaceChildren();
       formError(error, exc, inputs);
@@ -126,7 +163,9 @@ function planForm(m) {
     create.disabled = true;
     create.textContent = "Setting up…";
     try {
-      showPlan(await api("POST", "/plans", terms()), "The plan is set up; the first instalment is collected on its date.");
+      const plan = await api("POST", "/plans", terms());
+      showPlan(plan, plan.status === "awaiting_mandate" ? "The plan is made: send the payer the link below to set up the Direct Debit."
+        : "The plan is set up; the first instalment is collected on its date.");
     } catch (exc) {
       formError(error, exc, inputs);
       create.textContent = "Set up plan";
@@ -154,7 +193,7 @@ export async function openPlan(m, closed) {
   dialog.showModal();
   try {
     const plans = await api("GET", `/plans?matter=${encodeURIComponent(m.number)}`);
-    const active = plans.find((p) => p.status === "active");
+    const active = plans.find((p) => HOLDING.includes(p.status));
     if (active) showPlan(active, "This matter already has a payment plan.");
     else { body.replaceChildren(planForm(m)); $("#plan-instalments-count", body)?.focus(); }
   } catch (exc) {

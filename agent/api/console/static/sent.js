@@ -30,9 +30,11 @@ const label = () => document.querySelector(`label[for="${document.querySelector(
 
 // Plans are their own table, not rows among the links: their columns (instalments, next date) are not a link's, and
 // the links' column choice and export stay as they were. The one filter reads for plans as for links: a plan still
-// collecting is outstanding, an ended one has nothing left to collect; a plan never expires (null).
-const PLAN_STATUS = { outstanding: "active", payment_received: "ended", cancelled: "cancelled", expired: null, "": "" };
-const PLAN_WORDS = { active: "Active", ended: "Ended", cancelled: "Cancelled", "": "All" };
+// collecting (or waiting for the payer's Direct Debit to start) is outstanding, an ended one has nothing left to
+// collect; a plan never expires (null). Each is the query string of its statuses.
+const PLAN_STATUS = { outstanding: "?status=active&status=awaiting_mandate", payment_received: "?status=ended",
+  cancelled: "?status=cancelled", expired: null, "": "" };
+const PLAN_WORDS = { outstanding: "Active", payment_received: "Ended", cancelled: "Cancelled", "": "All" };
 const plansTable = $("#sent-plans-table");
 const plansExport = $("#sent-plans-export");
 
@@ -120,8 +122,8 @@ async function loadPlans() {
     plansTable.replaceChildren(el("p", { class: "empty" }, `Payment plans do not expire, so none are in “${label()}”.`));
     return;
   }
-  const plans = await api("GET", `/sent-pages/plans${wanted ? `?status=${wanted}` : ""}`);
-  const words = `${PLAN_WORDS[wanted]} payment plans`;
+  const plans = await api("GET", `/sent-pages/plans${wanted}`);
+  const words = `${PLAN_WORDS[status()]} payment plans`;
   if (!plans.length) {
     plansTable.replaceChildren(el("p", { class: "empty" }, `No ${words.toLowerCase()}.`));
     return;
@@ -144,7 +146,7 @@ async function loadPlans() {
       el("td", {}, el("div", { class: "row-actions" },
         el("button", { type: "button", class: "small", "aria-label": `Open plan ${plan.id}`,
           onclick: () => openPlanById(plan.id, () => load().then(() => focusPlan(plan.id)).catch((exc) => say(notice, exc.message, "error"))) }, "Open"),
-        plan.status === "active" ? el("button", { type: "button", class: "small danger", "aria-label": `Cancel plan ${plan.id}`, onclick: () => cancelPlan(plan) }, "Cancel") : null))))))));
+        ["active", "awaiting_mandate"].includes(plan.status) ? el("button", { type: "button", class: "small danger", "aria-label": `Cancel plan ${plan.id}`, onclick: () => cancelPlan(plan) }, "Cancel") : null))))))));
 }
 
 async function load() {
@@ -193,7 +195,7 @@ $("#sent-export").addEventListener("click", async () => {
 plansExport.addEventListener("click", async () => {
   const wanted = PLAN_STATUS[status()];
   try {
-    const name = await download(`/sent-pages/plans/export${wanted ? `?status=${wanted}` : ""}`, "payment-plans.xlsx");
+    const name = await download(`/sent-pages/plans/export${wanted}`, "payment-plans.xlsx");
     say(notice, `Exported ${name}: a row per instalment.`, "ok");
   } catch (exc) {
     say(notice, exc.message, "error");
