@@ -35,6 +35,7 @@ WORDS = {
     "plan.create": "Payment plan made", "plan.instalment": "Instalment submitted for collection",
     "plan.follow_debt": "Instalments lowered to what is owed", "plan.end": "Payment plan ended",
     "plan.cancel": "Payment plan cancelled", "plan.email": "Payer emailed about an instalment",
+    "plan.start": "Payment plan started: the payer's Direct Debit is set up",
     "mandate.setup": "Mandate set up", "account.change": "Account settings changed",
     "config.reload": "Configuration reloaded", "service.start": "Service started", "service.stop": "Service stopped",
     "user.add": "User added", "user.disable": "User disabled", "user.reset": "Enabled again or password reset",
