@@ -3,6 +3,7 @@ and best practice), and a clerk can do the main job by keyboard alone."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ def test_every_screen_and_popup_passes_axe(page: Any, agent: Agent, tmp_path: Pa
     assert_accessible(page, "the Instant Bank Pay popup with a link")
     page.keyboard.press("Escape")
     page.get_by_role("button", name="Open M-2026-0030").click()
+    expect(page.get_by_role("heading", name=re.compile(r"^M-2026-0030"))).to_be_visible()  # its card, not the last
     page.get_by_role("button", name="Instant Bank Pay").click()
     expect(page.locator("#pay-form")).to_be_visible()
     assert_accessible(page, "the Instant Bank Pay form")
