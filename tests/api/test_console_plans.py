@@ -27,13 +27,18 @@ def with_mandate(agent: Agent) -> None:
     owing_3000_with_a_mandate(agent.rt, agent.home)
 
 
+def plan_dialog(page: Any, agent: Agent, matter: str) -> Any:
+    """Signed in as a clerk, the matter found and opened, and its Payment plan popup."""
+    sign_in(page, agent)
+    search(page, matter)
+    page.get_by_role("button", name=f"Open {matter}").click()
+    page.get_by_role("button", name="Payment plan").click()
+    return page.locator("#plan-dialog")
+
+
 def test_a_clerk_sets_up_six_monthly_instalments_previewed_to_the_penny(page: Any, agent: Agent) -> None:
     with_mandate(agent)
-    sign_in(page, agent)
-    search(page, MATTER)
-    page.get_by_role("button", name=f"Open {MATTER}").click()
-    page.get_by_role("button", name="Payment plan").click()
-    dialog = page.locator("#plan-dialog")
+    dialog = plan_dialog(page, agent, MATTER)
     expect(dialog.get_by_label("Plan total (GBP)")).to_have_value("3000.00")
     dialog.get_by_label("Number of instalments", exact=True).check()
     dialog.locator("#plan-instalments-count").fill("7")
@@ -94,11 +99,7 @@ def owing_900_without_a_mandate(agent: Agent) -> None:
 
 def test_a_payer_without_a_mandate_is_sent_the_page_that_sets_up_the_plan(page: Any, agent: Agent) -> None:
     owing_900_without_a_mandate(agent)
-    sign_in(page, agent)
-    search(page, WAITING)
-    page.get_by_role("button", name=f"Open {WAITING}").click()
-    page.get_by_role("button", name="Payment plan").click()
-    dialog = page.locator("#plan-dialog")
+    dialog = plan_dialog(page, agent, WAITING)
     dialog.locator("#plan-instalments-count").fill("3")
     dialog.get_by_role("button", name="Preview instalments").click()
     expect(dialog.locator("#plan-no-mandate")).to_contain_text("Bea Waiting has no active Direct Debit mandate")
