@@ -26,6 +26,7 @@ from agent.core.model import MerchantAccount
 from connectors.plugins import PluginOptions
 
 __all__ = [
+    "SETTLED_MANDATES",
     "CancelRefused",
     "Capabilities",
     "Collection",
@@ -192,6 +193,11 @@ class MandateStatus(StrEnum):
     CONSUMED = "consumed"
     BLOCKED = "blocked"
     SUSPENDED_BY_PAYER = "suspended_by_payer"
+
+
+# A mandate in one of these can collect no more, and no setup in one can be finished: it is over.
+SETTLED_MANDATES = frozenset({MandateStatus.FAILED, MandateStatus.CANCELLED, MandateStatus.EXPIRED,
+                              MandateStatus.CONSUMED, MandateStatus.BLOCKED})
 
 
 @dataclass(frozen=True)
@@ -444,6 +450,12 @@ class DirectDebitProvider(ABC):
     @abstractmethod
     def cancel_collection(self, ref: str) -> Collection:
         """Cancel before submission to the bank; CollectionCancelRefused once the provider no longer allows it."""
+
+    @abstractmethod
+    def cancel_mandate(self, ref: str) -> Mandate:
+        """The firm ends a mandate, by its ref or its setup's: a setup the payer has not finished can no longer be
+        finished, and a mandate takes its collections not yet at the bank with it, as when the payer cancels it.
+        A mandate already over (SETTLED_MANDATES) is returned as it is; the result is read back after the cancel."""
 
 
 # --- Money after the payment: payouts, their contents and refunds (an optional third contract) ------------------

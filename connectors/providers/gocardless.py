@@ -29,6 +29,7 @@ from gocardless_pro.api_client import ApiClient
 from agent.core.errors import DataError, TransientError
 from agent.core.model import MerchantAccount, from_minor, to_minor
 from connectors.providers.contract import (
+    SETTLED_MANDATES,
     CancelRefused,
     Capabilities,
     Collection,
@@ -580,6 +581,32 @@ class GoCardlessProvider(Provider, DirectDebitProvider, PayoutProvider):
         except ValueError:
             raise ProviderError(f"GoCardless mandate {ref} has an undocumented status {mandate['status']!r}") from None
         return Mandate(ref=ref, status=status, raw_status=mandate["status"])
+
+    def cancel_mandate(self, ref: str) -> Mandate:
+        """While the payer has not finished, the billing request's cancel action ("Immediately cancels a billing
+        request, causing all billing request flows to expire": BillingRequestsService.cancel); once a mandate is
+        made, the mandate's ("Immediately cancels a mandate and all associated cancellable payments ... will fail
+        with a cancellation_failed error if the mandate is already cancelled": MandatesService.cancel). A payer
+        who finishes between the read and the cancel made a mandate: it is read again and that is cancelled."""
+        current = self.get_mandate(ref)
+        if current.ref.startswith("BRQ") and current.status not in SETTLED_MANDATES:
+            try:
+                self._call(self._billing_requests.cancel, current.ref)
+            except LinkNotFound:
+                raise
+            except ProviderError:
+                pass  # fulfilled meanwhile: the mandate it made is cancelled below
+            current = self.get_mandate(ref)
+        if not current.ref.startswith("BRQ") and current.status not in SETTLED_MANDATES:
+            try:
+                self._call(self._mandates.cancel, current.ref)
+            except LinkNotFound:
+                raise
+            except ProviderError:
+                if self.get_mandate(current.ref).status is not MandateStatus.CANCELLED:
+                    raise
+            current = self.get_mandate(current.ref)
+        return current
 
     @staticmethod
     def _collection(payment: Mapping[str, Any]) -> Collection:

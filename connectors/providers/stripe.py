@@ -38,6 +38,7 @@ from agent.core.errors import DataError, TransientError
 from agent.core.model import MerchantAccount, from_minor, to_minor
 from connectors.plugins import PluginOptions
 from connectors.providers.contract import (
+    SETTLED_MANDATES,
     CancelRefused,
     Capabilities,
     Collection,
@@ -608,6 +609,28 @@ class StripeProvider(Provider, PayoutProvider, DirectDebitProvider):
         if status is MandateStatus.ACTIVE and isinstance(card, Mapping) and not card.get("customer"):
             return Mandate(intent["id"], MandateStatus.CANCELLED, "succeeded:payment_method_detached")
         return Mandate(intent["id"], status, intent["status"])
+
+    def cancel_mandate(self, ref: str) -> Mandate:
+        """While the payer has not finished, the setup session is expired (``POST /v1/checkout/sessions/{id}/
+        expire``, which "works only on open sessions"); once the card is saved, it is detached from the customer
+        (``POST /v1/payment_methods/{id}/detach``: "Detachment is permanent and irreversible", _payment_method.py),
+        which is how get_mandate reads a card that can be charged no more. A payer who finishes between the read
+        and the expiry saved a card: it is read again and that is detached."""
+        current = self.get_mandate(ref)
+        if not current.ref.startswith("seti_") and current.status not in SETTLED_MANDATES:
+            try:
+                self._call(self._client.v1.checkout.sessions.expire, current.ref)
+            except LinkNotFound:
+                raise
+            except ProviderError:
+                pass  # completed meanwhile: its card is detached below
+            current = self.get_mandate(ref)
+        if current.ref.startswith("seti_") and current.status not in SETTLED_MANDATES:
+            card = self._setup_intent(current.ref).get("payment_method")
+            if isinstance(card, Mapping):
+                self._call(self._client.v1.payment_methods.detach, card["id"])
+            current = self.get_mandate(current.ref)
+        return current
 
     def create_collection(self, mandate_ref: str, amount: Decimal, currency: str, charge_date: dt.date | None,
                           description: str, idempotency_key: str) -> Collection:

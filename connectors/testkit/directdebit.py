@@ -36,6 +36,7 @@ from typing import Protocol
 import pytest
 
 from connectors.providers.contract import (
+    SETTLED_MANDATES,
     Collection,
     CollectionCancelRefused,
     CollectionStatus,
@@ -245,19 +246,26 @@ class DirectDebitContract:
         assert any(setup.ref in (e.link_ref, e.mandate_ref) for e in changed), "no event ties the mandate to its setup"
         assert changed[-1].raw_status == provider.get_mandate(mandate_ref).status.value
 
-    def test_mandate_cancelled_by_the_payer_is_announced_and_cancels_what_is_not_submitted(
-        self, provider: Collects, world: DirectDebitWorld
+    @pytest.mark.parametrize("by", ["payer", "firm"])
+    def test_mandate_cancelled_is_announced_and_cancels_what_is_not_submitted(
+        self, provider: Collects, world: DirectDebitWorld, by: str
     ) -> None:
         """The engine does not cancel a cancelled mandate's collections itself: the provider does, and says so on
         the cursor (GoCardless: a cancelled mandate takes "all associated cancellable payments" with it,
         gocardless_pro MandatesService.cancel). One already at the bank stands: where the provider charges at
-        once, every collection is (collected when made), and none waits to be cancelled."""
+        once, every collection is (collected when made), and none waits to be cancelled. The same whether the
+        payer cancelled it or the firm did (``cancel_mandate``, by the mandate's ref)."""
         mandate_ref = _mandate(provider, world)
         waiting = None if _charges_at_once(provider) else _collect(provider, mandate_ref)
         sent = _through(provider, world, mandate_ref, ("submit",))
         stands = CollectionStatus.CONFIRMED if _charges_at_once(provider) else CollectionStatus.SUBMITTED
         _, cursor = drain(provider, None)
-        world.cancel_mandate(mandate_ref)
+        if by == "payer":
+            world.cancel_mandate(mandate_ref)
+        else:
+            ended = provider.cancel_mandate(mandate_ref)
+            assert (ended.ref, ended.status) == (mandate_ref, MandateStatus.CANCELLED)
+            assert provider.cancel_mandate(mandate_ref) == provider.get_mandate(mandate_ref)  # over: as it is
         events, _ = drain(provider, cursor)
         changed = _changes(events)
         assert changed and all(e.mandate_ref == mandate_ref for e in changed)
@@ -271,6 +279,23 @@ class DirectDebitContract:
         assert provider.get_collection(sent.ref).status is stands
         with pytest.raises(ProviderError):  # mandate_is_inactive (gocardless_pro PaymentsService.create)
             _collect(provider, mandate_ref)
+
+    def test_firm_cancels_a_setup_the_payer_has_not_finished(
+        self, provider: Collects, world: DirectDebitWorld
+    ) -> None:
+        """A payment plan cancelled before its payer set up the mandate ends the setup, by its ref: it is over at
+        once (cancelled, or expired where the provider can only expire a setup), a second cancel returns it as it
+        is, and a retried setup under the same key gives that ended setup back, not a new one to finish."""
+        payer = _payer()
+        setup = provider.setup_mandate(payer)
+        ended = provider.cancel_mandate(setup.ref)
+        assert ended.ref == setup.ref
+        assert ended.status in SETTLED_MANDATES
+        assert provider.get_mandate(setup.ref) == ended
+        assert provider.cancel_mandate(setup.ref) == ended
+        assert provider.setup_mandate(payer).ref == setup.ref
+        assert provider.get_mandate(setup.ref).status in SETTLED_MANDATES
+        assert world.setup_count() == 1
 
     # --- collections ------------------------------------------------------------------------------------------
 

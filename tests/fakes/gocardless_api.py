@@ -159,8 +159,10 @@ class FakeGoCardless(FakeAPI):
         if method == "POST" and (build := self._builders().get(path)):
             kind = path.removeprefix("/")
             return self._create(request, kind, body.get(kind, {}), build)
-        if method == "POST" and (m := re.fullmatch(r"/(billing_requests|payments)/(\w+)/actions/cancel", path)):
-            return (self._cancel if m[1] == "billing_requests" else self._cancel_payment)(m[2])
+        if method == "POST" and (m := re.fullmatch(r"/(billing_requests|payments|mandates)/(\w+)/actions/cancel",
+                                                    path)):
+            return {"billing_requests": self._cancel, "payments": self._cancel_payment,
+                    "mandates": self._cancel_mandate}[m[1]](m[2])
         if method == "GET" and (m := re.fullmatch(r"/(\w+)/(\w+)", path)):
             return self._read(m[1], m[2])
         if method == "GET" and (records := self._lists().get(path)):
@@ -425,6 +427,19 @@ class FakeGoCardless(FakeAPI):
         br["status"] = "cancelled"
         self._event("billing_requests", "cancelled", billing_request=br_id)
         return json_response(200, {"billing_requests": br})
+
+    def _cancel_mandate(self, mandate_id: str) -> Response:
+        """POST /mandates/{id}/actions/cancel: "Immediately cancels a mandate and all associated cancellable
+        payments ... This will fail with a `cancellation_failed` error if the mandate is already cancelled"
+        (MandatesService.cancel, gocardless_pro/services/mandates_service.py, from the API reference)."""
+        mandate = self.mandates.get(mandate_id)
+        if mandate is None:
+            return self._not_found()
+        if mandate["status"] == "cancelled":
+            return json_response(422, _error(422, "invalid_state", "Mandate is already cancelled", [
+                {"reason": "cancellation_failed", "message": "Mandate is already cancelled"}]))
+        self.set_mandate(mandate_id, "cancelled")
+        return json_response(200, {"mandates": mandate})
 
     def _list(self, request: Request, kind: str, records: list[Json]) -> Response:
         """Newest first by created_at, filtered by created_at[...] and paged by after/before (cursor pagination)."""

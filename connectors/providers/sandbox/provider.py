@@ -15,6 +15,7 @@ from agent.core.errors import ConfigurationError, DataError
 from agent.core.model import MerchantAccount, check_decimals
 from connectors.plugins import PluginOptions
 from connectors.providers.contract import (
+    SETTLED_MANDATES,
     CancelRefused,
     Capabilities,
     Collection,
@@ -64,6 +65,7 @@ from connectors.providers.sandbox.world import (
     _to_link,
     next_expiry,
     pay_out,
+    set_mandate,
 )
 
 _PAYMENT_KIND = {
@@ -372,6 +374,13 @@ class SandboxProvider(Provider, DirectDebitProvider, PayoutProvider):
                     f"sandbox collection {ref} is {row['status']}: cancellation_failed", _to_collection(row)
                 )
             return _to_collection(_move_collection(conn, ref, CollectionStatus.CANCELLED))
+
+    def cancel_mandate(self, ref: str) -> Mandate:
+        """As when the payer cancels it (world.set_mandate): its collections not yet submitted are cancelled, and
+        a setup not finished can no longer be (the mandate page says it is cancelled)."""
+        if self.get_mandate(ref).status not in SETTLED_MANDATES:
+            set_mandate(self.home, ref, MandateStatus.CANCELLED)
+        return self.get_mandate(ref)
 
 
 
