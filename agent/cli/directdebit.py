@@ -56,6 +56,12 @@ def cmd_mandates_setup(args: argparse.Namespace, rt: Runtime) -> int:
     return 0
 
 
+def cmd_mandates_cancel(args: argparse.Namespace, rt: Runtime) -> int:
+    m = rt.directdebit.cancel_mandate(cli_actor(), args.id, args.reason)
+    emit(args, _data(m), lambda: f"{m.id} {m.status}: the provider cancels its collections not yet at the bank")
+    return 0
+
+
 def cmd_mandates_refresh(args: argparse.Namespace, rt: Runtime) -> int:
     changed = rt.directdebit.refresh_mandates()
     emit(args, {"changed": changed}, lambda: f"{changed} mandate(s) changed at the provider")
@@ -124,6 +130,15 @@ def register(commands: Commands) -> None:
     )
     p.add_argument("--payer", required=True, help="payer key")
     p.add_argument("--account", help="merchant account name")
+    p = commands.add(
+        "cancel",
+        cmd_mandates_cancel,
+        "end a mandate at the provider, or its setup if the payer has not finished it",
+        group="mandates",
+        json=True,
+    )
+    p.add_argument("id", help="the mandate's id (mdt_...)")
+    p.add_argument("--reason", default="cancelled by staff", help="for the audit trail")
     commands.add(
         "refresh", cmd_mandates_refresh, "ask the provider for mandates not yet settled", group="mandates", json=True
     )

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
-from agent.core.errors import DataError, RuleError, TransientError
+from agent.core.errors import DataError, NotFound, RuleError, TransientError
 from agent.core.model import Actor, Statement, check_decimals, to_decimal
 from agent.core.retry import call
 from agent.home.settings import Settings
@@ -49,6 +49,7 @@ from agent.state.statuses import (
 )
 from agent.state.store import utcnow
 from connectors.providers.contract import (
+    SETTLED_MANDATES,
     CollectionCancelRefused,
     DirectDebitProvider,
     EventKind,
@@ -66,8 +67,6 @@ log = logging.getLogger("ledgerlink.directdebit")
 RANK = {COLLECTION_CREATING: 0, COLLECTION_REFUSED: 0, "pending_customer_approval": 1, "pending_submission": 2,
         "submitted": 3, "confirmed": 4, "paid_out": 5, "cancelled": 6, "customer_approval_denied": 6, "failed": 6,
         "charged_back": 7}
-SETTLED_MANDATES = (MandateStatus.FAILED, MandateStatus.CANCELLED, MandateStatus.EXPIRED, MandateStatus.CONSUMED,
-                    MandateStatus.BLOCKED)
 
 
 def new_id(prefix: str) -> str:
@@ -162,15 +161,16 @@ class DirectDebit:
         return self.providers(account).capabilities.holds_collections
 
     def setup_mandate(self, actor: Actor, payer_key: str, account: str | None = None, *,
-                      schedule: tuple[PlannedDebit, ...] = ()) -> MandateView:
+                      schedule: tuple[PlannedDebit, ...] = (), plan_id: str | None = None) -> MandateView:
         """Send the payer the provider's mandate flow; a payer with a mandate that is not over gets it back.
         ``schedule``: the payment plan it is for, shown where the provider can (a flow handed back keeps what it
-        showed). Audited as mandate.setup on the payer (an existing mandate handed back changes nothing and is not)."""
+        showed), and ``plan_id`` that plan, whose end ends a new setup too (``cancel_mandate``). Audited as
+        mandate.setup on the payer (an existing mandate handed back changes nothing and is not)."""
         with audit.attempt(self.store, actor, "mandate.setup", "payer", payer_key) as act:
-            return self._setup_mandate(payer_key, account, schedule, act)
+            return self._setup_mandate(payer_key, account, schedule, plan_id, act)
 
     def _setup_mandate(self, payer_key: str, account: str | None, schedule: tuple[PlannedDebit, ...],
-                       act: audit.Attempt) -> MandateView:
+                       plan_id: str | None, act: audit.Attempt) -> MandateView:
         acct = self.settings.account(account)
         with self.store.read() as conn:
             payer = get_payer(conn, payer_key)
@@ -197,10 +197,32 @@ class DirectDebit:
                 id=mandate_id, account=acct.name, provider=acct.provider, payer_key=payer.key, setup_ref=setup.ref,
                 provider_ref=state.ref if state.ref != setup.ref else None, url=setup.url,
                 status=state.status.value, raw_status=state.raw_status, idempotency_key=f"dd-{mandate_id}",
-                created_at=now, updated_at=now))
+                created_at=now, updated_at=now, plan_id=plan_id))
             row = conn.execute(select(mandates).where(mandates.c.id == mandate_id)).mappings().one()
             act.record(conn, after={"mandate": mandate_id, "account": acct.name, "status": row["status"]})
             return MandateView.from_row(row)
+
+    def cancel_mandate(self, actor: Actor, mandate_id: str, reason: str = "cancelled by staff") -> MandateView:
+        """End the mandate at the provider, or its setup if the payer has not finished it: the provider cancels
+        its collections not yet at the bank, and their events close them here as when the payer cancels. Audited
+        as mandate.cancel, a refusal too."""
+        with audit.attempt(self.store, actor, "mandate.cancel", "mandate", mandate_id) as act:
+            with self.store.read() as conn:
+                row = conn.execute(select(mandates).where(mandates.c.id == mandate_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"no mandate {mandate_id!r}: 'ledgerlink mandates list' shows the mandates there are")
+            if row["status"] in {s.value for s in SETTLED_MANDATES}:
+                raise RuleError(f"mandate {mandate_id} is {row['status']}; nothing to cancel")
+            state = call(self._provider(row["account"]).cancel_mandate, row["provider_ref"] or row["setup_ref"],
+                         initial=self.retry_initial)
+            with self.store.begin() as conn:
+                conn.execute(update(mandates).where(mandates.c.id == mandate_id).values(
+                    status=state.status.value, raw_status=state.raw_status, updated_at=utcnow(),
+                    provider_ref=state.ref if state.ref != row["setup_ref"] else row["provider_ref"]))
+                act.record(conn, before={"status": row["status"]}, after={"status": state.status.value,
+                                                                          "reason": reason})
+                return MandateView.from_row(conn.execute(select(mandates).where(
+                    mandates.c.id == mandate_id)).mappings().one())
 
     def list_mandates(self, payer_key: str | None = None) -> list[MandateView]:
         query = select(mandates).order_by(mandates.c.created_at.desc())

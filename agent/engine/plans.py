@@ -42,9 +42,9 @@ from typing import Literal
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from agent.core.errors import NotFound, RuleError
+from agent.core.errors import NotFound, RuleError, TransientError
 from agent.core.model import Actor, Payer, Statement, check_decimals, exponent
-from agent.engine.directdebit import SETTLED_MANDATES, DirectDebit, new_id, reserve_collection
+from agent.engine.directdebit import DirectDebit, new_id, reserve_collection
 from agent.home.settings import Settings
 from agent.state import StateStore, audit
 from agent.state.mirror import get_matter, get_payer, open_statements, statement_from_row
@@ -68,7 +68,13 @@ from agent.state.statuses import (
     move,
 )
 from agent.state.store import utcnow
-from connectors.providers.contract import CollectionCancelRefused, MandateStatus, PlannedDebit
+from connectors.providers.contract import (
+    SETTLED_MANDATES,
+    CollectionCancelRefused,
+    MandateStatus,
+    PlannedDebit,
+    ProviderError,
+)
 
 __all__ = ["FREQUENCIES", "LEAD_DAYS", "Instalment", "PlanRequest", "PlanView", "Plans", "instalments"]
 
@@ -76,6 +82,7 @@ log = logging.getLogger("ledgerlink.plans")
 Frequency = Literal["weekly", "fortnightly", "monthly"]
 FREQUENCIES: tuple[Frequency, ...] = ("weekly", "fortnightly", "monthly")
 LEAD_DAYS = 5  # an instalment becomes a collection this many days before its date (GoCardless needs ~3 working)
+SETUP_DAYS = 7  # a plan awaiting its mandate lapses when the payer has not set it up in this many days
 MAX_INSTALMENTS = 60
 SYSTEM = Actor("system", "plans")
 
@@ -305,12 +312,12 @@ class Plans:
         with self.store.read() as conn:
             checked = self._check(conn, request, today)
         with audit.attempt(self.store, actor, "plan.create", "matter", checked.matter_key) as act:
+            plan_id = new_id("plan")
             if checked.mandate is not None:
                 mandate_id, status = checked.mandate["id"], PlanState.ACTIVE
             else:
-                mandate_id, status = self._set_up_mandate(actor, checked), PlanState.AWAITING_MANDATE
+                mandate_id, status = self._set_up_mandate(actor, checked, plan_id), PlanState.AWAITING_MANDATE
             self._replace_collections(checked)
-            plan_id = new_id("plan")
             now = utcnow()
             try:
                 with self.store.begin() as conn:
@@ -330,18 +337,36 @@ class Plans:
                                             "mandate": mandate_id, "instalments": [
                                                 [d.isoformat(), a] for d, a in checked.schedule]})
             except IntegrityError:
+                self._end_setup(SYSTEM, mandate_id, plan_id, "the plan it was for was refused: another was made")
                 raise RuleError(f"matter {checked.matter_number} already has an active plan; cancel it first "
                                 "('ledgerlink plans cancel ID')") from None
         self.submit_due(today)  # a mandate handed back active meanwhile starts the plan at once
         return self.get(plan_id)
 
-    def _set_up_mandate(self, actor: Actor, checked: _Checked) -> str:
+    def _set_up_mandate(self, actor: Actor, checked: _Checked, plan_id: str) -> str:
         """The payer's mandate setup for this plan, through the Direct Debit engine (audited there as
-        mandate.setup; a pending one is handed back): its id."""
+        mandate.setup; a pending one is handed back, and is not the plan's to end): its id."""
         currency = checked.statements[0].currency
         mandate = self.directdebit.setup_mandate(actor, checked.payer_key, checked.account, schedule=tuple(
-            PlannedDebit(d, a, currency) for d, a in checked.schedule))
+            PlannedDebit(d, a, currency) for d, a in checked.schedule), plan_id=plan_id)
         return mandate.id
+
+    def _end_setup(self, actor: Actor, mandate_id: str, plan_id: str, reason: str) -> str | None:
+        """End the mandate setup started for this plan before the plan began: unfinished, so the payer cannot
+        authorise a plan that is no more; finished, so a mandate given for this plan's dates alone is not used to
+        collect the whole debt automatically. A setup handed back (started for something else) is left alone.
+        Returns why it could not be ended, if it could not (the plan ends anyway; the audit trail says so)."""
+        with self.store.read() as conn:
+            row = conn.execute(select(mandates.c.plan_id, mandates.c.status).where(
+                mandates.c.id == mandate_id)).mappings().one()
+        if row["plan_id"] != plan_id or row["status"] in {s.value for s in SETTLED_MANDATES}:
+            return None
+        try:
+            self.directdebit.cancel_mandate(actor, mandate_id, reason)
+        except (ProviderError, RuleError, TransientError) as exc:
+            log.warning("plan %s: its mandate setup %s was not ended: %s", plan_id, mandate_id, exc)
+            return f"{mandate_id} ({exc})"
+        return None
 
     def _replace_collections(self, checked: _Checked) -> None:
         """The statements' own automatic or manual collections give way to the plan, or the plan is refused."""
@@ -381,13 +406,21 @@ class Plans:
         return LEAD_DAYS if self.directdebit.holds_collections(account) else 0
 
     def _follow_mandate(self, plan_id: str, today: dt.date) -> None:
-        """A plan awaiting its mandate starts once the mandate is active, and is cancelled once it never can be."""
+        """A plan awaiting its mandate starts once the mandate is active, and is cancelled once it never can be:
+        the setup failed or ended, or the payer has not finished it in SETUP_DAYS (GoCardless's setup page
+        lapses after 7 days while its billing request stays pending; the plan would hold the debt for ever)."""
         with self.store.read() as conn:
-            row = conn.execute(select(plans.c.status, plans.c.account, mandates.c.status.label("mandate")).join(
+            row = conn.execute(select(plans.c.status, plans.c.account, plans.c.created_at,
+                                      mandates.c.status.label("mandate")).join(
                 mandates, mandates.c.id == plans.c.mandate_id).where(plans.c.id == plan_id)).mappings().one()
         if row["status"] != PlanState.AWAITING_MANDATE.value:
             return
-        if row["mandate"] == MandateStatus.ACTIVE.value:
+        made_on = row["created_at"].astimezone(self.settings.zone).date()
+        if row["mandate"] == MandateStatus.PENDING_CUSTOMER_APPROVAL.value and today >= made_on + dt.timedelta(
+                days=SETUP_DAYS):
+            self.cancel(SYSTEM, plan_id, f"the payer did not set up the Direct Debit within {SETUP_DAYS} days "
+                                         f"(asked on {made_on}): nothing was collected")
+        elif row["mandate"] == MandateStatus.ACTIVE.value:
             self._start(plan_id, today + dt.timedelta(days=self._lead(row["account"])), today)
         elif row["mandate"] in {s.value for s in SETTLED_MANDATES}:
             reason = f"the payer's Direct Debit setup is {row['mandate']}: nothing was collected"
@@ -533,12 +566,16 @@ class Plans:
 
     def cancel(self, actor: Actor, plan_id: str, reason: str = "cancelled by staff") -> PlanView:
         """Cancel what is still to come: scheduled instalments, and submitted ones the bank has not taken yet. A
-        plan awaiting its mandate leaves the setup with the payer (a mandate alone, if they finish it)."""
+        plan awaiting its mandate ends the setup started for it too (``_end_setup``), so the payer cannot go on
+        to authorise a plan that is no more."""
         with audit.attempt(self.store, actor, "plan.cancel", "plan", plan_id) as act:
             plan = self._row(plan_id)
             if plan["status"] not in PLAN_HOLDING:
                 raise RuleError(f"plan {plan_id} is {plan['status']}; only an active plan or one awaiting its "
                                 "mandate can be cancelled")
+            setup_kept = None
+            if plan["status"] == PlanState.AWAITING_MANDATE.value:
+                setup_kept = self._end_setup(actor, plan["mandate_id"], plan_id, f"plan {plan_id}: {reason}")
             with self.store.read() as conn:
                 live = conn.execute(select(collections.c.id).join(
                     plan_instalments, plan_instalments.c.collection_id == collections.c.id).where(
@@ -556,7 +593,8 @@ class Plans:
                      updated_at=utcnow())
                 act.record(conn, before={"status": plan["status"]}, after={
                     "status": "cancelled", "reason": reason, "instalments_cancelled": cancelled,
-                    "collections_already_with_the_bank": kept})
+                    "collections_already_with_the_bank": kept,
+                    **({"mandate_setup_not_ended": setup_kept} if setup_kept else {})})
         return self.get(plan_id)
 
     def _row(self, plan_id: str) -> Row:

@@ -425,6 +425,7 @@ mandates = Table(
     Column("idempotency_key", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("plan_id", String(32), comment="the plan this setup was started for (0022)"),
 )
 
 collections = Table(
@@ -465,7 +466,7 @@ plans = Table(
     Column("currency", String(3), nullable=False),
     Column("total", DecimalText, nullable=False),
     Column("frequency", String(12), nullable=False),
-    Column("status", String(16), nullable=False, comment="active, ended or cancelled"),
+    Column("status", String(16), nullable=False, comment="awaiting_mandate, active, ended or cancelled"),
     Column("active_key", KEY, unique=True, comment="the matter's key while active: one plan each"),
     Column("note", Text),
     Column("created_at", UTCDateTime, nullable=False),

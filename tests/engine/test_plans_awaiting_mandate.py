@@ -35,7 +35,7 @@ from tests_support import STAFF, bearer
 from agent.cli.main import main
 from agent.core.errors import RuleError
 from agent.engine.payments import EventPoller
-from agent.engine.plans import LEAD_DAYS, PlanRequest, instalments
+from agent.engine.plans import LEAD_DAYS, SETUP_DAYS, PlanRequest, instalments
 from agent.runtime import Runtime
 from agent.state import audit
 from agent.state.owed import matter_owed
@@ -185,6 +185,67 @@ def test_a_pending_setup_is_reused_and_staff_can_cancel_while_waiting(rt: Runtim
     assert cancelled.status == "cancelled" and {i.state for i in cancelled.instalments} == {"cancelled"}
     assert rt.links.defaults(MATTER).amount == Decimal("600.00")
     assert plans_on(rt).submit_due() == 0 and rt.plans.get(view.id or "").status == "cancelled"
+    # The setup was the clerk's own, started before the plan: the plan's end leaves it with the payer.
+    assert [m.status for m in rt.directdebit.list_mandates(PAYER)] == ["pending_customer_approval"]
+
+
+def _mandate_actions(rt: Runtime, mandate_id: str) -> list[tuple[str, str, dict[str, object]]]:
+    with rt.store.read() as conn:
+        return [(e.action, e.actor, e.after) for e in audit.entries(conn, obj=f"mandate:{mandate_id}")]
+
+
+def test_cancelling_a_waiting_plan_ends_the_setup_made_for_it(rt: Runtime, home: Path) -> None:
+    """The payer was shown the plan's dates; once the plan is cancelled they must not be able to authorise it, nor
+    would a mandate given for it be used to collect the whole debt automatically."""
+    view = plans_on(rt).create(STAFF, _asked())
+    [mandate] = rt.directdebit.list_mandates(PAYER)
+    rt.plans.cancel(STAFF, view.id or "", "agreed by phone to pay at once")
+    [ended] = rt.directdebit.list_mandates(PAYER)
+    assert (ended.id, ended.status) == (mandate.id, "cancelled")
+    assert _mandate_actions(rt, mandate.id) == [("mandate.cancel", str(STAFF), {
+        "status": "cancelled", "reason": f"plan {view.id}: agreed by phone to pay at once"})]
+    with rt.store.read() as conn:
+        [entry] = [e for e in audit.entries(conn, obj=f"plan:{view.id}") if e.action == "plan.cancel"]
+    assert "mandate_setup_not_ended" not in entry.after
+    server = sandbox.SandboxPayServer(home).start()
+    try:
+        page = server.url + urlsplit(view.setup_url or "").path
+        assert "This mandate is cancelled" in _get(page)
+        with urllib.request.urlopen(urllib.request.Request(page, data=b"", method="POST")) as answer:
+            assert b"Your Direct Debit is set up" not in answer.read()  # the payer cannot finish it now
+    finally:
+        server.stop()
+    poll(rt)
+    assert rt.directdebit.schedule_collections(TODAY).created == []
+    assert rt.directdebit.list_mandates(PAYER)[0].status == "cancelled"
+
+
+def test_a_mandate_given_for_a_plan_cancelled_before_it_began_is_cancelled_too(rt: Runtime, home: Path) -> None:
+    view = plans_on(rt).create(STAFF, _asked())
+    [mandate] = rt.directdebit.list_mandates(PAYER)
+    sandbox.set_mandate(home, mandate.setup_ref, "pending_submission")  # the payer finished; the bank has it
+    poll(rt)
+    rt.plans.cancel(STAFF, view.id or "")
+    assert rt.directdebit.list_mandates(PAYER)[0].status == "cancelled"
+    poll(rt)
+    assert rt.directdebit.schedule_collections(TODAY).created == []
+
+
+def test_a_setup_the_payer_never_finishes_lapses_with_its_plan(rt: Runtime) -> None:
+    """GoCardless's setup page lapses after 7 days while its billing request stays pending: without a limit the
+    plan would hold the debt, so no link could ask for it, for ever."""
+    view = plans_on(rt).create(STAFF, _asked(first=TODAY + dt.timedelta(days=30)))
+    plans_on(rt, TODAY + dt.timedelta(days=SETUP_DAYS - 1)).submit_due()
+    assert rt.plans.get(view.id or "").status == "awaiting_mandate"
+    assert rt.links.defaults(MATTER).amount == 0
+    plans_on(rt, TODAY + dt.timedelta(days=SETUP_DAYS)).submit_due()
+    lapsed = rt.plans.get(view.id or "")
+    assert lapsed.status == "cancelled" and {i.state for i in lapsed.instalments} == {"cancelled"}
+    assert lapsed.note is not None and lapsed.note.startswith(
+        f"the payer did not set up the Direct Debit within {SETUP_DAYS} days (asked on ")
+    assert [m.status for m in rt.directdebit.list_mandates(PAYER)] == ["cancelled"]
+    assert _actions(rt, view.id) == ["plan.create", "plan.cancel"]
+    assert rt.links.defaults(MATTER).amount == Decimal("600.00")  # free to be asked for again
 
 
 def test_the_command_line_prints_the_link_and_refuses_mistakes(rt: Runtime, home: Path,
@@ -206,6 +267,21 @@ def test_the_command_line_prints_the_link_and_refuses_mistakes(rt: Runtime, home
     with pytest.raises(SystemExit) as exited:
         main([*base, "plans", "create", "--matter", MATTER, "--instalments", "3", "--set-up-mandate", "yes"])
     assert exited.value.code == 2 and "unrecognized arguments: yes" in capsys.readouterr().err
+
+
+def test_staff_cancel_a_mandate_setup_from_the_command_line(rt: Runtime, home: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A setup sent to the wrong payer, say: ``mandates cancel`` ends it; a second try and an unknown id are the
+    clerk's mistakes, told how to find the right one (exit code 2)."""
+    base = ["--home", str(home)]
+    mandate = rt.directdebit.setup_mandate(STAFF, PAYER)
+    assert main([*base, "mandates", "cancel", mandate.id, "--reason", "sent to the wrong payer"]) == 0
+    assert f"{mandate.id} cancelled" in capsys.readouterr().out
+    assert rt.directdebit.list_mandates(PAYER)[0].status == "cancelled"
+    assert main([*base, "mandates", "cancel", mandate.id]) == 2
+    assert "is cancelled; nothing to cancel" in capsys.readouterr().err
+    assert main([*base, "mandates", "cancel", "mdt_nosuch"]) == 2
+    assert "'ledgerlink mandates list' shows the mandates" in capsys.readouterr().err
 
 
 def test_the_local_api_takes_the_same_choice(rt: Runtime) -> None:
@@ -255,5 +331,27 @@ def test_the_plan_starts_on_the_providers_own_mandate_events(home: Path, money: 
             assert api.payment_intents[ref]["amount"] == 30000  # type: ignore[union-attr]
         else:
             assert api.payments[ref]["charge_date"] == FIRST.isoformat()  # type: ignore[union-attr]
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("money", ["gocardless", "stripe"], indirect=True)
+def test_cancelling_a_waiting_plan_ends_the_providers_setup(home: Path, money: MoneyWorld) -> None:
+    """GoCardless: the billing request cancelled ("causing all billing request flows to expire"); Stripe: the
+    setup-mode Checkout Session expired, as each API documents."""
+    add_bill(home, "INV-A2", 90000, DUE)
+    rt = runtime_for(home, money)
+    try:
+        view = plans_on(rt).create(STAFF, _asked(count=3))
+        [mandate] = rt.directdebit.list_mandates(PAYER)
+        rt.plans.cancel(STAFF, view.id or "")
+        api = money.apis["operating"]  # type: ignore[attr-defined]
+        if isinstance(api, FakeGoCardless):
+            assert api.billing_requests[mandate.setup_ref]["status"] == "cancelled"
+            assert rt.directdebit.list_mandates(PAYER)[0].status == "cancelled"
+        else:
+            assert isinstance(api, FakeStripe)
+            assert api.sessions[mandate.setup_ref]["status"] == "expired"
+            assert rt.directdebit.list_mandates(PAYER)[0].status == "expired"
     finally:
         rt.close()
