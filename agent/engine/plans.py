@@ -356,11 +356,17 @@ class Plans:
         authorise a plan that is no more; finished, so a mandate given for this plan's dates alone is not used to
         collect the whole debt automatically. A setup handed back (started for something else) is left alone.
         Returns why it could not be ended, if it could not (the plan ends anyway; the audit trail says so)."""
-        with self.store.read() as conn:
+        with self.store.begin() as conn:
             row = conn.execute(select(mandates.c.plan_id, mandates.c.status).where(
                 mandates.c.id == mandate_id)).mappings().one()
-        if row["plan_id"] != plan_id or row["status"] in {s.value for s in SETTLED_MANDATES}:
-            return None
+            if row["plan_id"] != plan_id or row["status"] in {s.value for s in SETTLED_MANDATES}:
+                return None
+            heir = conn.execute(select(plans.c.id).where(
+                plans.c.mandate_id == mandate_id, plans.c.id != plan_id, plans.c.status.in_(PLAN_HOLDING))
+                .order_by(plans.c.created_at)).scalar()
+            if heir is not None:  # the payer's plan on another matter waits on the same setup: it is now its
+                conn.execute(update(mandates).where(mandates.c.id == mandate_id).values(plan_id=heir))
+                return None
         try:
             self.directdebit.cancel_mandate(actor, mandate_id, reason)
         except (ProviderError, RuleError, TransientError) as exc:

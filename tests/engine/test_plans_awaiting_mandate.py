@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
@@ -229,6 +230,26 @@ def test_a_mandate_given_for_a_plan_cancelled_before_it_began_is_cancelled_too(r
     assert rt.directdebit.list_mandates(PAYER)[0].status == "cancelled"
     poll(rt)
     assert rt.directdebit.schedule_collections(TODAY).created == []
+
+
+def test_a_setup_shared_by_the_payers_two_plans_outlives_the_first_cancelled(rt: Runtime, home: Path) -> None:
+    """The payer's second matter's plan reuses the setup the first's started: cancelling the first must not end
+    the setup the second still waits on; it becomes the second's, ended with it."""
+    with sqlite3.connect(home / "demo-firm.db") as conn:
+        conn.execute("INSERT INTO matters (id, matter_no, title, client_id, payer_id) VALUES "
+                     "(901, 'M-2026-0901', 'Deed', 90, 90)")
+        conn.execute("INSERT INTO bills (bill_no, matter_id, issued_on, due_on, total_pence, balance_pence) VALUES "
+                     "('INV-B1', 901, ?, ?, 30000, 30000)", ((DUE - dt.timedelta(days=30)).isoformat(),
+                                                             DUE.isoformat()))
+    sync(rt)
+    first = plans_on(rt).create(STAFF, _asked())
+    second = plans_on(rt).create(STAFF, PlanRequest("M-2026-0901", count=2, first=FIRST, set_up_mandate=True))
+    assert second.setup_url == first.setup_url and len(rt.directdebit.list_mandates(PAYER)) == 1
+    rt.plans.cancel(STAFF, first.id or "")
+    assert rt.directdebit.list_mandates(PAYER)[0].status == "pending_customer_approval"
+    assert plans_on(rt).submit_due() == 0 and rt.plans.get(second.id or "").status == "awaiting_mandate"
+    rt.plans.cancel(STAFF, second.id or "")
+    assert rt.directdebit.list_mandates(PAYER)[0].status == "cancelled"
 
 
 def test_a_setup_the_payer_never_finishes_lapses_with_its_plan(rt: Runtime) -> None:
