@@ -446,11 +446,75 @@ class Syncer:
         result = SyncResult()
         started = time.perf_counter()
         for entity in self.entities():
-            result.rows[entity] = call(lambda e=entity: self._reconcile_entity(e), attempts=5)
-            result.deleted[entity] = self.sweep_deletes(entity)
+            swept = call(lambda e=entity: self._reconcile_bulk(e), attempts=5)
+            if swept is None:
+                result.rows[entity] = call(lambda e=entity: self._reconcile_entity(e), attempts=5)
+                result.deleted[entity] = self.sweep_deletes(entity)
+            else:
+                result.rows[entity], result.deleted[entity] = swept
             result.quarantined[entity] = self.quarantine_count(entity)
         result.seconds = time.perf_counter() - started
         return result
+
+    def _reconcile_bulk(self, entity: str) -> tuple[int, int] | None:
+        """The sweep through the bulk read (the first full sync's pages, the same kernels): every source row goes,
+        as the driver values the mirror stores, into a temporary table on a connection of its own, which takes no
+        lock on the mirror meanwhile; SQLite then finds in one query each the rows that differ from the mirror and
+        the mirror's rows gone from the source, and only those go through ``_store`` as any batch does (search
+        index, quarantine), the gone ones with ``deleted`` set. A clean pass writes nothing to the mirror; its cost
+        is the read and one indexed join, linear in rows. Returns (rows changed, rows gone), or None: no bulk read
+        here (the row path sweeps)."""
+        if not (self.bulk and self.connector.capabilities.bulk_read):
+            return None
+        read = self.connector.bulk_read(entity, self.batch_size)
+        if read is None:
+            return None
+        table = FIRM_TABLES[entity]
+        names = [c.name for c in table.columns]
+        temp = f"sweep_{entity}"
+        held = set(self.quarantined_keys(entity))
+        pages = ((p.rows, p.values(), p.rejected) for p in read.pages)
+        with self.store.engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{temp}")
+            conn.exec_driver_sql(f"CREATE TEMP TABLE {temp} AS SELECT *, 0 AS bad FROM {table.name} WHERE 0")
+            conn.commit()
+            insert = f"INSERT INTO temp.{temp} VALUES ({', '.join(['?'] * (len(names) + 1))})"
+            try:
+                for rows, values, rejected in _ReadAhead(pages) if self.connector.reads_elsewhere else pages:
+                    good = [*driver_values(table, "sqlite", rows), *values]
+                    bad = [b for b in rejected if b.key is not None]
+                    conn.exec_driver_sql(insert, [(*v, 0) for v in good])
+                    if bad:  # in the source, so not gone, though unreadable: quarantined below
+                        conn.exec_driver_sql(f"INSERT INTO temp.{temp} (key, bad) VALUES (?, 1)",
+                                             [(b.key,) for b in bad])
+                    conn.commit()  # a write to the connection's own temporary database alone
+                    if rejected:
+                        self._store(Batch(entity, [], None, rejected), False)
+            except BulkAbandoned as exc:
+                log.warning("bulk sweep of %s abandoned, sweeping it row by row: %s", entity, exc)
+                return None
+            conn.exec_driver_sql(f"CREATE INDEX temp.{temp}_key ON {temp} (key)")
+            conn.commit()
+            same = " AND ".join(f"m.{n} IS t.{n}" for n in names)
+            changed = self._store_found(entity, conn, (
+                f"SELECT {', '.join(f't.{n}' for n in names)} FROM temp.{temp} t "
+                f"LEFT JOIN {table.name} m ON m.key = t.key WHERE t.bad = 0 AND NOT ({same})"))
+            gone = self._store_found(entity, conn, (
+                f"SELECT * FROM {table.name} m WHERE m.deleted = 0 "
+                f"AND NOT EXISTS (SELECT 1 FROM temp.{temp} t WHERE t.key = m.key)"), deleted=names.index("deleted"))
+            keys = sorted(held)
+            released = [r[0] for i in range(0, len(keys), 500) for r in conn.exec_driver_sql(
+                f"SELECT key FROM temp.{temp} WHERE bad = 0 AND key IN ({', '.join(['?'] * len(keys[i:i + 500]))})",
+                tuple(keys[i:i + 500]))]
+            conn.exec_driver_sql(f"DROP TABLE temp.{temp}")
+            conn.commit()
+        if released:  # read well again: out of quarantine (changed or not)
+            with self.store.begin() as write:
+                for i in range(0, len(released), 500):
+                    write.execute(quarantine.delete().where(quarantine.c.entity == entity,
+                                                            quarantine.c.key.in_(released[i:i + 500])))
+        call(lambda: self.search.catch_up(self.store), attempts=5)
+        return changed, gone
 
     def _reconcile_entity(self, entity: str) -> int:
         table = FIRM_TABLES[entity]
@@ -468,6 +532,17 @@ class Syncer:
                     conn.execute(quarantine.delete().where(quarantine.c.entity == entity, quarantine.c.key.in_(keys)))
             changed += len(differ)
         return changed
+
+    def _store_found(self, entity: str, conn: Connection, sql: str, deleted: int | None = None) -> int:
+        """Store, page by page through the usual upsert, the mirror rows (as stored) a sweep's query finds, with
+        column ``deleted`` set if given; returns how many."""
+        found = conn.exec_driver_sql(sql)
+        count = 0
+        while part := [tuple(r) if deleted is None else (*r[:deleted], True, *r[deleted + 1:])
+                       for r in found.fetchmany(self.batch_size)]:
+            self._store(Batch(entity, part, None, []), False, part)
+            count += len(part)
+        return count
 
     def sweep_deletes(self, entity: str) -> int:
         """Mark rows deleted in the mirror when their key is no longer in the source."""

@@ -293,3 +293,51 @@ def test_a_bulk_load_cut_off_part_way_is_done_again_whole(tmp_path: Path) -> Non
     finally:
         syncer.connector.close()
         store.close()
+
+
+def test_the_bulk_sweep_finds_what_the_row_sweep_finds(firm: tuple[str, URL | str], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changes the watermark never saw (no changed_at bumped), hard deletes, a bad row fixed and a good one
+    broken: the nightly sweep through the bulk read and the row path's sweep store the same, and a clean sweep
+    after it writes nothing."""
+    kind, url = firm
+    build(url, kind, bills(kind))
+    money = "decimal" if kind == "postgresql" else "minor_units"
+    bulk, bulk_store = synced(url, money, tmp_path / "bulk.db", bulk=True)
+    rows, rows_store = synced(url, money, tmp_path / "rows.db", bulk=False)
+
+    def sum_of(pence: int) -> Decimal | int:
+        return Decimal(pence).scaleb(-2) if kind == "postgresql" else pence
+
+    try:
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE bills SET owed = 0, state = 'PAID' WHERE id BETWEEN 100 AND 109"))
+            conn.execute(text("DELETE FROM bills WHERE id BETWEEN 200 AND 202"))
+            conn.execute(text("UPDATE bills SET total = :t WHERE id = 21"), {"t": sum_of(1234)})  # fixed
+            conn.execute(text("UPDATE bills SET total = :t WHERE id = 50"), {"t": sum_of(10**17)})  # broken
+            conn.execute(text("DELETE FROM matters WHERE id = 5"))
+        engine.dispose()
+
+        def row_by_row(entity: str) -> int:
+            raise AssertionError(f"the row path swept {entity}")
+
+        monkeypatch.setattr(bulk, "_reconcile_entity", row_by_row)
+        swept, by_rows = bulk.reconcile(), rows.reconcile()
+        assert swept.rows == by_rows.rows, (swept.rows, by_rows.rows)
+        assert swept.rows["statements"] == 10  # 100-109 but 102 (settled is paid already), and 21 read well
+        assert swept.deleted == by_rows.deleted == {"clients": 0, "matters": 1, "statements": 3}
+        assert swept.quarantined == by_rows.quarantined
+        a = mirror(bulk_store)
+        assert a == mirror(rows_store)
+        assert any(r[1] == "50" and r[3] == "amount" for r in a["quarantine"])
+        assert not any(r[1] == "21" for r in a["quarantine"])
+        assert [r[5] for r in a["statements"] if r[0] == "21"] == [Decimal("12.34")]  # stored once read well
+        again = bulk.reconcile()
+        assert set(again.rows.values()) == set(again.deleted.values()) == {0}
+        assert mirror(bulk_store) == a
+    finally:
+        for s in (bulk, rows):
+            s.connector.close()
+        bulk_store.close()
+        rows_store.close()
