@@ -40,7 +40,7 @@ def ensure_env(test_tools: bool) -> None:
     what = "with its test tools" if test_tools else "(the agent only; 'test' adds the test tools)"
     print(f"  2/2 installing Ledgerlink {what}; pip reports each package as it goes", flush=True)
     # pip's own progress (one "Collecting ..." line a package) says what is happening during the long part
-    target = f"{ROOT}[test,bulk]" if test_tools else str(ROOT)  # the tests cover the bulk path too
+    target = f"{ROOT}[test,bulk,bulk-mysql]" if test_tools else str(ROOT)  # the tests cover the bulk path too
     subprocess.check_call([python, "-m", "pip", "install", "--progress-bar", "off", "-e", target],
                           stdout=_Progress())
     STAMP.write_text(f"{digest} test" if test_tools else digest)

@@ -234,8 +234,9 @@ class SQLAlchemyConnector(Connector):
         return self._run(f"reading {entity}", fetch)
 
     def bulk_read(self, entity: str, batch_size: int) -> BulkRead | None:
-        """Through ADBC into Arrow, for SQLite and PostgreSQL sources with the bulk extra installed (a small
-        SQLite entity is left to the row path, which reads it sooner)."""
+        """Into Arrow, for SQLite and PostgreSQL sources (ADBC, the bulk extra) and MariaDB and MySQL ones
+        (connectorx, the bulk-mysql extra) where installed; a small SQLite entity is left to the row path, which
+        reads it sooner."""
         if arrow.bulk_unavailable(self.engine) is not None:
             return None
         src, converter = self.froms[entity], self.converters[entity]

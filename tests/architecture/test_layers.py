@@ -30,6 +30,7 @@ DEFERRED_OK = {
     "pyarrow.compute": "the optional bulk extra, some 45 MB: loaded by the first bulk read only",
     "pyarrow.ipc": "the optional bulk extra, some 45 MB: loaded by the first bulk read only",
     "adbc_driver_sqlite.dbapi": "the optional bulk extra, in the child process that reads a SQLite source only",
+    "connectorx": "the optional bulk-mysql extra, some 180 MB: loaded by a MariaDB or MySQL bulk read only",
     "pyodbc": "its extension needs unixODBC's libodbc: the test kit asks whether it loads before anything uses it",
 }
 

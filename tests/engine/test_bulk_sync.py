@@ -58,9 +58,10 @@ entities:
 
 
 def build(url: URL | str, kind: str, bills: list[tuple[Any, ...]]) -> None:
-    money = "NUMERIC(22,2)" if kind == "postgresql" else "INTEGER"
-    ts = "TIMESTAMP" if kind == "postgresql" else "TEXT"
-    day = "DATE" if kind == "postgresql" else "TEXT"
+    server = kind != "sqlite"  # a typed database: exact decimals, dates and timestamps
+    money = "NUMERIC(22,2)" if server else "INTEGER"
+    ts = {"postgresql": "TIMESTAMP", "mariadb": "DATETIME(6)"}.get(kind, "TEXT")
+    day = "DATE" if server else "TEXT"
     engine = create_engine(url)
     with engine.begin() as conn:
         for table in ("bills", "matters", "clients"):
@@ -71,7 +72,7 @@ def build(url: URL | str, kind: str, bills: list[tuple[Any, ...]]) -> None:
         conn.execute(text(f"CREATE TABLE bills (id INTEGER PRIMARY KEY, bill_no TEXT, matter_id INTEGER, "
                           f"issued_on {day}, due_on {day}, total {money}, owed {money}, curr TEXT, state TEXT, "
                           f"changed_at {ts})"))
-        stamp = T0 if kind == "postgresql" else T0.isoformat(" ")
+        stamp = T0 if server else T0.isoformat(" ")
         conn.execute(text("INSERT INTO clients VALUES (:i, :n, :e, :t)"),
                      [{"i": i, "n": f"  Client {i} " if i % 7 else "", "e": f"c{i}@example.com", "t": stamp}
                       for i in range(1, 40)])
@@ -86,7 +87,7 @@ def build(url: URL | str, kind: str, bills: list[tuple[Any, ...]]) -> None:
 
 def bills(kind: str, n: int = 3000) -> list[tuple[Any, ...]]:
     """Ordinary bills and, every so often, one of each thing the row path refuses or normalises."""
-    pg = kind == "postgresql"
+    pg = kind != "sqlite"  # a typed database
 
     def money(pence: int) -> Any:
         return Decimal(pence).scaleb(-2) if pg else pence
@@ -156,19 +157,22 @@ def synced(url: URL | str, money: str, state: Path, bulk: bool) -> tuple[Syncer,
     return syncer, store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def firm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, URL | str]]:
     if request.param == "sqlite":
         yield "sqlite", f"sqlite:///{tmp_path / 'firm.db'}"
-    else:
+    elif request.param == "postgresql":
         db: TempDatabase = request.getfixturevalue("pg_db")
         yield "postgresql", db.url
+    else:
+        maria: TempDatabase = request.getfixturevalue("maria_db")
+        yield "mariadb", maria.url
 
 
 def test_the_bulk_path_leaves_the_mirror_the_row_path_leaves(firm: tuple[str, URL | str], tmp_path: Path) -> None:
     kind, url = firm
     build(url, kind, bills(kind))
-    money = "decimal" if kind == "postgresql" else "minor_units"
+    money = "minor_units" if kind == "sqlite" else "decimal"
     bulk, bulk_store = synced(url, money, tmp_path / "bulk.db", bulk=True)
     rows, rows_store = synced(url, money, tmp_path / "rows.db", bulk=False)
     try:
@@ -181,7 +185,7 @@ def test_the_bulk_path_leaves_the_mirror_the_row_path_leaves(firm: tuple[str, UR
         assert read is not None
         pages = list(read.pages)
         by_rows = sum(len(p.rows) + len(p.rejected) for p in pages)
-        assert sum(p.records.num_rows for p in pages) >= 2995 and by_rows == (2 if kind == "postgresql" else 4)
+        assert sum(p.records.num_rows for p in pages) >= 2995 and by_rows == (4 if kind == "sqlite" else 2)
         assert {"21", "41"} <= {e.key for p in pages for e in p.rejected}  # NULL and too large
         fields = {(r[1], r[3]) for r in a["quarantine"]}
         assert ("21", "amount") in fields and ("41", "amount") in fields
@@ -190,7 +194,7 @@ def test_the_bulk_path_leaves_the_mirror_the_row_path_leaves(firm: tuple[str, UR
         with engine.begin() as conn:
             later = T0 + dt.timedelta(hours=1)
             conn.execute(text("UPDATE bills SET owed = 0, state = 'PAID', changed_at = :t WHERE id <= 5"),
-                         {"t": later if kind == "postgresql" else later.isoformat(" ")})
+                         {"t": later if kind != "sqlite" else later.isoformat(" ")})
         engine.dispose()
         assert bulk.sync().rows["statements"] == rows.sync().rows["statements"] == 5
         assert mirror(bulk_store) == mirror(rows_store)
@@ -302,12 +306,12 @@ def test_the_bulk_sweep_finds_what_the_row_sweep_finds(firm: tuple[str, URL | st
     after it writes nothing."""
     kind, url = firm
     build(url, kind, bills(kind))
-    money = "decimal" if kind == "postgresql" else "minor_units"
+    money = "minor_units" if kind == "sqlite" else "decimal"
     bulk, bulk_store = synced(url, money, tmp_path / "bulk.db", bulk=True)
     rows, rows_store = synced(url, money, tmp_path / "rows.db", bulk=False)
 
     def sum_of(pence: int) -> Decimal | int:
-        return Decimal(pence).scaleb(-2) if kind == "postgresql" else pence
+        return pence if kind == "sqlite" else Decimal(pence).scaleb(-2)
 
     try:
         engine = create_engine(url)
