@@ -13,18 +13,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from agent.core.errors import ConfigurationError, TransientError
 from agent.state import schema
 from agent.state.lock import StoreLock
+from agent.state.migrations import HEAD
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 # Alembic's package:resource form: it finds the scripts through importlib.resources, wherever the package lives.
 MIGRATIONS = "agent.state:migrations"
@@ -51,6 +51,8 @@ def utcnow() -> dt.datetime:
 
 
 def _alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", MIGRATIONS)
     cfg.attributes["connection"] = connection
@@ -80,8 +82,14 @@ class StateStore:
             self.migrate()
 
     def migrate(self, revision: str = "head") -> None:
-        """Upgrade the schema in place (an older agent's state is kept)."""
+        """Upgrade the schema in place (an older agent's state is kept). A store already at HEAD is told by its
+        alembic_version row alone, without loading Alembic."""
         try:
+            if revision == "head" and self._stamped() == HEAD:
+                return
+            from alembic import command
+            from alembic.runtime.migration import MigrationContext
+
             with self.engine.begin() as conn:
                 current = MigrationContext.configure(conn).get_current_revision()
                 if revision == "head" and current == self.head():
@@ -91,13 +99,26 @@ class StateStore:
         except OperationalError as exc:
             raise ConfigurationError(f"cannot open the state store {self.engine.url!r}: {exc.orig}") from None
 
+    def _stamped(self) -> str | None:
+        """The revision the store records (None: none yet), read as plain SQL."""
+        with self.engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
     def revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
     @staticmethod
     @cache
     def head() -> str | None:
+        """The newest revision as Alembic reads versions/ (HEAD must be it)."""
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
         cfg = Config()
         cfg.set_main_option("script_location", MIGRATIONS)
         return ScriptDirectory.from_config(cfg).get_current_head()

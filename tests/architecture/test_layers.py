@@ -30,6 +30,10 @@ DEFERRED_OK = {
     "pyarrow.compute": "the optional bulk extra, some 45 MB: loaded by the first bulk read only",
     "pyarrow.ipc": "the optional bulk extra, some 45 MB: loaded by the first bulk read only",
     "adbc_driver_sqlite.dbapi": "the optional bulk extra, in the child process that reads a SQLite source only",
+    "alembic": "a store already at its newest revision is opened without it, some 11 MB (agent.state.store)",
+    "alembic.config": "a store already at its newest revision is opened without it, some 11 MB (agent.state.store)",
+    "alembic.runtime.migration": "a store already at its newest revision is opened without it (agent.state.store)",
+    "alembic.script": "a store already at its newest revision is opened without it (agent.state.store)",
     "connectorx": "the optional bulk-mysql extra, some 180 MB: loaded by a MariaDB or MySQL bulk read only",
     "pyodbc": "its extension needs unixODBC's libodbc: the test kit asks whether it loads before anything uses it",
 }

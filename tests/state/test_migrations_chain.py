@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from agent.state.migrations import HEAD
+from agent.state.store import StateStore
+
 FOLDER = Path(__file__).parents[2] / "agent" / "state" / "migrations"
 
 
@@ -25,3 +28,8 @@ def test_the_readme_table_is_the_chain_the_files_declare() -> None:
         at = next(rev for rev, down in declared.items() if down == at)
         chain.append(at)
     assert [rev for rev, _ in rows] == chain
+
+
+def test_head_is_the_newest_revision_alembic_finds() -> None:
+    """A store at HEAD opens without loading Alembic, so HEAD must be what Alembic would upgrade to."""
+    assert StateStore.head() == HEAD
