@@ -51,6 +51,11 @@ TYPO_MIN = 4  # a shorter word has too many neighbours one edit away to guess wh
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 CHUNK = 500  # keys per IN list
 CAP = 50_000  # rows a pass remembers before it stops counting and rebuilds the whole index instead
+# FTS5's in-memory hash while a rebuild writes the whole index, and its default put back afterwards: 16 MB instead
+# of 1 MB flushes 5 segments instead of ~90, so far less of the index is merged and written again (1M statements:
+# the trigram build 1.33 -> 0.67 s of CPU, 5 segments left instead of 11; a bigger automerge/crisismerge saved
+# less and left more segments for every search to read)
+BUILD_HASH, HASH = 16 << 20, 1 << 20
 
 fts = table("search_fts", column("rowid"))
 words = table("search_words", column("rowid"))
@@ -264,7 +269,9 @@ def rebuild(conn: Connection) -> None:
     conn.execute(search_docs.delete())
     conn.execute(search_docs.insert().from_select(DOC_COLUMNS, _docs().order_by(firm_matters.c.number)))
     for index in _INDEXED:
+        conn.exec_driver_sql(f"INSERT INTO {index}({index}, rank) VALUES ('hashsize', {BUILD_HASH})")
         conn.exec_driver_sql(f"INSERT INTO {index}({index}) VALUES ('rebuild')")
+        conn.exec_driver_sql(f"INSERT INTO {index}({index}, rank) VALUES ('hashsize', {HASH})")
 
 
 def _chunks(keys: Iterable[str]) -> Iterator[list[str]]:
