@@ -51,11 +51,11 @@ TYPO_MIN = 4  # a shorter word has too many neighbours one edit away to guess wh
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 CHUNK = 500  # keys per IN list
 CAP = 50_000  # rows a pass remembers before it stops counting and rebuilds the whole index instead
-# FTS5's in-memory hash while a rebuild writes the whole index, and its default put back afterwards: 16 MB instead
-# of 1 MB flushes 5 segments instead of ~90, so far less of the index is merged and written again (1M statements:
-# the trigram build 1.33 -> 0.67 s of CPU, 5 segments left instead of 11; a bigger automerge/crisismerge saved
-# less and left more segments for every search to read)
-BUILD_HASH, HASH = 16 << 20, 1 << 20
+# FTS5's in-memory hash while a rebuild writes the whole index, and its default put back afterwards: flushing fewer,
+# bigger segments merges and writes less of the index again. 1M statements, the full sync's search index: 1 MB
+# 2.58 s and 137 MB peak RSS, 4 MB 2.33 s and 142 MB, 16 MB 2.04 s and 164 MB (bench/README.md): 4 MB keeps a
+# sync under the 150 MB memory target.
+BUILD_HASH, HASH = 4 << 20, 1 << 20
 
 fts = table("search_fts", column("rowid"))
 words = table("search_words", column("rowid"))
