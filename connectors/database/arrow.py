@@ -50,9 +50,6 @@ def _load_arrow() -> None:
     import pyarrow.ipc
 
     pa, pc = pyarrow, pyarrow.compute
-    # The system's malloc rather than Arrow's own pool (mimalloc or jemalloc), which keeps freed pages for reuse:
-    # 1M statements from PostgreSQL peaked 10 MB lower, at the same speed (bench/README.md).
-    pa.set_memory_pool(pa.system_memory_pool())
 
 __all__ = ["ArrowPage", "BulkAbandoned", "arrow_reader", "bulk_unavailable", "last_position"]
 
