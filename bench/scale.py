@@ -47,9 +47,7 @@ from bench.sync import (
     _postgres_admin,
     _source_sum,
     _store_sum,
-    load_postgres,
-    load_sqlite,
-    mapping_yaml,
+    load_firm,
     peak_rss_mb,
     run_phase,
 )
@@ -147,14 +145,7 @@ class Point:
 def measure_point(firm: Firm, work: Path, size: int, matters: int, batch: int) -> Point:
     tag = f"[{firm.kind} {size:,}]"
     print(f"{tag} loading {size:,} statements, {matters:,} matters ...", file=sys.stderr, flush=True)
-    started = time.perf_counter()
-    if firm.kind == "sqlite":
-        load_sqlite(Path(firm.dsn), size, matters)
-    else:
-        load_postgres(firm.dsn, size, matters)
-    load_s = time.perf_counter() - started
-    mapping = work / f"mapping-{firm.kind}.yaml"
-    mapping.write_text(mapping_yaml(firm), encoding="utf-8")
+    load_s, mapping = load_firm(firm, work, size, matters)
     state = str(work / "state.db")
     spec: dict[str, Any] = {"firm": firm.__dict__, "batch": batch, "mapping": str(mapping), "state": state}
     print(f"{tag} loaded in {load_s:.1f}s; full sync ...", file=sys.stderr, flush=True)

@@ -510,8 +510,8 @@ def _store_sum(state: str) -> tuple[int, str]:
     return n, f"{total:f}"
 
 
-def bench_one(firm: Firm, work: Path, rows: int, matters: int, batch: int) -> Figures:
-    print(f"[{firm.kind}] loading {rows:,} statements, {matters:,} matters ...", file=sys.stderr, flush=True)
+def load_firm(firm: Firm, work: Path, rows: int, matters: int) -> tuple[float, Path]:
+    """Load the firm database and write its mapping into ``work``: (seconds the load took, the mapping)."""
     started = time.perf_counter()
     if firm.kind == "sqlite":
         load_sqlite(Path(firm.dsn), rows, matters)
@@ -520,6 +520,12 @@ def bench_one(firm: Firm, work: Path, rows: int, matters: int, batch: int) -> Fi
     load_s = time.perf_counter() - started
     mapping = work / f"mapping-{firm.kind}.yaml"
     mapping.write_text(mapping_yaml(firm), encoding="utf-8")
+    return load_s, mapping
+
+
+def bench_one(firm: Firm, work: Path, rows: int, matters: int, batch: int) -> Figures:
+    print(f"[{firm.kind}] loading {rows:,} statements, {matters:,} matters ...", file=sys.stderr, flush=True)
+    load_s, mapping = load_firm(firm, work, rows, matters)
     state = work / f"state-{firm.kind}.db"
     spec = {"firm": firm.__dict__, "batch": batch, "mapping": str(mapping), "state": str(state)}
     print(f"[{firm.kind}] loaded in {load_s:.1f}s; raw read ...", file=sys.stderr, flush=True)
