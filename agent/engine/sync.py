@@ -476,8 +476,12 @@ class Syncer:
         pages = ((p.rows, p.values(), p.rejected) for p in read.pages)
         with self.store.engine.connect() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{temp}")
-            conn.exec_driver_sql(f"CREATE TEMP TABLE {temp} AS SELECT *, 0 AS bad FROM {table.name} WHERE 0")
             conn.commit()
+            # One transaction until the gone rows are found: its snapshot of the mirror is taken here, before the
+            # source is read, so a row another pass stores meanwhile (and this read may have missed) is not taken
+            # for gone. It writes the connection's own temporary database alone: no lock on the mirror.
+            conn.exec_driver_sql(f"SELECT count(*) FROM (SELECT 1 FROM {table.name} LIMIT 1)").scalar()
+            conn.exec_driver_sql(f"CREATE TEMP TABLE {temp} AS SELECT *, 0 AS bad FROM {table.name} WHERE 0")
             insert = f"INSERT INTO temp.{temp} VALUES ({', '.join(['?'] * (len(names) + 1))})"
             try:
                 for rows, values, rejected in _ReadAhead(pages) if self.connector.reads_elsewhere else pages:
@@ -487,18 +491,12 @@ class Syncer:
                     if bad:  # in the source, so not gone, though unreadable: quarantined below
                         conn.exec_driver_sql(f"INSERT INTO temp.{temp} (key, bad) VALUES (?, 1)",
                                              [(b.key,) for b in bad])
-                    conn.commit()  # a write to the connection's own temporary database alone
                     if rejected:
                         self._store(Batch(entity, [], None, rejected), False)
             except BulkAbandoned as exc:
                 log.warning("bulk sweep of %s abandoned, sweeping it row by row: %s", entity, exc)
                 return None
             conn.exec_driver_sql(f"CREATE INDEX temp.{temp}_key ON {temp} (key)")
-            conn.commit()
-            same = " AND ".join(f"m.{n} IS t.{n}" for n in names)
-            changed = self._store_found(entity, conn, (
-                f"SELECT {', '.join(f't.{n}' for n in names)} FROM temp.{temp} t "
-                f"LEFT JOIN {table.name} m ON m.key = t.key WHERE t.bad = 0 AND NOT ({same})"))
             gone = self._store_found(entity, conn, (
                 f"SELECT * FROM {table.name} m WHERE m.deleted = 0 "
                 f"AND NOT EXISTS (SELECT 1 FROM temp.{temp} t WHERE t.key = m.key)"), deleted=names.index("deleted"))
@@ -506,6 +504,11 @@ class Syncer:
             released = [r[0] for i in range(0, len(keys), 500) for r in conn.exec_driver_sql(
                 f"SELECT key FROM temp.{temp} WHERE bad = 0 AND key IN ({', '.join(['?'] * len(keys[i:i + 500]))})",
                 tuple(keys[i:i + 500]))]
+            conn.commit()  # the rows that differ are compared with the mirror as it is now
+            same = " AND ".join(f"m.{n} IS t.{n}" for n in names)
+            changed = self._store_found(entity, conn, (
+                f"SELECT {', '.join(f't.{n}' for n in names)} FROM temp.{temp} t "
+                f"LEFT JOIN {table.name} m ON m.key = t.key WHERE t.bad = 0 AND NOT ({same})"))
             conn.exec_driver_sql(f"DROP TABLE temp.{temp}")
             conn.commit()
         if released:  # read well again: out of quarantine (changed or not)

@@ -20,6 +20,7 @@ from agent.state import StateStore
 from agent.state.schema import FIRM_TABLES, checkpoints, quarantine
 from connectors.database import arrow
 from connectors.database.arrow import HAVE_ARROW
+from connectors.database.contract import BulkRead
 from connectors.database.sql import SQLAlchemyConnector
 from connectors.testkit.databases import TempDatabase
 from mappings.format import parse_mapping
@@ -345,3 +346,46 @@ def test_the_bulk_sweep_finds_what_the_row_sweep_finds(firm: tuple[str, URL | st
             s.connector.close()
         bulk_store.close()
         rows_store.close()
+
+
+def test_a_row_stored_while_the_bulk_sweep_reads_is_not_taken_for_gone(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep reads the source without holding the mirror's lock; a row another pass stores meanwhile is not in
+    what this sweep read, and must not be marked deleted for that: the mirror is judged as it was when the read
+    began. The next sweep, which reads without it, marks it."""
+    url = f"sqlite:///{tmp_path / 'firm.db'}"
+    build(url, "sqlite", bills("sqlite", 600))
+    syncer, store = synced(url, "minor_units", tmp_path / "state.db", bulk=True)
+    table = FIRM_TABLES["statements"]
+    with store.read() as conn:
+        row = conn.execute(select(table).where(table.c.key == "1")).one()
+    late = ("90001", *tuple(row)[1:])  # a statement stored by another pass mid-sweep, no longer in the source
+    reading = syncer.connector.bulk_read
+
+    def stored_meanwhile(entity: str, batch_size: int) -> BulkRead | None:
+        read = reading(entity, batch_size)
+        if read is None or entity != "statements":
+            return read
+
+        def pages() -> Iterator[Any]:
+            for n, page in enumerate(read.pages):
+                if n == 0:
+                    with store.begin() as conn:
+                        conn.execute(table.insert().values(dict(zip(table.columns.keys(), late, strict=True))))
+                yield page
+
+        return BulkRead(read.position, pages())
+
+    try:
+        monkeypatch.setattr(syncer.connector, "bulk_read", stored_meanwhile)
+        assert syncer.reconcile().deleted["statements"] == 0
+        with store.read() as conn:
+            assert conn.execute(select(table.c.deleted).where(table.c.key == "90001")).scalar_one() is False
+        monkeypatch.undo()
+        monkeypatch.setattr(arrow, "SQLITE_BULK_MIN_ROWS", 0)
+        assert syncer.reconcile().deleted["statements"] == 1
+        with store.read() as conn:
+            assert conn.execute(select(table.c.deleted).where(table.c.key == "90001")).scalar_one() is True
+    finally:
+        syncer.connector.close()
+        store.close()
