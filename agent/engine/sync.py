@@ -38,7 +38,7 @@ from agent.state.search import SearchIndex
 from agent.state.store import dumps_watermark, loads_watermark, utcnow
 from agent.state.types import DecimalText
 from connectors.database.arrow import BulkAbandoned
-from connectors.database.contract import Batch, Connector, Position, same_type
+from connectors.database.contract import Batch, BulkRead, Connector, Position, same_type
 from mappings.format import EntityName
 
 log = logging.getLogger("ledgerlink.sync")
@@ -473,7 +473,6 @@ class Syncer:
         names = [c.name for c in table.columns]
         temp = f"sweep_{entity}"
         held = set(self.quarantined_keys(entity))
-        pages = ((p.rows, p.values(), p.rejected) for p in read.pages)
         with self.store.engine.connect() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{temp}")
             conn.commit()
@@ -482,17 +481,8 @@ class Syncer:
             # for gone. It writes the connection's own temporary database alone: no lock on the mirror.
             conn.exec_driver_sql(f"SELECT count(*) FROM (SELECT 1 FROM {table.name} LIMIT 1)").scalar()
             conn.exec_driver_sql(f"CREATE TEMP TABLE {temp} AS SELECT *, 0 AS bad FROM {table.name} WHERE 0")
-            insert = f"INSERT INTO temp.{temp} VALUES ({', '.join(['?'] * (len(names) + 1))})"
             try:
-                for rows, values, rejected in _ReadAhead(pages) if self.connector.reads_elsewhere else pages:
-                    good = [*driver_values(table, "sqlite", rows), *values]
-                    bad = [b for b in rejected if b.key is not None]
-                    conn.exec_driver_sql(insert, [(*v, 0) for v in good])
-                    if bad:  # in the source, so not gone, though unreadable: quarantined below
-                        conn.exec_driver_sql(f"INSERT INTO temp.{temp} (key, bad) VALUES (?, 1)",
-                                             [(b.key,) for b in bad])
-                    if rejected:
-                        self._store(Batch(entity, [], None, rejected), False)
+                self._fill_sweep(conn, entity, temp, read)
             except BulkAbandoned as exc:
                 log.warning("bulk sweep of %s abandoned, sweeping it row by row: %s", entity, exc)
                 return None
@@ -535,6 +525,20 @@ class Syncer:
                     conn.execute(quarantine.delete().where(quarantine.c.entity == entity, quarantine.c.key.in_(keys)))
             changed += len(differ)
         return changed
+
+    def _fill_sweep(self, conn: Connection, entity: str, temp: str, read: BulkRead) -> None:
+        """Every page of the bulk read into the sweep's temporary table as the mirror's driver values (``bad`` 1:
+        a row in the source that does not convert, so not gone; it is quarantined as any batch's)."""
+        table = FIRM_TABLES[entity]
+        insert = f"INSERT INTO temp.{temp} VALUES ({', '.join(['?'] * (len(table.columns) + 1))})"
+        pages = ((p.rows, p.values(), p.rejected) for p in read.pages)
+        for rows, values, rejected in _ReadAhead(pages) if self.connector.reads_elsewhere else pages:
+            conn.exec_driver_sql(insert, [(*v, 0) for v in [*driver_values(table, "sqlite", rows), *values]])
+            bad = [(b.key,) for b in rejected if b.key is not None]
+            if bad:
+                conn.exec_driver_sql(f"INSERT INTO temp.{temp} (key, bad) VALUES (?, 1)", bad)
+            if rejected:
+                self._store(Batch(entity, [], None, rejected), False)
 
     def _store_found(self, entity: str, conn: Connection, sql: str, deleted: int | None = None) -> int:
         """Store, page by page through the usual upsert, the mirror rows (as stored) a sweep's query finds, with
