@@ -3,6 +3,7 @@ server FAILS the test (never a silent skip); elsewhere the test skips with the r
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +23,18 @@ from connectors.testkit.databases import (
     unavailable,
 )
 
+RUN_MARK = "PYTEST_LEDGERLINK_RUN"  # set by the outermost pytest of a run (not LEDGERLINK_: those are settings)
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """The console's screenshots are made afresh each run, cleared once by the run itself: never by a worker of
-    a parallel run (pytest-xdist), which would delete what another worker has just saved."""
-    if not hasattr(session.config, "workerinput"):
-        shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    a parallel run (pytest-xdist), nor by a pytest a test starts (test_release.py, test_provider_example.py),
+    either of which would delete what another test has just saved. The run marks itself in the environment,
+    which its workers and their children inherit."""
+    if os.environ.get(RUN_MARK) or hasattr(session.config, "workerinput"):
+        return
+    os.environ[RUN_MARK] = "1"
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
 
 
 @pytest.fixture
